@@ -1,0 +1,45 @@
+# The few verbs a person types. Everything installs into .venv first.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install protos check-protos lint test up demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml clients/python/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip==26.3
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e clients/python -e .
+	touch $(STAMP)
+
+protos: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos --python_out=clients/python --grpc_python_out=clients/python \
+	  --mypy_out=clients/python --mypy_grpc_out=clients/python protos/skmaker/v1/*.proto
+
+check-protos: protos
+	git diff --exit-code --stat -- clients/python/skmaker/v1 \
+	  || (echo "generated stubs are stale: run 'make protos' and commit" && exit 1)
+	test -z "$$(git status --porcelain -- clients/python/skmaker/v1)" \
+	  || (echo "generated stubs are not committed: run 'make protos' and commit" && exit 1)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: install check-protos
+	$(PY) -m pytest -n 2 -q
+
+up: install
+	$(PY) -m services.control --local
+
+demo: install
+	$(PY) examples/iris/walkthrough.py
+
+bench: install
+	$(PY) benchmarks/train_overhead.py
+
+clean:
+	rm -rf $(VENV) .skmaker

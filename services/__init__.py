@@ -1,0 +1,1 @@
+"""skmaker's server side: control plane, trainer, inference and batch workers."""

@@ -1,0 +1,1 @@
+"""What every skmaker process needs: settings, lifecycle, errors, artifact-store access."""

@@ -1,0 +1,121 @@
+"""Exceptions that carry their gRPC status code, and the one interceptor that turns them into statuses.
+
+Domain code raises a subclass of `SkmakerError`; the servicer never catches it. The
+`ErrorInterceptor` aborts the RPC with the exception's code and message. Any other exception
+is a bug: it becomes INTERNAL with a short request id, and the traceback goes to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+log = logging.getLogger(__name__)
+
+
+class SkmakerError(Exception):
+    """Base of every error a caller should see; `code` is the gRPC status it maps to."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(SkmakerError):
+    """The request is malformed or a parameter is out of range."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(SkmakerError):
+    """A named resource (job, model, endpoint, artifact) does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(SkmakerError):
+    """A resource with this name exists already."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(SkmakerError):
+    """The resource is in the wrong state for this call."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(SkmakerError):
+    """A size or capacity limit was hit (payload too large, queue full)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(SkmakerError):
+    """Not ready, or draining; the caller may retry elsewhere or later."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Cancelled(SkmakerError):
+    """The work was cancelled by a user or by shutdown."""
+
+    code = grpc.StatusCode.CANCELLED
+
+
+class ModelError(SkmakerError):
+    """The user's model code raised; the message carries its error (SageMaker's ModelError)."""
+
+    code = grpc.StatusCode.UNKNOWN
+
+
+def _wrap_unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return behavior(request, context)
+        except SkmakerError as err:
+            context.abort(err.code, str(err))
+        except Exception:
+            request_id = uuid.uuid4().hex[:12]
+            log.exception("internal error (request id %s)", request_id)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error; request id {request_id}")
+
+    return wrapped
+
+
+def _wrap_streaming(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            yield from behavior(request, context)
+        except SkmakerError as err:
+            context.abort(err.code, str(err))
+        except Exception:
+            request_id = uuid.uuid4().hex[:12]
+            log.exception("internal error (request id %s)", request_id)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error; request id {request_id}")
+
+    return wrapped
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Maps `SkmakerError` to its status and any other exception to INTERNAL."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        if handler.unary_unary:
+            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=_wrap_streaming(handler.unary_stream))
+        if handler.stream_stream:
+            return handler._replace(stream_stream=_wrap_streaming(handler.stream_stream))
+        return handler
