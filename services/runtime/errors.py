@@ -1,4 +1,4 @@
-"""Exceptions that carry their gRPC status code, and the one interceptor that turns them into statuses.
+"""Exceptions that carry their gRPC status code, and the interceptor that turns them into statuses.
 
 Domain code raises a subclass of `SkmakerError`; the servicer never catches it. The
 `ErrorInterceptor` aborts the RPC with the exception's code and message. Any other exception
