@@ -77,7 +77,8 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-                raise AssertionError(f"{self.name} did not exit on SIGTERM\n{self.logs()}")
+                message = f"{self.name} did not exit on SIGTERM\n{self.logs()}"
+                raise AssertionError(message) from None
         code = self.process.returncode
         assert code == 0, f"{self.name} exited {code} after SIGTERM\n{self.logs()}"
         return code
