@@ -61,6 +61,8 @@ class Service:
     )
     on_start: Callable[[], None] | None = None
     on_stop: Callable[[], None] | None = None
+    # Called with the bound gRPC port right before on_start (e.g. to point child workers at it).
+    on_bound: Callable[[int], None] | None = None
     # Called when draining starts (before the server stops), e.g. to refuse new work.
     on_drain: Callable[[], None] | None = None
     # host:port bound with SO_REUSEPORT by a second server sharing the same servicers.
@@ -200,6 +202,8 @@ def start(service: Service, settings: ServiceSettings) -> RunningService:
         write_port_file(settings.port_file, {"grpc": grpc_port, "metrics": metrics_port})
     log.info("%s listening grpc=%s metrics=%s", service.name, grpc_port, metrics_port)
     try:
+        if service.on_bound is not None:
+            service.on_bound(grpc_port)
         if service.on_start is not None:
             service.on_start()
     except BaseException:
