@@ -1,0 +1,171 @@
+"""The client's exceptions: one class per gRPC status a caller can act on.
+
+Every failed RPC surfaces as a subclass of `SkmakerClientError`, chosen by its status code
+(never by its message text). The tree:
+
+    SkmakerClientError
+    ├── InvalidArgument        INVALID_ARGUMENT: bad parameter or payload
+    ├── NotFound               NOT_FOUND: unknown job, model, endpoint or artifact
+    ├── AlreadyExists          ALREADY_EXISTS: a resource with that name exists
+    ├── FailedPrecondition     FAILED_PRECONDITION: wrong state (stop a finished job, ...)
+    ├── ResourceExhausted      RESOURCE_EXHAUSTED: size limit, queue or replica cap
+    ├── Unavailable            UNAVAILABLE: server down, draining or not ready (retried)
+    ├── Unauthenticated        UNAUTHENTICATED: missing or wrong token ($SKMAKER_TOKEN)
+    ├── PermissionDenied       PERMISSION_DENIED: the token may not do this
+    ├── DeadlineExceeded       DEADLINE_EXCEEDED: the call's deadline passed
+    ├── Cancelled              CANCELLED: cancelled by a user or by shutdown
+    ├── ModelError             UNKNOWN: the user's model code raised
+    ├── InternalError          INTERNAL and any other status: a bug on the server
+    └── UnexpectedStatusException   a training job ended Failed (not an RPC error)
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class SkmakerClientError(Exception):
+    """Base of every error the skmaker client raises for a failed call or job.
+
+    Attributes:
+        code: the gRPC status code behind the error (None when not from an RPC).
+        details: the server's message (empty when not from an RPC).
+    """
+
+    code: grpc.StatusCode | None = None
+
+    def __init__(self, message: str, *, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class InvalidArgument(SkmakerClientError):
+    """The request was malformed or a parameter was out of range."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(SkmakerClientError):
+    """A named resource (training job, model, endpoint, artifact) does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(SkmakerClientError):
+    """A resource with this name exists already."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(SkmakerClientError):
+    """The resource is in the wrong state for this call (e.g. stopping a finished job)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(SkmakerClientError):
+    """A size or capacity limit was hit (payload too large, queue full, replica cap)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(SkmakerClientError):
+    """The server is unreachable, draining or not ready; idempotent calls were retried."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Unauthenticated(SkmakerClientError):
+    """The call carried no token or a wrong one (set $SKMAKER_TOKEN)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(SkmakerClientError):
+    """The caller is authenticated but may not do this."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class DeadlineExceeded(SkmakerClientError):
+    """The call did not finish before its deadline (`Session(timeout_s=...)`)."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Cancelled(SkmakerClientError):
+    """The work was cancelled by a user or by a server shutdown."""
+
+    code = grpc.StatusCode.CANCELLED
+
+
+class ModelError(SkmakerClientError):
+    """The user's model code raised (SageMaker's ModelError); the message carries its error."""
+
+    code = grpc.StatusCode.UNKNOWN
+
+
+class InternalError(SkmakerClientError):
+    """The server hit a bug (INTERNAL, or a status the client does not know)."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+class UnexpectedStatusException(SkmakerClientError):
+    """A training job ended Failed while `fit()` or `wait()` waited for it.
+
+    The message follows the SageMaker SDK:
+    "Error for Training job <name>: Failed. Reason: <reason>".
+
+    Attributes:
+        job_name: the training job's name.
+        status: its final status ("Failed").
+        failure_reason: the server's FailureReason.
+    """
+
+    def __init__(self, job_name: str, status: str, failure_reason: str) -> None:
+        super().__init__(f"Error for Training job {job_name}: {status}. Reason: {failure_reason}")
+        self.job_name = job_name
+        self.status = status
+        self.failure_reason = failure_reason
+
+
+_ERROR_BY_CODE: dict[grpc.StatusCode, type[SkmakerClientError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        ResourceExhausted,
+        Unavailable,
+        Unauthenticated,
+        PermissionDenied,
+        DeadlineExceeded,
+        Cancelled,
+        ModelError,
+        InternalError,
+    )
+    if cls.code is not None
+}
+
+
+def error_for_rpc(err: grpc.RpcError) -> SkmakerClientError:
+    """The client exception for a failed RPC, chosen by its status code alone.
+
+    Args:
+        err: what grpcio raised; a `grpc.Call` in practice, with `code()` and `details()`.
+
+    Returns:
+        An instance of the matching subclass (`InternalError` for codes without one), whose
+        message is the server's details, or the code's name when the server sent none.
+    """
+    code_of = getattr(err, "code", None)
+    details_of = getattr(err, "details", None)
+    code = code_of() if callable(code_of) else grpc.StatusCode.UNKNOWN
+    details = (details_of() if callable(details_of) else "") or ""
+    cls = _ERROR_BY_CODE.get(code, InternalError)
+    message = details or f"{code.name} (no details from the server)"
+    error = cls(message, details=details)
+    error.code = code
+    return error

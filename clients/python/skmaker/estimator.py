@@ -1,0 +1,397 @@
+"""`SKLearn`: the estimator a SageMaker notebook uses, training on skmaker instead.
+
+`SKLearn(entry_point=..., hyperparameters=...).fit({"train": uri})` packs the code into
+`sourcedir.tar.gz`, uploads it, creates a training job with SageMaker's hyperparameter
+encoding and streams the job's log until it ends. Arguments that only mean something on AWS
+(`role`, `instance_type`, `framework_version`, ...) are accepted and ignored with one warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from skmaker import descriptions, naming, packaging
+from skmaker import hyperparameters as hp
+from skmaker.inputs import TrainingInput, channels_from_inputs
+from skmaker.session import Session, check_job_status
+
+log = logging.getLogger("skmaker")
+
+# Arguments of sagemaker.sklearn.SKLearn and EstimatorBase that have no effect on skmaker.
+SAGEMAKER_ONLY_ARGS = frozenset(
+    {
+        "role",
+        "instance_type",
+        "framework_version",
+        "py_version",
+        "image_uri",
+        "image_uri_region",
+        "code_location",
+        "git_config",
+        "enable_network_isolation",
+        "checkpoint_s3_uri",
+        "checkpoint_local_path",
+        "enable_sagemaker_metrics",
+        "volume_size",
+        "volume_kms_key",
+        "input_mode",
+        "output_kms_key",
+        "tags",
+        "subnets",
+        "security_group_ids",
+        "use_spot_instances",
+        "max_wait",
+        "max_retry_attempts",
+        "keep_alive_period_in_seconds",
+        "disable_output_compression",
+        "model_uri",
+        "model_channel_name",
+        "rules",
+        "debugger_hook_config",
+        "tensorboard_output_config",
+        "profiler_config",
+        "disable_profiler",
+        "distribution",
+        "instance_groups",
+        "encrypt_inter_container_traffic",
+        "container_entry_point",
+        "container_arguments",
+        "training_repository_access_mode",
+        "training_repository_credentials_provider_arn",
+        "environment_variables",
+        "sagemaker_session",
+    }
+)
+
+_STREAMING_LOG_MODES = {True, "All", "Training"}
+_REMOTE_SOURCE_SCHEMES = ("store://", "s3://")
+_CODE_KEY_PREFIX = "jobs"
+
+
+def _is_remote(source_dir: str | os.PathLike[str] | None) -> bool:
+    return isinstance(source_dir, str) and source_dir.startswith(_REMOTE_SOURCE_SCHEMES)
+
+
+class TrainingJob:
+    """A handle on one training job: SageMaker's `estimator.latest_training_job`.
+
+    Args:
+        sagemaker_session: the session that reaches the job.
+        job_name: the job's name.
+    """
+
+    def __init__(self, sagemaker_session: Session, job_name: str) -> None:
+        self.sagemaker_session = sagemaker_session
+        self.job_name = job_name
+
+    @property
+    def name(self) -> str:
+        """The job's name."""
+        return self.job_name
+
+    def __repr__(self) -> str:
+        return f"TrainingJob({self.job_name!r})"
+
+    def describe(self) -> dict[str, Any]:
+        """The job's DescribeTrainingJob-shaped dict."""
+        return self.sagemaker_session.describe_training_job(self.job_name)
+
+    def stop(self) -> None:
+        """Asks the job to stop; what the script saved so far is still uploaded."""
+        self.sagemaker_session.stop_training_job(self.job_name)
+
+    def wait(self, logs: bool | str = True) -> dict[str, Any]:
+        """Waits for the job to end; returns its description.
+
+        Args:
+            logs: True, "All" or "Training" print the job's log lines to stdout as they
+                arrive; False, "None" or "Rules" wait silently.
+
+        Raises:
+            UnexpectedStatusException: when the job ended Failed. A Stopped job returns
+                normally, after a warning in the log.
+        """
+        session = self.sagemaker_session
+        if logs in _STREAMING_LOG_MODES:
+            session.logs_for_job(self.job_name, wait=True)
+            description = session.describe_training_job(self.job_name)
+            if description["TrainingJobStatus"] not in descriptions.TERMINAL_STATUSES:
+                # The log stream ends with the job; this covers a server that closed it early.
+                description = session.wait_for_job(self.job_name)
+            if "TrainingTimeInSeconds" in description:
+                print(f"Training seconds: {description['TrainingTimeInSeconds']}", flush=True)
+        else:
+            description = session.wait_for_job(self.job_name)
+        check_job_status(description)
+        if description["TrainingJobStatus"] == "Stopped":
+            log.warning("training job %s stopped", self.job_name)
+        return description
+
+
+class SKLearn:
+    """Trains a scikit-learn script on skmaker with `sagemaker.sklearn.SKLearn`'s API.
+
+    Args:
+        entry_point: the training script; relative to `source_dir` when that is given.
+        source_dir: a local folder archived whole, or the `store://` URI of an existing
+            sourcedir.tar.gz.
+        hyperparameters: passed to the script as `--key value` (JSON-encoded on the wire).
+        metric_definitions: `[{"Name": ..., "Regex": ...}]`; matching log lines become metrics.
+        max_run: maximum run time in seconds; the job is stopped after it.
+        environment: environment variables for the script.
+        base_job_name: prefix of generated job names (default "sagemaker-scikit-learn").
+        session: the skmaker `Session`; default `Session()` (reads $SKMAKER_ADDRESS).
+        dependencies: local files or folders added at the root of the code archive.
+        output_path: `store://` prefix; artifacts go to `<output_path>/<job>/output/`.
+            Default: `store://<job>/output/`.
+        sagemaker_session: alias of `session`; a real SageMaker session is ignored.
+        shell_compat: run the script through /bin/sh as SageMaker's toolkit does (values with
+            spaces are split); by default each hyperparameter value stays one argument.
+        container_log_level: sent as `sagemaker_container_log_level` (SM_LOG_LEVEL).
+        instance_count: must be 1, as in SageMaker.
+        **sagemaker_only_args: `role`, `instance_type`, `framework_version` and the other
+            SageMaker arguments in `SAGEMAKER_ONLY_ARGS`; accepted and ignored with a warning.
+
+    Raises:
+        AttributeError: when `instance_count` is not 1 (SageMaker's error).
+        TypeError: for an argument SageMaker's SKLearn does not have either.
+    """
+
+    def __init__(
+        self,
+        entry_point: str,
+        source_dir: str | os.PathLike[str] | None = None,
+        hyperparameters: Mapping[str, Any] | None = None,
+        metric_definitions: Sequence[Mapping[str, str]] | None = None,
+        max_run: int = 86400,
+        environment: Mapping[str, str] | None = None,
+        base_job_name: str | None = None,
+        session: Session | None = None,
+        dependencies: Sequence[str | os.PathLike[str]] | None = None,
+        output_path: str | None = None,
+        sagemaker_session: Any = None,
+        shell_compat: bool = False,
+        container_log_level: int = logging.INFO,
+        instance_count: int = 1,
+        **sagemaker_only_args: Any,
+    ) -> None:
+        unknown = sorted(set(sagemaker_only_args) - SAGEMAKER_ONLY_ARGS)
+        if unknown:
+            raise TypeError(f"SKLearn() got an unexpected keyword argument {unknown[0]!r}")
+        if instance_count != 1:
+            raise AttributeError(
+                "Scikit-Learn does not support distributed training. Please remove the "
+                "'instance_count' argument or set 'instance_count=1' when initializing SKLearn."
+            )
+        ignored = {name for name, value in sagemaker_only_args.items() if value is not None}
+        if isinstance(sagemaker_session, Session):
+            if session is not None and session is not sagemaker_session:
+                raise ValueError("pass either session or sagemaker_session, not both")
+            session = sagemaker_session
+        elif sagemaker_session is not None:
+            ignored.add("sagemaker_session")
+        if ignored:
+            warnings.warn(
+                "skmaker ignores these SageMaker-only arguments: " + ", ".join(sorted(ignored)),
+                UserWarning,
+                stacklevel=2,
+            )
+        self.entry_point = entry_point
+        self.source_dir = source_dir
+        self.dependencies = list(dependencies or [])
+        self._hyperparameters: dict[str, Any] = dict(hyperparameters or {})
+        self.metric_definitions = [dict(m) for m in metric_definitions or []]
+        self.max_run = max_run
+        self.environment = dict(environment or {})
+        self.base_job_name = base_job_name
+        self.output_path = output_path
+        self.shell_compat = shell_compat
+        self.container_log_level = container_log_level
+        self.instance_count = 1
+        self._session = session
+        self._reserved_hyperparameters: dict[str, str] = {}
+        self._current_job_name: str | None = None
+        self.latest_training_job: TrainingJob | None = None
+
+    def __repr__(self) -> str:
+        return f"SKLearn(entry_point={self.entry_point!r}, job={self._current_job_name!r})"
+
+    @property
+    def sagemaker_session(self) -> Session:
+        """The session, created from the environment on first use when none was given."""
+        if self._session is None:
+            self._session = Session()
+        return self._session
+
+    # -- hyperparameters ---------------------------------------------------------------------
+
+    def set_hyperparameters(self, **kwargs: Any) -> None:
+        """Adds or replaces hyperparameters for the next `fit()`."""
+        self._hyperparameters.update(kwargs)
+
+    def hyperparameters(self) -> dict[str, str]:
+        """The hyperparameters as sent to the server: JSON-encoded values, plus the
+        `sagemaker_*` keys of the latest job once `fit()` ran (as SageMaker's method)."""
+        return {**hp.encode(self._hyperparameters), **self._reserved_hyperparameters}
+
+    # -- training ----------------------------------------------------------------------------
+
+    def fit(
+        self,
+        inputs: str | TrainingInput | Mapping[str, str | TrainingInput] | None = None,
+        wait: bool = True,
+        logs: bool | str = True,
+        job_name: str | None = None,
+        experiment_config: Mapping[str, str] | None = None,
+    ) -> None:
+        """Uploads the code, creates a training job and, with `wait`, follows it to the end.
+
+        Args:
+            inputs: a URI (the channel "training"), a `TrainingInput`, or a dict of channel
+                name -> URI or `TrainingInput`. URIs are `store://...` (from
+                `Session.upload_data`), `file:///abs/path` or `s3://...`; local paths are not
+                uploaded implicitly.
+            wait: block until the job ends.
+            logs: with `wait`, print the job's log as it runs (True/"All"/"Training") or not
+                (False/"None"/"Rules").
+            job_name: the job's name; default `<base_job_name>-<UTC timestamp>`.
+            experiment_config: accepted for compatibility; ignored.
+
+        Raises:
+            ValueError: for bad inputs, a bad job name, or an entry point, source_dir or
+                dependency that does not exist (all before any call to the server).
+            UnexpectedStatusException: when `wait` and the job ended Failed.
+            SkmakerClientError: when the server refuses a call (e.g. AlreadyExists).
+        """
+        del experiment_config
+        channels = channels_from_inputs(inputs)
+        if job_name is not None:
+            name = naming.validate_name(job_name)
+        else:
+            name = naming.name_from_base(self.base_job_name or naming.DEFAULT_BASE_NAME)
+        encoded_user_hyperparameters = hp.encode(self._hyperparameters)
+        session = self.sagemaker_session
+        if _is_remote(self.source_dir):
+            program, source_uri = self.entry_point, str(self.source_dir)
+        else:
+            bundle = packaging.plan(self.entry_point, self.source_dir, self.dependencies)
+            program = bundle.program
+            with tempfile.TemporaryDirectory(prefix="skmaker-source-") as scratch:
+                archive = packaging.write(bundle, Path(scratch) / packaging.ARCHIVE_NAME)
+                source_uri = session.upload_data(
+                    archive, key_prefix=f"{_CODE_KEY_PREFIX}/{name}/source"
+                )
+        reserved = hp.reserved(
+            entry_point=program,
+            submit_directory=source_uri,
+            job_name=name,
+            log_level=self.container_log_level,
+        )
+        log.info("Creating training-job with name: %s", name)
+        session.create_training_job(
+            name,
+            entry_point=program,
+            source_uri=source_uri,
+            hyperparameters={**encoded_user_hyperparameters, **reserved},
+            channels=channels,
+            metric_definitions=self.metric_definitions,
+            environment={str(k): str(v) for k, v in self.environment.items()},
+            max_run=self.max_run,
+            output_uri=self._output_uri(name),
+            shell_compat=self.shell_compat,
+        )
+        self._reserved_hyperparameters = reserved
+        self._current_job_name = name
+        self.latest_training_job = TrainingJob(session, name)
+        if wait:
+            self.latest_training_job.wait(logs=logs)
+
+    def _output_uri(self, job_name: str) -> str:
+        # SageMaker writes to <output_path>/<job>/output/, so jobs sharing an output_path
+        # never overwrite each other's model.tar.gz.
+        if not self.output_path:
+            return ""
+        return f"{self.output_path.rstrip('/')}/{job_name}/output"
+
+    def _require_job(self) -> TrainingJob:
+        if self.latest_training_job is None:
+            raise ValueError("Estimator is not associated with a training job; call fit() first")
+        return self.latest_training_job
+
+    @property
+    def model_data(self) -> str:
+        """URI of the latest job's model.tar.gz.
+
+        Raises:
+            ValueError: before `fit()`, or when the job has no model artifact (yet).
+        """
+        description = self._require_job().describe()
+        uri = description.get("ModelArtifacts", {}).get("S3ModelArtifacts", "")
+        if not uri:
+            raise ValueError(
+                f"training job {description['TrainingJobName']} has no model artifact "
+                f"(status {description['TrainingJobStatus']})"
+            )
+        return str(uri)
+
+    def logs(self) -> None:
+        """Prints the latest job's whole log to stdout, following it while the job runs."""
+        job = self._require_job()
+        self.sagemaker_session.logs_for_job(job.name, wait=True, out=sys.stdout)
+
+    # deploy(), create_model() and transformer() come with the serving and batch APIs.
+
+    @classmethod
+    def attach(
+        cls,
+        training_job_name: str,
+        session: Session | None = None,
+        sagemaker_session: Any = None,
+        model_channel_name: str = "model",
+    ) -> SKLearn:
+        """Rebuilds the estimator of an existing training job, waiting for it if it runs.
+
+        As SageMaker's `attach`, the hyperparameters are decoded and the reserved `sagemaker_*`
+        keys dropped; the entry point and the code archive come from the job.
+
+        Raises:
+            NotFound: when there is no such job.
+            UnexpectedStatusException: when the job ended Failed (as SageMaker does).
+        """
+        del model_channel_name
+        if session is None and isinstance(sagemaker_session, Session):
+            session = sagemaker_session
+        session = session or Session()
+        description = session.describe_training_job(training_job_name)
+        encoded = description["HyperParameters"]
+        algorithm = description["AlgorithmSpecification"]
+        log_level = hp.decode_value(encoded.get(hp.CONTAINER_LOG_LEVEL, "20"))
+        output_path = description["OutputDataConfig"]["S3OutputPath"]
+        job_output_suffix = f"/{training_job_name}/output"
+        estimator = cls(
+            entry_point=descriptions.entry_point_of(description),
+            source_dir=algorithm.get("SourceUri") or None,
+            hyperparameters=hp.user_hyperparameters(encoded),
+            metric_definitions=algorithm["MetricDefinitions"],
+            max_run=description["StoppingCondition"]["MaxRuntimeInSeconds"],
+            environment=description["Environment"],
+            base_job_name=naming.base_from_name(training_job_name),
+            session=session,
+            output_path=output_path.removesuffix(job_output_suffix) or None,
+            shell_compat=bool(algorithm.get("ShellCompat", False)),
+            container_log_level=log_level if isinstance(log_level, int) else logging.INFO,
+        )
+        estimator._reserved_hyperparameters = {
+            key: value for key, value in encoded.items() if hp.is_reserved(key)
+        }
+        estimator._current_job_name = training_job_name
+        estimator.latest_training_job = TrainingJob(session, training_job_name)
+        estimator.latest_training_job.wait(logs=False)
+        return estimator

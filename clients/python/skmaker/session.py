@@ -1,0 +1,475 @@
+"""`Session`: the connection to skmaker's control service, shaped like SageMaker's Session.
+
+A session owns one gRPC channel. It uploads and downloads data (`upload_data`,
+`download_data`), and creates, describes, lists, stops and follows training jobs for the
+estimator. Every call has a deadline; only idempotent calls (describe, list, download, logs)
+are retried, and only when the server is UNAVAILABLE. Failed calls raise the exceptions in
+`skmaker.errors`. Results are plain dicts shaped like boto3's, never protobuf messages.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, TypeVar
+
+import grpc
+from tqdm import tqdm
+
+from skmaker import descriptions, transfer
+from skmaker.errors import NotFound, UnexpectedStatusException, error_for_rpc
+from skmaker.inputs import TrainingInput
+from skmaker.v1 import (
+    artifacts_pb2_grpc,
+    training_job_pb2,
+    training_pb2,
+    training_pb2_grpc,
+)
+
+DEFAULT_ADDRESS = "localhost:50051"
+DEFAULT_BUCKET = "skmaker"
+
+# UNAVAILABLE is retried this many times in all for idempotent calls, backing off from
+# 0.25 s and doubling (with jitter): long enough to ride out a control restart, short enough
+# that a server that is really down is reported within a few seconds.
+RETRY_ATTEMPTS = 5
+RETRY_FIRST_BACKOFF_S = 0.25
+
+# A followed log stream is reopened (from the next sequence number) after this long, so
+# even a silent job's stream has a deadline and a half-dead connection is noticed.
+LOG_STREAM_DEADLINE_S = 300.0
+
+# The server accepts pings without data only every 5 minutes (grpc's default); pinging more
+# often gets the connection closed with "too_many_pings".
+_CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 360_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of a training job's log.
+
+    Attributes:
+        sequence: position in the job's log, from 0.
+        timestamp: when the line was written (UTC).
+        stream: "stdout", "stderr" or "platform".
+        text: the line without its newline.
+    """
+
+    sequence: int
+    timestamp: datetime
+    stream: str
+    text: str
+
+
+def _backoff_s(attempt: int) -> float:
+    return float(RETRY_FIRST_BACKOFF_S * 2**attempt * random.uniform(0.8, 1.2))
+
+
+def _is_unavailable(err: grpc.RpcError) -> bool:
+    return callable(getattr(err, "code", None)) and err.code() == grpc.StatusCode.UNAVAILABLE
+
+
+class Session:
+    """A connection to skmaker, used like `sagemaker.Session`.
+
+    Args:
+        address: host:port of the control service; default $SKMAKER_ADDRESS, else
+            "localhost:50051".
+        token: bearer token sent with every call; default $SKMAKER_TOKEN (none if unset).
+        timeout_s: deadline of each control call (transfers get `transfer_timeout_s`).
+        transfer_timeout_s: deadline of each file upload or download.
+        tls_ca: root certificate (PEM file) to verify the server with; default $SKMAKER_TLS_CA.
+            When set the channel uses TLS, otherwise it is plaintext.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        token: str | None = None,
+        *,
+        timeout_s: float = 60.0,
+        transfer_timeout_s: float = 3600.0,
+        tls_ca: str | None = None,
+    ) -> None:
+        self.address = address or os.environ.get("SKMAKER_ADDRESS") or DEFAULT_ADDRESS
+        token = token if token is not None else os.environ.get("SKMAKER_TOKEN", "")
+        self.timeout_s = timeout_s
+        self.transfer_timeout_s = transfer_timeout_s
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        tls_ca = tls_ca if tls_ca is not None else os.environ.get("SKMAKER_TLS_CA", "")
+        if tls_ca:
+            credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
+            self._channel = grpc.secure_channel(self.address, credentials, _CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.insecure_channel(self.address, _CHANNEL_OPTIONS)
+        self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
+        self._artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self._channel)
+
+    def __repr__(self) -> str:
+        return f"Session(address={self.address!r})"
+
+    def close(self) -> None:
+        """Closes the channel; the session cannot be used afterwards."""
+        self._channel.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- calls -------------------------------------------------------------------------------
+
+    def _call(self, attempt: Callable[[], T], *, idempotent: bool) -> T:
+        """Runs one RPC, retrying UNAVAILABLE for idempotent calls; maps errors to ours."""
+        attempts = RETRY_ATTEMPTS if idempotent else 1
+        for number in range(attempts):
+            try:
+                return attempt()
+            except grpc.RpcError as err:
+                if not (_is_unavailable(err) and number + 1 < attempts):
+                    raise error_for_rpc(err) from None
+            time.sleep(_backoff_s(number))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    # -- data --------------------------------------------------------------------------------
+
+    def default_bucket(self) -> str:
+        """A constant bucket name, for code that builds S3 paths from it."""
+        return DEFAULT_BUCKET
+
+    def _progress(self, total: int, description: str) -> tqdm[Any]:
+        # delay: a bar appears only for transfers that take more than a moment.
+        return tqdm(
+            total=total,
+            desc=description,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            delay=1.0,
+            file=sys.stderr,
+            disable=None,
+            leave=False,
+        )
+
+    def upload_data(
+        self,
+        path: str | os.PathLike[str],
+        bucket: str | None = None,
+        key_prefix: str = "data",
+        extra_args: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Uploads a file or a folder to the artifact store, as SageMaker's `upload_data`.
+
+        A file lands at `store://<key_prefix>/<file name>` and that URI is returned. A folder's
+        files land at `store://<key_prefix>/<path relative to the folder>` and
+        `store://<key_prefix>` is returned, ready to be a channel of `fit()`.
+
+        Args:
+            path: local file or folder.
+            bucket: accepted for compatibility; there is one store.
+            key_prefix: where in the store the data goes.
+            extra_args: accepted for compatibility; ignored.
+
+        Raises:
+            FileNotFoundError: when `path` does not exist.
+            ValueError: for a key prefix that is not a relative path without "..".
+        """
+        del bucket, extra_args  # SageMaker arguments with no meaning here.
+        local = Path(path)
+        prefix = key_prefix.strip("/")
+        if local.is_file():
+            files = [(local, PurePosixPath(prefix, local.name).as_posix())]
+            result = transfer.store_uri(files[0][1])
+        elif local.is_dir():
+            if not prefix:
+                raise ValueError("key_prefix must not be empty when uploading a folder")
+            files = [
+                (file, PurePosixPath(prefix, *file.relative_to(local).parts).as_posix())
+                for file in sorted(local.rglob("*"))
+                if file.is_file()
+            ]
+            result = transfer.store_uri(prefix)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {str(local)!r}")
+        for _, key in files:
+            transfer.key_of(key)  # fail before sending anything
+        total = sum(file.stat().st_size for file, _ in files)
+        with self._progress(total, f"upload {result}") as bar:
+            for file, key in files:
+                self._call(
+                    lambda file=file, key=key: transfer.upload_file(  # type: ignore[misc]
+                        self._artifacts,
+                        file,
+                        transfer.store_uri(key),
+                        timeout_s=self.transfer_timeout_s,
+                        metadata=self._metadata,
+                        progress=bar.update,
+                    ),
+                    idempotent=False,
+                )
+        return result
+
+    def download_data(self, path: str | os.PathLike[str], uri: str) -> list[str]:
+        """Downloads everything at or below a `store://` URI into the local folder `path`.
+
+        An object named by `uri` itself lands as `path/<its base name>`; objects below it keep
+        their layout relative to it. Returns the local paths written, sorted.
+
+        Raises:
+            NotFound: when nothing is stored at or below `uri`.
+        """
+        prefix_key = transfer.key_of(uri)
+        infos = self._call(
+            lambda: transfer.list_artifacts(
+                self._artifacts, uri, timeout_s=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=True,
+        )
+        if not infos:
+            raise NotFound(f"nothing stored at or below {uri}")
+        destination = Path(path)
+        written = []
+        with self._progress(sum(info.size for info in infos), f"download {uri}") as bar:
+            for info in infos:
+                key = transfer.key_of(info.uri)
+                relative = (
+                    PurePosixPath(key).name if key == prefix_key else key[len(prefix_key) + 1 :]
+                )
+                target = destination.joinpath(*PurePosixPath(relative).parts)
+                self._call(
+                    lambda info=info, target=target: transfer.download_file(  # type: ignore[misc]
+                        self._artifacts,
+                        info.uri,
+                        target,
+                        timeout_s=self.transfer_timeout_s,
+                        metadata=self._metadata,
+                        progress=bar.update,
+                    ),
+                    idempotent=True,
+                )
+                written.append(str(target))
+        return sorted(written)
+
+    # -- training jobs -----------------------------------------------------------------------
+
+    def create_training_job(
+        self,
+        name: str,
+        *,
+        entry_point: str,
+        source_uri: str,
+        hyperparameters: Mapping[str, str],
+        channels: Mapping[str, TrainingInput],
+        metric_definitions: Sequence[Mapping[str, str]] = (),
+        environment: Mapping[str, str] | None = None,
+        max_run: int = 86400,
+        output_uri: str = "",
+        shell_compat: bool = False,
+    ) -> dict[str, Any]:
+        """Creates a training job and returns its description (not retried).
+
+        Args:
+            name: the job name.
+            entry_point: the script, relative to the root of the source bundle.
+            source_uri: `store://` URI of sourcedir.tar.gz.
+            hyperparameters: already JSON-encoded values (see `skmaker.hyperparameters`).
+            channels: channel name -> input.
+            metric_definitions: `[{"Name": ..., "Regex": ...}]` as in SageMaker.
+            environment: environment variables for the script.
+            max_run: maximum run time in seconds.
+            output_uri: folder for model.tar.gz and output.tar.gz; empty for the default.
+            shell_compat: run the script through /bin/sh as SageMaker's toolkit does.
+
+        Raises:
+            AlreadyExists, InvalidArgument, NotFound: as the server decides.
+        """
+        spec = training_job_pb2.TrainingJobSpec(
+            entry_point=entry_point,
+            source_uri=source_uri,
+            hyperparameters=dict(hyperparameters),
+            channels=[
+                training_job_pb2.Channel(
+                    name=channel, uri=data.s3_data, content_type=data.content_type or ""
+                )
+                for channel, data in channels.items()
+            ],
+            metric_definitions=[
+                training_job_pb2.MetricDefinition(name=m["Name"], regex=m["Regex"])
+                for m in metric_definitions
+            ],
+            environment=dict(environment or {}),
+            max_runtime_seconds=max_run,
+            output_uri=output_uri,
+            shell_compat=shell_compat,
+        )
+        request = training_pb2.CreateTrainingJobRequest(name=name, spec=spec)
+        response = self._call(
+            lambda: self._training.CreateTrainingJob(
+                request, timeout=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=False,
+        )
+        return descriptions.training_job_description(response.training_job)
+
+    def describe_training_job(self, job_name: str) -> dict[str, Any]:
+        """A DescribeTrainingJob-shaped dict of one job (see `skmaker.descriptions`).
+
+        Raises:
+            NotFound: when there is no such job.
+        """
+        request = training_pb2.DescribeTrainingJobRequest(name=job_name)
+        response = self._call(
+            lambda: self._training.DescribeTrainingJob(
+                request, timeout=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=True,
+        )
+        return descriptions.training_job_description(response.training_job)
+
+    def list_training_jobs(
+        self,
+        *,
+        status_equals: str | None = None,
+        name_contains_prefix: str = "",
+        max_results: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Summaries of training jobs, newest first (boto3's `TrainingJobSummaries` entries).
+
+        Args:
+            status_equals: only jobs in this status (InProgress, Completed, Failed, ...).
+            name_contains_prefix: only jobs whose name starts with this.
+            max_results: stop after this many; all when None.
+        """
+        status = descriptions.status_value(status_equals) if status_equals else 0
+        summaries: list[dict[str, Any]] = []
+        page_token = ""
+        while True:
+            page_size = min(1000, max_results - len(summaries)) if max_results else 0
+            request = training_pb2.ListTrainingJobsRequest(
+                status=status,  # type: ignore[arg-type]
+                name_prefix=name_contains_prefix,
+                page_size=page_size,
+                page_token=page_token,
+            )
+            response = self._call(
+                lambda request=request: self._training.ListTrainingJobs(  # type: ignore[misc]
+                    request, timeout=self.timeout_s, metadata=self._metadata
+                ),
+                idempotent=True,
+            )
+            summaries += [descriptions.training_job_summary(j) for j in response.training_jobs]
+            page_token = response.next_page_token
+            if not page_token or (max_results and len(summaries) >= max_results):
+                return summaries[:max_results] if max_results else summaries
+
+    def stop_training_job(self, job_name: str) -> dict[str, Any]:
+        """Asks a job to stop; returns its description (now Stopping or Stopped).
+
+        Raises:
+            NotFound: when there is no such job.
+            FailedPrecondition: when the job has already ended.
+        """
+        request = training_pb2.StopTrainingJobRequest(name=job_name)
+        response = self._call(
+            lambda: self._training.StopTrainingJob(
+                request, timeout=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=False,
+        )
+        return descriptions.training_job_description(response.training_job)
+
+    def training_job_log_lines(
+        self, job_name: str, *, from_sequence: int = 0, follow: bool = False
+    ) -> Iterator[LogLine]:
+        """A job's log lines in order; with `follow`, until the job ends.
+
+        The stream is reopened from the next line when the server is briefly unavailable and,
+        while following, whenever its deadline passes, so no line is lost or repeated.
+
+        Raises:
+            NotFound: when there is no such job.
+            Unavailable: when the server stays unreachable through the retries.
+        """
+        next_sequence = from_sequence
+        failures = 0
+        while True:
+            request = training_pb2.GetTrainingJobLogsRequest(
+                name=job_name, from_sequence=next_sequence, follow=follow
+            )
+            deadline_s = LOG_STREAM_DEADLINE_S if follow else self.timeout_s
+            try:
+                for response in self._training.GetTrainingJobLogs(
+                    request, timeout=deadline_s, metadata=self._metadata
+                ):
+                    for line in response.lines:
+                        if line.sequence < next_sequence:
+                            continue  # already yielded before a reconnect
+                        failures = 0
+                        next_sequence = line.sequence + 1
+                        yield LogLine(
+                            sequence=line.sequence,
+                            timestamp=descriptions.to_datetime(line.timestamp),
+                            stream=line.stream,
+                            text=line.text,
+                        )
+                return
+            except grpc.RpcError as err:
+                code = err.code() if callable(getattr(err, "code", None)) else None
+                if follow and code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    continue
+                failures += 1
+                if not (_is_unavailable(err) and failures < RETRY_ATTEMPTS):
+                    raise error_for_rpc(err) from None
+                time.sleep(_backoff_s(failures - 1))
+
+    def logs_for_job(self, job_name: str, wait: bool = False, out: IO[str] | None = None) -> None:
+        """Prints a job's log to `out` (stdout); with `wait`, follows it until the job ends."""
+        stream = out if out is not None else sys.stdout
+        for line in self.training_job_log_lines(job_name, follow=wait):
+            print(line.text, file=stream, flush=True)
+
+    def wait_for_job(self, job_name: str, poll_s: float = 2.0) -> dict[str, Any]:
+        """Polls until the job ends; returns its description.
+
+        Polling starts fast (a short job returns in well under a second) and backs off to one
+        describe per `poll_s`.
+
+        Raises:
+            UnexpectedStatusException: when the job ended Failed.
+            NotFound: when there is no such job.
+        """
+        interval_s = 0.1
+        while True:
+            description = self.describe_training_job(job_name)
+            if description["TrainingJobStatus"] in descriptions.TERMINAL_STATUSES:
+                return check_job_status(description)
+            time.sleep(interval_s)
+            interval_s = min(poll_s, interval_s * 1.5)
+
+
+def check_job_status(description: dict[str, Any]) -> dict[str, Any]:
+    """Returns `description` unless the job Failed, as SageMaker's `_check_job_status`.
+
+    Raises:
+        UnexpectedStatusException: when `TrainingJobStatus` is Failed.
+    """
+    status = description["TrainingJobStatus"]
+    if status == "Failed":
+        raise UnexpectedStatusException(
+            description["TrainingJobName"], status, description.get("FailureReason", "(none)")
+        )
+    return description
