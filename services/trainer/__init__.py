@@ -1,0 +1,1 @@
+"""Trainer worker: pulls training tasks, runs SageMaker-style scripts, uploads model.tar.gz."""

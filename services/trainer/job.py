@@ -1,0 +1,335 @@
+"""Runs one training job in a SageMaker-style workspace, from download to upload.
+
+The steps and the secondary statuses they report are SageMaker's: Downloading (source bundle
+and channels), Training (requirements.txt, then the entry point as a script — never imported),
+Uploading (`model/` -> model.tar.gz, `output/data/` -> output.tar.gz, also after a stop or
+max_run, because what the script saved is worth keeping). The job talks to the outside world
+only through the two small protocols below, so it can be exercised without a control.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import platform
+import shutil
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlparse
+
+from services.trainer import archives, hyperparameters, requirements, runner, workspace
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT_PREFIX = "store://jobs"
+MODEL_ARCHIVE = "model.tar.gz"
+OUTPUT_ARCHIVE = "output.tar.gz"
+CLIENT_ERROR = "ClientError: "
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """One input channel: its name, where the data is, and its optional content type."""
+
+    name: str
+    uri: str
+    content_type: str = ""
+
+
+@dataclass(frozen=True)
+class TrainingAssignment:
+    """Everything a worker needs to run one attempt of a training job."""
+
+    job_name: str
+    attempt: int
+    entry_point: str
+    source_uri: str
+    hyperparameters: Mapping[str, str]
+    channels: Sequence[ChannelSpec]
+    metric_definitions: Sequence[tuple[str, str]]
+    environment: Mapping[str, str]
+    max_runtime_s: float
+    output_uri: str = ""
+    shell_compat: bool = False
+
+
+@dataclass(frozen=True)
+class RuntimeVersions:
+    """Library versions a model was trained with."""
+
+    python: str
+    sklearn: str
+    numpy: str
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How an attempt ended.
+
+    `outcome` is one of runner's SUCCEEDED, FAILED, STOPPED, MAX_RUNTIME_EXCEEDED.
+    """
+
+    outcome: str
+    failure_reason: str = ""
+    model_artifact_uri: str = ""
+    output_artifact_uri: str = ""
+    versions: RuntimeVersions | None = None
+
+
+class JobReporter(Protocol):
+    """Where a running job sends its progress; implemented over heartbeats by the worker."""
+
+    def log_line(self, stream: str, text: str, timestamp: float) -> None:
+        """One line of output (stream: stdout, stderr or platform)."""
+
+    def metric(self, name: str, value: float, timestamp: float) -> None:
+        """One parsed metric value."""
+
+    def secondary_status(self, status: str) -> None:
+        """A new SageMaker secondary status (Downloading, Training, Uploading)."""
+
+
+class ArtifactAccess(Protocol):
+    """The artifact store as a job needs it."""
+
+    def download_file(self, uri: str, dest: Path) -> None:
+        """Downloads one object to a local file."""
+
+    def download_prefix(self, uri: str, dest_dir: Path) -> list[Path]:
+        """Downloads everything at or below `uri` into `dest_dir`."""
+
+    def upload_file(self, path: Path, uri: str) -> str:
+        """Uploads a local file; returns the stored URI."""
+
+
+@dataclass(frozen=True)
+class JobEnvironment:
+    """Worker-level facts a job runs with."""
+
+    python: str
+    deps_root: Path
+    base_environment: Mapping[str, str]
+    stop_grace_s: float = runner.DEFAULT_GRACE_S
+    pip_timeout_s: float = 900.0
+
+
+class JobClientError(Exception):
+    """The job's own inputs are unusable (missing data, entry point not in the bundle)."""
+
+
+def runtime_versions() -> RuntimeVersions:
+    """Versions of Python, scikit-learn and numpy that the script's interpreter has."""
+    return RuntimeVersions(
+        python=platform.python_version(),
+        sklearn=importlib.metadata.version("scikit-learn"),
+        numpy=importlib.metadata.version("numpy"),
+    )
+
+
+def artifact_prefix(assignment: TrainingAssignment) -> str:
+    """Where this job's archives go: `<output_uri>/<job>/output/` (SageMaker's layout)."""
+    base = (assignment.output_uri or DEFAULT_OUTPUT_PREFIX).rstrip("/")
+    return f"{base}/{assignment.job_name}/output"
+
+
+@dataclass
+class TrainingJobRun:
+    """One attempt of a training job. `run()` never raises for job-level problems.
+
+    Attributes:
+        stop_requested: set it to end the script (SIGTERM, grace, SIGKILL) and upload what
+            it saved; the outcome is then STOPPED.
+        abandoned: set it when the attempt was superseded or the worker is shutting down:
+            the script is ended the same way but nothing is uploaded.
+    """
+
+    assignment: TrainingAssignment
+    root: Path
+    reporter: JobReporter
+    artifacts: ArtifactAccess
+    env: JobEnvironment
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    abandoned: threading.Event = field(default_factory=threading.Event)
+
+    def _platform_line(self, text: str) -> None:
+        self.reporter.log_line("platform", text, time.time())
+
+    def run(self) -> JobOutcome:
+        """Downloads, trains and uploads; returns how the attempt ended."""
+        versions = runtime_versions()
+        try:
+            ws = self._prepare()
+            result = self._train(ws)
+        except JobClientError as err:
+            reason = (CLIENT_ERROR + str(err))[: runner.FAILURE_REASON_LIMIT]
+            self._platform_line(reason)
+            return JobOutcome(runner.FAILED, reason, versions=versions)
+        except requirements.RequirementsInstallError as err:
+            return JobOutcome(runner.FAILED, err.failure_reason, versions=versions)
+        if self.abandoned.is_set() or result.outcome == runner.FAILED:
+            return JobOutcome(result.outcome, result.failure_reason, versions=versions)
+        if result.outcome == runner.SUCCEEDED:
+            ws.success_file.write_text("", encoding="utf-8")
+        model_uri, output_uri = self._upload(ws)
+        return JobOutcome(result.outcome, result.failure_reason, model_uri, output_uri, versions)
+
+    def _prepare(self) -> workspace.Workspace:
+        """Lays out the workspace and fetches code and data (secondary status Downloading)."""
+        assignment = self.assignment
+        self.reporter.secondary_status("Downloading")
+        if self.root.exists():
+            shutil.rmtree(self.root)  # a previous attempt of this job on this worker
+        ws = workspace.create(self.root)
+        channels = {
+            c.name: workspace.ChannelConfig(content_type=c.content_type or None)
+            for c in assignment.channels
+        }
+        try:
+            workspace.write_config_files(ws, assignment.hyperparameters, channels)
+        except ValueError as err:
+            raise JobClientError(str(err)) from err
+        self._fetch_code(ws)
+        for channel in assignment.channels:
+            self._fetch_channel(ws, channel)
+        return ws
+
+    def _fetch_code(self, ws: workspace.Workspace) -> None:
+        bundle = self.root / "sourcedir.tar.gz"
+        try:
+            self.artifacts.download_file(self.assignment.source_uri, bundle)
+            archives.safe_extract_tar(bundle, ws.code_dir)
+        except (OSError, ValueError) as err:
+            raise JobClientError(f"cannot unpack the source bundle: {err}") from err
+        finally:
+            bundle.unlink(missing_ok=True)
+        entry = ws.code_dir / self.assignment.entry_point
+        if not entry.is_file():
+            present = sorted(p.name for p in ws.code_dir.iterdir())[:10]
+            raise JobClientError(
+                f"entry point {self.assignment.entry_point!r} is not in the source bundle "
+                f"(it holds: {', '.join(present) or 'nothing'})"
+            )
+
+    def _fetch_channel(self, ws: workspace.Workspace, channel: ChannelSpec) -> None:
+        target = ws.channel_dir(channel.name)
+        self._platform_line(f"downloading channel {channel.name} from {channel.uri}")
+        if channel.uri.startswith("file://"):
+            source = Path(unquote(urlparse(channel.uri).path))
+            if not source.exists():
+                raise JobClientError(f"channel {channel.name!r}: {source} does not exist")
+            # Local data is linked, not copied: the embedded default trains in seconds even
+            # on big local folders. Scripts only read channels.
+            if source.is_dir():
+                target.rmdir()
+                target.symlink_to(source, target_is_directory=True)
+            else:
+                (target / source.name).symlink_to(source)
+            return
+        try:
+            written = self.artifacts.download_prefix(channel.uri, target)
+        except (OSError, ValueError) as err:
+            raise JobClientError(f"channel {channel.name!r}: {err}") from err
+        if not written:
+            raise JobClientError(f"channel {channel.name!r}: nothing found at {channel.uri}")
+
+    def _environment(self, ws: workspace.Workspace, deps_dir: Path | None) -> dict[str, str]:
+        assignment = self.assignment
+        channels = {
+            c.name: workspace.ChannelConfig(content_type=c.content_type or None)
+            for c in assignment.channels
+        }
+        try:
+            return workspace.build_environment(
+                ws,
+                job_name=assignment.job_name,
+                entry_point=assignment.entry_point,
+                hyperparameters_encoded=assignment.hyperparameters,
+                channels=channels,
+                module_dir_uri=assignment.source_uri,
+                user_environment=assignment.environment,
+                base_environment=self.env.base_environment,
+                deps_dir=deps_dir,
+            )
+        except ValueError as err:
+            raise JobClientError(str(err)) from err
+
+    def _train(self, ws: workspace.Workspace) -> runner.RunResult:
+        """Installs requirements and runs the entry point (secondary status Training)."""
+        assignment = self.assignment
+        self.reporter.secondary_status("Training")
+        try:
+            parser = runner.MetricParser(assignment.metric_definitions)
+        except ValueError as err:
+            raise JobClientError(str(err)) from err
+
+        def on_line(stream: str, text: str, timestamp: float) -> None:
+            self.reporter.log_line(stream, text, timestamp)
+            for name, value in parser.parse(text):
+                self.reporter.metric(name, value, timestamp)
+
+        stop = threading.Event()
+        watcher = threading.Thread(target=self._relay_stop, args=(stop,), daemon=True)
+        watcher.start()
+        try:
+            deps_dir = requirements.install_requirements(
+                ws.code_dir,
+                self.env.deps_root,
+                self.env.python,
+                on_line,
+                timeout_s=self.env.pip_timeout_s,
+                stop_requested=stop,
+            )
+            env = self._environment(ws, deps_dir)
+            decoded = hyperparameters.decode_hyperparameters(assignment.hyperparameters)
+            user_hps, _framework = hyperparameters.split_hyperparameters(decoded)
+            tokens = hyperparameters.render_argv_tokens(user_hps)
+            try:
+                command = hyperparameters.command_for_entry_point(
+                    assignment.entry_point,
+                    ws.code_dir,
+                    tokens,
+                    self.env.python,
+                    shell_compat=assignment.shell_compat,
+                )
+            except ValueError as err:
+                raise JobClientError(str(err)) from err
+            self._platform_line(f"running {' '.join(command)}")
+            return runner.ScriptRunner(on_line).run(
+                command,
+                cwd=ws.code_dir,
+                env=env,
+                max_runtime_s=assignment.max_runtime_s or None,
+                stop_requested=stop,
+                grace_s=self.env.stop_grace_s,
+                failure_file=ws.failure_file,
+            )
+        finally:
+            stop.set()  # also ends the watcher thread
+            watcher.join()
+
+    def _relay_stop(self, stop: threading.Event) -> None:
+        # The runner polls one event; a stop and an abandonment both end the script.
+        while not stop.is_set():
+            if self.stop_requested.is_set() or self.abandoned.is_set():
+                stop.set()
+                return
+            stop.wait(0.05)
+
+    def _upload(self, ws: workspace.Workspace) -> tuple[str, str]:
+        """Packs and uploads model/ and output/data/ (secondary status Uploading)."""
+        self.reporter.secondary_status("Uploading")
+        prefix = artifact_prefix(self.assignment)
+        uploaded = []
+        archive_sources = ((ws.model_dir, MODEL_ARCHIVE), (ws.output_data_dir, OUTPUT_ARCHIVE))
+        for source_dir, name in archive_sources:
+            archive = self.root / name
+            archives.make_tar_gz(source_dir, archive)
+            uri = self.artifacts.upload_file(archive, f"{prefix}/{name}")
+            archive.unlink(missing_ok=True)
+            self._platform_line(f"uploaded {uri}")
+            uploaded.append(uri)
+        return uploaded[0], uploaded[1]

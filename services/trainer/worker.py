@@ -1,0 +1,212 @@
+"""The trainer's work loop: lease a training task, run it, heartbeat while it runs, report.
+
+One task at a time per worker process (scale by running more workers). While a job runs, a
+heartbeat thread renews the lease and ships log lines, metrics and secondary statuses — every
+0.5 s when there is output, else every `heartbeat_interval_seconds` the control asked for. A
+stop request in a heartbeat answer stops the script and still uploads what it saved; a
+superseded attempt (the control re-leased the task) is abandoned without a report.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from services.trainer.control_link import AttemptSuperseded, ControlLink, assignment_from_task
+from services.trainer.job import JobEnvironment, TrainingJobRun
+from services.trainer.metrics import TrainerMetrics
+from skmaker.v1 import dispatch_pb2
+
+log = logging.getLogger(__name__)
+
+_BUSY_FLUSH_S = 0.5
+
+
+@dataclass
+class HeartbeatReporter:
+    """Buffers a job's progress and delivers it with heartbeats from its own thread."""
+
+    link: ControlLink
+    task: dispatch_pb2.Task
+    run: TrainingJobRun | None = None
+    _lines: list[tuple[str, str, float]] = field(default_factory=list)
+    _metrics: list[tuple[str, float, float]] = field(default_factory=list)
+    _status: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _wake: threading.Event = field(default_factory=threading.Event)
+    _done: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    # JobReporter
+    def log_line(self, stream: str, text: str, timestamp: float) -> None:
+        """Queues one output line."""
+        with self._lock:
+            self._lines.append((stream, text, timestamp))
+
+    def metric(self, name: str, value: float, timestamp: float) -> None:
+        """Queues one metric sample."""
+        with self._lock:
+            self._metrics.append((name, value, timestamp))
+
+    def secondary_status(self, status: str) -> None:
+        """Queues a secondary status and sends it at once."""
+        with self._lock:
+            self._status = status
+        self._wake.set()
+
+    def start(self) -> None:
+        """Starts the heartbeat thread."""
+        self._thread = threading.Thread(
+            target=self._beat, name=f"heartbeat-{self.task.task_id}", daemon=True
+        )
+        self._thread.start()
+
+    def finish(self) -> tuple[list[tuple[str, str, float]], list[tuple[str, float, float]]]:
+        """Stops heartbeating; returns what was not delivered yet (it goes with CompleteTask)."""
+        self._done.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            lines, metrics = self._lines, self._metrics
+            self._lines, self._metrics = [], []
+        return lines, metrics
+
+    def _take(self) -> tuple[list[tuple[str, str, float]], list[tuple[str, float, float]], str]:
+        with self._lock:
+            taken = (self._lines, self._metrics, self._status)
+            self._lines, self._metrics, self._status = [], [], ""
+        return taken
+
+    def _give_back(
+        self,
+        lines: list[tuple[str, str, float]],
+        metrics: list[tuple[str, float, float]],
+        status: str,
+    ) -> None:
+        with self._lock:
+            self._lines[:0] = lines
+            self._metrics[:0] = metrics
+            self._status = self._status or status
+
+    def _beat(self) -> None:
+        interval = self.task.heartbeat_interval_seconds or 2.0
+        last_sent = 0.0
+        while not self._done.is_set():
+            self._wake.wait(_BUSY_FLUSH_S)
+            self._wake.clear()
+            if self._done.is_set():
+                return
+            with self._lock:
+                has_news = bool(self._lines or self._metrics or self._status)
+            if not has_news and time.monotonic() - last_sent < interval:
+                continue
+            lines, metrics, status = self._take()
+            try:
+                stop = self.link.heartbeat(self.task, lines, metrics, status)
+            except AttemptSuperseded as err:
+                log.warning(
+                    "task %s attempt %s superseded: %s", self.task.task_id, self.task.attempt, err
+                )
+                if self.run is not None:
+                    self.run.abandoned.set()
+                return
+            except grpc.RpcError as err:
+                # The control is down or restarting: keep the progress for the next beat.
+                log.warning("heartbeat failed (%s); will retry", err.code().name)
+                self._give_back(lines, metrics, status)
+                continue
+            last_sent = time.monotonic()
+            if stop and self.run is not None and not self.run.stop_requested.is_set():
+                log.info("stop requested for %s", self.task.training.job_name)
+                self.run.stop_requested.set()
+
+
+class TrainerWorker:
+    """Pulls training tasks from the control until drained; runs one at a time."""
+
+    def __init__(
+        self,
+        link: ControlLink,
+        work_dir: Path,
+        job_env: JobEnvironment,
+        metrics: TrainerMetrics,
+        *,
+        acquire_wait_s: float = 10.0,
+        keep_workspaces: bool = False,
+    ) -> None:
+        self._link = link
+        self._work_dir = work_dir
+        self._job_env = job_env
+        self._metrics = metrics
+        self._acquire_wait_s = acquire_wait_s
+        self._keep_workspaces = keep_workspaces
+        self._draining = threading.Event()
+        self._current: TrainingJobRun | None = None
+        self._thread = threading.Thread(target=self._loop, name="trainer-loop", daemon=True)
+
+    def start(self) -> None:
+        """Starts the work loop."""
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+
+    def drain(self) -> None:
+        """Stops taking tasks; abandons the running one (its lease expires and it is retried)."""
+        self._draining.set()
+        current = self._current
+        if current is not None:
+            current.abandoned.set()
+
+    def join(self, timeout_s: float) -> None:
+        """Waits for the loop to end."""
+        self._thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        while not self._draining.is_set():
+            try:
+                task = self._link.acquire(self._acquire_wait_s, self._draining)
+            except grpc.RpcError as err:
+                log.warning("AcquireTask failed (%s: %s)", err.code().name, err.details())
+                self._draining.wait(1.0)
+                continue
+            if task is None or self._draining.is_set():
+                continue
+            self._run_task(task)
+
+    def _run_task(self, task: dispatch_pb2.Task) -> None:
+        assignment = assignment_from_task(task)
+        log.info("running %s attempt %d", assignment.job_name, assignment.attempt)
+        reporter = HeartbeatReporter(self._link, task)
+        root = self._work_dir / assignment.job_name
+        run = TrainingJobRun(assignment, root, reporter, self._link, self._job_env)
+        reporter.run = run
+        self._current = run
+        if self._draining.is_set():
+            run.abandoned.set()
+        reporter.start()
+        started = time.monotonic()
+        try:
+            outcome = run.run()
+        finally:
+            lines, metrics = reporter.finish()
+            self._current = None
+        self._metrics.job_seconds.observe(time.monotonic() - started)
+        if run.abandoned.is_set():
+            log.info("abandoned %s attempt %d", assignment.job_name, assignment.attempt)
+            self._metrics.jobs.labels(outcome="abandoned").inc()
+        else:
+            try:
+                self._link.complete(task, outcome, lines, metrics)
+                self._metrics.jobs.labels(outcome=outcome.outcome).inc()
+                log.info("%s ended: %s", assignment.job_name, outcome.outcome)
+            except (AttemptSuperseded, grpc.RpcError) as err:
+                log.warning("could not report %s: %s", assignment.job_name, err)
+                self._metrics.jobs.labels(outcome="unreported").inc()
+        if not self._keep_workspaces:
+            shutil.rmtree(root, ignore_errors=True)
