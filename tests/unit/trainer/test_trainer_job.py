@@ -1,0 +1,204 @@
+"""TrainingJobRun end to end over a directory-backed artifact store (no control needed)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from services.trainer import runner
+from services.trainer.job import (
+    ChannelSpec,
+    JobEnvironment,
+    JobOutcome,
+    TrainingAssignment,
+    TrainingJobRun,
+)
+
+
+class DirectoryStore:
+    """ArtifactAccess over a local folder: store://key -> root/key."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, uri: str) -> Path:
+        return self.root / uri.removeprefix("store://")
+
+    def download_file(self, uri: str, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self._path(uri), dest)
+
+    def download_prefix(self, uri: str, dest_dir: Path) -> list[Path]:
+        source = self._path(uri)
+        if source.is_file():
+            shutil.copyfile(source, dest_dir / source.name)
+            return [dest_dir / source.name]
+        written = []
+        for path in sorted(p for p in source.rglob("*") if p.is_file()):
+            target = dest_dir / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            written.append(target)
+        return written
+
+    def upload_file(self, path: Path, uri: str) -> str:
+        target = self._path(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        return uri
+
+
+class RecordingReporter:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+        self.metrics: list[tuple[str, float]] = []
+        self.statuses: list[str] = []
+        self.script_ready = threading.Event()
+
+    def log_line(self, stream: str, text: str, timestamp: float) -> None:
+        self.lines.append((stream, text))
+        if (stream, text) == ("stdout", "ready"):
+            self.script_ready.set()
+
+    def metric(self, name: str, value: float, timestamp: float) -> None:
+        self.metrics.append((name, value))
+
+    def secondary_status(self, status: str) -> None:
+        self.statuses.append(status)
+
+
+def _bundle(store: DirectoryStore, key: str, files: dict[str, str]) -> str:
+    target = store.root / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(target, "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return f"store://{key}"
+
+
+def _run(
+    tmp_path: Path, script: str, **overrides: object
+) -> tuple[TrainingJobRun, DirectoryStore, RecordingReporter]:
+    store = DirectoryStore(tmp_path / "store")
+    (store.root / "data" / "train").mkdir(parents=True)
+    (store.root / "data" / "train" / "rows.csv").write_text("1,2\n3,4\n")
+    source_uri = _bundle(store, "jobs/j/source/sourcedir.tar.gz", {"train.py": script})
+    fields: dict[str, object] = {
+        "job_name": "j",
+        "attempt": 1,
+        "entry_point": "train.py",
+        "source_uri": source_uri,
+        "hyperparameters": {"epochs": "3", "sagemaker_program": '"train.py"'},
+        "channels": [ChannelSpec("train", "store://data/train")],
+        "metric_definitions": [("loss", r"loss=([0-9.]+)")],
+        "environment": {},
+        "max_runtime_s": 60.0,
+    }
+    fields.update(overrides)
+    assignment = TrainingAssignment(**fields)  # type: ignore[arg-type]
+    env = JobEnvironment(
+        python=sys.executable,
+        deps_root=tmp_path / "deps",
+        base_environment={"PATH": "/usr/bin:/bin"},
+        stop_grace_s=2.0,
+    )
+    reporter = RecordingReporter()
+    run = TrainingJobRun(assignment, tmp_path / "ws", reporter, store, env)
+    return run, store, reporter
+
+
+def test_successful_job_uploads_model_and_output_archives(tmp_path: Path) -> None:
+    script = (
+        "import os, sys\n"
+        "rows = open(os.path.join(os.environ['SM_CHANNEL_TRAIN'], 'rows.csv')).read()\n"
+        "print('loss=0.25', sys.argv[1:])\n"
+        "open(os.path.join(os.environ['SM_MODEL_DIR'], 'model.txt'), 'w').write(rows)\n"
+        "open(os.path.join(os.environ['SM_OUTPUT_DATA_DIR'], 'extra.txt'), 'w').write('x')\n"
+    )
+    run, store, reporter = _run(tmp_path, script)
+    outcome = run.run()
+    assert outcome.outcome == runner.SUCCEEDED, outcome.failure_reason
+    assert outcome.model_artifact_uri == "store://jobs/j/output/model.tar.gz"
+    with tarfile.open(store.root / "jobs/j/output/model.tar.gz") as tar:
+        assert tar.getnames() == ["model.txt"]
+        member = tar.extractfile("model.txt")
+        assert member is not None and member.read() == b"1,2\n3,4\n"
+    with tarfile.open(store.root / "jobs/j/output/output.tar.gz") as tar:
+        assert tar.getnames() == ["extra.txt"]
+    assert ("stdout", "loss=0.25 ['--epochs', '3']") in reporter.lines
+    assert reporter.metrics == [("loss", 0.25)]
+    assert reporter.statuses == ["Downloading", "Training", "Uploading"]
+    assert outcome.versions is not None and outcome.versions.sklearn
+
+
+def test_missing_entry_point_is_a_client_error(tmp_path: Path) -> None:
+    run, _, _reporter = _run(tmp_path, "print('hi')\n", entry_point="nope.py")
+    outcome = run.run()
+    assert outcome.outcome == runner.FAILED
+    assert outcome.failure_reason.startswith("ClientError: entry point 'nope.py'")
+
+
+def test_missing_channel_data_is_a_client_error(tmp_path: Path) -> None:
+    run, _, _reporter = _run(
+        tmp_path, "print('hi')\n", channels=[ChannelSpec("train", "store://nothing")]
+    )
+    outcome = run.run()
+    assert outcome.outcome == runner.FAILED
+    assert "channel 'train'" in outcome.failure_reason
+    assert outcome.failure_reason.startswith("ClientError: ")
+
+
+def test_stop_ends_the_script_and_keeps_what_it_saved(tmp_path: Path) -> None:
+    script = (
+        "import os, signal, sys, time\n"
+        "def bye(*_):\n"
+        "    open(os.path.join(os.environ['SM_MODEL_DIR'], 'partial.txt'), 'w').write('p')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    run, store, reporter = _run(tmp_path, script)
+    result: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: result.update(outcome=run.run()))
+    thread.start()
+    assert reporter.script_ready.wait(30), reporter.lines
+    run.stop_requested.set()
+    thread.join(30)
+    outcome = result["outcome"]
+    assert isinstance(outcome, JobOutcome)
+    assert outcome.outcome == runner.STOPPED
+    with tarfile.open(store.root / "jobs/j/output/model.tar.gz") as tar:
+        assert tar.getnames() == ["partial.txt"]
+
+
+def test_abandoned_attempt_uploads_nothing(tmp_path: Path) -> None:
+    run, store, _reporter = _run(tmp_path, "import time; print('x', flush=True); time.sleep(60)\n")
+    run.abandoned.set()
+    outcome = run.run()
+    assert outcome.outcome == runner.STOPPED
+    assert not (store.root / "jobs/j/output").exists()
+
+
+@pytest.mark.parametrize("hp_value", ['"a b"'])
+def test_hyperparameters_json_is_the_encoded_map(tmp_path: Path, hp_value: str) -> None:
+    script = (
+        "import json, os\n"
+        "cfg = os.path.join(os.environ['SM_INPUT_CONFIG_DIR'], 'hyperparameters.json')\n"
+        "print(json.dumps(json.load(open(cfg)), sort_keys=True))\n"
+    )
+    run, _, reporter = _run(tmp_path, script, hyperparameters={"s": hp_value})
+    outcome = run.run()
+    assert outcome.outcome == runner.SUCCEEDED, outcome.failure_reason
+    printed = [t for s, t in reporter.lines if s == "stdout"]
+    assert json.loads(printed[-1]) == {"s": hp_value}
