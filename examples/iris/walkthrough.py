@@ -1,0 +1,162 @@
+"""The SageMaker scikit-learn iris walkthrough, run on skmaker (`make demo`).
+
+Starts the embedded control service (`python -m services.control --local`, state under
+`.skmaker/demo/`) unless $SKMAKER_ADDRESS points at a running one, then: writes the iris data
+set as CSV, uploads it, trains `scikit_learn_iris.py` with SageMaker's SKLearn API while its log
+streams here, and prints the model artifact. Each step is one function, so deploying,
+predicting, batch transform and tuning can be appended as further steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pandas as pd
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sklearn.datasets import load_iris
+
+from skmaker import Session, SKLearn
+
+EXAMPLE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = EXAMPLE_DIR.parent.parent
+DATA_DIR = REPO_ROOT / ".skmaker" / "demo"
+READY_DEADLINE_S = 60.0
+STOP_DEADLINE_S = 30.0
+
+
+def _wait_for_port_file(process: subprocess.Popen[bytes], port_file: Path, log: Path) -> int:
+    end = time.monotonic() + READY_DEADLINE_S
+    while not port_file.exists():
+        if process.poll() is not None:
+            raise SystemExit(f"control exited with {process.returncode}; see {log}")
+        if time.monotonic() > end:
+            raise SystemExit(f"control wrote no port file in {READY_DEADLINE_S:.0f}s; see {log}")
+        time.sleep(0.05)
+    return int(json.loads(port_file.read_text())["grpc"])
+
+
+def wait_until_serving(address: str, deadline_s: float = READY_DEADLINE_S) -> None:
+    """Polls grpc.health.v1 until the server reports SERVING, or exits after the deadline."""
+    end = time.monotonic() + deadline_s
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < end:
+            with contextlib.suppress(grpc.RpcError):
+                answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            time.sleep(0.05)
+    raise SystemExit(f"{address} was not SERVING within {deadline_s:.0f}s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then the exit code; the whole group is killed if it hangs past the deadline."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
+
+
+@contextlib.contextmanager
+def embedded_control(data_dir: Path = DATA_DIR) -> Iterator[str]:
+    """Runs `python -m services.control --local` on a free port; yields its address.
+
+    On exit the control gets SIGTERM and must exit 0 (it stops its trainers itself).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / "control.log"
+    with tempfile.TemporaryDirectory(prefix="skmaker-demo-") as scratch:
+        port_file = Path(scratch) / "ports.json"
+        command = [
+            sys.executable, "-m", "services.control", "--local", "--port", "0",
+            "--port-file", str(port_file), "--data-dir", str(data_dir),
+        ]  # fmt: skip
+        with log.open("ab") as log_handle:
+            process = subprocess.Popen(
+                command, cwd=REPO_ROOT, stdout=log_handle, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        try:
+            address = f"127.0.0.1:{_wait_for_port_file(process, port_file, log)}"
+            wait_until_serving(address)
+            yield address
+        except BaseException:
+            _stop(process)
+            raise
+        code = _stop(process)
+        if code != 0:
+            raise SystemExit(f"control exited with {code} after SIGTERM; see {log}")
+    print(f"control stopped cleanly (log: {log.relative_to(REPO_ROOT)})")
+
+
+# -- the walkthrough's steps ---------------------------------------------------------------------
+
+
+def write_iris_csv(folder: Path) -> Path:
+    """Step 1: the iris data set as SageMaker's example stores it: label first, no header."""
+    iris = load_iris(as_frame=True)
+    frame = pd.concat([iris.target, iris.data], axis=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "iris.csv"
+    frame.to_csv(path, header=False, index=False)
+    return path
+
+
+def upload_training_data(session: Session, folder: Path) -> str:
+    """Step 2: upload the data; the store:// URI returned is the training channel."""
+    uri = session.upload_data(str(folder), key_prefix="scikit-iris/data")
+    print(f"training data: {uri}")
+    return uri
+
+
+def train(session: Session, train_uri: str) -> SKLearn:
+    """Step 3: train the script with SageMaker's SKLearn API; its log streams here."""
+    estimator = SKLearn(
+        entry_point="scikit_learn_iris.py",
+        source_dir=str(EXAMPLE_DIR),
+        hyperparameters={"max_leaf_nodes": 30},
+        session=session,
+    )
+    estimator.fit({"train": train_uri})
+    print(f"model artifact: {estimator.model_data}")
+    return estimator
+
+
+def run(session: Session) -> SKLearn:
+    """Every step in order, against a running control service."""
+    with tempfile.TemporaryDirectory(prefix="skmaker-iris-") as scratch:
+        data_folder = Path(scratch) / "data"
+        write_iris_csv(data_folder)
+        train_uri = upload_training_data(session, data_folder)
+    return train(session, train_uri)
+
+
+def main() -> int:
+    """Runs the walkthrough on $SKMAKER_ADDRESS, or on an embedded control it starts."""
+    address = os.environ.get("SKMAKER_ADDRESS")
+    if address:
+        with Session(address) as session:
+            run(session)
+        return 0
+    with embedded_control() as address, Session(address) as session:
+        print(f"embedded control listening on {address}")
+        run(session)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
