@@ -1,0 +1,1 @@
+"""Control plane: the training API, the artifact store and the queue workers pull tasks from."""

@@ -1,0 +1,123 @@
+"""Builds the control service: store, scheduler, artifact store, servicers and local workers.
+
+`build(settings)` opens the database (applying migrations) and the artifact folder, so a bad
+data dir fails before anything binds. The lease reaper and, with `--local`, the trainer
+children start once the gRPC port is bound; on shutdown long polls and log followers end
+first, then the children are stopped.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from services.control.artifact_store import LocalArtifactStore
+from services.control.artifacts_servicer import ArtifactsServicer
+from services.control.config import ControlSettings
+from services.control.dispatch_servicer import DispatchServicer
+from services.control.local_workers import WorkerSpec, WorkerSupervisor
+from services.control.metrics import ControlMetrics
+from services.control.scheduler import Scheduler
+from services.control.store import ControlStore
+from services.control.task import TaskKind
+from services.control.training import TrainingJobs
+from services.control.training_servicer import TrainingServicer
+from services.runtime import lifecycle
+from skmaker.v1 import (
+    artifacts_pb2,
+    artifacts_pb2_grpc,
+    dispatch_pb2,
+    dispatch_pb2_grpc,
+    training_pb2,
+    training_pb2_grpc,
+)
+
+
+def trainer_specs(settings: ControlSettings, grpc_port: int) -> list[WorkerSpec]:
+    """The local trainer children for a control bound to `grpc_port`."""
+    data_dir = Path(settings.data_dir).resolve()
+    extra = shlex.split(settings.trainer_args)
+    return [
+        WorkerSpec(
+            name=f"trainer-{index}",
+            argv=(
+                sys.executable,
+                "-m",
+                "services.trainer",
+                "--control",
+                f"127.0.0.1:{grpc_port}",
+                "--work-dir",
+                str(data_dir / "work" / f"trainer-{index}"),
+                "--grpc-port=0",
+                "--metrics-port=0",
+                *extra,
+            ),
+            log_path=data_dir / "logs" / f"trainer-{index}.log",
+        )
+        for index in range(settings.local_trainers)
+    ]
+
+
+def build(settings: ControlSettings) -> lifecycle.Service:
+    """Wires the control service; nothing listens until `lifecycle.start`/`serve`."""
+    data_dir = Path(settings.data_dir)
+    service = lifecycle.Service(name="control", servicers=[])
+    metrics = ControlMetrics(service.registry)
+    store = ControlStore(data_dir / "control.db")
+    artifacts = LocalArtifactStore(data_dir / "artifacts", settings.max_upload_bytes)
+    scheduler = Scheduler(
+        store,
+        metrics,
+        lease_s=settings.lease_s,
+        heartbeat_interval_s=settings.heartbeat_interval_s,
+        max_attempts=settings.max_attempts,
+        retry_backoff_s=settings.retry_backoff_s,
+    )
+    training_jobs = TrainingJobs(store, scheduler, artifacts, metrics)
+    scheduler.register(TaskKind.TRAINING, training_jobs)
+    metrics.track_queue_depth(scheduler.queue_depth)
+    supervisor = WorkerSupervisor()
+
+    def on_bound(grpc_port: int) -> None:
+        # Children need the real port, known only once bound (--grpc-port=0 in tests).
+        if settings.local:
+            for spec in trainer_specs(settings, grpc_port):
+                supervisor.add(spec)
+
+    def on_start() -> None:
+        scheduler.start()
+        supervisor.start()
+
+    def on_drain() -> None:
+        # First, so children that exit on the group's SIGTERM are not restarted.
+        supervisor.begin_shutdown()
+        scheduler.close()
+        training_jobs.close()
+
+    def on_stop() -> None:
+        supervisor.stop()
+        store.close()
+
+    service.servicers = [
+        lifecycle.Servicer(
+            training_pb2_grpc.add_TrainingServiceServicer_to_server,
+            TrainingServicer(training_jobs),
+            training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name,
+        ),
+        lifecycle.Servicer(
+            artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server,
+            ArtifactsServicer(artifacts),
+            artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
+        ),
+        lifecycle.Servicer(
+            dispatch_pb2_grpc.add_DispatchServiceServicer_to_server,
+            DispatchServicer(scheduler),
+            dispatch_pb2.DESCRIPTOR.services_by_name["DispatchService"].full_name,
+        ),
+    ]
+    service.on_bound = on_bound
+    service.on_start = on_start
+    service.on_drain = on_drain
+    service.on_stop = on_stop
+    return service

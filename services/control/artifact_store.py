@@ -1,0 +1,302 @@
+"""The local-directory artifact store behind ArtifactService: atomic, sha256-checked objects by key.
+
+Layout under the root (`<data_dir>/artifacts`):
+  objects/<key>             the object's bytes
+  objects/<dir>/.skmaker-upload-*   an upload in flight (same folder, so the rename is atomic)
+  digests/<key>.json        {"sha256", "size", "mtime_ns", "inode"} of the object
+
+An upload is written to a temporary file next to its destination, fsynced, checked against the
+announced size and sha256, then renamed over the key; on any error the temporary file is
+removed, so an object is either absent or complete. A digest file that does not match its
+object's stat (a crash between the two renames) is recomputed on the next read.
+
+Keys are relative POSIX paths (`store://` URIs or bare keys) without `.`/`..` segments, as in
+`skmaker.transfer.key_of`; segments starting with `.skmaker-` are reserved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Protocol
+
+from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted
+
+SCHEME = "store://"
+CHUNK_BYTES = 1024 * 1024
+_RESERVED_PREFIX = ".skmaker-"
+_UPLOAD_PREFIX = ".skmaker-upload-"
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """Metadata of one stored object."""
+
+    key: str
+    size: int
+    sha256: str
+
+    @property
+    def uri(self) -> str:
+        """`store://<key>`."""
+        return SCHEME + self.key
+
+
+def key_of(uri: str) -> str:
+    """The key of a `store://` URI or a bare key, normalized (no leading/trailing or double '/').
+
+    Raises:
+        InvalidArgument: for another scheme, an empty key, `.`/`..` segments, a backslash,
+            a NUL, or a reserved `.skmaker-` segment.
+    """
+    if "://" in uri and not uri.startswith(SCHEME):
+        raise InvalidArgument(f"not an artifact-store URI: {uri!r} (expected store://...)")
+    raw = uri[len(SCHEME) :] if uri.startswith(SCHEME) else uri
+    parts = PurePosixPath(raw.strip("/")).parts if raw.strip("/") else ()
+    if (
+        not parts
+        or any(part in {".", ".."} or part.startswith(_RESERVED_PREFIX) for part in parts)
+        or "\\" in raw
+        or "\0" in raw
+    ):
+        raise InvalidArgument(
+            f"bad artifact key {raw!r}: use a relative path without '.' or '..' segments"
+        )
+    return "/".join(parts)
+
+
+def _validate_sha256(sha256: str) -> str:
+    digest = sha256.strip().lower()
+    if len(digest) != 64 or not set(digest) <= _HEX:
+        raise InvalidArgument(f"header sha256 {sha256!r} is not 64 hex digits")
+    return digest
+
+
+class ArtifactStore(Protocol):
+    """Where artifacts live: this local directory store today, an object store later."""
+
+    def put(self, key: str, size: int, sha256: str, chunks: Iterable[bytes]) -> ArtifactInfo:
+        """Stores an object atomically once its size and digest are verified."""
+        ...
+
+    def open(self, key: str) -> tuple[ArtifactInfo, IO[bytes]]:
+        """Opens an object for reading (NotFound when absent)."""
+        ...
+
+    def read_chunks(self, key: str) -> tuple[ArtifactInfo, Iterator[bytes]]:
+        """An object's info and its bytes in chunks (NotFound when absent)."""
+        ...
+
+    def list(self, prefix_key: str) -> list[ArtifactInfo]:
+        """Objects at or below `prefix_key`, sorted by key."""
+        ...
+
+    def exists_at_or_under(self, prefix_key: str) -> bool:
+        """True when an object is at or below `prefix_key`."""
+        ...
+
+
+class LocalArtifactStore:
+    """Objects in a local directory. Thread-safe: every write is a rename."""
+
+    def __init__(self, root: Path, max_upload_bytes: int) -> None:
+        """Creates the folders under `root`; uploads over `max_upload_bytes` are refused."""
+        self._objects = root / "objects"
+        self._digests = root / "digests"
+        self._max_upload_bytes = max_upload_bytes
+        self._objects.mkdir(parents=True, exist_ok=True)
+        self._digests.mkdir(parents=True, exist_ok=True)
+
+    def _object_path(self, key: str) -> Path:
+        return self._objects.joinpath(*key.split("/"))
+
+    def _digest_path(self, key: str) -> Path:
+        return self._digests.joinpath(*key.split("/")).with_name(key.rsplit("/", 1)[-1] + ".json")
+
+    # ----------------------------------------------------------------- writing
+
+    def put(self, key: str, size: int, sha256: str, chunks: Iterable[bytes]) -> ArtifactInfo:
+        """Stores `chunks` under `key` once exactly `size` bytes with digest `sha256` arrived.
+
+        The limit is checked before any chunk is read. Replaces an existing object atomically.
+
+        Raises:
+            ResourceExhausted: `size` is over the upload limit.
+            InvalidArgument: bad size or digest in the header; more or fewer bytes than
+                announced; a digest mismatch; `key` collides with a folder or an object.
+        """
+        if size < 0:
+            raise InvalidArgument(f"header size {size} is negative")
+        if size > self._max_upload_bytes:
+            raise ResourceExhausted(
+                f"artifact {key!r} is {size} bytes; the limit is {self._max_upload_bytes} bytes"
+            )
+        expected = _validate_sha256(sha256)
+        target = self._object_path(key)
+        self._make_parent_folders(key, target)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_UPLOAD_PREFIX)
+        try:
+            digest = hashlib.sha256()
+            received = 0
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in chunks:
+                    received += len(chunk)
+                    if received > size:
+                        raise InvalidArgument(
+                            f"upload of {key!r} sent more than the announced {size} bytes"
+                        )
+                    digest.update(chunk)
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if received != size:
+                raise InvalidArgument(
+                    f"upload of {key!r} ended after {received} of the announced {size} bytes"
+                )
+            if digest.hexdigest() != expected:
+                raise InvalidArgument(
+                    f"upload of {key!r} is corrupt: sha256 {digest.hexdigest()}, "
+                    f"header said {expected}"
+                )
+            try:
+                os.replace(tmp_name, target)
+            except IsADirectoryError:
+                raise InvalidArgument(
+                    f"cannot store {key!r}: objects exist below it (it is a folder)"
+                ) from None
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            self._remove_empty_parents(target)
+            raise
+        return self._record_digest(key, target, expected)
+
+    def _make_parent_folders(self, key: str, target: Path) -> None:
+        folder = self._objects
+        for part in key.split("/")[:-1]:
+            folder = folder / part
+            if folder.is_file():
+                blocking = folder.relative_to(self._objects).as_posix()
+                raise InvalidArgument(
+                    f"cannot store {key!r}: {blocking!r} is an object, not a folder"
+                )
+        if target.is_dir():
+            raise InvalidArgument(f"cannot store {key!r}: objects exist below it (it is a folder)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+
+    def _remove_empty_parents(self, target: Path) -> None:
+        folder = target.parent
+        while folder != self._objects and self._objects in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone): stop climbing
+                return
+            folder = folder.parent
+
+    def _record_digest(self, key: str, path: Path, sha256: str) -> ArtifactInfo:
+        stat = path.stat()
+        record = {
+            "sha256": sha256,
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "inode": stat.st_ino,
+        }
+        digest_path = self._digest_path(key)
+        digest_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=digest_path.parent, prefix=_UPLOAD_PREFIX)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(record, handle)
+            os.replace(tmp_name, digest_path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return ArtifactInfo(key=key, size=stat.st_size, sha256=sha256)
+
+    # ----------------------------------------------------------------- reading
+
+    def _info_of_open(self, key: str, handle: IO[bytes]) -> ArtifactInfo:
+        """Info of the object open as `handle`, from its digest file when that is current."""
+        stat = os.fstat(handle.fileno())
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            record = json.loads(self._digest_path(key).read_text())
+            if (record["size"], record["mtime_ns"], record["inode"]) == (
+                stat.st_size,
+                stat.st_mtime_ns,
+                stat.st_ino,
+            ):
+                return ArtifactInfo(key=key, size=stat.st_size, sha256=str(record["sha256"]))
+        # No current digest (written outside the API, or a crash before the digest landed).
+        digest = hashlib.sha256()
+        for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            digest.update(block)
+        handle.seek(0)
+        return self._record_digest(key, self._object_path(key), digest.hexdigest())
+
+    def open(self, key: str) -> tuple[ArtifactInfo, IO[bytes]]:
+        """Opens the object for reading; the info describes exactly the bytes of the handle.
+
+        Raises:
+            NotFound: when there is no object at `key`.
+        """
+        path = self._object_path(key)
+        try:
+            handle = path.open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(f"artifact {SCHEME}{key} not found") from None
+        try:
+            return self._info_of_open(key, handle), handle
+        except BaseException:
+            handle.close()
+            raise
+
+    def read_chunks(self, key: str) -> tuple[ArtifactInfo, Iterator[bytes]]:
+        """The object's info and an iterator over its bytes in 1 MiB chunks.
+
+        Raises:
+            NotFound: when there is no object at `key`.
+        """
+        info, handle = self.open(key)
+
+        def chunks() -> Iterator[bytes]:
+            with handle:
+                yield from iter(lambda: handle.read(CHUNK_BYTES), b"")
+
+        return info, chunks()
+
+    def list(self, prefix_key: str) -> list[ArtifactInfo]:
+        """Objects whose key is `prefix_key` or starts with `prefix_key + "/"`, sorted by key.
+
+        An empty prefix lists every object.
+        """
+        return [self._info_of_key(key) for key in sorted(self._keys_under(prefix_key))]
+
+    def exists_at_or_under(self, prefix_key: str) -> bool:
+        """True when an object is at `prefix_key` or below it as a folder."""
+        return next(iter(self._keys_under(prefix_key)), None) is not None
+
+    def _info_of_key(self, key: str) -> ArtifactInfo:
+        info, handle = self.open(key)
+        handle.close()
+        return info
+
+    def _keys_under(self, prefix_key: str) -> Iterator[str]:
+        start = self._object_path(prefix_key) if prefix_key else self._objects
+        if start.is_file():
+            yield prefix_key
+            return
+        if not start.is_dir():
+            return
+        for folder, subfolders, files in os.walk(start):
+            subfolders.sort()
+            relative = Path(folder).relative_to(self._objects).as_posix()
+            for name in sorted(files):
+                if name.startswith(_RESERVED_PREFIX):
+                    continue
+                yield name if relative == "." else f"{relative}/{name}"

@@ -1,0 +1,303 @@
+"""Pure conversions between the wire messages (skmaker.v1) and the control's domain values.
+
+With `servicer` modules, the only place that imports the generated protobuf modules. Times are
+Unix seconds (float) in the domain and `google.protobuf.Timestamp` on the wire; an unset
+timestamp from a worker means "now".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.control import training_job as tj
+from services.control.artifact_store import ArtifactInfo, key_of
+from services.control.task import (
+    CompletionReport,
+    HeartbeatAnswer,
+    HeartbeatReport,
+    Lease,
+    TaskKind,
+    TaskOutcome,
+    WorkerLogLine,
+)
+from services.control.training import LogBatch, TrainingTaskPayload
+from services.runtime.errors import InvalidArgument
+from skmaker.v1 import (
+    artifacts_pb2,
+    dispatch_pb2,
+    training_job_pb2,
+    training_pb2,
+)
+
+_STATUS_TO_PB = {
+    tj.TrainingJobStatus.IN_PROGRESS: training_job_pb2.TRAINING_JOB_STATUS_IN_PROGRESS,
+    tj.TrainingJobStatus.COMPLETED: training_job_pb2.TRAINING_JOB_STATUS_COMPLETED,
+    tj.TrainingJobStatus.FAILED: training_job_pb2.TRAINING_JOB_STATUS_FAILED,
+    tj.TrainingJobStatus.STOPPING: training_job_pb2.TRAINING_JOB_STATUS_STOPPING,
+    tj.TrainingJobStatus.STOPPED: training_job_pb2.TRAINING_JOB_STATUS_STOPPED,
+}
+_STATUS_FROM_PB = {pb: status for status, pb in _STATUS_TO_PB.items()}
+_KIND_FROM_PB = {
+    dispatch_pb2.TASK_KIND_TRAINING: TaskKind.TRAINING,
+    dispatch_pb2.TASK_KIND_TRANSFORM: TaskKind.TRANSFORM,
+}
+_KIND_TO_PB = {kind: pb for pb, kind in _KIND_FROM_PB.items()}
+_OUTCOME_FROM_PB = {
+    dispatch_pb2.TASK_OUTCOME_SUCCEEDED: TaskOutcome.SUCCEEDED,
+    dispatch_pb2.TASK_OUTCOME_FAILED: TaskOutcome.FAILED,
+    dispatch_pb2.TASK_OUTCOME_STOPPED: TaskOutcome.STOPPED,
+    dispatch_pb2.TASK_OUTCOME_MAX_RUNTIME_EXCEEDED: TaskOutcome.MAX_RUNTIME_EXCEEDED,
+}
+
+
+# ----------------------------------------------------------------- time
+
+
+def timestamp(seconds: float) -> Timestamp:
+    """Unix seconds as a Timestamp."""
+    stamp = Timestamp()
+    stamp.FromNanoseconds(round(seconds * 1e9))
+    return stamp
+
+
+def seconds_or_now(stamp: Timestamp) -> float:
+    """A Timestamp as Unix seconds; the current time when it is unset."""
+    if stamp.seconds == 0 and stamp.nanos == 0:
+        return time.time()
+    return stamp.seconds + stamp.nanos / 1e9
+
+
+# ----------------------------------------------------------------- training jobs
+
+
+def spec_from_pb(spec: training_job_pb2.TrainingJobSpec) -> tj.TrainingJobSpec:
+    """The domain spec of a wire spec."""
+    return tj.TrainingJobSpec(
+        entry_point=spec.entry_point,
+        source_uri=spec.source_uri,
+        hyperparameters=dict(spec.hyperparameters),
+        channels=tuple(tj.Channel(c.name, c.uri, c.content_type) for c in spec.channels),
+        metric_definitions=tuple(
+            tj.MetricDefinition(m.name, m.regex) for m in spec.metric_definitions
+        ),
+        environment=dict(spec.environment),
+        max_runtime_seconds=spec.max_runtime_seconds,
+        output_uri=spec.output_uri,
+        shell_compat=spec.shell_compat,
+    )
+
+
+def spec_to_pb(spec: tj.TrainingJobSpec) -> training_job_pb2.TrainingJobSpec:
+    """The wire spec of a domain spec."""
+    return training_job_pb2.TrainingJobSpec(
+        entry_point=spec.entry_point,
+        source_uri=spec.source_uri,
+        hyperparameters=dict(spec.hyperparameters),
+        channels=[
+            training_job_pb2.Channel(name=c.name, uri=c.uri, content_type=c.content_type)
+            for c in spec.channels
+        ],
+        metric_definitions=[
+            training_job_pb2.MetricDefinition(name=m.name, regex=m.regex)
+            for m in spec.metric_definitions
+        ],
+        environment=dict(spec.environment),
+        max_runtime_seconds=spec.max_runtime_seconds,
+        output_uri=spec.output_uri,
+        shell_compat=spec.shell_compat,
+    )
+
+
+def status_from_pb(status: int) -> tj.TrainingJobStatus | None:
+    """The domain status of a wire status; None for UNSPECIFIED (no filter)."""
+    if status == training_job_pb2.TRAINING_JOB_STATUS_UNSPECIFIED:
+        return None
+    try:
+        return _STATUS_FROM_PB[status]
+    except KeyError:
+        raise InvalidArgument(f"unknown training job status {status}") from None
+
+
+def training_job_to_pb(job: tj.TrainingJob) -> training_job_pb2.TrainingJob:
+    """The wire form of a job."""
+    message = training_job_pb2.TrainingJob(
+        name=job.name,
+        spec=spec_to_pb(job.spec),
+        status=_STATUS_TO_PB[job.status],
+        secondary_status=job.secondary_status,
+        failure_reason=job.failure_reason,
+        creation_time=timestamp(job.creation_time),
+        model_artifact_uri=job.model_artifact_uri,
+        output_artifact_uri=job.output_artifact_uri,
+        attempts=job.attempts,
+        runtime_versions=training_job_pb2.RuntimeVersions(
+            python=job.runtime_versions.python,
+            sklearn=job.runtime_versions.sklearn,
+            numpy=job.runtime_versions.numpy,
+        ),
+        tuning_job_name=job.tuning_job_name,
+    )
+    if job.training_start_time is not None:
+        message.training_start_time.CopyFrom(timestamp(job.training_start_time))
+    if job.training_end_time is not None:
+        message.training_end_time.CopyFrom(timestamp(job.training_end_time))
+    for transition in job.transitions:
+        entry = message.secondary_status_transitions.add(
+            status=transition.status,
+            start_time=timestamp(transition.start_time),
+            message=transition.message,
+        )
+        if transition.end_time is not None:
+            entry.end_time.CopyFrom(timestamp(transition.end_time))
+    for metric in job.final_metrics:
+        message.final_metrics.add(
+            name=metric.name, value=metric.value, timestamp=timestamp(metric.timestamp)
+        )
+    return message
+
+
+def log_batch_to_pb(batch: LogBatch) -> training_pb2.GetTrainingJobLogsResponse:
+    """A batch of log lines on the wire."""
+    return training_pb2.GetTrainingJobLogsResponse(
+        lines=[
+            training_pb2.LogLine(
+                sequence=line.sequence,
+                timestamp=timestamp(line.timestamp),
+                stream=line.stream,
+                text=line.text,
+            )
+            for line in batch.lines
+        ],
+        status=_STATUS_TO_PB[batch.status],
+    )
+
+
+# ----------------------------------------------------------------- dispatch
+
+
+def task_kinds_from_pb(kinds: Iterable[int]) -> tuple[TaskKind, ...]:
+    """Domain task kinds; UNSPECIFIED or unknown values are refused."""
+    try:
+        return tuple(_KIND_FROM_PB[kind] for kind in kinds)
+    except KeyError as err:
+        raise InvalidArgument(f"unknown task kind {err.args[0]}") from None
+
+
+def lease_to_pb(lease: Lease) -> dispatch_pb2.Task:
+    """The wire task of a lease."""
+    task = lease.task
+    assert task.lease_expires is not None
+    message = dispatch_pb2.Task(
+        task_id=task.task_id,
+        kind=_KIND_TO_PB[task.kind],
+        attempt=task.attempt,
+        lease_expires=timestamp(task.lease_expires),
+        heartbeat_interval_seconds=lease.heartbeat_interval_s,
+    )
+    if isinstance(lease.payload, TrainingTaskPayload):
+        message.training.CopyFrom(
+            dispatch_pb2.TrainingTask(
+                job_name=lease.payload.job_name, spec=spec_to_pb(lease.payload.spec)
+            )
+        )
+    return message
+
+
+def _log_lines_from_pb(lines: Iterable[dispatch_pb2.WorkerLogLine]) -> tuple[WorkerLogLine, ...]:
+    return tuple(
+        WorkerLogLine(timestamp=seconds_or_now(line.timestamp), stream=line.stream, text=line.text)
+        for line in lines
+    )
+
+
+def _metrics_from_pb(samples: Iterable[dispatch_pb2.MetricSample]) -> tuple[tj.MetricValue, ...]:
+    return tuple(
+        tj.MetricValue(name=s.name, value=s.value, timestamp=seconds_or_now(s.timestamp))
+        for s in samples
+    )
+
+
+def heartbeat_from_pb(request: dispatch_pb2.HeartbeatRequest) -> HeartbeatReport:
+    """The domain report of a Heartbeat request."""
+    return HeartbeatReport(
+        task_id=request.task_id,
+        attempt=request.attempt,
+        worker_id=request.worker_id,
+        log_lines=_log_lines_from_pb(request.log_lines),
+        metrics=_metrics_from_pb(request.metrics),
+        secondary_status=request.secondary_status,
+    )
+
+
+def heartbeat_answer_to_pb(answer: HeartbeatAnswer) -> dispatch_pb2.HeartbeatResponse:
+    """The wire answer to a heartbeat."""
+    return dispatch_pb2.HeartbeatResponse(
+        stop_requested=answer.stop_requested, lease_expires=timestamp(answer.lease_expires)
+    )
+
+
+def completion_from_pb(request: dispatch_pb2.CompleteTaskRequest) -> CompletionReport:
+    """The domain report of a CompleteTask request.
+
+    Raises:
+        InvalidArgument: the outcome is unset or unknown.
+    """
+    outcome = _OUTCOME_FROM_PB.get(request.outcome)
+    if outcome is None:
+        raise InvalidArgument(
+            "outcome is unset: report SUCCEEDED, FAILED, STOPPED or MAX_RUNTIME_EXCEEDED"
+        )
+    versions = request.runtime_versions
+    return CompletionReport(
+        task_id=request.task_id,
+        attempt=request.attempt,
+        worker_id=request.worker_id,
+        outcome=outcome,
+        failure_reason=request.failure_reason,
+        model_artifact_uri=request.model_artifact_uri,
+        output_artifact_uri=request.output_artifact_uri,
+        runtime_versions=tj.RuntimeVersions(versions.python, versions.sklearn, versions.numpy),
+        log_lines=_log_lines_from_pb(request.log_lines),
+        metrics=_metrics_from_pb(request.metrics),
+    )
+
+
+# ----------------------------------------------------------------- artifacts
+
+
+def artifact_info_to_pb(info: ArtifactInfo) -> artifacts_pb2.ArtifactInfo:
+    """The wire form of an object's metadata."""
+    return artifacts_pb2.ArtifactInfo(uri=info.uri, size=info.size, sha256=info.sha256)
+
+
+def upload_from_pb(
+    requests: Iterator[artifacts_pb2.UploadArtifactRequest],
+) -> tuple[str, int, str, Iterator[bytes]]:
+    """Splits an upload stream into (key, size, sha256, chunks).
+
+    Raises:
+        InvalidArgument: the first message is not a header, the key is bad, or (while the
+            chunks are read) a second header arrives.
+    """
+    first = next(requests, None)
+    if first is None or not first.HasField("header"):
+        raise InvalidArgument("the first UploadArtifact message must carry the header")
+    header = first.header
+
+    def chunks() -> Iterator[bytes]:
+        for message in requests:
+            if message.HasField("header"):
+                raise InvalidArgument("a second header arrived in the same upload")
+            yield message.chunk
+
+    return key_of(header.uri), header.size, header.sha256, chunks()
+
+
+def list_prefix_from_pb(uri_prefix: str) -> str:
+    """The key prefix of a ListArtifacts request; empty (or `store://`) lists everything."""
+    if uri_prefix.rstrip("/") in {"", "store:"}:
+        return ""
+    return key_of(uri_prefix)

@@ -1,0 +1,182 @@
+"""Supervisor of worker processes the control runs as its children (`--local`).
+
+Each `WorkerSpec` names one child: its argv and the log file its stdout and stderr are appended
+to. Children stay in the control's process group, so a signal to the group (Ctrl-C, `kill --
+-pgid`) reaches them too. A watcher thread restarts a child that exits while the supervisor is
+running, after a backoff that doubles while the child keeps dying young. `stop()` sends SIGTERM
+to every child, waits, then SIGKILLs the stragglers. Nothing here knows what a child does:
+trainers today, batch workers and inference replicas later.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One child process to keep running."""
+
+    name: str
+    argv: tuple[str, ...]
+    log_path: Path
+    cwd: Path | None = None
+
+
+@dataclass
+class _Child:
+    spec: WorkerSpec
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    backoff_s: float = 0.0
+    restart_at: float | None = None
+
+
+class WorkerSupervisor:
+    """Starts children, restarts the ones that die, and stops them all on shutdown."""
+
+    def __init__(
+        self,
+        specs: Sequence[WorkerSpec] = (),
+        *,
+        restart_backoff_s: float = 1.0,
+        max_restart_backoff_s: float = 30.0,
+        stable_after_s: float = 60.0,
+        stop_timeout_s: float = 10.0,
+        watch_interval_s: float = 0.2,
+    ) -> None:
+        """Prepares the children; nothing starts before `start()`.
+
+        Args:
+            specs: the children to run.
+            restart_backoff_s: wait before restarting a child that exited; doubles (up to
+                `max_restart_backoff_s`) while it keeps exiting within `stable_after_s`.
+            max_restart_backoff_s: the longest wait before a restart.
+            stable_after_s: a child that ran this long gets the initial backoff again.
+            stop_timeout_s: how long `stop()` waits after SIGTERM before SIGKILL.
+            watch_interval_s: how often the watcher looks at the children.
+        """
+        self._children = {spec.name: _Child(spec) for spec in specs}
+        self._restart_backoff_s = restart_backoff_s
+        self._max_restart_backoff_s = max_restart_backoff_s
+        self._stable_after_s = stable_after_s
+        self._stop_timeout_s = stop_timeout_s
+        self._watch_interval_s = watch_interval_s
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def add(self, spec: WorkerSpec) -> None:
+        """Adds a child; it starts at once when the supervisor is running.
+
+        Raises:
+            ValueError: a child with this name exists.
+        """
+        with self._lock:
+            if spec.name in self._children:
+                raise ValueError(f"worker {spec.name!r} exists already")
+            child = _Child(spec)
+            self._children[spec.name] = child
+            if self._watcher is not None and not self._stopping.is_set():
+                self._spawn(child)
+
+    def start(self) -> None:
+        """Starts every child and the watcher thread."""
+        with self._lock:
+            for child in self._children.values():
+                self._spawn(child)
+        self._watcher = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+        self._watcher.start()
+
+    def pids(self) -> dict[str, int]:
+        """Process id of each running child, by name."""
+        with self._lock:
+            return {
+                name: child.process.pid
+                for name, child in self._children.items()
+                if child.process is not None and child.process.poll() is None
+            }
+
+    def begin_shutdown(self) -> None:
+        """No more restarts: children exiting from now on are expected to."""
+        self._stopping.set()
+
+    def stop(self) -> None:
+        """SIGTERM to every child, up to `stop_timeout_s` for them to exit, then SIGKILL."""
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5.0)
+        with self._lock:
+            running = [
+                child.process
+                for child in self._children.values()
+                if child.process is not None and child.process.poll() is None
+            ]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self._stop_timeout_s
+        for process in running:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "worker pid %d ignored SIGTERM for %.0fs; killing it",
+                    process.pid,
+                    self._stop_timeout_s,
+                )
+                process.kill()
+                process.wait()
+        log.info("stopped %d local worker(s)", len(running))
+
+    def _spawn(self, child: _Child) -> None:
+        spec = child.spec
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if spec.cwd is not None:
+            spec.cwd.mkdir(parents=True, exist_ok=True)
+        with spec.log_path.open("ab") as log_file:
+            # The child keeps its own copy of the descriptor; ours closes with the block.
+            child.process = subprocess.Popen(
+                spec.argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=spec.cwd
+            )
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        log.info("started %s (pid %d), logging to %s", spec.name, child.process.pid, spec.log_path)
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self._watch_interval_s):
+            with self._lock:
+                for child in self._children.values():
+                    self._check(child)
+
+    def _check(self, child: _Child) -> None:
+        now = time.monotonic()
+        if child.restart_at is not None:
+            if now >= child.restart_at and not self._stopping.is_set():
+                self._spawn(child)
+            return
+        if child.process is None or child.process.poll() is None:
+            return
+        ran_for = now - child.started_at
+        if ran_for >= self._stable_after_s or child.backoff_s == 0:
+            child.backoff_s = self._restart_backoff_s
+        else:
+            child.backoff_s = min(child.backoff_s * 2, self._max_restart_backoff_s)
+        child.restart_at = now + child.backoff_s
+        log.warning(
+            "%s (pid %d) exited with %s after %.1fs; restarting in %.1fs (see %s)",
+            child.spec.name,
+            child.process.pid,
+            child.process.returncode,
+            ran_for,
+            child.backoff_s,
+            child.spec.log_path,
+        )
