@@ -149,8 +149,8 @@ class SKLearn:
         base_job_name: prefix of generated job names (default "sagemaker-scikit-learn").
         session: the skmaker `Session`; default `Session()` (reads $SKMAKER_ADDRESS).
         dependencies: local files or folders added at the root of the code archive.
-        output_path: `store://` prefix; artifacts go to `<output_path>/<job>/output/`.
-            Default: `store://<job>/output/`.
+        output_path: `store://` prefix; as in SageMaker, the job's model.tar.gz and
+            output.tar.gz go to `<output_path>/<job>/output/`. Default: the server's.
         sagemaker_session: alias of `session`; a real SageMaker session is ignored.
         shell_compat: run the script through /bin/sh as SageMaker's toolkit does (values with
             spaces are split); by default each hyperparameter value stays one argument.
@@ -304,7 +304,7 @@ class SKLearn:
             metric_definitions=self.metric_definitions,
             environment={str(k): str(v) for k, v in self.environment.items()},
             max_run=self.max_run,
-            output_uri=self._output_uri(name),
+            output_uri=self.output_path or "",
             shell_compat=self.shell_compat,
         )
         self._reserved_hyperparameters = reserved
@@ -312,13 +312,6 @@ class SKLearn:
         self.latest_training_job = TrainingJob(session, name)
         if wait:
             self.latest_training_job.wait(logs=logs)
-
-    def _output_uri(self, job_name: str) -> str:
-        # SageMaker writes to <output_path>/<job>/output/, so jobs sharing an output_path
-        # never overwrite each other's model.tar.gz.
-        if not self.output_path:
-            return ""
-        return f"{self.output_path.rstrip('/')}/{job_name}/output"
 
     def _require_job(self) -> TrainingJob:
         if self.latest_training_job is None:
@@ -373,8 +366,6 @@ class SKLearn:
         encoded = description["HyperParameters"]
         algorithm = description["AlgorithmSpecification"]
         log_level = hp.decode_value(encoded.get(hp.CONTAINER_LOG_LEVEL, "20"))
-        output_path = description["OutputDataConfig"]["S3OutputPath"]
-        job_output_suffix = f"/{training_job_name}/output"
         estimator = cls(
             entry_point=descriptions.entry_point_of(description),
             source_dir=algorithm.get("SourceUri") or None,
@@ -384,7 +375,7 @@ class SKLearn:
             environment=description["Environment"],
             base_job_name=naming.base_from_name(training_job_name),
             session=session,
-            output_path=output_path.removesuffix(job_output_suffix) or None,
+            output_path=description["OutputDataConfig"]["S3OutputPath"] or None,
             shell_compat=bool(algorithm.get("ShellCompat", False)),
             container_log_level=log_level if isinstance(log_level, int) else logging.INFO,
         )

@@ -103,7 +103,7 @@ def test_fit_uploads_code_and_creates_the_job(
     assert [(m.name, m.regex) for m in spec.metric_definitions] == [("acc", "acc=([0-9.]+)")]
     assert dict(spec.environment) == {"MODE": "fast"}
     assert spec.max_runtime_seconds == 86400
-    assert spec.output_uri == f"store://results/{name}/output"
+    assert spec.output_uri == "store://results"
 
     archive = fake_control.objects[f"jobs/{name}/source/sourcedir.tar.gz"]
     with tarfile.open(fileobj=BytesIO(archive), mode="r:gz") as tar:
