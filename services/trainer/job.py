@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
-from services.trainer import archives, hyperparameters, requirements, runner, workspace
+from services.runtime import archives
+from services.trainer import hyperparameters, requirements, runner, workspace
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.trainer.archives import make_tar_gz, safe_extract_tar
+from services.runtime.archives import make_tar_gz, safe_extract_tar
 
 
 def test_members_are_relative_to_the_folder_and_sorted(tmp_path: Path) -> None:
