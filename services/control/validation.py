@@ -65,13 +65,18 @@ def validate_training_job(
     _check_metric_definitions(spec)
     _check_environment(spec)
     max_runtime_s = _max_runtime(spec.max_runtime_seconds)
+    # SageMaker's layout: <output_path>/<job>/output/model.tar.gz; the trainer appends
+    # <job>/output, and the default output path sits beside the code at store://jobs.
     output_uri = SCHEME + (
-        _store_key("output_uri", spec.output_uri) if spec.output_uri else f"{name}/output"
+        _store_key("output_uri", spec.output_uri) if spec.output_uri else DEFAULT_OUTPUT_KEY
     )
     _check_bundle_holds_entry_point(spec, source_key, artifacts)
     for channel in spec.channels:
         _check_channel_exists(channel.name, channel.uri, artifacts)
     return replace(spec, max_runtime_seconds=max_runtime_s, output_uri=output_uri)
+
+
+DEFAULT_OUTPUT_KEY = "jobs"
 
 
 def _check_entry_point_path(entry_point: str) -> None:

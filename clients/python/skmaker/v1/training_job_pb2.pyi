@@ -276,7 +276,9 @@ class TrainingJobSpec(_message.Message):
     max_runtime_seconds: _builtins.int
     """Maximum run time in seconds; 0 means the default (86400)."""
     output_uri: _builtins.str
-    """Where model.tar.gz and output.tar.gz go: a store:// prefix; empty means store://<job>/output."""
+    """Output path (SageMaker's output_path): the archives go to <output_uri>/<job>/output/;
+    empty means store://jobs.
+    """
     shell_compat: _builtins.bool
     """Run the entry point through /bin/sh as the SageMaker toolkit does (word splitting)."""
     @_builtins.property
