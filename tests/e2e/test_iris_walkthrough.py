@@ -141,3 +141,15 @@ def test_cli_reports_an_unknown_job(control: ServiceProcess) -> None:
 def test_unknown_job_is_not_found(session: Session) -> None:
     with pytest.raises(NotFound):
         session.describe_training_job("no-such-job")
+
+
+def test_output_path_is_the_prefix_of_the_job_output(session: Session, tmp_path: Path) -> None:
+    script = tmp_path / "writes_model.py"
+    script.write_text(
+        "import os\nopen(os.path.join(os.environ['SM_MODEL_DIR'], 'm.txt'), 'w').write('x')\n"
+    )
+    estimator = SKLearn(entry_point=str(script), output_path="store://results", session=session)
+
+    estimator.fit(logs=False, job_name="with-output-path")
+
+    assert estimator.model_data == "store://results/with-output-path/output/model.tar.gz"
