@@ -237,8 +237,11 @@ class SKLearn:
         self._hyperparameters.update(kwargs)
 
     def hyperparameters(self) -> dict[str, str]:
-        """The hyperparameters as sent to the server: JSON-encoded values, plus the
-        `sagemaker_*` keys of the latest job once `fit()` ran (as SageMaker's method)."""
+        """The hyperparameters as sent to the server, as SageMaker's method returns them.
+
+        Values are JSON-encoded; once `fit()` ran, the latest job's `sagemaker_*` keys are
+        included.
+        """
         return {**hp.encode(self._hyperparameters), **self._reserved_hyperparameters}
 
     # -- training ----------------------------------------------------------------------------
