@@ -1,7 +1,7 @@
 """Validation of CreateTrainingJob: SageMaker's limits, plus checks that the inputs exist.
 
 `validate_training_job` raises the first problem it finds, with a message that names the field
-and what to do, and returns the spec with defaults filled in (max runtime, output URI). Static
+and what to do, and returns the spec with defaults filled in (max runtime, output path). Static
 checks come first; the artifact store is only read for a spec that is otherwise valid.
 """
 
@@ -30,6 +30,9 @@ MAX_METRIC_REGEX_CHARS = 500
 MAX_ENVIRONMENT_ENTRIES = 100
 MAX_RUNTIME_S = 28 * 86_400
 FILE_SCHEME = "file://"
+# The default output path (SageMaker's output_path): the trainer appends <job>/output, so
+# archives land at store://jobs/<job>/output/model.tar.gz, beside the code under store://jobs.
+DEFAULT_OUTPUT_KEY = "jobs"
 # How many bundle members a "not in the bundle" message lists.
 _MEMBERS_SHOWN = 8
 
@@ -49,8 +52,7 @@ def validate_training_job(
     """Checks a job's spec and returns it with defaults filled in.
 
     Args:
-        name: the job name (already checked by `validate_job_name`); used for the default
-            output URI `store://<name>/output`.
+        name: the job name (already checked by `validate_job_name`).
         spec: the spec as asked.
         artifacts: the store holding the source bundle and store:// channels.
 
@@ -65,8 +67,6 @@ def validate_training_job(
     _check_metric_definitions(spec)
     _check_environment(spec)
     max_runtime_s = _max_runtime(spec.max_runtime_seconds)
-    # SageMaker's layout: <output_path>/<job>/output/model.tar.gz; the trainer appends
-    # <job>/output, and the default output path sits beside the code at store://jobs.
     output_uri = SCHEME + (
         _store_key("output_uri", spec.output_uri) if spec.output_uri else DEFAULT_OUTPUT_KEY
     )
@@ -74,9 +74,6 @@ def validate_training_job(
     for channel in spec.channels:
         _check_channel_exists(channel.name, channel.uri, artifacts)
     return replace(spec, max_runtime_seconds=max_runtime_s, output_uri=output_uri)
-
-
-DEFAULT_OUTPUT_KEY = "jobs"
 
 
 def _check_entry_point_path(entry_point: str) -> None:

@@ -1,0 +1,110 @@
+"""Fixtures for the control's domain tests: a store, an artifact store and a fake clock."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import prometheus_client
+import pytest
+
+from services.control.artifact_store import LocalArtifactStore
+from services.control.metrics import ControlMetrics
+from services.control.scheduler import Scheduler
+from services.control.store import ControlStore
+from services.control.task import TaskKind
+from services.control.training import TrainingJobs
+from services.control.training_job import Channel, TrainingJobSpec
+
+
+class FakeClock:
+    """Wall-clock stand-in the tests move by hand."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def put_bytes(artifacts: LocalArtifactStore, key: str, data: bytes) -> None:
+    """Stores `data` under `key` through the store's public upload path."""
+    artifacts.put(key, len(data), hashlib.sha256(data).hexdigest(), [data])
+
+
+def bundle_bytes(members: dict[str, bytes]) -> bytes:
+    """A sourcedir.tar.gz holding `members`."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            bundle.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ControlStore]:
+    opened = ControlStore(tmp_path / "control.db")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> LocalArtifactStore:
+    store = LocalArtifactStore(tmp_path / "artifacts", max_upload_bytes=1024 * 1024)
+    put_bytes(store, "job/source/sourcedir.tar.gz", bundle_bytes({"train.py": b"print(1)\n"}))
+    put_bytes(store, "data/train/iris.csv", b"1,2,3\n")
+    return store
+
+
+@pytest.fixture
+def metrics() -> ControlMetrics:
+    return ControlMetrics(prometheus_client.CollectorRegistry())
+
+
+@pytest.fixture
+def scheduler(store: ControlStore, metrics: ControlMetrics, clock: FakeClock) -> Scheduler:
+    return Scheduler(
+        store,
+        metrics,
+        lease_s=10.0,
+        heartbeat_interval_s=2.0,
+        max_attempts=3,
+        retry_backoff_s=1.0,
+        clock=clock,
+    )
+
+
+@pytest.fixture
+def jobs(
+    store: ControlStore,
+    scheduler: Scheduler,
+    artifacts: LocalArtifactStore,
+    metrics: ControlMetrics,
+    clock: FakeClock,
+) -> TrainingJobs:
+    training_jobs = TrainingJobs(store, scheduler, artifacts, metrics, clock=clock)
+    scheduler.register(TaskKind.TRAINING, training_jobs)
+    return training_jobs
+
+
+@pytest.fixture
+def spec() -> TrainingJobSpec:
+    return TrainingJobSpec(
+        entry_point="train.py",
+        source_uri="store://job/source/sourcedir.tar.gz",
+        hyperparameters={"max_leaf_nodes": "30"},
+        channels=(Channel("train", "store://data/train"),),
+    )

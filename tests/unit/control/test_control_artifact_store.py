@@ -1,0 +1,125 @@
+"""LocalArtifactStore: atomic checked writes, listing, digests, and nothing left after errors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.control.artifact_store import LocalArtifactStore, key_of
+from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalArtifactStore:
+    return LocalArtifactStore(tmp_path / "artifacts", max_upload_bytes=100)
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize(
+    ("uri", "key"),
+    [("store://a/b.csv", "a/b.csv"), ("a/b.csv", "a/b.csv"), ("store:///a//b/", "a/b")],
+)
+def test_key_of_accepts_store_uris_and_bare_keys(uri: str, key: str) -> None:
+    assert key_of(uri) == key
+
+
+@pytest.mark.parametrize(
+    "uri", ["", "store://", "s3://b/k", "a/../b", "a\\b", "a/.skmaker-upload-x"]
+)
+def test_key_of_refuses_bad_keys(uri: str) -> None:
+    with pytest.raises(InvalidArgument):
+        key_of(uri)
+
+
+def test_put_read_list(store: LocalArtifactStore) -> None:
+    info = store.put("d/a.csv", 3, _sha(b"abc"), [b"a", b"bc"])
+    store.put("d/sub/b.csv", 1, _sha(b"x"), [b"x"])
+    store.put("dx.csv", 1, _sha(b"y"), [b"y"])
+    assert (info.uri, info.size, info.sha256) == ("store://d/a.csv", 3, _sha(b"abc"))
+    read_info, chunks = store.read_chunks("d/a.csv")
+    assert (read_info, b"".join(chunks)) == (info, b"abc")
+    assert [i.key for i in store.list("d")] == ["d/a.csv", "d/sub/b.csv"]
+    assert [i.key for i in store.list("d/a.csv")] == ["d/a.csv"]
+    assert [i.key for i in store.list("")] == ["d/a.csv", "d/sub/b.csv", "dx.csv"]
+    assert store.list("d/a") == []
+    assert store.exists_at_or_under("d/sub") and not store.exists_at_or_under("e")
+
+
+def test_put_replaces_an_existing_object(store: LocalArtifactStore) -> None:
+    store.put("k", 1, _sha(b"1"), [b"1"])
+    store.put("k", 2, _sha(b"22"), [b"22"])
+    info, chunks = store.read_chunks("k")
+    assert (info.sha256, b"".join(chunks)) == (_sha(b"22"), b"22")
+
+
+def test_missing_object_is_not_found(store: LocalArtifactStore) -> None:
+    with pytest.raises(NotFound, match="store://nope"):
+        store.read_chunks("nope")
+
+
+@pytest.mark.parametrize(
+    ("size", "sha", "chunks", "error", "message"),
+    [
+        (101, _sha(b""), [], ResourceExhausted, "limit is 100"),
+        (3, _sha(b"abc"), [b"ab", b"cd"], InvalidArgument, "more than the announced 3"),
+        (3, _sha(b"abc"), [b"ab"], InvalidArgument, "after 2 of the announced 3"),
+        (3, _sha(b"abd"), [b"abc"], InvalidArgument, "corrupt"),
+        (3, "xyz", [b"abc"], InvalidArgument, "64 hex"),
+        (-1, _sha(b""), [], InvalidArgument, "negative"),
+    ],
+)
+def test_failed_uploads_leave_nothing_behind(
+    store: LocalArtifactStore,
+    tmp_path: Path,
+    size: int,
+    sha: str,
+    chunks: list[bytes],
+    error: type[Exception],
+    message: str,
+) -> None:
+    with pytest.raises(error, match=message):
+        store.put("deep/folder/k.bin", size, sha, chunks)
+    assert _files(tmp_path / "artifacts") == []
+    assert not (tmp_path / "artifacts" / "objects" / "deep").exists()
+
+
+def test_an_aborted_stream_leaves_nothing_behind(store: LocalArtifactStore, tmp_path: Path) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"ab"
+        raise ConnectionError("client went away")
+
+    with pytest.raises(ConnectionError):
+        store.put("k", 3, _sha(b"abc"), chunks())
+    assert _files(tmp_path / "artifacts") == []
+
+
+def test_object_and_folder_cannot_share_a_key(store: LocalArtifactStore) -> None:
+    store.put("a", 1, _sha(b"1"), [b"1"])
+    with pytest.raises(InvalidArgument, match="'a' is an object"):
+        store.put("a/b", 1, _sha(b"1"), [b"1"])
+    store.put("c/d", 1, _sha(b"1"), [b"1"])
+    with pytest.raises(InvalidArgument, match="objects exist below it"):
+        store.put("c", 1, _sha(b"1"), [b"1"])
+
+
+def test_a_stale_digest_is_recomputed(store: LocalArtifactStore, tmp_path: Path) -> None:
+    store.put("k", 1, _sha(b"1"), [b"1"])
+    object_path = tmp_path / "artifacts" / "objects" / "k"
+    # Simulates a crash between the object's rename and its digest's rename.
+    tmp = object_path.with_name("replacement")
+    tmp.write_bytes(b"22")
+    os.replace(tmp, object_path)
+    assert store.list("k")[0].sha256 == _sha(b"22")
+    (tmp_path / "artifacts" / "digests" / "k.json").unlink()
+    assert store.list("k")[0].sha256 == _sha(b"22")

@@ -1,0 +1,69 @@
+"""WorkerSupervisor: children start, crashed ones restart, stop ends them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from services.control.local_workers import WorkerSpec, WorkerSupervisor
+
+SLEEPER = (sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)")
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_children_start_restart_after_a_crash_and_stop(tmp_path: Path) -> None:
+    log_path = tmp_path / "logs" / "w-0.log"
+    supervisor = WorkerSupervisor(
+        [WorkerSpec("w-0", SLEEPER, log_path)], restart_backoff_s=0.05, watch_interval_s=0.02
+    )
+    supervisor.start()
+    try:
+        _wait_for(lambda: log_path.exists() and "up" in log_path.read_text())
+        first_pid = supervisor.pids()["w-0"]
+        os.kill(first_pid, signal.SIGKILL)
+        _wait_for(lambda: supervisor.pids().get("w-0") not in (None, first_pid))
+        _wait_for(lambda: log_path.read_text().count("up") == 2)
+    finally:
+        supervisor.stop()
+    assert supervisor.pids() == {}
+
+
+def test_no_restart_once_shutdown_began(tmp_path: Path) -> None:
+    supervisor = WorkerSupervisor(
+        [WorkerSpec("w", (sys.executable, "-c", "pass"), tmp_path / "w.log")],
+        restart_backoff_s=0.05,
+        watch_interval_s=0.02,
+    )
+    supervisor.begin_shutdown()
+    supervisor.start()
+    time.sleep(0.3)  # long enough for several restarts, were they allowed
+    supervisor.stop()
+    assert (tmp_path / "w.log").exists()
+    assert supervisor.pids() == {}
+
+
+def test_sigterm_ignoring_child_is_killed(tmp_path: Path) -> None:
+    stubborn = (
+        sys.executable,
+        "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('up', flush=True); time.sleep(60)",
+    )
+    log_path = tmp_path / "s.log"
+    supervisor = WorkerSupervisor([WorkerSpec("s", stubborn, log_path)], stop_timeout_s=0.5)
+    supervisor.start()
+    _wait_for(lambda: log_path.exists() and "up" in log_path.read_text())
+    started = time.monotonic()
+    supervisor.stop()
+    assert time.monotonic() - started < 5
+    assert supervisor.pids() == {}
