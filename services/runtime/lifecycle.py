@@ -8,7 +8,10 @@ that loses nothing: health NOT_SERVING first (balancers stop sending), then the 
 stops with a grace period, then `on_stop`, then the metrics server. Exit code 0.
 
 Every port turns SO_REUSEPORT off, so a second server can never silently share it; the one
-exception is `Service.shared_port_address`, which an endpoint's replicas bind together.
+exception is `Service.shared_port_address`, which an endpoint's replicas bind together. That
+shared port is bound only after `on_start` succeeded, because the kernel hands connections to
+every socket bound there: a replica still loading its model must not be one of them. The port
+file then gains a `"shared"` key (it is rewritten, atomically, before health turns SERVING).
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ class Service:
     on_bound: Callable[[int], None] | None = None
     # Called when draining starts (before the server stops), e.g. to refuse new work.
     on_drain: Callable[[], None] | None = None
-    # host:port bound with SO_REUSEPORT by a second server sharing the same servicers.
+    # host:port bound with SO_REUSEPORT by a second server sharing the same servicers; bound
+    # and started only once on_start returned, so no traffic arrives there before it is ready.
     shared_port_address: str | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     extra_server_options: Sequence[tuple[str, Any]] = ()
@@ -83,6 +87,8 @@ class RunningService:
     _servers: list[grpc.Server]
     _httpd: Any
     _stopped: threading.Event = field(default_factory=threading.Event)
+    # The port bound at `Service.shared_port_address`; None without one.
+    shared_port: int | None = None
 
     @property
     def address(self) -> str:
@@ -167,6 +173,10 @@ def write_port_file(path: str, ports: dict[str, int]) -> None:
 def start(service: Service, settings: ServiceSettings) -> RunningService:
     """Binds and starts `service`; returns once it is SERVING (after `on_start`).
 
+    The own gRPC port and /metrics are bound first and the port file written, so a supervisor
+    can watch health while `on_start` runs (NOT_SERVING until it returns). The shared port, if
+    any, is bound only after `on_start` succeeded; the port file is then rewritten with it.
+
     Raises:
         RuntimeError: when a port cannot be bound.
     """
@@ -176,12 +186,6 @@ def start(service: Service, settings: ServiceSettings) -> RunningService:
     grpc_port = server.add_insecure_port(address)
     if grpc_port == 0:
         raise RuntimeError(f"{service.name}: cannot bind gRPC address {address}")
-    servers = [server]
-    if service.shared_port_address:
-        shared = _build_server(service, settings, health_servicer, reuse_port=True)
-        if shared.add_insecure_port(service.shared_port_address) == 0:
-            raise RuntimeError(f"{service.name}: cannot bind {service.shared_port_address}")
-        servers.append(shared)
     httpd, _thread = prometheus_client.start_http_server(
         settings.metrics_port, addr=settings.host, registry=service.registry
     )
@@ -192,25 +196,51 @@ def start(service: Service, settings: ServiceSettings) -> RunningService:
         grpc_port=grpc_port,
         metrics_port=metrics_port,
         health=health_servicer,
-        _servers=servers,
+        _servers=[server],
         _httpd=httpd,
     )
     running.set_serving(False)
-    for each in servers:
-        each.start()
+    server.start()
+    ports = {"grpc": grpc_port, "metrics": metrics_port}
     if settings.port_file:
-        write_port_file(settings.port_file, {"grpc": grpc_port, "metrics": metrics_port})
+        write_port_file(settings.port_file, ports)
     log.info("%s listening grpc=%s metrics=%s", service.name, grpc_port, metrics_port)
     try:
         if service.on_bound is not None:
             service.on_bound(grpc_port)
         if service.on_start is not None:
             service.on_start()
+        if service.shared_port_address:
+            running.shared_port = _start_shared(
+                service, settings, health_servicer, running, service.shared_port_address
+            )
+            ports["shared"] = running.shared_port
+            if settings.port_file:
+                write_port_file(settings.port_file, ports)
+            log.info("%s listening shared=%s", service.name, service.shared_port_address)
     except BaseException:
         running.stop()
         raise
     running.set_serving(True)
     return running
+
+
+def _start_shared(
+    service: Service,
+    settings: ServiceSettings,
+    health_servicer: health.HealthServicer,
+    running: RunningService,
+    address: str,
+) -> int:
+    """Binds and starts the SO_REUSEPORT server at `address`; returns the bound port."""
+    shared = _build_server(service, settings, health_servicer, reuse_port=True)
+    port = int(shared.add_insecure_port(address))
+    if port == 0:
+        raise RuntimeError(f"{service.name}: cannot bind {address}")
+    # Registered before start so that stop() always stops it, even if start fails half-way.
+    running._servers.append(shared)
+    shared.start()
+    return port
 
 
 def configure_logging(level: str) -> None:
