@@ -37,7 +37,7 @@ from services.inference.codecs import (
     to_text,
 )
 from services.inference.errors import HandlerLoadError
-from services.runtime.errors import InvalidArgument, ModelError, SkmakerError
+from services.runtime.errors import FailedPrecondition, InvalidArgument, ModelError, SkmakerError
 
 UserFunction = Callable[..., Any]
 
@@ -332,6 +332,35 @@ class ModelHandler:
                 and carries the error's type and text.
         """
         return self._invoke(body, content_type, accept)
+
+    @property
+    def has_predict_step(self) -> bool:
+        """Whether `predict` can run: False for a `transform_fn` handler, which takes bodies."""
+        return self._transform_fn is None
+
+    def predict(self, data: Any) -> Any:
+        """Run the predict step alone on already decoded data: `predict_fn`, or `model.predict`.
+
+        For callers that decode requests themselves (the Open Inference Protocol's tensors):
+        `input_fn` and `output_fn` are skipped, as the data is already an array.
+
+        Args:
+            data: The decoded input, e.g. a 2-D array of rows.
+
+        Returns:
+            What `predict_fn` or `model.predict` returned.
+
+        Raises:
+            FailedPrecondition: The handler is a `transform_fn`, which has no predict step.
+            InvalidArgument: The data has the wrong number of features for the model.
+            ModelError: The user's code or the model raised.
+        """
+        if self._transform_fn is not None:
+            raise FailedPrecondition(
+                "this model defines transform_fn, which takes encoded request bodies, not "
+                "tensors; call skmaker.v1.InferenceService/Predict instead"
+            )
+        return self._predict(data)
 
     def warm_up(self) -> bool:
         """Predict one row of zeros through the default path, to fail before serving.

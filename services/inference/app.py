@@ -1,0 +1,155 @@
+"""Wires an inference replica: settings -> replica state, model loader, servicers, lifecycle hooks.
+
+`build(settings, environ)` does no I/O: the model is fetched and loaded in `on_start`, after the
+replica's own port is bound (health NOT_SERVING meanwhile) and before the shared port is. A load
+that fails writes its reason to the failure file and raises `ModelLoadFailed`, which `__main__`
+turns into exit code 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+from collections.abc import MutableMapping
+from pathlib import Path
+
+import prometheus_client
+
+import skmaker
+from services.inference.config import InferenceSettings
+from services.inference.control_link import ControlModelSource
+from services.inference.metrics import InferenceMetrics
+from services.inference.model_loader import (
+    LoadedModel,
+    ModelLoader,
+    ModelLoadFailed,
+    failure_reason,
+)
+from services.inference.replica import Replica
+from services.inference.servicer import InferenceServicer
+from services.inference.v2_servicer import OpenInferenceServicer
+from services.runtime import lifecycle
+from skmaker.v1 import (
+    inference_pb2,
+    inference_pb2_grpc,
+    open_inference_pb2,
+    open_inference_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+# The gRPC message limit sits this far above the payload limit, so an oversized payload reaches
+# the replica's own check (RESOURCE_EXHAUSTED naming the setting) instead of gRPC's generic one.
+MESSAGE_HEADROOM_BYTES = 1024 * 1024
+
+
+def write_failure_file(path: str, reason: str) -> None:
+    """Writes `reason` to `path` atomically (temp file + rename), so a reader sees all or none."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(reason + "\n")
+    os.replace(tmp, target)
+
+
+def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lifecycle.Service:
+    """Builds the replica service; the model loads in `on_start`.
+
+    Args:
+        settings: The replica's settings (already `check()`ed).
+        environ: The process environment; the model's environment is applied to it before the
+            user's module is imported (pass `os.environ` in the replica process).
+    """
+    registry = prometheus_client.CollectorRegistry()
+    metrics = InferenceMetrics(
+        registry, settings.endpoint_name or settings.model_name or "standalone"
+    )
+    replica = Replica(
+        endpoint_name=settings.endpoint_name,
+        model_name=settings.model_name,
+        replica_id=settings.replica_id or f"{socket.gethostname()}-{os.getpid()}",
+        metrics=metrics,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
+    work_dir = Path(settings.work_dir).resolve()
+    loader = ModelLoader(
+        work_dir,
+        Path(settings.deps_dir).resolve() if settings.deps_dir else work_dir.parent / "deps",
+        environ,
+        region=settings.region,
+        pip_timeout_s=settings.pip_timeout_s,
+    )
+
+    def load() -> LoadedModel:
+        if settings.is_standalone:
+            code_dir = Path(settings.code_dir).resolve() if settings.code_dir else None
+            return loader.load_local(
+                Path(settings.model_dir).resolve(), code_dir, settings.entry_point
+            )
+        source = ControlModelSource(
+            settings.control, token=settings.auth_token, timeout_s=settings.control_timeout_s
+        )
+        try:
+            return loader.load_model(source, settings.model_name)
+        finally:
+            source.close()
+
+    def on_start() -> None:
+        try:
+            loaded = load()
+        except Exception as err:
+            # Whatever went wrong (including a bug), the control learns why from this file.
+            reason = failure_reason(err)
+            if settings.failure_file:
+                write_failure_file(settings.failure_file, reason)
+            raise ModelLoadFailed(reason) from err
+        replica.set_loaded(loaded.handler, loaded.load_seconds)
+        log.info(
+            "model loaded in %.2fs from %s (entry point %s, warm-up %s)",
+            loaded.load_seconds,
+            loaded.model_dir,
+            loaded.entry_point,
+            "passed" if loaded.warmed_up else "skipped",
+        )
+
+    age_ms = int(settings.max_connection_age_s * 1000)
+    return lifecycle.Service(
+        name="inference",
+        servicers=[
+            lifecycle.Servicer(
+                inference_pb2_grpc.add_InferenceServiceServicer_to_server,
+                InferenceServicer(replica),
+                inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,
+            ),
+            lifecycle.Servicer(
+                open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
+                OpenInferenceServicer(replica, skmaker.__version__),
+                open_inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+            ),
+        ],
+        registry=registry,
+        on_start=on_start,
+        on_drain=replica.drain,
+        shared_port_address=(
+            f"{settings.host}:{settings.shared_port}" if settings.shared_port else None
+        ),
+        max_message_bytes=settings.max_payload_bytes + MESSAGE_HEADROOM_BYTES,
+        extra_server_options=(
+            # Long-lived channels reconnect now and then, so the kernel can spread them over
+            # replicas added since (design.md, Predict flow); 0 leaves connections uncapped.
+            *(
+                (
+                    ("grpc.max_connection_age_ms", age_ms),
+                    (
+                        "grpc.max_connection_age_grace_ms",
+                        int(settings.max_connection_age_grace_s * 1000),
+                    ),
+                )
+                if age_ms > 0
+                else ()
+            ),
+        ),
+    )

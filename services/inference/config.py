@@ -1,0 +1,99 @@
+"""InferenceSettings, and the contract by which a replica backend starts an inference replica.
+
+Started by the control's replica backend (one process per replica)::
+
+    python -m services.inference --control HOST:PORT --endpoint-name E --model-name M \\
+        --replica-id R --work-dir DIR [--shared-port P] --grpc-port 0 --metrics-port 0 \\
+        --port-file F --failure-file F2 [runtime flags: --host, --shutdown-grace-s, ...]
+
+Every flag has an environment variable behind it with the prefix `SKMAKER_INFERENCE_`
+(`--max-payload-bytes` <- `SKMAKER_INFERENCE_MAX_PAYLOAD_BYTES`); a flag wins over the variable.
+
+Standalone, for tests and benchmarks (no control, no download; the folders are used in place)::
+
+    python -m services.inference --model-dir D --code-dir C --entry-point E \\
+        [--endpoint-name E] [--replica-id R] --grpc-port 0 --metrics-port 0 --port-file F
+
+Startup: with `--control`, DescribeModel(M) on the control's ModelService, download the model
+archive (sha256-checked) and extract it into `DIR/model`; the code comes from the model's
+`source_uri` (extracted into `DIR/code`) or else from `DIR/model/code`. Then `requirements.txt`
+in the code folder is installed into a content-addressed cache (`--deps-dir`, default
+`DIR/../deps`), the model's environment is applied, the entry point is imported, `model_fn`
+loads the model and a warm-up prediction runs. Only then is the shared port bound and health
+SERVING.
+
+Port file (`--port-file`, JSON, replaced atomically): `{"grpc": own port, "metrics": port}` as
+soon as the own port is bound (health NOT_SERVING while the model loads); rewritten with
+`"shared": port` added once loaded, when `--shared-port` is given. Watch grpc.health.v1 on the
+own port: SERVING means loaded, warmed up and listening on the shared port too.
+
+Failure file (`--failure-file`): written only when loading fails (download, extraction,
+requirements, import, model_fn, warm-up), as one paragraph of plain text naming the cause, e.g.
+"entry point 'train.py' defines no model_fn: ...". The same text goes to stderr.
+
+Exit codes: 0 after SIGTERM/SIGINT (health NOT_SERVING first, new Predict calls UNAVAILABLE,
+in-flight calls finish within `--shutdown-grace-s`); 1 when the model could not be loaded (see
+the failure file); 2 for bad flags or environment values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.runtime.settings import ServiceSettings, setting
+
+ENV_PREFIX = "SKMAKER_INFERENCE_"
+
+# SageMaker's InvokeEndpoint limit (contract §2.5).
+DEFAULT_MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class InferenceSettings(ServiceSettings):
+    """One inference replica: loads one model and serves Predict and Open Inference V2."""
+
+    control: str = setting("", "control's gRPC address; empty for standalone (--model-dir)")
+    endpoint_name: str = setting("", "endpoint this replica serves (metrics label, name check)")
+    model_name: str = setting("", "model to DescribeModel on the control")
+    replica_id: str = setting("", "this replica's id, returned in every PredictResponse")
+    work_dir: str = setting("./.skmaker/work/inference", "where the model and code are unpacked")
+    deps_dir: str = setting("", "requirements.txt install cache; empty means <work-dir>/../deps")
+    model_dir: str = setting("", "standalone: an unpacked model folder (no control)")
+    code_dir: str = setting("", "standalone: the folder holding the entry point")
+    entry_point: str = setting("", "standalone: the script defining model_fn")
+    shared_port: int = setting(0, "endpoint port shared by all its replicas (SO_REUSEPORT)")
+    failure_file: str = setting("", "write why the model could not be loaded here")
+    max_payload_bytes: int = setting(
+        DEFAULT_MAX_PAYLOAD_BYTES, "largest Predict or ModelInfer payload accepted"
+    )
+    max_connection_age_s: float = setting(
+        30.0, "close client connections after this long so channels rebalance across replicas"
+    )
+    max_connection_age_grace_s: float = setting(
+        10.0, "time calls on an aged connection get to finish"
+    )
+    region: str = setting("local", "SAGEMAKER_REGION given to the user's code")
+    pip_timeout_s: float = setting(900.0, "time limit for installing requirements.txt")
+    control_timeout_s: float = setting(300.0, "deadline of each call to the control (download)")
+
+    @property
+    def is_standalone(self) -> bool:
+        """True when the model comes from local folders instead of the control."""
+        return not self.control
+
+    def check(self) -> None:
+        """Refuses contradictory or incomplete flags.
+
+        Raises:
+            ValueError: neither --control nor --model-dir, both, or a missing companion flag.
+        """
+        if self.control and self.model_dir:
+            raise ValueError("give either --control (with --model-name) or --model-dir, not both")
+        if self.control and not self.model_name:
+            raise ValueError("--control needs --model-name: the model to describe and load")
+        if not self.control and not self.model_dir:
+            raise ValueError("give --control and --model-name, or --model-dir for standalone")
+        if self.model_dir and not self.entry_point:
+            raise ValueError("--model-dir needs --entry-point: the script defining model_fn")
+        if self.max_payload_bytes <= 0:
+            raise ValueError("--max-payload-bytes must be positive")

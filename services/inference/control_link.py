@@ -1,0 +1,132 @@
+"""The replica's gRPC link to the control: describe its model, download archives, read versions.
+
+Implements `model_loader.ModelSource`. Every call has a deadline and is retried while the
+control answers UNAVAILABLE (it may be restarting), so a replica started during a control
+restart still loads; any other failure becomes `ModelLoadFailed` with a reason naming the call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+
+from services.inference.model_loader import ModelLoadFailed, ModelSpec
+from services.runtime.auth import token_metadata
+from skmaker import transfer
+from skmaker.v1 import (
+    artifacts_pb2_grpc,
+    serving_pb2,
+    serving_pb2_grpc,
+    training_pb2,
+    training_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_DESCRIBE_TIMEOUT_S = 30.0
+_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class ControlModelSource:
+    """Reads a model and its archives from the control's ModelService and ArtifactService.
+
+    Args:
+        address: The control's gRPC address.
+        token: Bearer token, empty when the control has none.
+        timeout_s: Deadline of one download, and how long to keep retrying an unreachable
+            control.
+    """
+
+    def __init__(self, address: str, *, token: str = "", timeout_s: float = 300.0) -> None:
+        self._address = address
+        self._channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ],
+        )
+        self._models = serving_pb2_grpc.ModelServiceStub(self._channel)
+        self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
+        self._artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self._channel)
+        self._metadata = token_metadata(token)
+        self._timeout_s = timeout_s
+
+    def close(self) -> None:
+        """Closes the channel."""
+        self._channel.close()
+
+    def describe_model(self, name: str) -> ModelSpec:
+        """DescribeModel(name), as a `ModelSpec`."""
+        request = serving_pb2.DescribeModelRequest(name=name)
+        response = self._call(
+            lambda: self._models.DescribeModel(
+                request, timeout=_DESCRIBE_TIMEOUT_S, metadata=self._metadata
+            ),
+            f"DescribeModel({name!r})",
+        )
+        model = response.model
+        return ModelSpec(
+            name=model.name,
+            model_data_uri=model.model_data_uri,
+            entry_point=model.entry_point,
+            source_uri=model.source_uri,
+            environment=dict(model.environment),
+            training_job_name=model.training_job_name,
+        )
+
+    def download(self, uri: str, dest: Path) -> None:
+        """Downloads `uri` into `dest`; `transfer.download_file` checks size and sha256."""
+        try:
+            self._call(
+                lambda: transfer.download_file(
+                    self._artifacts, uri, dest, timeout_s=self._timeout_s, metadata=self._metadata
+                ),
+                f"downloading {uri}",
+            )
+        except OSError as err:
+            raise ModelLoadFailed(f"downloading {uri} failed: {err}") from err
+
+    def trained_sklearn_version(self, training_job_name: str) -> str | None:
+        """runtime_versions.sklearn of the training job; None when it cannot be read.
+
+        Only feeds a warning, so a failure here never stops the replica.
+        """
+        request = training_pb2.DescribeTrainingJobRequest(name=training_job_name)
+        try:
+            response = self._training.DescribeTrainingJob(
+                request, timeout=_DESCRIBE_TIMEOUT_S, metadata=self._metadata
+            )
+        except grpc.RpcError as err:
+            log.warning(
+                "cannot read training job %s for its scikit-learn version: %s",
+                training_job_name,
+                err.details(),
+            )
+            return None
+        return response.training_job.runtime_versions.sklearn or None
+
+    def _call(self, call: Callable[[], T], what: str) -> T:
+        deadline = time.monotonic() + self._timeout_s
+        delay = 0.1
+        while True:
+            try:
+                return call()
+            except grpc.RpcError as err:
+                code = err.code()
+                if code not in _RETRYABLE or time.monotonic() + delay > deadline:
+                    raise ModelLoadFailed(
+                        f"{what} on the control at {self._address} failed: "
+                        f"{code.name}: {err.details()}"
+                    ) from err
+                log.warning("%s: control unreachable (%s); retrying", what, code.name)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
