@@ -1,0 +1,69 @@
+"""`--local`: trainer children start, a dead one is restarted, SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.harness import run_service
+
+pytestmark = pytest.mark.integration
+
+
+def _state_and_parent(pid: int) -> tuple[str, int] | None:
+    """(state letter, parent pid) of a process from /proc, or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name sits in parentheses and may hold spaces; state and ppid follow it.
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0], int(fields[1])
+
+
+def _children(pid: int) -> set[int]:
+    """Live (not zombie) processes whose parent is `pid`."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            info = _state_and_parent(int(entry.name))
+            if info is not None and info[1] == pid and info[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+def _wait_until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        time.sleep(0.05)
+
+
+def test_local_trainers_are_supervised_and_stopped(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    control = run_service(
+        "control", tmp_path, ["--local", "--local-trainers", "2", "--data-dir", str(data_dir)]
+    )
+    try:
+        _wait_until(lambda: len(_children(control.process.pid)) == 2)
+        for index in (0, 1):
+            assert (data_dir / "logs" / f"trainer-{index}.log").exists()
+        victim = min(_children(control.process.pid))
+        os.kill(victim, signal.SIGKILL)
+        _wait_until(
+            lambda: (
+                victim not in _children(control.process.pid)
+                and len(_children(control.process.pid)) == 2
+            )
+        )
+        survivors = _children(control.process.pid)
+    finally:
+        control.stop()
+    for pid in survivors:
+        info = _state_and_parent(pid)
+        assert info is None or info[0] == "Z", f"trainer {pid} outlived the control"
