@@ -111,7 +111,9 @@ def spec_to_pb(spec: tj.TrainingJobSpec) -> training_job_pb2.TrainingJobSpec:
     )
 
 
-def status_from_pb(status: int) -> tj.TrainingJobStatus | None:
+def status_from_pb(
+    status: training_job_pb2.TrainingJobStatus.ValueType,
+) -> tj.TrainingJobStatus | None:
     """The domain status of a wire status; None for UNSPECIFIED (no filter)."""
     if status == training_job_pb2.TRAINING_JOB_STATUS_UNSPECIFIED:
         return None
@@ -178,7 +180,9 @@ def log_batch_to_pb(batch: LogBatch) -> training_pb2.GetTrainingJobLogsResponse:
 # ----------------------------------------------------------------- dispatch
 
 
-def task_kinds_from_pb(kinds: Iterable[int]) -> tuple[TaskKind, ...]:
+def task_kinds_from_pb(
+    kinds: Iterable[dispatch_pb2.TaskKind.ValueType],
+) -> tuple[TaskKind, ...]:
     """Domain task kinds; UNSPECIFIED or unknown values are refused."""
     try:
         return tuple(_KIND_FROM_PB[kind] for kind in kinds)
