@@ -11,12 +11,13 @@ trainers today, batch workers and inference replicas later.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class WorkerSpec:
     argv: tuple[str, ...]
     log_path: Path
     cwd: Path | None = None
+    # Added to the control's own environment (which children inherit), e.g. a shared token.
+    extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -145,7 +148,11 @@ class WorkerSupervisor:
         with spec.log_path.open("ab") as log_file:
             # The child keeps its own copy of the descriptor; ours closes with the block.
             child.process = subprocess.Popen(
-                spec.argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=spec.cwd
+                spec.argv,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=spec.cwd,
+                env={**os.environ, **spec.extra_env} if spec.extra_env else None,
             )
         child.started_at = time.monotonic()
         child.restart_at = None

@@ -67,3 +67,17 @@ def test_sigterm_ignoring_child_is_killed(tmp_path: Path) -> None:
     supervisor.stop()
     assert time.monotonic() - started < 5
     assert supervisor.pids() == {}
+
+
+def test_extra_env_reaches_the_child(tmp_path: Path) -> None:
+    log_path = tmp_path / "e.log"
+    printer = (sys.executable, "-c", "import os; print(os.environ['SKMAKER_X'], flush=True)")
+    supervisor = WorkerSupervisor(
+        [WorkerSpec("e", printer, log_path, extra_env={"SKMAKER_X": "hello"})],
+        restart_backoff_s=60,
+    )
+    supervisor.start()
+    try:
+        _wait_for(lambda: log_path.exists() and "hello" in log_path.read_text())
+    finally:
+        supervisor.stop()
