@@ -1,0 +1,373 @@
+"""Predict latency and throughput: a skmaker replica against a minimal grpcio server.
+
+One invocation (`python benchmarks/predict.py [--seconds 5]`) trains an iris DecisionTree, then
+starts two servers as subprocesses on 127.0.0.1 port 0 (each writes a port file), each one
+process serving the same model through the same `skmaker.v1.InferenceService/Predict` proto:
+
+* baseline: a plain synchronous grpcio server whose Predict only parses the CSV text into a float
+  array, calls `model.predict` and answers the labels as JSON (plus grpc health, for readiness);
+* skmaker: `python -m services.inference` in standalone mode with default settings (the real
+  servicer, interceptors, metrics, codecs and handler chain, loading through `model_fn`).
+
+Method. The servers are measured one after the other, never at the same time, so each has the
+machine to itself apart from the load generator. The load generator is a separate process
+(`predict.py loadgen`): at concurrency 1 it makes blocking calls back to back; at concurrency N
+it keeps N calls in flight with grpc futures, issuing the next call from each completion
+callback, on one channel (as a real client would). Every cell runs a short warm-up, then
+`--seconds` of measured calls; latency is measured per call from issue to completion, and
+throughput is completed calls / measured seconds. The load generator reports its own CPU time;
+a client using well under one core of CPU per wall-clock second is not the bottleneck
+(`client_cpu` in the table, 1.0 = one full core). `--clients K` splits the concurrency over K
+load-generator processes when one is not enough.
+
+Output: a table, then as the LAST line one JSON object with `latency_ratio_c1` (skmaker p50 /
+baseline p50, one row, concurrency 1), `throughput_ratio_c32` (skmaker / baseline requests/s,
+one row, concurrency 32) and every raw figure. Targets: ratio_c1 <= 1.25, ratio_c32 >= 0.8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ONE_ROW = "5.1,3.5,1.4,0.2"
+SERVE_SCRIPT = """
+import os
+
+import joblib
+
+
+def model_fn(model_dir):
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+"""
+
+
+# --- the baseline server ------------------------------------------------------------------------
+
+
+def baseline_server(model_dir: Path, port_file: Path, max_workers: int) -> None:
+    """A minimal synchronous grpcio server: CSV text -> float array -> model.predict -> JSON."""
+    import grpc
+    import joblib
+    import numpy as np
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from skmaker.v1 import inference_pb2, inference_pb2_grpc
+
+    model = joblib.load(model_dir / "model.joblib")
+
+    class Baseline(inference_pb2_grpc.InferenceServiceServicer):
+        def Predict(self, request: Any, context: Any) -> Any:
+            rows = [line.split(",") for line in request.text.splitlines() if line]
+            labels = model.predict(np.array(rows, dtype=np.float64))
+            return inference_pb2.PredictResponse(
+                content_type="application/json", text=json.dumps(labels.tolist())
+            )
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers), options=[("grpc.so_reuseport", 0)]
+    )
+    inference_pb2_grpc.add_InferenceServiceServicer_to_server(Baseline(), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    _write_json(port_file, {"grpc": port})
+    server.wait_for_termination()
+
+
+# --- the load generator -------------------------------------------------------------------------
+
+
+def _request(rows: int) -> Any:
+    from skmaker.v1 import inference_pb2
+
+    base = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [4.9, 3.1, 1.5, 0.1]]
+    lines = [",".join(map(str, base[i % len(base)])) for i in range(rows)]
+    return inference_pb2.PredictRequest(content_type="text/csv", text="\n".join(lines) + "\n")
+
+
+def loadgen(address: str, concurrency: int, rows: int, seconds: float, warmup_s: float) -> dict:
+    """Drives Predict at `concurrency` for `seconds`; returns latencies (s) and CPU used."""
+    import grpc
+
+    from skmaker.v1 import inference_pb2_grpc
+
+    channel = grpc.insecure_channel(address)
+    stub = inference_pb2_grpc.InferenceServiceStub(channel)
+    request = _request(rows)
+    stub.Predict(request, timeout=10)  # connect and check once before timing anything
+
+    def run(duration: float) -> tuple[list[float], int, float]:
+        latencies: list[float] = []
+        errors = [0]
+        clock = time.perf_counter
+        started = clock()
+        end = started + duration
+        if concurrency == 1:
+            while True:
+                begin = clock()
+                stub.Predict(request, timeout=10)
+                now = clock()
+                latencies.append(now - begin)
+                if now >= end:
+                    return latencies, errors[0], now - started
+        finished = threading.Event()
+        outstanding = [concurrency]
+        lock = threading.Lock()
+
+        def issue() -> None:
+            begin = clock()
+            call = stub.Predict.future(request, timeout=10)
+            call.add_done_callback(lambda done: complete(done, begin))
+
+        def complete(done: Any, begin: float) -> None:
+            now = clock()
+            if done.exception() is None:
+                latencies.append(now - begin)
+            else:
+                errors[0] += 1
+            if now < end:
+                issue()
+                return
+            with lock:
+                outstanding[0] -= 1
+                if outstanding[0] == 0:
+                    finished.set()
+
+        for _ in range(concurrency):
+            issue()
+        finished.wait(duration + 30)
+        return latencies, errors[0], clock() - started
+
+    run(warmup_s)
+    cpu_before = os.times()
+    latencies, errors, elapsed = run(seconds)
+    cpu_after = os.times()
+    channel.close()
+    cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+    return {"latencies": latencies, "errors": errors, "elapsed": elapsed, "cpu": cpu}
+
+
+# --- orchestration ------------------------------------------------------------------------------
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+def _wait_serving(process: subprocess.Popen[bytes], port_file: Path, deadline_s: float) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    end = time.monotonic() + deadline_s
+    while not port_file.exists():
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before binding")
+        if time.monotonic() > end:
+            raise TimeoutError(f"no port file {port_file} within {deadline_s}s")
+        time.sleep(0.02)
+    port = int(json.loads(port_file.read_text())["grpc"])
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < end:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return port
+            except grpc.RpcError:
+                pass
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode} before SERVING")
+            time.sleep(0.05)
+    raise TimeoutError(f"server on port {port} not SERVING within {deadline_s}s")
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def _measure(port: int, concurrency: int, rows: int, args: argparse.Namespace) -> dict:
+    clients = max(1, min(args.clients, concurrency))
+    shares = [
+        concurrency // clients + (1 if i < concurrency % clients else 0) for i in range(clients)
+    ]
+    commands = [
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "loadgen",
+            f"--address=127.0.0.1:{port}",
+            f"--concurrency={share}",
+            f"--rows={rows}",
+            f"--seconds={args.seconds}",
+            f"--warmup-s={args.warmup_s}",
+        ]
+        for share in shares
+    ]
+    children = [
+        subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE) for command in commands
+    ]
+    results = []
+    for child in children:
+        out, _ = child.communicate(timeout=args.seconds + args.warmup_s + 120)
+        if child.returncode != 0:
+            raise RuntimeError(f"load generator exited with {child.returncode}")
+        results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    latencies = sorted(v for result in results for v in result["latencies"])
+    elapsed = max(result["elapsed"] for result in results)
+    return {
+        "requests": len(latencies),
+        "errors": sum(result["errors"] for result in results),
+        "rps": len(latencies) / elapsed,
+        "p50_ms": _percentile(latencies, 0.50) * 1000,
+        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        "client_cpu": sum(result["cpu"] for result in results) / elapsed,
+    }
+
+
+def _prepare_model(folder: Path) -> tuple[Path, Path]:
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    model_dir, code_dir = folder / "model", folder / "code"
+    model_dir.mkdir()
+    code_dir.mkdir()
+    iris = load_iris()
+    joblib.dump(
+        DecisionTreeClassifier(random_state=0).fit(iris.data, iris.target),
+        model_dir / "model.joblib",
+    )
+    (code_dir / "serve.py").write_text(SERVE_SCRIPT)
+    return model_dir, code_dir
+
+
+def main_benchmark(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="skmaker-bench-") as tmp:
+        folder = Path(tmp)
+        model_dir, code_dir = _prepare_model(folder)
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        servers = {
+            "baseline": [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "baseline-server",
+                f"--model-dir={model_dir}",
+                f"--port-file={folder / 'baseline.port'}",
+                f"--max-workers={args.max_workers}",
+            ],
+            "skmaker": [
+                sys.executable,
+                "-m",
+                "services.inference",
+                f"--model-dir={model_dir}",
+                f"--code-dir={code_dir}",
+                "--entry-point=serve.py",
+                "--endpoint-name=bench",
+                "--replica-id=bench-0",
+                f"--work-dir={folder / 'work'}",
+                "--grpc-port=0",
+                "--metrics-port=0",
+                f"--port-file={folder / 'skmaker.port'}",
+                f"--max-workers={args.max_workers}",
+                "--log-level=WARNING",
+            ],
+        }
+        processes: dict[str, subprocess.Popen[bytes]] = {}
+        figures: dict[str, dict[str, dict]] = {}
+        try:
+            ports = {}
+            for name, command in servers.items():
+                log = (folder / f"{name}.log").open("wb")
+                processes[name] = subprocess.Popen(
+                    command, cwd=REPO_ROOT, env=env, stdout=log, stderr=log
+                )
+            for name, process in processes.items():
+                ports[name] = _wait_serving(process, folder / f"{name}.port", 60)
+            for name in servers:
+                figures[name] = {}
+                for concurrency in (1, 32):
+                    for rows in (1, 100):
+                        cell = _measure(ports[name], concurrency, rows, args)
+                        figures[name][f"c{concurrency}_r{rows}"] = cell
+                        print(
+                            f"{name:9} c={concurrency:<3} rows={rows:<4} "
+                            f"p50={cell['p50_ms']:7.3f} ms  p99={cell['p99_ms']:7.3f} ms  "
+                            f"{cell['rps']:8.0f} req/s  client_cpu={cell['client_cpu']:.2f}"
+                            + (f"  errors={cell['errors']}" if cell["errors"] else ""),
+                            flush=True,
+                        )
+        finally:
+            for process in processes.values():
+                process.terminate()
+            for process in processes.values():
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    base, ours = figures["baseline"], figures["skmaker"]
+    summary = {
+        "latency_ratio_c1": ours["c1_r1"]["p50_ms"] / base["c1_r1"]["p50_ms"],
+        "throughput_ratio_c32": ours["c32_r1"]["rps"] / base["c32_r1"]["rps"],
+        "latency_ratio_c1_r100": ours["c1_r100"]["p50_ms"] / base["c1_r100"]["p50_ms"],
+        "throughput_ratio_c32_r100": ours["c32_r100"]["rps"] / base["c32_r100"]["rps"],
+        "seconds_per_cell": args.seconds,
+        "cpus": os.cpu_count(),
+        "baseline": base,
+        "skmaker": ours,
+    }
+    print()
+    print("        cell         baseline p50/p99 ms  req/s | skmaker p50/p99 ms  req/s")
+    for cell in base:
+        b, o = base[cell], ours[cell]
+        print(
+            f"{cell:>12}   {b['p50_ms']:7.3f} {b['p99_ms']:7.3f} {b['rps']:7.0f}"
+            f" | {o['p50_ms']:7.3f} {o['p99_ms']:7.3f} {o['rps']:7.0f}"
+        )
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def main() -> int:
+    """Parses the command line: the benchmark by default, or one of its child roles."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "role", nargs="?", default="bench", choices=["bench", "loadgen", "baseline-server"]
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell")
+    parser.add_argument("--warmup-s", type=float, default=1.0, help="unmeasured seconds per cell")
+    parser.add_argument("--clients", type=int, default=1, help="load-generator processes")
+    parser.add_argument("--max-workers", type=int, default=32, help="server RPC threads")
+    parser.add_argument("--address", default="")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--rows", type=int, default=1)
+    parser.add_argument("--model-dir", default="")
+    parser.add_argument("--port-file", default="")
+    args = parser.parse_args()
+    if args.role == "loadgen":
+        result = loadgen(args.address, args.concurrency, args.rows, args.seconds, args.warmup_s)
+        print(json.dumps(result))
+        return 0
+    if args.role == "baseline-server":
+        baseline_server(Path(args.model_dir), Path(args.port_file), args.max_workers)
+        return 0
+    return main_benchmark(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
