@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install protos check-protos lint test up demo bench clean
+.PHONY: install protos check-protos lint test up demo bench clean v2client
 
 install: $(STAMP)
 
@@ -29,7 +29,16 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: install check-protos
+# A V2 client skmaker did not write: tritonclient needs protobuf<7, so it gets its own venv.
+v2client: .venv-v2client/.installed
+
+.venv-v2client/.installed:
+	test -x .venv-v2client/bin/python || $(PYTHON) -m venv .venv-v2client
+	echo '*' > .venv-v2client/.gitignore
+	.venv-v2client/bin/python -m pip install -q --disable-pip-version-check 'tritonclient[grpc]==2.73.0'
+	touch $@
+
+test: install check-protos v2client
 	$(PY) -m pytest -n 2 -q
 
 up: install
@@ -42,4 +51,4 @@ bench: install
 	$(PY) benchmarks/train_overhead.py
 
 clean:
-	rm -rf $(VENV) .skmaker
+	rm -rf $(VENV) .venv-v2client .skmaker
