@@ -1,0 +1,1 @@
+"""Batch worker: leases transform shards, scores them with the model's handlers, writes .out files."""  # noqa: E501
