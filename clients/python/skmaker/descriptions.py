@@ -1,9 +1,11 @@
-"""boto3-shaped dicts of skmaker resources, so code written against DescribeTrainingJob reads them.
+"""boto3-shaped dicts of skmaker resources, so code written for SageMaker's Describe* reads them.
 
-The keys follow SageMaker's API (`TrainingJobName`, `TrainingJobStatus`, `ModelArtifacts`...),
-timestamps are timezone-aware UTC datetimes, and fields the server left unset are omitted as
-boto3 omits them. skmaker-only facts get their own keys (`RuntimeVersions`, `AttemptCount`,
-`OutputArtifacts`, and `EntryPoint`/`SourceUri`/`ShellCompat` in `AlgorithmSpecification`).
+The keys follow SageMaker's API (`TrainingJobName`, `TrainingJobStatus`, `ModelArtifacts`,
+`EndpointStatus`...), timestamps are timezone-aware UTC datetimes, and fields the server left
+unset are omitted as boto3 omits them. skmaker-only facts get their own keys (`RuntimeVersions`,
+`AttemptCount`, `OutputArtifacts`, `EntryPoint`/`SourceUri`/`ShellCompat` in
+`AlgorithmSpecification`; a model's `EntryPoint`/`SourceUri`; an endpoint's `Address`,
+`Replicas`, `DesiredReplicas`, `ScalingPolicy`, `Events`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from skmaker import hyperparameters as hp
-from skmaker.v1 import training_job_pb2
+from skmaker.autoscaling import METRIC_NAMES
+from skmaker.v1 import model_pb2, training_job_pb2
 
 STATUS_NAMES: dict[int, str] = {
     training_job_pb2.TRAINING_JOB_STATUS_IN_PROGRESS: "InProgress",
@@ -147,3 +150,140 @@ def entry_point_of(description: dict[str, Any]) -> str:
         return str(entry_point)
     encoded = description.get("HyperParameters", {}).get(hp.PROGRAM, '""')
     return str(hp.decode_value(encoded))
+
+
+# -- models and endpoints --------------------------------------------------------------------
+
+ENDPOINT_STATUS_NAMES: dict[int, str] = {
+    model_pb2.ENDPOINT_STATUS_CREATING: "Creating",
+    model_pb2.ENDPOINT_STATUS_IN_SERVICE: "InService",
+    model_pb2.ENDPOINT_STATUS_UPDATING: "Updating",
+    model_pb2.ENDPOINT_STATUS_DELETING: "Deleting",
+    model_pb2.ENDPOINT_STATUS_FAILED: "Failed",
+    model_pb2.ENDPOINT_STATUS_SYSTEM_UPDATING: "SystemUpdating",
+}
+# Statuses an endpoint passes through on its way to InService: waiters keep polling.
+ENDPOINT_TRANSITIONAL_STATUSES = frozenset({"Creating", "Updating", "SystemUpdating"})
+
+REPLICA_STATE_NAMES: dict[int, str] = {
+    model_pb2.REPLICA_STATE_STARTING: "Starting",
+    model_pb2.REPLICA_STATE_SERVING: "Serving",
+    model_pb2.REPLICA_STATE_DRAINING: "Draining",
+    model_pb2.REPLICA_STATE_FAILED: "Failed",
+}
+
+# SageMaker names the one production variant of a single-model endpoint "AllTraffic".
+VARIANT_NAME = "AllTraffic"
+
+
+def endpoint_status_name(status: int) -> str:
+    """SageMaker's EndpointStatus string for a proto status ("Unknown" when unset)."""
+    return ENDPOINT_STATUS_NAMES.get(status, "Unknown")
+
+
+def model_description(model: model_pb2.Model) -> dict[str, Any]:
+    """A DescribeModel-shaped dict of a model.
+
+    `PrimaryContainer` holds `ModelDataUrl` and `Environment` as on SageMaker; the code is in
+    `EntryPoint` and `SourceUri` (empty when it sits in the model archive under `code/`).
+    """
+    description: dict[str, Any] = {
+        "ModelName": model.name,
+        "PrimaryContainer": {
+            "ModelDataUrl": model.model_data_uri,
+            "Environment": dict(model.environment),
+        },
+        "EntryPoint": model.entry_point,
+        "SourceUri": model.source_uri,
+    }
+    if model.training_job_name:
+        description["TrainingJobName"] = model.training_job_name
+    _set_time(description, "CreationTime", model, "creation_time")
+    return description
+
+
+def model_summary(model: model_pb2.Model) -> dict[str, Any]:
+    """A ListModels `Models` entry of a model."""
+    summary: dict[str, Any] = {"ModelName": model.name}
+    _set_time(summary, "CreationTime", model, "creation_time")
+    return summary
+
+
+def scaling_policy_description(policy: model_pb2.ScalingPolicy) -> dict[str, Any]:
+    """An endpoint's scaling policy; `Metric` uses `AutoScalingPolicy`'s metric names."""
+    return {
+        "MinReplicas": policy.min_replicas,
+        "MaxReplicas": policy.max_replicas,
+        "Metric": METRIC_NAMES.get(policy.metric, "concurrent_requests_per_replica"),
+        "TargetValue": policy.target_value,
+        "ScaleOutWindowSeconds": policy.scale_out_window_seconds,
+        "ScaleInWindowSeconds": policy.scale_in_window_seconds,
+        "DisableScaleIn": policy.disable_scale_in,
+    }
+
+
+def endpoint_description(endpoint: model_pb2.Endpoint) -> dict[str, Any]:
+    """A DescribeEndpoint-shaped dict of an endpoint.
+
+    Besides SageMaker's keys (`EndpointName`, `EndpointStatus`, `FailureReason`,
+    `ProductionVariants` with one "AllTraffic" variant, times) it carries skmaker's:
+    `ModelName`, `Address` (the stable host:port), `Replicas` (`[{Id, Address, State,
+    MetricsAddress, ModelName}]`, State one of Starting, Serving, Draining, Failed),
+    `DesiredReplicas`, `ScalingPolicy` (only when set) and `Events` (`[{Timestamp, Message}]`).
+    """
+    replicas = []
+    for replica in endpoint.replicas:
+        entry: dict[str, Any] = {
+            "Id": replica.id,
+            "Address": replica.address,
+            "State": REPLICA_STATE_NAMES.get(replica.state, "Unknown"),
+        }
+        if replica.metrics_address:
+            entry["MetricsAddress"] = replica.metrics_address
+        if replica.model_name:
+            entry["ModelName"] = replica.model_name
+        replicas.append(entry)
+    serving = sum(1 for replica in replicas if replica["State"] == "Serving")
+    description: dict[str, Any] = {
+        "EndpointName": endpoint.name,
+        "EndpointStatus": endpoint_status_name(endpoint.status),
+        "ModelName": endpoint.model_name,
+        "ProductionVariants": [
+            {
+                "VariantName": VARIANT_NAME,
+                "CurrentInstanceCount": serving,
+                "DesiredInstanceCount": endpoint.desired_replicas,
+            }
+        ],
+        "Address": endpoint.address,
+        "Replicas": replicas,
+        "DesiredReplicas": endpoint.desired_replicas,
+        "Events": [],
+    }
+    if endpoint.failure_reason:
+        description["FailureReason"] = endpoint.failure_reason
+    if endpoint.HasField("scaling_policy"):
+        description["ScalingPolicy"] = scaling_policy_description(endpoint.scaling_policy)
+    for event in endpoint.events:
+        entry = {"Message": event.message}
+        _set_time(entry, "Timestamp", event, "timestamp")
+        description["Events"].append(entry)
+    _set_time(description, "CreationTime", endpoint, "creation_time")
+    _set_time(description, "LastModifiedTime", endpoint, "last_modified_time")
+    return description
+
+
+def endpoint_summary(endpoint: model_pb2.Endpoint) -> dict[str, Any]:
+    """A ListEndpoints `Endpoints` entry, plus skmaker's `ModelName`, `Address`, replica counts."""
+    serving = sum(1 for r in endpoint.replicas if r.state == model_pb2.REPLICA_STATE_SERVING)
+    summary: dict[str, Any] = {
+        "EndpointName": endpoint.name,
+        "EndpointStatus": endpoint_status_name(endpoint.status),
+        "ModelName": endpoint.model_name,
+        "Address": endpoint.address,
+        "CurrentReplicas": serving,
+        "DesiredReplicas": endpoint.desired_replicas,
+    }
+    _set_time(summary, "CreationTime", endpoint, "creation_time")
+    _set_time(summary, "LastModifiedTime", endpoint, "last_modified_time")
+    return summary

@@ -16,7 +16,7 @@ Every failed RPC surfaces as a subclass of `SkmakerClientError`, chosen by its s
     ├── Cancelled              CANCELLED: cancelled by a user or by shutdown
     ├── ModelError             UNKNOWN: the user's model code raised
     ├── InternalError          INTERNAL and any other status: a bug on the server
-    └── UnexpectedStatusException   a training job ended Failed (not an RPC error)
+    └── UnexpectedStatusException   a training job or endpoint ended Failed (not an RPC error)
 """
 
 from __future__ import annotations
@@ -112,22 +112,41 @@ class InternalError(SkmakerClientError):
 
 
 class UnexpectedStatusException(SkmakerClientError):
-    """A training job ended Failed while `fit()` or `wait()` waited for it.
+    """A training job or an endpoint ended in a status its waiter did not expect.
 
-    The message follows the SageMaker SDK:
-    "Error for Training job <name>: Failed. Reason: <reason>".
+    Raised by `fit()`/`wait()` when a training job ends Failed, and by `deploy()`/
+    `wait_for_endpoint()` when an endpoint ends Failed (or is deleted) instead of InService.
+    The messages follow the SageMaker SDK:
+    "Error for Training job <name>: Failed. Reason: <reason>" and
+    "Error hosting endpoint <name>: Failed. Reason: <reason>".
 
     Attributes:
-        job_name: the training job's name.
-        status: its final status ("Failed").
+        job_name: the training job's or the endpoint's name (SageMaker's attribute name).
+        status: the status it ended in ("Failed").
         failure_reason: the server's FailureReason.
     """
 
-    def __init__(self, job_name: str, status: str, failure_reason: str) -> None:
-        super().__init__(f"Error for Training job {job_name}: {status}. Reason: {failure_reason}")
+    def __init__(
+        self, job_name: str, status: str, failure_reason: str, *, message: str | None = None
+    ) -> None:
+        super().__init__(
+            message or f"Error for Training job {job_name}: {status}. Reason: {failure_reason}"
+        )
         self.job_name = job_name
         self.status = status
         self.failure_reason = failure_reason
+
+    @classmethod
+    def for_endpoint(
+        cls, endpoint_name: str, status: str, failure_reason: str
+    ) -> UnexpectedStatusException:
+        """The error of an endpoint that ended `status` instead of InService."""
+        return cls(
+            endpoint_name,
+            status,
+            failure_reason,
+            message=f"Error hosting endpoint {endpoint_name}: {status}. Reason: {failure_reason}",
+        )
 
 
 _ERROR_BY_CODE: dict[grpc.StatusCode, type[SkmakerClientError]] = {

@@ -1,4 +1,7 @@
-"""Training job names as the SageMaker SDK makes them: `<base>-YYYY-MM-DD-HH-MM-SS-mmm` in UTC."""
+"""Resource names as the SageMaker SDK makes them: `<base>-YYYY-MM-DD-HH-MM-SS-mmm` in UTC.
+
+Training jobs, models and endpoints share SageMaker's name rule and this default form.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +22,12 @@ def timestamp(now: datetime | None = None) -> str:
     return moment.strftime("%Y-%m-%d-%H-%M-%S-") + f"{moment.microsecond // 1000:03d}"
 
 
-def validate_name(name: str) -> str:
-    """Returns `name` if SageMaker would accept it as a job name.
+def validate_name(name: str, kind: str = "job") -> str:
+    """Returns `name` if SageMaker would accept it as a job, model or endpoint name.
+
+    Args:
+        name: the name to check.
+        kind: what is being named ("job", "model", "endpoint"), for the error message.
 
     Raises:
         ValueError: for an empty or too long name, or one with characters other than
@@ -28,14 +35,14 @@ def validate_name(name: str) -> str:
     """
     if not _NAME_PATTERN.fullmatch(name):
         raise ValueError(
-            f"invalid job name {name!r}: use 1-{MAX_NAME_LENGTH} letters, digits and hyphens, "
+            f"invalid {kind} name {name!r}: use 1-{MAX_NAME_LENGTH} letters, digits and hyphens, "
             "starting and ending with a letter or digit"
         )
     return name
 
 
 def name_from_base(base: str, now: datetime | None = None) -> str:
-    """A unique-per-millisecond job name: `base`, trimmed to fit, plus a UTC timestamp.
+    """A unique-per-millisecond name: `base`, trimmed to fit, plus a UTC timestamp.
 
     Raises:
         ValueError: when `base` has characters a job name may not contain.

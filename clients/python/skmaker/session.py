@@ -2,9 +2,10 @@
 
 A session owns one gRPC channel. It uploads and downloads data (`upload_data`,
 `download_data`), and creates, describes, lists, stops and follows training jobs for the
-estimator. Every call has a deadline; only idempotent calls (describe, list, download, logs)
-are retried, and only when the server is UNAVAILABLE. Failed calls raise the exceptions in
-`skmaker.errors`. Results are plain dicts shaped like boto3's, never protobuf messages.
+estimator; models, endpoints and invocations come from `skmaker.hosting.HostingCalls`. Every
+call has a deadline; only idempotent calls (describe, list, download, logs) are retried, and
+only when the server is UNAVAILABLE. Failed calls raise the exceptions in `skmaker.errors`.
+Results are plain dicts shaped like boto3's, never protobuf messages.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from skmaker import descriptions, transfer
 from skmaker.errors import NotFound, UnexpectedStatusException, error_for_rpc
+from skmaker.hosting import HostingCalls
 from skmaker.inputs import TrainingInput
 from skmaker.v1 import (
     artifacts_pb2_grpc,
@@ -80,17 +82,20 @@ def _is_unavailable(err: grpc.RpcError) -> bool:
     return callable(getattr(err, "code", None)) and err.code() == grpc.StatusCode.UNAVAILABLE
 
 
-class Session:
+class Session(HostingCalls):
     """A connection to skmaker, used like `sagemaker.Session`.
 
     Args:
         address: host:port of the control service; default $SKMAKER_ADDRESS, else
             "localhost:50051".
-        token: bearer token sent with every call; default $SKMAKER_TOKEN (none if unset).
-        timeout_s: deadline of each control call (transfers get `transfer_timeout_s`).
+        token: bearer token sent with every call (to the control and to endpoint replicas);
+            default $SKMAKER_TOKEN (none if unset).
+        timeout_s: deadline of each control call (transfers get `transfer_timeout_s`;
+            invocations have their own, 60 s by default).
         transfer_timeout_s: deadline of each file upload or download.
         tls_ca: root certificate (PEM file) to verify the server with; default $SKMAKER_TLS_CA.
-            When set the channel uses TLS, otherwise it is plaintext.
+            When set the channels (to the control and to replicas) use TLS, otherwise they
+            are plaintext.
     """
 
     def __init__(
@@ -110,6 +115,7 @@ class Session:
             (("authorization", f"Bearer {token}"),) if token else ()
         )
         tls_ca = tls_ca if tls_ca is not None else os.environ.get("SKMAKER_TLS_CA", "")
+        credentials = None
         if tls_ca:
             credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
             self._channel = grpc.secure_channel(self.address, credentials, _CHANNEL_OPTIONS)
@@ -117,12 +123,14 @@ class Session:
             self._channel = grpc.insecure_channel(self.address, _CHANNEL_OPTIONS)
         self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
         self._artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self._channel)
+        self._init_hosting(self._channel, credentials)
 
     def __repr__(self) -> str:
         return f"Session(address={self.address!r})"
 
     def close(self) -> None:
-        """Closes the channel; the session cannot be used afterwards."""
+        """Closes the channels (control and endpoints); the session cannot be used afterwards."""
+        self._close_hosting()
         self._channel.close()
 
     def __enter__(self) -> Session:

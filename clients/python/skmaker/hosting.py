@@ -1,0 +1,371 @@
+"""`HostingCalls`: the model and endpoint half of `Session` (SageMaker calls this "hosting").
+
+Mixed into `Session`, which owns the channel to the control and the call policy (deadlines,
+retrying UNAVAILABLE for idempotent calls, mapping errors). Creates, describes, lists, updates
+and deletes models and endpoints on the control's ModelService and EndpointService, waits for
+endpoints, and invokes them through an `EndpointRouter` per endpoint, straight to the replicas.
+Results are boto3-shaped dicts (see `skmaker.descriptions`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import grpc
+
+from skmaker import descriptions
+from skmaker.autoscaling import AutoScalingPolicy
+from skmaker.errors import UnexpectedStatusException
+from skmaker.routing import DEFAULT_REFRESH_INTERVAL_S, EndpointRouter, routing_target
+from skmaker.v1 import model_pb2, serving_pb2, serving_pb2_grpc
+
+T = TypeVar("T")
+
+# How long a deploy may go unpolled: local replicas are up in seconds, so poll often.
+DEFAULT_ENDPOINT_POLL_S = 1.0
+
+
+class HostingCalls:
+    """Model and endpoint calls of a `Session`; see that class for the connection settings."""
+
+    # Provided by Session.
+    timeout_s: float
+    _metadata: tuple[tuple[str, str], ...]
+    _call: Callable[..., Any]
+
+    def _init_hosting(
+        self, channel: grpc.Channel, replica_credentials: grpc.ChannelCredentials | None
+    ) -> None:
+        """Binds the stubs; `replica_credentials` secure the channels to replicas (None: plain)."""
+        self._models = serving_pb2_grpc.ModelServiceStub(channel)
+        self._endpoints = serving_pb2_grpc.EndpointServiceStub(channel)
+        self._replica_credentials = replica_credentials
+        self._routers: dict[str, EndpointRouter] = {}
+        self._routers_lock = threading.Lock()
+
+    def _close_hosting(self) -> None:
+        with self._routers_lock:
+            routers, self._routers = list(self._routers.values()), {}
+        for router in routers:
+            router.close()
+
+    # -- models --------------------------------------------------------------------------------
+
+    def create_model(
+        self,
+        name: str,
+        *,
+        model_data_uri: str,
+        entry_point: str,
+        source_uri: str = "",
+        environment: Mapping[str, str] | None = None,
+        training_job_name: str = "",
+    ) -> dict[str, Any]:
+        """Creates a model and returns its description (not retried).
+
+        Args:
+            name: the model name.
+            model_data_uri: `store://` URI of model.tar.gz.
+            entry_point: the serving script (defines `model_fn`), relative to the code root.
+            source_uri: `store://` URI of sourcedir.tar.gz holding the entry point; empty when
+                the code sits in the model archive under `code/`.
+            environment: environment variables for the serving process.
+            training_job_name: the training job the model came from, if any.
+
+        Raises:
+            AlreadyExists, InvalidArgument, NotFound: as the server decides.
+        """
+        request = serving_pb2.CreateModelRequest(
+            model=model_pb2.Model(
+                name=name,
+                model_data_uri=model_data_uri,
+                entry_point=entry_point,
+                source_uri=source_uri,
+                environment=dict(environment or {}),
+                training_job_name=training_job_name,
+            )
+        )
+        response = self._call(
+            lambda: self._models.CreateModel(
+                request, timeout=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=False,
+        )
+        return descriptions.model_description(response.model)
+
+    def describe_model(self, name: str) -> dict[str, Any]:
+        """A DescribeModel-shaped dict of one model.
+
+        Raises:
+            NotFound: when there is no such model.
+        """
+        request = serving_pb2.DescribeModelRequest(name=name)
+        response = self._call(
+            lambda: self._models.DescribeModel(
+                request, timeout=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=True,
+        )
+        return descriptions.model_description(response.model)
+
+    def list_models(
+        self, *, name_contains_prefix: str = "", max_results: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Summaries of models, newest first (boto3's `Models` entries).
+
+        Args:
+            name_contains_prefix: only models whose name starts with this.
+            max_results: at most this many; all when None.
+        """
+        request = serving_pb2.ListModelsRequest(name_prefix=name_contains_prefix)
+        response = self._call(
+            lambda: self._models.ListModels(
+                request, timeout=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=True,
+        )
+        return [descriptions.model_summary(model) for model in response.models][:max_results]
+
+    def delete_model(self, model_name: str) -> None:
+        """Deletes a model (not retried).
+
+        Raises:
+            NotFound: when there is no such model.
+            FailedPrecondition: while an endpoint serves it.
+        """
+        request = serving_pb2.DeleteModelRequest(name=model_name)
+        self._call(
+            lambda: self._models.DeleteModel(
+                request, timeout=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=False,
+        )
+
+    # -- endpoints -----------------------------------------------------------------------------
+
+    def create_endpoint(
+        self,
+        endpoint_name: str,
+        *,
+        model_name: str,
+        initial_replicas: int = 1,
+        autoscaling: AutoScalingPolicy | Mapping[str, Any] | None = None,
+        wait: bool = True,
+    ) -> dict[str, Any]:
+        """Creates an endpoint serving a model; returns its description (not retried).
+
+        Args:
+            endpoint_name: the endpoint name.
+            model_name: the model to serve.
+            initial_replicas: replicas to start with, at least 1.
+            autoscaling: a target-tracking policy (`AutoScalingPolicy` or a dict of its
+                fields); None for a fixed replica count.
+            wait: wait until the endpoint is InService (as SageMaker's `create_endpoint`);
+                the description returned is then the InService one.
+
+        Raises:
+            AlreadyExists, InvalidArgument, NotFound: as the server decides.
+            UnexpectedStatusException: when `wait` and the endpoint ended Failed.
+        """
+        policy = AutoScalingPolicy.from_value(autoscaling) if autoscaling is not None else None
+        request = serving_pb2.CreateEndpointRequest(
+            name=endpoint_name,
+            model_name=model_name,
+            initial_replicas=initial_replicas,
+            scaling_policy=policy.to_proto() if policy else None,
+        )
+        response = self._call(
+            lambda: self._endpoints.CreateEndpoint(
+                request, timeout=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=False,
+        )
+        if wait:
+            return self.wait_for_endpoint(endpoint_name)
+        return descriptions.endpoint_description(response.endpoint)
+
+    def describe_endpoint(self, endpoint_name: str) -> dict[str, Any]:
+        """A DescribeEndpoint-shaped dict of one endpoint, with its replicas.
+
+        Raises:
+            NotFound: when there is no such endpoint.
+        """
+        request = serving_pb2.DescribeEndpointRequest(name=endpoint_name)
+        response = self._call(
+            lambda: self._endpoints.DescribeEndpoint(
+                request, timeout=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=True,
+        )
+        return descriptions.endpoint_description(response.endpoint)
+
+    def list_endpoints(
+        self, *, name_contains_prefix: str = "", max_results: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Summaries of endpoints (boto3's `Endpoints` entries, plus skmaker's replica counts).
+
+        Args:
+            name_contains_prefix: only endpoints whose name starts with this.
+            max_results: at most this many; all when None.
+        """
+        request = serving_pb2.ListEndpointsRequest(name_prefix=name_contains_prefix)
+        response = self._call(
+            lambda: self._endpoints.ListEndpoints(
+                request, timeout=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=True,
+        )
+        summaries = [descriptions.endpoint_summary(e) for e in response.endpoints]
+        return summaries[:max_results]
+
+    def update_endpoint(
+        self,
+        endpoint_name: str,
+        *,
+        model_name: str | None = None,
+        replicas: int | None = None,
+        autoscaling: AutoScalingPolicy | Mapping[str, Any] | None = None,
+        wait: bool = True,
+    ) -> dict[str, Any]:
+        """Moves an endpoint to another model, replica count or policy without dropping calls.
+
+        Arguments left None keep their value. Not retried.
+
+        Args:
+            endpoint_name: the endpoint.
+            model_name: the model to serve from now on.
+            replicas: the replica count to run.
+            autoscaling: a new target-tracking policy.
+            wait: wait until the endpoint is InService again.
+
+        Raises:
+            ValueError: when nothing is to change.
+            NotFound, InvalidArgument, FailedPrecondition: as the server decides.
+            UnexpectedStatusException: when `wait` and the endpoint ended Failed.
+        """
+        if model_name is None and replicas is None and autoscaling is None:
+            raise ValueError("update_endpoint needs a model_name, replicas or autoscaling")
+        policy = AutoScalingPolicy.from_value(autoscaling) if autoscaling is not None else None
+        request = serving_pb2.UpdateEndpointRequest(
+            name=endpoint_name,
+            model_name=model_name or "",
+            replicas=replicas or 0,
+            scaling_policy=policy.to_proto() if policy else None,
+        )
+        response = self._call(
+            lambda: self._endpoints.UpdateEndpoint(
+                request, timeout=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=False,
+        )
+        if wait:
+            return self.wait_for_endpoint(endpoint_name)
+        return descriptions.endpoint_description(response.endpoint)
+
+    def delete_endpoint(self, endpoint_name: str) -> None:
+        """Drains and stops an endpoint's replicas, then deletes it (not retried).
+
+        Raises:
+            NotFound: when there is no such endpoint.
+        """
+        request = serving_pb2.DeleteEndpointRequest(name=endpoint_name)
+        self._call(
+            lambda: self._endpoints.DeleteEndpoint(
+                request, timeout=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=False,
+        )
+        with self._routers_lock:
+            router = self._routers.pop(endpoint_name, None)
+        if router is not None:
+            router.close()
+
+    def wait_for_endpoint(
+        self, endpoint_name: str, poll_s: float = DEFAULT_ENDPOINT_POLL_S
+    ) -> dict[str, Any]:
+        """Polls until the endpoint leaves Creating/Updating/SystemUpdating; returns it InService.
+
+        Polling starts fast (local replicas are up in seconds) and backs off to one describe
+        per `poll_s`.
+
+        Raises:
+            UnexpectedStatusException: when the endpoint ended in any other status than
+                InService (Failed, with the reason; Deleting), worded as SageMaker's
+                "Error hosting endpoint <name>: Failed. Reason: ...".
+            NotFound: when there is no such endpoint (e.g. deleted meanwhile).
+        """
+        interval_s = 0.1
+        while True:
+            description = self.describe_endpoint(endpoint_name)
+            status = description["EndpointStatus"]
+            if status not in descriptions.ENDPOINT_TRANSITIONAL_STATUSES:
+                if status != "InService":
+                    raise UnexpectedStatusException.for_endpoint(
+                        endpoint_name, status, description.get("FailureReason", "(none)")
+                    )
+                return description
+            time.sleep(interval_s)
+            interval_s = min(poll_s, interval_s * 1.5)
+
+    # -- invocations ---------------------------------------------------------------------------
+
+    def endpoint_router(self, endpoint_name: str) -> EndpointRouter:
+        """This session's router for an endpoint, made on first use and closed with the session.
+
+        It sends Predict straight to the endpoint's serving replicas (found with
+        DescribeEndpoint, refreshed in the background), with this session's token.
+        """
+        with self._routers_lock:
+            router = self._routers.get(endpoint_name)
+            if router is None:
+                router = EndpointRouter(
+                    endpoint_name,
+                    resolve=lambda: routing_target(self.describe_endpoint(endpoint_name)),
+                    metadata=self._metadata,
+                    credentials=self._replica_credentials,
+                    refresh_interval_s=DEFAULT_REFRESH_INTERVAL_S,
+                )
+                self._routers[endpoint_name] = router
+            return router
+
+    def invoke_endpoint(
+        self,
+        endpoint_name: str,
+        body: bytes | str,
+        content_type: str,
+        accept: str = "",
+        custom_attributes: str | None = None,
+        timeout_s: float | None = None,
+    ) -> tuple[bytes, str]:
+        """Calls an endpoint once, as SageMaker Runtime's InvokeEndpoint.
+
+        The call goes straight to a serving replica (the control is asked only where the
+        replicas are, once and then in the background). UNAVAILABLE is retried on other
+        replicas; nothing else is.
+
+        Args:
+            endpoint_name: the endpoint.
+            body: the payload; `str` travels as text (readable in traces), `bytes` as bytes.
+            content_type: the payload's MIME type (text/csv, application/json,
+                application/x-npy, or what the script's input_fn reads).
+            accept: the MIME type wanted back; empty for the endpoint's default (JSON).
+            custom_attributes: SageMaker's CustomAttributes, passed to the handler.
+            timeout_s: deadline of the call, retries included (default 60 s, as SageMaker).
+
+        Returns:
+            The answer's bytes and its content type.
+
+        Raises:
+            InvalidArgument: unsupported content type or accept, undecodable payload, wrong
+                feature count.
+            ModelError: the script's own code raised; the message carries its error.
+            ResourceExhausted: the payload is over the replica's limit.
+            Unavailable: no replica answered through the retries.
+            NotFound: there is no such endpoint.
+        """
+        return self.endpoint_router(endpoint_name).invoke(
+            body, content_type, accept, custom_attributes or "", timeout_s=timeout_s
+        )
