@@ -2,8 +2,10 @@
 
 `SKLearn(entry_point=..., hyperparameters=...).fit({"train": uri})` packs the code into
 `sourcedir.tar.gz`, uploads it, creates a training job with SageMaker's hyperparameter
-encoding and streams the job's log until it ends. Arguments that only mean something on AWS
-(`role`, `instance_type`, `framework_version`, ...) are accepted and ignored with one warning.
+encoding and streams the job's log until it ends. `deploy()` then serves the job's model on an
+endpoint and returns a `Predictor`; `create_model()` gives the `SKLearnModel` in between.
+Arguments that only mean something on AWS (`role`, `instance_type`, `framework_version`, ...)
+are accepted and ignored with one warning.
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ from typing import Any
 
 from skmaker import descriptions, naming, packaging
 from skmaker import hyperparameters as hp
+from skmaker.autoscaling import AutoScalingPolicy
+from skmaker.deserializers import BaseDeserializer
 from skmaker.inputs import TrainingInput, channels_from_inputs
+from skmaker.model import DEPLOY_SAGEMAKER_ONLY_ARGS, SKLearnModel, warn_ignored
+from skmaker.predictor import Predictor
+from skmaker.serializers import BaseSerializer
 from skmaker.session import Session, check_job_status
 
 log = logging.getLogger("skmaker")
@@ -342,7 +349,135 @@ class SKLearn:
         job = self._require_job()
         self.sagemaker_session.logs_for_job(job.name, wait=True, out=sys.stdout)
 
-    # deploy(), create_model() and transformer() come with the serving and batch APIs.
+    # -- serving -----------------------------------------------------------------------------
+
+    def create_model(
+        self,
+        model_server_workers: int | None = None,
+        role: str | None = None,
+        vpc_config_override: Any = None,
+        entry_point: str | None = None,
+        source_dir: str | os.PathLike[str] | None = None,
+        dependencies: Sequence[str | os.PathLike[str]] | None = None,
+        env: Mapping[str, str] | None = None,
+        name: str | None = None,
+        predictor_cls: type[Predictor] | None = Predictor,
+        **sagemaker_only_args: Any,
+    ) -> SKLearnModel:
+        """The `SKLearnModel` of the latest training job, not yet created on skmaker.
+
+        As in SageMaker, the model serves the job's model.tar.gz with the job's own code
+        bundle and entry point unless `entry_point` / `source_dir` say otherwise.
+
+        Args:
+            model_server_workers: passed as SAGEMAKER_MODEL_SERVER_WORKERS.
+            role: SageMaker-only; ignored with a warning.
+            vpc_config_override: SageMaker-only; ignored.
+            entry_point: the serving script; default the training entry point.
+            source_dir: the serving code; default the training job's sourcedir.tar.gz.
+            dependencies: local files or folders added to a local `source_dir`.
+            env: environment variables of the serving process (separate from the training
+                environment, as in SageMaker).
+            name: the model name; default `sagemaker-scikit-learn-<UTC timestamp>`.
+            predictor_cls: what the model's `deploy()` returns.
+            **sagemaker_only_args: further SageMaker model arguments; ignored with a warning.
+
+        Raises:
+            ValueError: before `fit()`, or when the job has no model artifact (it failed).
+        """
+        del vpc_config_override  # SageMaker's sentinel default would trip the warning
+        job = self._require_job()
+        description = job.describe()
+        model_data = self.model_data
+        return SKLearnModel(
+            model_data,
+            role=role,
+            entry_point=entry_point or descriptions.entry_point_of(description),
+            predictor_cls=predictor_cls,
+            model_server_workers=model_server_workers,
+            source_dir=source_dir or description["AlgorithmSpecification"]["SourceUri"] or None,
+            env=env,
+            name=name,
+            container_log_level=self.container_log_level,
+            dependencies=dependencies,
+            session=self.sagemaker_session,
+            training_job_name=job.name,
+            **sagemaker_only_args,
+        )
+
+    def deploy(
+        self,
+        initial_instance_count: int = 1,
+        instance_type: str | None = None,
+        serializer: BaseSerializer | None = None,
+        deserializer: BaseDeserializer | None = None,
+        endpoint_name: str | None = None,
+        wait: bool = True,
+        model_name: str | None = None,
+        autoscaling: AutoScalingPolicy | Mapping[str, Any] | None = None,
+        env: Mapping[str, str] | None = None,
+        entry_point: str | None = None,
+        source_dir: str | os.PathLike[str] | None = None,
+        dependencies: Sequence[str | os.PathLike[str]] | None = None,
+        model_server_workers: int | None = None,
+        **sagemaker_only_args: Any,
+    ) -> Predictor:
+        """Serves the latest job's model on a new endpoint and returns its `Predictor`.
+
+        Creates a model from the job's model.tar.gz and code, then an endpoint with
+        `initial_instance_count` replicas, waits until it is InService (with `wait`) and
+        returns a predictor that sends and reads NumPy arrays unless told otherwise.
+
+        Args:
+            initial_instance_count: replicas to start, at least 1.
+            instance_type: SageMaker-only; ignored with a warning.
+            serializer: the predictor's serializer (default `NumpySerializer()`).
+            deserializer: the predictor's deserializer (default `NumpyDeserializer()`).
+            endpoint_name: default the model's name.
+            wait: wait until the endpoint is InService.
+            model_name: default `<base_job_name>-<UTC timestamp>`, as SageMaker names both.
+            autoscaling: a target-tracking policy (`AutoScalingPolicy` or a dict of its
+                fields, e.g. `{"max_replicas": 4, "target_value": 8}`); None for a fixed count.
+            env: environment variables of the serving process.
+            entry_point: the serving script; default the training entry point.
+            source_dir: the serving code; default the training job's code bundle.
+            dependencies: local files or folders added to a local `source_dir`.
+            model_server_workers: passed as SAGEMAKER_MODEL_SERVER_WORKERS.
+            **sagemaker_only_args: `kms_key`, `tags`, `data_capture_config` and the other
+                SageMaker arguments in `skmaker.model.DEPLOY_SAGEMAKER_ONLY_ARGS`; ignored
+                with a warning.
+
+        Raises:
+            ValueError: before `fit()`, or when the job has no model artifact.
+            UnexpectedStatusException: when `wait` and the endpoint ended Failed.
+            SkmakerClientError: when the server refuses a call.
+        """
+        warn_ignored(
+            {"instance_type": instance_type, **sagemaker_only_args},
+            DEPLOY_SAGEMAKER_ONLY_ARGS,
+            "deploy",
+        )
+        default_name = naming.name_from_base(self.base_job_name or naming.DEFAULT_BASE_NAME)
+        model = self.create_model(
+            model_server_workers=model_server_workers,
+            entry_point=entry_point,
+            source_dir=source_dir,
+            dependencies=dependencies,
+            env=env,
+            name=model_name or default_name,
+        )
+        predictor = model.deploy(
+            initial_instance_count,
+            serializer=serializer,
+            deserializer=deserializer,
+            endpoint_name=endpoint_name or model.name,
+            wait=wait,
+            autoscaling=autoscaling,
+        )
+        assert predictor is not None, "the model's predictor_cls is Predictor"
+        return predictor
+
+    # transformer() comes with the batch API.
 
     @classmethod
     def attach(
