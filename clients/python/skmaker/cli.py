@@ -4,15 +4,26 @@
     skmaker training-jobs describe NAME        # JSON, shaped like DescribeTrainingJob
     skmaker training-jobs stop NAME
     skmaker training-jobs logs NAME [--follow]
+    skmaker models list [--name-prefix P] [--max N]
+    skmaker models describe NAME               # JSON, shaped like DescribeModel
+    skmaker models delete NAME
+    skmaker endpoints list [--name-prefix P] [--max N]
+    skmaker endpoints describe NAME            # JSON, shaped like DescribeEndpoint + replicas
+    skmaker endpoints delete NAME
+    skmaker endpoints invoke NAME [--content-type T] (--body TEXT | --file PATH) [--accept A]
+                     [--custom-attributes C] [--base64]
 
-Each resource is one subcommand group registered by an `_add_<resource>` function, so
-`models` and `endpoints` slot in beside `training-jobs`. Failures print `error: <message>` to
-stderr and exit 1 (argparse's usage errors exit 2).
+`invoke` writes the answer's body to stdout: a textual answer (text/*, JSON) as is, a binary
+one (e.g. application/x-npy) as raw bytes, or as base64 with --base64; it refuses to write
+raw bytes to a terminal. Each resource is one subcommand group registered by an
+`_add_<resource>` function. Failures print `error: <message>` to stderr and exit 1
+(argparse's usage errors exit 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -114,6 +125,162 @@ def _add_training_jobs(resources: argparse._SubParsersAction[argparse.ArgumentPa
     logs.set_defaults(handler=_training_job_logs)
 
 
+# -- models ----------------------------------------------------------------------------------
+
+
+def _list_models(session: Session, args: argparse.Namespace) -> int:
+    summaries = session.list_models(name_contains_prefix=args.name_prefix, max_results=args.max)
+    rows = [[s["ModelName"], _short_time(s.get("CreationTime"))] for s in summaries]
+    print_table(["NAME", "CREATED (UTC)"], rows)
+    return 0
+
+
+def _describe_model(session: Session, args: argparse.Namespace) -> int:
+    _print_json(session.describe_model(args.name))
+    return 0
+
+
+def _delete_model(session: Session, args: argparse.Namespace) -> int:
+    session.delete_model(args.name)
+    print(f"{args.name}: deleted")
+    return 0
+
+
+def _add_models(resources: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    group = resources.add_parser("models", help="list, describe and delete models")
+    verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    list_models = verbs.add_parser("list", help="list models, newest first")
+    list_models.add_argument("--name-prefix", default="", help="only names starting with this")
+    list_models.add_argument("--max", type=int, default=None, help="at most this many models")
+    list_models.set_defaults(handler=_list_models)
+
+    describe = verbs.add_parser("describe", help="print a model as JSON (DescribeModel)")
+    describe.add_argument("name", help="model name")
+    describe.set_defaults(handler=_describe_model)
+
+    delete = verbs.add_parser("delete", help="delete a model no endpoint serves")
+    delete.add_argument("name", help="model name")
+    delete.set_defaults(handler=_delete_model)
+
+
+# -- endpoints -------------------------------------------------------------------------------
+
+
+def _is_textual(content_type: str) -> bool:
+    media = content_type.partition(";")[0].strip().lower()
+    return media.startswith("text/") or media == "application/json" or media.endswith("+json")
+
+
+def _list_endpoints(session: Session, args: argparse.Namespace) -> int:
+    summaries = session.list_endpoints(name_contains_prefix=args.name_prefix, max_results=args.max)
+    rows = [
+        [
+            s["EndpointName"],
+            s["EndpointStatus"],
+            f"{s['CurrentReplicas']}/{s['DesiredReplicas']}",
+            s["ModelName"] or "-",
+            s["Address"] or "-",
+            _short_time(s.get("CreationTime")),
+        ]
+        for s in summaries
+    ]
+    headers = ["NAME", "STATUS", "REPLICAS", "MODEL", "ADDRESS", "CREATED (UTC)"]
+    print_table(headers, rows)
+    return 0
+
+
+def _describe_endpoint(session: Session, args: argparse.Namespace) -> int:
+    _print_json(session.describe_endpoint(args.name))
+    return 0
+
+
+def _delete_endpoint(session: Session, args: argparse.Namespace) -> int:
+    session.delete_endpoint(args.name)
+    print(f"{args.name}: deleted")
+    return 0
+
+
+def _read_payload(args: argparse.Namespace) -> bytes | str:
+    if args.body is not None:
+        return str(args.body)
+    if args.file == "-":
+        return sys.stdin.buffer.read()
+    with open(args.file, "rb") as handle:
+        return handle.read()
+
+
+def _invoke_endpoint(session: Session, args: argparse.Namespace) -> int:
+    try:
+        payload = _read_payload(args)
+    except OSError as err:
+        print(f"error: cannot read {args.file}: {err.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    body, content_type = session.invoke_endpoint(
+        args.name,
+        payload,
+        args.content_type,
+        args.accept,
+        custom_attributes=args.custom_attributes,
+    )
+    if args.base64:
+        print(base64.b64encode(body).decode("ascii"))
+        return 0
+    if _is_textual(content_type):
+        text = body.decode("utf-8", errors="replace")
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+        return 0
+    if sys.stdout.isatty():
+        print(
+            f"error: the answer is binary ({content_type}, {len(body)} bytes): "
+            "redirect stdout to a file or pass --base64",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    sys.stdout.flush()
+    sys.stdout.buffer.write(body)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def _add_endpoints(resources: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    group = resources.add_parser("endpoints", help="list, describe, delete and invoke endpoints")
+    verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    list_endpoints = verbs.add_parser("list", help="list endpoints")
+    list_endpoints.add_argument("--name-prefix", default="", help="only names starting with this")
+    list_endpoints.add_argument("--max", type=int, default=None, help="at most this many")
+    list_endpoints.set_defaults(handler=_list_endpoints)
+
+    describe = verbs.add_parser(
+        "describe", help="print an endpoint and its replicas as JSON (DescribeEndpoint)"
+    )
+    describe.add_argument("name", help="endpoint name")
+    describe.set_defaults(handler=_describe_endpoint)
+
+    delete = verbs.add_parser("delete", help="drain and stop an endpoint's replicas, delete it")
+    delete.add_argument("name", help="endpoint name")
+    delete.set_defaults(handler=_delete_endpoint)
+
+    invoke = verbs.add_parser("invoke", help="send one request and print the answer")
+    invoke.add_argument("name", help="endpoint name")
+    invoke.add_argument(
+        "--content-type", default="text/csv", help="payload MIME type (default %(default)s)"
+    )
+    payload = invoke.add_mutually_exclusive_group(required=True)
+    payload.add_argument("--body", help="the payload as text, e.g. '5.1,3.5,1.4,0.2'")
+    payload.add_argument("--file", help="read the payload from this file ('-' for stdin)")
+    invoke.add_argument(
+        "--accept", default="", help="answer MIME type (default: the endpoint's, JSON)"
+    )
+    invoke.add_argument("--custom-attributes", default="", help="SageMaker's CustomAttributes")
+    invoke.add_argument(
+        "--base64", action="store_true", help="print the answer base64-encoded (binary answers)"
+    )
+    invoke.set_defaults(handler=_invoke_endpoint)
+
+
 # -- entry point -----------------------------------------------------------------------------
 
 
@@ -127,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resources = parser.add_subparsers(dest="resource", required=True, metavar="RESOURCE")
     _add_training_jobs(resources)
+    _add_models(resources)
+    _add_endpoints(resources)
     return parser
 
 
@@ -138,7 +307,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with Session(args.address) as session:
             return handler(session, args)
     except Unavailable as err:
-        print(f"error: skmaker at {args.address} is unavailable: {err}", file=sys.stderr)
+        # An invocation's UNAVAILABLE comes from the endpoint's replicas, not the control.
+        where = (
+            f"endpoint {args.name}"
+            if args.handler is _invoke_endpoint
+            else f"skmaker at {args.address}"
+        )
+        print(f"error: {where} is unavailable: {err}", file=sys.stderr)
         return EXIT_ERROR
     except SkmakerClientError as err:
         print(f"error: {err}", file=sys.stderr)
