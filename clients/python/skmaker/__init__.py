@@ -1,4 +1,4 @@
-"""skmaker: train scikit-learn scripts on a self-hosted platform with the SageMaker SDK's API.
+"""skmaker: train and serve scikit-learn scripts on a self-hosted platform with SageMaker's API.
 
     from skmaker import Session, SKLearn
     session = Session()                                   # $SKMAKER_ADDRESS or localhost:50051
@@ -6,11 +6,17 @@
     estimator = SKLearn(entry_point="train.py", hyperparameters={"max_leaf_nodes": 30},
                         session=session)
     estimator.fit({"train": train})                       # streams the job's log
-    print(estimator.model_data)                           # store://.../model.tar.gz
+    predictor = estimator.deploy(initial_instance_count=1)
+    predictor.predict(test_X.values)                      # -> numpy array
+    predictor.delete_endpoint(); predictor.delete_model()
 
-Failed calls raise the exceptions of `skmaker.errors`, all subclasses of `SkmakerClientError`.
+Serializers and deserializers are in `skmaker.serializers` and `skmaker.deserializers`, with
+SageMaker's names. Failed calls raise the exceptions of `skmaker.errors`, all subclasses of
+`SkmakerClientError`.
 """
 
+from skmaker import deserializers, serializers
+from skmaker.autoscaling import AutoScalingPolicy
 from skmaker.errors import (
     AlreadyExists,
     Cancelled,
@@ -29,12 +35,15 @@ from skmaker.errors import (
 )
 from skmaker.estimator import SKLearn
 from skmaker.inputs import TrainingInput
+from skmaker.model import SKLearnModel
+from skmaker.predictor import Predictor
 from skmaker.session import Session
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyExists",
+    "AutoScalingPolicy",
     "Cancelled",
     "DeadlineExceeded",
     "FailedPrecondition",
@@ -43,8 +52,10 @@ __all__ = [
     "ModelError",
     "NotFound",
     "PermissionDenied",
+    "Predictor",
     "ResourceExhausted",
     "SKLearn",
+    "SKLearnModel",
     "Session",
     "SkmakerClientError",
     "TrainingInput",
@@ -52,4 +63,6 @@ __all__ = [
     "Unavailable",
     "UnexpectedStatusException",
     "__version__",
+    "deserializers",
+    "serializers",
 ]

@@ -11,6 +11,7 @@ def test_all_exports_exist() -> None:
 def test_public_surface_is_pinned() -> None:
     assert set(skmaker.__all__) == {
         "AlreadyExists",
+        "AutoScalingPolicy",
         "Cancelled",
         "DeadlineExceeded",
         "FailedPrecondition",
@@ -19,8 +20,10 @@ def test_public_surface_is_pinned() -> None:
         "ModelError",
         "NotFound",
         "PermissionDenied",
+        "Predictor",
         "ResourceExhausted",
         "SKLearn",
+        "SKLearnModel",
         "Session",
         "SkmakerClientError",
         "TrainingInput",
@@ -28,6 +31,8 @@ def test_public_surface_is_pinned() -> None:
         "Unavailable",
         "UnexpectedStatusException",
         "__version__",
+        "deserializers",
+        "serializers",
     }
 
 
@@ -36,3 +41,27 @@ def test_every_error_is_a_client_error() -> None:
         member = getattr(skmaker, name)
         if isinstance(member, type) and issubclass(member, Exception):
             assert issubclass(member, skmaker.SkmakerClientError), name
+
+
+def test_serializers_and_deserializers_have_sagemakers_names() -> None:
+    assert {
+        "CSVSerializer",
+        "JSONSerializer",
+        "NumpySerializer",
+        "IdentitySerializer",
+    } <= set(vars(skmaker.serializers))
+    assert {
+        "CSVDeserializer",
+        "JSONDeserializer",
+        "NumpyDeserializer",
+        "BytesDeserializer",
+        "StringDeserializer",
+    } <= set(vars(skmaker.deserializers))
+
+
+def test_predictor_module_path_matches_sagemakers_layout() -> None:
+    from skmaker.model import SKLearnModel
+    from skmaker.predictor import Predictor
+
+    assert skmaker.Predictor is Predictor
+    assert skmaker.SKLearnModel is SKLearnModel
