@@ -102,3 +102,44 @@ def test_errors_print_one_line_and_exit_1(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == "error: training job 'absent' not found\n"
+
+
+def test_parser_reads_model_and_endpoint_commands() -> None:
+    parser = cli.build_parser()
+
+    models = parser.parse_args(["models", "list", "--name-prefix", "iris", "--max", "2"])
+    invoke = parser.parse_args(
+        ["endpoints", "invoke", "ep", "--body", "5.1,3.5,1.4,0.2", "--accept", "text/csv"]
+    )
+    from_file = parser.parse_args(
+        ["endpoints", "invoke", "ep", "--file", "-", "--content-type", "application/x-npy",
+         "--base64"]
+    )  # fmt: skip
+
+    assert (models.name_prefix, models.max) == ("iris", 2)
+    assert (invoke.name, invoke.content_type, invoke.body, invoke.accept) == (
+        "ep",
+        "text/csv",
+        "5.1,3.5,1.4,0.2",
+        "text/csv",
+    )
+    assert (from_file.file, from_file.content_type, from_file.base64) == (
+        "-",
+        "application/x-npy",
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["models", "describe"],
+        ["endpoints", "invoke", "ep"],  # no payload
+        ["endpoints", "invoke", "ep", "--body", "1", "--file", "x.csv"],  # two payloads
+        ["endpoints", "scale", "ep"],
+    ],
+)
+def test_bad_serving_command_lines_exit_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(argv)
+    assert caught.value.code == 2

@@ -1,0 +1,64 @@
+"""SKLearnModel and the estimator's deploy: the checks made before any call to the server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from skmaker import Predictor, SKLearn, SKLearnModel
+from skmaker.predictor import Predictor as PredictorInModule
+
+
+def test_sagemakers_positional_order_is_kept(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="role"):
+        model = SKLearnModel("store://m/model.tar.gz", "arn:aws:iam::1:role/r", "inference.py")
+    assert (model.model_data, model.entry_point) == ("store://m/model.tar.gz", "inference.py")
+    assert model.predictor_cls is Predictor is PredictorInModule
+
+
+def test_an_entry_point_is_required() -> None:
+    with pytest.raises(ValueError, match="entry_point"):
+        SKLearnModel("store://m/model.tar.gz")
+
+
+def test_sagemaker_only_arguments_warn_once_and_unknown_ones_fail() -> None:
+    with pytest.warns(UserWarning, match="framework_version, image_uri") as warned:
+        SKLearnModel(
+            "store://m/model.tar.gz",
+            entry_point="inference.py",
+            framework_version="1.2-1",
+            image_uri="img",
+            vpc_config=None,
+        )
+    assert len(warned) == 1
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        SKLearnModel("store://m/model.tar.gz", entry_point="inference.py", colour="red")
+
+
+def test_model_names_follow_sagemakers_rule() -> None:
+    with pytest.raises(ValueError, match="invalid model name"):
+        SKLearnModel("store://m/model.tar.gz", entry_point="inference.py", name="bad_name")
+
+
+def test_deploy_checks_its_arguments_before_calling_the_server() -> None:
+    model = SKLearnModel("store://m/model.tar.gz", entry_point="inference.py")
+    with pytest.raises(ValueError, match="at least 1"):
+        model.deploy(initial_instance_count=0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'replicas'"):
+        model.deploy(replicas=2)
+
+
+def test_delete_before_create_fails_as_in_sagemaker() -> None:
+    with pytest.raises(ValueError, match="must be created first"):
+        SKLearnModel("store://m/model.tar.gz", entry_point="inference.py").delete_model()
+
+
+def test_estimator_deploy_needs_a_training_job(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text("")
+    estimator = SKLearn(entry_point=str(script))
+    with pytest.raises(ValueError, match="call fit\\(\\) first"):
+        estimator.deploy(initial_instance_count=1)
+    with pytest.raises(ValueError, match="call fit\\(\\) first"):
+        estimator.create_model()
