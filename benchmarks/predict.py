@@ -10,15 +10,16 @@ process serving the same model through the same `skmaker.v1.InferenceService/Pre
   servicer, interceptors, metrics, codecs and handler chain, loading through `model_fn`).
 
 Method. The servers are measured one after the other, never at the same time, so each has the
-machine to itself apart from the load generator. The load generator is a separate process
-(`predict.py loadgen`): at concurrency 1 it makes blocking calls back to back; at concurrency N
-it keeps N calls in flight with grpc futures, issuing the next call from each completion
-callback, on one channel (as a real client would). Every cell runs a short warm-up, then
-`--seconds` of measured calls; latency is measured per call from issue to completion, and
-throughput is completed calls / measured seconds. The load generator reports its own CPU time;
-a client using well under one core of CPU per wall-clock second is not the bottleneck
-(`client_cpu` in the table, 1.0 = one full core). `--clients K` splits the concurrency over K
-load-generator processes when one is not enough.
+machine to itself apart from the load generator; cells alternate between them (baseline, then
+skmaker, for each concurrency and row count) so that drifting background load affects both.
+The load generator is a separate process (`predict.py loadgen`): at concurrency 1 it makes
+blocking calls back to back; at concurrency N it keeps N calls in flight with grpc futures,
+issuing the next call from each completion callback, on one channel (as a real client would).
+Every cell runs a short warm-up, then `--seconds` of measured calls; latency is measured per call
+from issue to completion, and throughput is completed calls / measured seconds. The load
+generator reports its own CPU time; a client using well under one core of CPU per wall-clock
+second is not the bottleneck (`client_cpu`, 1.0 = one full core). `--clients K` splits the
+concurrency over K load-generator processes when one is not enough.
 
 Output: a table, then as the LAST line one JSON object with `latency_ratio_c1` (skmaker p50 /
 baseline p50, one row, concurrency 1), `throughput_ratio_c32` (skmaker / baseline requests/s,
@@ -299,10 +300,12 @@ def main_benchmark(args: argparse.Namespace) -> int:
                 )
             for name, process in processes.items():
                 ports[name] = _wait_serving(process, folder / f"{name}.port", 60)
-            for name in servers:
-                figures[name] = {}
-                for concurrency in (1, 32):
-                    for rows in (1, 100):
+            figures = {name: {} for name in servers}
+            # Cells alternate between the servers, so that a change in background load on a
+            # shared machine hits both sides of each ratio alike.
+            for concurrency in (1, 32):
+                for rows in (1, 100):
+                    for name in servers:
                         cell = _measure(ports[name], concurrency, rows, args)
                         figures[name][f"c{concurrency}_r{rows}"] = cell
                         print(
