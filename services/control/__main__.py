@@ -14,6 +14,11 @@ def main() -> int:
     control_settings = settings.load(
         ControlSettings, sys.argv[1:], env_prefix="SKMAKER_CONTROL_", prog="services.control"
     )
+    try:
+        control_settings.check()
+    except ValueError as err:
+        print(f"services.control: {err}", file=sys.stderr)
+        return 2
     lifecycle.configure_logging(control_settings.log_level)
     return lifecycle.serve(app.build(control_settings), control_settings)
 

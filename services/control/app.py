@@ -1,9 +1,10 @@
-"""Builds the control service: store, scheduler, artifact store, servicers and local workers.
+"""Builds the control service: store, scheduler, artifact store, models, endpoints, servicers.
 
 `build(settings)` opens the database (applying migrations) and the artifact folder, so a bad
-data dir fails before anything binds. The lease reaper and, with `--local`, the trainer
-children start once the gRPC port is bound; on shutdown long polls and log followers end
-first, then the children are stopped.
+data dir fails before anything binds. The lease reaper, the replica backend and, with
+`--local`, the trainer children start once the gRPC port is bound; stored endpoints are then
+served again. On shutdown long polls and log followers end first, then the replicas are
+drained and stopped, then the children.
 """
 
 from __future__ import annotations
@@ -14,10 +15,18 @@ from pathlib import Path
 
 from services.control.artifact_store import LocalArtifactStore
 from services.control.artifacts_servicer import ArtifactsServicer
+from services.control.backends import EventSink, ReplicaBackend
+from services.control.backends.local import LocalReplicaBackend
+from services.control.backends.local_process import LocalBackendSettings
 from services.control.config import ControlSettings
 from services.control.dispatch_servicer import DispatchServicer
+from services.control.endpoint_servicer import EndpointServicer
+from services.control.endpoint_store import EndpointStore
+from services.control.endpoints import Endpoints
 from services.control.local_workers import WorkerSpec, WorkerSupervisor
 from services.control.metrics import ControlMetrics
+from services.control.model_registry import ModelRegistry
+from services.control.model_servicer import ModelServicer
 from services.control.scheduler import Scheduler
 from services.control.store import ControlStore
 from services.control.task import TaskKind
@@ -29,6 +38,8 @@ from skmaker.v1 import (
     artifacts_pb2_grpc,
     dispatch_pb2,
     dispatch_pb2_grpc,
+    serving_pb2,
+    serving_pb2_grpc,
     training_pb2,
     training_pb2_grpc,
 )
@@ -63,6 +74,27 @@ def trainer_specs(settings: ControlSettings, grpc_port: int) -> list[WorkerSpec]
     ]
 
 
+def replica_backend(
+    settings: ControlSettings, store: ControlStore, on_event: EventSink
+) -> ReplicaBackend | None:
+    """The backend `settings` ask for (None for `none`), reporting events to `on_event`."""
+    if settings.effective_replica_backend != "local":
+        return None
+    local = LocalBackendSettings(
+        data_dir=Path(settings.data_dir),
+        host="127.0.0.1",
+        auth_token=settings.auth_token,
+        extra_args=tuple(shlex.split(settings.replica_args)),
+        start_timeout_s=settings.replica_start_timeout_s,
+        start_attempts=settings.replica_start_attempts,
+        health_interval_s=settings.replica_health_interval_s,
+        health_timeout_s=settings.replica_health_timeout_s,
+        unhealthy_checks=settings.replica_unhealthy_checks,
+        shutdown_grace_s=settings.replica_shutdown_grace_s,
+    )
+    return LocalReplicaBackend(local, EndpointStore(store), on_event)
+
+
 def build(settings: ControlSettings) -> lifecycle.Service:
     """Wires the control service; nothing listens until `lifecycle.start`/`serve`."""
     data_dir = Path(settings.data_dir)
@@ -82,24 +114,39 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     scheduler.register(TaskKind.TRAINING, training_jobs)
     metrics.track_queue_depth(scheduler.queue_depth)
     supervisor = WorkerSupervisor()
+    models = ModelRegistry(store, artifacts)
+
+    def on_replica_event(endpoint_name: str, message: str) -> None:
+        endpoints.record_event(endpoint_name, message)
+
+    backend = replica_backend(settings, store, on_replica_event)
+    endpoints = Endpoints(
+        store, models, backend, metrics, max_replicas=settings.max_endpoint_replicas
+    )
 
     def on_bound(grpc_port: int) -> None:
         # Children need the real port, known only once bound (--grpc-port=0 in tests).
         if settings.local:
             for spec in trainer_specs(settings, grpc_port):
                 supervisor.add(spec)
+        if backend is not None:
+            backend.start(f"127.0.0.1:{grpc_port}")
 
     def on_start() -> None:
         scheduler.start()
         supervisor.start()
+        endpoints.start()
 
     def on_drain() -> None:
         # First, so children that exit on the group's SIGTERM are not restarted.
         supervisor.begin_shutdown()
+        endpoints.begin_shutdown()
         scheduler.close()
         training_jobs.close()
 
     def on_stop() -> None:
+        # Replicas drain in parallel with the trainers' shutdown; both before the store closes.
+        endpoints.close()
         supervisor.stop()
         store.close()
 
@@ -113,6 +160,16 @@ def build(settings: ControlSettings) -> lifecycle.Service:
             artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server,
             ArtifactsServicer(artifacts),
             artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
+        ),
+        lifecycle.Servicer(
+            serving_pb2_grpc.add_ModelServiceServicer_to_server,
+            ModelServicer(models),
+            serving_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+        ),
+        lifecycle.Servicer(
+            serving_pb2_grpc.add_EndpointServiceServicer_to_server,
+            EndpointServicer(endpoints),
+            serving_pb2.DESCRIPTOR.services_by_name["EndpointService"].full_name,
         ),
         lifecycle.Servicer(
             dispatch_pb2_grpc.add_DispatchServiceServicer_to_server,

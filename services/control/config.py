@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from services.runtime.settings import ServiceSettings, setting
 
 GIB = 1024**3
+# Where endpoint replicas can run; "none" serves no endpoints (CreateEndpoint is refused).
+REPLICA_BACKENDS = ("local", "none")
 
 
 @dataclass(frozen=True)
 class ControlSettings(ServiceSettings):
-    """skmaker control: training jobs, artifacts and the worker task queue."""
+    """skmaker control: training jobs, models, endpoints, artifacts and the worker task queue."""
 
     grpc_port: int = setting(50051, "gRPC port of the public and worker APIs", flags=["--port"])
     data_dir: str = setting("./.skmaker", "folder holding control.db and artifacts/")
@@ -28,3 +30,43 @@ class ControlSettings(ServiceSettings):
         1.0, "delay before a lost task is retried; doubles per attempt"
     )
     max_upload_bytes: int = setting(10 * GIB, "largest artifact UploadArtifact accepts")
+    replica_backend: str = setting(
+        "", "where endpoint replicas run: local or none; empty means local with --local"
+    )
+    replica_args: str = setting("", "extra flags (shell syntax) given to each local replica")
+    replica_start_timeout_s: float = setting(
+        180.0, "a replica not SERVING this long after its start is killed and retried"
+    )
+    replica_start_attempts: int = setting(
+        2, "starts a replica gets when it dies before serving without a failure file"
+    )
+    replica_health_interval_s: float = setting(0.5, "how often replicas are health-checked")
+    replica_health_timeout_s: float = setting(1.0, "deadline of one replica health check")
+    replica_unhealthy_checks: int = setting(
+        3, "failed health checks in a row after which a serving replica is replaced"
+    )
+    replica_shutdown_grace_s: float = setting(
+        5.0, "seconds a draining replica gets to finish in-flight requests (then SIGKILL + 5s)"
+    )
+    max_endpoint_replicas: int = setting(16, "the most replicas one endpoint may have")
+
+    @property
+    def effective_replica_backend(self) -> str:
+        """The backend in use: `replica_backend`, else local with --local, else none."""
+        if self.replica_backend:
+            return self.replica_backend
+        return "local" if self.local else "none"
+
+    def check(self) -> None:
+        """Refuses settings that cannot work together.
+
+        Raises:
+            ValueError: an unknown replica backend, or a non-positive replica knob.
+        """
+        if self.effective_replica_backend not in REPLICA_BACKENDS:
+            raise ValueError(
+                f"--replica-backend {self.replica_backend!r} is unknown: use one of "
+                + ", ".join(REPLICA_BACKENDS)
+            )
+        if self.replica_start_attempts < 1 or self.max_endpoint_replicas < 1:
+            raise ValueError("--replica-start-attempts and --max-endpoint-replicas must be >= 1")

@@ -29,6 +29,19 @@ class ControlMetrics:
             registry=registry,
         )
 
+        self.endpoint_replicas = prometheus_client.Gauge(
+            "skmaker_control_endpoint_replicas",
+            "Replicas of the endpoint's current model that answer health checks SERVING.",
+            ["endpoint"],
+            registry=registry,
+        )
+        self.endpoint_desired_replicas = prometheus_client.Gauge(
+            "skmaker_control_endpoint_desired_replicas",
+            "Replicas the endpoint wants now.",
+            ["endpoint"],
+            registry=registry,
+        )
+
     def track_queue_depth(self, read_depth: Callable[[], int]) -> None:
         """Makes the queue-depth gauge read `read_depth()` at each scrape."""
         self.queue_depth.set_function(read_depth)

@@ -5,8 +5,9 @@ change several things atomically (a task and its job) wrap the calls in `transac
 nests: only the outermost block commits, and an exception escaping it rolls everything back.
 A change is committed when the outermost block returns, before any RPC answers.
 
-The schema is the `MIGRATIONS` list: migration N (1-based) is applied once, in its own
-transaction, and recorded in `schema_version`. Append new migrations; never edit applied ones.
+The schema is `migrations.MIGRATIONS`: migration N (1-based) is applied once, in its own
+transaction, and recorded in `schema_version`. Queries of the serving tables live in
+`model_store` and `endpoint_store`, which share this store's connection and transactions.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from services.control.migrations import MIGRATIONS
 from services.control.task import Task, TaskKind, TaskOutcome, TaskState, WorkerLogLine
 from services.control.training_job import (
     Channel,
@@ -34,68 +36,6 @@ from services.control.training_job import (
     TrainingJobStatus,
 )
 from services.runtime.errors import AlreadyExists
-
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    # 1: training jobs with their status history, logs and final metrics; the task queue.
-    (
-        """CREATE TABLE training_jobs (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            name TEXT NOT NULL UNIQUE,
-            spec_json TEXT NOT NULL,
-            status TEXT NOT NULL,
-            secondary_status TEXT NOT NULL,
-            failure_reason TEXT NOT NULL DEFAULT '',
-            creation_time REAL NOT NULL,
-            training_start_time REAL,
-            training_end_time REAL,
-            model_artifact_uri TEXT NOT NULL DEFAULT '',
-            output_artifact_uri TEXT NOT NULL DEFAULT '',
-            attempts INTEGER NOT NULL DEFAULT 0,
-            runtime_versions_json TEXT NOT NULL DEFAULT '{}',
-            tuning_job_name TEXT NOT NULL DEFAULT '',
-            stop_requested INTEGER NOT NULL DEFAULT 0
-        )""",
-        "CREATE INDEX training_jobs_tuning ON training_jobs (tuning_job_name, id)",
-        """CREATE TABLE training_job_transitions (
-            job_name TEXT NOT NULL,
-            position INTEGER NOT NULL,
-            status TEXT NOT NULL,
-            start_time REAL NOT NULL,
-            end_time REAL,
-            message TEXT NOT NULL,
-            PRIMARY KEY (job_name, position)
-        ) WITHOUT ROWID""",
-        """CREATE TABLE training_job_logs (
-            job_name TEXT NOT NULL,
-            sequence INTEGER NOT NULL,
-            timestamp REAL NOT NULL,
-            stream TEXT NOT NULL,
-            text TEXT NOT NULL,
-            PRIMARY KEY (job_name, sequence)
-        ) WITHOUT ROWID""",
-        """CREATE TABLE training_job_metrics (
-            job_name TEXT NOT NULL,
-            name TEXT NOT NULL,
-            value REAL NOT NULL,
-            timestamp REAL NOT NULL,
-            PRIMARY KEY (job_name, name)
-        ) WITHOUT ROWID""",
-        """CREATE TABLE tasks (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            task_id TEXT NOT NULL UNIQUE,
-            kind TEXT NOT NULL,
-            job_name TEXT NOT NULL,
-            state TEXT NOT NULL,
-            attempt INTEGER NOT NULL DEFAULT 0,
-            worker_id TEXT NOT NULL DEFAULT '',
-            lease_expires REAL,
-            not_before REAL NOT NULL DEFAULT 0,
-            outcome TEXT
-        )""",
-        "CREATE INDEX tasks_by_state ON tasks (state, kind, seq)",
-        "CREATE INDEX tasks_by_job ON tasks (job_name)",
-    ),
-)
 
 _JOB_COLUMNS = (
     "name, spec_json, status, secondary_status, failure_reason, creation_time, "

@@ -1,0 +1,67 @@
+"""grpc.health.v1 probes of replicas, made by the control over one cached channel per address."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_CHANNEL_OPTIONS = (
+    # A replica that restarts on the same address is probed again within a fraction of a second.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+)
+
+
+class HealthProber:
+    """Checks many replicas at once: each probe is a Check("") with a short deadline."""
+
+    def __init__(self, timeout_s: float) -> None:
+        """Probes must answer within `timeout_s`. Health is open without a token (runtime.auth)."""
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._channels: dict[str, tuple[grpc.Channel, health_pb2_grpc.HealthStub]] = {}
+
+    def check_all(self, addresses: Iterable[str]) -> dict[str, bool]:
+        """True for each address that answered SERVING within the deadline; all in parallel."""
+        futures = {}
+        for address in set(addresses):
+            stub = self._stub(address)
+            futures[address] = stub.Check.future(
+                health_pb2.HealthCheckRequest(service=""), timeout=self._timeout_s
+            )
+        results: dict[str, bool] = {}
+        for address, future in futures.items():
+            try:
+                results[address] = future.result().status == _SERVING
+            except grpc.RpcError:
+                results[address] = False
+        return results
+
+    def forget(self, address: str) -> None:
+        """Closes the channel to an address no replica uses any more."""
+        with self._lock:
+            entry = self._channels.pop(address, None)
+        if entry is not None:
+            entry[0].close()
+
+    def close(self) -> None:
+        """Closes every channel."""
+        with self._lock:
+            entries = list(self._channels.values())
+            self._channels.clear()
+        for channel, _stub in entries:
+            channel.close()
+
+    def _stub(self, address: str) -> health_pb2_grpc.HealthStub:
+        with self._lock:
+            entry = self._channels.get(address)
+            if entry is None:
+                channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+                entry = (channel, health_pb2_grpc.HealthStub(channel))
+                self._channels[address] = entry
+            return entry[1]

@@ -1,0 +1,257 @@
+"""Local inference replica processes: how they run, starting one, reading its files, and
+stopping the ones a previous control run left.
+
+Files of replica R of endpoint E under the control's data folder:
+  work/endpoints/E/R/            its work dir (model and code unpacked), emptied at each start
+  work/endpoints/E/R.ports.json  its port file: {"grpc": p, "metrics": p[, "shared": p]}
+  work/endpoints/E/R.failure.txt why it could not load its model (written by the replica)
+  logs/endpoints/E/R.log         its stdout and stderr, appended across starts
+  work/inference-deps/           requirements.txt installs, shared by every replica
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_LOG_TAIL_LINES = 12
+_LOG_TAIL_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class LocalBackendSettings:
+    """How the local backend runs replicas (plain values taken from ControlSettings).
+
+    Attributes:
+        data_dir: the control's data folder; replicas work under `work/endpoints/` and log
+            under `logs/endpoints/`.
+        host: the loopback or host address replicas bind (own, metrics and shared ports).
+        auth_token: given to replicas through their environment, never argv.
+        extra_args: extra flags for every replica.
+        start_timeout_s: a replica not SERVING this long after its start is killed.
+        start_attempts: starts a replica slot gets when it dies before serving without
+            explaining why (no failure file).
+        health_interval_s: how often replicas are probed and polled.
+        health_timeout_s: deadline of one health probe.
+        unhealthy_checks: failed probes in a row after which a serving replica is replaced.
+        shutdown_grace_s: a replica's grace period for in-flight calls (its --shutdown-grace-s).
+        kill_margin_s: waited past the grace period before SIGKILL.
+        replace_backoff_s: first wait before replacing a replica that died young.
+        max_replace_backoff_s: the longest such wait.
+        stable_after_s: a replica that served this long resets the replacement backoff.
+    """
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    auth_token: str = ""
+    extra_args: tuple[str, ...] = ()
+    start_timeout_s: float = 180.0
+    start_attempts: int = 2
+    health_interval_s: float = 0.5
+    health_timeout_s: float = 1.0
+    unhealthy_checks: int = 3
+    shutdown_grace_s: float = 5.0
+    kill_margin_s: float = 5.0
+    replace_backoff_s: float = 1.0
+    max_replace_backoff_s: float = 30.0
+    stable_after_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class ReplicaLaunch:
+    """What one replica process is started with."""
+
+    data_dir: Path
+    control_address: str
+    endpoint_name: str
+    model_name: str
+    replica_id: str
+    host: str
+    shared_port: int
+    shutdown_grace_s: float
+    auth_token: str = ""
+    extra_args: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class ReplicaProcess:
+    """A started replica process and the files it reports through."""
+
+    process: subprocess.Popen[bytes]
+    port_file: Path
+    failure_file: Path
+    log_path: Path
+    log_offset: int  # where this start's output begins in the (appended) log
+
+    def read_ports(self) -> dict[str, int]:
+        """The port file's ports; empty until the replica wrote it (replaced atomically)."""
+        try:
+            values = json.loads(self.port_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {key: value for key, value in values.items() if isinstance(value, int)}
+
+    def failure_text(self) -> str:
+        """The failure file's reason on one line; empty when the replica wrote none."""
+        try:
+            return " ".join(self.failure_file.read_text(errors="replace").split())
+        except OSError:
+            return ""
+
+    def log_tail(self) -> str:
+        """The last lines this start wrote to the log, joined with ' | '."""
+        try:
+            with self.log_path.open("rb") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                handle.seek(max(self.log_offset, size - _LOG_TAIL_BYTES))
+                text = handle.read().decode(errors="replace")
+        except OSError:
+            return f"(cannot read {self.log_path})"
+        lines = [line for line in text.splitlines() if line.strip()][-_LOG_TAIL_LINES:]
+        return " | ".join(lines) or f"(nothing; see {self.log_path})"
+
+
+def launch_replica(launch: ReplicaLaunch) -> ReplicaProcess:
+    """Starts `python -m services.inference` for `launch` in its own session.
+
+    Its own session: a signal to the control's process group (Ctrl-C) must not reach it, since
+    the control drains its replicas itself, and a replica must outlive a control crash so the
+    next control finds and stops it deliberately.
+    """
+    endpoint_dir = launch.data_dir / "work" / "endpoints" / launch.endpoint_name
+    work_dir = endpoint_dir / launch.replica_id
+    port_file = endpoint_dir / f"{launch.replica_id}.ports.json"
+    failure_file = endpoint_dir / f"{launch.replica_id}.failure.txt"
+    log_path = (
+        launch.data_dir / "logs" / "endpoints" / launch.endpoint_name / (f"{launch.replica_id}.log")
+    )
+    # A previous run may have used this id; its files must not be read as this start's.
+    shutil.rmtree(work_dir, ignore_errors=True)
+    port_file.unlink(missing_ok=True)
+    failure_file.unlink(missing_ok=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "services.inference",
+        "--control",
+        launch.control_address,
+        "--endpoint-name",
+        launch.endpoint_name,
+        "--model-name",
+        launch.model_name,
+        "--replica-id",
+        launch.replica_id,
+        "--work-dir",
+        str(work_dir),
+        "--deps-dir",
+        str(launch.data_dir / "work" / "inference-deps"),
+        "--host",
+        launch.host,
+        "--shared-port",
+        str(launch.shared_port),
+        "--grpc-port=0",
+        "--metrics-port=0",
+        "--shutdown-grace-s",
+        str(launch.shutdown_grace_s),
+        "--port-file",
+        str(port_file),
+        "--failure-file",
+        str(failure_file),
+        *launch.extra_args,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if launch.auth_token:
+        # Through the environment, not argv, so the token never shows in `ps`.
+        env["SKMAKER_INFERENCE_AUTH_TOKEN"] = launch.auth_token
+    with log_path.open("ab") as log_file:
+        log_offset = log_file.tell()
+        # The child keeps its own copy of the descriptor; ours closes with the block.
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    return ReplicaProcess(process, port_file, failure_file, log_path, log_offset)
+
+
+def runs_replica(pid: int, endpoint_name: str, replica_id: str) -> bool:
+    """True when `pid` runs `services.inference` for this endpoint and replica id.
+
+    Guards against pid reuse before a restarted control signals a recorded pid.
+    """
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    words = [arg.decode(errors="replace") for arg in args]
+    if "services.inference" not in words:
+        return False
+    flags = dict(itertools.pairwise(words))
+    return flags.get("--endpoint-name") == endpoint_name and flags.get("--replica-id") == replica_id
+
+
+def is_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (an orphan its new parent has yet to reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def send_signal(pid: int, signum: signal.Signals) -> None:
+    """Signals `pid`; a process already gone is fine."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+@dataclass
+class Leftover:
+    """A replica process a previous control run left running, being stopped by this one."""
+
+    replica_id: str
+    pid: int
+    kill_at: float  # monotonic time after which it gets SIGKILL
+    killed: bool = False
+
+    def is_gone(self) -> bool:
+        """True once it exited; SIGKILLs it (once) when it overran `kill_at`."""
+        if not is_alive(self.pid):
+            return True
+        if time.monotonic() >= self.kill_at and not self.killed:
+            send_signal(self.pid, signal.SIGKILL)
+            self.killed = True
+        return False
+
+
+def stop_leftover(
+    endpoint_name: str, replica_id: str, handle: str, kill_after_s: float
+) -> Leftover | None:
+    """SIGTERMs (drains) a recorded replica that still runs; None when it is already gone.
+
+    Args:
+        endpoint_name: the endpoint it served.
+        replica_id: its recorded id.
+        handle: its recorded pid, as text.
+        kill_after_s: how long it may drain before SIGKILL.
+    """
+    pid = int(handle) if handle.isdigit() else 0
+    if not pid or not runs_replica(pid, endpoint_name, replica_id):
+        return None  # exited, or the pid now belongs to another program
+    send_signal(pid, signal.SIGTERM)
+    return Leftover(replica_id, pid, time.monotonic() + kill_after_s)

@@ -1,0 +1,114 @@
+"""The control database's schema history: `MIGRATIONS[N-1]` is migration N, applied once.
+
+`ControlStore` applies each pending migration in its own transaction and records it in
+`schema_version`. Append new migrations at the end; never edit one that may have been applied,
+since databases in the field already carry it.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: training jobs with their status history, logs and final metrics; the task queue.
+    (
+        """CREATE TABLE training_jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            spec_json TEXT NOT NULL,
+            status TEXT NOT NULL,
+            secondary_status TEXT NOT NULL,
+            failure_reason TEXT NOT NULL DEFAULT '',
+            creation_time REAL NOT NULL,
+            training_start_time REAL,
+            training_end_time REAL,
+            model_artifact_uri TEXT NOT NULL DEFAULT '',
+            output_artifact_uri TEXT NOT NULL DEFAULT '',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            runtime_versions_json TEXT NOT NULL DEFAULT '{}',
+            tuning_job_name TEXT NOT NULL DEFAULT '',
+            stop_requested INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX training_jobs_tuning ON training_jobs (tuning_job_name, id)",
+        """CREATE TABLE training_job_transitions (
+            job_name TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            start_time REAL NOT NULL,
+            end_time REAL,
+            message TEXT NOT NULL,
+            PRIMARY KEY (job_name, position)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE training_job_logs (
+            job_name TEXT NOT NULL,
+            sequence INTEGER NOT NULL,
+            timestamp REAL NOT NULL,
+            stream TEXT NOT NULL,
+            text TEXT NOT NULL,
+            PRIMARY KEY (job_name, sequence)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE training_job_metrics (
+            job_name TEXT NOT NULL,
+            name TEXT NOT NULL,
+            value REAL NOT NULL,
+            timestamp REAL NOT NULL,
+            PRIMARY KEY (job_name, name)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE tasks (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            task_id TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            job_name TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempt INTEGER NOT NULL DEFAULT 0,
+            worker_id TEXT NOT NULL DEFAULT '',
+            lease_expires REAL,
+            not_before REAL NOT NULL DEFAULT 0,
+            outcome TEXT
+        )""",
+        "CREATE INDEX tasks_by_state ON tasks (state, kind, seq)",
+        "CREATE INDEX tasks_by_job ON tasks (job_name)",
+    ),
+    # 2: models and endpoints (real-time serving), endpoint events, and the replicas a replica
+    # backend started, so that a restarted control can find and stop the ones it left behind.
+    (
+        """CREATE TABLE models (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            model_data_uri TEXT NOT NULL,
+            entry_point TEXT NOT NULL,
+            source_uri TEXT NOT NULL DEFAULT '',
+            environment_json TEXT NOT NULL DEFAULT '{}',
+            training_job_name TEXT NOT NULL DEFAULT '',
+            creation_time REAL NOT NULL
+        )""",
+        """CREATE TABLE endpoints (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            model_name TEXT NOT NULL,
+            previous_model_name TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL,
+            failure_reason TEXT NOT NULL DEFAULT '',
+            address TEXT NOT NULL DEFAULT '',
+            desired_replicas INTEGER NOT NULL,
+            scaling_policy_json TEXT,
+            creation_time REAL NOT NULL,
+            last_modified_time REAL NOT NULL
+        )""",
+        "CREATE INDEX endpoints_by_model ON endpoints (model_name)",
+        """CREATE TABLE endpoint_events (
+            endpoint_name TEXT NOT NULL,
+            sequence INTEGER NOT NULL,
+            timestamp REAL NOT NULL,
+            message TEXT NOT NULL,
+            PRIMARY KEY (endpoint_name, sequence)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE endpoint_replicas (
+            endpoint_name TEXT NOT NULL,
+            replica_id TEXT NOT NULL,
+            backend TEXT NOT NULL,
+            handle TEXT NOT NULL,
+            model_name TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            PRIMARY KEY (endpoint_name, replica_id)
+        ) WITHOUT ROWID""",
+    ),
+)
