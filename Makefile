@@ -34,7 +34,6 @@ v2client: .venv-v2client/.installed
 
 .venv-v2client/.installed:
 	test -x .venv-v2client/bin/python || $(PYTHON) -m venv .venv-v2client
-	echo '*' > .venv-v2client/.gitignore
 	.venv-v2client/bin/python -m pip install -q --disable-pip-version-check 'tritonclient[grpc]==2.73.0'
 	touch $@
 
