@@ -32,9 +32,9 @@ lint: install
 # A V2 client skmaker did not write: tritonclient needs protobuf<7, so it gets its own venv.
 v2client: .venv-v2client/.installed
 
-.venv-v2client/.installed:
+.venv-v2client/.installed: requirements-v2client.lock
 	test -x .venv-v2client/bin/python || $(PYTHON) -m venv .venv-v2client
-	.venv-v2client/bin/python -m pip install -q --disable-pip-version-check 'tritonclient[grpc]==2.73.0'
+	.venv-v2client/bin/python -m pip install -q --disable-pip-version-check -r requirements-v2client.lock
 	touch $@
 
 test: install check-protos v2client
