@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import optuna
 import pytest
@@ -374,15 +375,28 @@ def test_bayesian_beats_random_on_a_quadratic() -> None:
     seeds = range(5)
     bayesian = statistics.mean(best(BAYESIAN, seed) for seed in seeds)
     random = statistics.mean(best(RANDOM, seed) for seed in seeds)
-    assert bayesian > random
+    # Regret (distance of the best to the optimum, 0) at most half of Random's: about 0.014
+    # against 0.08 with these seeds.
+    assert -bayesian < -random / 2
 
 
 # --- rebuild after a restart ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("strategy", [BAYESIAN, RANDOM, HYPERBAND])
-def test_rebuild_continues_without_exceeding_max_jobs(strategy: TuningStrategy) -> None:
-    config = TuningConfig(strategy=strategy, max_jobs=12, max_parallel_jobs=2, random_seed=9)
+@pytest.mark.parametrize(
+    ("strategy", "early_stopping"),
+    [(BAYESIAN, AUTO), (RANDOM, EarlyStoppingType.OFF), (HYPERBAND, EarlyStoppingType.OFF)],
+)
+def test_rebuild_continues_without_exceeding_max_jobs(
+    strategy: TuningStrategy, early_stopping: EarlyStoppingType
+) -> None:
+    config = TuningConfig(
+        strategy=strategy,
+        max_jobs=12,
+        max_parallel_jobs=2,
+        early_stopping=early_stopping,
+        random_seed=9,
+    )
     before = Tuner.create(config, XY)
     finished: list[StoredTrial] = []
     raw_curve = {1: 0.2, 2: 0.4}
@@ -505,12 +519,52 @@ def test_warm_start_seeds_the_sampler_but_not_the_budget() -> None:
     assert warm_mean > statistics.mean(quadratic(p) for p in cold) + 2.0
 
 
+def test_rebuild_of_a_warm_started_tuner_keeps_its_numbers() -> None:
+    parents = [WarmStartTrial({"x": repr(x / 4), "y": "0.0"}, -abs(x)) for x in range(-8, 8)]
+    config = TuningConfig(strategy=HYPERBAND, max_jobs=6, random_seed=3)
+    before = Tuner.create(config, XY, parents)
+    first = before.ask()
+    before.tell_completed(first.number, 0.5)
+    second = before.ask()
+    after = Tuner.rebuild(
+        config,
+        XY,
+        [StoredTrial(1, first.hyperparameters_encoded, TrialState.COMPLETED, 0.5)],
+        [StoredTrial(2, second.hyperparameters_encoded)],
+        parents,
+    )
+    assert after.warm_start_used == 16 and after.running_numbers == (2,)
+    after.tell_stopped_early(2)
+    assert len(run(after, quadratic)) == 4
+    assert after.counts() == TrialCounts(in_progress=0, completed=5, failed=0, stopped_early=1)
+
+
 def test_grid_takes_no_warm_start() -> None:
     parent = WarmStartTrial({"kernel": '"rbf"'}, 1.0)
     with pytest.raises(ValueError, match="no warm start"):
         Tuner.create(
             TuningConfig(strategy=GRID), (CategoricalRange("kernel", ("rbf", "linear")),), [parent]
         )
+
+
+def test_concurrent_callers_never_share_a_trial() -> None:
+    tuner = Tuner.create(TuningConfig(strategy=RANDOM, max_jobs=80, max_parallel_jobs=80), XY)
+
+    def worker() -> list[int]:
+        numbers: list[int] = []
+        while True:
+            try:
+                assignment = tuner.ask()
+            except RuntimeError:
+                return numbers
+            tuner.report_intermediate(assignment.number, 1, 0.5)
+            tuner.tell_completed(assignment.number, 1.0)
+            numbers.append(assignment.number)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = [pool.submit(worker) for _ in range(4)]
+    numbers = sorted(n for result in results for n in result.result())
+    assert numbers == list(range(1, 81)) and tuner.is_finished()
 
 
 # --- config rules ---------------------------------------------------------------------------

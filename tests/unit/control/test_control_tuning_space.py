@@ -96,7 +96,7 @@ def test_auto_scaling_is_logarithmic_over_two_orders_of_magnitude(
 
 
 def test_distributions_follow_the_scaling() -> None:
-    ranges = [
+    ranges: list[ParameterRange] = [
         KERNEL,
         IntegerRange("n", 1, 1000, LOG),
         IntegerRange("depth", 1, 5),
@@ -114,7 +114,11 @@ def test_distributions_follow_the_scaling() -> None:
 
 
 def test_encode_writes_numbers_raw_and_categoricals_as_json() -> None:
-    ranges = [IntegerRange("depth", 1, 10), ContinuousRange("alpha", 1e-6, 1.0), KERNEL]
+    ranges: list[ParameterRange] = [
+        IntegerRange("depth", 1, 10),
+        ContinuousRange("alpha", 1e-6, 1.0),
+        KERNEL,
+    ]
     encoded = encode(ranges, {"alpha": 1e-05, "kernel": "rbf", "depth": 7})
     assert encoded == {"depth": "7", "alpha": "1e-05", "kernel": '"rbf"'}
     assert list(encoded) == ["depth", "alpha", "kernel"]  # the ranges' order
@@ -135,7 +139,7 @@ def test_encode_maps_reverse_logarithmic_back_and_clamps() -> None:
 
 
 def test_decode_inverts_encode() -> None:
-    ranges = [
+    ranges: list[ParameterRange] = [
         IntegerRange("depth", 1, 10),
         ContinuousRange("lr", 1e-4, 1.0, LOG),
         ContinuousRange("m", 0.0, 0.99, REVERSE),
@@ -185,7 +189,7 @@ def test_decode_needs_every_tuned_name() -> None:
 
 
 def test_grid_is_every_categorical_and_integer_value() -> None:
-    ranges = [KERNEL, IntegerRange("depth", 2, 4, LOG)]
+    ranges: list[ParameterRange] = [KERNEL, IntegerRange("depth", 2, 4, LOG)]
     assert grid_size(ranges) == 6
     assert grid_search_space(ranges) == {"kernel": ["rbf", "linear"], "depth": [2, 3, 4]}
     assert TuningStrategy("Grid") is TuningStrategy.GRID
