@@ -387,14 +387,15 @@ class Tuner:
         """The best completed trial for the objective type (the earliest on a tie), if any."""
         sign = 1.0 if self._config.objective_type == ObjectiveType.MAXIMIZE else -1.0
         with self._lock:
-            completed = [(n, t) for n, t in self._trials.items() if t.state is TrialState.COMPLETED]
+            completed = [
+                (trial.objective_value, number, trial.hyperparameters_encoded)
+                for number, trial in self._trials.items()
+                if trial.state is TrialState.COMPLETED and trial.objective_value is not None
+            ]
         if not completed:
             return None
-        number, trial = max(
-            completed, key=lambda item: (sign * (item[1].objective_value or 0.0), -item[0])
-        )
-        assert trial.objective_value is not None
-        return BestTrial(number, trial.objective_value, dict(trial.hyperparameters_encoded))
+        value, number, encoded = max(completed, key=lambda c: (sign * c[0], -c[1]))
+        return BestTrial(number, value, dict(encoded))
 
     def _trial(self, number: int) -> _Trial:
         try:
