@@ -23,40 +23,48 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from skmaker.v1 import model_pb2 as skmaker_dot_v1_dot_model__pb2
 from skmaker.v1 import training_job_pb2 as skmaker_dot_v1_dot_training__job__pb2
+from skmaker.v1 import transform_job_pb2 as skmaker_dot_v1_dot_transform__job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19skmaker/v1/dispatch.proto\x12\nskmaker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dskmaker/v1/training_job.proto\"K\n\x0cTrainingTask\x12\x10\n\x08job_name\x18\x01 \x01(\t\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x1b.skmaker.v1.TrainingJobSpec\"\xdc\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.skmaker.v1.TaskKind\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x31\n\rlease_expires\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x1aheartbeat_interval_seconds\x18\x05 \x01(\x01\x12,\n\x08training\x18\n \x01(\x0b\x32\x18.skmaker.v1.TrainingTaskH\x00\x42\t\n\x07payload\"b\n\x12\x41\x63quireTaskRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12#\n\x05kinds\x18\x02 \x03(\x0e\x32\x14.skmaker.v1.TaskKind\x12\x14\n\x0cwait_seconds\x18\x03 \x01(\x01\"5\n\x13\x41\x63quireTaskResponse\x12\x1e\n\x04task\x18\x01 \x01(\x0b\x32\x10.skmaker.v1.Task\"Z\n\x0cMetricSample\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\rWorkerLogLine\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xba\x01\n\x10HeartbeatRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12,\n\tlog_lines\x18\x04 \x03(\x0b\x32\x19.skmaker.v1.WorkerLogLine\x12)\n\x07metrics\x18\x05 \x03(\x0b\x32\x18.skmaker.v1.MetricSample\x12\x18\n\x10secondary_status\x18\x06 \x01(\t\"^\n\x11HeartbeatResponse\x12\x16\n\x0estop_requested\x18\x01 \x01(\x08\x12\x31\n\rlease_expires\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd5\x02\n\x13\x43ompleteTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12(\n\x07outcome\x18\x04 \x01(\x0e\x32\x17.skmaker.v1.TaskOutcome\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t\x12\x1a\n\x12model_artifact_uri\x18\x06 \x01(\t\x12\x1b\n\x13output_artifact_uri\x18\x07 \x01(\t\x12\x35\n\x10runtime_versions\x18\x08 \x01(\x0b\x32\x1b.skmaker.v1.RuntimeVersions\x12,\n\tlog_lines\x18\t \x03(\x0b\x32\x19.skmaker.v1.WorkerLogLine\x12)\n\x07metrics\x18\n \x03(\x0b\x32\x18.skmaker.v1.MetricSample\"\x16\n\x14\x43ompleteTaskResponse*V\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_KIND_TRAINING\x10\x01\x12\x17\n\x13TASK_KIND_TRANSFORM\x10\x02*\xa1\x01\n\x0bTaskOutcome\x12\x1c\n\x18TASK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16TASK_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13TASK_OUTCOME_FAILED\x10\x02\x12\x18\n\x14TASK_OUTCOME_STOPPED\x10\x03\x12%\n!TASK_OUTCOME_MAX_RUNTIME_EXCEEDED\x10\x04\x32\xfe\x01\n\x0f\x44ispatchService\x12N\n\x0b\x41\x63quireTask\x12\x1e.skmaker.v1.AcquireTaskRequest\x1a\x1f.skmaker.v1.AcquireTaskResponse\x12H\n\tHeartbeat\x12\x1c.skmaker.v1.HeartbeatRequest\x1a\x1d.skmaker.v1.HeartbeatResponse\x12Q\n\x0c\x43ompleteTask\x12\x1f.skmaker.v1.CompleteTaskRequest\x1a .skmaker.v1.CompleteTaskResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19skmaker/v1/dispatch.proto\x12\nskmaker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16skmaker/v1/model.proto\x1a\x1dskmaker/v1/training_job.proto\x1a\x1eskmaker/v1/transform_job.proto\"K\n\x0cTrainingTask\x12\x10\n\x08job_name\x18\x01 \x01(\t\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x1b.skmaker.v1.TrainingJobSpec\"\xed\x01\n\rTransformTask\x12\x10\n\x08job_name\x18\x01 \x01(\t\x12*\n\x04spec\x18\x02 \x01(\x0b\x32\x1c.skmaker.v1.TransformJobSpec\x12 \n\x05model\x18\x03 \x01(\x0b\x32\x11.skmaker.v1.Model\x12\x11\n\tinput_uri\x18\x04 \x01(\t\x12\x13\n\x0bshard_index\x18\x05 \x01(\x05\x12\x14\n\x0cstart_offset\x18\x06 \x01(\x03\x12\x12\n\nend_offset\x18\x07 \x01(\x03\x12\x12\n\noutput_uri\x18\x08 \x01(\t\x12\x16\n\x0eis_first_shard\x18\t \x01(\x08\"\x8c\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.skmaker.v1.TaskKind\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x31\n\rlease_expires\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x1aheartbeat_interval_seconds\x18\x05 \x01(\x01\x12,\n\x08training\x18\n \x01(\x0b\x32\x18.skmaker.v1.TrainingTaskH\x00\x12.\n\ttransform\x18\x0b \x01(\x0b\x32\x19.skmaker.v1.TransformTaskH\x00\x42\t\n\x07payload\"b\n\x12\x41\x63quireTaskRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12#\n\x05kinds\x18\x02 \x03(\x0e\x32\x14.skmaker.v1.TaskKind\x12\x14\n\x0cwait_seconds\x18\x03 \x01(\x01\"5\n\x13\x41\x63quireTaskResponse\x12\x1e\n\x04task\x18\x01 \x01(\x0b\x32\x10.skmaker.v1.Task\"Z\n\x0cMetricSample\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\rWorkerLogLine\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xe4\x01\n\x10HeartbeatRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12,\n\tlog_lines\x18\x04 \x03(\x0b\x32\x19.skmaker.v1.WorkerLogLine\x12)\n\x07metrics\x18\x05 \x03(\x0b\x32\x18.skmaker.v1.MetricSample\x12\x18\n\x10secondary_status\x18\x06 \x01(\t\x12\x14\n\x0crecords_done\x18\x07 \x01(\x03\x12\x12\n\nbytes_done\x18\x08 \x01(\x03\"^\n\x11HeartbeatResponse\x12\x16\n\x0estop_requested\x18\x01 \x01(\x08\x12\x31\n\rlease_expires\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x0bRecordError\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\x0f\n\x07message\x18\x02 \x01(\t\"p\n\x14TransformShardResult\x12\x14\n\x0crecords_done\x18\x01 \x01(\x03\x12\x12\n\nbytes_done\x18\x02 \x01(\x03\x12.\n\rrecord_errors\x18\x03 \x03(\x0b\x32\x17.skmaker.v1.RecordError\"\x91\x03\n\x13\x43ompleteTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12(\n\x07outcome\x18\x04 \x01(\x0e\x32\x17.skmaker.v1.TaskOutcome\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t\x12\x1a\n\x12model_artifact_uri\x18\x06 \x01(\t\x12\x1b\n\x13output_artifact_uri\x18\x07 \x01(\t\x12\x35\n\x10runtime_versions\x18\x08 \x01(\x0b\x32\x1b.skmaker.v1.RuntimeVersions\x12,\n\tlog_lines\x18\t \x03(\x0b\x32\x19.skmaker.v1.WorkerLogLine\x12)\n\x07metrics\x18\n \x03(\x0b\x32\x18.skmaker.v1.MetricSample\x12:\n\x10transform_result\x18\x0b \x01(\x0b\x32 .skmaker.v1.TransformShardResult\"\x16\n\x14\x43ompleteTaskResponse*V\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_KIND_TRAINING\x10\x01\x12\x17\n\x13TASK_KIND_TRANSFORM\x10\x02*\xa1\x01\n\x0bTaskOutcome\x12\x1c\n\x18TASK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16TASK_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13TASK_OUTCOME_FAILED\x10\x02\x12\x18\n\x14TASK_OUTCOME_STOPPED\x10\x03\x12%\n!TASK_OUTCOME_MAX_RUNTIME_EXCEEDED\x10\x04\x32\xfe\x01\n\x0f\x44ispatchService\x12N\n\x0b\x41\x63quireTask\x12\x1e.skmaker.v1.AcquireTaskRequest\x1a\x1f.skmaker.v1.AcquireTaskResponse\x12H\n\tHeartbeat\x12\x1c.skmaker.v1.HeartbeatRequest\x1a\x1d.skmaker.v1.HeartbeatResponse\x12Q\n\x0c\x43ompleteTask\x12\x1f.skmaker.v1.CompleteTaskRequest\x1a .skmaker.v1.CompleteTaskResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skmaker.v1.dispatch_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKKIND']._serialized_start=1399
-  _globals['_TASKKIND']._serialized_end=1485
-  _globals['_TASKOUTCOME']._serialized_start=1488
-  _globals['_TASKOUTCOME']._serialized_end=1649
-  _globals['_TRAININGTASK']._serialized_start=105
-  _globals['_TRAININGTASK']._serialized_end=180
-  _globals['_TASK']._serialized_start=183
-  _globals['_TASK']._serialized_end=403
-  _globals['_ACQUIRETASKREQUEST']._serialized_start=405
-  _globals['_ACQUIRETASKREQUEST']._serialized_end=503
-  _globals['_ACQUIRETASKRESPONSE']._serialized_start=505
-  _globals['_ACQUIRETASKRESPONSE']._serialized_end=558
-  _globals['_METRICSAMPLE']._serialized_start=560
-  _globals['_METRICSAMPLE']._serialized_end=650
-  _globals['_WORKERLOGLINE']._serialized_start=652
-  _globals['_WORKERLOGLINE']._serialized_end=744
-  _globals['_HEARTBEATREQUEST']._serialized_start=747
-  _globals['_HEARTBEATREQUEST']._serialized_end=933
-  _globals['_HEARTBEATRESPONSE']._serialized_start=935
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1029
-  _globals['_COMPLETETASKREQUEST']._serialized_start=1032
-  _globals['_COMPLETETASKREQUEST']._serialized_end=1373
-  _globals['_COMPLETETASKRESPONSE']._serialized_start=1375
-  _globals['_COMPLETETASKRESPONSE']._serialized_end=1397
-  _globals['_DISPATCHSERVICE']._serialized_start=1652
-  _globals['_DISPATCHSERVICE']._serialized_end=1906
+  _globals['_TASKKIND']._serialized_start=2005
+  _globals['_TASKKIND']._serialized_end=2091
+  _globals['_TASKOUTCOME']._serialized_start=2094
+  _globals['_TASKOUTCOME']._serialized_end=2255
+  _globals['_TRAININGTASK']._serialized_start=161
+  _globals['_TRAININGTASK']._serialized_end=236
+  _globals['_TRANSFORMTASK']._serialized_start=239
+  _globals['_TRANSFORMTASK']._serialized_end=476
+  _globals['_TASK']._serialized_start=479
+  _globals['_TASK']._serialized_end=747
+  _globals['_ACQUIRETASKREQUEST']._serialized_start=749
+  _globals['_ACQUIRETASKREQUEST']._serialized_end=847
+  _globals['_ACQUIRETASKRESPONSE']._serialized_start=849
+  _globals['_ACQUIRETASKRESPONSE']._serialized_end=902
+  _globals['_METRICSAMPLE']._serialized_start=904
+  _globals['_METRICSAMPLE']._serialized_end=994
+  _globals['_WORKERLOGLINE']._serialized_start=996
+  _globals['_WORKERLOGLINE']._serialized_end=1088
+  _globals['_HEARTBEATREQUEST']._serialized_start=1091
+  _globals['_HEARTBEATREQUEST']._serialized_end=1319
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1321
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1415
+  _globals['_RECORDERROR']._serialized_start=1417
+  _globals['_RECORDERROR']._serialized_end=1461
+  _globals['_TRANSFORMSHARDRESULT']._serialized_start=1463
+  _globals['_TRANSFORMSHARDRESULT']._serialized_end=1575
+  _globals['_COMPLETETASKREQUEST']._serialized_start=1578
+  _globals['_COMPLETETASKREQUEST']._serialized_end=1979
+  _globals['_COMPLETETASKRESPONSE']._serialized_start=1981
+  _globals['_COMPLETETASKRESPONSE']._serialized_end=2003
+  _globals['_DISPATCHSERVICE']._serialized_start=2258
+  _globals['_DISPATCHSERVICE']._serialized_end=2512
 # @@protoc_insertion_point(module_scope)

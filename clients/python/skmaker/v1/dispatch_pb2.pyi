@@ -9,7 +9,9 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from skmaker.v1 import model_pb2 as _model_pb2
 from skmaker.v1 import training_job_pb2 as _training_job_pb2
+from skmaker.v1 import transform_job_pb2 as _transform_job_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -106,6 +108,64 @@ class TrainingTask(_message.Message):
 Global___TrainingTask: _TypeAlias = TrainingTask  # noqa: Y015
 
 @_typing.final
+class TransformTask(_message.Message):
+    """One shard of a transform job: a byte range of one input object."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_NAME_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    INPUT_URI_FIELD_NUMBER: _builtins.int
+    SHARD_INDEX_FIELD_NUMBER: _builtins.int
+    START_OFFSET_FIELD_NUMBER: _builtins.int
+    END_OFFSET_FIELD_NUMBER: _builtins.int
+    OUTPUT_URI_FIELD_NUMBER: _builtins.int
+    IS_FIRST_SHARD_FIELD_NUMBER: _builtins.int
+    job_name: _builtins.str
+    """Transform job name."""
+    input_uri: _builtins.str
+    """store:// URI of the input object."""
+    shard_index: _builtins.int
+    """Position of this shard within its input object, from 0."""
+    start_offset: _builtins.int
+    """First byte of the shard (on a record boundary)."""
+    end_offset: _builtins.int
+    """One past the last byte; -1 means to the end of the object."""
+    output_uri: _builtins.str
+    """store:// URI the shard's output goes to (overwritten by a re-run, never appended)."""
+    is_first_shard: _builtins.bool
+    """Whether this shard holds the object's first line (for skip_header)."""
+    @_builtins.property
+    def spec(self) -> _transform_job_pb2.TransformJobSpec:
+        """The job's settings (content type, split, batching, filters...)."""
+
+    @_builtins.property
+    def model(self) -> _model_pb2.Model:
+        """The model to score with."""
+
+    def __init__(
+        self,
+        *,
+        job_name: _builtins.str = ...,
+        spec: _transform_job_pb2.TransformJobSpec | None = ...,
+        model: _model_pb2.Model | None = ...,
+        input_uri: _builtins.str = ...,
+        shard_index: _builtins.int = ...,
+        start_offset: _builtins.int = ...,
+        end_offset: _builtins.int = ...,
+        output_uri: _builtins.str = ...,
+        is_first_shard: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_offset", b"end_offset", "input_uri", b"input_uri", "is_first_shard", b"is_first_shard", "job_name", b"job_name", "model", b"model", "output_uri", b"output_uri", "shard_index", b"shard_index", "spec", b"spec", "start_offset", b"start_offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransformTask: _TypeAlias = TransformTask  # noqa: Y015
+
+@_typing.final
 class Task(_message.Message):
     """A unit of leased work."""
 
@@ -117,6 +177,7 @@ class Task(_message.Message):
     LEASE_EXPIRES_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
     TRAINING_FIELD_NUMBER: _builtins.int
+    TRANSFORM_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Task id, unique across the control."""
     kind: Global___TaskKind.ValueType
@@ -133,6 +194,10 @@ class Task(_message.Message):
     def training(self) -> Global___TrainingTask:
         """For TASK_KIND_TRAINING."""
 
+    @_builtins.property
+    def transform(self) -> Global___TransformTask:
+        """For TASK_KIND_TRANSFORM."""
+
     def __init__(
         self,
         *,
@@ -142,12 +207,13 @@ class Task(_message.Message):
         lease_expires: _timestamp_pb2.Timestamp | None = ...,
         heartbeat_interval_seconds: _builtins.float = ...,
         training: Global___TrainingTask | None = ...,
+        transform: Global___TransformTask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_expires", b"lease_expires", "payload", b"payload", "training", b"training"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_expires", b"lease_expires", "payload", b"payload", "training", b"training", "transform", b"transform"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "kind", b"kind", "lease_expires", b"lease_expires", "payload", b"payload", "task_id", b"task_id", "training", b"training"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "heartbeat_interval_seconds", b"heartbeat_interval_seconds", "kind", b"kind", "lease_expires", b"lease_expires", "payload", b"payload", "task_id", b"task_id", "training", b"training", "transform", b"transform"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["training"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["training", "transform"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -285,6 +351,8 @@ class HeartbeatRequest(_message.Message):
     LOG_LINES_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     SECONDARY_STATUS_FIELD_NUMBER: _builtins.int
+    RECORDS_DONE_FIELD_NUMBER: _builtins.int
+    BYTES_DONE_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Task id."""
     attempt: _builtins.int
@@ -293,6 +361,10 @@ class HeartbeatRequest(_message.Message):
     """Worker id."""
     secondary_status: _builtins.str
     """New secondary status (Downloading, Training, Uploading), or empty."""
+    records_done: _builtins.int
+    """Transform shards: records scored so far in this shard."""
+    bytes_done: _builtins.int
+    """Transform shards: input bytes scored so far in this shard."""
     @_builtins.property
     def log_lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerLogLine]:
         """Log lines since the last heartbeat, in order."""
@@ -310,10 +382,12 @@ class HeartbeatRequest(_message.Message):
         log_lines: _abc.Iterable[Global___WorkerLogLine] | None = ...,
         metrics: _abc.Iterable[Global___MetricSample] | None = ...,
         secondary_status: _builtins.str = ...,
+        records_done: _builtins.int = ...,
+        bytes_done: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "log_lines", b"log_lines", "metrics", b"metrics", "secondary_status", b"secondary_status", "task_id", b"task_id", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "bytes_done", b"bytes_done", "log_lines", b"log_lines", "metrics", b"metrics", "records_done", b"records_done", "secondary_status", b"secondary_status", "task_id", b"task_id", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -348,6 +422,64 @@ class HeartbeatResponse(_message.Message):
 Global___HeartbeatResponse: _TypeAlias = HeartbeatResponse  # noqa: Y015
 
 @_typing.final
+class RecordError(_message.Message):
+    """A record a transform shard could not score (with record_errors)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    line: _builtins.int
+    """1-based line number within the input object."""
+    message: _builtins.str
+    """What went wrong."""
+    def __init__(
+        self,
+        *,
+        line: _builtins.int = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["line", b"line", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordError: _TypeAlias = RecordError  # noqa: Y015
+
+@_typing.final
+class TransformShardResult(_message.Message):
+    """What a transform shard produced."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_DONE_FIELD_NUMBER: _builtins.int
+    BYTES_DONE_FIELD_NUMBER: _builtins.int
+    RECORD_ERRORS_FIELD_NUMBER: _builtins.int
+    records_done: _builtins.int
+    """Records scored."""
+    bytes_done: _builtins.int
+    """Input bytes read."""
+    @_builtins.property
+    def record_errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordError]:
+        """Records that failed (with record_errors; otherwise the shard fails)."""
+
+    def __init__(
+        self,
+        *,
+        records_done: _builtins.int = ...,
+        bytes_done: _builtins.int = ...,
+        record_errors: _abc.Iterable[Global___RecordError] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_done", b"bytes_done", "record_errors", b"record_errors", "records_done", b"records_done"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransformShardResult: _TypeAlias = TransformShardResult  # noqa: Y015
+
+@_typing.final
 class CompleteTaskRequest(_message.Message):
     """CompleteTask input."""
 
@@ -363,6 +495,7 @@ class CompleteTaskRequest(_message.Message):
     RUNTIME_VERSIONS_FIELD_NUMBER: _builtins.int
     LOG_LINES_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
+    TRANSFORM_RESULT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Task id."""
     attempt: _builtins.int
@@ -389,6 +522,10 @@ class CompleteTaskRequest(_message.Message):
     def metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___MetricSample]:
         """Metrics not yet sent."""
 
+    @_builtins.property
+    def transform_result(self) -> Global___TransformShardResult:
+        """For transform shards."""
+
     def __init__(
         self,
         *,
@@ -402,10 +539,11 @@ class CompleteTaskRequest(_message.Message):
         runtime_versions: _training_job_pb2.RuntimeVersions | None = ...,
         log_lines: _abc.Iterable[Global___WorkerLogLine] | None = ...,
         metrics: _abc.Iterable[Global___MetricSample] | None = ...,
+        transform_result: Global___TransformShardResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["runtime_versions", b"runtime_versions"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["runtime_versions", b"runtime_versions", "transform_result", b"transform_result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "failure_reason", b"failure_reason", "log_lines", b"log_lines", "metrics", b"metrics", "model_artifact_uri", b"model_artifact_uri", "outcome", b"outcome", "output_artifact_uri", b"output_artifact_uri", "runtime_versions", b"runtime_versions", "task_id", b"task_id", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "failure_reason", b"failure_reason", "log_lines", b"log_lines", "metrics", b"metrics", "model_artifact_uri", b"model_artifact_uri", "outcome", b"outcome", "output_artifact_uri", b"output_artifact_uri", "runtime_versions", b"runtime_versions", "task_id", b"task_id", "transform_result", b"transform_result", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
