@@ -9,7 +9,7 @@
     skmaker models delete NAME
     skmaker endpoints list [--name-prefix P] [--max N]
     skmaker endpoints describe NAME            # JSON, shaped like DescribeEndpoint + replicas
-    skmaker endpoints delete NAME
+    skmaker endpoints delete NAME [--no-wait]
     skmaker endpoints invoke NAME [--content-type T] (--body TEXT | --file PATH) [--accept A]
                      [--custom-attributes C] [--base64]
 
@@ -196,8 +196,8 @@ def _describe_endpoint(session: Session, args: argparse.Namespace) -> int:
 
 
 def _delete_endpoint(session: Session, args: argparse.Namespace) -> int:
-    session.delete_endpoint(args.name)
-    print(f"{args.name}: deleted")
+    session.delete_endpoint(args.name, wait=not args.no_wait)
+    print(f"{args.name}: {'Deleting' if args.no_wait else 'deleted'}")
     return 0
 
 
@@ -261,6 +261,9 @@ def _add_endpoints(resources: argparse._SubParsersAction[argparse.ArgumentParser
 
     delete = verbs.add_parser("delete", help="drain and stop an endpoint's replicas, delete it")
     delete.add_argument("name", help="endpoint name")
+    delete.add_argument(
+        "--no-wait", action="store_true", help="return while the replicas are still draining"
+    )
     delete.set_defaults(handler=_delete_endpoint)
 
     invoke = verbs.add_parser("invoke", help="send one request and print the answer")

@@ -18,7 +18,7 @@ import grpc
 
 from skmaker import descriptions
 from skmaker.autoscaling import AutoScalingPolicy
-from skmaker.errors import UnexpectedStatusException
+from skmaker.errors import DeadlineExceeded, NotFound, UnexpectedStatusException
 from skmaker.routing import DEFAULT_REFRESH_INTERVAL_S, EndpointRouter, routing_target
 from skmaker.v1 import model_pb2, serving_pb2, serving_pb2_grpc
 
@@ -26,6 +26,8 @@ T = TypeVar("T")
 
 # How long a deploy may go unpolled: local replicas are up in seconds, so poll often.
 DEFAULT_ENDPOINT_POLL_S = 1.0
+# Deleting drains every replica (each gets the replica's shutdown grace) before stopping it.
+DEFAULT_DELETE_TIMEOUT_S = 300.0
 
 
 class HostingCalls:
@@ -265,11 +267,25 @@ class HostingCalls:
             return self.wait_for_endpoint(endpoint_name)
         return descriptions.endpoint_description(response.endpoint)
 
-    def delete_endpoint(self, endpoint_name: str) -> None:
-        """Drains and stops an endpoint's replicas, then deletes it (not retried).
+    def delete_endpoint(
+        self,
+        endpoint_name: str,
+        wait: bool = False,
+        timeout_s: float = DEFAULT_DELETE_TIMEOUT_S,
+    ) -> None:
+        """Deletes an endpoint: it turns Deleting, its replicas drain and stop, then it is gone.
+
+        Not retried. As SageMaker's `delete_endpoint`, it returns at once unless `wait`.
+
+        Args:
+            endpoint_name: the endpoint.
+            wait: return only once the endpoint is gone (its replicas stopped), so that its
+                model can be deleted next.
+            timeout_s: with `wait`, how long the deletion may take.
 
         Raises:
             NotFound: when there is no such endpoint.
+            DeadlineExceeded: when `wait` and the endpoint still exists after `timeout_s`.
         """
         request = serving_pb2.DeleteEndpointRequest(name=endpoint_name)
         self._call(
@@ -282,6 +298,24 @@ class HostingCalls:
             router = self._routers.pop(endpoint_name, None)
         if router is not None:
             router.close()
+        if wait:
+            self._wait_until_deleted(endpoint_name, timeout_s)
+
+    def _wait_until_deleted(self, endpoint_name: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        interval_s = 0.05
+        while True:
+            try:
+                status = self.describe_endpoint(endpoint_name)["EndpointStatus"]
+            except NotFound:
+                return
+            if time.monotonic() >= deadline:
+                raise DeadlineExceeded(
+                    f"endpoint {endpoint_name} is still {status} {timeout_s:.0f} s after "
+                    "its deletion was asked for"
+                )
+            time.sleep(interval_s)
+            interval_s = min(DEFAULT_ENDPOINT_POLL_S, interval_s * 1.5)
 
     def wait_for_endpoint(
         self, endpoint_name: str, poll_s: float = DEFAULT_ENDPOINT_POLL_S

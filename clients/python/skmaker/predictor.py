@@ -311,13 +311,16 @@ class Predictor:
         if model_name:
             self._model_name = model_name
 
-    def delete_endpoint(self, delete_endpoint_config: bool = True) -> None:
+    def delete_endpoint(self, delete_endpoint_config: bool = True, wait: bool = True) -> None:
         """Deletes the endpoint: its replicas drain and stop.
 
-        The model it served is remembered, so `delete_model()` still works afterwards.
+        Unlike SageMaker's, it waits (by default) until the endpoint is gone, because skmaker
+        refuses to delete a model an endpoint still uses: `delete_model()` can follow at once.
+        The model the endpoint served is remembered for it.
 
         Args:
             delete_endpoint_config: SageMaker's argument; skmaker has no endpoint configs.
+            wait: return only once the endpoint is gone.
 
         Raises:
             NotFound: when there is no such endpoint.
@@ -328,7 +331,7 @@ class Predictor:
                 self.describe_endpoint()
             except NotFound:
                 pass  # the delete below says so
-        self.sagemaker_session.delete_endpoint(self.endpoint_name)
+        self.sagemaker_session.delete_endpoint(self.endpoint_name, wait=wait)
 
     def delete_model(self) -> None:
         """Deletes the model the endpoint serves (or served, after `delete_endpoint()`).
