@@ -2,9 +2,11 @@
 
 Starts the embedded control service (`python -m services.control --local`, state under
 `.skmaker/demo/`) unless $SKMAKER_ADDRESS points at a running one, then: writes the iris data
-set as CSV, uploads it, trains `scikit_learn_iris.py` with SageMaker's SKLearn API while its log
-streams here, and prints the model artifact. Each step is one function, so deploying,
-predicting, batch transform and tuning can be appended as further steps.
+set as CSV (holding out ten rows of each species), uploads it, trains `scikit_learn_iris.py`
+with SageMaker's SKLearn API while its log streams here, deploys the model to an endpoint,
+predicts the held-out rows through it and prints the predictions and their accuracy, and
+deletes the endpoint and the model. Each step is one function, so batch transform and tuning
+can be appended as further steps.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pandas as pd
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sklearn.datasets import load_iris
 
-from skmaker import Session, SKLearn
+from skmaker import Predictor, Session, SKLearn
 
 EXAMPLE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = EXAMPLE_DIR.parent.parent
@@ -106,14 +108,28 @@ def embedded_control(data_dir: Path = DATA_DIR) -> Iterator[str]:
 # -- the walkthrough's steps ---------------------------------------------------------------------
 
 
-def write_iris_csv(folder: Path) -> Path:
-    """Step 1: the iris data set as SageMaker's example stores it: label first, no header."""
+def iris_frame() -> pd.DataFrame:
+    """The iris data set as SageMaker's example stores it: the label first, then 4 features."""
     iris = load_iris(as_frame=True)
-    frame = pd.concat([iris.target, iris.data], axis=1)
+    return pd.concat([iris.target, iris.data], axis=1)
+
+
+def held_out_rows(frame: pd.DataFrame) -> pd.Index:
+    """The rows SageMaker's example predicts on: the last ten of each species (40-49)."""
+    return frame.index[[species * 50 + row for species in range(3) for row in range(40, 50)]]
+
+
+def write_iris_csv(folder: Path) -> tuple[Path, pd.DataFrame]:
+    """Step 1: the training CSV (label first, no header) without the held-out rows.
+
+    Returns the CSV's path and the held-out rows, kept to test the endpoint with.
+    """
+    frame = iris_frame()
+    test_rows = held_out_rows(frame)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "iris.csv"
-    frame.to_csv(path, header=False, index=False)
-    return path
+    frame.drop(index=test_rows).to_csv(path, header=False, index=False)
+    return path, frame.loc[test_rows]
 
 
 def upload_training_data(session: Session, folder: Path) -> str:
@@ -136,13 +152,47 @@ def train(session: Session, train_uri: str) -> SKLearn:
     return estimator
 
 
-def run(session: Session) -> SKLearn:
-    """Every step in order, against a running control service."""
+def deploy(estimator: SKLearn) -> Predictor:
+    """Step 4: serve the model on an endpoint; returns once it is InService."""
+    predictor = estimator.deploy(initial_instance_count=1)
+    description = predictor.describe_endpoint()
+    replicas = ", ".join(replica["Address"] for replica in description["Replicas"])
+    status = description["EndpointStatus"]
+    print(f"endpoint {predictor.endpoint_name} is {status} (replicas: {replicas})")
+    return predictor
+
+
+def predict(predictor: Predictor, test_data: pd.DataFrame) -> float:
+    """Step 5: predict the held-out rows (numpy in, numpy out) and print the accuracy."""
+    test_X = test_data.iloc[:, 1:]  # SageMaker's example's names
+    test_y = test_data.iloc[:, 0]
+    predictions = predictor.predict(test_X.values)
+    accuracy = float((predictions == test_y.values).mean())
+    print(f"predictions: {predictions.tolist()}")
+    print(f"labels:      {test_y.values.tolist()}")
+    print(f"accuracy on {len(test_y)} held-out rows: {accuracy:.3f}")
+    return accuracy
+
+
+def clean_up(predictor: Predictor) -> None:
+    """Step 6: delete the endpoint (its replicas drain and stop), then its model."""
+    predictor.delete_endpoint()
+    predictor.delete_model()
+    print(f"deleted endpoint and model {predictor.endpoint_name}")
+
+
+def run(session: Session) -> float:
+    """Every step in order, against a running control service; returns the accuracy."""
     with tempfile.TemporaryDirectory(prefix="skmaker-iris-") as scratch:
         data_folder = Path(scratch) / "data"
-        write_iris_csv(data_folder)
+        _, test_data = write_iris_csv(data_folder)
         train_uri = upload_training_data(session, data_folder)
-    return train(session, train_uri)
+    estimator = train(session, train_uri)
+    predictor = deploy(estimator)
+    try:
+        return predict(predictor, test_data)
+    finally:
+        clean_up(predictor)
 
 
 def main() -> int:
