@@ -37,7 +37,7 @@ from skmaker import (
 )
 from skmaker.deserializers import JSONDeserializer
 from skmaker.routing import addresses_target
-from skmaker.serializers import CSVSerializer
+from skmaker.serializers import CSVSerializer, JSONSerializer
 from tests.harness import REPO_ROOT, ServiceProcess, run_service
 
 pytestmark = pytest.mark.integration
@@ -198,21 +198,76 @@ def test_train_deploy_predict_delete(
         session.describe_model(name)
 
 
+def _write_model_archive(folder: Path) -> tuple[Path, DecisionTreeClassifier]:
+    """A hand-made model.tar.gz with model.joblib at its root, as SageMaker users build them."""
+    features, labels = load_iris(return_X_y=True)
+    model = DecisionTreeClassifier(max_depth=2, random_state=0).fit(features, labels)
+    folder.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, folder / "model.joblib")
+    with tarfile.open(folder / "model.tar.gz", "w:gz") as tar:
+        tar.add(folder / "model.joblib", arcname="model.joblib")
+    return folder / "model.tar.gz", model
+
+
+CUSTOM_HANDLERS = """\
+import json
+import os
+
+import joblib
+
+
+def model_fn(model_dir):
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+
+
+def input_fn(body, content_type):
+    return json.loads(body)["instances"]
+
+
+def predict_fn(rows, model):
+    return model.predict_proba(rows)
+
+
+def output_fn(probabilities, accept):
+    return json.dumps({"probabilities": probabilities.tolist()}), "application/json"
+"""
+
+
+def test_sklearn_model_from_local_files_with_custom_handlers(
+    session: Session, tmp_path: Path
+) -> None:
+    archive, model = _write_model_archive(tmp_path / "model")
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "inference.py").write_text(CUSTOM_HANDLERS)
+
+    sklearn_model = SKLearnModel(
+        str(archive), entry_point="inference.py", source_dir=str(code), session=session
+    )
+    predictor = sklearn_model.deploy(
+        initial_instance_count=1, serializer=JSONSerializer(), deserializer=JSONDeserializer()
+    )
+    assert predictor is not None
+    try:
+        rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+        answer = predictor.predict({"instances": rows})
+        np.testing.assert_allclose(answer["probabilities"], model.predict_proba(rows))
+        described = session.describe_model(str(sklearn_model.name))
+        assert described["PrimaryContainer"]["ModelDataUrl"].startswith("store://models/")
+        assert described["SourceUri"].endswith("/sourcedir.tar.gz")
+    finally:
+        predictor.delete_endpoint()
+        predictor.delete_model()
+
+
 def test_a_script_without_model_fn_fails_the_deploy_with_the_reason(
     session: Session, tmp_path: Path
 ) -> None:
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    features, labels = load_iris(return_X_y=True)
-    joblib.dump(DecisionTreeClassifier().fit(features, labels), model_dir / "model.joblib")
-    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:
-        tar.add(model_dir / "model.joblib", arcname="model.joblib")
+    archive, _ = _write_model_archive(tmp_path / "model")
     script = tmp_path / "no_model_fn.py"
     script.write_text("def predict_fn(data, model):\n    return model.predict(data)\n")
 
-    model = SKLearnModel(
-        str(tmp_path / "model.tar.gz"), entry_point=str(script), session=session, name="no-fn"
-    )
+    model = SKLearnModel(str(archive), entry_point=str(script), session=session, name="no-fn")
     with pytest.raises(UnexpectedStatusException) as caught:
         model.deploy(initial_instance_count=1)
 

@@ -137,7 +137,7 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
 @pytest.fixture(scope="module")
 def iris_rows() -> np.ndarray:
     features, _ = load_iris(return_X_y=True)
-    return features[::10]
+    return np.asarray(features[::10])
 
 
 # -- the default (numpy) predictor ---------------------------------------------------------------

@@ -169,10 +169,18 @@ def test_routing_goes_to_serving_replicas_directly() -> None:
 
 
 def test_routing_falls_back_to_the_stable_address() -> None:
-    starting = _endpoint(replicas=[model_pb2.Replica(id="r", address="127.0.0.1:7001", state=1)])
+    starting = _endpoint(
+        replicas=[
+            model_pb2.Replica(
+                id="r", address="127.0.0.1:7001", state=model_pb2.REPLICA_STATE_STARTING
+            )
+        ]
+    )
     by_name = _endpoint(
         replicas=[
-            model_pb2.Replica(id=f"r{i}", address=f"replica-{i}.svc:7000", state=2)
+            model_pb2.Replica(
+                id=f"r{i}", address=f"replica-{i}.svc:7000", state=model_pb2.REPLICA_STATE_SERVING
+            )
             for i in range(2)
         ]
     )
