@@ -23,13 +23,13 @@ import csv
 import functools
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from services.batch.errors import InvalidDataProcessing, OutputCountMismatch, RecordProcessingError
 from services.batch.jsonpath import JsonPath, parse_json_path
-from services.batch.records import SplitType
+from services.batch.records import MiniBatch, SplitType
 from services.inference.codecs import CSV, JSON, parse_media_type
 
 AssembleWith = Literal["None", "Line"]
@@ -225,7 +225,7 @@ def split_outputs(body: bytes, content_type: str, count: int) -> list[bytes]:
 
 
 def process_batch(
-    records: list[bytes],
+    batch: MiniBatch | Sequence[bytes],
     handler_invoke: HandlerInvoke,
     *,
     content_type: str,
@@ -238,7 +238,7 @@ def process_batch(
 ) -> bytes:
     """Score one mini-batch and return the bytes to append to the shard's output.
 
-    1. InputFilter each record (skipped for `$`).
+    1. InputFilter each record (skipped for `$`: the mini-batch's body goes as it is).
     2. Call the model once: the records joined with `\\n` (SplitType `Line`) or the one
        record (`None`) as the body, with ContentType and Accept.
     3. With AssembleWith `None` and no join or OutputFilter, return the answer as it came:
@@ -251,7 +251,8 @@ def process_batch(
     ends and returns it unchanged when it already is one line per record.
 
     Args:
-        records: The mini-batch (`records.MiniBatch.records`); one record for SplitType None.
+        batch: The mini-batch (from `records.iter_batches`), or its records; SplitType
+            `None` has one record per mini-batch.
         handler_invoke: `ModelHandler.invoke(body, content_type, accept) -> (body, type)`.
         content_type: The transform's ContentType.
         accept: The transform's Accept.
@@ -271,15 +272,24 @@ def process_batch(
             needed: the model must return one output per record.
         SkmakerError: Whatever `handler_invoke` raises (InvalidArgument, ModelError).
     """
-    if not records:
+    if not isinstance(batch, MiniBatch):
+        batch = MiniBatch.of(batch)
+    count = batch.count
+    if not count:
         return b""
     plan = _plan(
         content_type, accept, split_type, assemble_with, input_filter, join_source, output_filter
     )
-    sent = records
+    if split_type == "None" and count != 1:
+        raise InvalidDataProcessing(
+            f"SplitType 'None' sends one record per request, got a mini-batch of {count}"
+        )
+    # Records are split out of the body only when some step works per record.
+    records = batch.records if plan.input_filter is not None or plan.join else []
+    body = batch.body
     if plan.input_filter is not None:
-        sent = [_filter(record, plan.input_format, plan.input_filter) for record in records]
-    body = b"\n".join(sent) if split_type == "Line" else sent[0]
+        path = plan.input_filter
+        body = b"\n".join([_filter(record, plan.input_format, path) for record in records])
     answer, answer_type = handler_invoke(body, content_type, accept)
     if not plan.needs_outputs_per_record:
         return answer
@@ -287,12 +297,12 @@ def process_batch(
         # The whole object was one record, so the whole answer is its one output.
         outputs = [_strip_line_end(answer)]
     elif not plan.join and plan.output_filter is None:
-        fast = _lines_as_they_are(answer, answer_type or accept, len(records))
+        fast = _lines_as_they_are(answer, answer_type or accept, count)
         if fast is not None:
             return fast
-        outputs = split_outputs(answer, answer_type or accept, len(records))
+        outputs = split_outputs(answer, answer_type or accept, count)
     else:
-        outputs = split_outputs(answer, answer_type or accept, len(records))
+        outputs = split_outputs(answer, answer_type or accept, count)
     if plan.join:
         if plan.output_filter is None and plan.input_format == "csv":
             # Plain concatenation keeps both texts exactly as they were.

@@ -31,14 +31,15 @@ class RecordTooLarge(ResourceExhausted):
 
     Args:
         line: The record's line number, counted from 1 at the shard's first byte.
-        size: The record's size in bytes.
+        size: The record's size in bytes, or as much of it as was read before reading
+            stopped (a line without end is not read to its end).
         limit: The payload limit in bytes.
     """
 
     def __init__(self, line: int, size: int, limit: int) -> None:
         super().__init__(
-            f"line {line}: the record is {size} bytes, more than the {limit}-byte payload "
-            "limit (MaxPayloadInMB); raise the limit or split the record"
+            f"line {line}: the record is at least {size} bytes, more than the {limit}-byte "
+            "payload limit (MaxPayloadInMB); raise the limit or split the record"
         )
         self.line = line
         self.size = size

@@ -1,10 +1,15 @@
 """Reading a shard's records and packing them into mini-batches (contract §4.1-4.2).
 
-`iter_records` cuts the bytes of one shard into records by SplitType: `Line` splits on `\\n`
-(a `\\r\\n` pair counts as one line end), `None` makes the whole object one record. Gzip
-objects are decompressed first. `batch_records` packs records into requests by BatchStrategy
-and MaxPayloadInMB. Both stream: memory stays at one read chunk plus one mini-batch, whatever
-the file's size, because a large CSV (a million rows) passes through here.
+Records come from one shard (a byte range of an input object) by SplitType: `Line` splits on
+`\\n` (a `\\r\\n` pair counts as one line end), `None` makes the whole object one record. Gzip
+objects are decompressed first. Mini-batches pack consecutive records by BatchStrategy and
+MaxPayloadInMB: `MultiRecord` as many as fit once joined with `\\n`, `SingleRecord` one each.
+
+`iter_batches` is what a worker calls. For `Line` + `MultiRecord`, the common case for a large
+CSV, it cuts request bodies out of the read buffer directly, on line ends, without one Python
+object per record: a million-row file is a few hundred slices and newline counts in C. Other
+combinations go through `iter_records` and `batch_records`, which it produces the same
+mini-batches as. Everything streams: memory stays at one read chunk plus one mini-batch.
 
 Line numbers count from 1 at the shard's first byte, so the first line of a file is line 1
 (a skipped CSV header included); a worker scoring a later shard of a file adds the newlines
@@ -14,7 +19,7 @@ before the shard's start (`count_newlines`) to name a line of the file.
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
@@ -31,17 +36,40 @@ MEBIBYTE = 1024 * 1024
 READ_CHUNK_BYTES = MEBIBYTE
 
 
+class _UnfinishedLineTooLong(Exception):
+    """Raised by `_line_blocks`, which does not count lines, for its caller to name the line."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
 @dataclass(frozen=True, slots=True)
 class MiniBatch:
     """Records sent to the model in one request, and where they start in the shard.
 
     Attributes:
-        records: The records, in input order, without their line ends.
-        first_line: The line number of `records[0]`, counted from 1 at the shard's start.
+        body: The request body: the records joined with `\\n`, no line end after the last
+            (for SplitType `None`, the one record as it is).
+        count: How many records the body holds.
+        first_line: The line number of the first record, counted from 1 at the shard's start.
     """
 
-    records: list[bytes]
+    body: bytes
+    count: int
     first_line: int
+
+    @classmethod
+    def of(cls, records: Sequence[bytes], first_line: int = 1) -> MiniBatch:
+        """Build a mini-batch from records without line ends (one record may hold any bytes)."""
+        return cls(b"\n".join(records), len(records), first_line)
+
+    @property
+    def records(self) -> list[bytes]:
+        """The records, split out of the body; computed on each access."""
+        if self.count == 1:
+            return [self.body]
+        return self.body.split(b"\n") if self.count else []
 
 
 def payload_limit_bytes(max_payload_in_mb: int) -> int:
@@ -60,6 +88,58 @@ def payload_limit_bytes(max_payload_in_mb: int) -> int:
     if not 1 <= max_payload_in_mb <= 100:
         raise ValueError(f"MaxPayloadInMB must be between 1 and 100, got {max_payload_in_mb}")
     return max_payload_in_mb * MEBIBYTE
+
+
+def iter_batches(
+    stream: BinaryIO,
+    split_type: SplitType,
+    start: int,
+    end: int,
+    compression: Compression = "None",
+    *,
+    strategy: BatchStrategy,
+    max_payload_bytes: int,
+    skip_header: bool = False,
+) -> Iterator[MiniBatch]:
+    """Yield the mini-batches of a shard: `batch_records(iter_records(...))`, faster.
+
+    Args:
+        stream: The input object, seekable when `start` is not 0.
+        split_type: `"Line"` or `"None"`.
+        start: The shard's first byte (see `iter_records`).
+        end: The byte after the shard's last one.
+        compression: `"Gzip"` decompresses a whole-object shard first.
+        strategy: `"MultiRecord"` or `"SingleRecord"`.
+        max_payload_bytes: The request size limit (`payload_limit_bytes(MaxPayloadInMB)`).
+        skip_header: Drop the object's first line (see `iter_records`).
+
+    Yields:
+        Mini-batches in input order; none is empty.
+
+    Raises:
+        ValueError: Bad split type, compression, strategy or limit.
+        RecordTooLarge: One record alone exceeds the limit (the file fails, contract §4.4);
+            it is raised as soon as the record is read, before the rest is held in memory.
+    """
+    _check_batching(strategy, max_payload_bytes)
+    skip_header = skip_header and start == 0
+    if split_type == "Line" and strategy == "MultiRecord":
+        chunks = _open(stream, split_type, start, end, compression)
+        blocks = _line_blocks(chunks, skip_header, max_payload_bytes)
+        yield from _pack_blocks(blocks, max_payload_bytes, 2 if skip_header else 1)
+        return
+    records = iter_records(
+        stream,
+        split_type,
+        start,
+        end,
+        compression,
+        skip_header=skip_header,
+        max_record_bytes=max_payload_bytes,
+    )
+    yield from batch_records(
+        records, strategy, max_payload_bytes, first_line=2 if skip_header else 1
+    )
 
 
 def iter_records(
@@ -90,8 +170,8 @@ def iter_records(
             object (`start == 0`), and reading stops at the end of the gzip data.
         skip_header: Drop the object's first line (a CSV header), which only the shard at
             `start == 0` holds. skmaker's opt-in; SageMaker sends headers to the model (§4.5).
-        max_record_bytes: Refuse a line longer than this while it is still being read, so a
-            file without line ends cannot fill memory. None reads any length.
+        max_record_bytes: Refuse a record longer than this as soon as it is read, so a file
+            without line ends cannot fill memory. None reads any length.
 
     Yields:
         Each record's bytes, without its line end.
@@ -100,24 +180,33 @@ def iter_records(
         ValueError: Bad split type or compression, or a Gzip shard that is not a whole object.
         RecordTooLarge: A record is longer than `max_record_bytes`.
     """
-    if split_type not in ("Line", "None"):
-        raise ValueError(f"SplitType must be 'None' or 'Line', got {split_type!r}")
-    if compression not in ("None", "Gzip"):
-        raise ValueError(f"CompressionType must be 'None' or 'Gzip', got {compression!r}")
-    chunks: Iterator[bytes]
-    if compression == "Gzip":
-        if start != 0:
-            raise ValueError("a Gzip object is read whole: its shard must start at byte 0")
-        chunks = _gzip_chunks(stream)
-    else:
-        if start:
-            stream.seek(start)
-        chunks = _range_chunks(stream, end - start)
+    chunks = _open(stream, split_type, start, end, compression)
     skip_header = skip_header and start == 0
     if split_type == "None":
         yield from _whole_record(chunks, skip_header, max_record_bytes)
-    else:
-        yield from _lines(chunks, skip_header, max_record_bytes)
+        return
+    line = 2 if skip_header else 1
+    blocks = _line_blocks(chunks, skip_header, max_record_bytes)
+    while True:
+        try:
+            block = next(blocks, None)
+        except _UnfinishedLineTooLong as err:
+            raise RecordTooLarge(line, err.size, max_record_bytes or 0) from None
+        if block is None:
+            return
+        lines = block.split(b"\n")
+        lines.pop()  # the empty piece after the block's last line end
+        # A block no longer than the limit cannot hold a line that exceeds it.
+        if max_record_bytes is not None and len(block) > max_record_bytes + 1:
+            if len(max(lines, key=len)) > max_record_bytes:
+                # The error names the first record over the limit, as batch_records would.
+                index, record = next(
+                    (i, r) for i, r in enumerate(lines) if len(r) > max_record_bytes
+                )
+                yield from lines[:index]
+                raise RecordTooLarge(line + index, len(record), max_record_bytes)
+        line += len(lines)
+        yield from lines
 
 
 def batch_records(
@@ -130,7 +219,7 @@ def batch_records(
     """Pack records into mini-batches, as SageMaker packs them into requests (contract §4.2).
 
     * `MultiRecord`: as many consecutive records as fit in `max_payload_bytes` once joined
-      with `\\n` (the body `dataprocessing.process_batch` sends).
+      with `\\n`.
     * `SingleRecord`: one record per mini-batch.
 
     Args:
@@ -147,16 +236,13 @@ def batch_records(
         RecordTooLarge: One record alone exceeds the limit; SageMaker then fails the file
             (§4.4). Mini-batches before it have been yielded.
     """
-    if strategy not in ("MultiRecord", "SingleRecord"):
-        raise ValueError(f"BatchStrategy must be 'MultiRecord' or 'SingleRecord', got {strategy!r}")
-    if max_payload_bytes < 1:
-        raise ValueError(f"the payload limit must be positive, got {max_payload_bytes}")
+    _check_batching(strategy, max_payload_bytes)
     limit = max_payload_bytes
     if strategy == "SingleRecord":
         for line, record in enumerate(records, first_line):
             if len(record) > limit:
                 raise RecordTooLarge(line, len(record), limit)
-            yield MiniBatch([record], line)
+            yield MiniBatch(record, 1, line)
         return
     batch: list[bytes] = []
     batch_line = first_line
@@ -167,7 +253,7 @@ def batch_records(
         length = len(record)
         if size + length > limit:
             if batch:
-                yield MiniBatch(batch, batch_line)
+                yield MiniBatch.of(batch, batch_line)
                 batch_line += len(batch)
                 batch = []
                 size = 0
@@ -176,7 +262,7 @@ def batch_records(
         batch.append(record)
         size += length + 1
     if batch:
-        yield MiniBatch(batch, batch_line)
+        yield MiniBatch.of(batch, batch_line)
 
 
 def count_newlines(stream: BinaryIO, start: int, end: int) -> int:
@@ -198,6 +284,29 @@ def count_newlines(stream: BinaryIO, start: int, end: int) -> int:
     return sum(chunk.count(b"\n") for chunk in _range_chunks(stream, end - start))
 
 
+def _check_batching(strategy: str, max_payload_bytes: int) -> None:
+    if strategy not in ("MultiRecord", "SingleRecord"):
+        raise ValueError(f"BatchStrategy must be 'MultiRecord' or 'SingleRecord', got {strategy!r}")
+    if max_payload_bytes < 1:
+        raise ValueError(f"the payload limit must be positive, got {max_payload_bytes}")
+
+
+def _open(
+    stream: BinaryIO, split_type: str, start: int, end: int, compression: str
+) -> Iterator[bytes]:
+    if split_type not in ("Line", "None"):
+        raise ValueError(f"SplitType must be 'None' or 'Line', got {split_type!r}")
+    if compression not in ("None", "Gzip"):
+        raise ValueError(f"CompressionType must be 'None' or 'Gzip', got {compression!r}")
+    if compression == "Gzip":
+        if start != 0:
+            raise ValueError("a Gzip object is read whole: its shard must start at byte 0")
+        return _gzip_chunks(stream)
+    if start:
+        stream.seek(start)
+    return _range_chunks(stream, end - start)
+
+
 def _range_chunks(stream: BinaryIO, length: int) -> Iterator[bytes]:
     remaining = length
     while remaining > 0:
@@ -216,50 +325,94 @@ def _gzip_chunks(stream: BinaryIO) -> Iterator[bytes]:
             yield chunk
 
 
-def _lines(
-    chunks: Iterator[bytes], skip_header: bool, max_record_bytes: int | None
+def _line_blocks(
+    chunks: Iterator[bytes], skip_header: bool, max_line_bytes: int | None
 ) -> Iterator[bytes]:
-    pending = b""  # the start of a line whose end has not been read yet
-    lines_done = 0  # complete lines yielded or skipped, for error line numbers
+    """Regroup chunks into blocks of whole lines, each line ending with exactly `\\n`.
+
+    `\\r\\n` becomes `\\n`, the header line is dropped when asked, and the last line gets a
+    `\\n` if it had none. A line still unfinished beyond `max_line_bytes` raises
+    `_UnfinishedLineTooLong` at once, for the caller, which counts lines, to name it. Complete
+    lines are the caller's to measure.
+    """
+    tail: list[bytes] = []  # the start of a line whose end has not been read yet
+    tail_size = 0
     for chunk in chunks:
-        data = pending + chunk if pending else chunk
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            pending = data
-            if max_record_bytes is not None and len(pending) > max_record_bytes:
-                raise RecordTooLarge(lines_done + 1, len(pending), max_record_bytes)
+        cut = chunk.rfind(b"\n") + 1
+        if not cut:
+            tail.append(chunk)
+            tail_size += len(chunk)
+            # One more byte for a `\r` that will turn out to be part of the line end. A header
+            # to skip is no record, so the limit does not apply to it.
+            if max_line_bytes is not None and tail_size > max_line_bytes + 1 and not skip_header:
+                raise _UnfinishedLineTooLong(tail_size)
             continue
-        complete = data[:cut]
-        pending = data[cut + 1 :]
-        # One C-level replace per chunk, not a check per line; only CRLF files pay for it.
-        # A chunk always ends on a `\n` here, so no `\r\n` pair is ever split between two.
-        if b"\r" in complete:
-            complete = complete.replace(b"\r\n", b"\n")
-            if complete.endswith(b"\r"):
-                complete = complete[:-1]
-        lines = complete.split(b"\n")
+        head = chunk[:cut] if cut < len(chunk) else chunk
+        block = b"".join([*tail, head]) if tail else head
+        rest = chunk[cut:]
+        tail = [rest] if rest else []
+        tail_size = len(rest)
+        # One C-level replace per block, not a check per line; only CRLF files pay for it.
+        # A block ends on a `\n`, so no `\r\n` pair is split between two blocks.
+        if b"\r" in block:
+            block = block.replace(b"\r\n", b"\n")
         if skip_header:
             skip_header = False
-            lines_done += 1
-            del lines[0]
-        # A chunk no longer than the limit cannot hold a line that exceeds it.
-        if max_record_bytes is not None and len(complete) > max_record_bytes:
-            longest = max(lines, key=len, default=b"")
-            if len(longest) > max_record_bytes:
-                raise RecordTooLarge(
-                    lines_done + 1 + lines.index(longest), len(longest), max_record_bytes
-                )
-        lines_done += len(lines)
-        yield from lines
-    if pending:
-        if pending.endswith(b"\r"):
-            # The last line of a CRLF file whose final `\n` is missing, or got cut off.
-            pending = pending[:-1]
-        if skip_header:
-            return
-        if max_record_bytes is not None and len(pending) > max_record_bytes:
-            raise RecordTooLarge(lines_done + 1, len(pending), max_record_bytes)
-        yield pending
+            block = block[block.index(b"\n") + 1 :]
+            if not block:
+                continue
+        yield block
+    if tail and not skip_header:
+        last = b"".join(tail)
+        if last.endswith(b"\r"):
+            # The last line of a CRLF file whose final `\n` is missing.
+            last = last[:-1]
+        yield last + b"\n"
+
+
+def _pack_blocks(blocks: Iterator[bytes], limit: int, first_line: int) -> Iterator[MiniBatch]:
+    """Cut line blocks into bodies of at most `limit` bytes, greedily, as `batch_records`."""
+    pieces: list[bytes] = []  # whole lines, each ending with `\n`
+    # Their total size; the body drops the last `\n`, so lines fit while size <= limit + 1.
+    size = 0
+    line = first_line
+    while True:
+        try:
+            block = next(blocks, None)
+        except _UnfinishedLineTooLong as err:
+            # Hand out the lines before the overlong one first, as batch_records does.
+            if pieces:
+                batch = _body(pieces, line)
+                yield batch
+                line += batch.count
+            raise RecordTooLarge(line, err.size, limit) from None
+        if block is None:
+            break
+        while True:
+            room = limit + 1 - size
+            if len(block) <= room:
+                pieces.append(block)
+                size += len(block)
+                break
+            cut = block.rfind(b"\n", 0, room) + 1
+            if cut:
+                pieces.append(block[:cut])
+                block = block[cut:]
+            elif not pieces:
+                raise RecordTooLarge(line, block.index(b"\n"), limit)
+            batch = _body(pieces, line)
+            yield batch
+            line += batch.count
+            pieces = []
+            size = 0
+    if pieces:
+        yield _body(pieces, line)
+
+
+def _body(pieces: list[bytes], first_line: int) -> MiniBatch:
+    pieces[-1] = pieces[-1][:-1]
+    body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    return MiniBatch(body, body.count(b"\n") + 1, first_line)
 
 
 def _whole_record(
@@ -279,6 +432,6 @@ def _whole_record(
         newline = record.find(b"\n")
         record = b"" if newline < 0 else record[newline + 1 :]
     if max_record_bytes is not None and len(record) > max_record_bytes:
-        raise RecordTooLarge(1, len(record), max_record_bytes)
+        raise RecordTooLarge(2 if skip_header else 1, len(record), max_record_bytes)
     if record:
         yield record

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import pickle
+import random
 
 import pytest
 
@@ -15,6 +16,7 @@ from services.batch.records import (
     MiniBatch,
     batch_records,
     count_newlines,
+    iter_batches,
     iter_records,
     payload_limit_bytes,
 )
@@ -136,33 +138,33 @@ def test_multirecord_packs_up_to_the_limit() -> None:
     batches = list(batch_records(records, "MultiRecord", 8))
     assert batches == [
         # b"aaaa\nbb\nc" would be 9 bytes.
-        MiniBatch([b"aaaa", b"bb"], 1),
-        MiniBatch([b"c", b"dddd", b""], 3),
-        MiniBatch([b"e"], 6),
+        MiniBatch.of([b"aaaa", b"bb"], 1),
+        MiniBatch.of([b"c", b"dddd", b""], 3),
+        MiniBatch.of([b"e"], 6),
     ]
     for batch in batches:
-        assert len(b"\n".join(batch.records)) <= 8
+        assert len(batch.body) <= 8
     assert [r for b in batches for r in b.records] == records
 
 
 def test_multirecord_fills_exactly_to_the_limit() -> None:
     batches = list(batch_records([b"aaa", b"bbbb", b"c"], "MultiRecord", 8, first_line=2))
-    assert batches == [MiniBatch([b"aaa", b"bbbb"], 2), MiniBatch([b"c"], 4)]
+    assert batches == [MiniBatch.of([b"aaa", b"bbbb"], 2), MiniBatch.of([b"c"], 4)]
 
 
 def test_multirecord_keeps_big_batches_under_the_default_limit() -> None:
     row = b"5.1,3.5,1.4,0.2"
     limit = payload_limit_bytes(1)
     batches = list(batch_records([row] * 200_000, "MultiRecord", limit))
-    assert sum(len(b.records) for b in batches) == 200_000
-    assert all(len(b"\n".join(b.records)) <= limit for b in batches)
+    assert sum(b.count for b in batches) == 200_000
+    assert all(len(b.body) <= limit for b in batches)
     # Every batch but the last is full: adding its next record would cross the limit.
-    assert all(len(b"\n".join(b.records)) + len(row) + 1 > limit for b in batches[:-1])
+    assert all(len(b.body) + len(row) + 1 > limit for b in batches[:-1])
 
 
 def test_single_record() -> None:
     batches = list(batch_records([b"a", b"bb", b""], "SingleRecord", 5, first_line=7))
-    assert batches == [MiniBatch([b"a"], 7), MiniBatch([b"bb"], 8), MiniBatch([b""], 9)]
+    assert batches == [MiniBatch.of([b"a"], 7), MiniBatch.of([b"bb"], 8), MiniBatch.of([b""], 9)]
 
 
 @pytest.mark.parametrize("strategy", ["MultiRecord", "SingleRecord"])
@@ -205,3 +207,105 @@ def test_count_newlines() -> None:
     data = b"a\nb\r\nc\nd"
     assert count_newlines(io.BytesIO(data), 0, len(data)) == 3
     assert count_newlines(io.BytesIO(data), 2, 5) == 1
+
+
+def test_mini_batch_records() -> None:
+    assert MiniBatch.of([b"a", b"", b"c"], 4).records == [b"a", b"", b"c"]
+    assert MiniBatch.of([b"whole\nobject"]).records == [b"whole\nobject"]
+    assert MiniBatch.of([]).records == []
+
+
+def _random_lines(rng: random.Random) -> bytes:
+    end = rng.choice([b"\n", b"\r\n"])
+    lines = [b"x" * rng.choice([0, 1, 2, 5, 9, 30]) for _ in range(rng.randint(0, 40))]
+    data = end.join(lines)
+    return data + end if rng.random() < 0.5 else data
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_iter_batches_equals_batch_records_of_iter_records(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(seed)
+    monkeypatch.setattr(records_module, "READ_CHUNK_BYTES", rng.choice([1, 2, 7, 64, 4096]))
+    data = _random_lines(rng)
+    for limit in (1, 2, 5, 9, 10, 11, 31, 64, 1000):
+        for skip_header in (False, True):
+            for strategy in ("MultiRecord", "SingleRecord"):
+                expected: list[MiniBatch] = []
+                expected_error = None
+                try:
+                    records = iter_records(
+                        io.BytesIO(data), "Line", 0, len(data), skip_header=skip_header
+                    )
+                    expected.extend(
+                        batch_records(records, strategy, limit, first_line=2 if skip_header else 1)
+                    )
+                except RecordTooLarge as err:
+                    expected_error = err.line
+                got: list[MiniBatch] = []
+                got_error = None
+                try:
+                    got.extend(
+                        iter_batches(
+                            io.BytesIO(data),
+                            "Line",
+                            0,
+                            len(data),
+                            strategy=strategy,
+                            max_payload_bytes=limit,
+                            skip_header=skip_header,
+                        )
+                    )
+                except RecordTooLarge as err:
+                    # Reading may stop before the end of an overlong line: only its start
+                    # was measured.
+                    assert err.size > limit
+                    got_error = err.line
+                context = (data, limit, skip_header, strategy)
+                assert got == expected, context
+                assert got_error == expected_error, context
+
+
+def test_iter_batches_for_split_none_and_gzip() -> None:
+    raw = b"h1,h2\n1,2\n3,4\n"
+    packed = gzip.compress(raw)
+    batches = list(
+        iter_batches(
+            io.BytesIO(packed),
+            "None",
+            0,
+            len(packed),
+            "Gzip",
+            strategy="MultiRecord",
+            max_payload_bytes=100,
+            skip_header=True,
+        )
+    )
+    assert batches == [MiniBatch(b"1,2\n3,4\n", 1, 2)]
+    with pytest.raises(RecordTooLarge, match="line 1"):
+        list(
+            iter_batches(
+                io.BytesIO(raw), "None", 0, len(raw), strategy="MultiRecord", max_payload_bytes=5
+            )
+        )
+
+
+def test_iter_batches_refuses_an_endless_line_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(records_module, "READ_CHUNK_BYTES", 4)
+    read: list[int] = []
+
+    class Counting(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            chunk = super().read(size)
+            read.append(len(chunk))
+            return chunk
+
+    data = b"1\n" + b"x" * 1000
+    with pytest.raises(RecordTooLarge, match="line 2"):
+        list(
+            iter_batches(
+                Counting(data), "Line", 0, len(data), strategy="MultiRecord", max_payload_bytes=10
+            )
+        )
+    assert sum(read) < 20
