@@ -50,8 +50,8 @@ RETRY_MAX_BACKOFF_S = 1.0
 # starts it again (and refreshes at once), so idle notebooks do not poll the control forever.
 IDLE_STOP_S = 60.0
 
-# Each background describe gets at most this long, and UNAVAILABLE wakes a refresh no more
-# often than every MIN_REFRESH_GAP_S, so a burst of failing calls costs one describe.
+# UNAVAILABLE wakes the refresh thread no more often than this, so a burst of failing calls
+# costs one describe.
 MIN_REFRESH_GAP_S = 0.5
 
 _CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
