@@ -330,14 +330,17 @@ class Endpoints:
                 self._on_failed_replica(endpoint, failed[0])
                 return
             self._retry.pop(name, None)
-            others_active = any(
-                r.model_name != endpoint.model_name and r.state in _ACTIVE for r in replicas
+            # A model update is complete only once the old model's replicas exited, draining
+            # ones included: until then a new connection may still reach one of them.
+            others_left = any(
+                r.model_name != endpoint.model_name and r.state is not ReplicaState.FAILED
+                for r in replicas
             )
             active = sum(1 for r in target if r.state in _ACTIVE)
             is_complete = (
                 serving >= endpoint.desired_replicas
                 and active <= endpoint.desired_replicas
-                and not others_active
+                and not others_left
             )
             status = endpoint.status
             if is_complete and status is not EndpointStatus.IN_SERVICE:
@@ -391,16 +394,24 @@ class Endpoints:
         )
 
     def _release(self, name: str, *, remove_row: bool) -> None:
-        """Stops the endpoint's replicas in a thread; then removes the row if `remove_row`."""
-        if name in self._releasing and self._releasing[name].is_alive():
-            return
+        """Stops the endpoint's replicas in a thread; then removes the row if `remove_row`.
+
+        A release already running (a Failed endpoint's) is waited for, so that a later delete
+        still removes the row.
+        """
+        previous = self._releasing.get(name)
         thread = threading.Thread(
-            target=self._run_release, args=(name, remove_row), name=f"release-{name}", daemon=True
+            target=self._run_release,
+            args=(name, remove_row, previous),
+            name=f"release-{name}",
+            daemon=True,
         )
         self._releasing[name] = thread
         thread.start()
 
-    def _run_release(self, name: str, remove_row: bool) -> None:
+    def _run_release(self, name: str, remove_row: bool, previous: threading.Thread | None) -> None:
+        if previous is not None:
+            previous.join()
         try:
             if self._backend is not None:
                 self._backend.delete(name)
@@ -415,6 +426,9 @@ class Endpoints:
                 with contextlib.suppress(KeyError):  # never set: deleted before any reconcile
                     gauge.remove(name)
             log.info("endpoint %s deleted", name)
+        with self._lock:
+            if self._releasing.get(name) is threading.current_thread():
+                del self._releasing[name]
         self._changed.notify()
 
     # ----------------------------------------------------------------- helpers

@@ -140,6 +140,8 @@ def test_a_replica_that_cannot_load_fails_a_creating_endpoint(
     _wait_for(lambda: backend.deleted == ["ep"])  # replicas released, row kept
     with pytest.raises(FailedPrecondition):
         endpoints.update("ep", replicas=2)
+    endpoints.delete("ep")  # only delete is allowed on Failed
+    _wait_for(lambda: not endpoints.list(""))
 
 
 def test_lost_replica_shows_system_updating_until_replaced(
@@ -167,6 +169,9 @@ def test_model_update_completes_only_when_old_replicas_are_gone(
     time.sleep(0.05)
     assert _status(endpoints) is EndpointStatus.UPDATING  # the old model still serves
     backend.set("ep", ("r-1", "m1", ReplicaState.DRAINING), ("r-2", "m2", SERVING))
+    time.sleep(0.05)
+    assert _status(endpoints) is EndpointStatus.UPDATING  # draining: may still get connections
+    backend.set("ep", ("r-2", "m2", SERVING))
     _wait_for(lambda: _status(endpoints) is EndpointStatus.IN_SERVICE)
     assert endpoints.describe("ep").endpoint.model_name == "m2"
 
