@@ -365,8 +365,11 @@ def _line_blocks(
     if tail and not skip_header:
         last = b"".join(tail)
         if last.endswith(b"\r"):
-            # The last line of a CRLF file whose final `\n` is missing.
+            # The last line of a CRLF file whose final `\n` is missing; a lone `\r` left
+            # after the last line end is no record.
             last = last[:-1]
+            if not last:
+                return
         yield last + b"\n"
 
 

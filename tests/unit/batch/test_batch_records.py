@@ -34,6 +34,7 @@ def _lines(data: bytes, **kwargs: object) -> list[bytes]:
         (b"1,2\r\n3,4\r\n", [b"1,2", b"3,4"]),
         (b"1,2\r\n3,4", [b"1,2", b"3,4"]),
         (b"1,2\r\n3,4\r", [b"1,2", b"3,4"]),
+        (b"1,2\r\n\r", [b"1,2"]),
         # Empty lines are records; only the piece after the final newline is not.
         (b"1\n\n2\n\n", [b"1", b"", b"2", b""]),
         (b"\n", [b""]),
@@ -128,8 +129,9 @@ def test_max_record_bytes_inside_a_chunk() -> None:
 def test_max_record_bytes_for_split_none() -> None:
     with pytest.raises(RecordTooLarge, match="line 1"):
         list(iter_records(io.BytesIO(b"x" * 11), "None", 0, 11, max_record_bytes=10))
-    got = iter_records(io.BytesIO(b"h\n" + b"x" * 10), "None", 0, 12, skip_header=True,
-                       max_record_bytes=10)  # fmt: skip
+    # The header does not count towards the record's size.
+    data = b"h\n" + b"x" * 10
+    got = iter_records(io.BytesIO(data), "None", 0, 12, skip_header=True, max_record_bytes=10)
     assert list(got) == [b"x" * 10]
 
 
