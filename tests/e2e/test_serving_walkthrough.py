@@ -110,7 +110,7 @@ def _wait_until_refused(addresses: list[str]) -> list[str]:
 
 
 def test_train_deploy_predict_delete(
-    session: Session, control: ServiceProcess, tmp_path: Path
+    session: Session, control: ServiceProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     test_data = _iris_split(tmp_path / "iris")
     test_X, test_y = test_data.iloc[:, 1:], test_data.iloc[:, 0]
@@ -155,6 +155,10 @@ def test_train_deploy_predict_delete(
     assert csv_predictor.predict(test_X.values) == expected.tolist()
     body, content_type = session.invoke_endpoint(name, "5.1,3.5,1.4,0.2", "text/csv")
     assert (body, content_type) == (b"[0]", "application/json")
+    # A caller that knows only the endpoint's name ($SKMAKER_ADDRESS finds the control).
+    monkeypatch.setenv("SKMAKER_ADDRESS", control.address)
+    with Predictor(name) as by_name:
+        np.testing.assert_array_equal(by_name.predict(test_X.values), expected)
 
     # A second replica: the predictor finds it and calls keep answering the same.
     predictor.update_endpoint(initial_instance_count=2)
