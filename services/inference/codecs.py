@@ -131,8 +131,10 @@ def decode(body: bytes | str, content_type: str) -> np.ndarray[Any, Any]:
     * `text/csv`: read with Python's `csv` (comma, `"` quoting, strict), blank lines skipped,
       cast to float32, always 2-D (one row is `(1, n)`).
     * `application/json`: a (nested) list of numbers, cast to float32; a flat list is one row.
-    * `application/x-npy`: `np.load` with `allow_pickle=False`; dtype and shape are kept, because
-      the sender chose them exactly (a 1-D string array may be what a text pipeline expects).
+    * `application/x-npy`: `np.load` with `allow_pickle=False`; dtype is kept. A 1-D numeric array
+      is one row `(1, n)`, as for CSV and JSON (SageMaker's multi-model path does the same, and
+      `predictor.predict(X[0])` is what people write); other shapes, and 1-D string arrays that
+      a text pipeline may expect, are kept as sent.
 
     Args:
         body: The request body; text types may come as `str`.
@@ -151,7 +153,10 @@ def decode(body: bytes | str, content_type: str) -> np.ndarray[Any, Any]:
     if media == JSON:
         return _decode_json(to_text(body, content_type))
     if media == NPY:
-        return _decode_npy(body)
+        array = _decode_npy(body)
+        if array.ndim == 1 and array.dtype.kind in "biuf":
+            return array.reshape(1, -1)
+        return array
     raise InvalidArgument(
         f"unsupported content type {content_type.strip()!r}; supported: {_SUPPORTED}"
     )

@@ -206,7 +206,6 @@ def test_decode_json_errors(body: str, message: str) -> None:
     "array",
     [
         np.arange(8, dtype=np.int64).reshape(2, 4),
-        np.linspace(0, 1, 4),
         np.asfortranarray(np.ones((3, 2), dtype=np.float32)),
         np.array(["free text", "more"]),
     ],
@@ -216,6 +215,13 @@ def test_decode_npy_keeps_dtype_and_shape(array: np.ndarray) -> None:
     assert decoded.dtype == array.dtype
     np.testing.assert_array_equal(decoded, array)
     decoded[...] = decoded  # a writable array, as np.load returns
+
+
+def test_decode_npy_reads_a_1d_numeric_array_as_one_row() -> None:
+    # predictor.predict(X[0]) sends one row as a 1-D array; models want (1, n_features).
+    decoded = decode(_npy(np.linspace(0, 1, 4)), "application/x-npy")
+    assert decoded.shape == (1, 4)
+    np.testing.assert_array_equal(decoded[0], np.linspace(0, 1, 4))
 
 
 def test_decode_npy_matches_np_load_for_every_layout() -> None:
