@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1askmaker/v1/artifacts.proto\x12\nskmaker.v1\"9\n\x0c\x41rtifactInfo\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"9\n\x0cUploadHeader\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"\\\n\x15UploadArtifactRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.skmaker.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"D\n\x16UploadArtifactResponse\x12*\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x18.skmaker.v1.ArtifactInfo\"&\n\x17\x44ownloadArtifactRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\"]\n\x18\x44ownloadArtifactResponse\x12(\n\x04info\x18\x01 \x01(\x0b\x32\x18.skmaker.v1.ArtifactInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"*\n\x14ListArtifactsRequest\x12\x12\n\nuri_prefix\x18\x01 \x01(\t\"D\n\x15ListArtifactsResponse\x12+\n\tartifacts\x18\x01 \x03(\x0b\x32\x18.skmaker.v1.ArtifactInfo2\xa3\x02\n\x0f\x41rtifactService\x12Y\n\x0eUploadArtifact\x12!.skmaker.v1.UploadArtifactRequest\x1a\".skmaker.v1.UploadArtifactResponse(\x01\x12_\n\x10\x44ownloadArtifact\x12#.skmaker.v1.DownloadArtifactRequest\x1a$.skmaker.v1.DownloadArtifactResponse0\x01\x12T\n\rListArtifacts\x12 .skmaker.v1.ListArtifactsRequest\x1a!.skmaker.v1.ListArtifactsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1askmaker/v1/artifacts.proto\x12\nskmaker.v1\"9\n\x0c\x41rtifactInfo\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"9\n\x0cUploadHeader\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"\\\n\x15UploadArtifactRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.skmaker.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"D\n\x16UploadArtifactResponse\x12*\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x18.skmaker.v1.ArtifactInfo\"F\n\x17\x44ownloadArtifactRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\"]\n\x18\x44ownloadArtifactResponse\x12(\n\x04info\x18\x01 \x01(\x0b\x32\x18.skmaker.v1.ArtifactInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"*\n\x14ListArtifactsRequest\x12\x12\n\nuri_prefix\x18\x01 \x01(\t\"D\n\x15ListArtifactsResponse\x12+\n\tartifacts\x18\x01 \x03(\x0b\x32\x18.skmaker.v1.ArtifactInfo2\xa3\x02\n\x0f\x41rtifactService\x12Y\n\x0eUploadArtifact\x12!.skmaker.v1.UploadArtifactRequest\x1a\".skmaker.v1.UploadArtifactResponse(\x01\x12_\n\x10\x44ownloadArtifact\x12#.skmaker.v1.DownloadArtifactRequest\x1a$.skmaker.v1.DownloadArtifactResponse0\x01\x12T\n\rListArtifacts\x12 .skmaker.v1.ListArtifactsRequest\x1a!.skmaker.v1.ListArtifactsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,13 +40,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADARTIFACTRESPONSE']._serialized_start=254
   _globals['_UPLOADARTIFACTRESPONSE']._serialized_end=322
   _globals['_DOWNLOADARTIFACTREQUEST']._serialized_start=324
-  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_end=362
-  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_start=364
-  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_end=457
-  _globals['_LISTARTIFACTSREQUEST']._serialized_start=459
-  _globals['_LISTARTIFACTSREQUEST']._serialized_end=501
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=503
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=571
-  _globals['_ARTIFACTSERVICE']._serialized_start=574
-  _globals['_ARTIFACTSERVICE']._serialized_end=865
+  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_end=394
+  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_start=396
+  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_end=489
+  _globals['_LISTARTIFACTSREQUEST']._serialized_start=491
+  _globals['_LISTARTIFACTSREQUEST']._serialized_end=533
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=535
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=603
+  _globals['_ARTIFACTSERVICE']._serialized_start=606
+  _globals['_ARTIFACTSERVICE']._serialized_end=897
 # @@protoc_insertion_point(module_scope)

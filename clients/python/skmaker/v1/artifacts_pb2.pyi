@@ -139,16 +139,26 @@ class DownloadArtifactRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     URI_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
     uri: _builtins.str
     """store://key URI."""
+    offset: _builtins.int
+    """First byte to send; 0 for the start."""
+    length: _builtins.int
+    """Bytes to send from offset; 0 means to the end. With a range, the info header still
+    describes the whole object (size and sha256) and the client cannot check the digest.
+    """
     def __init__(
         self,
         *,
         uri: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        length: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["uri", b"uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["length", b"length", "offset", b"offset", "uri", b"uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
