@@ -1,1 +1,1 @@
-"""Control plane: the training API, the artifact store and the queue workers pull tasks from."""
+"""Control plane: the public APIs (training, models, endpoints, artifacts), task queue, replicas."""
