@@ -11,7 +11,10 @@ removed, so an object is either absent or complete. A digest file that does not 
 object's stat (a crash between the two renames) is recomputed on the next read.
 
 Keys are relative POSIX paths (`store://` URIs or bare keys) without `.`/`..` segments, as in
-`skmaker.transfer.key_of`; segments starting with `.skmaker-` are reserved.
+`skmaker.transfer.key_of`; segments starting with `.skmaker-` are reserved. One reserved folder
+name is writable: `.skmaker-shards`, where batch workers stage the outputs of transform shards
+until the control assembles them into `.out` files (`services.batch.shards`). Listings skip it,
+so whoever lists an output path sees only whole `.out` files.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Protocol
 
+from services.batch.shards import SHARD_OUTPUT_FOLDER
 from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 
 SCHEME = "store://"
@@ -62,7 +66,7 @@ def key_of(uri: str) -> str:
     parts = PurePosixPath(raw.strip("/")).parts if raw.strip("/") else ()
     if (
         not parts
-        or any(part in {".", ".."} or part.startswith(_RESERVED_PREFIX) for part in parts)
+        or any(part in {".", ".."} or _is_reserved(part) for part in parts)
         or "\\" in raw
         or "\0" in raw
     ):
@@ -70,6 +74,10 @@ def key_of(uri: str) -> str:
             f"bad artifact key {raw!r}: use a relative path without '.' or '..' segments"
         )
     return "/".join(parts)
+
+
+def _is_reserved(segment: str) -> bool:
+    return segment.startswith(_RESERVED_PREFIX) and segment != SHARD_OUTPUT_FOLDER
 
 
 def _validate_sha256(sha256: str) -> str:
@@ -90,8 +98,26 @@ class ArtifactStore(Protocol):
         """Opens an object for reading (NotFound when absent)."""
         ...
 
-    def read_chunks(self, key: str) -> tuple[ArtifactInfo, Iterator[bytes]]:
-        """An object's info and its bytes in chunks (NotFound when absent)."""
+    def read_chunks(
+        self, key: str, offset: int = 0, length: int = 0
+    ) -> tuple[ArtifactInfo, Iterator[bytes]]:
+        """An object's info and its bytes (or a byte range of them) in chunks."""
+        ...
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """Up to `length` bytes of an object from `offset` (fewer at its end)."""
+        ...
+
+    def write(self, key: str, chunks: Iterable[bytes]) -> ArtifactInfo:
+        """Stores bytes the control produced itself, atomically; the digest is computed."""
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Removes an object; False when there was none."""
+        ...
+
+    def delete_tree(self, prefix_key: str) -> int:
+        """Removes every object at or below `prefix_key`, staged ones included."""
         ...
 
     def list(self, prefix_key: str) -> list[ArtifactInfo]:
@@ -139,6 +165,23 @@ class LocalArtifactStore:
                 f"artifact {key!r} is {size} bytes; the limit is {self._max_upload_bytes} bytes"
             )
         expected = _validate_sha256(sha256)
+        return self._store(key, chunks, size=size, expected=expected)
+
+    def write(self, key: str, chunks: Iterable[bytes]) -> ArtifactInfo:
+        """Stores bytes the control produces itself (an assembled `.out`) under `key`, atomically.
+
+        Unlike `put` there is no announced size or digest to check: the digest is computed while
+        writing, and the upload limit does not apply. Replaces an existing object atomically.
+
+        Raises:
+            InvalidArgument: `key` collides with a folder or an object.
+        """
+        return self._store(key, chunks, size=None, expected=None)
+
+    def _store(
+        self, key: str, chunks: Iterable[bytes], *, size: int | None, expected: str | None
+    ) -> ArtifactInfo:
+        """Writes a temporary file beside the target, checks it, fsyncs and renames it."""
         target = self._object_path(key)
         self._make_parent_folders(key, target)
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_UPLOAD_PREFIX)
@@ -148,7 +191,7 @@ class LocalArtifactStore:
             with os.fdopen(fd, "wb") as handle:
                 for chunk in chunks:
                     received += len(chunk)
-                    if received > size:
+                    if size is not None and received > size:
                         raise InvalidArgument(
                             f"upload of {key!r} sent more than the announced {size} bytes"
                         )
@@ -156,11 +199,11 @@ class LocalArtifactStore:
                     handle.write(chunk)
                 handle.flush()
                 os.fsync(handle.fileno())
-            if received != size:
+            if size is not None and received != size:
                 raise InvalidArgument(
                     f"upload of {key!r} ended after {received} of the announced {size} bytes"
                 )
-            if digest.hexdigest() != expected:
+            if expected is not None and digest.hexdigest() != expected:
                 raise InvalidArgument(
                     f"upload of {key!r} is corrupt: sha256 {digest.hexdigest()}, "
                     f"header said {expected}"
@@ -175,7 +218,41 @@ class LocalArtifactStore:
             Path(tmp_name).unlink(missing_ok=True)
             self._remove_empty_parents(target)
             raise
-        return self._record_digest(key, target, expected)
+        return self._record_digest(key, target, digest.hexdigest())
+
+    def delete(self, key: str) -> bool:
+        """Removes the object at `key` and its digest; returns False when there was none."""
+        target = self._object_path(key)
+        try:
+            target.unlink()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return False
+        self._digest_path(key).unlink(missing_ok=True)
+        self._remove_empty_parents(target)
+        self._remove_empty_parents(self._digest_path(key), root=self._digests)
+        return True
+
+    def delete_tree(self, prefix_key: str) -> int:
+        """Removes every object at or below `prefix_key`, staged shard outputs included.
+
+        Returns:
+            How many objects were removed.
+        """
+        if not prefix_key:
+            raise InvalidArgument("refusing to delete the whole artifact store")
+        removed = 0
+        start = self._object_path(prefix_key)
+        if start.is_file():
+            return int(self.delete(prefix_key))
+        if not start.is_dir():
+            return 0
+        for folder, _subfolders, files in os.walk(start, topdown=False):
+            relative = Path(folder).relative_to(self._objects).as_posix()
+            for name in files:
+                if name.startswith(_UPLOAD_PREFIX):
+                    continue  # an upload in flight cleans up after itself
+                removed += int(self.delete(f"{relative}/{name}"))
+        return removed
 
     def _make_parent_folders(self, key: str, target: Path) -> None:
         folder = self._objects
@@ -190,9 +267,10 @@ class LocalArtifactStore:
             raise InvalidArgument(f"cannot store {key!r}: objects exist below it (it is a folder)")
         target.parent.mkdir(parents=True, exist_ok=True)
 
-    def _remove_empty_parents(self, target: Path) -> None:
+    def _remove_empty_parents(self, target: Path, root: Path | None = None) -> None:
+        root = self._objects if root is None else root
         folder = target.parent
-        while folder != self._objects and self._objects in folder.parents:
+        while folder != root and root in folder.parents:
             try:
                 folder.rmdir()
             except OSError:  # not empty (or already gone): stop climbing
@@ -256,19 +334,58 @@ class LocalArtifactStore:
             handle.close()
             raise
 
-    def read_chunks(self, key: str) -> tuple[ArtifactInfo, Iterator[bytes]]:
+    def read_chunks(
+        self, key: str, offset: int = 0, length: int = 0
+    ) -> tuple[ArtifactInfo, Iterator[bytes]]:
         """The object's info and an iterator over its bytes in 1 MiB chunks.
+
+        Args:
+            key: The object.
+            offset: First byte to read; the object's size reads nothing.
+            length: Bytes to read from `offset`; 0 reads to the end. A range past the end is
+                cut at the end. The info always describes the whole object.
+
+        Raises:
+            NotFound: when there is no object at `key`.
+            InvalidArgument: a negative offset or length, or an offset beyond the object.
+        """
+        if offset < 0 or length < 0:
+            raise InvalidArgument(f"offset {offset} and length {length} must not be negative")
+        info, handle = self.open(key)
+        if offset > info.size:
+            handle.close()
+            raise InvalidArgument(
+                f"offset {offset} lies beyond the end of {info.uri} ({info.size} bytes)"
+            )
+        remaining = info.size - offset if length == 0 else min(length, info.size - offset)
+
+        def chunks() -> Iterator[bytes]:
+            left = remaining
+            with handle:
+                if offset:
+                    handle.seek(offset)
+                while left > 0:
+                    chunk = handle.read(min(CHUNK_BYTES, left))
+                    if not chunk:
+                        return
+                    left -= len(chunk)
+                    yield chunk
+
+        return info, chunks()
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """Up to `length` bytes of the object at `key` from `offset`; fewer at its end.
 
         Raises:
             NotFound: when there is no object at `key`.
         """
-        info, handle = self.open(key)
-
-        def chunks() -> Iterator[bytes]:
-            with handle:
-                yield from iter(lambda: handle.read(CHUNK_BYTES), b"")
-
-        return info, chunks()
+        path = self._object_path(key)
+        try:
+            with path.open("rb") as handle:
+                handle.seek(offset)
+                return handle.read(length)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(f"artifact {SCHEME}{key} not found") from None
 
     def list(self, prefix_key: str) -> list[ArtifactInfo]:
         """Objects whose key is `prefix_key` or starts with `prefix_key + "/"`, sorted by key.
@@ -294,7 +411,8 @@ class LocalArtifactStore:
         if not start.is_dir():
             return
         for folder, subfolders, files in os.walk(start):
-            subfolders.sort()
+            # Staged shard outputs are not objects of the listing's reader (see the docstring).
+            subfolders[:] = sorted(name for name in subfolders if name != SHARD_OUTPUT_FOLDER)
             relative = Path(folder).relative_to(self._objects).as_posix()
             for name in sorted(files):
                 if name.startswith(_RESERVED_PREFIX):

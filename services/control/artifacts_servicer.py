@@ -31,8 +31,10 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
     def DownloadArtifact(
         self, request: artifacts_pb2.DownloadArtifactRequest, context: grpc.ServicerContext
     ) -> Iterator[artifacts_pb2.DownloadArtifactResponse]:
-        """Sends the object's info, then its bytes in 1 MiB chunks."""
-        info, chunks = self._artifacts.read_chunks(key_of(request.uri))
+        """Sends the object's info, then its bytes (or the asked byte range) in 1 MiB chunks."""
+        info, chunks = self._artifacts.read_chunks(
+            key_of(request.uri), request.offset, request.length
+        )
         yield artifacts_pb2.DownloadArtifactResponse(info=convert.artifact_info_to_pb(info))
         for chunk in chunks:
             yield artifacts_pb2.DownloadArtifactResponse(chunk=chunk)

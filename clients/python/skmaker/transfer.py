@@ -3,7 +3,9 @@
 Used by the client (`Session.upload_data`) and by the workers, which reach the store through
 the same ArtifactService. An upload sends a header with the size and digest, then 1 MiB chunks;
 the server writes under a temporary name and renames only when the digest matched. A download
-checks the digest of what arrived before renaming the local file into place.
+checks the digest of what arrived before renaming the local file into place. A byte range
+(`iter_range`, `download_range`: how batch workers read their shard of a large file) can only
+be checked for its length.
 """
 
 from __future__ import annotations
@@ -130,6 +132,99 @@ def download_file(
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return info
+
+
+def iter_range(
+    stub: artifacts_pb2_grpc.ArtifactServiceStub,
+    uri: str,
+    offset: int,
+    length: int,
+    *,
+    timeout_s: float = 3600.0,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> Iterator[bytes]:
+    """Streams the bytes `[offset, offset + length)` of `uri` as they arrive.
+
+    A range cannot be checked against the object's sha256 (that digest covers the whole
+    object), so only the byte count is checked, once the stream ended.
+
+    Args:
+        stub: The ArtifactService stub.
+        uri: The object.
+        offset: First byte; the object's size gives nothing.
+        length: Bytes wanted from `offset`; 0 means to the end. A range past the end of the
+            object is cut there.
+        timeout_s: Deadline of the whole download.
+        metadata: Call metadata (the bearer token).
+
+    Yields:
+        Chunks of up to 1 MiB, in order.
+
+    Raises:
+        grpc.RpcError: NOT_FOUND for a missing object, INVALID_ARGUMENT for an offset beyond
+            its end or a negative value.
+        IOError: The stream ended early.
+    """
+    info: artifacts_pb2.ArtifactInfo | None = None
+    received = 0
+    for message in stub.DownloadArtifact(
+        artifacts_pb2.DownloadArtifactRequest(uri=uri, offset=offset, length=length),
+        timeout=timeout_s,
+        metadata=metadata,
+    ):
+        if message.HasField("info"):
+            info = message.info
+            continue
+        received += len(message.chunk)
+        yield message.chunk
+    if info is None:
+        raise OSError(f"download of {uri} ended without a header")
+    expected = info.size - offset if length == 0 else min(length, info.size - offset)
+    if received != expected:
+        raise OSError(
+            f"download of {uri} bytes {offset}+{length} is short: got {received} of {expected}"
+        )
+
+
+def download_range(
+    stub: artifacts_pb2_grpc.ArtifactServiceStub,
+    uri: str,
+    offset: int,
+    length: int,
+    dest: Path,
+    *,
+    timeout_s: float = 3600.0,
+    metadata: tuple[tuple[str, str], ...] = (),
+    progress: ProgressCallback | None = None,
+) -> int:
+    """Downloads the bytes `[offset, offset + length)` of `uri` into the file `dest`, atomically.
+
+    See `iter_range` for the arguments; `length` 0 means to the end of the object.
+
+    Returns:
+        The number of bytes written.
+
+    Raises:
+        grpc.RpcError: NOT_FOUND, or INVALID_ARGUMENT for an offset beyond the object.
+        IOError: The stream ended early.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in iter_range(
+                stub, uri, offset, length, timeout_s=timeout_s, metadata=metadata
+            ):
+                handle.write(chunk)
+                written += len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+        os.replace(tmp_name, dest)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return written
 
 
 def list_artifacts(
