@@ -111,4 +111,54 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (endpoint_name, replica_id)
         ) WITHOUT ROWID""",
     ),
+    # 3: transform jobs, their input files, their shards (one task each) and the bad records
+    # reported in per-record error mode.
+    (
+        """CREATE TABLE transform_jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            spec_json TEXT NOT NULL,
+            model_json TEXT NOT NULL,
+            status TEXT NOT NULL,
+            failure_reason TEXT NOT NULL DEFAULT '',
+            creation_time REAL NOT NULL,
+            start_time REAL,
+            end_time REAL
+        )""",
+        "CREATE INDEX transform_jobs_by_status ON transform_jobs (status)",
+        """CREATE TABLE transform_files (
+            job_name TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            input_uri TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            failure_reason TEXT NOT NULL DEFAULT '',
+            output_uri TEXT NOT NULL DEFAULT '',
+            errors_uri TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (job_name, position)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX transform_files_by_status ON transform_files (status)",
+        """CREATE TABLE transform_shards (
+            job_name TEXT NOT NULL,
+            file_position INTEGER NOT NULL,
+            shard_index INTEGER NOT NULL,
+            start_offset INTEGER NOT NULL,
+            end_offset INTEGER NOT NULL,
+            task_id TEXT NOT NULL UNIQUE,
+            status TEXT NOT NULL,
+            records_done INTEGER NOT NULL DEFAULT 0,
+            bytes_done INTEGER NOT NULL DEFAULT 0,
+            failure_reason TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (job_name, file_position, shard_index)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE transform_record_errors (
+            job_name TEXT NOT NULL,
+            file_position INTEGER NOT NULL,
+            shard_index INTEGER NOT NULL,
+            line INTEGER NOT NULL,
+            message TEXT NOT NULL,
+            PRIMARY KEY (job_name, file_position, line)
+        ) WITHOUT ROWID""",
+    ),
 )
