@@ -100,22 +100,37 @@ def _wrap_streaming(behavior: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Maps `SkmakerError` to its status and any other exception to INTERNAL."""
+    """Maps `SkmakerError` to its status and any other exception to INTERNAL.
+
+    The wrapped handler of each method is built once and reused: a server's handlers are fixed
+    when it starts, and building them per call would sit on the Predict hot path.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         if handler.unary_unary:
-            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary))
-        if handler.stream_unary:
-            return handler._replace(stream_unary=_wrap_unary(handler.stream_unary))
-        if handler.unary_stream:
-            return handler._replace(unary_stream=_wrap_streaming(handler.unary_stream))
-        if handler.stream_stream:
-            return handler._replace(stream_stream=_wrap_streaming(handler.stream_stream))
-        return handler
+            wrapped = handler._replace(unary_unary=_wrap_unary(handler.unary_unary))
+        elif handler.stream_unary:
+            wrapped = handler._replace(stream_unary=_wrap_unary(handler.stream_unary))
+        elif handler.unary_stream:
+            wrapped = handler._replace(unary_stream=_wrap_streaming(handler.unary_stream))
+        elif handler.stream_stream:
+            wrapped = handler._replace(stream_stream=_wrap_streaming(handler.stream_stream))
+        else:
+            return handler
+        # A plain dict is enough: racing threads build equal wrappers and one of them wins.
+        self._wrapped[method] = wrapped
+        return wrapped
