@@ -24,10 +24,10 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Protocol
+from typing import IO, BinaryIO, Protocol
 
 from services.batch.shards import SHARD_OUTPUT_FOLDER
 from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted
@@ -108,8 +108,8 @@ class ArtifactStore(Protocol):
         """Up to `length` bytes of an object from `offset` (fewer at its end)."""
         ...
 
-    def write(self, key: str, chunks: Iterable[bytes]) -> ArtifactInfo:
-        """Stores bytes the control produced itself, atomically; the digest is computed."""
+    def write(self, key: str, produce: Callable[[BinaryIO], object]) -> ArtifactInfo:
+        """Stores what `produce` writes to a file, atomically; the digest is computed."""
         ...
 
     def delete(self, key: str) -> bool:
@@ -167,19 +167,38 @@ class LocalArtifactStore:
         expected = _validate_sha256(sha256)
         return self._store(key, chunks, size=size, expected=expected)
 
-    def write(self, key: str, chunks: Iterable[bytes]) -> ArtifactInfo:
+    def write(self, key: str, produce: Callable[[BinaryIO], object]) -> ArtifactInfo:
         """Stores bytes the control produces itself (an assembled `.out`) under `key`, atomically.
 
-        Unlike `put` there is no announced size or digest to check: the digest is computed while
-        writing, and the upload limit does not apply. Replaces an existing object atomically.
+        `produce` writes the content into a temporary file beside the target; the object
+        appears (replacing an existing one) only once it returned. Unlike `put` there is no
+        announced size or digest to check: the digest is computed from the written file, and
+        the upload limit does not apply.
 
         Raises:
             InvalidArgument: `key` collides with a folder or an object.
         """
-        return self._store(key, chunks, size=None, expected=None)
+        target = self._object_path(key)
+        self._make_parent_folders(key, target)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_UPLOAD_PREFIX)
+        try:
+            digest = hashlib.sha256()
+            with os.fdopen(fd, "w+b") as handle:
+                produce(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+                handle.seek(0)
+                for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
+                    digest.update(block)
+            os.replace(tmp_name, target)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            self._remove_empty_parents(target)
+            raise
+        return self._record_digest(key, target, digest.hexdigest())
 
     def _store(
-        self, key: str, chunks: Iterable[bytes], *, size: int | None, expected: str | None
+        self, key: str, chunks: Iterable[bytes], *, size: int, expected: str
     ) -> ArtifactInfo:
         """Writes a temporary file beside the target, checks it, fsyncs and renames it."""
         target = self._object_path(key)
@@ -191,7 +210,7 @@ class LocalArtifactStore:
             with os.fdopen(fd, "wb") as handle:
                 for chunk in chunks:
                     received += len(chunk)
-                    if size is not None and received > size:
+                    if received > size:
                         raise InvalidArgument(
                             f"upload of {key!r} sent more than the announced {size} bytes"
                         )
@@ -199,11 +218,11 @@ class LocalArtifactStore:
                     handle.write(chunk)
                 handle.flush()
                 os.fsync(handle.fileno())
-            if size is not None and received != size:
+            if received != size:
                 raise InvalidArgument(
                     f"upload of {key!r} ended after {received} of the announced {size} bytes"
                 )
-            if expected is not None and digest.hexdigest() != expected:
+            if digest.hexdigest() != expected:
                 raise InvalidArgument(
                     f"upload of {key!r} is corrupt: sha256 {digest.hexdigest()}, "
                     f"header said {expected}"

@@ -88,8 +88,8 @@ def test_store_range_reads(store: LocalArtifactStore) -> None:
 
 def test_staging_folder_is_writable_but_never_listed(store: LocalArtifactStore) -> None:
     staged = key_of("store://out/.skmaker-shards/a.csv.out.000000")
-    store.write(staged, [b"1\n", b"2\n"])
-    store.write("out/a.csv.out", [b"1\n2\n"])
+    store.write(staged, lambda out: out.write(b"1\n2\n"))
+    store.write("out/a.csv.out", lambda out: out.writelines([b"1\n", b"2\n"]))
     assert [info.key for info in store.list("out")] == ["out/a.csv.out"]
     assert store.read_range(staged, 0, 100) == b"1\n2\n"
     info, handle = store.open("out/a.csv.out")
@@ -101,8 +101,8 @@ def test_staging_folder_is_writable_but_never_listed(store: LocalArtifactStore) 
 
 def test_delete_and_delete_tree(store: LocalArtifactStore, tmp_path: Path) -> None:
     for index in range(3):
-        store.write(f"out/.skmaker-shards/a/b.csv.out.{index:06d}", [b"x"])
-    store.write("out/keep.out", [b"y"])
+        store.write(f"out/.skmaker-shards/a/b.csv.out.{index:06d}", lambda out: out.write(b"x"))
+    store.write("out/keep.out", lambda out: out.write(b"y"))
     assert store.delete_tree("out/.skmaker-shards") == 3
     assert not (tmp_path / "artifacts" / "objects" / "out" / ".skmaker-shards").exists()
     assert [info.key for info in store.list("out")] == ["out/keep.out"]
