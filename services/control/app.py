@@ -1,4 +1,4 @@
-"""Builds the control service: store, scheduler, artifact store, models, endpoints, servicers.
+"""Builds the control service: store, scheduler, artifacts, tuning, models, endpoints, servicers.
 
 `build(settings)` opens the database (applying migrations) and the artifact folder, so a bad
 data dir fails before anything binds. The lease reaper, the replica backend and, with
@@ -12,6 +12,8 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+
+import optuna
 
 from services.control.artifact_store import LocalArtifactStore
 from services.control.artifacts_servicer import ArtifactsServicer
@@ -32,6 +34,8 @@ from services.control.store import ControlStore
 from services.control.task import TaskKind
 from services.control.training import TrainingJobs
 from services.control.training_servicer import TrainingServicer
+from services.control.tuning import TuningJobs
+from services.control.tuning_servicer import TuningServicer
 from services.runtime import lifecycle
 from skmaker.v1 import (
     artifacts_pb2,
@@ -42,6 +46,8 @@ from skmaker.v1 import (
     serving_pb2_grpc,
     training_pb2,
     training_pb2_grpc,
+    tuning_pb2,
+    tuning_pb2_grpc,
 )
 
 
@@ -112,6 +118,9 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     )
     training_jobs = TrainingJobs(store, scheduler, artifacts, metrics)
     scheduler.register(TaskKind.TRAINING, training_jobs)
+    # Optuna logs every trial at INFO; the tuning loop logs what matters itself.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tuning_jobs = TuningJobs(store, training_jobs, artifacts, metrics)
     metrics.track_queue_depth(scheduler.queue_depth)
     supervisor = WorkerSupervisor()
     models = ModelRegistry(store, artifacts)
@@ -136,12 +145,14 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         scheduler.start()
         supervisor.start()
         endpoints.start()
+        tuning_jobs.start()
 
     def on_drain() -> None:
         # First, so children that exit on the group's SIGTERM are not restarted.
         supervisor.begin_shutdown()
         endpoints.begin_shutdown()
         scheduler.close()
+        tuning_jobs.close()
         training_jobs.close()
 
     def on_stop() -> None:
@@ -155,6 +166,11 @@ def build(settings: ControlSettings) -> lifecycle.Service:
             training_pb2_grpc.add_TrainingServiceServicer_to_server,
             TrainingServicer(training_jobs),
             training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name,
+        ),
+        lifecycle.Servicer(
+            tuning_pb2_grpc.add_TuningServiceServicer_to_server,
+            TuningServicer(tuning_jobs),
+            tuning_pb2.DESCRIPTOR.services_by_name["TuningService"].full_name,
         ),
         lifecycle.Servicer(
             artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server,

@@ -18,6 +18,12 @@ class ControlMetrics:
             ["status"],
             registry=registry,
         )
+        self.tuning_jobs = prometheus_client.Counter(
+            "skmaker_control_tuning_jobs",
+            "Tuning jobs that entered a status (InProgress on create, then a terminal one).",
+            ["status"],
+            registry=registry,
+        )
         self.queue_depth = prometheus_client.Gauge(
             "skmaker_control_queue_depth",
             "Tasks queued and waiting for a worker.",

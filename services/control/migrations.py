@@ -161,4 +161,40 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (job_name, file_position, line)
         ) WITHOUT ROWID""",
     ),
+    # 4: tuning jobs, their trials (each an ordinary training job) and every value of the
+    # objective metric the trials logged, so the study can be rebuilt after a restart.
+    (
+        """CREATE TABLE tuning_jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            spec_json TEXT NOT NULL,
+            objective_metric_name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            failure_reason TEXT NOT NULL DEFAULT '',
+            creation_time REAL NOT NULL,
+            end_time REAL,
+            warm_start_json TEXT NOT NULL DEFAULT '[]'
+        )""",
+        "CREATE INDEX tuning_jobs_by_status ON tuning_jobs (status)",
+        """CREATE TABLE tuning_trials (
+            tuning_job_name TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            training_job_name TEXT NOT NULL UNIQUE,
+            hyperparameters_json TEXT NOT NULL,
+            state TEXT NOT NULL,
+            objective_value REAL,
+            stopped_early INTEGER NOT NULL DEFAULT 0,
+            failure_reason TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (tuning_job_name, number)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE tuning_intermediate_values (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            tuning_job_name TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            attempt INTEGER NOT NULL,
+            step INTEGER NOT NULL,
+            value REAL NOT NULL,
+            UNIQUE (tuning_job_name, number, attempt, step)
+        )""",
+    ),
 )

@@ -14,7 +14,8 @@ back to `Pending` for another attempt, or fails it with an `InternalServerError:
 every attempt was lost. A terminal job never changes again.
 
 `TrainingJobs` is also the scheduler's `TaskHandler` for training tasks: its `on_*` methods
-run inside the scheduler's transaction.
+run inside the scheduler's transaction. Listeners (the tuning jobs) hear of every metric sample
+and every job end inside the same transaction.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import binascii
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from services.control.artifact_store import ArtifactStore
 from services.control.metrics import ControlMetrics
@@ -43,6 +45,7 @@ from services.control.task import (
 from services.control.training_job import (
     WORKER_SECONDARY_STATUSES,
     LogLine,
+    MetricValue,
     SecondaryStatus,
     TrainingJob,
     TrainingJobSpec,
@@ -108,6 +111,20 @@ class LogBatch:
     status: TrainingJobStatus
 
 
+class TrainingJobListener(Protocol):
+    """Hears what happens to training jobs; called inside the transaction that records it."""
+
+    def on_training_job_metrics(
+        self, job: TrainingJob, attempt: int, samples: Sequence[MetricValue]
+    ) -> None:
+        """Metric samples a worker reported for `job`'s attempt `attempt`, in log order."""
+        ...
+
+    def on_training_job_ended(self, job: TrainingJob) -> None:
+        """`job` just reached a terminal status."""
+        ...
+
+
 class TrainingJobs:
     """The training-job state machine over the store and the task queue."""
 
@@ -126,6 +143,11 @@ class TrainingJobs:
         self._metrics = metrics
         self._clock = clock
         self._changed = Notifier()
+        self._listeners: list[TrainingJobListener] = []
+
+    def add_listener(self, listener: TrainingJobListener) -> None:
+        """Makes `listener` hear of every job's metric samples and end."""
+        self._listeners.append(listener)
 
     def close(self) -> None:
         """Ends every log follower (server shutdown)."""
@@ -311,6 +333,7 @@ class TrainingJobs:
         job = self.describe(task.job_name)
         self._store.append_log_lines(job.name, report.log_lines)
         self._store.record_metrics(job.name, report.metrics)
+        self._tell_metrics(job, task.attempt, report.metrics)
         is_new_status = reported and reported != job.secondary_status
         if is_new_status and job.status is TrainingJobStatus.IN_PROGRESS:
             self._transition(job, reported, now, _worker_status_message(reported, report.worker_id))
@@ -322,6 +345,7 @@ class TrainingJobs:
         job = self.describe(task.job_name)
         self._store.append_log_lines(job.name, report.log_lines)
         self._store.record_metrics(job.name, report.metrics)
+        self._tell_metrics(job, task.attempt, report.metrics)
         self._changed.notify()
         if job.status.is_terminal:
             log.warning("training job %s already %s; completion ignored", job.name, job.status)
@@ -380,6 +404,11 @@ class TrainingJobs:
 
     # ----------------------------------------------------------------- transitions
 
+    def _tell_metrics(self, job: TrainingJob, attempt: int, samples: Sequence[MetricValue]) -> None:
+        if samples:
+            for listener in self._listeners:
+                listener.on_training_job_metrics(job, attempt, samples)
+
     def _transition(self, job: TrainingJob, secondary: str, now: float, message: str) -> None:
         self._store.update_training_job(replace(job, secondary_status=secondary))
         self._store.append_transition(job.name, secondary, now, message)
@@ -398,6 +427,8 @@ class TrainingJobs:
         self._store.end_transitions(job.name, now)
         self._metrics.training_jobs.labels(status=status.value).inc()
         log.info("training job %s ended: %s/%s", job.name, status.value, secondary.value)
+        for listener in self._listeners:
+            listener.on_training_job_ended(ended)
 
 
 def _worker_status_message(status: str, worker_id: str) -> str:
