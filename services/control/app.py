@@ -17,6 +17,7 @@ import optuna
 
 from services.control.artifact_store import LocalArtifactStore
 from services.control.artifacts_servicer import ArtifactsServicer
+from services.control.autoscaling import Autoscaling
 from services.control.backends import EventSink, ReplicaBackend
 from services.control.backends.local import LocalReplicaBackend
 from services.control.backends.local_process import LocalBackendSettings
@@ -25,11 +26,13 @@ from services.control.dispatch_servicer import DispatchServicer
 from services.control.endpoint_servicer import EndpointServicer
 from services.control.endpoint_store import EndpointStore
 from services.control.endpoints import Endpoints
+from services.control.load_metrics import LoadSource, PromQLSource, ScrapeSource
 from services.control.local_workers import WorkerSpec, WorkerSupervisor
 from services.control.metrics import ControlMetrics
 from services.control.model_registry import ModelRegistry
 from services.control.model_servicer import ModelServicer
 from services.control.scheduler import Scheduler
+from services.control.scrape_targets import ScrapeTargetsFile
 from services.control.store import ControlStore
 from services.control.task import TaskKind
 from services.control.training import TrainingJobs
@@ -101,6 +104,13 @@ def replica_backend(
     return LocalReplicaBackend(local, EndpointStore(store), on_event)
 
 
+def load_source(settings: ControlSettings) -> LoadSource:
+    """PromQL against `--prometheus-url` when set; otherwise the replicas' /metrics."""
+    if settings.prometheus_url:
+        return PromQLSource(settings.prometheus_url)
+    return ScrapeSource()
+
+
 def build(settings: ControlSettings) -> lifecycle.Service:
     """Wires the control service; nothing listens until `lifecycle.start`/`serve`."""
     data_dir = Path(settings.data_dir)
@@ -132,6 +142,18 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     endpoints = Endpoints(
         store, models, backend, metrics, max_replicas=settings.max_endpoint_replicas
     )
+    sd_file = (
+        ScrapeTargetsFile(Path(settings.prometheus_sd_file))
+        if settings.prometheus_sd_file
+        else None
+    )
+    autoscaling = Autoscaling(
+        endpoints,
+        load_source(settings),
+        metrics,
+        interval_s=settings.autoscale_interval_s,
+        on_scrape_targets=sd_file.write if sd_file is not None else None,
+    )
 
     def on_bound(grpc_port: int) -> None:
         # Children need the real port, known only once bound (--grpc-port=0 in tests).
@@ -145,11 +167,13 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         scheduler.start()
         supervisor.start()
         endpoints.start()
+        autoscaling.start()
         tuning_jobs.start()
 
     def on_drain() -> None:
         # First, so children that exit on the group's SIGTERM are not restarted.
         supervisor.begin_shutdown()
+        autoscaling.close()
         endpoints.begin_shutdown()
         scheduler.close()
         tuning_jobs.close()

@@ -49,6 +49,15 @@ class ControlSettings(ServiceSettings):
         5.0, "seconds a draining replica gets to finish in-flight requests (then SIGKILL + 5s)"
     )
     max_endpoint_replicas: int = setting(16, "the most replicas one endpoint may have")
+    autoscale_interval_s: float = setting(
+        1.0, "how often endpoints with a scaling policy are measured and scaled"
+    )
+    prometheus_url: str = setting(
+        "", "read replica load by PromQL from this Prometheus (http://host:9090); empty: scrape"
+    )
+    prometheus_sd_file: str = setting(
+        "", "keep a Prometheus file_sd JSON of every replica's /metrics address at this path"
+    )
 
     @property
     def effective_replica_backend(self) -> str:
@@ -61,7 +70,8 @@ class ControlSettings(ServiceSettings):
         """Refuses settings that cannot work together.
 
         Raises:
-            ValueError: an unknown replica backend, or a non-positive replica knob.
+            ValueError: an unknown replica backend, or a non-positive replica or autoscaling
+                knob.
         """
         if self.effective_replica_backend not in REPLICA_BACKENDS:
             raise ValueError(
@@ -70,3 +80,5 @@ class ControlSettings(ServiceSettings):
             )
         if self.replica_start_attempts < 1 or self.max_endpoint_replicas < 1:
             raise ValueError("--replica-start-attempts and --max-endpoint-replicas must be >= 1")
+        if not self.autoscale_interval_s > 0:
+            raise ValueError("--autoscale-interval-s must be positive")

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from services.control.backends import ReplicaBackend, ReplicaInfo, ReplicaState
@@ -122,7 +122,7 @@ class Endpoints:
         backend = self._require_backend()
         validate_resource_name("endpoint", name)
         self._check_replicas("initial_replicas", initial_replicas)
-        _check_policy(policy)
+        self._check_policy(policy)
         self._models.describe(model_name)
         now = self._clock()
         endpoint = Endpoint(
@@ -189,7 +189,7 @@ class Endpoints:
             raise InvalidArgument("nothing to update: give a model_name, replicas or a policy")
         if replicas:
             self._check_replicas("replicas", replicas)
-        _check_policy(policy)
+        self._check_policy(policy)
         if model_name:
             self._models.describe(model_name)
         with self._lock:
@@ -227,6 +227,50 @@ class Endpoints:
                 backend.scale(name, updated.desired_replicas)
         self._metrics.endpoint_desired_replicas.labels(endpoint=name).set(updated.desired_replicas)
         return self.describe(name)
+
+    def scale(
+        self, name: str, replicas: int, reason: str, *, remove_first: Sequence[str] = ()
+    ) -> Endpoint:
+        """Sets the replica count on the autoscaler's behalf and records why.
+
+        Unlike `update`, this never blocks other changes: a scale-out shows SystemUpdating
+        until the new replicas serve (the reconciler then returns it to InService), a
+        scale-in keeps the status. The backend removes starting replicas first, then the
+        serving ones in `remove_first` (the idlest), then the newest; removed ones drain.
+
+        Args:
+            name: the endpoint.
+            replicas: the new desired count.
+            reason: why, with the metric value that caused it; becomes an endpoint event.
+            remove_first: on scale-in, serving replica ids to remove first, in order.
+
+        Returns:
+            The endpoint as stored after the change (unchanged when `replicas` is the count).
+
+        Raises:
+            NotFound: no such endpoint.
+            FailedPrecondition: the endpoint is not InService or SystemUpdating (a model
+                update or a deletion is under way; the autoscaler skips it).
+            InvalidArgument, ResourceExhausted: a replica count out of range.
+        """
+        backend = self._require_backend()
+        self._check_replicas("replicas", replicas)
+        with self._lock:
+            endpoint = self._get(name)
+            if endpoint.status not in _UPDATABLE:
+                raise FailedPrecondition(
+                    f"endpoint {name!r} is {endpoint.status.value}; not scaling it now"
+                )
+            if replicas == endpoint.desired_replicas:
+                return endpoint
+            scaled = replace(endpoint, desired_replicas=replicas, last_modified_time=self._clock())
+            if replicas > endpoint.desired_replicas:
+                scaled = replace(scaled, status=EndpointStatus.SYSTEM_UPDATING)
+            self._endpoints.update(scaled)
+            self.record_event(name, reason)
+            backend.scale(name, replicas, remove_first)
+        self._metrics.endpoint_desired_replicas.labels(endpoint=name).set(replicas)
+        return scaled
 
     def delete(self, name: str) -> None:
         """Marks the endpoint Deleting; its replicas are drained and stopped, then it is gone.
@@ -425,6 +469,7 @@ class Endpoints:
             for gauge in (self._metrics.endpoint_replicas, self._metrics.endpoint_desired_replicas):
                 with contextlib.suppress(KeyError):  # never set: deleted before any reconcile
                     gauge.remove(name)
+            self._metrics.forget_scaling_decisions(name)
             log.info("endpoint %s deleted", name)
         with self._lock:
             if self._releasing.get(name) is threading.current_thread():
@@ -462,8 +507,14 @@ class Endpoints:
                 "(--max-endpoint-replicas)"
             )
 
+    def _check_policy(self, policy: ScalingPolicy | None) -> None:
+        _check_policy_fields(policy)
+        if policy is not None:
+            # The autoscaler could never reach a larger count: refuse it up front.
+            self._check_replicas("scaling_policy.max_replicas", policy.max_replicas)
 
-def _check_policy(policy: ScalingPolicy | None) -> None:
+
+def _check_policy_fields(policy: ScalingPolicy | None) -> None:
     if policy is None:
         return
     if policy.min_replicas < 1:
@@ -477,3 +528,5 @@ def _check_policy(policy: ScalingPolicy | None) -> None:
         )
     if policy.target_value < 0:
         raise InvalidArgument("scaling_policy.target_value must not be negative")
+    if policy.scale_out_window_seconds < 0 or policy.scale_in_window_seconds < 0:
+        raise InvalidArgument("scaling_policy windows must not be negative (0 means the default)")

@@ -22,8 +22,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -46,10 +46,18 @@ class ReplicaTarget:
 
 @dataclass(frozen=True)
 class LoadSample:
-    """The policy's metric for one endpoint at one moment; `value` None means unknown."""
+    """The policy's metric for one endpoint at one moment; `value` None means unknown.
+
+    Attributes:
+        value: the metric averaged over the serving replicas; None when missing or stale.
+        detail: a phrase for events and logs naming the value and its source.
+        in_flight: requests in flight per replica id, where the source read them (the
+            autoscaler drains the idlest replicas first); empty when unknown.
+    """
 
     value: float | None
     detail: str
+    in_flight: Mapping[str, float] = field(default_factory=dict)
 
 
 class LoadSource(Protocol):
@@ -119,22 +127,27 @@ class ScrapeSource:
             live = {(endpoint, t.replica_id) for t in replicas}
             for key in [k for k in self._previous if k[0] == endpoint and k not in live]:
                 del self._previous[key]
+        in_flight = {rid: reading.in_flight for rid, reading in readings.items()}
         if metric == CONCURRENT_REQUESTS:
-            value = sum(r.in_flight for r in readings.values()) / len(readings)
-            return LoadSample(value, f"{value:.3g} in flight per replica (scraped)")
+            value = sum(in_flight.values()) / len(in_flight)
+            return LoadSample(value, f"{value:.3g} in flight per replica (scraped)", in_flight)
         if metric == INVOCATIONS_PER_MINUTE:
             rates = []
             for rid, reading in readings.items():
                 before = previous[rid]
                 if before is None or reading.at <= before.at:
-                    return LoadSample(None, f"first scrape of replica {rid}; no rate yet")
+                    return LoadSample(
+                        None, f"first scrape of replica {rid}; no rate yet", in_flight
+                    )
                 # A restarted replica resets its counter: count from zero, as PromQL's rate().
                 increase = reading.requests_total - before.requests_total
                 if increase < 0:
                     increase = reading.requests_total
                 rates.append(increase * 60.0 / (reading.at - before.at))
             value = sum(rates) / len(rates)
-            return LoadSample(value, f"{value:.3g} invocations per replica per minute (scraped)")
+            return LoadSample(
+                value, f"{value:.3g} invocations per replica per minute (scraped)", in_flight
+            )
         raise ValueError(f"unknown metric {metric!r}")
 
 
@@ -163,27 +176,50 @@ class PromQLSource:
         ]
 
     def sample(self, endpoint: str, metric: str, replicas: Sequence[ReplicaTarget]) -> LoadSample:
-        """Per-replica average over the replicas Prometheus currently sees for `endpoint`."""
+        """Per-replica average over `replicas`, as Prometheus last scraped them.
+
+        Series are matched to replicas by their `replica` target label (the control's
+        `--prometheus-sd-file` sets it), so replicas that are starting or draining do not
+        dilute the average. Without that label (Prometheus finds replicas some other way),
+        each scrape target of the endpoint counts as one replica.
+        """
         if not replicas:
             return LoadSample(None, "no serving replica")
         selector = f'{{endpoint="{endpoint}"}}'
-        if metric == CONCURRENT_REQUESTS:
-            promql = f"{IN_FLIGHT_METRIC}{selector}"
-        elif metric == INVOCATIONS_PER_MINUTE:
-            promql = (
-                f"sum by (instance) (rate({REQUESTS_METRIC}{selector}"
-                f"[{self._rate_window_s}s])) * 60"
-            )
-        else:
-            raise ValueError(f"unknown metric {metric!r}")
+        by_target = "sum by (instance, replica)"
         try:
-            series = self.query(promql)
-        except (OSError, ValueError, KeyError) as err:
-            return LoadSample(None, f"Prometheus query failed: {err}")
-        if len(series) < len(replicas):
-            return LoadSample(
-                None, f"Prometheus has {len(series)} of {len(replicas)} replicas' samples yet"
+            in_flight = _per_replica(
+                self.query(f"{by_target} ({IN_FLIGHT_METRIC}{selector})"), replicas
             )
-        value = sum(v for _labels, v in series) / len(series)
+            if metric == CONCURRENT_REQUESTS:
+                values = in_flight
+            elif metric == INVOCATIONS_PER_MINUTE:
+                rate = f"rate({REQUESTS_METRIC}{selector}[{self._rate_window_s}s])"
+                values = _per_replica(self.query(f"{by_target} ({rate}) * 60"), replicas)
+            else:
+                raise ValueError(f"unknown metric {metric!r}")
+        except (OSError, KeyError) as err:
+            return LoadSample(None, f"Prometheus query failed: {err}")
+        if len(values) < len(replicas):
+            return LoadSample(
+                None, f"Prometheus has {len(values)} of {len(replicas)} replicas' samples yet"
+            )
+        value = sum(values.values()) / len(values)
         unit = "in flight" if metric == CONCURRENT_REQUESTS else "invocations per minute"
-        return LoadSample(value, f"{value:.3g} {unit} per replica (PromQL)")
+        known = {target.replica_id for target in replicas}
+        by_replica = in_flight if set(in_flight) <= known else {}
+        return LoadSample(value, f"{value:.3g} {unit} per replica (PromQL)", by_replica)
+
+
+def _per_replica(
+    series: list[tuple[dict[str, str], float]], replicas: Sequence[ReplicaTarget]
+) -> dict[str, float]:
+    """Values keyed by replica id (only `replicas`' series), or by instance without the label."""
+    known = {target.replica_id for target in replicas}
+    if any("replica" in labels for labels, _value in series):
+        return {
+            labels["replica"]: value for labels, value in series if labels.get("replica") in known
+        }
+    return {
+        labels.get("instance", str(index)): value for index, (labels, value) in enumerate(series)
+    }

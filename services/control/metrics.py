@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import prometheus_client
+
+# The `direction` label values of skmaker_control_scaling_decisions_total.
+SCALING_DIRECTIONS = ("up", "down")
 
 
 class ControlMetrics:
@@ -21,6 +25,12 @@ class ControlMetrics:
         self.tuning_jobs = prometheus_client.Counter(
             "skmaker_control_tuning_jobs",
             "Tuning jobs that entered a status (InProgress on create, then a terminal one).",
+            ["status"],
+            registry=registry,
+        )
+        self.transform_jobs = prometheus_client.Counter(
+            "skmaker_control_transform_jobs",
+            "Transform jobs that entered a status (InProgress on create, then a terminal one).",
             ["status"],
             registry=registry,
         )
@@ -47,6 +57,19 @@ class ControlMetrics:
             ["endpoint"],
             registry=registry,
         )
+
+        self.scaling_decisions = prometheus_client.Counter(
+            "skmaker_control_scaling_decisions",
+            "Autoscaling decisions that changed an endpoint's desired replicas, by direction.",
+            ["endpoint", "direction"],
+            registry=registry,
+        )
+
+    def forget_scaling_decisions(self, endpoint: str) -> None:
+        """Drops a deleted endpoint's decision counters (label values stay bounded)."""
+        for direction in SCALING_DIRECTIONS:
+            with contextlib.suppress(KeyError):  # never incremented
+                self.scaling_decisions.remove(endpoint, direction)
 
     def track_queue_depth(self, read_depth: Callable[[], int]) -> None:
         """Makes the queue-depth gauge read `read_depth()` at each scrape."""

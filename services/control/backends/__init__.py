@@ -16,7 +16,7 @@ Backends persist what a restarted control needs to clean up after them through a
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -106,8 +106,14 @@ class ReplicaBackend(Protocol):
         """
         ...
 
-    def scale(self, endpoint: str, desired_replicas: int) -> None:
-        """Changes only the replica count; surplus replicas are drained (starting ones first).
+    def scale(self, endpoint: str, desired_replicas: int, remove_first: Sequence[str] = ()) -> None:
+        """Changes only the replica count; surplus replicas are removed at once.
+
+        Removal order: starting replicas (not capacity, nothing in flight), then the serving
+        replicas named in `remove_first` in that order (the autoscaler lists the idlest
+        first), then the newest serving ones. A removed serving replica drains: it leaves the
+        serving set (health NOT_SERVING, so clients drop it), refuses new calls with
+        UNAVAILABLE, finishes the calls in flight, then exits.
 
         Raises:
             KeyError: the backend does not run `endpoint`.

@@ -26,7 +26,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from services.control.backends import (
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 BACKEND_NAME = "local"
 _REPLICA_ID = re.compile(r"r-(\d+)")
+_SLOT_STATES = (ReplicaState.STARTING, ReplicaState.SERVING, ReplicaState.FAILED)
 
 
 @dataclass
@@ -138,10 +139,14 @@ class LocalReplicaBackend:
         self._wake.set()
         return result
 
-    def scale(self, endpoint: str, desired_replicas: int) -> None:
-        """See `ReplicaBackend.scale`."""
-        with self._lock:
-            self._group(endpoint).desired = desired_replicas
+    def scale(self, endpoint: str, desired_replicas: int, remove_first: Sequence[str] = ()) -> None:
+        """See `ReplicaBackend.scale`. Surplus replicas are signalled before this returns."""
+        with self._events_flushed(), self._lock:
+            group = self._group(endpoint)
+            group.desired = desired_replicas
+            # Now rather than at the next tick: the caller chose whom to remove from load
+            # numbers that are already getting older.
+            self._remove_surplus(group, remove_first)
         self._wake.set()
 
     def replicas(self, endpoint: str) -> list[ReplicaInfo]:
@@ -444,6 +449,36 @@ class LocalReplicaBackend:
                 self._ledger.forget_replica(group.name, leftover.replica_id)
                 self._event(group.name, f"replica {leftover.replica_id} of the previous run exited")
 
+    def _slots(self, group: _EndpointReplicas) -> list[_Replica]:
+        """Replicas of the target model that count toward `desired` (failed ones hold a slot)."""
+        return [
+            r
+            for r in group.replicas.values()
+            if r.model_name == group.model_name and r.state in _SLOT_STATES
+        ]
+
+    def _remove_surplus(self, group: _EndpointReplicas, remove_first: Sequence[str]) -> None:
+        """Removes replicas of the target model beyond `desired`, cheapest loss first.
+
+        Failed tombstones go first, then starting replicas (newest first), then the serving
+        ones named in `remove_first` (in its order), then the newest serving ones.
+        """
+        slots = self._slots(group)
+        surplus = len(slots) - group.desired
+        if surplus <= 0:
+            return
+        preferred = {replica_id: rank for rank, replica_id in enumerate(remove_first)}
+        order = {ReplicaState.FAILED: 0, ReplicaState.STARTING: 1, ReplicaState.SERVING: 2}
+        ranked = sorted(
+            slots,
+            key=lambda r: (order[r.state], preferred.get(r.id, len(preferred)), -r.started_at),
+        )
+        for replica in ranked[:surplus]:
+            if replica.state is ReplicaState.FAILED:
+                del group.replicas[replica.id]
+            else:
+                self._remove(group, replica, "scaled in")
+
     def _converge(self, group: _EndpointReplicas, now: float) -> None:
         """Starts missing replicas of the target model and drains surplus and old ones."""
         active = (ReplicaState.STARTING, ReplicaState.SERVING)
@@ -451,16 +486,8 @@ class LocalReplicaBackend:
             if replica.state is ReplicaState.FAILED and replica.model_name != group.model_name:
                 del group.replicas[replica.id]
         current = [r for r in group.replicas.values() if r.model_name == group.model_name]
-        slots = [r for r in current if r.state in (*active, ReplicaState.FAILED)]
-        surplus = len(slots) - group.desired
-        # Failed first, then starting ones (newest first), then serving ones (newest first).
-        order = {ReplicaState.FAILED: 0, ReplicaState.STARTING: 1, ReplicaState.SERVING: 2}
-        for replica in sorted(reversed(slots), key=lambda r: order[r.state])[: max(0, surplus)]:
-            if replica.state is ReplicaState.FAILED:
-                del group.replicas[replica.id]
-            else:
-                self._remove(group, replica, "scaled in")
-        missing = group.desired - len(slots)
+        self._remove_surplus(group, ())
+        missing = group.desired - len(self._slots(group))
         if missing > 0 and now >= group.replace_not_before and self._control_address:
             for _ in range(missing):
                 self._spawn(group, group.model_name, attempt=1)

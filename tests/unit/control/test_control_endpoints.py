@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import prometheus_client
 import pytest
@@ -57,7 +57,7 @@ class ScriptedBackend:
             self.targets[endpoint] = (model, desired_replicas)
         return address or "127.0.0.1:9999"
 
-    def scale(self, endpoint: str, desired_replicas: int) -> None:
+    def scale(self, endpoint: str, desired_replicas: int, remove_first: Sequence[str] = ()) -> None:
         self.calls.append(("scale", endpoint, desired_replicas))
 
     def replicas(self, endpoint: str) -> list[ReplicaInfo]:
