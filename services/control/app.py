@@ -2,9 +2,9 @@
 
 `build(settings)` opens the database (applying migrations) and the artifact folder, so a bad
 data dir fails before anything binds. The lease reaper, the replica backend and, with
-`--local`, the trainer children start once the gRPC port is bound; stored endpoints are then
-served again. On shutdown long polls and log followers end first, then the replicas are
-drained and stopped, then the children.
+`--local`, the trainer children start once the gRPC port is bound (batch workers come and go
+with the running transform jobs); stored endpoints are then served again. On shutdown long
+polls and log followers end first, then the replicas are drained and stopped, then the children.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from services.control.endpoint_servicer import EndpointServicer
 from services.control.endpoint_store import EndpointStore
 from services.control.endpoints import Endpoints
 from services.control.load_metrics import LoadSource, PromQLSource, ScrapeSource
+from services.control.local_batch import LocalBatchWorkers, batch_worker_spec
 from services.control.local_workers import WorkerSpec, WorkerSupervisor
 from services.control.metrics import ControlMetrics
 from services.control.model_registry import ModelRegistry
@@ -37,6 +38,8 @@ from services.control.store import ControlStore
 from services.control.task import TaskKind
 from services.control.training import TrainingJobs
 from services.control.training_servicer import TrainingServicer
+from services.control.transform import TransformJobs
+from services.control.transform_servicer import TransformServicer
 from services.control.tuning import TuningJobs
 from services.control.tuning_servicer import TuningServicer
 from services.runtime import lifecycle
@@ -49,6 +52,8 @@ from skmaker.v1 import (
     serving_pb2_grpc,
     training_pb2,
     training_pb2_grpc,
+    transform_pb2,
+    transform_pb2_grpc,
     tuning_pb2,
     tuning_pb2_grpc,
 )
@@ -134,6 +139,34 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     metrics.track_queue_depth(scheduler.queue_depth)
     supervisor = WorkerSupervisor()
     models = ModelRegistry(store, artifacts)
+    transform_jobs = TransformJobs(
+        store,
+        scheduler,
+        artifacts,
+        models,
+        metrics,
+        target_shard_bytes=settings.transform_shard_bytes,
+    )
+    scheduler.register(TaskKind.TRANSFORM, transform_jobs)
+    # Set once the port is bound; batch workers started later are pointed at it.
+    control_address = ""
+
+    def batch_spec(index: int) -> WorkerSpec:
+        return batch_worker_spec(
+            index,
+            data_dir=data_dir,
+            control_address=control_address,
+            extra_args=settings.batch_args,
+            auth_token=settings.auth_token,
+        )
+
+    local_batch = LocalBatchWorkers(
+        supervisor,
+        batch_spec,
+        transform_jobs.wanted_workers,
+        max_workers=settings.local_batch_workers_max,
+        idle_s=settings.local_batch_idle_s,
+    )
 
     def on_replica_event(endpoint_name: str, message: str) -> None:
         endpoints.record_event(endpoint_name, message)
@@ -157,6 +190,8 @@ def build(settings: ControlSettings) -> lifecycle.Service:
 
     def on_bound(grpc_port: int) -> None:
         # Children need the real port, known only once bound (--grpc-port=0 in tests).
+        nonlocal control_address
+        control_address = f"127.0.0.1:{grpc_port}"
         if settings.local:
             for spec in trainer_specs(settings, grpc_port):
                 supervisor.add(spec)
@@ -169,14 +204,20 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         endpoints.start()
         autoscaling.start()
         tuning_jobs.start()
+        transform_jobs.start()
+        if settings.local:
+            local_batch.start()
 
     def on_drain() -> None:
-        # First, so children that exit on the group's SIGTERM are not restarted.
+        # First, so children that exit on the group's SIGTERM are not restarted (nor are
+        # batch workers started or stopped for transform jobs any more).
+        local_batch.close()
         supervisor.begin_shutdown()
         autoscaling.close()
         endpoints.begin_shutdown()
         scheduler.close()
         tuning_jobs.close()
+        transform_jobs.close()
         training_jobs.close()
 
     def on_stop() -> None:
@@ -195,6 +236,11 @@ def build(settings: ControlSettings) -> lifecycle.Service:
             tuning_pb2_grpc.add_TuningServiceServicer_to_server,
             TuningServicer(tuning_jobs),
             tuning_pb2.DESCRIPTOR.services_by_name["TuningService"].full_name,
+        ),
+        lifecycle.Servicer(
+            transform_pb2_grpc.add_TransformServiceServicer_to_server,
+            TransformServicer(transform_jobs),
+            transform_pb2.DESCRIPTOR.services_by_name["TransformService"].full_name,
         ),
         lifecycle.Servicer(
             artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server,

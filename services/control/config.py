@@ -20,7 +20,9 @@ class ControlSettings(ServiceSettings):
 
     grpc_port: int = setting(50051, "gRPC port of the public and worker APIs", flags=["--port"])
     data_dir: str = setting("./.skmaker", "folder holding control.db and artifacts/")
-    local: bool = setting(False, "also start trainer workers as child processes")
+    local: bool = setting(
+        False, "also start trainer workers, and batch workers while transforms run, as children"
+    )
     local_trainers: int = setting(1, "how many trainer children --local starts")
     trainer_args: str = setting("", "extra flags (shell syntax) given to each local trainer")
     lease_s: float = setting(10.0, "seconds a task lease lasts without a heartbeat")
@@ -49,6 +51,16 @@ class ControlSettings(ServiceSettings):
         5.0, "seconds a draining replica gets to finish in-flight requests (then SIGKILL + 5s)"
     )
     max_endpoint_replicas: int = setting(16, "the most replicas one endpoint may have")
+    transform_shard_bytes: int = setting(
+        16 * 1024 * 1024, "a Line-split transform input is cut into shards of about this size"
+    )
+    local_batch_workers_max: int = setting(
+        2, "the most batch workers --local runs (a transform job asks for its instance count)"
+    )
+    local_batch_idle_s: float = setting(
+        5.0, "--local stops batch workers no transform job needs after this many seconds"
+    )
+    batch_args: str = setting("", "extra flags (shell syntax) given to each local batch worker")
     autoscale_interval_s: float = setting(
         1.0, "how often endpoints with a scaling policy are measured and scaled"
     )
@@ -80,5 +92,9 @@ class ControlSettings(ServiceSettings):
             )
         if self.replica_start_attempts < 1 or self.max_endpoint_replicas < 1:
             raise ValueError("--replica-start-attempts and --max-endpoint-replicas must be >= 1")
+        if self.transform_shard_bytes < 1 or self.local_batch_workers_max < 0:
+            raise ValueError(
+                "--transform-shard-bytes must be >= 1 and --local-batch-workers-max >= 0"
+            )
         if not self.autoscale_interval_s > 0:
             raise ValueError("--autoscale-interval-s must be positive")

@@ -30,9 +30,12 @@ from services.control.task import (
     Lease,
     TaskKind,
     TaskOutcome,
+    TransformShardResult,
     WorkerLogLine,
 )
 from services.control.training import LogBatch, TrainingTaskPayload
+from services.control.transform import TransformTaskPayload
+from services.control.transform_job import DataProcessing, RecordError, TransformJobSpec
 from services.control.tuning_config import EarlyStoppingType, ObjectiveType, TuningConfig
 from services.control.tuning_job import Trial, TuningJob, TuningJobSpec, TuningJobStatus
 from services.control.tuning_space import (
@@ -50,6 +53,7 @@ from skmaker.v1 import (
     model_pb2,
     training_job_pb2,
     training_pb2,
+    transform_job_pb2,
     tuning_job_pb2,
 )
 
@@ -259,6 +263,8 @@ def lease_to_pb(lease: Lease) -> dispatch_pb2.Task:
                 job_name=lease.payload.job_name, spec=spec_to_pb(lease.payload.spec)
             )
         )
+    elif isinstance(lease.payload, TransformTaskPayload):
+        message.transform.CopyFrom(transform_task_to_pb(lease.payload))
     return message
 
 
@@ -285,6 +291,8 @@ def heartbeat_from_pb(request: dispatch_pb2.HeartbeatRequest) -> HeartbeatReport
         log_lines=_log_lines_from_pb(request.log_lines),
         metrics=_metrics_from_pb(request.metrics),
         secondary_status=request.secondary_status,
+        records_done=request.records_done,
+        bytes_done=request.bytes_done,
     )
 
 
@@ -318,6 +326,61 @@ def completion_from_pb(request: dispatch_pb2.CompleteTaskRequest) -> CompletionR
         runtime_versions=tj.RuntimeVersions(versions.python, versions.sklearn, versions.numpy),
         log_lines=_log_lines_from_pb(request.log_lines),
         metrics=_metrics_from_pb(request.metrics),
+        transform_result=(
+            _transform_result_from_pb(request.transform_result)
+            if request.HasField("transform_result")
+            else None
+        ),
+    )
+
+
+def _transform_result_from_pb(result: dispatch_pb2.TransformShardResult) -> TransformShardResult:
+    return TransformShardResult(
+        records_done=result.records_done,
+        bytes_done=result.bytes_done,
+        record_errors=tuple(RecordError(e.line, e.message) for e in result.record_errors),
+    )
+
+
+def transform_spec_to_pb(spec: TransformJobSpec) -> transform_job_pb2.TransformJobSpec:
+    """The wire form of a transform job's spec."""
+    processing: DataProcessing = spec.data_processing
+    return transform_job_pb2.TransformJobSpec(
+        model_name=spec.model_name,
+        input_uri=spec.input_uri,
+        output_uri=spec.output_uri,
+        content_type=spec.content_type,
+        accept=spec.accept,
+        split_type=spec.split_type,
+        batch_strategy=spec.batch_strategy,
+        max_payload_mb=spec.max_payload_mb,
+        max_concurrent_transforms=spec.max_concurrent_transforms,
+        assemble_with=spec.assemble_with,
+        compression_type=spec.compression_type,
+        data_processing=transform_job_pb2.DataProcessing(
+            input_filter=processing.input_filter,
+            join_source=processing.join_source,
+            output_filter=processing.output_filter,
+        ),
+        instance_count=spec.instance_count,
+        environment=dict(spec.environment),
+        record_errors=spec.record_errors,
+        skip_header=spec.skip_header,
+    )
+
+
+def transform_task_to_pb(payload: TransformTaskPayload) -> dispatch_pb2.TransformTask:
+    """The wire form of one transform shard handed to a batch worker."""
+    return dispatch_pb2.TransformTask(
+        job_name=payload.job_name,
+        spec=transform_spec_to_pb(payload.spec),
+        model=model_to_pb(payload.model),
+        input_uri=payload.input_uri,
+        shard_index=payload.shard_index,
+        start_offset=payload.start,
+        end_offset=payload.end,
+        output_uri=payload.output_uri,
+        is_first_shard=payload.is_first_shard,
     )
 
 

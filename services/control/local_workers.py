@@ -5,7 +5,7 @@ to. Children stay in the control's process group, so a signal to the group (Ctrl
 -pgid`) reaches them too. A watcher thread restarts a child that exits while the supervisor is
 running, after a backoff that doubles while the child keeps dying young. `stop()` sends SIGTERM
 to every child, waits, then SIGKILLs the stragglers. Nothing here knows what a child does:
-trainers today, batch workers and inference replicas later.
+trainers and batch workers (`add` and `remove` as jobs need them).
 """
 
 from __future__ import annotations
@@ -108,6 +108,36 @@ class WorkerSupervisor:
                 for name, child in self._children.items()
                 if child.process is not None and child.process.poll() is None
             }
+
+    def names(self) -> list[str]:
+        """Names of the children the supervisor keeps running, sorted."""
+        with self._lock:
+            return sorted(self._children)
+
+    def remove(self, name: str) -> bool:
+        """Stops one child for good: SIGTERM, up to `stop_timeout_s`, then SIGKILL.
+
+        The child is forgotten first, so the watcher does not restart it. Blocks while the
+        child drains: call it outside RPC handlers and transactions.
+
+        Returns:
+            False when no child has this name.
+        """
+        with self._lock:
+            child = self._children.pop(name, None)
+        if child is None:
+            return False
+        process = child.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=self._stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("%s ignored SIGTERM for %.0fs; killing it", name, self._stop_timeout_s)
+                process.kill()
+                process.wait()
+        log.info("stopped %s", name)
+        return True
 
     def begin_shutdown(self) -> None:
         """No more restarts: children exiting from now on are expected to."""

@@ -169,6 +169,26 @@ class Scheduler:
                 )
         return bool(queued)
 
+    def withdraw(self, task_ids: Sequence[str]) -> int:
+        """Takes the named tasks out of the queue; leased or ended ones are left alone.
+
+        For a job of several tasks (a transform job's shards) whose queued tasks are no longer
+        needed. Joins the caller's transaction, if any.
+
+        Returns:
+            How many queued tasks were withdrawn.
+        """
+        withdrawn = 0
+        with self._store.transaction():
+            for task_id in task_ids:
+                task = self._store.get_task(task_id)
+                if task is not None and task.state is TaskState.QUEUED:
+                    self._store.update_task(
+                        replace(task, state=TaskState.DONE, outcome=TaskOutcome.ABANDONED)
+                    )
+                    withdrawn += 1
+        return withdrawn
+
     def queue_depth(self) -> int:
         """How many tasks wait for a worker."""
         return self._store.count_tasks(TaskState.QUEUED)

@@ -1,6 +1,6 @@
 """Task values: a unit of leased work and what workers report about it (mirrors dispatch.proto).
 
-A task belongs to a job (a training job today, transform shards later). It is `queued` until a
+A task belongs to a job: a training job, or one shard of a transform job. It is `queued` until a
 worker leases it, `leased` while a worker heartbeats it, and `done` once completed, stopped or
 given up. Every lease increments `attempt`; reports carry the attempt, which fences off a worker
 whose lease was taken away.
@@ -12,6 +12,7 @@ import enum
 from dataclasses import dataclass, field
 
 from services.control.training_job import MetricValue, RuntimeVersions
+from services.control.transform_job import RecordError
 
 
 class TaskKind(enum.StrEnum):
@@ -74,6 +75,9 @@ class HeartbeatReport:
     log_lines: tuple[WorkerLogLine, ...] = ()
     metrics: tuple[MetricValue, ...] = ()
     secondary_status: str = ""
+    # Transform shards: records and input bytes scored so far in this shard.
+    records_done: int = 0
+    bytes_done: int = 0
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,15 @@ class HeartbeatAnswer:
 
     stop_requested: bool
     lease_expires: float
+
+
+@dataclass(frozen=True)
+class TransformShardResult:
+    """What a transform shard produced: records and bytes scored, and its bad records."""
+
+    records_done: int = 0
+    bytes_done: int = 0
+    record_errors: tuple[RecordError, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,8 @@ class CompletionReport:
     runtime_versions: RuntimeVersions = field(default_factory=RuntimeVersions)
     log_lines: tuple[WorkerLogLine, ...] = ()
     metrics: tuple[MetricValue, ...] = ()
+    # For transform shards; None for other tasks.
+    transform_result: TransformShardResult | None = None
 
 
 @dataclass(frozen=True)

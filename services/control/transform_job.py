@@ -229,4 +229,6 @@ def model_to_json(model: Model) -> str:
 def model_from_json(text: str) -> Model:
     """The inverse of `model_to_json`."""
     values: dict[str, Any] = json.loads(text)
-    return Model(**{key: value for key, value in values.items() if key in Model.__dataclass_fields__})
+    return Model(
+        **{key: value for key, value in values.items() if key in Model.__dataclass_fields__}
+    )
