@@ -1,0 +1,23 @@
+"""`python -m services.batch --control HOST:PORT`: run one batch worker."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from services.batch import app
+from services.batch.config import ENV_PREFIX, BatchSettings
+from services.runtime import lifecycle, settings
+
+
+def main() -> int:
+    """Parses settings, serves until SIGTERM, returns the exit code."""
+    batch_settings = settings.load(
+        BatchSettings, sys.argv[1:], env_prefix=ENV_PREFIX, prog="python -m services.batch"
+    )
+    lifecycle.configure_logging(batch_settings.log_level)
+    return lifecycle.serve(app.build(batch_settings, os.environ), batch_settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The models a batch worker holds in memory: each loaded once per process, as a replica loads it.
+
+`ModelCache.handler(model, job_environment, source)` returns the model's `ModelHandler`,
+loading it on first use through `services.inference.model_loader` (download, safe extraction,
+`requirements.txt`, environment, `model_fn`, warm-up) into its own folder, so two models never
+share files. The batch variables (contract §4.2: `SAGEMAKER_BATCH=true`,
+`SAGEMAKER_MAX_PAYLOAD_IN_MB`, `SAGEMAKER_BATCH_STRATEGY`, `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS`)
+and the job's environment are written into the process environment before every shard, and
+before the first load, since the user's module may read them at import time; a model loaded
+for an earlier job keeps what its module read then. The least recently used model is dropped
+when more than `capacity` are held.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Mapping, MutableMapping
+from dataclasses import replace
+from pathlib import Path
+
+from services.inference.handler import ModelHandler
+from services.inference.model_loader import ModelLoader, ModelSource, ModelSpec
+
+log = logging.getLogger(__name__)
+
+_STRATEGY_NAMES = {"MultiRecord": "MULTI_RECORD", "SingleRecord": "SINGLE_RECORD"}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def batch_environment(
+    *, max_payload_mb: int, strategy: str, max_concurrent: int, job_environment: Mapping[str, str]
+) -> dict[str, str]:
+    """What the model's code sees in a batch worker: the job's variables and SageMaker's batch ones.
+
+    Args:
+        max_payload_mb: MaxPayloadInMB.
+        strategy: `"MultiRecord"` or `"SingleRecord"`.
+        max_concurrent: MaxConcurrentTransforms.
+        job_environment: The transform job's Environment.
+    """
+    return {
+        **job_environment,
+        "SAGEMAKER_BATCH": "true",
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB": str(max_payload_mb),
+        "SAGEMAKER_BATCH_STRATEGY": _STRATEGY_NAMES.get(strategy, strategy.upper()),
+        "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": str(max_concurrent),
+    }
+
+
+class ModelCache:
+    """Loaded models by identity (name, archive, code, entry point); one shard at a time uses it.
+
+    Args:
+        work_dir: Each model is unpacked below `work_dir/models/<name>-<hash>`.
+        deps_dir: The shared `requirements.txt` install cache.
+        environ: The process environment (`os.environ`); variables are written into it.
+        region: `SAGEMAKER_REGION` unless the model's environment sets it.
+        pip_timeout_s: Time limit for installing `requirements.txt`.
+        capacity: How many models stay loaded.
+    """
+
+    def __init__(
+        self,
+        work_dir: Path,
+        deps_dir: Path,
+        environ: MutableMapping[str, str],
+        *,
+        region: str = "local",
+        pip_timeout_s: float = 900.0,
+        capacity: int = 2,
+    ) -> None:
+        self._work_dir = work_dir
+        self._deps_dir = deps_dir
+        self._environ = environ
+        self._region = region
+        self._pip_timeout_s = pip_timeout_s
+        self._capacity = max(1, capacity)
+        self._handlers: OrderedDict[tuple[str, ...], ModelHandler] = OrderedDict()
+
+    def handler(
+        self, model: ModelSpec, environment: Mapping[str, str], source: ModelSource
+    ) -> ModelHandler:
+        """The model's handler, loaded now unless an earlier shard loaded it.
+
+        Args:
+            model: The model, as the task describes it.
+            environment: The job's and batch variables (see `batch_environment`).
+            source: Where the model's archives come from.
+
+        Raises:
+            ModelLoadFailed: the model could not be loaded; the message says why.
+        """
+        self._environ.update(environment)
+        key = (model.name, model.model_data_uri, model.source_uri, model.entry_point)
+        cached = self._handlers.get(key)
+        if cached is not None:
+            self._handlers.move_to_end(key)
+            return cached
+        digest = hashlib.sha256("\0".join(key).encode()).hexdigest()[:12]
+        folder = self._work_dir / "models" / f"{_UNSAFE.sub('_', model.name)}-{digest}"
+        loader = ModelLoader(
+            folder,
+            self._deps_dir,
+            self._environ,
+            region=self._region,
+            pip_timeout_s=self._pip_timeout_s,
+        )
+        # The model's own environment first, the job's over it, as SageMaker merges them.
+        merged = replace(model, environment={**model.environment, **environment})
+        loaded = loader.load_model(_Fixed(source, merged), model.name)
+        log.info(
+            "model %s loaded in %.2fs (warm-up %s)",
+            model.name,
+            loaded.load_seconds,
+            "passed" if loaded.warmed_up else "skipped",
+        )
+        self._handlers[key] = loaded.handler
+        while len(self._handlers) > self._capacity:
+            evicted, _ = self._handlers.popitem(last=False)
+            log.info("model %s dropped from memory (cache of %d)", evicted[0], self._capacity)
+        return loaded.handler
+
+
+class _Fixed:
+    """A ModelSource whose description is the merged one (the archives come from `source`)."""
+
+    def __init__(self, source: ModelSource, model: ModelSpec) -> None:
+        self._source = source
+        self._model = model
+
+    def describe_model(self, name: str) -> ModelSpec:
+        return self._model
+
+    def download(self, uri: str, dest: Path) -> None:
+        self._source.download(uri, dest)
+
+    def trained_sklearn_version(self, training_job_name: str) -> str | None:
+        return self._source.trained_sklearn_version(training_job_name)

@@ -1,0 +1,304 @@
+"""The batch worker's loop: lease a shard, score it, upload its output, report; one at a time.
+
+For each leased TRANSFORM task the worker
+
+1. gets the model's handler (`ModelCache`: loaded once per model and process);
+2. downloads its byte range of the input (a Gzip object whole, since a compressed stream
+   cannot be entered mid-way) into its work folder, retrying while the control restarts;
+3. scores it (`scoring.score_shard`) into a local file while a heartbeat thread renews the
+   lease and reports records and bytes done; a heartbeat answer may ask it to stop;
+4. uploads the output to the task's output URI (atomic on the control; the URI is the same on
+   every attempt, so a re-run overwrites) and completes the task with what it scored and, in
+   per-record error mode, the bad records' lines in the input file.
+
+A shard that cannot be scored is reported FAILED with a reason naming the input, the line in
+the file and the error (`store://in/b.csv: line 7: ModelError: ...`); the line numbers of the
+shard are turned into lines of the file by counting the line ends before it, which is only done
+when a line must be named. A superseded attempt (its lease was taken back) is abandoned without
+a report. On SIGTERM the worker takes no new shard and finishes the one it holds within the
+grace period, else abandons it to be re-run elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import grpc
+
+from services.batch.control_link import (
+    AttemptSuperseded,
+    ControlLink,
+    ShardAssignment,
+    TaskModelSource,
+    shard_from_task,
+)
+from services.batch.metrics import BatchMetrics
+from services.batch.models import ModelCache, batch_environment
+from services.batch.records import count_newlines
+from services.batch.scoring import ShardFailed, ShardScore, ShardSettings, ShardStopped, score_shard
+from services.inference.model_loader import ModelLoadFailed
+
+log = logging.getLogger(__name__)
+
+# SageMaker's FailureReason limit.
+MAX_REASON_CHARS = 1024
+
+
+@dataclass
+class _Heartbeat:
+    """Renews one shard's lease from its own thread and carries the stop and abandon flags."""
+
+    link: ControlLink
+    shard: ShardAssignment
+    records_done: int = 0
+    bytes_done: int = 0
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    superseded: threading.Event = field(default_factory=threading.Event)
+    _done: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._beat, name=f"heartbeat-{self.shard.task_id}", daemon=True
+        )
+        self._thread.start()
+
+    def progress(self, records_done: int, bytes_done: int) -> None:
+        self.records_done, self.bytes_done = records_done, bytes_done
+
+    def finish(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.shard.heartbeat_interval_s):
+            try:
+                stop = self.link.heartbeat(self.shard, self.records_done, self.bytes_done)
+            except AttemptSuperseded as err:
+                log.warning("shard %s superseded: %s", self.shard.task_id, err)
+                self.superseded.set()
+                return
+            except grpc.RpcError as err:
+                # The control is down or restarting: the next beat tries again.
+                log.warning("heartbeat failed (%s); will retry", err.code().name)
+                continue
+            if stop and not self.stop_requested.is_set():
+                log.info("stop requested for shard %s", self.shard.task_id)
+                self.stop_requested.set()
+
+
+class BatchWorker:
+    """Pulls transform shards from the control until drained; scores one at a time.
+
+    Args:
+        link: The control.
+        models: Loaded models, shared by the shards of this process.
+        work_dir: Each shard's input and output files live below `work_dir/shards/`.
+        metrics: Shard outcomes, records and durations.
+        acquire_wait_s: Long-poll time of one AcquireTask call.
+    """
+
+    def __init__(
+        self,
+        link: ControlLink,
+        models: ModelCache,
+        work_dir: Path,
+        metrics: BatchMetrics,
+        *,
+        acquire_wait_s: float = 10.0,
+    ) -> None:
+        self._link = link
+        self._models = models
+        self._work_dir = work_dir
+        self._metrics = metrics
+        self._acquire_wait_s = acquire_wait_s
+        self._draining = threading.Event()
+        self._abandon = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="batch-loop", daemon=True)
+
+    def start(self) -> None:
+        """Starts the work loop."""
+        self._work_dir.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+
+    def drain(self) -> None:
+        """Takes no new shard; the one being scored goes on (see `join`)."""
+        self._draining.set()
+
+    def join(self, timeout_s: float) -> None:
+        """Waits up to `timeout_s` for the current shard, then abandons it and stops."""
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.warning("shard not done after %.1fs; abandoning it to another worker", timeout_s)
+            self._abandon.set()
+            self._thread.join(10.0)
+
+    def _loop(self) -> None:
+        while not self._draining.is_set():
+            try:
+                task = self._link.acquire(self._acquire_wait_s, self._draining)
+            except grpc.RpcError as err:
+                log.warning("AcquireTask failed (%s: %s)", err.code().name, err.details())
+                self._draining.wait(1.0)
+                continue
+            if task is None:
+                continue
+            if not task.HasField("transform"):
+                log.error("task %s is no transform shard; ignored", task.task_id)
+                continue
+            self._run(shard_from_task(task))
+
+    def _run(self, shard: ShardAssignment) -> None:
+        log.info(
+            "scoring %s shard %d (bytes %d-%d) of %s, attempt %d",
+            shard.input_uri,
+            shard.shard_index,
+            shard.start,
+            shard.end,
+            shard.job_name,
+            shard.attempt,
+        )
+        heartbeat = _Heartbeat(self._link, shard)
+        folder = self._work_dir / "shards" / shard.task_id
+        started = time.monotonic()
+        outcome = "abandoned"
+        heartbeat.start()
+        try:
+            outcome = self._score_and_report(shard, folder, heartbeat)
+        except AttemptSuperseded as err:
+            log.warning("shard %s superseded while reporting: %s", shard.task_id, err)
+        except grpc.RpcError as err:
+            # The control stayed unreachable past control_timeout_s: the lease expires and
+            # the shard is re-run elsewhere.
+            log.error("shard %s: control unreachable (%s); abandoned", shard.task_id, err.code())
+        finally:
+            heartbeat.finish()
+            shutil.rmtree(folder, ignore_errors=True)
+        self._metrics.shards.labels(outcome=outcome).inc()
+        self._metrics.shard_seconds.observe(time.monotonic() - started)
+        log.info("shard %s of %s: %s", shard.task_id, shard.job_name, outcome)
+
+    def _score_and_report(self, shard: ShardAssignment, folder: Path, beat: _Heartbeat) -> str:
+        """Scores the shard and reports it; returns the outcome for the metrics."""
+
+        def should_stop() -> bool:
+            return (
+                beat.stop_requested.is_set() or beat.superseded.is_set() or self._abandon.is_set()
+            )
+
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            score = self._score(shard, folder, beat, should_stop)
+        except ShardStopped:
+            if beat.superseded.is_set() or self._abandon.is_set():
+                return "abandoned"
+            self._link.complete(shard, "stopped", failure_reason="stopped on request")
+            return "stopped"
+        except ShardFailed as err:
+            if beat.superseded.is_set():
+                return "abandoned"
+            reason = self._failure_reason(shard, err, folder)
+            log.warning("shard %s failed: %s", shard.task_id, reason)
+            self._link.complete(shard, "failed", failure_reason=reason)
+            return "failed"
+        if beat.superseded.is_set() or self._abandon.is_set():
+            return "abandoned"
+        failures = score.failures
+        if failures and not shard.is_first_shard:
+            before = self._lines_before(shard, folder)
+            failures = tuple(replace(f, line=f.line + before) for f in failures)
+        self._link.complete(
+            shard,
+            "succeeded",
+            records_done=score.records_done,
+            bytes_done=score.bytes_done,
+            failures=failures,
+        )
+        self._metrics.records.inc(score.records_done)
+        return "succeeded"
+
+    def _score(
+        self,
+        shard: ShardAssignment,
+        folder: Path,
+        beat: _Heartbeat,
+        should_stop: Callable[[], bool],
+    ) -> ShardScore:
+        environment = batch_environment(
+            max_payload_mb=shard.max_payload_mb,
+            strategy=shard.strategy,
+            max_concurrent=shard.max_concurrent,
+            job_environment=shard.environment,
+        )
+        try:
+            handler = self._models.handler(
+                shard.model, environment, TaskModelSource(self._link, shard.model)
+            )
+        except ModelLoadFailed as err:
+            raise ShardFailed(f"the model {shard.model.name!r} could not be loaded: {err}") from err
+        source_path = folder / "input"
+        if shard.compression == "Gzip":
+            self._link.download_file(shard.input_uri, source_path)
+            size = source_path.stat().st_size
+        else:
+            size = self._link.download_range(
+                shard.input_uri, shard.start, shard.end - shard.start, source_path
+            )
+        settings = ShardSettings(
+            content_type=shard.content_type,
+            accept=shard.accept or handler.default_accept,
+            split_type=shard.split_type,
+            compression=shard.compression,
+            strategy=shard.strategy,
+            max_payload_mb=shard.max_payload_mb,
+            max_concurrent=shard.max_concurrent,
+            assemble_with=shard.assemble_with,
+            input_filter=shard.input_filter,
+            join_source=shard.join_source,
+            output_filter=shard.output_filter,
+            skip_header=shard.skip_header and shard.is_first_shard,
+            record_errors=shard.record_errors,
+        )
+        output_path = folder / "output"
+        with source_path.open("rb") as source, output_path.open("wb") as out:
+            score = score_shard(
+                source,
+                size,
+                out,
+                settings,
+                handler.invoke,
+                progress=beat.progress,
+                should_stop=should_stop,
+            )
+        if should_stop():
+            raise ShardStopped
+        self._link.upload_file(output_path, shard.output_uri)
+        return score
+
+    def _lines_before(self, shard: ShardAssignment, folder: Path) -> int:
+        """How many lines of the input lie before the shard (read only to name a line)."""
+        if shard.start == 0:
+            return 0
+        prefix = folder / "prefix"
+        self._link.download_range(shard.input_uri, 0, shard.start, prefix)
+        with prefix.open("rb") as handle:
+            return count_newlines(handle, 0, shard.start)
+
+    def _failure_reason(self, shard: ShardAssignment, err: ShardFailed, folder: Path) -> str:
+        """`<input>: line N: <error>`, the line counted in the input file."""
+        where = ""
+        if err.first_line:
+            before = self._lines_before(shard, folder)
+            first, last = before + err.first_line, before + err.last_line
+            where = f"line {first}: " if first == last else f"lines {first}-{last}: "
+        reason = f"{shard.input_uri}: {where}{err.message}"
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[: MAX_REASON_CHARS - 1] + "…"
+        return reason

@@ -1,0 +1,138 @@
+"""`score_shard`: a shard's records through a real ModelHandler, in order, with failures pinned
+to their lines, concurrency that keeps the order, and a stop between mini-batches."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from typing import Any
+
+import numpy as np
+import pytest
+
+from services.batch.scoring import ShardFailed, ShardSettings, ShardStopped, score_shard
+from services.inference.handler import ModelHandler
+
+
+@pytest.fixture(scope="module")
+def rows(iris_rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    return np.tile(iris_rows, (4, 1))
+
+
+@pytest.fixture(scope="module")
+def csv_bytes(rows: np.ndarray[Any, Any]) -> bytes:
+    return "".join(",".join(map(str, row)) + "\n" for row in rows.tolist()).encode()
+
+
+def _expected(handler: ModelHandler, rows: np.ndarray[Any, Any]) -> bytes:
+    return "".join(f"{int(p)}\n" for p in handler.model.predict(rows)).encode()
+
+
+def _score(data: bytes, handler: ModelHandler, **settings: Any) -> tuple[bytes, Any]:
+    values: dict[str, Any] = {
+        "content_type": "text/csv",
+        "accept": "text/csv",
+        "split_type": "Line",
+        "assemble_with": "Line",
+    }
+    values.update(settings)
+    out = io.BytesIO()
+    score = score_shard(io.BytesIO(data), len(data), out, ShardSettings(**values), handler.invoke)
+    return out.getvalue(), score
+
+
+@pytest.mark.parametrize("strategy", ["MultiRecord", "SingleRecord"])
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_outputs_follow_the_input_order(
+    iris_handler: ModelHandler,
+    rows: np.ndarray[Any, Any],
+    csv_bytes: bytes,
+    strategy: str,
+    concurrency: int,
+) -> None:
+    # A tiny payload limit makes many mini-batches, so the order across threads matters.
+    output, score = _score(
+        csv_bytes, iris_handler, strategy=strategy, max_concurrent=concurrency, max_payload_mb=1
+    )
+    assert output == _expected(iris_handler, rows)
+    assert (score.records_done, score.bytes_done, score.failures) == (
+        len(rows),
+        len(csv_bytes),
+        (),
+    )
+
+
+def test_gzip_input_and_progress(
+    iris_handler: ModelHandler, rows: np.ndarray[Any, Any], csv_bytes: bytes
+) -> None:
+    packed = gzip.compress(csv_bytes)
+    seen: list[tuple[int, int]] = []
+    out = io.BytesIO()
+    score_shard(
+        io.BytesIO(packed),
+        len(packed),
+        out,
+        ShardSettings("text/csv", "text/csv", "Line", "Gzip", "SingleRecord", assemble_with="Line"),
+        iris_handler.invoke,
+        progress=lambda records, done: seen.append((records, done)),
+    )
+    assert out.getvalue() == _expected(iris_handler, rows)
+    assert seen[-1][0] == len(rows)
+    assert [records for records, _ in seen] == sorted(records for records, _ in seen)
+
+
+def _with_bad_lines(csv_bytes: bytes, bad: dict[int, bytes]) -> bytes:
+    lines = csv_bytes.split(b"\n")
+    for line, text in bad.items():
+        lines[line - 1] = text
+    return b"\n".join(lines)
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_a_bad_record_fails_the_shard_naming_its_line(
+    iris_handler: ModelHandler, csv_bytes: bytes, concurrency: int
+) -> None:
+    data = _with_bad_lines(csv_bytes, {250: b"5.1,oops,1.4,0.2", 400: b"x,y,z,w"})
+    with pytest.raises(ShardFailed) as caught:
+        _score(data, iris_handler, max_concurrent=concurrency)
+    assert (caught.value.first_line, caught.value.last_line) == (250, 250)
+    assert "could not convert" in caught.value.message or "oops" in caught.value.message
+
+
+def test_record_errors_keep_every_good_row(
+    iris_handler: ModelHandler, rows: np.ndarray[Any, Any], csv_bytes: bytes
+) -> None:
+    data = _with_bad_lines(csv_bytes, {1: b"header,a,b,c", 300: b"1,2,3"})
+    output, score = _score(data, iris_handler, record_errors=True, max_payload_mb=1)
+    good = np.delete(rows, [0, 299], axis=0)
+    assert output == _expected(iris_handler, good)
+    assert [failure.line for failure in score.failures] == [1, 300]
+    assert score.records_done == len(rows) - 2
+
+
+def test_a_record_over_the_payload_limit_fails_with_its_line(iris_handler: ModelHandler) -> None:
+    data = b"1,2,3,4\n" + b"1," * 600_000 + b"1\n"
+    with pytest.raises(ShardFailed) as caught:
+        _score(data, iris_handler, max_payload_mb=1)
+    assert caught.value.first_line == 2
+    assert caught.value.message.startswith("the record is at least")
+
+
+def test_a_stop_ends_scoring_between_mini_batches(
+    iris_handler: ModelHandler, csv_bytes: bytes
+) -> None:
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(ShardStopped):
+        score_shard(
+            io.BytesIO(csv_bytes),
+            len(csv_bytes),
+            io.BytesIO(),
+            ShardSettings("text/csv", "text/csv", "Line", strategy="SingleRecord"),
+            iris_handler.invoke,
+            should_stop=should_stop,
+        )
