@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install protos check-protos lint test up demo bench clean v2client
+.PHONY: install protos check-protos lint test up demo bench clean v2client prometheus
 
 install: $(STAMP)
 
@@ -37,7 +37,17 @@ v2client: .venv-v2client/.installed
 	.venv-v2client/bin/python -m pip install -q --disable-pip-version-check -r requirements-v2client.lock
 	touch $@
 
-test: install check-protos v2client
+# Debian's Prometheus for the autoscaling integration tests, which start it on loopback
+# themselves; policy-rc.d keeps the package from starting a system one (root, Debian).
+prometheus:
+	@command -v prometheus >/dev/null || { \
+	  made=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d \
+	    && chmod 755 /usr/sbin/policy-rc.d && made=1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends prometheus; status=$$?; \
+	  [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$status; }
+
+test: install check-protos v2client prometheus
 	$(PY) -m pytest -n 2 -q
 
 up: install
