@@ -10,12 +10,21 @@
     predictor.predict(test_X.values)                      # -> numpy array
     predictor.delete_endpoint(); predictor.delete_model()
 
+    tuner = HyperparameterTuner(estimator, "validation:accuracy",
+                                {"max_leaf_nodes": IntegerParameter(2, 30)},
+                                metric_definitions=[{"Name": "validation:accuracy",
+                                                     "Regex": "validation accuracy: ([0-9.]+)"}],
+                                max_jobs=6, max_parallel_jobs=2)
+    tuner.fit({"train": train})                           # trials are training jobs
+    tuner.best_training_job()
+
 Serializers and deserializers are in `skmaker.serializers` and `skmaker.deserializers`, with
 SageMaker's names. Failed calls raise the exceptions of `skmaker.errors`, all subclasses of
 `SkmakerClientError`.
 """
 
 from skmaker import deserializers, serializers
+from skmaker.analytics import HyperparameterTuningJobAnalytics
 from skmaker.autoscaling import AutoScalingPolicy
 from skmaker.errors import (
     AlreadyExists,
@@ -36,8 +45,10 @@ from skmaker.errors import (
 from skmaker.estimator import SKLearn
 from skmaker.inputs import TrainingInput
 from skmaker.model import SKLearnModel
+from skmaker.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
 from skmaker.predictor import Predictor
 from skmaker.session import Session
+from skmaker.tuner import HyperparameterTuner, WarmStartConfig, WarmStartTypes
 
 __version__ = "0.1.0"
 
@@ -45,8 +56,13 @@ __all__ = [
     "AlreadyExists",
     "AutoScalingPolicy",
     "Cancelled",
+    "CategoricalParameter",
+    "ContinuousParameter",
     "DeadlineExceeded",
     "FailedPrecondition",
+    "HyperparameterTuner",
+    "HyperparameterTuningJobAnalytics",
+    "IntegerParameter",
     "InternalError",
     "InvalidArgument",
     "ModelError",
@@ -62,6 +78,8 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "UnexpectedStatusException",
+    "WarmStartConfig",
+    "WarmStartTypes",
     "__version__",
     "deserializers",
     "serializers",

@@ -4,6 +4,9 @@
     skmaker training-jobs describe NAME        # JSON, shaped like DescribeTrainingJob
     skmaker training-jobs stop NAME
     skmaker training-jobs logs NAME [--follow]
+    skmaker tuning-jobs list [--status S] [--name-prefix P] [--max N]
+    skmaker tuning-jobs describe NAME          # JSON, DescribeHyperParameterTuningJob + trials
+    skmaker tuning-jobs stop NAME
     skmaker models list [--name-prefix P] [--max N]
     skmaker models describe NAME               # JSON, shaped like DescribeModel
     skmaker models delete NAME
@@ -31,7 +34,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from skmaker.descriptions import STATUS_VALUES
+from skmaker.descriptions import STATUS_VALUES, TUNING_STATUS_VALUES
 from skmaker.errors import SkmakerClientError, Unavailable
 from skmaker.session import DEFAULT_ADDRESS, Session
 
@@ -123,6 +126,79 @@ def _add_training_jobs(resources: argparse._SubParsersAction[argparse.ArgumentPa
     logs.add_argument("name", help="training job name")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until it ends")
     logs.set_defaults(handler=_training_job_logs)
+
+
+# -- tuning-jobs -----------------------------------------------------------------------------
+
+
+def _list_tuning_jobs(session: Session, args: argparse.Namespace) -> int:
+    summaries = session.list_tuning_jobs(
+        status_equals=args.status, name_contains_prefix=args.name_prefix, max_results=args.max
+    )
+    rows = []
+    for s in summaries:
+        counters = s["TrainingJobStatusCounters"]
+        launched = sum(counters.values())
+        best = s.get("BestObjectiveValue")
+        rows.append(
+            [
+                s["HyperParameterTuningJobName"],
+                s["HyperParameterTuningJobStatus"],
+                s["Strategy"],
+                f"{launched}/{s['ResourceLimits']['MaxNumberOfTrainingJobs']}",
+                f"{counters['Completed']}/{counters['InProgress']}/"
+                f"{counters['NonRetryableError']}/{counters['Stopped']}",
+                "-" if best is None else f"{best:g}",
+                _short_time(s.get("CreationTime")),
+            ]
+        )
+    headers = [
+        "NAME",
+        "STATUS",
+        "STRATEGY",
+        "TRIALS",
+        "DONE/RUNNING/FAILED/STOPPED",
+        "BEST",
+        "CREATED (UTC)",
+    ]
+    print_table(headers, rows)
+    return 0
+
+
+def _describe_tuning_job(session: Session, args: argparse.Namespace) -> int:
+    _print_json(session.describe_tuning_job(args.name))
+    return 0
+
+
+def _stop_tuning_job(session: Session, args: argparse.Namespace) -> int:
+    description = session.stop_tuning_job(args.name)
+    print(
+        f"{description['HyperParameterTuningJobName']}: "
+        f"{description['HyperParameterTuningJobStatus']}"
+    )
+    return 0
+
+
+def _add_tuning_jobs(resources: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    group = resources.add_parser("tuning-jobs", help="list, describe and stop tuning jobs")
+    verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    list_jobs = verbs.add_parser("list", help="list tuning jobs, newest first")
+    list_jobs.add_argument("--status", choices=list(TUNING_STATUS_VALUES), help="only this status")
+    list_jobs.add_argument("--name-prefix", default="", help="only names starting with this")
+    list_jobs.add_argument("--max", type=int, default=None, help="at most this many jobs")
+    list_jobs.set_defaults(handler=_list_tuning_jobs)
+
+    describe = verbs.add_parser(
+        "describe",
+        help="print a tuning job and its trials as JSON (DescribeHyperParameterTuningJob)",
+    )
+    describe.add_argument("name", help="tuning job name")
+    describe.set_defaults(handler=_describe_tuning_job)
+
+    stop = verbs.add_parser("stop", help="stop launching trials and stop the running ones")
+    stop.add_argument("name", help="tuning job name")
+    stop.set_defaults(handler=_stop_tuning_job)
 
 
 # -- models ----------------------------------------------------------------------------------
@@ -297,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     resources = parser.add_subparsers(dest="resource", required=True, metavar="RESOURCE")
     _add_training_jobs(resources)
+    _add_tuning_jobs(resources)
     _add_models(resources)
     _add_endpoints(resources)
     return parser

@@ -17,7 +17,7 @@ from google.protobuf import timestamp_pb2
 
 from skmaker import hyperparameters as hp
 from skmaker.autoscaling import METRIC_NAMES
-from skmaker.v1 import model_pb2, training_job_pb2
+from skmaker.v1 import model_pb2, training_job_pb2, tuning_job_pb2
 
 STATUS_NAMES: dict[int, str] = {
     training_job_pb2.TRAINING_JOB_STATUS_IN_PROGRESS: "InProgress",
@@ -286,4 +286,188 @@ def endpoint_summary(endpoint: model_pb2.Endpoint) -> dict[str, Any]:
     }
     _set_time(summary, "CreationTime", endpoint, "creation_time")
     _set_time(summary, "LastModifiedTime", endpoint, "last_modified_time")
+    return summary
+
+
+# -- tuning jobs -----------------------------------------------------------------------------
+
+TUNING_STATUS_NAMES: dict[int, str] = {
+    tuning_job_pb2.TUNING_JOB_STATUS_IN_PROGRESS: "InProgress",
+    tuning_job_pb2.TUNING_JOB_STATUS_COMPLETED: "Completed",
+    tuning_job_pb2.TUNING_JOB_STATUS_FAILED: "Failed",
+    tuning_job_pb2.TUNING_JOB_STATUS_STOPPING: "Stopping",
+    tuning_job_pb2.TUNING_JOB_STATUS_STOPPED: "Stopped",
+}
+TUNING_STATUS_VALUES: dict[str, int] = {name: value for value, name in TUNING_STATUS_NAMES.items()}
+
+
+def tuning_status_value(name: str) -> int:
+    """The proto status for a SageMaker HyperParameterTuningJobStatus string.
+
+    Raises:
+        ValueError: for a name that is not one of InProgress, Completed, Failed, Stopping, Stopped.
+    """
+    try:
+        return TUNING_STATUS_VALUES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown tuning job status {name!r}; expected one of {', '.join(TUNING_STATUS_VALUES)}"
+        ) from None
+
+
+def tuning_trial_summary(trial: tuning_job_pb2.Trial, metric_name: str) -> dict[str, Any]:
+    """A `HyperParameterTrainingJobSummary` of a trial (ListTrainingJobsForHyperParameterTuningJob).
+
+    `TunedHyperParameters` holds the values as the training job received them (categoricals
+    JSON-quoted, as on SageMaker for Framework estimators). skmaker adds `TrialNumber` and
+    `StoppedEarly`.
+    """
+    summary: dict[str, Any] = {
+        "TrainingJobName": trial.training_job_name,
+        "TrainingJobStatus": status_name(trial.training_job_status),
+        "TunedHyperParameters": dict(trial.tuned_hyperparameters),
+        "ObjectiveStatus": trial.objective_status,
+        "TrialNumber": trial.number,
+        "StoppedEarly": trial.stopped_early,
+    }
+    if trial.objective_status == "Succeeded":
+        summary["FinalHyperParameterTuningJobObjectiveMetric"] = {
+            "MetricName": metric_name,
+            "Value": trial.final_objective_value,
+        }
+    if trial.failure_reason:
+        summary["FailureReason"] = trial.failure_reason
+    _set_time(summary, "CreationTime", trial, "creation_time")
+    _set_time(summary, "TrainingStartTime", trial, "training_start_time")
+    _set_time(summary, "TrainingEndTime", trial, "training_end_time")
+    return summary
+
+
+def _parameter_ranges(ranges: tuning_job_pb2.ParameterRanges) -> dict[str, Any]:
+    # boto3 spells every bound and value as a string.
+    return {
+        "IntegerParameterRanges": [
+            {
+                "Name": r.name,
+                "MinValue": str(r.min_value),
+                "MaxValue": str(r.max_value),
+                "ScalingType": r.scaling_type or "Auto",
+            }
+            for r in ranges.integer_parameter_ranges
+        ],
+        "ContinuousParameterRanges": [
+            {
+                "Name": r.name,
+                "MinValue": repr(r.min_value),
+                "MaxValue": repr(r.max_value),
+                "ScalingType": r.scaling_type or "Auto",
+            }
+            for r in ranges.continuous_parameter_ranges
+        ],
+        "CategoricalParameterRanges": [
+            {"Name": r.name, "Values": list(r.values)} for r in ranges.categorical_parameter_ranges
+        ],
+    }
+
+
+def _counters(job: tuning_job_pb2.TuningJob) -> tuple[dict[str, int], dict[str, int]]:
+    counters = job.counters
+    training = {
+        "Completed": counters.completed,
+        "InProgress": counters.in_progress,
+        "RetryableError": counters.retryable_error,
+        "NonRetryableError": counters.non_retryable_error,
+        "Stopped": counters.stopped,
+    }
+    statuses = [trial.objective_status for trial in job.trials]
+    objective = {name: statuses.count(name) for name in ("Succeeded", "Pending", "Failed")}
+    return training, objective
+
+
+def tuning_job_description(job: tuning_job_pb2.TuningJob) -> dict[str, Any]:
+    """A DescribeHyperParameterTuningJob-shaped dict of a tuning job.
+
+    Besides SageMaker's keys (`HyperParameterTuningJobName`, `HyperParameterTuningJobStatus`,
+    `HyperParameterTuningJobConfig`, `TrainingJobDefinition`, `WarmStartConfig`,
+    `TrainingJobStatusCounters`, `ObjectiveStatusCounters`, `BestTrainingJob`, times,
+    `FailureReason`) it carries skmaker's `TrainingJobs`: every trial's summary, in number
+    order (`tuning_trial_summary`).
+    """
+    spec = job.spec
+    metric = spec.objective_metric_name
+    template = training_job_description(
+        training_job_pb2.TrainingJob(spec=spec.training_job_template)
+    )
+    config: dict[str, Any] = {
+        "Strategy": spec.strategy or "Bayesian",
+        "HyperParameterTuningJobObjective": {
+            "Type": spec.objective_type or "Maximize",
+            "MetricName": metric,
+        },
+        "ResourceLimits": {
+            "MaxNumberOfTrainingJobs": spec.max_jobs,
+            "MaxParallelTrainingJobs": spec.max_parallel_jobs,
+        },
+        "ParameterRanges": _parameter_ranges(spec.parameter_ranges),
+        "TrainingJobEarlyStoppingType": spec.early_stopping_type or "Off",
+    }
+    if spec.HasField("random_seed"):
+        config["RandomSeed"] = spec.random_seed
+    if config["Strategy"] == "Hyperband":
+        hyperband: dict[str, Any] = {"MinResource": spec.hyperband_min_resource}
+        if spec.hyperband_max_resource:
+            hyperband["MaxResource"] = spec.hyperband_max_resource
+        config["StrategyConfig"] = {"HyperbandStrategyConfig": hyperband}
+    training_counters, objective_counters = _counters(job)
+    description: dict[str, Any] = {
+        "HyperParameterTuningJobName": job.name,
+        "HyperParameterTuningJobStatus": TUNING_STATUS_NAMES.get(job.status, "Unknown"),
+        "HyperParameterTuningJobConfig": config,
+        "TrainingJobDefinition": {
+            "StaticHyperParameters": template["HyperParameters"],
+            "AlgorithmSpecification": template["AlgorithmSpecification"],
+            "InputDataConfig": template["InputDataConfig"],
+            "OutputDataConfig": template["OutputDataConfig"],
+            "ResourceConfig": template["ResourceConfig"],
+            "StoppingCondition": template["StoppingCondition"],
+            "Environment": template["Environment"],
+        },
+        "TrainingJobStatusCounters": training_counters,
+        "ObjectiveStatusCounters": objective_counters,
+        "TrainingJobs": [tuning_trial_summary(trial, metric) for trial in job.trials],
+    }
+    if spec.warm_start_parent_names:
+        description["WarmStartConfig"] = {
+            "ParentHyperParameterTuningJobs": [
+                {"HyperParameterTuningJobName": parent} for parent in spec.warm_start_parent_names
+            ],
+            "WarmStartType": spec.warm_start_type,
+        }
+    if job.HasField("best_trial"):
+        description["BestTrainingJob"] = tuning_trial_summary(job.best_trial, metric)
+    if job.failure_reason:
+        description["FailureReason"] = job.failure_reason
+    _set_time(description, "CreationTime", job, "creation_time")
+    _set_time(description, "HyperParameterTuningEndTime", job, "end_time")
+    return description
+
+
+def tuning_job_summary(job: tuning_job_pb2.TuningJob) -> dict[str, Any]:
+    """A ListHyperParameterTuningJobs `HyperParameterTuningJobSummaries` entry."""
+    training_counters, _ = _counters(job)
+    summary: dict[str, Any] = {
+        "HyperParameterTuningJobName": job.name,
+        "HyperParameterTuningJobStatus": TUNING_STATUS_NAMES.get(job.status, "Unknown"),
+        "Strategy": job.spec.strategy or "Bayesian",
+        "TrainingJobStatusCounters": training_counters,
+        "ResourceLimits": {
+            "MaxNumberOfTrainingJobs": job.spec.max_jobs,
+            "MaxParallelTrainingJobs": job.spec.max_parallel_jobs,
+        },
+    }
+    if job.HasField("best_trial"):
+        summary["BestTrainingJobName"] = job.best_trial.training_job_name
+        summary["BestObjectiveValue"] = job.best_trial.final_objective_value
+    _set_time(summary, "CreationTime", job, "creation_time")
+    _set_time(summary, "HyperParameterTuningEndTime", job, "end_time")
     return summary

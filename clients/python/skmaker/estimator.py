@@ -288,16 +288,7 @@ class SKLearn:
             name = naming.name_from_base(self.base_job_name or naming.DEFAULT_BASE_NAME)
         encoded_user_hyperparameters = hp.encode(self._hyperparameters)
         session = self.sagemaker_session
-        if _is_remote(self.source_dir):
-            program, source_uri = self.entry_point, str(self.source_dir)
-        else:
-            bundle = packaging.plan(self.entry_point, self.source_dir, self.dependencies)
-            program = bundle.program
-            with tempfile.TemporaryDirectory(prefix="skmaker-source-") as scratch:
-                archive = packaging.write(bundle, Path(scratch) / packaging.ARCHIVE_NAME)
-                source_uri = session.upload_data(
-                    archive, key_prefix=f"{_CODE_KEY_PREFIX}/{name}/source"
-                )
+        program, source_uri = self._stage_code(name)
         reserved = hp.reserved(
             entry_point=program,
             submit_directory=source_uri,
@@ -322,6 +313,28 @@ class SKLearn:
         self.latest_training_job = TrainingJob(session, name)
         if wait:
             self.latest_training_job.wait(logs=logs)
+
+    def _stage_code(self, job_name: str) -> tuple[str, str]:
+        """Packs and uploads the code for `job_name` (the tuner's fit uses it too).
+
+        A remote `source_dir` (store:// or s3://) is used as it is; a local one is archived
+        with the dependencies into sourcedir.tar.gz under `store://jobs/<job_name>/source/`.
+
+        Returns:
+            The entry point relative to the archive's root, and the archive's URI.
+
+        Raises:
+            ValueError: the entry point, source_dir or a dependency does not exist.
+        """
+        if _is_remote(self.source_dir):
+            return self.entry_point, str(self.source_dir)
+        bundle = packaging.plan(self.entry_point, self.source_dir, self.dependencies)
+        with tempfile.TemporaryDirectory(prefix="skmaker-source-") as scratch:
+            archive = packaging.write(bundle, Path(scratch) / packaging.ARCHIVE_NAME)
+            source_uri = self.sagemaker_session.upload_data(
+                archive, key_prefix=f"{_CODE_KEY_PREFIX}/{job_name}/source"
+            )
+        return bundle.program, source_uri
 
     def _require_job(self) -> TrainingJob:
         if self.latest_training_job is None:

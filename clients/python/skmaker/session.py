@@ -1,10 +1,11 @@
 """`Session`: the connection to skmaker's control service, shaped like SageMaker's Session.
 
 A session owns one gRPC channel. It uploads and downloads data (`upload_data`,
-`download_data`), and creates, describes, lists, stops and follows training jobs for the
-estimator; models, endpoints and invocations come from `skmaker.hosting.HostingCalls`. Every
-call has a deadline; only idempotent calls (describe, list, download, logs) are retried, and
-only when the server is UNAVAILABLE. Failed calls raise the exceptions in `skmaker.errors`.
+`download_data`), creates, describes, lists, stops and follows training jobs for the
+estimator, and does the same for hyperparameter tuning jobs for the tuner; models, endpoints
+and invocations come from `skmaker.hosting.HostingCalls`. Every call has a deadline; only
+idempotent calls (describe, list, download, logs) are retried, and only when the server is
+UNAVAILABLE. Failed calls raise the exceptions in `skmaker.errors`.
 Results are plain dicts shaped like boto3's, never protobuf messages.
 """
 
@@ -32,6 +33,9 @@ from skmaker.v1 import (
     training_job_pb2,
     training_pb2,
     training_pb2_grpc,
+    tuning_job_pb2,
+    tuning_pb2,
+    tuning_pb2_grpc,
 )
 
 DEFAULT_ADDRESS = "localhost:50051"
@@ -122,6 +126,7 @@ class Session(HostingCalls):
         else:
             self._channel = grpc.insecure_channel(self.address, _CHANNEL_OPTIONS)
         self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
+        self._tuning = tuning_pb2_grpc.TuningServiceStub(self._channel)
         self._artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self._channel)
         self._init_hosting(self._channel, credentials)
 
@@ -305,22 +310,14 @@ class Session(HostingCalls):
         Raises:
             AlreadyExists, InvalidArgument, NotFound: as the server decides.
         """
-        spec = training_job_pb2.TrainingJobSpec(
+        spec = training_job_spec(
             entry_point=entry_point,
             source_uri=source_uri,
-            hyperparameters=dict(hyperparameters),
-            channels=[
-                training_job_pb2.Channel(
-                    name=channel, uri=data.s3_data, content_type=data.content_type or ""
-                )
-                for channel, data in channels.items()
-            ],
-            metric_definitions=[
-                training_job_pb2.MetricDefinition(name=m["Name"], regex=m["Regex"])
-                for m in metric_definitions
-            ],
-            environment=dict(environment or {}),
-            max_runtime_seconds=max_run,
+            hyperparameters=hyperparameters,
+            channels=channels,
+            metric_definitions=metric_definitions,
+            environment=environment,
+            max_run=max_run,
             output_uri=output_uri,
             shell_compat=shell_compat,
         )
@@ -450,6 +447,149 @@ class Session(HostingCalls):
         for line in self.training_job_log_lines(job_name, follow=wait):
             print(line.text, file=stream, flush=True)
 
+    # -- tuning jobs -------------------------------------------------------------------------
+
+    def create_tuning_job(
+        self,
+        name: str,
+        *,
+        training_job: Mapping[str, Any],
+        objective_metric_name: str,
+        parameter_ranges: Mapping[str, Sequence[Mapping[str, Any]]],
+        strategy: str = "Bayesian",
+        objective_type: str = "Maximize",
+        max_jobs: int | None = None,
+        max_parallel_jobs: int = 1,
+        early_stopping_type: str = "Off",
+        random_seed: int | None = None,
+        warm_start_parents: Sequence[str] = (),
+        warm_start_type: str = "",
+        hyperband_min_resource: int = 0,
+        hyperband_max_resource: int = 0,
+    ) -> dict[str, Any]:
+        """Creates a hyperparameter tuning job; returns its description (not retried).
+
+        Args:
+            name: the tuning job's name (at most 32 chars).
+            training_job: the template of every trial, as keyword arguments of
+                `create_training_job` without the name; its hyperparameters are the static
+                ones and its metric definitions must name the objective.
+            objective_metric_name: the metric the tuner optimizes (its final value).
+            parameter_ranges: boto3's `ParameterRanges` (`IntegerParameterRanges`,
+                `ContinuousParameterRanges`, `CategoricalParameterRanges`).
+            strategy: Bayesian, Random, Grid or Hyperband.
+            objective_type: Maximize or Minimize.
+            max_jobs: trials in total; None means 1 (Grid: every combination).
+            max_parallel_jobs: trials running at once.
+            early_stopping_type: Off or Auto.
+            random_seed: makes the sequence of trials reproducible.
+            warm_start_parents: earlier tuning jobs whose trials seed this one.
+            warm_start_type: IdenticalDataAndAlgorithm or TransferLearning (with parents).
+            hyperband_min_resource: Hyperband's smallest resource; 0 means 1.
+            hyperband_max_resource: Hyperband's largest resource; 0 lets the tuner infer it.
+
+        Raises:
+            AlreadyExists, InvalidArgument, NotFound: as the server decides.
+        """
+        spec = tuning_job_pb2.TuningJobSpec(
+            training_job_template=training_job_spec(**training_job),
+            objective_metric_name=objective_metric_name,
+            objective_type=objective_type,
+            parameter_ranges=parameter_ranges_pb(parameter_ranges),
+            strategy=strategy,
+            max_jobs=max_jobs or 0,
+            max_parallel_jobs=max_parallel_jobs,
+            early_stopping_type=early_stopping_type,
+            random_seed=random_seed,
+            warm_start_parent_names=list(warm_start_parents),
+            warm_start_type=warm_start_type,
+            hyperband_min_resource=hyperband_min_resource,
+            hyperband_max_resource=hyperband_max_resource,
+        )
+        request = tuning_pb2.CreateTuningJobRequest(name=name, spec=spec)
+        response = self._call(
+            lambda: self._tuning.CreateTuningJob(
+                request, timeout=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=False,
+        )
+        return descriptions.tuning_job_description(response.tuning_job)
+
+    def describe_tuning_job(self, tuning_job_name: str) -> dict[str, Any]:
+        """A DescribeHyperParameterTuningJob-shaped dict (see `skmaker.descriptions`).
+
+        Raises:
+            NotFound: when there is no such tuning job.
+        """
+        request = tuning_pb2.DescribeTuningJobRequest(name=tuning_job_name)
+        response = self._call(
+            lambda: self._tuning.DescribeTuningJob(
+                request, timeout=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=True,
+        )
+        return descriptions.tuning_job_description(response.tuning_job)
+
+    def list_tuning_jobs(
+        self,
+        *,
+        status_equals: str | None = None,
+        name_contains_prefix: str = "",
+        max_results: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Summaries of tuning jobs, newest first (boto3's `HyperParameterTuningJobSummaries`).
+
+        Args:
+            status_equals: only jobs in this status (InProgress, Completed, Failed, ...).
+            name_contains_prefix: only jobs whose name starts with this.
+            max_results: stop after this many; all when None.
+        """
+        status = descriptions.tuning_status_value(status_equals) if status_equals else 0
+        summaries: list[dict[str, Any]] = []
+        page_token = ""
+        while True:
+            page_size = min(1000, max_results - len(summaries)) if max_results else 0
+            request = tuning_pb2.ListTuningJobsRequest(
+                status=status,  # type: ignore[arg-type]
+                name_prefix=name_contains_prefix,
+                page_size=page_size,
+                page_token=page_token,
+            )
+            response = self._call(
+                lambda request=request: self._tuning.ListTuningJobs(  # type: ignore[misc]
+                    request, timeout=self.timeout_s, metadata=self._metadata
+                ),
+                idempotent=True,
+            )
+            summaries += [descriptions.tuning_job_summary(j) for j in response.tuning_jobs]
+            page_token = response.next_page_token
+            if not page_token or (max_results and len(summaries) >= max_results):
+                return summaries[:max_results] if max_results else summaries
+
+    def list_training_jobs_for_tuning_job(self, tuning_job_name: str) -> list[dict[str, Any]]:
+        """The tuning job's trials (ListTrainingJobsForHyperParameterTuningJob), by number.
+
+        Raises:
+            NotFound: when there is no such tuning job.
+        """
+        return list(self.describe_tuning_job(tuning_job_name)["TrainingJobs"])
+
+    def stop_tuning_job(self, tuning_job_name: str) -> dict[str, Any]:
+        """Stops launching trials and stops the running ones; returns the description.
+
+        Raises:
+            NotFound: when there is no such tuning job.
+            FailedPrecondition: when the tuning job has already ended.
+        """
+        request = tuning_pb2.StopTuningJobRequest(name=tuning_job_name)
+        response = self._call(
+            lambda: self._tuning.StopTuningJob(
+                request, timeout=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=False,
+        )
+        return descriptions.tuning_job_description(response.tuning_job)
+
     def wait_for_job(self, job_name: str, poll_s: float = 2.0) -> dict[str, Any]:
         """Polls until the job ends; returns its description.
 
@@ -467,6 +607,70 @@ class Session(HostingCalls):
                 return check_job_status(description)
             time.sleep(interval_s)
             interval_s = min(poll_s, interval_s * 1.5)
+
+
+def training_job_spec(
+    *,
+    entry_point: str,
+    source_uri: str,
+    hyperparameters: Mapping[str, str],
+    channels: Mapping[str, TrainingInput],
+    metric_definitions: Sequence[Mapping[str, str]] = (),
+    environment: Mapping[str, str] | None = None,
+    max_run: int = 86400,
+    output_uri: str = "",
+    shell_compat: bool = False,
+) -> training_job_pb2.TrainingJobSpec:
+    """The wire spec of a training job (arguments as `Session.create_training_job`'s)."""
+    return training_job_pb2.TrainingJobSpec(
+        entry_point=entry_point,
+        source_uri=source_uri,
+        hyperparameters=dict(hyperparameters),
+        channels=[
+            training_job_pb2.Channel(
+                name=channel, uri=data.s3_data, content_type=data.content_type or ""
+            )
+            for channel, data in channels.items()
+        ],
+        metric_definitions=[
+            training_job_pb2.MetricDefinition(name=m["Name"], regex=m["Regex"])
+            for m in metric_definitions
+        ],
+        environment=dict(environment or {}),
+        max_runtime_seconds=max_run,
+        output_uri=output_uri,
+        shell_compat=shell_compat,
+    )
+
+
+def parameter_ranges_pb(
+    ranges: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> tuning_job_pb2.ParameterRanges:
+    """The wire ranges of boto3-shaped `ParameterRanges` (bounds may be strings or numbers).
+
+    Raises:
+        ValueError: a bound that is not a number.
+    """
+    message = tuning_job_pb2.ParameterRanges()
+    for entry in ranges.get("IntegerParameterRanges", ()):
+        message.integer_parameter_ranges.add(
+            name=entry["Name"],
+            min_value=int(entry["MinValue"]),
+            max_value=int(entry["MaxValue"]),
+            scaling_type=entry.get("ScalingType", "Auto"),
+        )
+    for entry in ranges.get("ContinuousParameterRanges", ()):
+        message.continuous_parameter_ranges.add(
+            name=entry["Name"],
+            min_value=float(entry["MinValue"]),
+            max_value=float(entry["MaxValue"]),
+            scaling_type=entry.get("ScalingType", "Auto"),
+        )
+    for entry in ranges.get("CategoricalParameterRanges", ()):
+        message.categorical_parameter_ranges.add(
+            name=entry["Name"], values=[str(value) for value in entry["Values"]]
+        )
+    return message
 
 
 def check_job_status(description: dict[str, Any]) -> dict[str, Any]:
