@@ -66,8 +66,12 @@ class InferenceSettings(ServiceSettings):
     max_payload_bytes: int = setting(
         DEFAULT_MAX_PAYLOAD_BYTES, "largest Predict or ModelInfer payload accepted"
     )
+    # 10 s: a long-lived channel through the endpoint's shared address reaches a replica the
+    # autoscaler added within about the time the scale-out itself takes (the skmaker client
+    # balances over replica addresses and does not depend on it). Reconnecting costs one
+    # handshake; calls on the aged connection finish within the grace period.
     max_connection_age_s: float = setting(
-        30.0, "close client connections after this long so channels rebalance across replicas"
+        10.0, "close client connections after this long so channels rebalance across replicas"
     )
     max_connection_age_grace_s: float = setting(
         10.0, "time calls on an aged connection get to finish"
