@@ -5,8 +5,10 @@ Starts the embedded control service (`python -m services.control --local`, state
 set as CSV (holding out ten rows of each species), uploads it, trains `scikit_learn_iris.py`
 with SageMaker's SKLearn API while its log streams here, deploys the model to an endpoint,
 predicts the held-out rows through it and prints the predictions and their accuracy, and
-deletes the endpoint and the model. Each step is one function, so batch transform and tuning
-can be appended as further steps.
+deletes the endpoint and the model. Then it tunes the tree (`max_leaf_nodes` and `criterion`,
+six trials, two at a time, scored on a validation split the script holds out), prints the best
+trial and its objective, deploys the best model, predicts the held-out rows with it and deletes
+it too. Each step is one function, so batch transform can be appended as a further step.
 """
 
 from __future__ import annotations
@@ -27,12 +29,22 @@ import pandas as pd
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sklearn.datasets import load_iris
 
-from skmaker import Predictor, Session, SKLearn
+from skmaker import (
+    CategoricalParameter,
+    HyperparameterTuner,
+    IntegerParameter,
+    Predictor,
+    Session,
+    SKLearn,
+)
 
 EXAMPLE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = EXAMPLE_DIR.parent.parent
 DATA_DIR = REPO_ROOT / ".skmaker" / "demo"
 READY_DEADLINE_S = 60.0
+# Two trainers, so the tuning step runs two trials at a time.
+LOCAL_TRAINERS = 2
+OBJECTIVE_METRIC = "validation:accuracy"
 STOP_DEADLINE_S = 30.0
 
 
@@ -86,6 +98,7 @@ def embedded_control(data_dir: Path = DATA_DIR) -> Iterator[str]:
         command = [
             sys.executable, "-m", "services.control", "--local", "--port", "0",
             "--port-file", str(port_file), "--data-dir", str(data_dir),
+            "--local-trainers", str(LOCAL_TRAINERS),
         ]  # fmt: skip
         with log.open("ab") as log_handle:
             process = subprocess.Popen(
@@ -181,8 +194,38 @@ def clean_up(predictor: Predictor) -> None:
     print(f"deleted endpoint and model {predictor.endpoint_name}")
 
 
+def tune(session: Session, train_uri: str) -> HyperparameterTuner:
+    """Step 7: tune max_leaf_nodes and criterion on a 30% validation split; print the best."""
+    estimator = SKLearn(
+        entry_point="scikit_learn_iris.py",
+        source_dir=str(EXAMPLE_DIR),
+        hyperparameters={"validation_fraction": 0.3},
+        session=session,
+    )
+    tuner = HyperparameterTuner(
+        estimator,
+        objective_metric_name=OBJECTIVE_METRIC,
+        hyperparameter_ranges={
+            "max_leaf_nodes": IntegerParameter(2, 30),
+            "criterion": CategoricalParameter(["gini", "entropy"]),
+        },
+        metric_definitions=[{"Name": OBJECTIVE_METRIC, "Regex": r"validation accuracy: ([0-9.]+)"}],
+        max_jobs=6,
+        max_parallel_jobs=2,
+        base_tuning_job_name="iris-tuning",
+        random_seed=7,
+    )
+    tuner.fit({"train": train_uri})
+    best = tuner.describe()["BestTrainingJob"]
+    objective = best["FinalHyperParameterTuningJobObjectiveMetric"]
+    print(f"best training job: {best['TrainingJobName']}")
+    print(f"best {objective['MetricName']}: {objective['Value']:.3f}")
+    print(f"best hyperparameters: {best['TunedHyperParameters']}")
+    return tuner
+
+
 def run(session: Session) -> float:
-    """Every step in order, against a running control service; returns the accuracy."""
+    """Every step in order, against a running control service; returns the tuned accuracy."""
     with tempfile.TemporaryDirectory(prefix="skmaker-iris-") as scratch:
         data_folder = Path(scratch) / "data"
         _, test_data = write_iris_csv(data_folder)
@@ -190,9 +233,16 @@ def run(session: Session) -> float:
     estimator = train(session, train_uri)
     predictor = deploy(estimator)
     try:
-        return predict(predictor, test_data)
+        predict(predictor, test_data)
     finally:
         clean_up(predictor)
+    tuner = tune(session, train_uri)
+    best_predictor = tuner.deploy(initial_instance_count=1)
+    print(f"endpoint {best_predictor.endpoint_name} serves the best model")
+    try:
+        return predict(best_predictor, test_data)
+    finally:
+        clean_up(best_predictor)
 
 
 def main() -> int:
