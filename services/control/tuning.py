@@ -33,7 +33,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from services.control.artifact_store import ArtifactStore
@@ -50,19 +50,15 @@ from services.control.training_job import (
 )
 from services.control.tuner import StoredTrial, TrialState, Tuner, WarmStartTrial
 from services.control.tuning_job import (
-    ESTIMATOR_CLASS_KEY,
-    ESTIMATOR_MODULE_KEY,
     MAX_WARM_START_PARENTS,
-    OBJECTIVE_METRIC_KEY,
-    SKLEARN_ESTIMATOR_CLASS,
-    SKLEARN_ESTIMATOR_MODULE,
-    TUNING_JOB_NAME,
     Trial,
     TuningJob,
     TuningJobSpec,
     TuningJobStatus,
     WarmStartType,
+    trial_hyperparameters,
     trial_job_name,
+    validate_tuning_job_name,
 )
 from services.control.tuning_store import IntermediateValue, TuningStore
 from services.control.validation import validate_training_job
@@ -99,29 +95,6 @@ class _Active:
     cursor: int = 0
     # Trials whose training job the loop asked to stop early (also stored as stopped_early).
     stop_sent: set[int] = field(default_factory=set)
-
-
-def trial_hyperparameters(spec: TuningJobSpec, tuned: Mapping[str, str]) -> dict[str, str]:
-    """The encoded hyperparameters of a trial's training job (contract §1.5, "Tuning jobs").
-
-    The template's static ones, overridden by the tuned ones (a tuned name never keeps its
-    static value), plus `_tuning_objective_metric` and, unless the template carries them,
-    the SKLearn estimator class and module, all JSON-encoded as the SDK writes them.
-    """
-    hyperparameters = {**spec.template.hyperparameters, **tuned}
-    hyperparameters[OBJECTIVE_METRIC_KEY] = json.dumps(spec.objective_metric_name)
-    hyperparameters.setdefault(ESTIMATOR_CLASS_KEY, SKLEARN_ESTIMATOR_CLASS)
-    hyperparameters.setdefault(ESTIMATOR_MODULE_KEY, SKLEARN_ESTIMATOR_MODULE)
-    return hyperparameters
-
-
-def validate_tuning_job_name(name: str) -> None:
-    """Raises InvalidArgument unless `name` follows SageMaker's tuning-job name rule."""
-    if not TUNING_JOB_NAME.fullmatch(name):
-        raise InvalidArgument(
-            f"tuning job name {name!r} is invalid: use 1-32 letters, digits and hyphens, "
-            "starting and ending with a letter or digit"
-        )
 
 
 class TuningJobs:

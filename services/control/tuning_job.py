@@ -3,13 +3,15 @@
 A tuning job is a spec (the training-job template, the objective, the ranges and the search
 config), a status, and trials. A trial is an ordinary training job launched by the tuning job
 plus what the tuner made of it: the tuned hyperparameters it ran with, how the tuner was told
-it ended, its final objective and whether early stopping ended it. Times are Unix seconds;
-statuses use SageMaker's spelling (`InProgress`).
+it ended, its final objective and whether early stopping ended it. The rules that make a
+trial's training job from the spec (its name and hyperparameters) live here too. Times are Unix
+seconds; statuses use SageMaker's spelling (`InProgress`).
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from services.control.training_job import TrainingJobSpec, TrainingJobStatus
 from services.control.tuner import TrialState
 from services.control.tuning_config import TuningConfig
 from services.control.tuning_space import ParameterRange
+from services.runtime.errors import InvalidArgument
 
 # SageMaker's rule for HyperParameterTuningJobName: the job-name rule, at most 32 chars.
 TUNING_JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}")
@@ -152,6 +155,29 @@ class TuningJob:
     counters: TrialCounters = field(default_factory=TrialCounters)
     best_trial: Trial | None = None
     trials: tuple[Trial, ...] = ()
+
+
+def trial_hyperparameters(spec: TuningJobSpec, tuned: Mapping[str, str]) -> dict[str, str]:
+    """The encoded hyperparameters of a trial's training job (contract §1.5, "Tuning jobs").
+
+    The template's static ones, overridden by the tuned ones (a tuned name never keeps its
+    static value), plus `_tuning_objective_metric` and, unless the template carries them,
+    the SKLearn estimator class and module, all JSON-encoded as the SDK writes them.
+    """
+    hyperparameters = {**spec.template.hyperparameters, **tuned}
+    hyperparameters[OBJECTIVE_METRIC_KEY] = json.dumps(spec.objective_metric_name)
+    hyperparameters.setdefault(ESTIMATOR_CLASS_KEY, SKLEARN_ESTIMATOR_CLASS)
+    hyperparameters.setdefault(ESTIMATOR_MODULE_KEY, SKLEARN_ESTIMATOR_MODULE)
+    return hyperparameters
+
+
+def validate_tuning_job_name(name: str) -> None:
+    """Raises InvalidArgument unless `name` follows SageMaker's tuning-job name rule."""
+    if not TUNING_JOB_NAME.fullmatch(name):
+        raise InvalidArgument(
+            f"tuning job name {name!r} is invalid: use 1-32 letters, digits and hyphens, "
+            "starting and ending with a letter or digit"
+        )
 
 
 def trial_job_name(tuning_job_name: str, number: int, suffix: str) -> str:
