@@ -16,7 +16,7 @@ Every failed RPC surfaces as a subclass of `SkmakerClientError`, chosen by its s
     ├── Cancelled              CANCELLED: cancelled by a user or by shutdown
     ├── ModelError             UNKNOWN: the user's model code raised
     ├── InternalError          INTERNAL and any other status: a bug on the server
-    └── UnexpectedStatusException   a training job or endpoint ended Failed (not an RPC error)
+    └── UnexpectedStatusException   a job or endpoint ended Failed (not an RPC error)
 """
 
 from __future__ import annotations
@@ -112,16 +112,17 @@ class InternalError(SkmakerClientError):
 
 
 class UnexpectedStatusException(SkmakerClientError):
-    """A training job or an endpoint ended in a status its waiter did not expect.
+    """A training or transform job, or an endpoint, ended in a status its waiter did not expect.
 
-    Raised by `fit()`/`wait()` when a training job ends Failed, and by `deploy()`/
-    `wait_for_endpoint()` when an endpoint ends Failed (or is deleted) instead of InService.
-    The messages follow the SageMaker SDK:
-    "Error for Training job <name>: Failed. Reason: <reason>" and
+    Raised by `fit()`/`wait()` when a training job ends Failed, by `Transformer.transform()`/
+    `wait()` when a transform job ends Failed, and by `deploy()`/`wait_for_endpoint()` when an
+    endpoint ends Failed (or is deleted) instead of InService. The messages follow the
+    SageMaker SDK: "Error for Training job <name>: Failed. Reason: <reason>",
+    "Error for Transform job <name>: Failed. Reason: <reason>" and
     "Error hosting endpoint <name>: Failed. Reason: <reason>".
 
     Attributes:
-        job_name: the training job's or the endpoint's name (SageMaker's attribute name).
+        job_name: the job's or the endpoint's name (SageMaker's attribute name).
         status: the status it ended in ("Failed").
         failure_reason: the server's FailureReason.
     """
@@ -146,6 +147,18 @@ class UnexpectedStatusException(SkmakerClientError):
             status,
             failure_reason,
             message=f"Error hosting endpoint {endpoint_name}: {status}. Reason: {failure_reason}",
+        )
+
+    @classmethod
+    def for_transform_job(
+        cls, job_name: str, status: str, failure_reason: str
+    ) -> UnexpectedStatusException:
+        """The error of a transform job that ended `status` instead of Completed."""
+        return cls(
+            job_name,
+            status,
+            failure_reason,
+            message=f"Error for Transform job {job_name}: {status}. Reason: {failure_reason}",
         )
 
 

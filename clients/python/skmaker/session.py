@@ -3,7 +3,8 @@
 A session owns one gRPC channel. It uploads and downloads data (`upload_data`,
 `download_data`), creates, describes, lists, stops and follows training jobs for the
 estimator, and does the same for hyperparameter tuning jobs for the tuner; models, endpoints
-and invocations come from `skmaker.hosting.HostingCalls`. Every call has a deadline; only
+and invocations come from `skmaker.hosting.HostingCalls`, transform jobs from
+`skmaker.transform_calls.TransformCalls`. Every call has a deadline; only
 idempotent calls (describe, list, download, logs) are retried, and only when the server is
 UNAVAILABLE. Failed calls raise the exceptions in `skmaker.errors`.
 Results are plain dicts shaped like boto3's, never protobuf messages.
@@ -28,6 +29,7 @@ from skmaker import descriptions, transfer
 from skmaker.errors import NotFound, UnexpectedStatusException, error_for_rpc
 from skmaker.hosting import HostingCalls
 from skmaker.inputs import TrainingInput
+from skmaker.transform_calls import TransformCalls
 from skmaker.v1 import (
     artifacts_pb2_grpc,
     training_job_pb2,
@@ -86,7 +88,7 @@ def _is_unavailable(err: grpc.RpcError) -> bool:
     return callable(getattr(err, "code", None)) and err.code() == grpc.StatusCode.UNAVAILABLE
 
 
-class Session(HostingCalls):
+class Session(HostingCalls, TransformCalls):
     """A connection to skmaker, used like `sagemaker.Session`.
 
     Args:
@@ -129,6 +131,7 @@ class Session(HostingCalls):
         self._tuning = tuning_pb2_grpc.TuningServiceStub(self._channel)
         self._artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self._channel)
         self._init_hosting(self._channel, credentials)
+        self._init_transform(self._channel)
 
     def __repr__(self) -> str:
         return f"Session(address={self.address!r})"
