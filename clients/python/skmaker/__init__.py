@@ -18,6 +18,11 @@
     tuner.fit({"train": train})                           # trials are training jobs
     tuner.best_training_job()
 
+    transformer = estimator.transformer(instance_count=2, assemble_with="Line",
+                                        accept="text/csv")
+    transformer.transform(batch_uri, content_type="text/csv", split_type="Line")
+    transformer.output_path                               # one <input>.out per input file
+
 Serializers and deserializers are in `skmaker.serializers` and `skmaker.deserializers`, with
 SageMaker's names. Failed calls raise the exceptions of `skmaker.errors`, all subclasses of
 `SkmakerClientError`.
@@ -48,6 +53,7 @@ from skmaker.model import SKLearnModel
 from skmaker.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
 from skmaker.predictor import Predictor
 from skmaker.session import Session
+from skmaker.transformer import Transformer
 from skmaker.tuner import HyperparameterTuner, WarmStartConfig, WarmStartTypes
 
 __version__ = "0.1.0"
@@ -75,6 +81,7 @@ __all__ = [
     "Session",
     "SkmakerClientError",
     "TrainingInput",
+    "Transformer",
     "Unauthenticated",
     "Unavailable",
     "UnexpectedStatusException",

@@ -7,6 +7,9 @@
     skmaker tuning-jobs list [--status S] [--name-prefix P] [--max N]
     skmaker tuning-jobs describe NAME          # JSON, DescribeHyperParameterTuningJob + trials
     skmaker tuning-jobs stop NAME
+    skmaker transform-jobs list [--status S] [--name-prefix P] [--max N]
+    skmaker transform-jobs describe NAME       # JSON, DescribeTransformJob + per-file progress
+    skmaker transform-jobs stop NAME
     skmaker models list [--name-prefix P] [--max N]
     skmaker models describe NAME               # JSON, shaped like DescribeModel
     skmaker models delete NAME
@@ -34,7 +37,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from skmaker.descriptions import STATUS_VALUES, TUNING_STATUS_VALUES
+from skmaker.descriptions import STATUS_VALUES, TRANSFORM_STATUS_VALUES, TUNING_STATUS_VALUES
 from skmaker.errors import SkmakerClientError, Unavailable
 from skmaker.session import DEFAULT_ADDRESS, Session
 
@@ -199,6 +202,61 @@ def _add_tuning_jobs(resources: argparse._SubParsersAction[argparse.ArgumentPars
     stop = verbs.add_parser("stop", help="stop launching trials and stop the running ones")
     stop.add_argument("name", help="tuning job name")
     stop.set_defaults(handler=_stop_tuning_job)
+
+
+# -- transform-jobs --------------------------------------------------------------------------
+
+
+def _list_transform_jobs(session: Session, args: argparse.Namespace) -> int:
+    summaries = session.list_transform_jobs(
+        status_equals=args.status, name_contains_prefix=args.name_prefix, max_results=args.max
+    )
+    rows = [
+        [
+            s["TransformJobName"],
+            s["TransformJobStatus"],
+            s["ModelName"],
+            _short_time(s.get("CreationTime")),
+            _short_time(s.get("TransformEndTime")),
+        ]
+        for s in summaries
+    ]
+    print_table(["NAME", "STATUS", "MODEL", "CREATED (UTC)", "ENDED (UTC)"], rows)
+    return 0
+
+
+def _describe_transform_job(session: Session, args: argparse.Namespace) -> int:
+    _print_json(session.describe_transform_job(args.name))
+    return 0
+
+
+def _stop_transform_job(session: Session, args: argparse.Namespace) -> int:
+    description = session.stop_transform_job(args.name)
+    print(f"{description['TransformJobName']}: {description['TransformJobStatus']}")
+    return 0
+
+
+def _add_transform_jobs(resources: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    group = resources.add_parser("transform-jobs", help="list, describe and stop transform jobs")
+    verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    list_jobs = verbs.add_parser("list", help="list transform jobs, newest first")
+    list_jobs.add_argument(
+        "--status", choices=list(TRANSFORM_STATUS_VALUES), help="only this status"
+    )
+    list_jobs.add_argument("--name-prefix", default="", help="only names starting with this")
+    list_jobs.add_argument("--max", type=int, default=None, help="at most this many jobs")
+    list_jobs.set_defaults(handler=_list_transform_jobs)
+
+    describe = verbs.add_parser(
+        "describe", help="print a transform job and its files' progress as JSON"
+    )
+    describe.add_argument("name", help="transform job name")
+    describe.set_defaults(handler=_describe_transform_job)
+
+    stop = verbs.add_parser("stop", help="stop a running transform job")
+    stop.add_argument("name", help="transform job name")
+    stop.set_defaults(handler=_stop_transform_job)
 
 
 # -- models ----------------------------------------------------------------------------------
@@ -374,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     resources = parser.add_subparsers(dest="resource", required=True, metavar="RESOURCE")
     _add_training_jobs(resources)
     _add_tuning_jobs(resources)
+    _add_transform_jobs(resources)
     _add_models(resources)
     _add_endpoints(resources)
     return parser

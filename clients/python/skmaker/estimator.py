@@ -3,7 +3,8 @@
 `SKLearn(entry_point=..., hyperparameters=...).fit({"train": uri})` packs the code into
 `sourcedir.tar.gz`, uploads it, creates a training job with SageMaker's hyperparameter
 encoding and streams the job's log until it ends. `deploy()` then serves the job's model on an
-endpoint and returns a `Predictor`; `create_model()` gives the `SKLearnModel` in between.
+endpoint and returns a `Predictor`, `transformer()` returns a `Transformer` that scores files
+with it in batch; `create_model()` gives the `SKLearnModel` in between.
 Arguments that only mean something on AWS (`role`, `instance_type`, `framework_version`, ...)
 are accepted and ignored with one warning.
 """
@@ -28,6 +29,7 @@ from skmaker.model import DEPLOY_SAGEMAKER_ONLY_ARGS, SKLearnModel, warn_ignored
 from skmaker.predictor import Predictor
 from skmaker.serializers import BaseSerializer
 from skmaker.session import Session, check_job_status
+from skmaker.transformer import Transformer
 
 log = logging.getLogger("skmaker")
 
@@ -470,14 +472,13 @@ class SKLearn:
             DEPLOY_SAGEMAKER_ONLY_ARGS,
             "deploy",
         )
-        default_name = naming.name_from_base(self.base_job_name or naming.DEFAULT_BASE_NAME)
-        model = self.create_model(
+        model = self._new_model(
+            model_name,
             model_server_workers=model_server_workers,
             entry_point=entry_point,
             source_dir=source_dir,
             dependencies=dependencies,
             env=env,
-            name=model_name or default_name,
         )
         predictor = model.deploy(
             initial_instance_count,
@@ -490,7 +491,111 @@ class SKLearn:
         assert predictor is not None, "the model's predictor_cls is Predictor"
         return predictor
 
-    # transformer() comes with the batch API.
+    def _new_model(
+        self,
+        model_name: str | None,
+        *,
+        model_server_workers: int | None,
+        entry_point: str | None,
+        source_dir: str | os.PathLike[str] | None,
+        dependencies: Sequence[str | os.PathLike[str]] | None,
+        env: Mapping[str, str] | None,
+    ) -> SKLearnModel:
+        """The model `deploy()` and `transformer()` create, named `<base_job_name>-<stamp>`."""
+        default_name = naming.name_from_base(self.base_job_name or naming.DEFAULT_BASE_NAME)
+        return self.create_model(
+            model_server_workers=model_server_workers,
+            entry_point=entry_point,
+            source_dir=source_dir,
+            dependencies=dependencies,
+            env=env,
+            name=model_name or default_name,
+        )
+
+    def transformer(
+        self,
+        instance_count: int = 1,
+        instance_type: str | None = None,
+        strategy: str | None = None,
+        assemble_with: str | None = None,
+        output_path: str | None = None,
+        output_kms_key: str | None = None,
+        accept: str | None = None,
+        env: Mapping[str, str] | None = None,
+        max_concurrent_transforms: int | None = None,
+        max_payload: int | None = None,
+        tags: Any = None,
+        role: str | None = None,
+        model_server_workers: int | None = None,
+        volume_kms_key: str | None = None,
+        entry_point: str | None = None,
+        vpc_config_override: Any = None,
+        enable_network_isolation: bool | None = None,
+        model_name: str | None = None,
+        source_dir: str | os.PathLike[str] | None = None,
+        dependencies: Sequence[str | os.PathLike[str]] | None = None,
+    ) -> Transformer:
+        """Creates a model from the latest job and returns a `Transformer` scoring with it.
+
+        As SageMaker's `Framework.transformer`: the model is created now (as `deploy()`
+        creates it: the job's model.tar.gz and code), and the transformer's jobs are named
+        after the estimator's `base_job_name`.
+
+        Args:
+            instance_count: batch workers to share each transform job.
+            instance_type: SageMaker-only; ignored with a warning.
+            strategy: "MultiRecord" (default) or "SingleRecord".
+            assemble_with: "None" (default) or "Line".
+            output_path: `store://` prefix for the outputs; default per job.
+            output_kms_key: SageMaker-only; ignored with a warning.
+            accept: MIME type of the outputs; default the model's (JSON).
+            env: environment variables for the model's handlers in the transform jobs.
+            max_concurrent_transforms: mini-batches scored at once per worker.
+            max_payload: MaxPayloadInMB, 1-100 (default 6).
+            tags: SageMaker-only; ignored with a warning.
+            role: SageMaker-only; ignored with a warning.
+            model_server_workers: passed to the model as SAGEMAKER_MODEL_SERVER_WORKERS.
+            volume_kms_key: SageMaker-only; ignored with a warning.
+            entry_point: the serving script; default the training entry point.
+            vpc_config_override: SageMaker-only; ignored.
+            enable_network_isolation: SageMaker-only; ignored with a warning.
+            model_name: default `<base_job_name>-<UTC timestamp>`.
+            source_dir: the serving code; default the training job's code bundle.
+            dependencies: local files or folders added to a local `source_dir`.
+
+        Raises:
+            ValueError: before `fit()`, or when the job has no model artifact.
+            SkmakerClientError: when the server refuses to create the model.
+        """
+        del vpc_config_override  # SageMaker's sentinel default would trip the warning
+        warn_ignored(
+            {"role": role, "enable_network_isolation": enable_network_isolation},
+            DEPLOY_SAGEMAKER_ONLY_ARGS | {"enable_network_isolation"},
+            "transformer",
+        )
+        model = self._new_model(
+            model_name,
+            model_server_workers=model_server_workers,
+            entry_point=entry_point,
+            source_dir=source_dir,
+            dependencies=dependencies,
+            env=None,
+        )
+        return model.transformer(
+            instance_count,
+            instance_type,
+            strategy=strategy,
+            assemble_with=assemble_with,
+            output_path=output_path,
+            output_kms_key=output_kms_key,
+            accept=accept,
+            env=env,
+            max_concurrent_transforms=max_concurrent_transforms,
+            max_payload=max_payload,
+            tags=tags,
+            volume_kms_key=volume_kms_key,
+            base_transform_job_name=self.base_job_name,
+        )
 
     @classmethod
     def attach(

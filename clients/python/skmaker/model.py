@@ -2,7 +2,8 @@
 
 As SageMaker's `sagemaker.sklearn.SKLearnModel`: `SKLearnModel(model_data, entry_point=...)
 .deploy(initial_instance_count=1)` creates the model, creates an endpoint serving it, waits
-until it is InService and returns a `Predictor`. Local files are uploaded first: a local
+until it is InService and returns a `Predictor`; `.transformer(instance_count=2)` creates the
+model and returns a `Transformer` for batch transform. Local files are uploaded first: a local
 `model.tar.gz` to `store://models/<name>/`, and the code (a `source_dir` folder, or a lone
 entry-point file) as `sourcedir.tar.gz`, packed by the same rules as training
 (`skmaker.packaging`). Arguments that only mean something on AWS are accepted and ignored with
@@ -26,6 +27,7 @@ from skmaker.errors import AlreadyExists, NotFound
 from skmaker.predictor import Predictor
 from skmaker.serializers import BaseSerializer
 from skmaker.session import Session
+from skmaker.transformer import Transformer
 
 log = logging.getLogger("skmaker")
 
@@ -349,6 +351,52 @@ class SKLearnModel:
         if deserializer is not None:
             predictor.deserializer = deserializer
         return predictor
+
+    def transformer(
+        self,
+        instance_count: int = 1,
+        instance_type: str | None = None,
+        strategy: str | None = None,
+        assemble_with: str | None = None,
+        output_path: str | None = None,
+        output_kms_key: str | None = None,
+        accept: str | None = None,
+        env: Mapping[str, str] | None = None,
+        max_concurrent_transforms: int | None = None,
+        max_payload: int | None = None,
+        tags: Any = None,
+        volume_kms_key: str | None = None,
+        base_transform_job_name: str | None = None,
+    ) -> Transformer:
+        """Creates the model (if needed) and returns a `Transformer` scoring with it.
+
+        Arguments are the `Transformer`'s (SageMaker's `Model.transformer`); `env` is the
+        transform jobs' extra environment, on top of the model's own.
+
+        Raises:
+            AlreadyExists: when the model is not created yet and its name is taken.
+            ValueError: for model data or code that does not exist.
+        """
+        if not self._created:
+            self.create()
+        assert self.name is not None, "create() names the model"
+        return Transformer(
+            self.name,
+            instance_count,
+            instance_type,
+            strategy=strategy,
+            assemble_with=assemble_with,
+            output_path=output_path,
+            output_kms_key=output_kms_key,
+            accept=accept,
+            max_concurrent_transforms=max_concurrent_transforms,
+            max_payload=max_payload,
+            tags=tags,
+            env=env,
+            base_transform_job_name=base_transform_job_name,
+            volume_kms_key=volume_kms_key,
+            session=self.sagemaker_session,
+        )
 
     def delete_model(self) -> None:
         """Deletes the model on skmaker (its uploaded files stay in the store).
