@@ -173,9 +173,15 @@ class ControlLink:
         self._metadata = token_metadata(token)
         self.worker_id = worker_id
         self._control_timeout_s = control_timeout_s
+        self._interrupted = threading.Event()
+
+    def interrupt(self) -> None:
+        """Ends every retry loop at once (they raise TimeoutError): the worker is shutting down."""
+        self._interrupted.set()
 
     def close(self) -> None:
         """Closes the channel."""
+        self._interrupted.set()
         self._channel.close()
 
     def _retrying(self, call: Callable[[], T], what: str, cancel: threading.Event | None) -> T:
@@ -188,30 +194,43 @@ class ControlLink:
                 if err.code() not in _RETRYABLE or time.monotonic() + delay > deadline:
                     raise
                 log.warning("%s: control unreachable (%s); retrying", what, err.code().name)
-            if cancel is not None and cancel.wait(delay):
+            if (cancel is not None and cancel.wait(delay)) or self._interrupted.wait(
+                0 if cancel is not None else delay
+            ):
                 raise TimeoutError(f"{what}: cancelled while the control was unreachable")
-            if cancel is None:
-                time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
     # ----------------------------------------------------------------- dispatch
 
     def acquire(self, wait_s: float, cancel: threading.Event) -> dispatch_pb2.Task | None:
-        """Long-polls for a transform shard; None when there was none (or on cancel)."""
+        """Long-polls for a transform shard; None when there was none, or once `cancel` is set.
+
+        Setting `cancel` (a drain) ends the long poll at once instead of after `wait_s`.
+        """
         request = dispatch_pb2.AcquireTaskRequest(
             worker_id=self.worker_id,
             kinds=[dispatch_pb2.TASK_KIND_TRANSFORM],
             wait_seconds=wait_s,
         )
-        try:
-            response = self._retrying(
-                lambda: self._dispatch.AcquireTask(
-                    request, timeout=wait_s + _RPC_TIMEOUT_S, metadata=self._metadata
-                ),
-                "AcquireTask",
-                cancel,
+
+        def poll() -> dispatch_pb2.AcquireTaskResponse | None:
+            future = self._dispatch.AcquireTask.future(
+                request, timeout=wait_s + _RPC_TIMEOUT_S, metadata=self._metadata
             )
+            done = threading.Event()
+            future.add_done_callback(lambda _: done.set())
+            while not done.wait(0.1):
+                if cancel.is_set():
+                    future.cancel()
+                    return None
+            return future.result()  # type: ignore[no-any-return]
+
+        try:
+            response = self._retrying(poll, "AcquireTask", cancel)
         except TimeoutError:
+            return None
+        if response is None or cancel.is_set():
+            # A task leased to us during a drain is left to its lease expiry.
             return None
         return response.task if response.HasField("task") else None
 

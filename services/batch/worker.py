@@ -138,6 +138,7 @@ class BatchWorker:
         if self._thread.is_alive():
             log.warning("shard not done after %.1fs; abandoning it to another worker", timeout_s)
             self._abandon.set()
+            self._link.interrupt()
             self._thread.join(10.0)
 
     def _loop(self) -> None:
@@ -174,10 +175,10 @@ class BatchWorker:
             outcome = self._score_and_report(shard, folder, heartbeat)
         except AttemptSuperseded as err:
             log.warning("shard %s superseded while reporting: %s", shard.task_id, err)
-        except grpc.RpcError as err:
-            # The control stayed unreachable past control_timeout_s: the lease expires and
-            # the shard is re-run elsewhere.
-            log.error("shard %s: control unreachable (%s); abandoned", shard.task_id, err.code())
+        except (grpc.RpcError, TimeoutError) as err:
+            # The control stayed unreachable past control_timeout_s, or the worker is shutting
+            # down: the lease expires and the shard is re-run elsewhere.
+            log.error("shard %s: control unreachable (%s); abandoned", shard.task_id, err)
         finally:
             heartbeat.finish()
             shutil.rmtree(folder, ignore_errors=True)

@@ -553,3 +553,15 @@ def test_create_errors(control: Control) -> None:
         transform_pb2.ListTransformJobsRequest(name_prefix="small"), timeout=10
     )
     assert [job.name for job in listed.transform_jobs] == ["small"]
+
+
+def test_a_standalone_worker_drains_on_sigterm(control: Control, tmp_path: Path) -> None:
+    worker = run_service(
+        "batch",
+        tmp_path,
+        ["--control", control.process.address, "--work-dir", str(tmp_path / "work")],
+    )
+    started = time.monotonic()
+    worker.stop(timeout_s=20)  # asserts exit code 0
+    # The long poll for a shard ends at once; nothing waits for its 10 s timeout.
+    assert time.monotonic() - started < 5
