@@ -9,10 +9,11 @@ is chosen before it is bound, and nothing can race for it.
 Prometheus is ready in a fraction of a second, but a replica's first scraped sample takes a
 scrape interval or two to become queryable: everything is polled under a deadline.
 
-Checked: file discovery picks up a replica about a second after the control lists it; for the
-same steady load on a real replica, the PromQL source and the scrape source give the same
-policy decisions (and nearly the same numbers); a control started with `--prometheus-url`
-scales out from PromQL samples.
+Checked: the control lists a new replica in the file-SD file about a second after
+DescribeEndpoint does, and Prometheus then scrapes it (Prometheus 2.42 applies discovered
+targets at most every 5 s, so that part takes up to ~10 s); for the same steady load on a real
+replica, the PromQL source and the scrape source give the same policy decisions (and nearly
+the same numbers); a control started with `--prometheus-url` scales out from PromQL samples.
 """
 
 from __future__ import annotations
@@ -201,14 +202,11 @@ def test_prometheus_and_the_scrape_source_agree_and_drive_the_control(
         create_model(session, tmp_path, "prom", code=0, delay_s=0.05)
         session.create_endpoint("prom", model_name="prom", initial_replicas=1)
         [listed], addresses = _targets(session, "prom")
-        # File discovery: the control writes the file within its 1 s pass; Prometheus watches it.
-        listed_at = time.monotonic()
         wait_until(
             lambda: prometheus.active_replicas().get("r-1") == "up",
-            15.0,
+            20.0,
             "prometheus scraping r-1",
         )
-        first_pickup_s = time.monotonic() - listed_at
         assert json.loads(sd_file.read_text()) == [
             {"targets": [addresses["r-1"]], "labels": {"endpoint": "prom", "replica": "r-1"}}
         ]
@@ -291,23 +289,41 @@ def test_prometheus_and_the_scrape_source_agree_and_drive_the_control(
                 )
                 added_at = time.monotonic()
                 wait_until(
+                    lambda: "r-2" in _sd_file_replicas(sd_file),
+                    5.0,
+                    "r-2 in the SD file",
+                    interval_s=0.05,
+                )
+                in_file_s = time.monotonic() - added_at
+                # Prometheus 2.42 hands discovered targets to its scrape loops at most every
+                # 5 s (a throttle it does not let one configure): allow for two of them.
+                wait_until(
                     lambda: prometheus.active_replicas().get("r-2") == "up",
-                    15.0,
+                    20.0,
                     "prometheus scraping r-2",
                     interval_s=0.05,
                 )
-                second_pickup_s = time.monotonic() - added_at
+                scraped_s = time.monotonic() - added_at
             finally:
                 recorder.stop()
         finally:
             load.set_clients(0)
             load.stop()
         assert load.failures == [], load.failures[:5]
-        # "About a second": the control's 1 s pass, then inotify (or the 1 s refresh).
-        assert first_pickup_s < 4.0 and second_pickup_s < 4.0, (first_pickup_s, second_pickup_s)
-        print(f"file SD pickup: {first_pickup_s:.2f}s (first), {second_pickup_s:.2f}s (added)")
+        # The control's part is about a second: its 1 s pass rewrites the file.
+        assert in_file_s <= 2.5, in_file_s
+        print(f"new replica: in the SD file after {in_file_s:.2f}s, scraped after {scraped_s:.2f}s")
         session.delete_endpoint("prom", wait=True)
     wait_until(lambda: json.loads(sd_file.read_text()) == [], 10.0, "the SD file emptied on delete")
+
+
+def _sd_file_replicas(path: Path) -> set[str]:
+    """The `replica` labels the SD file lists now."""
+    try:
+        groups = json.loads(path.read_text())
+    except FileNotFoundError:
+        return set()
+    return {group["labels"]["replica"] for group in groups}
 
 
 def _sees_in_flight(source: LoadSource, target: ReplicaTarget, clients: int) -> Callable[[], bool]:
