@@ -5,10 +5,10 @@ loading it on first use through `services.inference.model_loader` (download, saf
 `requirements.txt`, environment, `model_fn`, warm-up) into its own folder, so two models never
 share files. The batch variables (contract §4.2: `SAGEMAKER_BATCH=true`,
 `SAGEMAKER_MAX_PAYLOAD_IN_MB`, `SAGEMAKER_BATCH_STRATEGY`, `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS`)
-and the job's environment are written into the process environment before every shard, and
-before the first load, since the user's module may read them at import time; a model loaded
-for an earlier job keeps what its module read then. The least recently used model is dropped
-when more than `capacity` are held.
+the model's and the job's environment are written into the process environment before every
+shard, and before the first load, since the user's module may read them at import time; a
+model loaded for an earlier job keeps what its module read then. The least recently used model
+is dropped when more than `capacity` are held.
 """
 
 from __future__ import annotations
@@ -93,7 +93,9 @@ class ModelCache:
         Raises:
             ModelLoadFailed: the model could not be loaded; the message says why.
         """
-        self._environ.update(environment)
+        # Before every shard, not only the first load: a model's code reads them when it
+        # predicts too, and another model (or job) may have changed them since.
+        self._environ.update({**model.environment, **environment})
         key = (model.name, model.model_data_uri, model.source_uri, model.entry_point)
         cached = self._handlers.get(key)
         if cached is not None:

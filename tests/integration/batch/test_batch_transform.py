@@ -15,6 +15,7 @@ import os
 import signal
 import tarfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -266,6 +267,7 @@ def control(
         handle.create_model("iris", model, SCRIPT)
         handle.create_model("iris-jsonl", model, JSON_LINES_SCRIPT)
         handle.create_model("iris-slow", model, SLOW_SCRIPT, SLOW_S="0.05")
+        handle.create_model("iris-slower", model, SLOW_SCRIPT, SLOW_S="0.3")
         yield handle
     except BaseException:
         print(handle.worker_logs())
@@ -464,23 +466,58 @@ def test_record_errors_score_every_good_row(
     assert [error["line"] for error in errors] == [3, 777]
 
 
+def _worker_mid_shard(control: Control, job_name: str) -> int | None:
+    """The pid of a batch worker now scoring a shard of `job_name`, from its log, or None.
+
+    A worker logs "scoring ..." when it starts a shard and "shard <id> of <job>: ..." when
+    it ends one; its log names its pid in the control's supervisor line.
+    """
+    pids = _batch_pids(control.process.process.pid)
+    for pid in pids:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        work_dir = Path(args[args.index(b"--work-dir") + 1].decode())
+        log_text = (control.data_dir / "logs" / f"{work_dir.name}.log").read_text()
+        started = log_text.rfind(f"of {job_name}, attempt")
+        ended = log_text.rfind(f" of {job_name}: ")
+        if started > ended:
+            return pid
+    return None
+
+
+def _lease_expirations(control: Control) -> float:
+    url = f"http://127.0.0.1:{control.process.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        text = answer.read().decode()
+    for line in text.splitlines():
+        if line.startswith("skmaker_control_lease_expirations_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def test_kill_of_a_batch_worker_reruns_its_shards(
     control: Control, model: DecisionTreeClassifier
 ) -> None:
-    rows = _rows(6000, 61)
+    rows = _rows(3000, 61)
     control.put("in/chaos/big.csv", _csv(rows))
-    control.create("worker-chaos", input_uri="store://in/chaos", model_name="iris-slow")
+    expired_before = _lease_expirations(control)
+    control.create("worker-chaos", input_uri="store://in/chaos", model_name="iris-slower")
     _wait_for(
         lambda: control.describe("worker-chaos"),
-        lambda job: job.shards_done >= 2,
+        lambda job: job.shards_done >= 1,
         60,
-        "two shards done",
+        "a shard done",
     )
-    victims = _batch_pids(control.process.process.pid)
-    assert victims, control.worker_logs()
-    os.kill(victims[0], signal.SIGKILL)
+    # Kill a worker in the middle of a shard (a shard takes 0.3 s here), so its lease is lost.
+    victim = _wait_for(
+        lambda: _worker_mid_shard(control, "worker-chaos"),
+        lambda pid: pid is not None,
+        30,
+        "a worker in the middle of a shard",
+    )
+    os.kill(victim, signal.SIGKILL)
     job = control.wait("worker-chaos")
     assert job.status == COMPLETED, (job, control.worker_logs())
+    assert _lease_expirations(control) > expired_before
     # Every row exactly once, in order.
     assert control.get("store://transform-jobs/worker-chaos/big.csv.out") == _lines(
         _labels(model, rows)

@@ -1,0 +1,103 @@
+"""ModelCache: a model is loaded once per process, environments are applied before every shard,
+and the least recently used model is dropped past the capacity."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.batch.models import ModelCache, batch_environment
+from services.inference.model_loader import ModelLoadFailed, ModelSpec
+
+
+class FolderSource:
+    """A ModelSource serving archives from a local folder, counting downloads."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.downloads: list[str] = []
+
+    def describe_model(self, name: str) -> ModelSpec:
+        raise AssertionError("the cache never describes: the task carries the model")
+
+    def download(self, uri: str, dest: Path) -> None:
+        self.downloads.append(uri)
+        source = self.folder / uri.removeprefix("store://")
+        if not source.exists():
+            raise ModelLoadFailed(f"no artifact at {uri}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, dest)
+
+    def trained_sklearn_version(self, training_job_name: str) -> str | None:
+        return None
+
+
+@pytest.fixture(autouse=True)
+def _restore_sys_path() -> Iterator[None]:
+    # Loading a model puts its code folder on sys.path, as a replica does.
+    saved = list(sys.path)
+    yield
+    sys.path[:] = saved
+
+
+@pytest.fixture
+def source(tmp_path: Path, iris_model_dir: Path) -> FolderSource:
+    archive = tmp_path / "store" / "m.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(iris_model_dir / "model.joblib", "model.joblib")
+        tar.add(iris_model_dir / "code" / "batch_iris_default.py", "code/batch_iris_default.py")
+    return FolderSource(tmp_path / "store")
+
+
+def _model(name: str, **environment: str) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        model_data_uri="store://m.tar.gz",
+        entry_point="batch_iris_default.py",
+        environment=environment,
+    )
+
+
+def test_loaded_once_with_the_environment_applied_every_time(
+    tmp_path: Path, source: FolderSource
+) -> None:
+    environ: dict[str, str] = {}
+    cache = ModelCache(tmp_path / "work", tmp_path / "deps", environ, capacity=2)
+    job_env = batch_environment(
+        max_payload_mb=6, strategy="SingleRecord", max_concurrent=2, job_environment={"J": "1"}
+    )
+    first = cache.handler(_model("a", SPEED="slow"), job_env, source)
+    assert environ["SAGEMAKER_BATCH"] == "true"
+    assert environ["SAGEMAKER_BATCH_STRATEGY"] == "SINGLE_RECORD"
+    assert (environ["SAGEMAKER_MAX_PAYLOAD_IN_MB"], environ["J"]) == ("6", "1")
+    assert environ["SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"] == "2"
+    assert environ["SPEED"] == "slow"
+    second = cache.handler(_model("b", SPEED="fast"), job_env, source)
+    assert environ["SPEED"] == "fast"
+    # A cached model gets its own environment back, without a second download.
+    assert cache.handler(_model("a", SPEED="slow"), job_env, source) is first
+    assert environ["SPEED"] == "slow"
+    assert source.downloads == ["store://m.tar.gz"] * 2
+    assert first is not second
+    assert first.invoke("5.1,3.5,1.4,0.2", "text/csv", "text/csv")[0] == b"0\n"
+
+
+def test_the_least_recently_used_model_is_dropped(tmp_path: Path, source: FolderSource) -> None:
+    cache = ModelCache(tmp_path / "work", tmp_path / "deps", {}, capacity=1)
+    cache.handler(_model("a"), {}, source)
+    cache.handler(_model("b"), {}, source)
+    cache.handler(_model("a"), {}, source)
+    assert len(source.downloads) == 3
+
+
+def test_a_missing_archive_fails_the_load(tmp_path: Path, source: FolderSource) -> None:
+    cache = ModelCache(tmp_path / "work", tmp_path / "deps", {})
+    missing = ModelSpec("c", "store://nope.tar.gz", "batch_iris_default.py")
+    with pytest.raises(ModelLoadFailed, match="no artifact"):
+        cache.handler(missing, {}, source)
