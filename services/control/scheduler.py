@@ -155,14 +155,21 @@ class Scheduler:
         self._queue_changed.notify()
         return task
 
-    def withdraw_queued(self, job_name: str) -> bool:
+    def withdraw_queued(self, job_name: str, kind: TaskKind = TaskKind.TRAINING) -> bool:
         """Takes the job's queued task out of the queue (a stop before any worker took it).
+
+        Job names are unique per kind only (a training job and a transform job may share
+        one), so only tasks of `kind` are withdrawn.
 
         Returns:
             True when a queued task was withdrawn; False when none was queued.
         """
         with self._store.transaction():
-            queued = [t for t in self._store.tasks_of_job(job_name) if t.state is TaskState.QUEUED]
+            queued = [
+                t
+                for t in self._store.tasks_of_job(job_name)
+                if t.state is TaskState.QUEUED and t.kind is kind
+            ]
             for task in queued:
                 self._store.update_task(
                     replace(task, state=TaskState.DONE, outcome=TaskOutcome.ABANDONED)

@@ -472,3 +472,12 @@ def test_wanted_workers_is_the_largest_instance_count(transforms: TransformJobs)
     assert transforms.wanted_workers() == 3
     transforms.stop("t2")
     assert transforms.wanted_workers() == 1
+
+
+def test_stopping_a_training_job_of_the_same_name_leaves_the_shards_queued(
+    transforms: TransformJobs, scheduler: Scheduler
+) -> None:
+    transforms.create("same", _spec())
+    scheduler.enqueue(TaskKind.TRAINING, "same")
+    assert scheduler.withdraw_queued("same")
+    assert scheduler.queue_depth() == 5
