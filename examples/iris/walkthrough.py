@@ -5,10 +5,12 @@ Starts the embedded control service (`python -m services.control --local`, state
 set as CSV (holding out ten rows of each species), uploads it, trains `scikit_learn_iris.py`
 with SageMaker's SKLearn API while its log streams here, deploys the model to an endpoint,
 predicts the held-out rows through it and prints the predictions and their accuracy, and
-deletes the endpoint and the model. Then it tunes the tree (`max_leaf_nodes` and `criterion`,
-six trials, two at a time, scored on a validation split the script holds out), prints the best
-trial and its objective, deploys the best model, predicts the held-out rows with it and deletes
-it too. Each step is one function, so batch transform can be appended as a further step.
+deletes the endpoint and the model. It scores the same rows offline with a batch transform on
+two batch workers (one headerless CSV file per species, one prediction a line in each `.out`)
+and prints those predictions and their accuracy too. Then it tunes the tree (`max_leaf_nodes`
+and `criterion`, six trials, two at a time, scored on a validation split the script holds
+out), prints the best trial and its objective, deploys the best model, predicts the held-out
+rows with it and deletes it too. Each step is one function.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ DATA_DIR = REPO_ROOT / ".skmaker" / "demo"
 READY_DEADLINE_S = 60.0
 # Two trainers, so the tuning step runs two trials at a time.
 LOCAL_TRAINERS = 2
+# Two batch workers, so the batch transform step shares its files between them.
+LOCAL_BATCH_WORKERS = 2
 OBJECTIVE_METRIC = "validation:accuracy"
 STOP_DEADLINE_S = 30.0
 
@@ -99,6 +103,7 @@ def embedded_control(data_dir: Path = DATA_DIR) -> Iterator[str]:
             sys.executable, "-m", "services.control", "--local", "--port", "0",
             "--port-file", str(port_file), "--data-dir", str(data_dir),
             "--local-trainers", str(LOCAL_TRAINERS),
+            "--local-batch-workers-max", str(LOCAL_BATCH_WORKERS),
         ]  # fmt: skip
         with log.open("ab") as log_handle:
             process = subprocess.Popen(
@@ -194,8 +199,43 @@ def clean_up(predictor: Predictor) -> None:
     print(f"deleted endpoint and model {predictor.endpoint_name}")
 
 
+def batch_transform(session: Session, estimator: SKLearn, test_data: pd.DataFrame) -> float:
+    """Step 7: score the held-out rows offline on two batch workers and print the accuracy.
+
+    The features go to one headerless CSV per species (a file is a shard, so the two workers
+    share them); the transformer asks for CSV answers, one prediction a line, so each
+    `<file>.out` lines up with its input rows.
+    """
+    species = load_iris().target_names
+    with tempfile.TemporaryDirectory(prefix="skmaker-iris-batch-") as scratch:
+        inputs = Path(scratch) / "batch"
+        inputs.mkdir()
+        for label, rows in test_data.groupby(test_data.columns[0]):
+            rows.iloc[:, 1:].to_csv(inputs / f"{species[label]}.csv", header=False, index=False)
+        data_uri = session.upload_data(str(inputs), key_prefix="scikit-iris/batch")
+        transformer = estimator.transformer(
+            instance_count=LOCAL_BATCH_WORKERS, assemble_with="Line", accept="text/csv"
+        )
+        transformer.transform(data_uri, content_type="text/csv", split_type="Line")
+        job = transformer.latest_transform_job
+        assert job is not None and transformer.output_path is not None, "set by transform()"
+        print(f"batch transform {job.name} wrote {transformer.output_path}")
+        session.download_data(Path(scratch) / "out", transformer.output_path)
+        correct = 0
+        for label in sorted(set(test_data.iloc[:, 0])):
+            name = f"{species[label]}.csv.out"
+            lines = (Path(scratch) / "out" / name).read_text().splitlines()
+            predictions = [int(line) for line in lines]
+            correct += sum(p == label for p in predictions)
+            print(f"{name}: {predictions}")
+    accuracy = correct / len(test_data)
+    print(f"batch accuracy on {len(test_data)} held-out rows: {accuracy:.3f}")
+    session.delete_model(transformer.model_name)
+    return accuracy
+
+
 def tune(session: Session, train_uri: str) -> HyperparameterTuner:
-    """Step 7: tune max_leaf_nodes and criterion on a 30% validation split; print the best."""
+    """Step 8: tune max_leaf_nodes and criterion on a 30% validation split; print the best."""
     estimator = SKLearn(
         entry_point="scikit_learn_iris.py",
         source_dir=str(EXAMPLE_DIR),
@@ -236,6 +276,7 @@ def run(session: Session) -> float:
         predict(predictor, test_data)
     finally:
         clean_up(predictor)
+    batch_transform(session, estimator, test_data)
     tuner = tune(session, train_uri)
     best_predictor = tuner.deploy(initial_instance_count=1)
     print(f"endpoint {best_predictor.endpoint_name} serves the best model")
