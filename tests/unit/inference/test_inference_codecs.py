@@ -392,3 +392,15 @@ def test_encode_unsupported_default_accept_is_named_as_such() -> None:
 def test_json_body_survives_a_round_trip_through_decode() -> None:
     body, _ = encode(decode("[[1, 2]]", "application/json"), "application/json")
     assert json.loads(body) == [[1.0, 2.0]]
+
+
+def test_a_large_csv_body_decodes_exactly_as_the_csv_module_would() -> None:
+    # Over 1 MiB the bulk reader (pandas' C parser) runs; it must agree with the exact path.
+    rng = np.random.default_rng(7)
+    values = rng.normal(size=(40_000, 5))
+    text = "\n".join(",".join(repr(float(v)) for v in row) for row in values) + "\n"
+    assert len(text) > 1 << 20
+    expected = np.array([row.split(",") for row in text.splitlines()], dtype=np.float32)
+    np.testing.assert_array_equal(decode(text, "text/csv"), expected)
+    with pytest.raises(InvalidArgument, match="has 2 fields"):
+        decode(text + "1,2\n", "text/csv")
