@@ -79,6 +79,24 @@ class ModelCache:
         self._pip_timeout_s = pip_timeout_s
         self._capacity = max(1, capacity)
         self._handlers: OrderedDict[tuple[str, ...], ModelHandler] = OrderedDict()
+        # What the process environment held before the current shard's variables were set,
+        # so the next shard starts from the worker's own environment (None: was unset).
+        self._originals: dict[str, str | None] = {}
+
+    def _apply_environment(self, variables: Mapping[str, str]) -> None:
+        """Sets `variables`, first undoing what the previous shard set and this one does not."""
+        for key, original in self._originals.items():
+            if key in variables:
+                continue
+            if original is None:
+                self._environ.pop(key, None)
+            else:
+                self._environ[key] = original
+        self._originals = {
+            key: self._originals[key] if key in self._originals else self._environ.get(key)
+            for key in variables
+        }
+        self._environ.update(variables)
 
     def handler(
         self, model: ModelSpec, environment: Mapping[str, str], source: ModelSource
@@ -95,7 +113,7 @@ class ModelCache:
         """
         # Before every shard, not only the first load: a model's code reads them when it
         # predicts too, and another model (or job) may have changed them since.
-        self._environ.update({**model.environment, **environment})
+        self._apply_environment({**model.environment, **environment})
         key = (model.name, model.model_data_uri, model.source_uri, model.entry_point)
         cached = self._handlers.get(key)
         if cached is not None:

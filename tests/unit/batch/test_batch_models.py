@@ -88,6 +88,19 @@ def test_loaded_once_with_the_environment_applied_every_time(
     assert first.invoke("5.1,3.5,1.4,0.2", "text/csv", "text/csv")[0] == b"0\n"
 
 
+def test_a_jobs_variables_do_not_leak_into_the_next_job(
+    tmp_path: Path, source: FolderSource
+) -> None:
+    environ = {"HOME": "/home/worker", "SLOW_S": "worker-default"}
+    cache = ModelCache(tmp_path / "work", tmp_path / "deps", environ, capacity=2)
+    cache.handler(_model("a"), {"SLOW_S": "5", "ONLY_FIRST": "x"}, source)
+    assert (environ["SLOW_S"], environ["ONLY_FIRST"]) == ("5", "x")
+    cache.handler(_model("a"), {"OTHER": "y"}, source)
+    assert "ONLY_FIRST" not in environ
+    assert environ["SLOW_S"] == "worker-default"  # the worker's own value is back
+    assert (environ["OTHER"], environ["HOME"]) == ("y", "/home/worker")
+
+
 def test_the_least_recently_used_model_is_dropped(tmp_path: Path, source: FolderSource) -> None:
     cache = ModelCache(tmp_path / "work", tmp_path / "deps", {}, capacity=1)
     cache.handler(_model("a"), {}, source)
