@@ -109,6 +109,3 @@ def _stringify(value: Any) -> str:
     if isinstance(value, bool):
         return json.dumps(value)
     return str(value)
-
-
-ParameterRange = IntegerParameter | ContinuousParameter | CategoricalParameter
