@@ -115,6 +115,14 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
             "passed" if loaded.warmed_up else "skipped",
         )
 
+    def on_drain() -> None:
+        replica.drain()
+        if replica.handler is not None:
+            # Stop the server only once callers have moved to other replicas (see
+            # Replica.wait_until_quiet); bounded, so a caller that keeps coming (one
+            # connection through the shared port) reconnects elsewhere after the stop.
+            replica.wait_until_quiet(settings.drain_quiet_s, settings.drain_quiet_timeout_s)
+
     age_ms = int(settings.max_connection_age_s * 1000)
     return lifecycle.Service(
         name="inference",
@@ -132,7 +140,7 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
         ],
         registry=registry,
         on_start=on_start,
-        on_drain=replica.drain,
+        on_drain=on_drain,
         shared_port_address=(
             f"{settings.host}:{settings.shared_port}" if settings.shared_port else None
         ),

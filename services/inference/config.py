@@ -31,9 +31,10 @@ Failure file (`--failure-file`): written only when loading fails (download, extr
 requirements, import, model_fn, warm-up), as one paragraph of plain text naming the cause, e.g.
 "entry point 'train.py' defines no model_fn: ...". The same text goes to stderr.
 
-Exit codes: 0 after SIGTERM/SIGINT (health NOT_SERVING first, new Predict calls UNAVAILABLE,
-in-flight calls finish within `--shutdown-grace-s`); 1 when the model could not be loaded (see
-the failure file); 2 for bad flags or environment values.
+Exit codes: 0 after SIGTERM/SIGINT (health NOT_SERVING first, new Predict calls UNAVAILABLE
+until none came for `--drain-quiet-s` (at most `--drain-quiet-timeout-s`), then the server
+stops and in-flight calls finish within `--shutdown-grace-s`); 1 when the model could not be
+loaded (see the failure file); 2 for bad flags or environment values.
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ class InferenceSettings(ServiceSettings):
     )
     max_connection_age_grace_s: float = setting(
         10.0, "time calls on an aged connection get to finish"
+    )
+    drain_quiet_s: float = setting(
+        0.3, "on SIGTERM, refuse new calls until none came for this long, then stop serving"
+    )
+    drain_quiet_timeout_s: float = setting(
+        1.5, "the longest that refusing phase lasts (callers that never move away)"
     )
     region: str = setting("local", "SAGEMAKER_REGION given to the user's code")
     pip_timeout_s: float = setting(900.0, "time limit for installing requirements.txt")

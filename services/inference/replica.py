@@ -20,6 +20,7 @@ from services.inference.metrics import InferenceMetrics, outcome_of
 from services.runtime.errors import NotFound, ResourceExhausted, Unavailable
 
 _perf_counter = time.perf_counter
+_monotonic = time.monotonic
 
 
 class Replica:
@@ -48,6 +49,7 @@ class Replica:
         self.max_payload_bytes = max_payload_bytes
         self._handler: ModelHandler | None = None
         self._draining = False
+        self._last_refused = 0.0  # monotonic time a draining replica last refused a call
         self._predict_metrics = metrics.protocols["predict"]
         self._v2_metrics = metrics.protocols["v2"]
         # Names a V2 client may use for this model; an empty name means "the one model here".
@@ -77,7 +79,29 @@ class Replica:
 
     def drain(self) -> None:
         """Refuses new requests from now on (UNAVAILABLE); requests already running finish."""
+        self._last_refused = _monotonic()
         self._draining = True
+
+    def wait_until_quiet(self, quiet_s: float, timeout_s: float) -> bool:
+        """After `drain`, waits until no call was refused for `quiet_s`, or for `timeout_s`.
+
+        Callers that were refused go elsewhere (the client retries on another replica and
+        re-reads the replica list), so quiet means none is still sending here. Only then
+        should the gRPC server stop: it fails calls that reached it but no handler yet with
+        CANCELLED rather than UNAVAILABLE (grpc/grpc#41785), and clients do not retry that.
+
+        Returns:
+            True once quiet; False when `timeout_s` passed first.
+        """
+        deadline = _monotonic() + timeout_s
+        while True:
+            now = _monotonic()
+            quiet_for = now - self._last_refused
+            if quiet_for >= quiet_s:
+                return True
+            if now >= deadline:
+                return False
+            time.sleep(min(quiet_s - quiet_for, deadline - now))
 
     def predict(
         self, body: bytes | str, content_type: str, accept: str, endpoint_name: str
@@ -204,6 +228,7 @@ class Replica:
 
     def _unavailable(self) -> Unavailable:
         if self._draining:
+            self._last_refused = _monotonic()
             return Unavailable("replica is draining; retry on another replica")
         return Unavailable("the model is still loading; retry shortly")
 
