@@ -8,8 +8,11 @@ them directly (`ipv4:10.0.0.1:5001,10.0.0.1:5002`); otherwise (host names, or no
 serving yet) it targets the endpoint's stable address, where the platform balances.
 
 The list is kept fresh without waiting on the control: a background thread re-resolves every
-`refresh_interval_s` while the router is in use, and a call that meets UNAVAILABLE wakes it at
-once. A changed list gets a new channel; the old one is closed when its last in-flight call ends.
+`refresh_interval_s` while the router is in use — every `SETTLING_REFRESH_INTERVAL_S` while the
+last answer said the replica set is changing (a replica starting, the endpoint not InService),
+so a replica the autoscaler adds gets calls as soon as it serves — and a call that meets
+UNAVAILABLE wakes it at once. A changed list gets a new channel; the old one is closed when its
+last in-flight call ends.
 
 Every call has a deadline covering its retries. Only UNAVAILABLE is retried (a replica that is
 draining, restarting or gone answers it, so the retry lands on another replica), a few times
@@ -37,7 +40,14 @@ log = logging.getLogger("skmaker")
 
 # SageMaker's InvokeEndpoint answers within 60 s or fails (contract §2.5).
 DEFAULT_TIMEOUT_S = 60.0
-DEFAULT_REFRESH_INTERVAL_S = 5.0
+# The steady pace: one describe every 2 s per endpoint in use is cheap for the control, and
+# it notices an autoscaler's scale-out while the new replica is still starting (a second or
+# two), from when on the settling pace below applies.
+DEFAULT_REFRESH_INTERVAL_S = 2.0
+# While replicas start (a scale-out, a replacement, a model update) the list is re-read this
+# often, so a new replica gets calls within about half a second of serving.
+SETTLING_REFRESH_INTERVAL_S = 0.5
+_SETTLING_STATUSES = frozenset({"Creating", "Updating", "SystemUpdating"})
 
 # UNAVAILABLE is retried this many times in all, backing off from 0.1 s and doubling to at most
 # 1 s (about 2.5 s in all): long enough for the address list to be refreshed and for a retry to
@@ -50,8 +60,8 @@ RETRY_MAX_BACKOFF_S = 1.0
 # starts it again (and refreshes at once), so idle notebooks do not poll the control forever.
 IDLE_STOP_S = 60.0
 
-# UNAVAILABLE wakes the refresh thread no more often than this, so a burst of failing calls
-# costs one describe.
+# Refreshes are at least this far apart, so a burst of failing calls costs one describe (an
+# UNAVAILABLE that comes sooner after a refresh gets the next one at the end of the gap).
 MIN_REFRESH_GAP_S = 0.5
 
 _CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
@@ -67,6 +77,20 @@ _CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 
 Resolver = Callable[[], str]
 """Returns the channel target for an endpoint's current replicas (see `routing_target`)."""
+
+
+class RoutingTarget(str):
+    """A channel target that also tells whether the endpoint's replica set is still changing.
+
+    It is a `str`, so a resolver may return plain strings (they never count as settling).
+    """
+
+    is_settling: bool
+
+    def __new__(cls, target: str, *, is_settling: bool = False) -> RoutingTarget:
+        value = super().__new__(cls, target)
+        value.is_settling = is_settling
+        return value
 
 
 def _ip_literal_version(address: str) -> int | None:
@@ -104,15 +128,23 @@ def addresses_target(addresses: Sequence[str]) -> str:
     raise ValueError(f"cannot balance over {unique}: give IP literals (ip:port) or one address")
 
 
-def routing_target(description: Mapping[str, Any]) -> str:
+def routing_target(description: Mapping[str, Any]) -> RoutingTarget:
     """Where Predict calls for a described endpoint (a DescribeEndpoint dict) should go.
 
     The Serving replicas' own addresses when they are all IP literals; otherwise the
-    endpoint's stable `Address`.
+    endpoint's stable `Address`. The target is settling while a replica is Starting or the
+    endpoint is Creating, Updating or SystemUpdating.
 
     Raises:
         Unavailable: when no replica is serving and the endpoint has no stable address.
     """
+    is_settling = description.get("EndpointStatus") in _SETTLING_STATUSES or any(
+        replica.get("State") == "Starting" for replica in description.get("Replicas", [])
+    )
+    return RoutingTarget(_target_of(description), is_settling=is_settling)
+
+
+def _target_of(description: Mapping[str, Any]) -> str:
     serving = [
         replica["Address"]
         for replica in description.get("Replicas", [])
@@ -198,6 +230,7 @@ class EndpointRouter:
         self._closed = False
         self._last_call = 0.0
         self._last_refresh = 0.0
+        self._is_settling = False
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
@@ -207,6 +240,13 @@ class EndpointRouter:
     def __repr__(self) -> str:
         target = self._current.target if self._current else None
         return f"EndpointRouter({self.endpoint_name!r}, target={target!r})"
+
+    @property
+    def next_refresh_s(self) -> float:
+        """How long the background thread waits before re-resolving (unless woken)."""
+        if self._is_settling:
+            return min(self.refresh_interval_s, SETTLING_REFRESH_INTERVAL_S)
+        return self.refresh_interval_s
 
     @property
     def target(self) -> str | None:
@@ -268,7 +308,8 @@ class EndpointRouter:
         with self._refresh_lock:
             self._last_refresh = time.monotonic()
             target = self._resolve()
-            self._switch_to(target)
+            self._is_settling = bool(getattr(target, "is_settling", False))
+            self._switch_to(str(target))
             return target
 
     def _ensure_resolved(self) -> None:
@@ -311,10 +352,13 @@ class EndpointRouter:
     def _wake_refresher(self) -> None:
         if self._resolve is None:
             return
-        if time.monotonic() - self._last_refresh >= MIN_REFRESH_GAP_S:
-            self._wake.set()
+        self._wake.set()
         if self._refresher is None:
             self._start_refresher()
+
+    def _refresh_pause_s(self) -> float:
+        """What is left of MIN_REFRESH_GAP_S since the last refresh."""
+        return MIN_REFRESH_GAP_S - (time.monotonic() - self._last_refresh)
 
     # -- calls ---------------------------------------------------------------------------------
 
@@ -402,11 +446,18 @@ def _refresh_loop(
         router = router_ref()
         if router is None:
             return
-        interval_s = router.refresh_interval_s
+        interval_s = router.next_refresh_s
         del router
         wake.wait(interval_s)
         wake.clear()
         router = router_ref()
-        if router is None or stop.is_set() or not router._refresh_in_background():
+        if router is None or stop.is_set():
+            return
+        pause_s = router._refresh_pause_s()
+        del router
+        if pause_s > 0 and stop.wait(pause_s):
+            return
+        router = router_ref()
+        if router is None or not router._refresh_in_background():
             return
         del router
