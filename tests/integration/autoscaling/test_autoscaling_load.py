@@ -24,7 +24,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.autoscale import EventRecorder, LoadGenerator, create_model, reversals, wait_until
+from benchmarks.autoscale import (
+    Call,
+    EventRecorder,
+    LoadGenerator,
+    create_model,
+    reversals,
+    wait_until,
+)
 from skmaker import Session
 from tests.harness import ServiceProcess, run_service
 
@@ -52,6 +59,15 @@ def _replica_pid(data_dir: Path, endpoint: str, replica_id: str) -> int:
         ):
             return int(entry.name)
     raise AssertionError(f"no process for replica {replica_id} of endpoint {endpoint}")
+
+
+def _timeline(failures: list[Call], recorder: EventRecorder, t0: float) -> str:
+    """The failed calls among the endpoint's events, in seconds from `t0`, for a failure."""
+    lines = [f"{at - t0:+8.2f}s {message}" for at, message in sorted(recorder.events)]
+    lines += [
+        f"{c.sent - t0:+8.2f}s FAILED CALL ({c.done - c.sent:.3f}s): {c.error}" for c in failures
+    ]
+    return "\n".join(sorted(lines))
 
 
 def _serving(recorder: EventRecorder) -> list[str]:
@@ -115,6 +131,12 @@ def test_a_load_step_scales_out_in_seconds_survives_kill_9_and_scales_in_after_t
         assert decided is not None, sorted(recorder.events)
         assert decided - t_up <= 5.0, f"scale-out decided {decided - t_up:.2f}s after the step"
         assert t_new_answer - t_up <= 10.0
+        # The client re-reads the replica list every 2 s, every 0.5 s while one starts: the
+        # new replica gets calls within a refresh of being listed Serving.
+        [(new_replica, serving_at)] = [
+            (rid, at) for rid, at in recorder.first_serving.items() if rid != "r-1"
+        ]
+        assert t_new_answer - serving_at <= 3.0, (new_replica, t_new_answer - serving_at)
 
         wait_until(lambda: len(_serving(recorder)) == 2, 10.0, "two serving replicas")
         # Item 4: kill -9 of the first replica under the same load.
@@ -148,7 +170,7 @@ def test_a_load_step_scales_out_in_seconds_survives_kill_9_and_scales_in_after_t
         load.stop()
         recorder.stop()
 
-    assert load.failures == [], load.failures[:5]
+    assert load.failures == [], _timeline(load.failures, recorder, t_up)
     scaled_in = recorder.first_event("autoscaling in", t_down)
     assert scaled_in is not None
     after_window = scaled_in - t_down

@@ -212,22 +212,27 @@ def test_prometheus_and_the_scrape_source_agree_and_drive_the_control(
         ]
 
         scrape, promql = ScrapeSource(), PromQLSource(prometheus.url)
-        load = LoadGenerator(session, "prom", 8)
+        # Load levels far from the policy's thresholds (target 4, so 4.4 in flight and up asks
+        # for 2 replicas): both sources read the same replica, a moment apart, and a closed
+        # loop's in-flight count wobbles by a client or two on a busy machine.
+        concurrent = autoscaler.ScalingPolicy(
+            min_replicas=1, max_replicas=2, target_value=4.0, scale_out_window_s=0.0
+        )
+        levels = ((12, (7.0, 12.0), autoscaler.UP), (1, (0.0, 1.0), autoscaler.HOLD))
+        load = LoadGenerator(session, "prom", 12)
         try:
-            for clients, expected in ((8, autoscaler.UP), (1, autoscaler.HOLD)):
+            for clients, (low, high), expected in levels:
                 load.set_clients(clients)
-                concurrent = autoscaler.ScalingPolicy(
-                    min_replicas=1, max_replicas=4, target_value=4.0, scale_out_window_s=0.0
-                )
                 # Poll until Prometheus has scraped the new load level, then compare.
                 wait_until(
-                    _sees_in_flight(promql, listed, clients),
+                    _reads_between(promql, listed, low, high),
                     20.0,
-                    f"prometheus seeing about {clients} in flight",
+                    f"prometheus seeing {low:g}-{high:g} in flight",
                     interval_s=0.2,
                 )
                 scrape_history: list[autoscaler.Recommendation] = []
                 promql_history: list[autoscaler.Recommendation] = []
+                values: list[tuple[float, float]] = []
                 for _ in range(3):
                     by_scrape, scraped = _decide(scrape, concurrent, [listed], scrape_history)
                     by_promql, queried = _decide(promql, concurrent, [listed], promql_history)
@@ -237,10 +242,13 @@ def test_prometheus_and_the_scrape_source_agree_and_drive_the_control(
                     ), (by_scrape.reason, by_promql.reason)
                     assert by_scrape.direction == expected, by_scrape.reason
                     assert scraped is not None and queried is not None
-                    assert abs(scraped - queried) <= max(1.0, 0.25 * clients), (scraped, queried)
+                    values.append((scraped, queried))
+                mean_scraped = sum(v[0] for v in values) / len(values)
+                mean_queried = sum(v[1] for v in values) / len(values)
+                assert abs(mean_scraped - mean_queried) <= max(1.5, 0.35 * clients), values
 
             # Invocations per minute, PromQL's rate() against the scrape source's counter delta.
-            load.set_clients(8)
+            load.set_clients(12)
             invocations = autoscaler.ScalingPolicy(
                 min_replicas=1,
                 max_replicas=3,
@@ -326,11 +334,13 @@ def _sd_file_replicas(path: Path) -> set[str]:
     return {group["labels"]["replica"] for group in groups}
 
 
-def _sees_in_flight(source: LoadSource, target: ReplicaTarget, clients: int) -> Callable[[], bool]:
-    """A condition: `source` reads about `clients` requests in flight (within 1 or 25 %)."""
+def _reads_between(
+    source: LoadSource, target: ReplicaTarget, low: float, high: float
+) -> Callable[[], bool]:
+    """A condition: `source` reads between `low` and `high` requests in flight."""
 
     def condition() -> bool:
         value = source.sample("prom", autoscaler.CONCURRENT_REQUESTS, [target]).value
-        return value is not None and abs(value - clients) <= max(1.0, 0.25 * clients)
+        return value is not None and low <= value <= high
 
     return condition
