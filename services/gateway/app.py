@@ -1,0 +1,102 @@
+"""Wires the gateway: settings -> endpoint source, routing table, forwarder, handlers, lifecycle.
+
+`build(settings)` does no I/O. `on_start` reads the routing table once (a control that is not
+up yet is logged, and the table is read again every `refresh_interval_s`) and starts the
+refresh thread; `on_stop` stops it and closes the channels to the replicas once the server has
+finished its calls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import grpc
+import prometheus_client
+
+import skmaker
+from services.gateway.config import GatewaySettings
+from services.gateway.endpoint_source import (
+    ControlEndpointSource,
+    EndpointSource,
+    StaticEndpointSource,
+    parse_routes,
+)
+from services.gateway.forwarder import INFERENCE_SERVICE, V2_SERVICE, Forwarder, ReplicaChannel
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.routing_table import RoutingTable
+from services.gateway.servicer import inference_handler, open_inference_handler
+from services.gateway.table_keeper import TableKeeper
+from services.runtime import lifecycle
+from services.runtime.auth import token_metadata
+
+
+def _add_generic(handler: grpc.GenericRpcHandler, server: grpc.Server) -> None:
+    server.add_generic_rpc_handlers((handler,))
+
+
+def endpoint_source(settings: GatewaySettings) -> EndpointSource:
+    """The control's EndpointService, or the fixed `--routes` table.
+
+    Raises:
+        ValueError: for a malformed `--routes`.
+    """
+    if settings.routes:
+        return StaticEndpointSource(parse_routes(settings.routes))
+    return ControlEndpointSource(
+        settings.control, token=settings.auth_token, timeout_s=settings.control_timeout_s
+    )
+
+
+def build(
+    settings: GatewaySettings,
+    *,
+    source: EndpointSource | None = None,
+    connect: Callable[[str], ReplicaChannel] = ReplicaChannel,
+) -> lifecycle.Service:
+    """Builds the gateway service.
+
+    Args:
+        settings: the gateway's settings (already `check()`ed).
+        source: where the routing table comes from; default from the settings.
+        connect: makes the channel to a replica address (tests may wrap it).
+
+    Raises:
+        ValueError: for a malformed `--routes`.
+    """
+    registry = prometheus_client.CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    table: RoutingTable[ReplicaChannel] = RoutingTable(connect, on_removed=metrics.forget)
+    keeper = TableKeeper(
+        table,
+        source if source is not None else endpoint_source(settings),
+        refresh_interval_s=settings.refresh_interval_s,
+        miss_gap_s=settings.miss_gap_s,
+    )
+    metrics.watch(keeper, time.monotonic)
+    forwarder = Forwarder(
+        keeper,
+        metrics,
+        retries=settings.retries,
+        eject_s=settings.eject_s,
+        default_timeout_s=settings.default_timeout_s,
+        metadata=token_metadata(settings.auth_token),
+    )
+
+    def on_stop() -> None:
+        keeper.stop()
+        table.close()
+
+    servicers: list[lifecycle.Servicer] = [
+        lifecycle.Servicer(_add_generic, inference_handler(forwarder), INFERENCE_SERVICE),
+        lifecycle.Servicer(
+            _add_generic, open_inference_handler(forwarder, skmaker.__version__), V2_SERVICE
+        ),
+    ]
+    return lifecycle.Service(
+        name="gateway",
+        servicers=servicers,
+        registry=registry,
+        on_start=keeper.start,
+        on_stop=on_stop,
+    )
