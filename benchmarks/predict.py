@@ -1,17 +1,24 @@
-"""Predict latency and throughput: a skmaker replica against a minimal grpcio server.
+"""Predict latency and throughput: a skmaker replica, a minimal grpcio server, the gateway.
 
 One invocation (`python benchmarks/predict.py [--seconds 5]`) trains an iris DecisionTree, then
 starts two servers as subprocesses on 127.0.0.1 port 0 (each writes a port file), each one
-process serving the same model through the same `skmaker.v1.InferenceService/Predict` proto:
+process serving the same model through the same `skmaker.v1.InferenceService/Predict` proto,
+and a gateway in front of the skmaker one:
 
 * baseline: a plain synchronous grpcio server whose Predict only parses the CSV text into a float
   array, calls `model.predict` and answers the labels as JSON (plus grpc health, for readiness);
 * skmaker: `python -m services.inference` in standalone mode with default settings (the real
-  servicer, interceptors, metrics, codecs and handler chain, loading through `model_fn`).
+  servicer, interceptors, metrics, codecs and handler chain, loading through `model_fn`);
+* gateway: `python -m services.gateway` with a fixed route to that same skmaker replica, so a
+  call makes one more hop (measured for one row, at concurrency 1 and 32).
+
+Every request names the endpoint (`endpoint_name`), as calls through the gateway must; the
+baseline ignores it.
 
 Method. The servers are measured one after the other, never at the same time, so each has the
 machine to itself apart from the load generator; cells alternate between them (baseline, then
-skmaker, for each concurrency and row count) so that drifting background load affects both.
+skmaker, then gateway, for each concurrency and row count) so that drifting background load
+affects every side; `--rounds N` repeats the whole sequence and reports each cell's median.
 The load generator is a separate process (`predict.py loadgen`): at concurrency 1 it makes
 blocking calls back to back; at concurrency N it keeps N calls in flight with grpc futures,
 issuing the next call from each completion callback, on one channel (as a real client would).
@@ -23,7 +30,9 @@ concurrency over K load-generator processes when one is not enough.
 
 Output: a table, then as the LAST line one JSON object with `latency_ratio_c1` (skmaker p50 /
 baseline p50, one row, concurrency 1), `throughput_ratio_c32` (skmaker / baseline requests/s,
-one row, concurrency 32) and every raw figure. Targets: ratio_c1 <= 1.25, ratio_c32 >= 0.8.
+one row, concurrency 32), `gateway_latency_ratio_c1` (gateway p50 / direct skmaker p50, one
+row, concurrency 1), `gateway_throughput_ratio_c32` (gateway / direct requests/s) and every raw
+figure. Targets: ratio_c1 <= 1.25, ratio_c32 >= 0.8, gateway_latency_ratio_c1 <= 1.3.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +52,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ONE_ROW = "5.1,3.5,1.4,0.2"
+ENDPOINT = "bench"
 SERVE_SCRIPT = """
 import os
 
@@ -96,7 +107,9 @@ def _request(rows: int) -> Any:
 
     base = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [4.9, 3.1, 1.5, 0.1]]
     lines = [",".join(map(str, base[i % len(base)])) for i in range(rows)]
-    return inference_pb2.PredictRequest(content_type="text/csv", text="\n".join(lines) + "\n")
+    return inference_pb2.PredictRequest(
+        endpoint_name=ENDPOINT, content_type="text/csv", text="\n".join(lines) + "\n"
+    )
 
 
 def loadgen(address: str, concurrency: int, rows: int, seconds: float, warmup_s: float) -> dict:
@@ -241,6 +254,13 @@ def _measure(port: int, concurrency: int, rows: int, args: argparse.Namespace) -
     }
 
 
+def _median_cell(cells: list[dict]) -> dict:
+    """One cell's figures over `--rounds`: the median of each, and every round's p50."""
+    merged = {key: statistics.median(cell[key] for cell in cells) for key in cells[0]}
+    merged["rounds_p50_ms"] = [cell["p50_ms"] for cell in cells]
+    return merged
+
+
 def _prepare_model(folder: Path) -> tuple[Path, Path]:
     import joblib
     from sklearn.datasets import load_iris
@@ -279,7 +299,7 @@ def main_benchmark(args: argparse.Namespace) -> int:
                 f"--model-dir={model_dir}",
                 f"--code-dir={code_dir}",
                 "--entry-point=serve.py",
-                "--endpoint-name=bench",
+                f"--endpoint-name={ENDPOINT}",
                 "--replica-id=bench-0",
                 f"--work-dir={folder / 'work'}",
                 "--grpc-port=0",
@@ -300,21 +320,49 @@ def main_benchmark(args: argparse.Namespace) -> int:
                 )
             for name, process in processes.items():
                 ports[name] = _wait_serving(process, folder / f"{name}.port", 60)
-            figures = {name: {} for name in servers}
+            # The gateway routes endpoint `bench` to the skmaker replica, so it starts after it.
+            log = (folder / "gateway.log").open("wb")
+            processes["gateway"] = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "services.gateway",
+                    f"--routes={ENDPOINT}=127.0.0.1:{ports['skmaker']}",
+                    "--grpc-port=0",
+                    "--metrics-port=0",
+                    f"--port-file={folder / 'gateway.port'}",
+                    f"--max-workers={max(64, args.max_workers)}",
+                    "--log-level=WARNING",
+                ],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
+            ports["gateway"] = _wait_serving(processes["gateway"], folder / "gateway.port", 60)
+            rounds: dict[str, dict[str, list[dict]]] = {name: {} for name in ports}
             # Cells alternate between the servers, so that a change in background load on a
             # shared machine hits both sides of each ratio alike.
-            for concurrency in (1, 32):
-                for rows in (1, 100):
-                    for name in servers:
-                        cell = _measure(ports[name], concurrency, rows, args)
-                        figures[name][f"c{concurrency}_r{rows}"] = cell
-                        print(
-                            f"{name:9} c={concurrency:<3} rows={rows:<4} "
-                            f"p50={cell['p50_ms']:7.3f} ms  p99={cell['p99_ms']:7.3f} ms  "
-                            f"{cell['rps']:8.0f} req/s  client_cpu={cell['client_cpu']:.2f}"
-                            + (f"  errors={cell['errors']}" if cell["errors"] else ""),
-                            flush=True,
-                        )
+            for _ in range(args.rounds):
+                for concurrency in (1, 32):
+                    for rows in (1, 100):
+                        for name in ports:
+                            if name == "gateway" and rows != 1:
+                                continue
+                            cell = _measure(ports[name], concurrency, rows, args)
+                            key = f"c{concurrency}_r{rows}"
+                            rounds[name].setdefault(key, []).append(cell)
+                            print(
+                                f"{name:9} c={concurrency:<3} rows={rows:<4} "
+                                f"p50={cell['p50_ms']:7.3f} ms  p99={cell['p99_ms']:7.3f} ms  "
+                                f"{cell['rps']:8.0f} req/s  client_cpu={cell['client_cpu']:.2f}"
+                                + (f"  errors={cell['errors']}" if cell["errors"] else ""),
+                                flush=True,
+                            )
+            figures = {
+                name: {key: _median_cell(cells) for key, cells in by_cell.items()}
+                for name, by_cell in rounds.items()
+            }
         finally:
             for process in processes.values():
                 process.terminate()
@@ -323,8 +371,11 @@ def main_benchmark(args: argparse.Namespace) -> int:
                     process.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     process.kill()
-    base, ours = figures["baseline"], figures["skmaker"]
+    base, ours, gateway = figures["baseline"], figures["skmaker"], figures["gateway"]
     summary = {
+        "gateway_latency_ratio_c1": gateway["c1_r1"]["p50_ms"] / ours["c1_r1"]["p50_ms"],
+        "gateway_throughput_ratio_c32": gateway["c32_r1"]["rps"] / ours["c32_r1"]["rps"],
+        "rounds": args.rounds,
         "latency_ratio_c1": ours["c1_r1"]["p50_ms"] / base["c1_r1"]["p50_ms"],
         "throughput_ratio_c32": ours["c32_r1"]["rps"] / base["c32_r1"]["rps"],
         "latency_ratio_c1_r100": ours["c1_r100"]["p50_ms"] / base["c1_r100"]["p50_ms"],
@@ -333,14 +384,20 @@ def main_benchmark(args: argparse.Namespace) -> int:
         "cpus": os.cpu_count(),
         "baseline": base,
         "skmaker": ours,
+        "gateway": gateway,
     }
     print()
-    print("        cell         baseline p50/p99 ms  req/s | skmaker p50/p99 ms  req/s")
+    print(
+        "        cell         baseline p50/p99 ms  req/s | skmaker p50/p99 ms  req/s"
+        " | gateway p50/p99 ms  req/s"
+    )
     for cell in base:
         b, o = base[cell], ours[cell]
+        g = gateway.get(cell)
         print(
             f"{cell:>12}   {b['p50_ms']:7.3f} {b['p99_ms']:7.3f} {b['rps']:7.0f}"
             f" | {o['p50_ms']:7.3f} {o['p99_ms']:7.3f} {o['rps']:7.0f}"
+            + (f" | {g['p50_ms']:7.3f} {g['p99_ms']:7.3f} {g['rps']:7.0f}" if g else "")
         )
     print(json.dumps(summary, sort_keys=True))
     return 0
@@ -355,6 +412,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell")
     parser.add_argument("--warmup-s", type=float, default=1.0, help="unmeasured seconds per cell")
     parser.add_argument("--clients", type=int, default=1, help="load-generator processes")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every cell, report medians")
     parser.add_argument("--max-workers", type=int, default=32, help="server RPC threads")
     parser.add_argument("--address", default="")
     parser.add_argument("--concurrency", type=int, default=1)
