@@ -55,9 +55,15 @@ LOG_STREAM_DEADLINE_S = 300.0
 
 # The server accepts pings without data only every 5 minutes (grpc's default); pinging more
 # often gets the connection closed with "too_many_pings".
+# A lost connection is retried 0.1 s later, then at most a second apart: with grpc's default
+# (1 s growing by 1.6x) the channel stays in backoff through most of the retries above, which
+# then fail at once without trying to connect, so a control back after two or three seconds
+# was never reached.
 _CHANNEL_OPTIONS = (
     ("grpc.keepalive_time_ms", 360_000),
     ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 )
 
 T = TypeVar("T")
