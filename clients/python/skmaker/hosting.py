@@ -3,7 +3,8 @@
 Mixed into `Session`, which owns the channel to the control and the call policy (deadlines,
 retrying UNAVAILABLE for idempotent calls, mapping errors). Creates, describes, lists, updates
 and deletes models and endpoints on the control's ModelService and EndpointService, waits for
-endpoints, and invokes them through an `EndpointRouter` per endpoint, straight to the replicas.
+endpoints, and invokes them through an `EndpointRouter` per endpoint, straight to the replicas
+(or, when the session has a gateway address, to the gateway, which routes by endpoint name).
 Results are boto3-shaped dicts (see `skmaker.descriptions`).
 """
 
@@ -39,12 +40,19 @@ class HostingCalls:
     _call: Callable[..., Any]
 
     def _init_hosting(
-        self, channel: grpc.Channel, replica_credentials: grpc.ChannelCredentials | None
+        self,
+        channel: grpc.Channel,
+        replica_credentials: grpc.ChannelCredentials | None,
+        gateway_address: str = "",
     ) -> None:
-        """Binds the stubs; `replica_credentials` secure the channels to replicas (None: plain)."""
+        """Binds the stubs; `replica_credentials` secure the channels to replicas (None: plain).
+
+        A non-empty `gateway_address` sends every invocation there instead of to the replicas.
+        """
         self._models = serving_pb2_grpc.ModelServiceStub(channel)
         self._endpoints = serving_pb2_grpc.EndpointServiceStub(channel)
         self._replica_credentials = replica_credentials
+        self._gateway_address = gateway_address
         self._routers: dict[str, EndpointRouter] = {}
         self._routers_lock = threading.Lock()
 
@@ -350,11 +358,20 @@ class HostingCalls:
         """This session's router for an endpoint, made on first use and closed with the session.
 
         It sends Predict straight to the endpoint's serving replicas (found with
-        DescribeEndpoint, refreshed in the background), with this session's token.
+        DescribeEndpoint, refreshed in the background), with this session's token; with a
+        gateway address, to the gateway instead (it finds the replicas itself).
         """
         with self._routers_lock:
             router = self._routers.get(endpoint_name)
-            if router is None:
+            if router is None and self._gateway_address:
+                router = EndpointRouter(
+                    endpoint_name,
+                    target=self._gateway_address,
+                    metadata=self._metadata,
+                    credentials=self._replica_credentials,
+                )
+                self._routers[endpoint_name] = router
+            elif router is None:
                 router = EndpointRouter(
                     endpoint_name,
                     resolve=lambda: routing_target(self.describe_endpoint(endpoint_name)),
@@ -377,8 +394,8 @@ class HostingCalls:
         """Calls an endpoint once, as SageMaker Runtime's InvokeEndpoint.
 
         The call goes straight to a serving replica (the control is asked only where the
-        replicas are, once and then in the background). UNAVAILABLE is retried on other
-        replicas; nothing else is.
+        replicas are, once and then in the background), or through the session's gateway.
+        UNAVAILABLE is retried on other replicas; nothing else is.
 
         Args:
             endpoint_name: the endpoint.

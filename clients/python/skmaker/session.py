@@ -108,6 +108,10 @@ class Session(HostingCalls, TransformCalls):
         tls_ca: root certificate (PEM file) to verify the server with; default $SKMAKER_TLS_CA.
             When set the channels (to the control and to replicas) use TLS, otherwise they
             are plaintext.
+        gateway_address: host:port of a gateway (`python -m services.gateway`); default
+            $SKMAKER_GATEWAY_ADDRESS. When set, invocations go to the gateway, which routes
+            them by endpoint name, instead of straight to the replicas: the way in when the
+            replicas cannot be reached from here (containers, another network).
     """
 
     def __init__(
@@ -118,6 +122,7 @@ class Session(HostingCalls, TransformCalls):
         timeout_s: float = 60.0,
         transfer_timeout_s: float = 3600.0,
         tls_ca: str | None = None,
+        gateway_address: str | None = None,
     ) -> None:
         self.address = address or os.environ.get("SKMAKER_ADDRESS") or DEFAULT_ADDRESS
         token = token if token is not None else os.environ.get("SKMAKER_TOKEN", "")
@@ -136,7 +141,12 @@ class Session(HostingCalls, TransformCalls):
         self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
         self._tuning = tuning_pb2_grpc.TuningServiceStub(self._channel)
         self._artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self._channel)
-        self._init_hosting(self._channel, credentials)
+        self.gateway_address = (
+            gateway_address
+            if gateway_address is not None
+            else os.environ.get("SKMAKER_GATEWAY_ADDRESS", "")
+        )
+        self._init_hosting(self._channel, credentials, self.gateway_address)
         self._init_transform(self._channel)
 
     def __repr__(self) -> str:

@@ -376,3 +376,24 @@ def test_the_callers_deadline_and_the_token_are_forwarded() -> None:
     assert 4.0 < short <= 5.0, "the caller's remaining time"
     assert 29.0 < capped <= 30.0 and 29.0 < default <= 30.0, "at most default_timeout_s"
     assert meta == token
+
+
+# ----------------------------------------------------------------- the client through the gateway
+
+
+def test_a_session_with_a_gateway_address_invokes_through_it(
+    gateway: lifecycle.RunningService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skmaker import Predictor, Session
+
+    # No control behind this address: invocations through a gateway never ask the control.
+    with Session("127.0.0.1:1", gateway_address=gateway.address) as session:
+        body, content_type = session.invoke_endpoint("shifted", CSV, "text/csv", "text/csv")
+        assert [int(float(v)) for v in body.split()] == _expected(10)
+        predictor = Predictor("iris", session=session)
+        assert predictor.predict(np.asarray(ROWS)).astype(int).tolist() == _expected(0)
+    monkeypatch.setenv("SKMAKER_GATEWAY_ADDRESS", gateway.address)
+    with Session("127.0.0.1:1") as session:
+        assert session.gateway_address == gateway.address
+        body, _ = session.invoke_endpoint("iris", CSV, "text/csv", "text/csv")
+        assert [int(float(v)) for v in body.split()] == _expected(0)
