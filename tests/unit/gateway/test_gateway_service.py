@@ -389,6 +389,7 @@ def test_a_session_with_a_gateway_address_invokes_through_it(
     # No control behind this address: invocations through a gateway never ask the control.
     with Session("127.0.0.1:1", gateway_address=gateway.address) as session:
         body, content_type = session.invoke_endpoint("shifted", CSV, "text/csv", "text/csv")
+        assert content_type == "text/csv"
         assert [int(float(v)) for v in body.split()] == _expected(10)
         predictor = Predictor("iris", session=session)
         assert predictor.predict(np.asarray(ROWS)).astype(int).tolist() == _expected(0)
