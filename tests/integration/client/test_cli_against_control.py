@@ -169,7 +169,8 @@ def test_errors_print_one_line_and_exit_1(control: ServiceProcess) -> None:
 
 def test_an_unreachable_control_is_one_line_and_exit_1() -> None:
     with closed_port() as port:
-        result = _cli(f"127.0.0.1:{port}", "training-jobs", "list")
+        # stop is not retried, so it fails at once; list and describe retry for a few seconds.
+        result = _cli(f"127.0.0.1:{port}", "training-jobs", "stop", "some-job")
 
     assert result.returncode == 1
     assert result.stdout == ""
