@@ -293,6 +293,7 @@ def heartbeat_from_pb(request: dispatch_pb2.HeartbeatRequest) -> HeartbeatReport
         secondary_status=request.secondary_status,
         records_done=request.records_done,
         bytes_done=request.bytes_done,
+        log_offset=request.log_offset if request.HasField("log_offset") else None,
     )
 
 
@@ -331,6 +332,7 @@ def completion_from_pb(request: dispatch_pb2.CompleteTaskRequest) -> CompletionR
             if request.HasField("transform_result")
             else None
         ),
+        log_offset=request.log_offset if request.HasField("log_offset") else None,
     )
 
 

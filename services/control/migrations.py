@@ -197,4 +197,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             UNIQUE (tuning_job_name, number, attempt, step)
         )""",
     ),
+    # 5: how many log lines each task attempt has delivered, so a heartbeat re-sent after a
+    # lost answer (the control died between commit and reply) does not store its lines twice.
+    (
+        """CREATE TABLE task_log_progress (
+            task_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            lines_received INTEGER NOT NULL,
+            PRIMARY KEY (task_id, attempt)
+        ) WITHOUT ROWID""",
+    ),
 )

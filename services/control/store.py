@@ -306,6 +306,36 @@ class ControlStore:
             )
         return len(lines)
 
+    def append_attempt_log_lines(
+        self,
+        job_name: str,
+        task_id: str,
+        attempt: int,
+        log_offset: int | None,
+        lines: Sequence[WorkerLogLine],
+    ) -> int:
+        """Appends an attempt's lines, dropping those a re-sent report already delivered.
+
+        `log_offset` is how many lines of this attempt the worker had delivered before
+        `lines[0]`; None (a worker that does not count) appends everything.
+        """
+        if log_offset is None:
+            return self.append_log_lines(job_name, lines)
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT lines_received FROM task_log_progress WHERE task_id = ? AND attempt = ?",
+                (task_id, attempt),
+            ).fetchone()
+            received = int(row[0]) if row else 0
+            fresh = lines[max(0, received - log_offset) :]
+            conn.execute(
+                "INSERT INTO task_log_progress (task_id, attempt, lines_received) "
+                "VALUES (?, ?, ?) ON CONFLICT (task_id, attempt) "
+                "DO UPDATE SET lines_received = MAX(lines_received, excluded.lines_received)",
+                (task_id, attempt, log_offset + len(lines)),
+            )
+            return self.append_log_lines(job_name, fresh)
+
     def read_log_lines(self, job_name: str, from_sequence: int, limit: int) -> list[LogLine]:
         """Up to `limit` lines with sequence ≥ `from_sequence`, in order."""
         with self.transaction() as conn:

@@ -78,6 +78,8 @@ class HeartbeatReport:
     # Transform shards: records and input bytes scored so far in this shard.
     records_done: int = 0
     bytes_done: int = 0
+    # Lines of this attempt delivered before log_lines[0]; None when the worker does not count.
+    log_offset: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,8 @@ class CompletionReport:
     metrics: tuple[MetricValue, ...] = ()
     # For transform shards; None for other tasks.
     transform_result: TransformShardResult | None = None
+    # Lines of this attempt delivered before log_lines[0]; None when the worker does not count.
+    log_offset: int | None = None
 
 
 @dataclass(frozen=True)

@@ -331,7 +331,9 @@ class TrainingJobs:
             allowed = ", ".join(sorted(WORKER_SECONDARY_STATUSES))
             raise InvalidArgument(f"secondary_status {reported!r} is not one of {allowed}")
         job = self.describe(task.job_name)
-        self._store.append_log_lines(job.name, report.log_lines)
+        self._store.append_attempt_log_lines(
+            job.name, task.task_id, task.attempt, report.log_offset, report.log_lines
+        )
         self._store.record_metrics(job.name, report.metrics)
         self._tell_metrics(job, task.attempt, report.metrics)
         is_new_status = reported and reported != job.secondary_status
@@ -343,7 +345,9 @@ class TrainingJobs:
     def on_completed(self, task: Task, report: CompletionReport, now: float) -> None:
         """Stores the last lines and metrics and ends the job as the worker reported."""
         job = self.describe(task.job_name)
-        self._store.append_log_lines(job.name, report.log_lines)
+        self._store.append_attempt_log_lines(
+            job.name, task.task_id, task.attempt, report.log_offset, report.log_lines
+        )
         self._store.record_metrics(job.name, report.metrics)
         self._tell_metrics(job, task.attempt, report.metrics)
         self._changed.notify()

@@ -133,6 +133,7 @@ class ControlLink:
         log_lines: Sequence[tuple[str, str, float]],
         metrics: Sequence[tuple[str, float, float]],
         secondary_status: str,
+        log_offset: int,
     ) -> bool:
         """Renews the lease and delivers progress; returns whether a stop was requested.
 
@@ -153,6 +154,7 @@ class ControlLink:
                 for name, value, ts in metrics
             ],
             secondary_status=secondary_status,
+            log_offset=log_offset,
         )
         try:
             response = self._dispatch.Heartbeat(
@@ -170,6 +172,7 @@ class ControlLink:
         outcome: JobOutcome,
         log_lines: Sequence[tuple[str, str, float]],
         metrics: Sequence[tuple[str, float, float]],
+        log_offset: int,
     ) -> None:
         """Reports how the attempt ended, retrying while the control is unreachable.
 
@@ -198,6 +201,7 @@ class ControlLink:
                 dispatch_pb2.MetricSample(name=name, value=value, timestamp=_timestamp(ts))
                 for name, value, ts in metrics
             ],
+            log_offset=log_offset,
         )
         try:
             self._retrying(

@@ -38,6 +38,8 @@ class HeartbeatReporter:
     _lines: list[tuple[str, str, float]] = field(default_factory=list)
     _metrics: list[tuple[str, float, float]] = field(default_factory=list)
     _status: str = ""
+    # Lines the control confirmed; sent as log_offset so a re-sent batch is not stored twice.
+    delivered_lines: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _wake: threading.Event = field(default_factory=threading.Event)
     _done: threading.Event = field(default_factory=threading.Event)
@@ -109,7 +111,9 @@ class HeartbeatReporter:
                 continue
             lines, metrics, status = self._take()
             try:
-                stop = self.link.heartbeat(self.task, lines, metrics, status)
+                stop = self.link.heartbeat(
+                    self.task, lines, metrics, status, log_offset=self.delivered_lines
+                )
             except AttemptSuperseded as err:
                 log.warning(
                     "task %s attempt %s superseded: %s", self.task.task_id, self.task.attempt, err
@@ -122,6 +126,7 @@ class HeartbeatReporter:
                 log.warning("heartbeat failed (%s); will retry", err.code().name)
                 self._give_back(lines, metrics, status)
                 continue
+            self.delivered_lines += len(lines)
             last_sent = time.monotonic()
             if stop and self.run is not None and not self.run.stop_requested.is_set():
                 log.info("stop requested for %s", self.task.training.job_name)
@@ -202,7 +207,9 @@ class TrainerWorker:
             self._metrics.jobs.labels(outcome="abandoned").inc()
         else:
             try:
-                self._link.complete(task, outcome, lines, metrics)
+                self._link.complete(
+                    task, outcome, lines, metrics, log_offset=reporter.delivered_lines
+                )
                 self._metrics.jobs.labels(outcome=outcome.outcome).inc()
                 log.info("%s ended: %s", assignment.job_name, outcome.outcome)
             except (AttemptSuperseded, grpc.RpcError) as err:

@@ -95,3 +95,18 @@ def test_spec_round_trips_through_json() -> None:
         shell_compat=True,
     )
     assert spec_from_json(spec_to_json(spec)) == spec
+
+
+def test_a_resent_heartbeat_does_not_store_its_lines_twice(store: ControlStore) -> None:
+    store.insert_training_job(_job("a"))
+    first = [WorkerLogLine(1.0, "stdout", "line 0"), WorkerLogLine(1.1, "stdout", "line 1")]
+    store.append_attempt_log_lines("a", "t-1", 1, 0, first)
+    # The answer was lost (the control died after committing): the worker sends them again,
+    # with the same offset, plus a new line.
+    again = [*first, WorkerLogLine(1.2, "stdout", "line 2")]
+    store.append_attempt_log_lines("a", "t-1", 1, 0, again)
+    store.append_attempt_log_lines("a", "t-1", 1, 3, [WorkerLogLine(1.3, "stdout", "line 3")])
+    # A new attempt counts from zero again.
+    store.append_attempt_log_lines("a", "t-1", 2, 0, [WorkerLogLine(2.0, "stdout", "retry")])
+    texts = [line.text for line in store.read_log_lines("a", 0, 100)]
+    assert texts == ["line 0", "line 1", "line 2", "line 3", "retry"]

@@ -353,6 +353,7 @@ class HeartbeatRequest(_message.Message):
     SECONDARY_STATUS_FIELD_NUMBER: _builtins.int
     RECORDS_DONE_FIELD_NUMBER: _builtins.int
     BYTES_DONE_FIELD_NUMBER: _builtins.int
+    LOG_OFFSET_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Task id."""
     attempt: _builtins.int
@@ -365,6 +366,11 @@ class HeartbeatRequest(_message.Message):
     """Transform shards: records scored so far in this shard."""
     bytes_done: _builtins.int
     """Transform shards: input bytes scored so far in this shard."""
+    log_offset: _builtins.int
+    """How many log lines of this attempt the worker had delivered before log_lines[0]. A report
+    re-sent after a lost answer repeats its offset, and the control drops the lines it already
+    stored. Unset: no de-duplication.
+    """
     @_builtins.property
     def log_lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerLogLine]:
         """Log lines since the last heartbeat, in order."""
@@ -384,12 +390,15 @@ class HeartbeatRequest(_message.Message):
         secondary_status: _builtins.str = ...,
         records_done: _builtins.int = ...,
         bytes_done: _builtins.int = ...,
+        log_offset: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_log_offset", b"_log_offset", "log_offset", b"log_offset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "bytes_done", b"bytes_done", "log_lines", b"log_lines", "metrics", b"metrics", "records_done", b"records_done", "secondary_status", b"secondary_status", "task_id", b"task_id", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_log_offset", b"_log_offset", "attempt", b"attempt", "bytes_done", b"bytes_done", "log_lines", b"log_lines", "log_offset", b"log_offset", "metrics", b"metrics", "records_done", b"records_done", "secondary_status", b"secondary_status", "task_id", b"task_id", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__log_offset: _TypeAlias = _typing.Literal["log_offset"]  # noqa: Y015
+    _WhichOneofArgType__log_offset: _TypeAlias = _typing.Literal["_log_offset", b"_log_offset"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__log_offset) -> _WhichOneofReturnType__log_offset | None: ...
 
 Global___HeartbeatRequest: _TypeAlias = HeartbeatRequest  # noqa: Y015
 
@@ -496,6 +505,7 @@ class CompleteTaskRequest(_message.Message):
     LOG_LINES_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     TRANSFORM_RESULT_FIELD_NUMBER: _builtins.int
+    LOG_OFFSET_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """Task id."""
     attempt: _builtins.int
@@ -510,6 +520,8 @@ class CompleteTaskRequest(_message.Message):
     """store:// URI of model.tar.gz, if uploaded."""
     output_artifact_uri: _builtins.str
     """store:// URI of output.tar.gz, if uploaded."""
+    log_offset: _builtins.int
+    """As HeartbeatRequest.log_offset, for the lines carried here."""
     @_builtins.property
     def runtime_versions(self) -> _training_job_pb2.RuntimeVersions:
         """Library versions used."""
@@ -540,12 +552,15 @@ class CompleteTaskRequest(_message.Message):
         log_lines: _abc.Iterable[Global___WorkerLogLine] | None = ...,
         metrics: _abc.Iterable[Global___MetricSample] | None = ...,
         transform_result: Global___TransformShardResult | None = ...,
+        log_offset: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["runtime_versions", b"runtime_versions", "transform_result", b"transform_result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_log_offset", b"_log_offset", "log_offset", b"log_offset", "runtime_versions", b"runtime_versions", "transform_result", b"transform_result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "failure_reason", b"failure_reason", "log_lines", b"log_lines", "metrics", b"metrics", "model_artifact_uri", b"model_artifact_uri", "outcome", b"outcome", "output_artifact_uri", b"output_artifact_uri", "runtime_versions", b"runtime_versions", "task_id", b"task_id", "transform_result", b"transform_result", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_log_offset", b"_log_offset", "attempt", b"attempt", "failure_reason", b"failure_reason", "log_lines", b"log_lines", "log_offset", b"log_offset", "metrics", b"metrics", "model_artifact_uri", b"model_artifact_uri", "outcome", b"outcome", "output_artifact_uri", b"output_artifact_uri", "runtime_versions", b"runtime_versions", "task_id", b"task_id", "transform_result", b"transform_result", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__log_offset: _TypeAlias = _typing.Literal["log_offset"]  # noqa: Y015
+    _WhichOneofArgType__log_offset: _TypeAlias = _typing.Literal["_log_offset", b"_log_offset"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__log_offset) -> _WhichOneofReturnType__log_offset | None: ...
 
 Global___CompleteTaskRequest: _TypeAlias = CompleteTaskRequest  # noqa: Y015
 
