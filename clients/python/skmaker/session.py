@@ -46,8 +46,11 @@ DEFAULT_BUCKET = "skmaker"
 # UNAVAILABLE is retried this many times in all for idempotent calls, backing off from
 # 0.25 s and doubling (with jitter): long enough to ride out a control restart, short enough
 # that a server that is really down is reported within a few seconds.
-RETRY_ATTEMPTS = 5
+# About 10 s of retries in all (0.25, 0.5, 1, then 2 s apart): long enough to ride out a
+# control restart on a busy machine, short enough that a control that stays down is reported.
+RETRY_ATTEMPTS = 8
 RETRY_FIRST_BACKOFF_S = 0.25
+RETRY_MAX_BACKOFF_S = 2.0
 
 # A followed log stream is reopened (from the next sequence number) after this long, so
 # even a silent job's stream has a deadline and a half-dead connection is noticed.
@@ -87,7 +90,8 @@ class LogLine:
 
 
 def _backoff_s(attempt: int) -> float:
-    return float(RETRY_FIRST_BACKOFF_S * 2**attempt * random.uniform(0.8, 1.2))
+    delay = min(RETRY_FIRST_BACKOFF_S * 2**attempt, RETRY_MAX_BACKOFF_S)
+    return float(delay * random.uniform(0.8, 1.2))
 
 
 def _is_unavailable(err: grpc.RpcError) -> bool:
