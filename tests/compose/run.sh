@@ -54,7 +54,7 @@ docker() { "$DOCKER_BIN" "$@"; }
 CHILD=""
 in_background() {
   local status=0
-  "$@" &
+  "$@" 9>&- &   # fd 9 holds the run lock: children must not keep it past this run
   CHILD=$!
   wait "$CHILD" || status=$?
   CHILD=""
@@ -247,7 +247,7 @@ start_dockerd() {
     --default-address-pool "base=$ADDRESS_POOL,size=24" \
     --cgroup-parent "$CGROUP_PARENT" \
     --storage-driver overlay2 --log-level warn \
-    >"$RUN_DIR/dockerd.log" 2>&1 &
+    >"$RUN_DIR/dockerd.log" 2>&1 9>&- &
   local pid=$! end=$(($(date +%s) + 60))
   until docker version >/dev/null 2>&1; do
     kill -0 "$pid" 2>/dev/null || { tail -20 "$RUN_DIR/dockerd.log"; die "dockerd exited"; }
