@@ -96,6 +96,7 @@ class _Tracked:
     policy: autoscaler.ScalingPolicy
     history: tuple[autoscaler.Recommendation, ...] = ()
     last_hold: tuple[str, float] | None = None  # (message, monotonic time) of the last event
+    desired: int = 0  # the endpoint's desired count when the loop last looked or decided
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,8 @@ class Autoscaling:
                 self._record_hold(endpoint, tracked, decision, sample, now)
             return Evaluation(endpoint.name, sample, decision, applied=False)
         applied = self._apply(endpoint, decision, sample, serving)
+        if applied:
+            tracked.desired = decision.desired
         return Evaluation(endpoint.name, sample, decision, applied)
 
     # ----------------------------------------------------------------- helpers
@@ -248,8 +251,19 @@ class Autoscaling:
             # replica is removed before a whole scale-in window of evidence (after a control
             # restart, say); bursts still scale out at once.
             seed = autoscaler.Recommendation(self._clock(), endpoint.desired_replicas)
-            tracked = _Tracked(endpoint.creation_time, policy, history=(seed,))
+            tracked = _Tracked(
+                endpoint.creation_time,
+                policy,
+                history=(seed,),
+                desired=endpoint.desired_replicas,
+            )
             self._tracked[endpoint.name] = tracked
+        elif tracked.desired != endpoint.desired_replicas:
+            # Someone set the count (UpdateEndpoint): it counts as just recommended, so the
+            # loop does not undo it before a whole scale-in window of evidence says so.
+            seed = autoscaler.Recommendation(self._clock(), endpoint.desired_replicas)
+            tracked.history = (*tracked.history, seed)
+            tracked.desired = endpoint.desired_replicas
         return tracked
 
     def _sample(self, name: str, metric: str, serving: Sequence[ReplicaInfo]) -> LoadSample:

@@ -402,6 +402,26 @@ def test_a_policy_update_applies_at_the_next_pass(rig: Rig) -> None:
     assert "outside [2, 4]" in rig.events()[-1]
 
 
+def test_a_count_set_by_update_endpoint_lasts_a_scale_in_window(rig: Rig) -> None:
+    rig.in_service("ep", 1, _policy(scale_in_window_seconds=5.0))
+    rig.serve("ep", ("r-1", SERVING, 0))
+    for _ in range(8):  # idle for longer than the window at one replica
+        [evaluation] = rig.loop.tick()
+        rig.clock.now += 1.0
+    rig.endpoints.update("ep", replicas=2)
+    endpoint = rig.stored.get("ep")
+    assert endpoint is not None
+    rig.stored.update(replace(endpoint, status=EndpointStatus.IN_SERVICE))
+    rig.serve("ep", ("r-1", SERVING, 0), ("r-2", SERVING, 0))
+    for _ in range(5):  # the user's 2 holds for the window although the load says 1
+        [evaluation] = rig.loop.tick()
+        assert evaluation.decision.direction == autoscaler.HOLD, evaluation.decision.reason
+        rig.clock.now += 1.0
+    rig.clock.now += 1.0
+    [evaluation] = rig.loop.tick()
+    assert evaluation.decision.direction == autoscaler.DOWN
+
+
 def test_every_replica_with_metrics_is_published_for_prometheus(rig: Rig) -> None:
     rig.in_service("fixed", 1, None)
     rig.backend.set(
