@@ -115,14 +115,20 @@ class ControlLink:
             kinds=[dispatch_pb2.TASK_KIND_TRAINING],
             wait_seconds=wait_s,
         )
-        try:
-            response = self._retrying(
-                lambda: self._dispatch.AcquireTask(
-                    request, timeout=wait_s + _RPC_TIMEOUT_S, metadata=self._metadata
-                ),
-                "AcquireTask",
-                cancel,
+
+        def long_poll() -> dispatch_pb2.AcquireTaskResponse:
+            call = self._dispatch.AcquireTask.future(
+                request, timeout=wait_s + _RPC_TIMEOUT_S, metadata=self._metadata
             )
+            # A draining worker must not sit out a long poll: SIGTERM ends the wait at once.
+            while not call.done():
+                if cancel.wait(0.05):
+                    call.cancel()
+                    raise TimeoutError("AcquireTask: cancelled by drain")
+            return call.result()  # type: ignore[no-any-return]
+
+        try:
+            response = self._retrying(long_poll, "AcquireTask", cancel)
         except TimeoutError:
             return None
         return response.task if response.HasField("task") else None

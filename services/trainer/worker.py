@@ -182,7 +182,13 @@ class TrainerWorker:
                 continue
             if task is None or self._draining.is_set():
                 continue
-            self._run_task(task)
+            try:
+                self._run_task(task)
+            except Exception:
+                # A bug in one task must not leave a worker that is SERVING but takes no work;
+                # its lease expires and the control retries the job elsewhere.
+                log.exception("task %s crashed the trainer loop; carrying on", task.task_id)
+                self._metrics.jobs.labels(outcome="crashed").inc()
 
     def _run_task(self, task: dispatch_pb2.Task) -> None:
         assignment = assignment_from_task(task)
