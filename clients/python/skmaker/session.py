@@ -183,6 +183,32 @@ class Session(HostingCalls, TransformCalls):
 
     # -- data --------------------------------------------------------------------------------
 
+    def _collect_pages(
+        self,
+        fetch_page: Callable[[int, str], Any],
+        summaries_of: Callable[[Any], list[dict[str, Any]]],
+        max_results: int | None,
+    ) -> list[dict[str, Any]]:
+        """Follows `next_page_token` until the last page, or until `max_results` summaries.
+
+        Args:
+            fetch_page: runs one List RPC for (page_size, page_token); 0 is the server default.
+            summaries_of: the summaries in one response.
+            max_results: stop after this many; all when None.
+        """
+        summaries: list[dict[str, Any]] = []
+        page_token = ""
+        while True:
+            page_size = min(1000, max_results - len(summaries)) if max_results else 0
+            response = self._call(
+                lambda: fetch_page(page_size, page_token),  # noqa: B023 - called at once
+                idempotent=True,
+            )
+            summaries += summaries_of(response)
+            page_token = response.next_page_token
+            if not page_token or (max_results and len(summaries) >= max_results):
+                return summaries[:max_results] if max_results else summaries
+
     def default_bucket(self) -> str:
         """A constant bucket name, for code that builds S3 paths from it."""
         return DEFAULT_BUCKET
@@ -383,26 +409,20 @@ class Session(HostingCalls, TransformCalls):
             max_results: stop after this many; all when None.
         """
         status = descriptions.status_value(status_equals) if status_equals else 0
-        summaries: list[dict[str, Any]] = []
-        page_token = ""
-        while True:
-            page_size = min(1000, max_results - len(summaries)) if max_results else 0
-            request = training_pb2.ListTrainingJobsRequest(
-                status=status,  # type: ignore[arg-type]
-                name_prefix=name_contains_prefix,
-                page_size=page_size,
-                page_token=page_token,
-            )
-            response = self._call(
-                lambda request=request: self._training.ListTrainingJobs(  # type: ignore[misc]
-                    request, timeout=self.timeout_s, metadata=self._metadata
+        return self._collect_pages(
+            lambda size, token: self._training.ListTrainingJobs(
+                training_pb2.ListTrainingJobsRequest(
+                    status=status,  # type: ignore[arg-type]
+                    name_prefix=name_contains_prefix,
+                    page_size=size,
+                    page_token=token,
                 ),
-                idempotent=True,
-            )
-            summaries += [descriptions.training_job_summary(j) for j in response.training_jobs]
-            page_token = response.next_page_token
-            if not page_token or (max_results and len(summaries) >= max_results):
-                return summaries[:max_results] if max_results else summaries
+                timeout=self.timeout_s,
+                metadata=self._metadata,
+            ),
+            lambda response: [descriptions.training_job_summary(j) for j in response.training_jobs],
+            max_results,
+        )
 
     def stop_training_job(self, job_name: str) -> dict[str, Any]:
         """Asks a job to stop; returns its description (now Stopping or Stopped).
@@ -568,26 +588,20 @@ class Session(HostingCalls, TransformCalls):
             max_results: stop after this many; all when None.
         """
         status = descriptions.tuning_status_value(status_equals) if status_equals else 0
-        summaries: list[dict[str, Any]] = []
-        page_token = ""
-        while True:
-            page_size = min(1000, max_results - len(summaries)) if max_results else 0
-            request = tuning_pb2.ListTuningJobsRequest(
-                status=status,  # type: ignore[arg-type]
-                name_prefix=name_contains_prefix,
-                page_size=page_size,
-                page_token=page_token,
-            )
-            response = self._call(
-                lambda request=request: self._tuning.ListTuningJobs(  # type: ignore[misc]
-                    request, timeout=self.timeout_s, metadata=self._metadata
+        return self._collect_pages(
+            lambda size, token: self._tuning.ListTuningJobs(
+                tuning_pb2.ListTuningJobsRequest(
+                    status=status,  # type: ignore[arg-type]
+                    name_prefix=name_contains_prefix,
+                    page_size=size,
+                    page_token=token,
                 ),
-                idempotent=True,
-            )
-            summaries += [descriptions.tuning_job_summary(j) for j in response.tuning_jobs]
-            page_token = response.next_page_token
-            if not page_token or (max_results and len(summaries) >= max_results):
-                return summaries[:max_results] if max_results else summaries
+                timeout=self.timeout_s,
+                metadata=self._metadata,
+            ),
+            lambda response: [descriptions.tuning_job_summary(j) for j in response.tuning_jobs],
+            max_results,
+        )
 
     def list_training_jobs_for_tuning_job(self, tuning_job_name: str) -> list[dict[str, Any]]:
         """The tuning job's trials (ListTrainingJobsForHyperParameterTuningJob), by number.

@@ -33,6 +33,7 @@ class TransformCalls:
     timeout_s: float
     _metadata: tuple[tuple[str, str], ...]
     _call: Callable[..., Any]
+    _collect_pages: Callable[..., list[dict[str, Any]]]
 
     def _init_transform(self, channel: grpc.Channel) -> None:
         """Binds the TransformService stub."""
@@ -154,26 +155,22 @@ class TransformCalls:
             max_results: stop after this many; all when None.
         """
         status = descriptions.transform_status_value(status_equals) if status_equals else 0
-        summaries: list[dict[str, Any]] = []
-        page_token = ""
-        while True:
-            page_size = min(1000, max_results - len(summaries)) if max_results else 0
-            request = transform_pb2.ListTransformJobsRequest(
-                status=status,  # type: ignore[arg-type]
-                name_prefix=name_contains_prefix,
-                page_size=page_size,
-                page_token=page_token,
-            )
-            response = self._call(
-                lambda request=request: self._transforms.ListTransformJobs(  # type: ignore[misc]
-                    request, timeout=self.timeout_s, metadata=self._metadata
+        return self._collect_pages(
+            lambda size, token: self._transforms.ListTransformJobs(
+                transform_pb2.ListTransformJobsRequest(
+                    status=status,  # type: ignore[arg-type]
+                    name_prefix=name_contains_prefix,
+                    page_size=size,
+                    page_token=token,
                 ),
-                idempotent=True,
-            )
-            summaries += [descriptions.transform_job_summary(j) for j in response.transform_jobs]
-            page_token = response.next_page_token
-            if not page_token or (max_results and len(summaries) >= max_results):
-                return summaries[:max_results] if max_results else summaries
+                timeout=self.timeout_s,
+                metadata=self._metadata,
+            ),
+            lambda response: [
+                descriptions.transform_job_summary(j) for j in response.transform_jobs
+            ],
+            max_results,
+        )
 
     def stop_transform_job(self, name: str) -> dict[str, Any]:
         """Asks a transform job to stop; returns its description (Stopping or Stopped).
