@@ -20,15 +20,13 @@ and every job end inside the same transaction.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from services.control import paging
 from services.control.artifact_store import ArtifactStore
 from services.control.metrics import ControlMetrics
 from services.control.notifier import Notifier
@@ -57,8 +55,6 @@ from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidAr
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 LOG_BATCH_LINES = 500
 # Log followers re-check the job at least this often even without a notification.
 _FOLLOW_POLL_S = 1.0
@@ -223,19 +219,16 @@ class TrainingJobs:
         Raises:
             InvalidArgument: a negative page size or a malformed page token.
         """
-        if page_size < 0:
-            raise InvalidArgument(f"page_size {page_size} is negative")
-        limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        request = paging.page_request(page_size, page_token)
         rows = self._store.list_training_jobs(
             status=status,
             name_prefix=name_prefix,
             tuning_job_name=tuning_job_name,
-            before_id=_decode_page_token(page_token),
-            limit=limit + 1,
+            before_id=request.before_id,
+            limit=request.limit + 1,
         )
-        page = rows[:limit]
-        next_token = _encode_page_token(page[-1][0]) if len(rows) > limit else ""
-        return TrainingJobPage(jobs=tuple(job for _, job in page), next_page_token=next_token)
+        jobs, next_token = paging.cut_page(rows, request.limit)
+        return TrainingJobPage(jobs=jobs, next_page_token=next_token)
 
     def stop(self, name: str) -> TrainingJob:
         """Stops a queued job at once, or asks its worker to stop; idempotent while Stopping.
@@ -442,21 +435,3 @@ def _worker_status_message(status: str, worker_id: str) -> str:
         SecondaryStatus.UPLOADING: "Uploading the model and output artifacts",
     }
     return f"{messages.get(SecondaryStatus(status), status)} (worker {worker_id})"
-
-
-def _encode_page_token(last_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": last_id}).encode()).decode()
-
-
-def _decode_page_token(token: str) -> int | None:
-    if not token:
-        return None
-    try:
-        value = json.loads(base64.urlsafe_b64decode(token.encode()))["before"]
-        if not isinstance(value, int):
-            raise TypeError(value)
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise InvalidArgument(
-            "page_token is invalid: pass next_page_token from the previous page"
-        ) from None
-    return value

@@ -33,10 +33,7 @@ inside the scheduler's transaction, so a shard, its file, its job and its task c
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -46,6 +43,7 @@ from typing import BinaryIO, cast
 
 from services.batch.bad_records import RecordFailure
 from services.batch.shards import SHARD_OUTPUT_FOLDER, assemble, errors_key, output_key
+from services.control import paging
 from services.control.artifact_store import SCHEME, ArtifactStore
 from services.control.metrics import ControlMetrics
 from services.control.model import Model
@@ -92,8 +90,6 @@ from services.runtime.errors import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 # A large Line-split file is cut into byte ranges of about this size, so workers share it.
 DEFAULT_TARGET_SHARD_BYTES = 16 * 1024 * 1024
 # The assembler looks for files to assemble at least this often, even without a wake-up.
@@ -253,18 +249,15 @@ class TransformJobs:
         Raises:
             InvalidArgument: a negative page size or a malformed page token.
         """
-        if page_size < 0:
-            raise InvalidArgument(f"page_size {page_size} is negative")
-        limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        request = paging.page_request(page_size, page_token)
         rows = self._transforms.list_jobs(
             status=status,
             name_prefix=name_prefix,
-            before_id=_decode_page_token(page_token),
-            limit=limit + 1,
+            before_id=request.before_id,
+            limit=request.limit + 1,
         )
-        page = rows[:limit]
-        next_token = _encode_page_token(page[-1][0]) if len(rows) > limit else ""
-        return TransformJobPage(jobs=tuple(job for _, job in page), next_page_token=next_token)
+        jobs, next_token = paging.cut_page(rows, request.limit)
+        return TransformJobPage(jobs=jobs, next_page_token=next_token)
 
     def stop(self, name: str) -> TransformJob:
         """Withdraws queued shards and asks running ones to stop; idempotent while Stopping.
@@ -562,21 +555,3 @@ def _job_failure_reason(failed: Sequence[TransformFile], total: int) -> str:
     more = len(failed) - _FAILED_FILES_NAMED
     tail = f"; and {more} more" if more > 0 else ""
     return f"{len(failed)} of {total} input files failed: {named}{tail}"
-
-
-def _encode_page_token(last_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": last_id}).encode()).decode()
-
-
-def _decode_page_token(token: str) -> int | None:
-    if not token:
-        return None
-    try:
-        value = json.loads(base64.urlsafe_b64decode(token.encode()))["before"]
-        if not isinstance(value, int):
-            raise TypeError(value)
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise InvalidArgument(
-            "page_token is invalid: pass next_page_token from the previous page"
-        ) from None
-    return value

@@ -25,9 +25,6 @@ the control was down is told on the first pass, and nothing is launched or count
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import math
 import threading
@@ -36,6 +33,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from services.control import paging
 from services.control.artifact_store import ArtifactStore
 from services.control.metrics import ControlMetrics
 from services.control.notifier import Notifier
@@ -72,8 +70,6 @@ from services.runtime.errors import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 # The loop is woken by notifications; this only bounds how long a missed one could delay it.
 _SAFETY_WAKE_S = 30.0
 
@@ -214,18 +210,15 @@ class TuningJobs:
         Raises:
             InvalidArgument: a negative page size or a malformed page token.
         """
-        if page_size < 0:
-            raise InvalidArgument(f"page_size {page_size} is negative")
-        limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        request = paging.page_request(page_size, page_token)
         rows = self._tuning.list_jobs(
             status=status,
             name_prefix=name_prefix,
-            before_id=_decode_page_token(page_token),
-            limit=limit + 1,
+            before_id=request.before_id,
+            limit=request.limit + 1,
         )
-        page = rows[:limit]
-        next_token = _encode_page_token(page[-1][0]) if len(rows) > limit else ""
-        return TuningJobPage(jobs=tuple(job for _, job in page), next_page_token=next_token)
+        jobs, next_token = paging.cut_page(rows, request.limit)
+        return TuningJobPage(jobs=jobs, next_page_token=next_token)
 
     def stop(self, name: str) -> TuningJob:
         """Stops launching trials and asks the running ones to stop; idempotent while Stopping.
@@ -555,21 +548,3 @@ def _curves(values: Sequence[IntermediateValue]) -> dict[int, dict[int, float]]:
         if not curve or value.step > max(curve):
             curve[value.step] = value.value
     return curves
-
-
-def _encode_page_token(last_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": last_id}).encode()).decode()
-
-
-def _decode_page_token(token: str) -> int | None:
-    if not token:
-        return None
-    try:
-        value = json.loads(base64.urlsafe_b64decode(token.encode()))["before"]
-        if not isinstance(value, int):
-            raise TypeError(value)
-    except (binascii.Error, ValueError, KeyError, TypeError):
-        raise InvalidArgument(
-            "page_token is invalid: pass next_page_token from the previous page"
-        ) from None
-    return value
