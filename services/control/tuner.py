@@ -499,7 +499,7 @@ class Tuner:
             seed = int(np.random.SeedSequence([seed, restored_trials]).generate_state(1)[0])
         if self._strategy is TuningStrategy.RANDOM:
             return RandomSampler(seed=seed)
-        return TPESampler(seed=seed, n_startup_trials=startup_trials(self._max_jobs))
+        return TPESampler(seed=seed)
 
     def _pruner(self) -> BasePruner:
         config = self._config
@@ -516,15 +516,6 @@ class Tuner:
                 n_min_trials=EARLY_STOPPING_MIN_TRIALS,
             )
         return NopPruner()
-
-
-def startup_trials(max_jobs: int) -> int:
-    """Random trials TPE runs before it models the objective: a fifth of the budget, 3 to 10.
-
-    Optuna's default of 10 leaves a 20-trial tuning job only 10 guided trials; tuning budgets
-    here are SageMaker-sized (tens of trials), so the random phase scales with them.
-    """
-    return min(10, max(3, max_jobs // 5))
 
 
 class _AskAndTellGridSampler(GridSampler):
