@@ -373,7 +373,8 @@ def test_the_callers_deadline_and_the_token_are_forwarded() -> None:
     finally:
         running.stop()
     (short, meta), (capped, _), (default, _) = _RecordingChannel.seen
-    assert 4.0 < short <= 5.0, "the caller's remaining time"
+    # gRPC sends a timeout rounded up to its wire units, so the server may see a hair over 5 s.
+    assert 4.0 < short <= 5.1, "the caller's remaining time"
     assert 29.0 < capped <= 30.0 and 29.0 < default <= 30.0, "at most default_timeout_s"
     assert meta == token
 
