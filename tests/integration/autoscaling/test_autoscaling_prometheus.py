@@ -270,9 +270,9 @@ def test_prometheus_and_the_scrape_source_agree_and_drive_the_control(
                     assert by_scrape.direction == expected, by_scrape.reason
                     assert scraped is not None and queried is not None
                     values.append((scraped, queried))
-                mean_scraped = sum(v[0] for v in values) / len(values)
-                mean_queried = sum(v[1] for v in values) / len(values)
-                assert abs(mean_scraped - mean_queried) <= max(1.5, 0.35 * clients), values
+                # Both sources read the level (Prometheus' copy may be up to a scrape old, so
+                # the two readings are compared against the level's band, not each other).
+                assert all(low <= v <= high for pair in values for v in pair), values
 
             # Invocations per minute, PromQL's rate() against the scrape source's counter delta.
             load.set_clients(12)
