@@ -21,6 +21,7 @@ from services.control.autoscaling import Autoscaling
 from services.control.backends import EventSink, ReplicaBackend
 from services.control.backends.local import LocalReplicaBackend
 from services.control.backends.local_process import LocalBackendSettings
+from services.control.backends.runtime import SupervisionSettings
 from services.control.config import ControlSettings
 from services.control.dispatch_servicer import DispatchServicer
 from services.control.endpoint_servicer import EndpointServicer
@@ -99,12 +100,14 @@ def replica_backend(
         host="127.0.0.1",
         auth_token=settings.auth_token,
         extra_args=tuple(shlex.split(settings.replica_args)),
-        start_timeout_s=settings.replica_start_timeout_s,
-        start_attempts=settings.replica_start_attempts,
-        health_interval_s=settings.replica_health_interval_s,
-        health_timeout_s=settings.replica_health_timeout_s,
-        unhealthy_checks=settings.replica_unhealthy_checks,
-        shutdown_grace_s=settings.replica_shutdown_grace_s,
+        supervision=SupervisionSettings(
+            start_timeout_s=settings.replica_start_timeout_s,
+            start_attempts=settings.replica_start_attempts,
+            health_interval_s=settings.replica_health_interval_s,
+            health_timeout_s=settings.replica_health_timeout_s,
+            unhealthy_checks=settings.replica_unhealthy_checks,
+            shutdown_grace_s=settings.replica_shutdown_grace_s,
+        ),
     )
     return LocalReplicaBackend(local, EndpointStore(store), on_event)
 

@@ -21,8 +21,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from services.control.backends.runtime import SupervisionSettings
 
 _LOG_TAIL_LINES = 12
 _LOG_TAIL_BYTES = 16 * 1024
@@ -38,33 +40,14 @@ class LocalBackendSettings:
         host: the loopback or host address replicas bind (own, metrics and shared ports).
         auth_token: given to replicas through their environment, never argv.
         extra_args: extra flags for every replica.
-        start_timeout_s: a replica not SERVING this long after its start is killed.
-        start_attempts: starts a replica slot gets when it dies before serving without
-            explaining why (no failure file).
-        health_interval_s: how often replicas are probed and polled.
-        health_timeout_s: deadline of one health probe.
-        unhealthy_checks: failed probes in a row after which a serving replica is replaced.
-        shutdown_grace_s: a replica's grace period for in-flight calls (its --shutdown-grace-s).
-        kill_margin_s: waited past the grace period before SIGKILL.
-        replace_backoff_s: first wait before replacing a replica that died young.
-        max_replace_backoff_s: the longest such wait.
-        stable_after_s: a replica that served this long resets the replacement backoff.
+        supervision: start, health and drain timings.
     """
 
     data_dir: Path
     host: str = "127.0.0.1"
     auth_token: str = ""
     extra_args: tuple[str, ...] = ()
-    start_timeout_s: float = 180.0
-    start_attempts: int = 2
-    health_interval_s: float = 0.5
-    health_timeout_s: float = 1.0
-    unhealthy_checks: int = 3
-    shutdown_grace_s: float = 5.0
-    kill_margin_s: float = 5.0
-    replace_backoff_s: float = 1.0
-    max_replace_backoff_s: float = 30.0
-    stable_after_s: float = 60.0
+    supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
 
 
 @dataclass(frozen=True)
@@ -228,6 +211,11 @@ class Leftover:
     pid: int
     kill_at: float  # monotonic time after which it gets SIGKILL
     killed: bool = False
+
+    @property
+    def label(self) -> str:
+        """How events name it."""
+        return f"pid {self.pid}"
 
     def is_gone(self) -> bool:
         """True once it exited; SIGKILLs it (once) when it overran `kill_at`."""

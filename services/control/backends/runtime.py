@@ -1,0 +1,172 @@
+"""The seam under the replica supervisor: where and how one replica runs (a process, a container).
+
+`supervisor.ReplicaSupervisor` decides when replicas start, serve, get replaced and drain; a
+`ReplicaRuntime` carries those decisions out for one kind of place: it claims an endpoint's
+address, launches a replica, and stops what a previous control run left. Each launched replica
+is a `RunningReplica` the supervisor polls, signals and finally releases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.control.backends import RecordedReplica
+
+
+@dataclass(frozen=True)
+class SupervisionSettings:
+    """How replicas are supervised, whatever runs them.
+
+    Attributes:
+        start_timeout_s: a replica not SERVING this long after its start is killed.
+        start_attempts: starts a replica slot gets when it dies before serving without
+            explaining why (no failure text).
+        health_interval_s: how often replicas are probed and polled.
+        health_timeout_s: deadline of one health probe.
+        unhealthy_checks: failed probes in a row after which a serving replica is replaced.
+        shutdown_grace_s: a replica's grace period for in-flight calls (its --shutdown-grace-s).
+        kill_margin_s: waited past the grace period before SIGKILL.
+        replace_backoff_s: first wait before replacing a replica that died young.
+        max_replace_backoff_s: the longest such wait.
+        stable_after_s: a replica that served this long resets the replacement backoff.
+    """
+
+    start_timeout_s: float = 180.0
+    start_attempts: int = 2
+    health_interval_s: float = 0.5
+    health_timeout_s: float = 1.0
+    unhealthy_checks: int = 3
+    shutdown_grace_s: float = 5.0
+    kill_margin_s: float = 5.0
+    replace_backoff_s: float = 1.0
+    max_replace_backoff_s: float = 30.0
+    stable_after_s: float = 60.0
+
+    @property
+    def drain_timeout_s(self) -> float:
+        """How long a draining replica may take before it is killed."""
+        return self.shutdown_grace_s + self.kill_margin_s
+
+
+class LaunchError(Exception):
+    """A replica could not even be started (e.g. its image is missing); the text says why."""
+
+
+class EndpointAddress(Protocol):
+    """An endpoint's stable address, held from the endpoint's first `ensure` to its deletion."""
+
+    @property
+    def address(self) -> str:
+        """The host:port shown as the endpoint's Address."""
+        ...
+
+    def release(self) -> None:
+        """Frees the address (idempotent)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """What one replica is started with."""
+
+    endpoint_name: str
+    model_name: str
+    replica_id: str
+    control_address: str
+    endpoint_address: EndpointAddress
+
+
+class RunningReplica(Protocol):
+    """One started replica, as the supervisor sees it. Calls return quickly."""
+
+    @property
+    def handle(self) -> str:
+        """What the ReplicaLedger records to find it again: a pid, a container id."""
+        ...
+
+    @property
+    def label(self) -> str:
+        """How events name it: "pid 123", "container skmaker-iris-r-1"."""
+        ...
+
+    def addresses(self) -> tuple[str, str]:
+        """Its gRPC and /metrics host:port; empty strings until known."""
+        ...
+
+    def poll(self) -> int | None:
+        """Its exit code once it exited, else None."""
+        ...
+
+    def terminate(self) -> None:
+        """Asks it to drain and exit (SIGTERM); a replica already gone is fine."""
+        ...
+
+    def kill(self) -> None:
+        """Ends it now (SIGKILL); a replica already gone is fine."""
+        ...
+
+    def failure_text(self) -> str:
+        """Why it could not load its model, on one line; empty when it did not say."""
+        ...
+
+    def log_tail(self) -> str:
+        """The last lines of its output, joined with ' | '."""
+        ...
+
+    def release(self) -> None:
+        """Frees what is left of it once it exited (e.g. removes its container)."""
+        ...
+
+
+class Leftover(Protocol):
+    """A replica a previous control run left running, being stopped by this run."""
+
+    @property
+    def replica_id(self) -> str:
+        """Its replica id."""
+        ...
+
+    @property
+    def label(self) -> str:
+        """How events name it."""
+        ...
+
+    def is_gone(self) -> bool:
+        """True once it exited (and was cleaned up); kills it (once) when it overran."""
+        ...
+
+
+class ReplicaRuntime(Protocol):
+    """Starts and stops replicas in one kind of place. Called with the supervisor's lock held."""
+
+    def claim_address(self, endpoint: str, wanted: str) -> tuple[EndpointAddress, str]:
+        """Claims the endpoint's stable address, `wanted` again when a previous run had one.
+
+        Returns:
+            The address, and a sentence for the endpoint's events when it had to move
+            (empty otherwise).
+        """
+        ...
+
+    def launch(self, spec: ReplicaSpec) -> RunningReplica:
+        """Starts one replica; it loads its model, then reports SERVING on its health.
+
+        Raises:
+            LaunchError: it could not be started at all.
+        """
+        ...
+
+    def stop_leftovers(
+        self, endpoint: str, recorded: Sequence[RecordedReplica], kill_after_s: float
+    ) -> list[Leftover]:
+        """Starts draining the replicas of `endpoint` a previous run left (the recorded ones,
+        and any other the runtime can find); returns those not gone yet."""
+        ...
+
+
+def port_of(address: str) -> int:
+    """The port of a host:port address; 0 when it has none."""
+    _host, _, port = address.rpartition(":")
+    return int(port) if port.isdigit() else 0
