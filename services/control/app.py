@@ -19,6 +19,7 @@ from services.control.artifact_store import LocalArtifactStore
 from services.control.artifacts_servicer import ArtifactsServicer
 from services.control.autoscaling import Autoscaling
 from services.control.backends import EventSink, ReplicaBackend
+from services.control.backends.containers import DockerBackendSettings, DockerReplicaBackend
 from services.control.backends.local import LocalReplicaBackend
 from services.control.backends.local_process import LocalBackendSettings
 from services.control.backends.runtime import SupervisionSettings
@@ -93,21 +94,35 @@ def replica_backend(
     settings: ControlSettings, store: ControlStore, on_event: EventSink
 ) -> ReplicaBackend | None:
     """The backend `settings` ask for (None for `none`), reporting events to `on_event`."""
+    supervision = SupervisionSettings(
+        start_timeout_s=settings.replica_start_timeout_s,
+        start_attempts=settings.replica_start_attempts,
+        health_interval_s=settings.replica_health_interval_s,
+        health_timeout_s=settings.replica_health_timeout_s,
+        unhealthy_checks=settings.replica_unhealthy_checks,
+        shutdown_grace_s=settings.replica_shutdown_grace_s,
+    )
+    extra_args = tuple(shlex.split(settings.replica_args))
+    if settings.effective_replica_backend == "docker":
+        containers = DockerBackendSettings(
+            docker_url=settings.docker_url,
+            image=settings.docker_image,
+            network=settings.docker_network,
+            control_address=settings.docker_control_address,
+            endpoint_address=settings.docker_endpoint_address,
+            auth_token=settings.auth_token,
+            extra_args=extra_args,
+            supervision=supervision,
+        )
+        return DockerReplicaBackend(containers, EndpointStore(store), on_event)
     if settings.effective_replica_backend != "local":
         return None
     local = LocalBackendSettings(
         data_dir=Path(settings.data_dir),
         host="127.0.0.1",
         auth_token=settings.auth_token,
-        extra_args=tuple(shlex.split(settings.replica_args)),
-        supervision=SupervisionSettings(
-            start_timeout_s=settings.replica_start_timeout_s,
-            start_attempts=settings.replica_start_attempts,
-            health_interval_s=settings.replica_health_interval_s,
-            health_timeout_s=settings.replica_health_timeout_s,
-            unhealthy_checks=settings.replica_unhealthy_checks,
-            shutdown_grace_s=settings.replica_shutdown_grace_s,
-        ),
+        extra_args=extra_args,
+        supervision=supervision,
     )
     return LocalReplicaBackend(local, EndpointStore(store), on_event)
 

@@ -11,7 +11,7 @@ from services.runtime.settings import ServiceSettings, setting
 
 GIB = 1024**3
 # Where endpoint replicas can run; "none" serves no endpoints (CreateEndpoint is refused).
-REPLICA_BACKENDS = ("local", "none")
+REPLICA_BACKENDS = ("local", "docker", "none")
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,9 @@ class ControlSettings(ServiceSettings):
     )
     max_upload_bytes: int = setting(10 * GIB, "largest artifact UploadArtifact accepts")
     replica_backend: str = setting(
-        "", "where endpoint replicas run: local or none; empty means local with --local"
+        "", "where endpoint replicas run: local, docker or none; empty means local with --local"
     )
-    replica_args: str = setting("", "extra flags (shell syntax) given to each local replica")
+    replica_args: str = setting("", "extra flags (shell syntax) given to each replica")
     replica_start_timeout_s: float = setting(
         180.0, "a replica not SERVING this long after its start is killed and retried"
     )
@@ -49,6 +49,21 @@ class ControlSettings(ServiceSettings):
     )
     replica_shutdown_grace_s: float = setting(
         5.0, "seconds a draining replica gets to finish in-flight requests (then SIGKILL + 5s)"
+    )
+    docker_url: str = setting(
+        "unix:///var/run/docker.sock", "Docker Engine API of the docker replica backend"
+    )
+    docker_image: str = setting(
+        "", "image of replica containers; empty: the image of the control's own container"
+    )
+    docker_network: str = setting(
+        "", "network replica containers join; empty: the control's own container's network"
+    )
+    docker_control_address: str = setting(
+        "", "where replica containers reach the control; empty: its container name and port"
+    )
+    docker_endpoint_address: str = setting(
+        "", "the Address every endpoint reports with the docker backend (e.g. the gateway's)"
     )
     max_endpoint_replicas: int = setting(16, "the most replicas one endpoint may have")
     transform_shard_bytes: int = setting(
