@@ -52,6 +52,7 @@ def build(settings: BatchSettings, environ: MutableMapping[str, str]) -> Service
         work_dir,
         BatchMetrics.create(registry),
         acquire_wait_s=settings.acquire_wait_s,
+        local_inputs=settings.local_inputs,
     )
 
     def on_stop() -> None:

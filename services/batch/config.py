@@ -28,6 +28,11 @@ class BatchSettings(ServiceSettings):
     control_timeout_s: float = setting(
         120.0, "how long to keep retrying a call while the control is unreachable"
     )
+    local_inputs: bool = setting(
+        True,
+        "read a shard's input from the control's disk when it is visible here (same host, or "
+        "the artifact volume mounted at the same path) instead of downloading it",
+    )
     max_cached_models: int = setting(2, "models kept loaded in memory between shards")
     pip_timeout_s: float = setting(900.0, "time limit for installing a model's requirements.txt")
     region: str = setting("local", "SAGEMAKER_REGION given to the user's code")

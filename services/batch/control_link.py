@@ -68,6 +68,8 @@ class ShardAssignment:
         end: The byte after its last one.
         output_uri: Where its output goes (the same on every attempt).
         is_first_shard: Whether it holds the object's first line.
+        input_path: The input object's file on the control's disk ("" when it has none).
+        input_size: The input object's size when the job was planned.
         content_type, accept, split_type, compression, strategy, max_payload_mb,
         max_concurrent, assemble_with, input_filter, join_source, output_filter,
         skip_header, record_errors: The job's settings.
@@ -85,6 +87,8 @@ class ShardAssignment:
     end: int
     output_uri: str
     is_first_shard: bool
+    input_path: str = ""
+    input_size: int = 0
     content_type: str = ""
     accept: str = ""
     split_type: SplitType = "None"
@@ -126,6 +130,8 @@ def shard_from_task(task: dispatch_pb2.Task) -> ShardAssignment:
         end=shard.end_offset,
         output_uri=shard.output_uri,
         is_first_shard=shard.is_first_shard,
+        input_path=shard.input_path,
+        input_size=shard.input_size,
         content_type=spec.content_type,
         accept=spec.accept,
         split_type=cast(SplitType, spec.split_type or "None"),

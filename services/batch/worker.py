@@ -3,8 +3,11 @@
 For each leased TRANSFORM task the worker
 
 1. gets the model's handler (`ModelCache`: loaded once per model and process);
-2. downloads its byte range of the input (a Gzip object whole, since a compressed stream
-   cannot be entered mid-way) into its work folder, retrying while the control restarts;
+2. reads its byte range of the input (a Gzip object whole, since a compressed stream cannot
+   be entered mid-way): straight from the control's artifact file when this worker sees the
+   control's disk (a `--local` control's children; containers sharing the artifact volume)
+   and the file has the planned size, else downloaded into its work folder, retrying while
+   the control restarts;
 3. scores it (`scoring.score_shard`) into a local file while a heartbeat thread renews the
    lease and reports records and bytes done; a heartbeat answer may ask it to stop;
 4. uploads the output to the task's output URI (atomic on the control; the URI is the same on
@@ -22,12 +25,14 @@ grace period, else abandons it to be re-run elsewhere.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import grpc
 
@@ -103,6 +108,8 @@ class BatchWorker:
         work_dir: Each shard's input and output files live below `work_dir/shards/`.
         metrics: Shard outcomes, records and durations.
         acquire_wait_s: Long-poll time of one AcquireTask call.
+        local_inputs: Read inputs from the control's disk when the task names a file that is
+            visible here (see the module docstring); False always downloads.
     """
 
     def __init__(
@@ -113,12 +120,14 @@ class BatchWorker:
         metrics: BatchMetrics,
         *,
         acquire_wait_s: float = 10.0,
+        local_inputs: bool = True,
     ) -> None:
         self._link = link
         self._models = models
         self._work_dir = work_dir
         self._metrics = metrics
         self._acquire_wait_s = acquire_wait_s
+        self._local_inputs = local_inputs
         self._draining = threading.Event()
         self._abandon = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="batch-loop", daemon=True)
@@ -244,14 +253,8 @@ class BatchWorker:
             )
         except ModelLoadFailed as err:
             raise ShardFailed(f"the model {shard.model.name!r} could not be loaded: {err}") from err
-        source_path = folder / "input"
-        if shard.compression == "Gzip":
-            self._link.download_file(shard.input_uri, source_path)
-            size = source_path.stat().st_size
-        else:
-            size = self._link.download_range(
-                shard.input_uri, shard.start, shard.end - shard.start, source_path
-            )
+        started = time.monotonic()
+        source, size = self._open_input(shard, folder)
         settings = ShardSettings(
             content_type=shard.content_type,
             accept=shard.accept or handler.default_accept,
@@ -268,7 +271,8 @@ class BatchWorker:
             record_errors=shard.record_errors,
         )
         output_path = folder / "output"
-        with source_path.open("rb") as source, output_path.open("wb") as out:
+        read_at = time.monotonic()
+        with source, output_path.open("wb") as out:
             score = score_shard(
                 source,
                 size,
@@ -280,13 +284,61 @@ class BatchWorker:
             )
         if should_stop():
             raise ShardStopped
+        scored_at = time.monotonic()
         self._link.upload_file(output_path, shard.output_uri)
+        log.info(
+            "shard %s: input ready in %.3fs, scored in %.3fs, output uploaded in %.3fs",
+            shard.task_id,
+            read_at - started,
+            scored_at - read_at,
+            time.monotonic() - scored_at,
+        )
         return score
+
+    def _open_input(self, shard: ShardAssignment, folder: Path) -> tuple[BinaryIO, int]:
+        """The shard's input, positioned at its first byte, and how many bytes belong to it."""
+        whole = shard.compression == "Gzip"
+        end = shard.end if shard.end >= 0 else shard.input_size
+        local = self._open_local_input(shard)
+        if local is not None:
+            if whole:
+                return local, shard.input_size
+            local.seek(shard.start)
+            return local, end - shard.start
+        source_path = folder / "input"
+        if whole:
+            self._link.download_file(shard.input_uri, source_path)
+            size = source_path.stat().st_size
+        else:
+            size = self._link.download_range(
+                shard.input_uri, shard.start, end - shard.start, source_path
+            )
+        return source_path.open("rb"), size
+
+    def _open_local_input(self, shard: ShardAssignment) -> BinaryIO | None:
+        """The control's file of the input object, opened, if it is visible here and whole."""
+        if not (self._local_inputs and shard.input_path):
+            return None
+        try:
+            handle = Path(shard.input_path).open("rb")
+        except OSError:
+            return None
+        # The control replaces objects by renames, so an open file is one whole version; a
+        # size other than the planned one means the object changed (or this is another
+        # machine's file by that name): download it as any worker would.
+        if os.fstat(handle.fileno()).st_size != shard.input_size:
+            handle.close()
+            return None
+        return handle
 
     def _lines_before(self, shard: ShardAssignment, folder: Path) -> int:
         """How many lines of the input lie before the shard (read only to name a line)."""
         if shard.start == 0:
             return 0
+        local = self._open_local_input(shard)
+        if local is not None:
+            with local:
+                return count_newlines(local, 0, shard.start)
         prefix = folder / "prefix"
         self._link.download_range(shard.input_uri, 0, shard.start, prefix)
         with prefix.open("rb") as handle:

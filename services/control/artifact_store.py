@@ -108,6 +108,10 @@ class ArtifactStore(Protocol):
         """Up to `length` bytes of an object from `offset` (fewer at its end)."""
         ...
 
+    def local_path(self, key: str) -> str:
+        """The object's file on this machine's disk, or "" when the store keeps no such file."""
+        ...
+
     def write(self, key: str, produce: Callable[[BinaryIO], object]) -> ArtifactInfo:
         """Stores what `produce` writes to a file, atomically; the digest is computed."""
         ...
@@ -142,6 +146,11 @@ class LocalArtifactStore:
 
     def _object_path(self, key: str) -> Path:
         return self._objects.joinpath(*key.split("/"))
+
+    def local_path(self, key: str) -> str:
+        """The object's file, absolute. Every write replaces it by a rename, so a reader that
+        opened it keeps reading one whole version."""
+        return str(self._object_path(key).absolute())
 
     def _digest_path(self, key: str) -> Path:
         return self._digests.joinpath(*key.split("/")).with_name(key.rsplit("/", 1)[-1] + ".json")

@@ -383,6 +383,8 @@ def transform_task_to_pb(payload: TransformTaskPayload) -> dispatch_pb2.Transfor
         end_offset=payload.end,
         output_uri=payload.output_uri,
         is_first_shard=payload.is_first_shard,
+        input_path=payload.input_path,
+        input_size=payload.input_size,
     )
 
 

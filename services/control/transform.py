@@ -44,7 +44,7 @@ from typing import BinaryIO, cast
 from services.batch.bad_records import RecordFailure
 from services.batch.shards import SHARD_OUTPUT_FOLDER, assemble, errors_key, output_key
 from services.control import paging
-from services.control.artifact_store import SCHEME, ArtifactStore
+from services.control.artifact_store import SCHEME, ArtifactStore, key_of
 from services.control.metrics import ControlMetrics
 from services.control.model import Model
 from services.control.model_registry import ModelRegistry
@@ -111,6 +111,8 @@ class TransformTaskPayload:
     end: int
     output_uri: str
     is_first_shard: bool
+    input_size: int = 0
+    input_path: str = ""  # the object's file, for workers on the same disk; "" if none
 
 
 @dataclass(frozen=True)
@@ -307,6 +309,8 @@ class TransformJobs:
             end=shard.end,
             output_uri=SCHEME + staged_key(job.spec, file.key, shard),
             is_first_shard=shard.start == 0,
+            input_size=file.size,
+            input_path=self._artifacts.local_path(key_of(file.input_uri)),
         )
 
     def on_leased(self, task: Task, now: float) -> None:

@@ -57,6 +57,12 @@ def list_input_files(artifacts: ArtifactStore, spec: TransformJobSpec) -> list[T
     return files
 
 
+# A job's input is cut into at most about this many shards per instance it asks for: enough
+# that workers finishing at different times share the tail, few enough that the fixed cost of
+# a shard (a lease, an output upload, a completion, each a durable write) stays small.
+SHARDS_PER_INSTANCE = 4
+
+
 def plan_job_shards(
     artifacts: ArtifactStore,
     spec: TransformJobSpec,
@@ -65,10 +71,16 @@ def plan_job_shards(
 ) -> list[tuple[int, Shard]]:
     """Cut the files into shards on line boundaries (`plan_shards`), reading the store directly.
 
+    Shards are `target_shard_bytes` long, or longer when that would give the job's instances
+    more than `SHARDS_PER_INSTANCE` shards each.
+
     Returns:
         (file position, shard) pairs, by file then byte order.
     """
     by_key = {file.key: file for file in files}
+    total_bytes = sum(file.size for file in files)
+    shares = SHARDS_PER_INSTANCE * max(1, spec.instance_count)
+    target_shard_bytes = max(target_shard_bytes, -(-total_bytes // shares))
 
     def read_range(key: str, start: int, length: int) -> bytes:
         return artifacts.read_range(key_of(by_key[key].input_uri), start, length)

@@ -309,7 +309,7 @@ def test_one_large_file_split_across_two_workers(
     control.create("large", input_uri="store://in/large/big.csv", model_name="iris-slow")
     job = control.wait("large")
     assert job.status == COMPLETED, (job, control.worker_logs())
-    assert job.shards_total > 10
+    assert job.shards_total >= 4  # up to 4 per instance asked for
     assert control.get("store://transform-jobs/large/big.csv.out") == _lines(_labels(model, rows))
     # Both workers scored shards of the one file.
     workers_used = [

@@ -163,7 +163,8 @@ def test_create_fills_defaults_plans_shards_and_queues_them(
 def test_a_large_line_file_is_cut_on_line_boundaries(
     transforms: TransformJobs, scheduler: Scheduler
 ) -> None:
-    job = transforms.create("t1", _spec())
+    # Two instances: 406 bytes make at most 8 shares of 51 bytes, so the 100-byte target holds.
+    job = transforms.create("t1", _spec(instance_count=2))
     assert job.shards_total == 5
     payloads = []
     while (lease := _acquire(scheduler)) is not None:
@@ -177,8 +178,26 @@ def test_a_large_line_file_is_cut_on_line_boundaries(
         (3, 300, 400),
     ]
     assert [p.is_first_shard for p in big] == [True, False, False, False]
+    # Workers on the control's disk may read the object's file instead of downloading it.
+    assert all(p.input_size == len(BIG) for p in big)
+    assert Path(big[2].input_path).read_bytes()[200:300] == BIG[200:300]
     assert big[1].output_uri == "store://transform-jobs/t1/.skmaker-shards/a/big.csv.out.000001"
     assert big[0].model.model_data_uri == "store://models/m/model.tar.gz"
+
+
+def test_shards_grow_so_each_instance_gets_a_few_not_many(
+    transforms: TransformJobs, scheduler: Scheduler
+) -> None:
+    # One instance: 406 bytes in at most 4 shards, so they grow past the 100-byte target to
+    # 102 bytes (plus the rest of the line each cut falls in); the small file stays whole.
+    job = transforms.create("t1", _spec(instance_count=1))
+    payloads = []
+    while (lease := _acquire(scheduler)) is not None:
+        assert isinstance(lease.payload, TransformTaskPayload)
+        payloads.append(lease.payload)
+    big = [(p.start, p.end) for p in payloads if p.input_uri.endswith("big.csv")]
+    assert big == [(0, 110), (110, 220), (220, 330), (330, 400)]
+    assert job.shards_total == 5
 
 
 def test_one_object_as_input(transforms: TransformJobs) -> None:

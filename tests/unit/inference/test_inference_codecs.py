@@ -402,5 +402,19 @@ def test_a_large_csv_body_decodes_exactly_as_the_csv_module_would() -> None:
     assert len(text) > 1 << 20
     expected = np.array([row.split(",") for row in text.splitlines()], dtype=np.float32)
     np.testing.assert_array_equal(decode(text, "text/csv"), expected)
+    np.testing.assert_array_equal(decode(text.encode(), "text/csv"), expected)
     with pytest.raises(InvalidArgument, match="has 2 fields"):
         decode(text + "1,2\n", "text/csv")
+    with pytest.raises(InvalidArgument, match="has 2 fields"):
+        decode((text + "1,2\n").encode(), "text/csv")
+
+
+def test_a_large_csv_body_in_bytes_keeps_the_charset_rules() -> None:
+    rows = "\n".join(f"{i}.5,{i}.25" for i in range(120_000)) + "\n"
+    assert len(rows) > 1 << 20
+    body = rows.encode()
+    with pytest.raises(InvalidArgument, match="not valid utf-8"):
+        decode(body + b"\xff,1\n", "text/csv")
+    with pytest.raises(InvalidArgument, match="line 120001, column 1"):
+        decode(body + "caf\u00e9,1\n".encode("latin-1"), "text/csv; charset=latin-1")
+    assert decode(body, "text/csv; charset=latin-1").shape == (120_000, 2)

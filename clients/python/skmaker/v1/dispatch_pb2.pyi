@@ -122,6 +122,8 @@ class TransformTask(_message.Message):
     END_OFFSET_FIELD_NUMBER: _builtins.int
     OUTPUT_URI_FIELD_NUMBER: _builtins.int
     IS_FIRST_SHARD_FIELD_NUMBER: _builtins.int
+    INPUT_PATH_FIELD_NUMBER: _builtins.int
+    INPUT_SIZE_FIELD_NUMBER: _builtins.int
     job_name: _builtins.str
     """Transform job name."""
     input_uri: _builtins.str
@@ -136,6 +138,14 @@ class TransformTask(_message.Message):
     """store:// URI the shard's output goes to (overwritten by a re-run, never appended)."""
     is_first_shard: _builtins.bool
     """Whether this shard holds the object's first line (for skip_header)."""
+    input_path: _builtins.str
+    """The input object's file on the control's disk, when its artifact store is a local
+    folder. A worker that shares that disk (a child of a --local control, or a container
+    with the artifact volume mounted at the same path) may read the shard's bytes there
+    instead of downloading them, after checking that the file has `input_size` bytes.
+    """
+    input_size: _builtins.int
+    """Size of the input object in bytes when the job was planned."""
     @_builtins.property
     def spec(self) -> _transform_job_pb2.TransformJobSpec:
         """The job's settings (content type, split, batching, filters...)."""
@@ -156,10 +166,12 @@ class TransformTask(_message.Message):
         end_offset: _builtins.int = ...,
         output_uri: _builtins.str = ...,
         is_first_shard: _builtins.bool = ...,
+        input_path: _builtins.str = ...,
+        input_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_offset", b"end_offset", "input_uri", b"input_uri", "is_first_shard", b"is_first_shard", "job_name", b"job_name", "model", b"model", "output_uri", b"output_uri", "shard_index", b"shard_index", "spec", b"spec", "start_offset", b"start_offset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_offset", b"end_offset", "input_path", b"input_path", "input_size", b"input_size", "input_uri", b"input_uri", "is_first_shard", b"is_first_shard", "job_name", b"job_name", "model", b"model", "output_uri", b"output_uri", "shard_index", b"shard_index", "spec", b"spec", "start_offset", b"start_offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
