@@ -9,8 +9,9 @@
 # parent), a base image standing in for python:3.11-slim (debootstrap from the apt mirror plus
 # .venv's CPython, `docker import`), a wheelhouse made on the host, the skmaker image built from
 # it (pip inside a build cannot reach the index here), a Prometheus image from Debian's
-# binaries, `docker compose up --wait`, tests/compose/smoke.py from the host, `docker compose
-# down -v` with every container's stop time, and a cleanup (also on failure, Ctrl-C or SIGTERM)
+# binaries, `docker compose up --wait`, tests/compose/smoke.py from the host (train, batch
+# transform, deploy, predict through the gateway, scale out to 2 replica containers), `docker
+# compose down -v` with every container's stop time (replicas included), and a cleanup (also on failure, Ctrl-C or SIGTERM)
 # that leaves no process, mount, link, iptables rule or folder behind. The base tarball and the
 # wheelhouse are cached in $CACHE_DIR (cold run about 5 minutes, warm about 2).
 set -euo pipefail
@@ -393,7 +394,11 @@ phase "building $SKMAKER_TEST_IMAGE and $PROMETHEUS_TEST_IMAGE"
 build_images
 phase "docker compose up --wait"
 export SKMAKER_IMAGE=$SKMAKER_TEST_IMAGE PROMETHEUS_IMAGE=$PROMETHEUS_TEST_IMAGE
-export SKMAKER_CONTROL_PORT="" PROMETHEUS_PORT=""   # empty: Docker picks free host ports
+export SKMAKER_CONTROL_PORT="" SKMAKER_GATEWAY_PORT="" PROMETHEUS_PORT=""   # empty: Docker picks
+# The control starts replica containers through this run's dockerd, as a member of its group.
+export DOCKER_SOCKET=$RUN_DIR/docker.sock
+DOCKER_GID=$(stat -c %g "$DOCKER_SOCKET")
+export DOCKER_GID
 in_background "$COMPOSE_BIN" -f "$REPO/docker-compose.yml" up --pull never --wait --wait-timeout 180 >"$RUN_DIR/compose-up.log" 2>&1 \
   || { cat "$RUN_DIR/compose-up.log"; compose ps -a; die "docker compose up --wait"; }
 compose ps --format 'table {{.Name}}\t{{.Status}}\t{{.Ports}}' | sed 's/^/    /'
@@ -407,10 +412,12 @@ until sd=$(compose exec -T prometheus cat /etc/prometheus/targets/inference.json
 done
 passed "Prometheus reads the control's file_sd targets: $(echo $sd)"
 control=$(published control 50051)
+gateway=$(published gateway 50051)
 prometheus=$(published prometheus 9090)
-phase "smoke test against control $control and Prometheus $prometheus"
-in_background "$PY" "$REPO/tests/compose/smoke.py" --control "$control" --prometheus "http://$prometheus" \
-  --trainers 2 --batch-workers 2
+phase "smoke test against control $control, gateway $gateway and Prometheus $prometheus"
+export SKMAKER_GATEWAY_ADDRESS=$gateway   # the client sends Predict through the gateway
+in_background "$PY" "$REPO/tests/compose/smoke.py" \
+  --control "$control" --prometheus "http://$prometheus" --trainers 2 --batch-workers 2
 passed "smoke test from the host"
 if [ -n "${SKMAKER_COMPOSE_HOLD:-}" ]; then
   # Debugging: keep everything up until $RUN_DIR/hold is removed (at most an hour).

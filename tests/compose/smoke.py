@@ -1,17 +1,25 @@
 """The iris story against skmaker running under docker compose, driven from the host.
 
-`make test-compose` runs it once `docker compose up --wait` returned: the control's API and
-Prometheus' HTTP API are published on 127.0.0.1: train iris with SageMaker's SKLearn API, batch
-transform the features with the trained model (the output must equal the model's own predictions
-on the host), and check that Prometheus scrapes every skmaker container. Each step is one
-function in `STEPS`, run in order with its time printed; deploy and predict through the gateway
-come next, once inference replicas run in containers. Exit 0 when every step passed.
+`make test-compose` runs it once `docker compose up --wait` returned: the control's API, the
+gateway and Prometheus' HTTP API are published on 127.0.0.1, and the gateway's address is in
+$SKMAKER_GATEWAY_ADDRESS, so the client sends every Predict there. Train iris with SageMaker's
+SKLearn API, batch transform the features with the trained model (the output must equal the
+model's own predictions on the host), check that Prometheus scrapes every skmaker container,
+deploy the model with an autoscaling policy and predict through the gateway (equal to the
+model's own predictions again), then load the endpoint through the gateway until its policy
+scales it to 2 replicas: 2 replica containers run (Docker API, by label), Prometheus scrapes
+both, and the gateway spreads calls over both (each one's request counter grows). Last, the
+control is killed (SIGKILL) and started again: the new control stops and removes the replica
+containers its predecessor left and serves the endpoint with new ones. The endpoint is left
+running, so `docker compose down` must remove its containers. Each step is one
+function in `STEPS`, run in order with its time printed. Exit 0 when every step passed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import sys
 import tarfile
@@ -25,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker
 import grpc
 import joblib
 import numpy as np
@@ -32,10 +41,16 @@ import pandas as pd
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sklearn.datasets import load_iris
 
-from skmaker import Session, SKLearn
+from skmaker import AutoScalingPolicy, Session, SKLearn, SkmakerClientError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_DIR = REPO_ROOT / "examples" / "iris"
+ENDPOINT = "iris-compose"
+# The control's docker backend labels every replica container so (services/control/backends).
+REPLICA_LABELS = ["skmaker.managed=true", f"skmaker.endpoint={ENDPOINT}"]
+# Scale-out by load, bounded: at most this many Predict calls to reach 2 desired replicas.
+MAX_LOAD_CALLS = 20_000
+SPREAD_CALLS = 200
 
 
 @dataclass
@@ -78,7 +93,8 @@ def control_serving(ctx: Context) -> None:
         return None if answer.status == health_pb2.HealthCheckResponse.SERVING else "not SERVING"
 
     _poll(f"control at {ctx.control} SERVING", ctx.deadline_s, probe)
-    ctx.session = Session(ctx.control)
+    ctx.session = Session(ctx.control)  # the gateway's address from $SKMAKER_GATEWAY_ADDRESS
+    assert ctx.session.gateway_address, "SKMAKER_GATEWAY_ADDRESS is not set"
 
 
 def train_iris(ctx: Context) -> None:
@@ -146,6 +162,7 @@ def batch_transform_iris(ctx: Context) -> None:
         with tarfile.open(next((folder / "model").rglob("model.tar.gz"))) as archive:
             archive.extractall(folder / "model", filter="data")
         model = joblib.load(folder / "model" / "model.joblib")
+    ctx.results["model"] = model
     expected = "".join(f"{label}\n" for label in model.predict(np.asarray(features)))
     assert scored == expected, f"batch output differs from the model's predictions:\n{scored}"
     print(f"  {len(features)} rows scored by {transformer.output_path} as the model predicts")
@@ -161,7 +178,7 @@ def _active_targets(prometheus: str) -> list[dict[str, Any]]:
 
 def prometheus_scraped(ctx: Context) -> None:
     """Prometheus has scraped the control and every trainer and batch worker successfully."""
-    wanted = {"control": 1, "trainer": ctx.trainers, "batch": ctx.batch_workers}
+    wanted = {"control": 1, "gateway": 1, "trainer": ctx.trainers, "batch": ctx.batch_workers}
 
     def probe() -> str | None:
         try:
@@ -177,7 +194,184 @@ def prometheus_scraped(ctx: Context) -> None:
         return f"targets {missing}" if missing else None
 
     _poll("Prometheus scraping every skmaker container", ctx.deadline_s, probe)
-    print(f"  scraped: control, {ctx.trainers} trainers, {ctx.batch_workers} batch workers")
+    print(
+        f"  scraped: control, gateway, {ctx.trainers} trainers, {ctx.batch_workers} batch workers"
+    )
+
+
+def _describe(ctx: Context) -> dict[str, Any]:
+    assert ctx.session is not None
+    return ctx.session.describe_endpoint(ENDPOINT)
+
+
+def _serving(description: dict[str, Any]) -> list[str]:
+    return [r["Id"] for r in description["Replicas"] if r["State"] == "Serving"]
+
+
+def deploy_and_predict(ctx: Context) -> None:
+    """Deploys the model (one replica container, scaled by load) and predicts through the
+    gateway from the host: the answers equal the model's own predictions."""
+    estimator = ctx.results["estimator"]
+    policy = AutoScalingPolicy(
+        max_replicas=2,
+        target_value=60,  # invocations per replica per minute: a few calls a second exceed it
+        metric="invocations_per_replica_per_minute",
+        scale_out_window_s=0,
+        scale_in_window_s=3600,  # stays at 2 for the rest of the run
+    )
+    predictor = estimator.deploy(
+        initial_instance_count=1, endpoint_name=ENDPOINT, autoscaling=policy, wait=False
+    )
+
+    def in_service() -> str | None:
+        description = _describe(ctx)
+        status = description["EndpointStatus"]
+        if status == "Failed":
+            raise AssertionError(f"endpoint failed: {description.get('FailureReason')}")
+        return None if status == "InService" else f"{status}, events {description['Events'][-3:]}"
+
+    _poll(f"endpoint {ENDPOINT} InService", ctx.deadline_s, in_service)
+    features = load_iris().data
+    predicted = np.asarray(predictor.predict(features))
+    expected = ctx.results["model"].predict(features)
+    assert np.array_equal(predicted, expected), f"gateway answered {predicted}, not {expected}"
+    ctx.results["predictor"] = predictor
+    print(f"  {len(features)} predictions through the gateway equal the model's own")
+
+
+def scale_out_by_load(ctx: Context) -> None:
+    """Calls through the gateway until the policy asks for 2 replicas; both then serve."""
+    predictor = ctx.results["predictor"]
+    row = load_iris().data[:1]
+    end = time.monotonic() + ctx.deadline_s
+    calls = 0
+    while _describe(ctx)["DesiredReplicas"] < 2:
+        assert calls < MAX_LOAD_CALLS and time.monotonic() < end, (
+            f"no scale-out after {calls} calls: {_describe(ctx)['Events'][-5:]}"
+        )
+        for _ in range(50):
+            predictor.predict(row)
+        calls += 50
+    print(f"  the policy asked for 2 replicas after {calls} calls")
+
+    def two_serving() -> str | None:
+        description = _describe(ctx)
+        serving = _serving(description)
+        return None if len(serving) == 2 else f"serving {serving}: {description['Events'][-3:]}"
+
+    _poll("2 replicas serving", ctx.deadline_s, two_serving)
+
+
+def two_replica_containers(ctx: Context) -> None:
+    """Docker runs exactly 2 containers labelled as the endpoint's replicas."""
+    names = _replica_containers()
+    assert len(names) == 2, f"replica containers running: {names}"
+    ctx.results["replica_containers"] = names
+    print(f"  replica containers: {', '.join(names)}")
+
+
+def _requests_by_replica(prometheus: str) -> dict[str, float]:
+    query = f'sum by (replica) (skmaker_inference_requests_total{{endpoint="{ENDPOINT}"}})'
+    url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=5.0) as answer:
+        body = json.load(answer)
+    return {
+        sample["metric"].get("replica", ""): float(sample["value"][1])
+        for sample in body["data"]["result"]
+    }
+
+
+def _seconds(timestamp: str) -> float:
+    """Prometheus' RFC 3339 time (nanoseconds, Z) as a Unix time."""
+    whole, _, fraction = timestamp.rstrip("Z").partition(".")
+    fraction = (fraction.partition("+")[0] + "000000")[:6]
+    parsed = datetime.datetime.fromisoformat(f"{whole}.{fraction}+00:00")
+    return parsed.timestamp()
+
+
+def replicas_scraped_and_balanced(ctx: Context) -> None:
+    """Prometheus scrapes both replicas, and calls through the gateway reach both of them."""
+    replicas = set(_serving(_describe(ctx)))
+    since = time.time()
+
+    def both_up() -> str | None:
+        try:
+            targets = _active_targets(ctx.prometheus)
+        except OSError as err:
+            return f"Prometheus API: {err}"
+        up = {
+            target["labels"].get("replica")
+            for target in targets
+            if target["labels"].get("job") == "inference"
+            and target["labels"].get("endpoint") == ENDPOINT
+            and target["health"] == "up"
+            and _seconds(target["lastScrape"]) > since
+        }
+        return None if replicas <= up else f"inference targets up: {sorted(map(str, up))}"
+
+    # Both scraped since the load stopped, so the counters read now stay put without calls (a
+    # counter a replica never incremented reads as 0).
+    _poll(f"Prometheus scraping replicas {sorted(replicas)}", ctx.deadline_s, both_up)
+    before = _requests_by_replica(ctx.prometheus)
+    predictor = ctx.results["predictor"]
+    row = load_iris().data[:1]
+    for _ in range(SPREAD_CALLS):
+        predictor.predict(row)
+
+    def both_grew() -> str | None:
+        now = _requests_by_replica(ctx.prometheus)
+        grown = {r: now.get(r, 0.0) - before.get(r, 0.0) for r in replicas}
+        return None if all(delta > 0 for delta in grown.values()) else f"growth {grown}"
+
+    _poll("every replica's request counter growing", ctx.deadline_s, both_grew)
+    after = _requests_by_replica(ctx.prometheus)
+    spread = {r: int(after.get(r, 0.0) - before.get(r, 0.0)) for r in sorted(replicas)}
+    print(f"  {SPREAD_CALLS} calls through the gateway, per replica: {spread}")
+
+
+def _replica_containers() -> list[str]:
+    client = docker.from_env()  # $DOCKER_HOST: the test's private dockerd
+    try:
+        running = client.containers.list(filters={"label": REPLICA_LABELS, "status": "running"})
+    finally:
+        client.close()
+    return sorted(str(container.name) for container in running)
+
+
+def control_restart_replaces_leftovers(ctx: Context) -> None:
+    """A control killed with SIGKILL and started again removes the replica containers the
+    killed one left and serves the endpoint with new ones."""
+    old = set(_serving(_describe(ctx)))
+    client = docker.from_env()
+    try:
+        (control,) = client.containers.list(filters={"label": "com.docker.compose.service=control"})
+        control.kill("SIGKILL")
+        control.wait(timeout=30)
+        control.start()
+        control.reload()
+        # A port Docker picked is picked again at each start.
+        binding = control.attrs["NetworkSettings"]["Ports"]["50051/tcp"][0]
+    finally:
+        client.close()
+    assert ctx.session is not None
+    ctx.session.close()
+    ctx.control = f"{binding['HostIp']}:{binding['HostPort']}"
+    control_serving(ctx)
+
+    def replaced() -> str | None:
+        try:
+            serving = set(_serving(_describe(ctx)))
+        except SkmakerClientError as err:  # restored just after the control started
+            return f"DescribeEndpoint: {err}"
+        names = _replica_containers()
+        left = [name for name in names if any(name.endswith(f"-{r}") for r in old)]
+        if len(serving) == 2 and not serving & old and len(names) == 2 and not left:
+            return None
+        return f"serving {sorted(serving)}, containers {names}"
+
+    _poll("new replicas replacing the leftovers", ctx.deadline_s, replaced)
+    print(f"  replicas {sorted(old)} removed; now {_replica_containers()}")
 
 
 STEPS: list[Callable[[Context], None]] = [
@@ -185,6 +379,11 @@ STEPS: list[Callable[[Context], None]] = [
     train_iris,
     batch_transform_iris,
     prometheus_scraped,
+    deploy_and_predict,
+    scale_out_by_load,
+    two_replica_containers,
+    replicas_scraped_and_balanced,
+    control_restart_replaces_leftovers,
 ]
 
 
