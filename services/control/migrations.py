@@ -207,4 +207,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (task_id, attempt)
         ) WITHOUT ROWID""",
     ),
+    # 6: a cap on how many tasks of one job are leased at once (a transform job's instance
+    # count); 0, as for every task queued before, means no cap.
+    ("ALTER TABLE tasks ADD COLUMN max_leased INTEGER NOT NULL DEFAULT 0",),
 )

@@ -146,9 +146,19 @@ class Scheduler:
 
     # ----------------------------------------------------------------- queue
 
-    def enqueue(self, kind: TaskKind, job_name: str) -> Task:
-        """Queues a new task for `job_name` (joins the caller's transaction, if any)."""
-        task = Task(task_id=uuid.uuid4().hex, kind=kind, job_name=job_name, state=TaskState.QUEUED)
+    def enqueue(self, kind: TaskKind, job_name: str, *, max_leased: int = 0) -> Task:
+        """Queues a new task for `job_name` (joins the caller's transaction, if any).
+
+        `max_leased` caps how many of the job's tasks of this kind are leased at once (a
+        transform job's instance count); 0 means no cap.
+        """
+        task = Task(
+            task_id=uuid.uuid4().hex,
+            kind=kind,
+            job_name=job_name,
+            state=TaskState.QUEUED,
+            max_leased=max_leased,
+        )
         self._store.insert_task(task)
         # Waiters that wake before the caller's transaction commits block on the store lock
         # and then see the task, so notifying here loses nothing.
@@ -311,6 +321,9 @@ class Scheduler:
             task = replace(task, state=TaskState.DONE, outcome=report.outcome, lease_expires=None)
             self._store.update_task(task)
             self._handler(task).on_completed(task, report, self._clock())
+        if task.max_leased:
+            # A task of a capped job just left the leased ones: another may be leased now.
+            self._queue_changed.notify()
         log.info(
             "task %s (%s) attempt %d ended: %s",
             task.task_id,

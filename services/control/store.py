@@ -43,7 +43,8 @@ _JOB_COLUMNS = (
     "attempts, runtime_versions_json, tuning_job_name, stop_requested"
 )
 _TASK_COLUMNS = (
-    "task_id, kind, job_name, state, attempt, worker_id, lease_expires, not_before, outcome"
+    "task_id, kind, job_name, state, attempt, worker_id, lease_expires, not_before, outcome, "
+    "max_leased"
 )
 
 
@@ -402,7 +403,7 @@ class ControlStore:
         """Adds a task to the queue table."""
         with self.transaction() as conn:
             conn.execute(
-                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 _task_row(task),
             )
 
@@ -412,7 +413,7 @@ class ControlStore:
             conn.execute(
                 "UPDATE tasks SET state = ?, attempt = ?, worker_id = ?, lease_expires = ?, "
                 "not_before = ?, outcome = ? WHERE task_id = ?",
-                (*_task_row(task)[3:], task.task_id),
+                (*_task_row(task)[3:9], task.task_id),
             )
 
     def get_task(self, task_id: str) -> Task | None:
@@ -432,14 +433,17 @@ class ControlStore:
         return [_task_from_row(row) for row in rows]
 
     def oldest_ready_task(self, kinds: Sequence[TaskKind], now: float) -> Task | None:
-        """The oldest queued task of one of `kinds` whose backoff has passed, or None."""
+        """The oldest queued task of one of `kinds` whose backoff has passed and whose job has
+        fewer than its `max_leased` tasks leased, or None."""
         if not kinds:
             return None
         marks = ", ".join("?" for _ in kinds)
         with self.transaction() as conn:
             row = conn.execute(
-                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE state = 'queued' AND kind IN ({marks}) "
-                "AND not_before <= ? ORDER BY seq LIMIT 1",
+                f"SELECT {_TASK_COLUMNS} FROM tasks AS queued WHERE state = 'queued' "
+                f"AND kind IN ({marks}) AND not_before <= ? AND (max_leased = 0 OR max_leased > "
+                "(SELECT COUNT(*) FROM tasks AS leased WHERE leased.job_name = queued.job_name "
+                "AND leased.kind = queued.kind AND leased.state = 'leased')) ORDER BY seq LIMIT 1",
                 (*[kind.value for kind in kinds], now),
             ).fetchone()
         return None if row is None else _task_from_row(row)
@@ -512,6 +516,7 @@ def _task_row(task: Task) -> tuple[Any, ...]:
         task.lease_expires,
         task.not_before,
         None if task.outcome is None else task.outcome.value,
+        task.max_leased,
     )
 
 
@@ -526,4 +531,5 @@ def _task_from_row(row: Mapping[str, Any]) -> Task:
         lease_expires=row["lease_expires"],
         not_before=row["not_before"],
         outcome=None if row["outcome"] is None else TaskOutcome(row["outcome"]),
+        max_leased=row["max_leased"],
     )

@@ -54,6 +54,8 @@ class Task:
     lease_expires: float | None = None
     not_before: float = 0.0
     outcome: TaskOutcome | None = None
+    # At most this many tasks of the job (and kind) are leased at once; 0 means no cap.
+    max_leased: int = 0
 
 
 @dataclass(frozen=True)

@@ -218,7 +218,9 @@ class TransformJobs:
                     index=shard.index,
                     start=shard.start,
                     end=shard.end,
-                    task_id=self._scheduler.enqueue(TaskKind.TRANSFORM, name).task_id,
+                    task_id=self._scheduler.enqueue(
+                        TaskKind.TRANSFORM, name, max_leased=spec.instance_count
+                    ).task_id,
                 )
                 for position, shard in shards
             ]

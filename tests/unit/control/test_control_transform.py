@@ -122,11 +122,19 @@ def _complete(
     )
 
 
-def _run_all(scheduler: Scheduler, artifacts: LocalArtifactStore) -> None:
+def _score_all(scheduler: Scheduler, artifacts: LocalArtifactStore) -> list[TransformTaskPayload]:
+    """Leases, scores and completes shards one at a time until none is left; their payloads."""
+    payloads = []
     while (lease := _acquire(scheduler)) is not None:
         assert isinstance(lease.payload, TransformTaskPayload)
         _score(artifacts, lease.payload)
         _complete(scheduler, lease)
+        payloads.append(lease.payload)
+    return payloads
+
+
+def _run_all(scheduler: Scheduler, artifacts: LocalArtifactStore) -> None:
+    _score_all(scheduler, artifacts)
 
 
 def _metric(metrics: ControlMetrics, status: str) -> float:
@@ -161,15 +169,12 @@ def test_create_fills_defaults_plans_shards_and_queues_them(
 
 
 def test_a_large_line_file_is_cut_on_line_boundaries(
-    transforms: TransformJobs, scheduler: Scheduler
+    transforms: TransformJobs, scheduler: Scheduler, artifacts: LocalArtifactStore
 ) -> None:
     # Two instances: 406 bytes make at most 8 shares of 51 bytes, so the 100-byte target holds.
     job = transforms.create("t1", _spec(instance_count=2))
     assert job.shards_total == 5
-    payloads = []
-    while (lease := _acquire(scheduler)) is not None:
-        assert isinstance(lease.payload, TransformTaskPayload)
-        payloads.append(lease.payload)
+    payloads = _score_all(scheduler, artifacts)
     big = [p for p in payloads if p.input_uri.endswith("big.csv")]
     assert [(p.shard_index, p.start, p.end) for p in big] == [
         (0, 0, 100),
@@ -186,18 +191,30 @@ def test_a_large_line_file_is_cut_on_line_boundaries(
 
 
 def test_shards_grow_so_each_instance_gets_a_few_not_many(
-    transforms: TransformJobs, scheduler: Scheduler
+    transforms: TransformJobs, scheduler: Scheduler, artifacts: LocalArtifactStore
 ) -> None:
     # One instance: 406 bytes in at most 4 shards, so they grow past the 100-byte target to
     # 102 bytes (plus the rest of the line each cut falls in); the small file stays whole.
     job = transforms.create("t1", _spec(instance_count=1))
-    payloads = []
-    while (lease := _acquire(scheduler)) is not None:
-        assert isinstance(lease.payload, TransformTaskPayload)
-        payloads.append(lease.payload)
+    payloads = _score_all(scheduler, artifacts)
     big = [(p.start, p.end) for p in payloads if p.input_uri.endswith("big.csv")]
     assert big == [(0, 110), (110, 220), (220, 330), (330, 400)]
     assert job.shards_total == 5
+
+
+def test_no_more_shards_of_a_job_are_leased_at_once_than_its_instance_count(
+    transforms: TransformJobs, scheduler: Scheduler
+) -> None:
+    transforms.create("one", _spec(instance_count=1, output_uri="store://o1"))
+    transforms.create("two", _spec(instance_count=2, output_uri="store://o2"))
+    first = _acquire(scheduler)
+    assert first is not None and first.task.job_name == "one"
+    # "one" has its instance: the next free worker gets "two"'s shards, two at most.
+    leased = [_acquire(scheduler) for _ in range(3)]
+    assert [lease.task.job_name if lease else None for lease in leased] == ["two", "two", None]
+    _complete(scheduler, first)
+    after = _acquire(scheduler)
+    assert after is not None and after.task.job_name == "one"
 
 
 def test_one_object_as_input(transforms: TransformJobs) -> None:
@@ -265,7 +282,7 @@ def test_shards_are_assembled_in_order_and_the_job_completes(
     metrics: ControlMetrics,
     clock: FakeClock,
 ) -> None:
-    transforms.create("t1", _spec())
+    transforms.create("t1", _spec(instance_count=5))  # all five shards leased at once
     leases = []
     while (lease := _acquire(scheduler)) is not None:
         leases.append(lease)
@@ -309,7 +326,7 @@ def test_shards_are_assembled_in_order_and_the_job_completes(
 def test_a_failed_shard_fails_its_file_only(
     transforms: TransformJobs, scheduler: Scheduler, artifacts: LocalArtifactStore
 ) -> None:
-    transforms.create("t1", _spec())
+    transforms.create("t1", _spec(instance_count=2))
     first = _acquire(scheduler)
     second = _acquire(scheduler)
     assert first is not None and second is not None
