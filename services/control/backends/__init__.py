@@ -138,7 +138,8 @@ class ReplicaBackend(Protocol):
         ...
 
     def begin_shutdown(self) -> None:
-        """No more replacements or starts: the control is shutting down."""
+        """No more replacements or starts, and every replica starts draining: the control is
+        shutting down (`close()` then waits for them)."""
         ...
 
     def close(self) -> None:

@@ -202,9 +202,12 @@ class ReplicaSupervisor:
         self._release(group)
 
     def begin_shutdown(self) -> None:
-        """See `ReplicaBackend.begin_shutdown`."""
-        with self._lock:
+        """See `ReplicaBackend.begin_shutdown`: replicas start draining now, so they drain
+        while the control winds down its own work, and `close()` only waits for them."""
+        with self._events_flushed(), self._lock:
             self._shutting_down = True
+            for group in self._endpoints.values():
+                self._signal_all(group)
 
     def close(self) -> None:
         """See `ReplicaBackend.close`. Blocks for up to the grace period plus the margin."""
