@@ -311,3 +311,37 @@ def test_iter_batches_refuses_an_endless_line_early(monkeypatch: pytest.MonkeyPa
             )
         )
     assert sum(read) < 20
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # A `\r\n` after several `\n`-ended mini-batches: the rest goes the general way.
+        b"".join(b"%d,1\n" % i for i in range(50)) + b"7,7\r\n8,8\n9,9",
+        # An overlong line after several mini-batches is named by its line number.
+        b"".join(b"%d,1\n" % i for i in range(50)) + b"x" * 40 + b"\n1,2\n",
+        # A shard that ends with a `\n`, and one that does not.
+        b"".join(b"%d,1\n" % i for i in range(50)),
+        b"".join(b"%d,1\n" % i for i in range(50)) + b"last",
+    ],
+)
+def test_mini_batches_cut_in_place_match_the_general_path(data: bytes) -> None:
+    def general() -> list[MiniBatch]:
+        return list(
+            batch_records(iter_records(io.BytesIO(data), "Line", 0, len(data)), "MultiRecord", 20)
+        )
+
+    def fast() -> list[MiniBatch]:
+        return list(
+            iter_batches(
+                io.BytesIO(data), "Line", 0, len(data), strategy="MultiRecord", max_payload_bytes=20
+            )
+        )
+
+    try:
+        expected = general()
+    except RecordTooLarge as err:
+        with pytest.raises(RecordTooLarge, match=f"line {err.line}:"):
+            fast()
+        return
+    assert fast() == expected
