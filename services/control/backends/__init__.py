@@ -5,7 +5,7 @@ target (a model and a replica count), like a Kubernetes Deployment: it starts re
 their health, replaces one that dies after it served, rolls over to a new model (new replicas
 first, old ones drained once the new ones serve), and removes replicas by draining them (health
 NOT_SERVING, in-flight requests finish, then exit). The control only sets targets and reads
-`replicas()`; it never assumes which backend runs (`local` processes today, Docker and
+`replicas()`; it never assumes which backend runs (`local` processes, `docker` containers;
 Kubernetes later).
 
 Backends persist what a restarted control needs to clean up after them through a
