@@ -341,6 +341,7 @@ def _transform_result_from_pb(result: dispatch_pb2.TransformShardResult) -> Tran
         records_done=result.records_done,
         bytes_done=result.bytes_done,
         record_errors=tuple(RecordError(e.line, e.message) for e in result.record_errors),
+        records_failed=result.records_failed,
     )
 
 
@@ -385,6 +386,7 @@ def transform_task_to_pb(payload: TransformTaskPayload) -> dispatch_pb2.Transfor
         is_first_shard=payload.is_first_shard,
         input_path=payload.input_path,
         input_size=payload.input_size,
+        errors_uri=payload.errors_uri,
     )
 
 

@@ -210,4 +210,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 6: a cap on how many tasks of one job are leased at once (a transform job's instance
     # count); 0, as for every task queued before, means no cap.
     ("ALTER TABLE tasks ADD COLUMN max_leased INTEGER NOT NULL DEFAULT 0",),
+    # 7: how many bad records each transform shard wrote to its staged errors object (the
+    # worker uploads them beside its output and reports only the count); rows of
+    # transform_record_errors remain for shards that older workers reported inline.
+    ("ALTER TABLE transform_shards ADD COLUMN records_failed INTEGER NOT NULL DEFAULT 0",),
 )

@@ -94,11 +94,16 @@ class HeartbeatAnswer:
 
 @dataclass(frozen=True)
 class TransformShardResult:
-    """What a transform shard produced: records and bytes scored, and its bad records."""
+    """What a transform shard produced: records and bytes scored, and its bad records.
+
+    A worker uploads its bad records to the shard's staged errors object and reports their
+    number in `records_failed`; an older worker lists them in `record_errors` instead.
+    """
 
     records_done: int = 0
     bytes_done: int = 0
     record_errors: tuple[RecordError, ...] = ()
+    records_failed: int = 0
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,18 @@ on line boundaries, so several workers share one file) and, in one transaction, 
 (`InProgress`), its files and shards and queues one TRANSFORM task per shard. Batch workers
 lease shards, report progress in heartbeats, upload each shard's output to its staging key
 (`<output>/.skmaker-shards/<input>.out.<index>`, the same key on every attempt, so a re-run
-overwrites and never duplicates) and complete the task with the records and bytes scored and,
-in per-record error mode, the bad records.
+overwrites and never duplicates) and complete the task with the records and bytes scored. In
+per-record error mode a worker uploads the shard's bad records beside its output
+(`<staged output>.errors`, JSON lines, lines counted in the input file) and reports only how
+many there are, so neither a report nor the database grows with them (an older worker's
+inline list is still stored as rows).
 
 * All shards of a file done: the file is `Assembling`; the assembler thread concatenates the
   staged outputs in shard order into `<output>/<input key>.out` (atomic write), writes
-  `<input key>.out.errors` (JSON lines) when bad records were reported, marks the file
-  `Completed` and deletes the staged parts. Assembly runs outside any transaction, so a large
-  file never holds the database; after a restart, files still `Assembling` are picked up again.
+  `<input key>.out.errors` (JSON lines: each shard's inline rows and staged errors object, in
+  shard order) when bad records were reported, marks the file `Completed` and deletes the
+  staged parts. Assembly runs outside any transaction, so a large file never holds the
+  database; after a restart, files still `Assembling` are picked up again.
 * A shard fails (the worker reports FAILED, or its worker was lost on every attempt): its file
   is `Failed` with the worker's reason (which names the line and the error), the file gets no
   `.out`, its other shards are cancelled (queued ones withdrawn, running ones told to stop),
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -73,6 +78,7 @@ from services.control.transform_layout import (
     list_input_files,
     output_prefix_key,
     plan_job_shards,
+    staged_errors_key,
     staged_key,
 )
 from services.control.transform_store import TransformStore
@@ -96,6 +102,9 @@ DEFAULT_TARGET_SHARD_BYTES = 16 * 1024 * 1024
 _ASSEMBLER_POLL_S = 1.0
 # How many failed files a job's failure reason names before it just counts the rest.
 _FAILED_FILES_NAMED = 3
+# The longest error message of a bad record an older worker reports inline (newer workers cut
+# theirs to the same length before uploading them).
+MAX_RECORD_ERROR_CHARS = 1024
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,7 @@ class TransformTaskPayload:
     is_first_shard: bool
     input_size: int = 0
     input_path: str = ""  # the object's file, for workers on the same disk; "" if none
+    errors_uri: str = ""  # where the shard's bad records are staged (per-record error mode)
 
 
 @dataclass(frozen=True)
@@ -313,6 +323,7 @@ class TransformJobs:
             is_first_shard=shard.start == 0,
             input_size=file.size,
             input_path=self._artifacts.local_path(key_of(file.input_uri)),
+            errors_uri=SCHEME + staged_errors_key(job.spec, file.key, shard),
         )
 
     def on_leased(self, task: Task, now: float) -> None:
@@ -424,7 +435,13 @@ class TransformJobs:
         prefix = output_prefix_key(job.spec)
         out_key = f"{prefix}/{output_key(file.key)}"
         parts = [staged_key(job.spec, file.key, shard) for shard in shards]
-        errors = self._transforms.record_errors_of_file(job_name, position)
+        error_parts = [staged_errors_key(job.spec, file.key, shard) for shard in shards]
+        # Per shard, in shard order: the bad records an older worker reported inline, and
+        # how many a newer one staged (its object is only read when it reported some).
+        errors = [
+            (self._transforms.record_errors_of_shard(shard), part if shard.records_failed else "")
+            for shard, part in zip(shards, error_parts, strict=True)
+        ]
         errors_uri = ""
         try:
             with contextlib.ExitStack() as stack:
@@ -433,9 +450,9 @@ class TransformJobs:
                     _info, handle = self._artifacts.open(part)
                     handles.append(cast(BinaryIO, stack.enter_context(handle)))
                 self._artifacts.write(out_key, lambda out: assemble(handles, out))
-            if errors:
+            if any(rows or staged for rows, staged in errors):
                 errors_path = f"{prefix}/{errors_key(file.key)}"
-                self._artifacts.write(errors_path, lambda out: _write_errors(errors, out))
+                self._artifacts.write(errors_path, lambda out: self._write_errors(errors, out))
                 errors_uri = SCHEME + errors_path
         except (SkmakerError, OSError) as err:
             reason = f"InternalServerError: assembling {SCHEME}{out_key} failed: {err}"
@@ -456,9 +473,27 @@ class TransformJobs:
             )
             self._finish_if_done(self._job(job_name), self._clock())
         # After the commit: a crash before this line leaves parts that the job's end removes.
-        for part in parts:
+        for part in parts + error_parts:
             self._artifacts.delete(part)
         log.info("transform job %s: assembled %s%s", job_name, SCHEME, out_key)
+
+    def _write_errors(
+        self, errors: Sequence[tuple[Sequence[RecordError], str]], out: BinaryIO
+    ) -> None:
+        """A file's errors: one JSON object a line, `{"line": 7, "error": "..."}`, in line order.
+
+        Args:
+            errors: Per shard, in shard order: its inline bad records, and the key of its
+                staged errors object ("" when it staged none), copied as it is.
+            out: The errors file being written.
+        """
+        for rows, staged in errors:
+            for error in rows:
+                out.write(RecordFailure(error.line, error.message).to_json_line())
+            if staged:
+                _info, handle = self._artifacts.open(staged)
+                with handle:
+                    shutil.copyfileobj(handle, out, 1024 * 1024)
 
     # ----------------------------------------------------------------- transitions
 
@@ -468,8 +503,19 @@ class TransformJobs:
         result = report.transform_result
         done = replace(shard, status=ShardStatus.DONE)
         if result is not None:
-            done = replace(done, records_done=result.records_done, bytes_done=result.bytes_done)
-            self._transforms.replace_record_errors(shard, result.record_errors)
+            done = replace(
+                done,
+                records_done=result.records_done,
+                bytes_done=result.bytes_done,
+                records_failed=max(0, result.records_failed),
+            )
+            self._transforms.replace_record_errors(
+                shard,
+                (
+                    replace(error, message=_cut(error.message, MAX_RECORD_ERROR_CHARS))
+                    for error in result.record_errors
+                ),
+            )
         self._transforms.update_shard(done)
         siblings = self._transforms.shards_of_file(job.name, shard.file_position)
         if all(sibling.status is ShardStatus.DONE for sibling in siblings):
@@ -548,10 +594,8 @@ class TransformJobs:
         return shard
 
 
-def _write_errors(errors: Sequence[RecordError], out: BinaryIO) -> None:
-    """One JSON object a line, `{"line": 7, "error": "..."}`, in line order."""
-    for error in errors:
-        out.write(RecordFailure(error.line, error.message).to_json_line())
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _job_failure_reason(failed: Sequence[TransformFile], total: int) -> str:

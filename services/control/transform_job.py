@@ -156,6 +156,9 @@ class TransformShard:
         records_done: Records scored (from heartbeats, then the completion).
         bytes_done: Input bytes scored.
         failure_reason: Why it failed.
+        records_failed: Bad records the worker wrote to the shard's staged errors object
+            (per-record error mode); bad records an older worker reported inline are rows
+            of their own, not counted here.
     """
 
     job_name: str
@@ -168,6 +171,7 @@ class TransformShard:
     records_done: int = 0
     bytes_done: int = 0
     failure_reason: str = ""
+    records_failed: int = 0
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 The input URI names one object or a prefix: every object at or below it is an input file, keyed
 by its path relative to the prefix (a single object by its base name). Outputs keep that key:
 `<output>/<key>.out`, `<output>/<key>.out.errors`, and, while a file's shards run, each shard's
-output staged at `<output>/.skmaker-shards/<key>.out.<index>` (`services.batch.shards`).
+output staged at `<output>/.skmaker-shards/<key>.out.<index>` (`services.batch.shards`) and its
+bad records (per-record error mode) at `<output>/.skmaker-shards/<key>.out.<index>.errors`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ def staged_key(spec: TransformJobSpec, file_key: str, shard: TransformShard) -> 
     """
     staged = shard_output_key(Shard(file_key, shard.index, shard.start, shard.end))
     return f"{output_prefix_key(spec)}/{staged}"
+
+
+def staged_errors_key(spec: TransformJobSpec, file_key: str, shard: TransformShard) -> str:
+    """Where a shard's bad records are staged (JSON lines) until its file is assembled.
+
+    Beside the staged output, and as fixed: a re-run overwrites it. No staged output ends in
+    `.errors` (they end in `.out.<index>`), so the two never collide.
+    """
+    return staged_key(spec, file_key, shard) + ".errors"
 
 
 def list_input_files(artifacts: ArtifactStore, spec: TransformJobSpec) -> list[TransformFile]:

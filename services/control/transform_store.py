@@ -1,4 +1,4 @@
-"""Queries of the transform tables (migration 3), on the control's database (`ControlStore`).
+"""Queries of the transform tables (migrations 3 and 7), on the control's database (`ControlStore`).
 
 Every method runs in a `ControlStore` transaction, so it joins the caller's when there is one:
 the transform state machine changes a shard, its file and its job together with the task row.
@@ -34,7 +34,7 @@ _FILE_COLUMNS = (
 )
 _SHARD_COLUMNS = (
     "job_name, file_position, shard_index, start_offset, end_offset, task_id, status, "
-    "records_done, bytes_done, failure_reason"
+    "records_done, bytes_done, failure_reason, records_failed"
 )
 
 
@@ -78,7 +78,7 @@ class TransformStore:
             )
             conn.executemany(
                 f"INSERT INTO transform_shards ({_SHARD_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [_shard_row(shard) for shard in shards],
             )
 
@@ -218,7 +218,9 @@ class TransformStore:
             " WHERE s.job_name = f.job_name AND s.file_position = f.position) AS records_done, "
             "(SELECT COALESCE(SUM(s.bytes_done), 0) FROM transform_shards AS s "
             " WHERE s.job_name = f.job_name AND s.file_position = f.position) AS bytes_done, "
-            "(SELECT COUNT(*) FROM transform_record_errors AS e "
+            "(SELECT COALESCE(SUM(s.records_failed), 0) FROM transform_shards AS s "
+            " WHERE s.job_name = f.job_name AND s.file_position = f.position) "
+            "+ (SELECT COUNT(*) FROM transform_record_errors AS e "
             " WHERE e.job_name = f.job_name AND e.file_position = f.position) AS records_failed "
             f"FROM transform_files AS f WHERE {where} ORDER BY f.position",
             params,
@@ -271,16 +273,17 @@ class TransformStore:
         return [_shard_from_row(row) for row in rows]
 
     def update_shard(self, shard: TransformShard) -> None:
-        """Writes a shard's status, progress and failure reason."""
+        """Writes a shard's status, progress, bad-record count and failure reason."""
         with self._store.transaction() as conn:
             conn.execute(
                 "UPDATE transform_shards SET status = ?, records_done = ?, bytes_done = ?, "
-                "failure_reason = ? WHERE task_id = ?",
+                "failure_reason = ?, records_failed = ? WHERE task_id = ?",
                 (
                     shard.status.value,
                     shard.records_done,
                     shard.bytes_done,
                     shard.failure_reason,
+                    shard.records_failed,
                     shard.task_id,
                 ),
             )
@@ -298,7 +301,12 @@ class TransformStore:
     # ----------------------------------------------------------------- record errors
 
     def replace_record_errors(self, shard: TransformShard, errors: Iterable[RecordError]) -> None:
-        """Stores the bad records one shard reported, replacing any from an earlier attempt."""
+        """Stores the bad records a shard reported inline, replacing any of an earlier attempt.
+
+        Only older workers report them inline (newer ones upload them, see
+        `TransformShard.records_failed`); an empty `errors` clears what an earlier attempt
+        stored.
+        """
         with self._store.transaction() as conn:
             conn.execute(
                 "DELETE FROM transform_record_errors "
@@ -314,13 +322,13 @@ class TransformStore:
                 ],
             )
 
-    def record_errors_of_file(self, job_name: str, position: int) -> list[RecordError]:
-        """A file's bad records in line order."""
+    def record_errors_of_shard(self, shard: TransformShard) -> list[RecordError]:
+        """The bad records a shard reported inline (older workers), in line order."""
         with self._store.transaction() as conn:
             rows = conn.execute(
                 "SELECT line, message FROM transform_record_errors "
-                "WHERE job_name = ? AND file_position = ? ORDER BY line",
-                (job_name, position),
+                "WHERE job_name = ? AND file_position = ? AND shard_index = ? ORDER BY line",
+                (shard.job_name, shard.file_position, shard.index),
             ).fetchall()
         return [RecordError(int(row[0]), row[1]) for row in rows]
 
@@ -351,6 +359,7 @@ def _shard_row(shard: TransformShard) -> tuple[Any, ...]:
         shard.records_done,
         shard.bytes_done,
         shard.failure_reason,
+        shard.records_failed,
     )
 
 
@@ -366,4 +375,5 @@ def _shard_from_row(row: sqlite3.Row) -> TransformShard:
         records_done=row["records_done"],
         bytes_done=row["bytes_done"],
         failure_reason=row["failure_reason"],
+        records_failed=row["records_failed"],
     )

@@ -374,6 +374,79 @@ def test_record_errors_go_to_an_errors_file(
     ]
 
 
+def _complete_staging_errors(
+    scheduler: Scheduler,
+    artifacts: LocalArtifactStore,
+    lease: Lease,
+    lines: list[int],
+) -> None:
+    """Completes a shard as a current worker does: bad records uploaded, only their count sent."""
+    payload = lease.payload
+    assert isinstance(payload, TransformTaskPayload)
+    assert payload.errors_uri == payload.output_uri + ".errors"
+    _score(artifacts, payload)
+    if lines:
+        text = b"".join(
+            json.dumps({"line": n, "error": f"bad {n}"}).encode() + b"\n" for n in lines
+        )
+        artifacts.write(key_of(payload.errors_uri), lambda out: out.write(text))
+    scheduler.complete(
+        CompletionReport(
+            task_id=lease.task.task_id,
+            attempt=lease.task.attempt,
+            worker_id=WORKER,
+            outcome=TaskOutcome.SUCCEEDED,
+            transform_result=TransformShardResult(
+                records_done=(payload.end - payload.start) // 10 - len(lines),
+                bytes_done=payload.end - payload.start,
+                records_failed=len(lines),
+            ),
+        )
+    )
+
+
+def test_staged_errors_are_concatenated_in_shard_order_with_inline_ones(
+    transforms: TransformJobs, scheduler: Scheduler, artifacts: LocalArtifactStore
+) -> None:
+    transforms.create("t1", _spec(input_uri="store://in/a", record_errors=True, instance_count=4))
+    leases = []
+    while (lease := _acquire(scheduler)) is not None:
+        leases.append(lease)
+    assert len(leases) == 4
+    # Out of order; shard 1 from an older worker (inline); shard 2 had none this attempt,
+    # though a lost attempt left an errors object behind: it is ignored.
+    stale = leases[2].payload
+    assert isinstance(stale, TransformTaskPayload)
+    artifacts.write(key_of(stale.errors_uri), lambda out: out.write(b'{"line": 0}\n'))
+    _complete_staging_errors(scheduler, artifacts, leases[3], [31, 35])
+    _complete_staging_errors(scheduler, artifacts, leases[2], [])
+    _score(artifacts, leases[1].payload)  # type: ignore[arg-type]
+    _complete(scheduler, leases[1], errors=(RecordError(15, "x" * 5000), RecordError(12, "b")))
+    _complete_staging_errors(scheduler, artifacts, leases[0], [1, 7])
+    file = transforms.describe("t1").files[0]
+    assert file.records_failed == 6
+    transforms.assemble_pending()
+    job = transforms.describe("t1")
+    assert job.status is TransformJobStatus.COMPLETED
+    file = job.files[0]
+    assert (file.records_failed, file.errors_uri) == (
+        6,
+        "store://transform-jobs/t1/big.csv.out.errors",
+    )
+    text = artifacts.read_range("transform-jobs/t1/big.csv.out.errors", 0, 10**6).decode()
+    errors = [json.loads(line) for line in text.splitlines()]
+    assert [error["line"] for error in errors] == [1, 7, 12, 15, 31, 35]
+    # An inline message is cut to a sensible length.
+    assert len(errors[3]["error"]) == 1024
+    assert artifacts.read_range("transform-jobs/t1/big.csv.out", 0, 10**6) == BIG.upper()
+    # The staged outputs and errors objects are gone.
+    assert [i.key for i in artifacts.list("transform-jobs/t1")] == [
+        "transform-jobs/t1/big.csv.out",
+        "transform-jobs/t1/big.csv.out.errors",
+    ]
+    assert not (artifacts._objects / "transform-jobs" / "t1" / ".skmaker-shards").exists()
+
+
 def test_a_lost_shard_is_rerun_and_its_output_overwritten(
     transforms: TransformJobs,
     scheduler: Scheduler,

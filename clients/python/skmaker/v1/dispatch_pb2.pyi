@@ -124,6 +124,7 @@ class TransformTask(_message.Message):
     IS_FIRST_SHARD_FIELD_NUMBER: _builtins.int
     INPUT_PATH_FIELD_NUMBER: _builtins.int
     INPUT_SIZE_FIELD_NUMBER: _builtins.int
+    ERRORS_URI_FIELD_NUMBER: _builtins.int
     job_name: _builtins.str
     """Transform job name."""
     input_uri: _builtins.str
@@ -146,6 +147,11 @@ class TransformTask(_message.Message):
     """
     input_size: _builtins.int
     """Size of the input object in bytes when the job was planned."""
+    errors_uri: _builtins.str
+    """store:// URI the shard's bad records go to (with record_errors), as JSON lines
+    `{"line": 7, "error": "..."}`, lines counted in the input object; overwritten by a re-run.
+    Empty (an older control): report them in TransformShardResult.record_errors instead.
+    """
     @_builtins.property
     def spec(self) -> _transform_job_pb2.TransformJobSpec:
         """The job's settings (content type, split, batching, filters...)."""
@@ -168,10 +174,11 @@ class TransformTask(_message.Message):
         is_first_shard: _builtins.bool = ...,
         input_path: _builtins.str = ...,
         input_size: _builtins.int = ...,
+        errors_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_offset", b"end_offset", "input_path", b"input_path", "input_size", b"input_size", "input_uri", b"input_uri", "is_first_shard", b"is_first_shard", "job_name", b"job_name", "model", b"model", "output_uri", b"output_uri", "shard_index", b"shard_index", "spec", b"spec", "start_offset", b"start_offset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_offset", b"end_offset", "errors_uri", b"errors_uri", "input_path", b"input_path", "input_size", b"input_size", "input_uri", b"input_uri", "is_first_shard", b"is_first_shard", "job_name", b"job_name", "model", b"model", "output_uri", b"output_uri", "shard_index", b"shard_index", "spec", b"spec", "start_offset", b"start_offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -477,13 +484,20 @@ class TransformShardResult(_message.Message):
     RECORDS_DONE_FIELD_NUMBER: _builtins.int
     BYTES_DONE_FIELD_NUMBER: _builtins.int
     RECORD_ERRORS_FIELD_NUMBER: _builtins.int
+    RECORDS_FAILED_FIELD_NUMBER: _builtins.int
     records_done: _builtins.int
     """Records scored."""
     bytes_done: _builtins.int
     """Input bytes read."""
+    records_failed: _builtins.int
+    """Records that failed (with record_errors; otherwise the shard fails), each one a line of
+    the object at TransformTask.errors_uri, uploaded before this report.
+    """
     @_builtins.property
     def record_errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordError]:
-        """Records that failed (with record_errors; otherwise the shard fails)."""
+        """Records that failed, reported inline. Older workers only: one message cannot carry many,
+        so a worker given TransformTask.errors_uri uploads them there and sets records_failed.
+        """
 
     def __init__(
         self,
@@ -491,10 +505,11 @@ class TransformShardResult(_message.Message):
         records_done: _builtins.int = ...,
         bytes_done: _builtins.int = ...,
         record_errors: _abc.Iterable[Global___RecordError] | None = ...,
+        records_failed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_done", b"bytes_done", "record_errors", b"record_errors", "records_done", b"records_done"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_done", b"bytes_done", "record_errors", b"record_errors", "records_done", b"records_done", "records_failed", b"records_failed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
