@@ -70,6 +70,8 @@ class ShardAssignment:
         is_first_shard: Whether it holds the object's first line.
         input_path: The input object's file on the control's disk ("" when it has none).
         input_size: The input object's size when the job was planned.
+        errors_uri: Where the shard's bad records go (per-record error mode); "" from an
+            older control, which takes them inline in the completion.
         content_type, accept, split_type, compression, strategy, max_payload_mb,
         max_concurrent, assemble_with, input_filter, join_source, output_filter,
         skip_header, record_errors: The job's settings.
@@ -89,6 +91,7 @@ class ShardAssignment:
     is_first_shard: bool
     input_path: str = ""
     input_size: int = 0
+    errors_uri: str = ""
     content_type: str = ""
     accept: str = ""
     split_type: SplitType = "None"
@@ -132,6 +135,7 @@ def shard_from_task(task: dispatch_pb2.Task) -> ShardAssignment:
         is_first_shard=shard.is_first_shard,
         input_path=shard.input_path,
         input_size=shard.input_size,
+        errors_uri=shard.errors_uri,
         content_type=spec.content_type,
         accept=spec.accept,
         split_type=cast(SplitType, spec.split_type or "None"),
@@ -272,6 +276,7 @@ class ControlLink:
         failure_reason: str = "",
         records_done: int = 0,
         bytes_done: int = 0,
+        records_failed: int = 0,
         failures: Sequence[RecordFailure] = (),
     ) -> None:
         """Reports how the attempt ended, retrying while the control is unreachable.
@@ -282,7 +287,9 @@ class ControlLink:
             failure_reason: Why it failed (≤1024 chars).
             records_done: Records scored.
             bytes_done: Input bytes read.
-            failures: Bad records, their lines counted in the input file.
+            records_failed: Bad records uploaded to `shard.errors_uri`.
+            failures: Bad records to report inline, their lines counted in the input file:
+                only for an older control, which gave no `errors_uri`.
 
         Raises:
             AttemptSuperseded: the control gave the shard to another attempt meanwhile.
@@ -296,6 +303,7 @@ class ControlLink:
             transform_result=dispatch_pb2.TransformShardResult(
                 records_done=records_done,
                 bytes_done=bytes_done,
+                records_failed=records_failed,
                 record_errors=[
                     dispatch_pb2.RecordError(line=f.line, message=f.message) for f in failures
                 ],

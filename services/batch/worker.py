@@ -11,8 +11,12 @@ For each leased TRANSFORM task the worker
 3. scores it (`scoring.score_shard`) into a local file while a heartbeat thread renews the
    lease and reports records and bytes done; a heartbeat answer may ask it to stop;
 4. uploads the output to the task's output URI (atomic on the control; the URI is the same on
-   every attempt, so a re-run overwrites) and completes the task with what it scored and, in
-   per-record error mode, the bad records' lines in the input file.
+   every attempt, so a re-run overwrites) and completes the task with what it scored. In
+   per-record error mode the bad records (their lines counted in the input file, each message
+   cut to `MAX_RECORD_ERROR_CHARS`) are written as JSON lines to a file uploaded to the task's
+   errors URI, beside the output, and the completion carries only their number, so a file
+   with many bad records never makes a report too large for one message. (An older control
+   names no errors URI and gets them inline, as before.)
 
 A shard that cannot be scored is reported FAILED with a reason naming the input, the line in
 the file and the error (`store://in/b.csv: line 7: ModelError: ...`); the line numbers of the
@@ -29,13 +33,14 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import grpc
 
+from services.batch.bad_records import RecordFailure
 from services.batch.control_link import (
     AttemptSuperseded,
     ControlLink,
@@ -53,6 +58,8 @@ log = logging.getLogger(__name__)
 
 # SageMaker's FailureReason limit.
 MAX_REASON_CHARS = 1024
+# The longest message of one bad record in an errors file (a traceback can be long).
+MAX_RECORD_ERROR_CHARS = 1024
 
 
 @dataclass
@@ -220,19 +227,44 @@ class BatchWorker:
             return "failed"
         if beat.superseded.is_set() or self._abandon.is_set():
             return "abandoned"
-        failures = score.failures
-        if failures and not shard.is_first_shard:
-            before = self._lines_before(shard, folder)
-            failures = tuple(replace(f, line=f.line + before) for f in failures)
+        failures: tuple[RecordFailure, ...] = ()
+        records_failed = 0
+        if score.failures:
+            before = 0 if shard.is_first_shard else self._lines_before(shard, folder)
+            if shard.errors_uri:
+                records_failed = self._upload_errors(score.failures, before, folder, shard)
+            else:
+                failures = tuple(_in_file(f, before) for f in score.failures)
         self._link.complete(
             shard,
             "succeeded",
             records_done=score.records_done,
             bytes_done=score.bytes_done,
+            records_failed=records_failed,
             failures=failures,
         )
         self._metrics.records.inc(score.records_done)
         return "succeeded"
+
+    def _upload_errors(
+        self,
+        failures: Iterable[RecordFailure],
+        lines_before: int,
+        folder: Path,
+        shard: ShardAssignment,
+    ) -> int:
+        """Writes the bad records as JSON lines, uploads them to the errors URI; how many."""
+        path = folder / "errors"
+        count = 0
+        with path.open("wb") as out:
+            for failure in failures:
+                out.write(_in_file(failure, lines_before).to_json_line())
+                count += 1
+        self._link.upload_file(path, shard.errors_uri)
+        log.info(
+            "shard %s: %d bad record(s) uploaded to %s", shard.task_id, count, shard.errors_uri
+        )
+        return count
 
     def _score(
         self,
@@ -355,3 +387,11 @@ class BatchWorker:
         if len(reason) > MAX_REASON_CHARS:
             reason = reason[: MAX_REASON_CHARS - 1] + "…"
         return reason
+
+
+def _in_file(failure: RecordFailure, lines_before: int) -> RecordFailure:
+    """The failure with its line counted in the input file and its message cut to size."""
+    message = failure.message
+    if len(message) > MAX_RECORD_ERROR_CHARS:
+        message = message[: MAX_RECORD_ERROR_CHARS - 1] + "…"
+    return RecordFailure(failure.line + lines_before, message)

@@ -466,6 +466,31 @@ def test_record_errors_score_every_good_row(
     assert [error["line"] for error in errors] == [3, 777]
 
 
+@pytest.mark.timeout(120)
+def test_many_bad_records_are_all_listed(control: Control, model: DecisionTreeClassifier) -> None:
+    # 20,000 bad lines among 30,000, over several shards of one file: each shard uploads its
+    # bad records beside its output and reports their number only.
+    rows = _rows(30_000, 57)
+    lines = _csv(rows).split(b"\n")
+    bad_lines = [number for number in range(1, len(rows) + 1) if number % 3]
+    for number in bad_lines:
+        lines[number - 1] = b"5.1,oops,1.4,0.2"
+    control.put("in/many-errors/x.csv", b"\n".join(lines))
+    control.create("many-errors", input_uri="store://in/many-errors", record_errors=True)
+    job = control.wait("many-errors", timeout_s=100)
+    assert job.status == COMPLETED, (job, control.worker_logs())
+    assert job.shards_total > 1
+    file = job.files[0]
+    assert (file.records_failed, file.records_done) == (20_000, 10_000)
+    good = rows[2::3]
+    assert control.get(file.output_uri) == _lines(_labels(model, good))
+    errors = [json.loads(line) for line in (control.get(file.errors_uri) or b"").splitlines()]
+    assert [error["line"] for error in errors] == bad_lines
+    assert all("oops" in error["error"] for error in errors)
+    listed = transfer.list_artifacts(control.artifacts, "store://transform-jobs/many-errors")
+    assert sorted(info.uri for info in listed) == [file.output_uri, file.errors_uri]
+
+
 def _worker_mid_shard(control: Control, job_name: str) -> int | None:
     """The pid of a batch worker now scoring a shard of `job_name`, from its log, or None.
 
