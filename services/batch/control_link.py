@@ -72,9 +72,11 @@ class ShardAssignment:
         input_size: The input object's size when the job was planned.
         errors_uri: Where the shard's bad records go (per-record error mode); "" from an
             older control, which takes them inline in the completion.
-        content_type, accept, split_type, compression, strategy, max_payload_mb,
-        max_concurrent, assemble_with, input_filter, join_source, output_filter,
-        skip_header, record_errors: The job's settings.
+        content_type, accept, split_type, compression, assemble_with, input_filter,
+        join_source, output_filter, skip_header, record_errors: The job's settings.
+        strategy, max_payload_mb, max_concurrent: BatchStrategy, MaxPayloadInMB and
+            MaxConcurrentTransforms as the request set them; None when it left them to the
+            model's `execution_parameters_fn` and the defaults.
         environment: The job's extra environment for the model's handlers.
     """
 
@@ -96,9 +98,9 @@ class ShardAssignment:
     accept: str = ""
     split_type: SplitType = "None"
     compression: Compression = "None"
-    strategy: BatchStrategy = "MultiRecord"
-    max_payload_mb: int = 6
-    max_concurrent: int = 1
+    strategy: BatchStrategy | None = None
+    max_payload_mb: int | None = None
+    max_concurrent: int | None = None
     assemble_with: AssembleWith = "None"
     input_filter: str = ""
     join_source: JoinSource = "None"
@@ -109,7 +111,7 @@ class ShardAssignment:
 
 
 def shard_from_task(task: dispatch_pb2.Task) -> ShardAssignment:
-    """The plain values of a leased transform task (defaults as the control fills them in)."""
+    """The plain values of a leased transform task; empty and 0 knobs become None (unset)."""
     shard = task.transform
     spec = shard.spec
     model = shard.model
@@ -140,9 +142,9 @@ def shard_from_task(task: dispatch_pb2.Task) -> ShardAssignment:
         accept=spec.accept,
         split_type=cast(SplitType, spec.split_type or "None"),
         compression=cast(Compression, spec.compression_type or "None"),
-        strategy=cast(BatchStrategy, spec.batch_strategy or "MultiRecord"),
-        max_payload_mb=spec.max_payload_mb or 6,
-        max_concurrent=spec.max_concurrent_transforms or 1,
+        strategy=cast(BatchStrategy, spec.batch_strategy) if spec.batch_strategy else None,
+        max_payload_mb=spec.max_payload_mb or None,
+        max_concurrent=spec.max_concurrent_transforms or None,
         assemble_with=cast(AssembleWith, spec.assemble_with or "None"),
         input_filter=processing.input_filter,
         join_source=cast(JoinSource, processing.join_source or "None"),

@@ -3,12 +3,14 @@
 `ModelCache.handler(model, job_environment, source)` returns the model's `ModelHandler`,
 loading it on first use through `services.inference.model_loader` (download, safe extraction,
 `requirements.txt`, environment, `model_fn`, warm-up) into its own folder, so two models never
-share files. The batch variables (contract §4.2: `SAGEMAKER_BATCH=true`,
-`SAGEMAKER_MAX_PAYLOAD_IN_MB`, `SAGEMAKER_BATCH_STRATEGY`, `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS`)
-the model's and the job's environment are written into the process environment before every
-shard, and before the first load, since the user's module may read them at import time; a
-model loaded for an earlier job keeps what its module read then. The least recently used model
-is dropped when more than `capacity` are held.
+share files. The batch variables (contract §4.2: `SAGEMAKER_BATCH=true` and, when the request
+set them, `SAGEMAKER_MAX_PAYLOAD_IN_MB`, `SAGEMAKER_BATCH_STRATEGY`,
+`SAGEMAKER_MAX_CONCURRENT_TRANSFORMS`), the model's and the job's environment are written into
+the process environment before every shard, and before the first load, since the user's module
+may read them at import time; a model loaded for an earlier job keeps what its module read
+then. `ModelCache.execution_parameters` asks a loaded model's `execution_parameters_fn` once
+and keeps its answer (or its error) as long as the model stays loaded. The least recently used
+model is dropped when more than `capacity` are held.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import replace
 from pathlib import Path
 
+from services.batch.execution_parameters import (
+    ExecutionParameters,
+    ExecutionParametersError,
+    ask_model,
+)
 from services.inference.handler import ModelHandler
 from services.inference.model_loader import ModelLoader, ModelSource, ModelSpec
 
@@ -31,23 +38,31 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def batch_environment(
-    *, max_payload_mb: int, strategy: str, max_concurrent: int, job_environment: Mapping[str, str]
+    *,
+    max_payload_mb: int | None,
+    strategy: str | None,
+    max_concurrent: int | None,
+    job_environment: Mapping[str, str],
 ) -> dict[str, str]:
     """What the model's code sees in a batch worker: the job's variables and SageMaker's batch ones.
 
+    As in SageMaker, a knob's variable is set only when the request set the knob (contract
+    §4.2); values the model's `execution_parameters_fn` chose are not written back.
+
     Args:
-        max_payload_mb: MaxPayloadInMB.
-        strategy: `"MultiRecord"` or `"SingleRecord"`.
-        max_concurrent: MaxConcurrentTransforms.
+        max_payload_mb: MaxPayloadInMB, None when the request left it unset.
+        strategy: `"MultiRecord"` or `"SingleRecord"`, None when unset.
+        max_concurrent: MaxConcurrentTransforms, None when unset.
         job_environment: The transform job's Environment.
     """
-    return {
-        **job_environment,
-        "SAGEMAKER_BATCH": "true",
-        "SAGEMAKER_MAX_PAYLOAD_IN_MB": str(max_payload_mb),
-        "SAGEMAKER_BATCH_STRATEGY": _STRATEGY_NAMES.get(strategy, strategy.upper()),
-        "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": str(max_concurrent),
-    }
+    variables = {**job_environment, "SAGEMAKER_BATCH": "true"}
+    if max_payload_mb is not None:
+        variables["SAGEMAKER_MAX_PAYLOAD_IN_MB"] = str(max_payload_mb)
+    if strategy is not None:
+        variables["SAGEMAKER_BATCH_STRATEGY"] = _STRATEGY_NAMES.get(strategy, strategy.upper())
+    if max_concurrent is not None:
+        variables["SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"] = str(max_concurrent)
+    return variables
 
 
 class ModelCache:
@@ -79,6 +94,8 @@ class ModelCache:
         self._pip_timeout_s = pip_timeout_s
         self._capacity = max(1, capacity)
         self._handlers: OrderedDict[tuple[str, ...], ModelHandler] = OrderedDict()
+        # What each loaded model's execution_parameters_fn answered (or the error it gave).
+        self._parameters: dict[tuple[str, ...], ExecutionParameters | ExecutionParametersError] = {}
         # What the process environment held before the current shard's variables were set,
         # so the next shard starts from the worker's own environment (None: was unset).
         self._originals: dict[str, str | None] = {}
@@ -114,7 +131,7 @@ class ModelCache:
         # Before every shard, not only the first load: a model's code reads them when it
         # predicts too, and another model (or job) may have changed them since.
         self._apply_environment({**model.environment, **environment})
-        key = (model.name, model.model_data_uri, model.source_uri, model.entry_point)
+        key = _key(model)
         cached = self._handlers.get(key)
         if cached is not None:
             self._handlers.move_to_end(key)
@@ -140,8 +157,39 @@ class ModelCache:
         self._handlers[key] = loaded.handler
         while len(self._handlers) > self._capacity:
             evicted, _ = self._handlers.popitem(last=False)
+            self._parameters.pop(evicted, None)
             log.info("model %s dropped from memory (cache of %d)", evicted[0], self._capacity)
         return loaded.handler
+
+    def execution_parameters(self, model: ModelSpec) -> ExecutionParameters:
+        """What the model's `execution_parameters_fn` asks for; called once per loaded model.
+
+        Args:
+            model: A model `handler` returned, still loaded.
+
+        Raises:
+            ExecutionParametersError: the function failed or answered something unusable
+                (again on every call, without calling it again).
+            KeyError: the model is not loaded.
+        """
+        key = _key(model)
+        outcome = self._parameters.get(key)
+        if outcome is None:
+            handler = self._handlers[key]
+            try:
+                outcome = ask_model(handler.module)
+            except ExecutionParametersError as err:
+                outcome = err
+            self._parameters[key] = outcome
+            log.info("model %s: execution parameters %s", model.name, outcome)
+        if isinstance(outcome, ExecutionParametersError):
+            raise ExecutionParametersError(str(outcome))
+        return outcome
+
+
+def _key(model: ModelSpec) -> tuple[str, ...]:
+    """A model's identity in the cache: its name, archive, code and entry point."""
+    return (model.name, model.model_data_uri, model.source_uri, model.entry_point)
 
 
 class _Fixed:

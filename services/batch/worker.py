@@ -2,7 +2,10 @@
 
 For each leased TRANSFORM task the worker
 
-1. gets the model's handler (`ModelCache`: loaded once per model and process);
+1. gets the model's handler (`ModelCache`: loaded once per model and process) and decides
+   BatchStrategy, MaxPayloadInMB and MaxConcurrentTransforms: the request's values, else what
+   the model's `execution_parameters_fn` asks for, else the defaults (contract §4.2; a bad
+   answer fails the shard with a reason naming the function);
 2. reads its byte range of the input (a Gzip object whole, since a compressed stream cannot
    be entered mid-way): straight from the control's artifact file when this worker sees the
    control's disk (a `--local` control's children; containers sharing the artifact volume)
@@ -47,6 +50,12 @@ from services.batch.control_link import (
     ShardAssignment,
     TaskModelSource,
     shard_from_task,
+)
+from services.batch.execution_parameters import (
+    BatchKnobs,
+    ExecutionParameters,
+    ExecutionParametersError,
+    resolve,
 )
 from services.batch.metrics import BatchMetrics
 from services.batch.models import ModelCache, batch_environment
@@ -285,6 +294,14 @@ class BatchWorker:
             )
         except ModelLoadFailed as err:
             raise ShardFailed(f"the model {shard.model.name!r} could not be loaded: {err}") from err
+        knobs = self._knobs(shard)
+        log.info(
+            "shard %s: MaxConcurrentTransforms=%d, MaxPayloadInMB=%d, BatchStrategy=%s",
+            shard.task_id,
+            knobs.max_concurrent_transforms,
+            knobs.max_payload_mb,
+            knobs.batch_strategy,
+        )
         started = time.monotonic()
         source, size = self._open_input(shard, folder)
         settings = ShardSettings(
@@ -292,9 +309,9 @@ class BatchWorker:
             accept=shard.accept or handler.default_accept,
             split_type=shard.split_type,
             compression=shard.compression,
-            strategy=shard.strategy,
-            max_payload_mb=shard.max_payload_mb,
-            max_concurrent=shard.max_concurrent,
+            strategy=knobs.batch_strategy,
+            max_payload_mb=knobs.max_payload_mb,
+            max_concurrent=knobs.max_concurrent_transforms,
             assemble_with=shard.assemble_with,
             input_filter=shard.input_filter,
             join_source=shard.join_source,
@@ -326,6 +343,30 @@ class BatchWorker:
             time.monotonic() - scored_at,
         )
         return score
+
+    def _knobs(self, shard: ShardAssignment) -> BatchKnobs:
+        """BatchStrategy, MaxPayloadInMB and MaxConcurrentTransforms for the shard.
+
+        The request's values, else the model's `execution_parameters_fn` answer (asked only
+        when the request left one unset, once per loaded model), else the defaults.
+
+        Raises:
+            ShardFailed: the model's answer is unusable; the reason names the function.
+        """
+        requested = ExecutionParameters(
+            max_concurrent_transforms=shard.max_concurrent,
+            batch_strategy=shard.strategy,
+            max_payload_mb=shard.max_payload_mb,
+        )
+        try:
+            asked = (
+                ExecutionParameters()
+                if requested.is_complete
+                else self._models.execution_parameters(shard.model)
+            )
+            return resolve(requested, asked)
+        except ExecutionParametersError as err:
+            raise ShardFailed(str(err)) from err
 
     def _open_input(self, shard: ShardAssignment, folder: Path) -> tuple[BinaryIO, int]:
         """The shard's input, positioned at its first byte, and how many bytes belong to it."""

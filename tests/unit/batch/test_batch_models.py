@@ -114,3 +114,61 @@ def test_a_missing_archive_fails_the_load(tmp_path: Path, source: FolderSource) 
     missing = ModelSpec("c", "store://nope.tar.gz", "batch_iris_default.py")
     with pytest.raises(ModelLoadFailed, match="no artifact"):
         cache.handler(missing, {}, source)
+
+
+# Counts its calls in the module.
+EXECUTION_PARAMETERS_SCRIPT = """
+import os
+
+import joblib
+
+CALLS = []
+
+
+def model_fn(model_dir):
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+
+
+def execution_parameters_fn():
+    CALLS.append(1)
+    return '{"BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 2}'
+"""
+
+
+def test_execution_parameters_fn_is_asked_once_per_loaded_model(
+    tmp_path: Path, source: FolderSource, iris_model_dir: Path
+) -> None:
+    with tarfile.open(source.folder / "p.tar.gz", "w:gz") as tar:
+        tar.add(iris_model_dir / "model.joblib", "model.joblib")
+        script = tmp_path / "params.py"
+        script.write_text(EXECUTION_PARAMETERS_SCRIPT)
+        tar.add(script, "code/params.py")
+    model = ModelSpec(name="p", model_data_uri="store://p.tar.gz", entry_point="params.py")
+    environ: dict[str, str] = {}
+    cache = ModelCache(tmp_path / "work", tmp_path / "deps", environ, capacity=1)
+    # A job that set none of the knobs: only SAGEMAKER_BATCH is set (contract §4.2).
+    unset = batch_environment(
+        max_payload_mb=None, strategy=None, max_concurrent=None, job_environment={}
+    )
+    assert unset == {"SAGEMAKER_BATCH": "true"}
+    handler = cache.handler(model, unset, source)
+    assert not {key for key in environ if key.startswith("SAGEMAKER_MAX")}
+    assert "SAGEMAKER_BATCH_STRATEGY" not in environ
+    module = handler.module
+    assert module is not None
+    first = cache.execution_parameters(model)
+    assert (first.batch_strategy, first.max_payload_mb, first.max_concurrent_transforms) == (
+        "SingleRecord",
+        2,
+        None,
+    )
+    assert cache.execution_parameters(model) == first
+    cache.handler(model, unset, source)
+    assert cache.execution_parameters(model) == first
+    assert module.CALLS == [1]
+    # Dropped from the cache, loaded again: asked again.
+    cache.handler(_model("a"), unset, source)
+    reloaded = cache.handler(model, unset, source)
+    assert cache.execution_parameters(model) == first
+    assert reloaded.module is not None and reloaded.module.CALLS == [1]
+    assert reloaded is not handler
