@@ -19,7 +19,8 @@ from typing import Any
 
 from services.control.model import Model
 
-# SageMaker's defaults (contract §4.2).
+# SageMaker's defaults (contract §4.2), applied by the batch worker when neither the request
+# nor the model's execution_parameters_fn sets a value.
 DEFAULT_MAX_PAYLOAD_MB = 6
 DEFAULT_MAX_CONCURRENT_TRANSFORMS = 1
 
@@ -82,7 +83,13 @@ class DataProcessing:
 
 @dataclass(frozen=True)
 class TransformJobSpec:
-    """What a user asks to score; stored with the defaults filled in by validation."""
+    """What a user asks to score; stored with the defaults filled in by validation.
+
+    BatchStrategy, MaxPayloadInMB and MaxConcurrentTransforms are stored as asked: empty and
+    0 mean "unset", so the batch worker can apply SageMaker's precedence (the request, then
+    the model's `execution_parameters_fn`, then the defaults; contract §4.2). Jobs created
+    before kept the defaults filled in, which reads as "set" and behaves as it did.
+    """
 
     model_name: str
     input_uri: str
@@ -90,9 +97,9 @@ class TransformJobSpec:
     content_type: str = ""
     accept: str = ""
     split_type: str = "None"
-    batch_strategy: str = "MultiRecord"
-    max_payload_mb: int = DEFAULT_MAX_PAYLOAD_MB
-    max_concurrent_transforms: int = DEFAULT_MAX_CONCURRENT_TRANSFORMS
+    batch_strategy: str = ""
+    max_payload_mb: int = 0
+    max_concurrent_transforms: int = 0
     assemble_with: str = "None"
     compression_type: str = "None"
     data_processing: DataProcessing = field(default_factory=DataProcessing)

@@ -2,10 +2,13 @@
 
 `validate_transform_job` raises the first problem it finds as InvalidArgument, with a message
 that names the field and the allowed values, and returns the spec with SageMaker's defaults
-filled in (SplitType None, BatchStrategy MultiRecord, MaxPayloadInMB 6, MaxConcurrentTransforms
-1, AssembleWith None, CompressionType None, JoinSource None) and the default output path
-`store://transform-jobs/<job>`. It reads no store: the caller checks that the model and the
-input exist.
+filled in (SplitType None, AssembleWith None, CompressionType None, JoinSource None) and the
+default output path `store://transform-jobs/<job>`. BatchStrategy, MaxPayloadInMB and
+MaxConcurrentTransforms stay as asked (empty or 0 when unset), as SageMaker describes them:
+the batch worker resolves them (the request, then the model's `execution_parameters_fn`, then
+MultiRecord, 6 and 1; contract §4.2); the limit on their product is checked here with the
+defaults standing in for unset ones. It reads no store: the caller checks that the model and
+the input exist.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def effective_accept(accept: str, model_environment: Mapping[str, str]) -> str:
 def validate_transform_job(
     name: str, spec: TransformJobSpec, model_environment: Mapping[str, str]
 ) -> TransformJobSpec:
-    """Checks a transform job's spec and returns it with defaults filled in.
+    """Checks a transform job's spec and returns it with defaults filled in (see the module).
 
     Args:
         name: The job name (already checked by `validate_transform_job_name`).
@@ -85,7 +88,8 @@ def validate_transform_job(
         else f"{SCHEME}{DEFAULT_OUTPUT_KEY}/{name}"
     )
     split_type = _choice("split_type (SplitType)", spec.split_type, SPLIT_TYPES)
-    strategy = _choice("batch_strategy (BatchStrategy)", spec.batch_strategy, BATCH_STRATEGIES)
+    if spec.batch_strategy:
+        _choice("batch_strategy (BatchStrategy)", spec.batch_strategy, BATCH_STRATEGIES)
     assemble_with = _choice("assemble_with (AssembleWith)", spec.assemble_with, ASSEMBLE_WITH)
     compression = _choice(
         "compression_type (CompressionType)", spec.compression_type, COMPRESSION_TYPES
@@ -93,14 +97,17 @@ def validate_transform_job(
     if not 0 <= spec.max_payload_mb <= MAX_PAYLOAD_MB:
         raise InvalidArgument(
             f"max_payload_mb (MaxPayloadInMB) is {spec.max_payload_mb}: use 1-{MAX_PAYLOAD_MB}, "
-            f"or 0 for the default {DEFAULT_MAX_PAYLOAD_MB}"
+            "or 0 to leave it to the model's execution_parameters_fn (else "
+            f"{DEFAULT_MAX_PAYLOAD_MB})"
         )
+    # Unset values count as the defaults here; the worker checks again with what the model's
+    # execution_parameters_fn asks for.
     payload_mb = spec.max_payload_mb or DEFAULT_MAX_PAYLOAD_MB
     if spec.max_concurrent_transforms < 0:
         raise InvalidArgument(
             f"max_concurrent_transforms (MaxConcurrentTransforms) is "
-            f"{spec.max_concurrent_transforms}: use 1 or more, or 0 for the default "
-            f"{DEFAULT_MAX_CONCURRENT_TRANSFORMS}"
+            f"{spec.max_concurrent_transforms}: use 1 or more, or 0 to leave it to the model's "
+            f"execution_parameters_fn (else {DEFAULT_MAX_CONCURRENT_TRANSFORMS})"
         )
     concurrency = spec.max_concurrent_transforms or DEFAULT_MAX_CONCURRENT_TRANSFORMS
     if concurrency * payload_mb > MAX_CONCURRENT_TIMES_PAYLOAD_MB:
@@ -128,9 +135,6 @@ def validate_transform_job(
         spec,
         output_uri=output_uri,
         split_type=split_type,
-        batch_strategy=strategy,
-        max_payload_mb=payload_mb,
-        max_concurrent_transforms=concurrency,
         assemble_with=assemble_with,
         compression_type=compression,
         data_processing=DataProcessing(

@@ -534,8 +534,10 @@ def transform_job_description(job: transform_job_pb2.TransformJob) -> dict[str, 
     `MaxConcurrentTransforms`, `MaxPayloadInMB`, `BatchStrategy`, `Environment`,
     `TransformInput` (`DataSource.S3DataSource.S3Uri`, `ContentType`, `CompressionType`,
     `SplitType`), `TransformOutput` (`S3OutputPath`, `Accept`, `AssembleWith`),
-    `TransformResources` (`InstanceCount`), `DataProcessing` and the times. `ContentType` and
-    `Accept` are omitted when the job left them to the model, as boto3 omits unset fields.
+    `TransformResources` (`InstanceCount`), `DataProcessing` and the times. `ContentType`,
+    `Accept`, `BatchStrategy`, `MaxPayloadInMB` and `MaxConcurrentTransforms` are omitted when
+    the job left them to the model (its `execution_parameters_fn`) or the defaults, as boto3
+    omits unset fields.
     skmaker's: `Files` (per input file, in input order, see `transform_file_description`),
     `ShardsTotal`, `ShardsDone`, `RecordErrors` and `SkipHeader`.
     """
@@ -558,9 +560,6 @@ def transform_job_description(job: transform_job_pb2.TransformJob) -> dict[str, 
         "TransformJobName": job.name,
         "TransformJobStatus": TRANSFORM_STATUS_NAMES.get(job.status, "Unknown"),
         "ModelName": spec.model_name,
-        "MaxConcurrentTransforms": spec.max_concurrent_transforms,
-        "MaxPayloadInMB": spec.max_payload_mb,
-        "BatchStrategy": spec.batch_strategy or "MultiRecord",
         "Environment": dict(spec.environment),
         "TransformInput": transform_input,
         "TransformOutput": transform_output,
@@ -576,6 +575,12 @@ def transform_job_description(job: transform_job_pb2.TransformJob) -> dict[str, 
         "ShardsTotal": job.shards_total,
         "ShardsDone": job.shards_done,
     }
+    if spec.max_concurrent_transforms:
+        description["MaxConcurrentTransforms"] = spec.max_concurrent_transforms
+    if spec.max_payload_mb:
+        description["MaxPayloadInMB"] = spec.max_payload_mb
+    if spec.batch_strategy:
+        description["BatchStrategy"] = spec.batch_strategy
     if job.failure_reason:
         description["FailureReason"] = job.failure_reason
     _set_time(description, "CreationTime", job, "creation_time")

@@ -544,14 +544,16 @@ class SKLearn:
         Args:
             instance_count: batch workers to share each transform job.
             instance_type: SageMaker-only; ignored with a warning.
-            strategy: "MultiRecord" (default) or "SingleRecord".
+            strategy: "MultiRecord" or "SingleRecord"; unset, the model's
+                execution_parameters_fn decides, else MultiRecord.
             assemble_with: "None" (default) or "Line".
             output_path: `store://` prefix for the outputs; default per job.
             output_kms_key: SageMaker-only; ignored with a warning.
             accept: MIME type of the outputs; default the model's (JSON).
             env: environment variables for the model's handlers in the transform jobs.
-            max_concurrent_transforms: mini-batches scored at once per worker.
-            max_payload: MaxPayloadInMB, 1-100 (default 6).
+            max_concurrent_transforms: mini-batches scored at once per worker; unset,
+                execution_parameters_fn, else 1.
+            max_payload: MaxPayloadInMB, 1-100; unset, execution_parameters_fn, else 6.
             tags: SageMaker-only; ignored with a warning.
             role: SageMaker-only; ignored with a warning.
             model_server_workers: passed to the model as SAGEMAKER_MODEL_SERVER_WORKERS.

@@ -77,9 +77,11 @@ class TransformCalls:
             accept: MIME type of the outputs; default the model's (JSON for scikit-learn).
             split_type: "None" (a whole object is one request; the default) or "Line".
             compression_type: "None" or "Gzip".
-            strategy: "MultiRecord" (default) or "SingleRecord".
-            max_payload: MaxPayloadInMB, 1-100 (default 6).
-            max_concurrent_transforms: mini-batches scored at once per worker (default 1).
+            strategy: "MultiRecord" or "SingleRecord"; unset, the model's
+                execution_parameters_fn decides, else MultiRecord.
+            max_payload: MaxPayloadInMB, 1-100; unset, execution_parameters_fn, else 6.
+            max_concurrent_transforms: mini-batches scored at once per worker; unset,
+                execution_parameters_fn, else 1.
             assemble_with: "None" (concatenate the answers; default) or "Line".
             input_filter: JSONPath applied to each record before scoring (default "$").
             join_source: "None" (default) or "Input" (the output joins input and prediction).

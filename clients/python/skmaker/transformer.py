@@ -156,16 +156,18 @@ class Transformer:
         instance_count: batch workers to share the job (SageMaker's instances); a large
             Line-split file is cut into byte ranges that several workers score at once.
         instance_type: SageMaker-only; ignored with a warning.
-        strategy: "MultiRecord" (the service default) or "SingleRecord".
+        strategy: "MultiRecord" or "SingleRecord"; unset, the model's
+            `execution_parameters_fn` decides, else MultiRecord (SageMaker's precedence).
         assemble_with: "None" (answers concatenated; the service default) or "Line" (a line
             end after each record's output).
         output_path: `store://` prefix for the outputs; default
             `store://transform-jobs/<job name>`, set after each `transform()`.
         output_kms_key: SageMaker-only; ignored with a warning.
         accept: MIME type of the outputs (e.g. "text/csv"); default the model's (JSON).
-        max_concurrent_transforms: mini-batches scored at once per worker (default 1).
-        max_payload: MaxPayloadInMB, 1-100 (default 6): the most bytes of records in one
-            mini-batch; larger mini-batches score faster.
+        max_concurrent_transforms: mini-batches scored at once per worker; unset,
+            `execution_parameters_fn`, else 1.
+        max_payload: MaxPayloadInMB, 1-100 (unset: `execution_parameters_fn`, else 6): the
+            most bytes of records in one mini-batch; larger mini-batches score faster.
         tags: SageMaker-only; ignored with a warning.
         env: environment variables for the model's handlers.
         base_transform_job_name: prefix of generated job names; default the model's name
@@ -390,12 +392,12 @@ class Transformer:
         transformer = cls(
             description["ModelName"],
             instance_count=description["TransformResources"]["InstanceCount"],
-            strategy=description["BatchStrategy"],
+            strategy=description.get("BatchStrategy"),
             assemble_with=description["TransformOutput"]["AssembleWith"],
             output_path=description["TransformOutput"]["S3OutputPath"],
             accept=description["TransformOutput"].get("Accept"),
-            max_concurrent_transforms=description["MaxConcurrentTransforms"],
-            max_payload=description["MaxPayloadInMB"],
+            max_concurrent_transforms=description.get("MaxConcurrentTransforms"),
+            max_payload=description.get("MaxPayloadInMB"),
             env=description["Environment"] or None,
             base_transform_job_name=naming.base_from_name(transform_job_name),
             session=session,

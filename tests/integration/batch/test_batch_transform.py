@@ -491,6 +491,81 @@ def test_many_bad_records_are_all_listed(control: Control, model: DecisionTreeCl
     assert sorted(info.uri for info in listed) == [file.output_uri, file.errors_uri]
 
 
+# Each record's output names the size of the mini-batch it came in and the batch strategy the
+# request set (SAGEMAKER_BATCH_STRATEGY, "-" when unset); the model asks for SINGLE_RECORD
+# through a Flask-like response object.
+EXECUTION_PARAMETERS_SCRIPT = (
+    SCRIPT
+    + """
+
+class Response:
+    def __init__(self, body):
+        self.status_code = 200
+        self._body = body
+
+    def get_data(self):
+        return self._body.encode()
+
+
+def execution_parameters_fn():
+    return Response(json.dumps({"BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 1}))
+
+
+def predict_fn(data, model):
+    return np.full(len(data), len(data))
+
+
+def output_fn(prediction, accept):
+    strategy = os.environ.get("SAGEMAKER_BATCH_STRATEGY", "-")
+    return "".join(f"{size},{strategy}\\n" for size in prediction.tolist()), "text/csv"
+"""
+)
+
+
+def _batch_sizes(control: Control, uri: str) -> list[tuple[int, str]]:
+    text = (control.get(uri) or b"").decode()
+    return [(int(size), strategy) for size, strategy in (line.split(",") for line in text.split())]
+
+
+def test_execution_parameters_fn_sets_what_the_request_leaves_unset(
+    control: Control, model: DecisionTreeClassifier
+) -> None:
+    control.create_model("iris-params", model, EXECUTION_PARAMETERS_SCRIPT)
+    control.create_model(
+        "iris-bad-params",
+        model,
+        SCRIPT + "\n\ndef execution_parameters_fn():\n    return {'BatchStrategy': 'BATCHED'}\n",
+    )
+    control.put("in/params/x.csv", _csv(_rows(200, 81)))
+    control.create("params-model", input_uri="store://in/params", model_name="iris-params")
+    control.create(
+        "params-request",
+        input_uri="store://in/params",
+        model_name="iris-params",
+        batch_strategy="MultiRecord",
+    )
+    control.create("params-bad", input_uri="store://in/params", model_name="iris-bad-params")
+
+    job = control.wait("params-model")
+    assert job.status == COMPLETED, (job, control.worker_logs())
+    # Described as asked: nothing set.
+    assert (job.spec.batch_strategy, job.spec.max_payload_mb) == ("", 0)
+    # The model's SINGLE_RECORD: one record a request; the variable stays unset.
+    assert _batch_sizes(control, job.files[0].output_uri) == [(1, "-")] * 200
+
+    job = control.wait("params-request")
+    assert job.status == COMPLETED, (job, control.worker_logs())
+    # The request's MultiRecord wins: records travel together, and the model is told.
+    sizes = _batch_sizes(control, job.files[0].output_uri)
+    assert len(sizes) == 200
+    assert {strategy for _size, strategy in sizes} == {"MULTI_RECORD"}
+    assert max(size for size, _strategy in sizes) > 1
+
+    job = control.wait("params-bad")
+    assert job.status == FAILED
+    assert "execution_parameters_fn gave BatchStrategy 'BATCHED'" in job.failure_reason
+
+
 def _worker_mid_shard(control: Control, job_name: str) -> int | None:
     """The pid of a batch worker now scoring a shard of `job_name`, from its log, or None.
 

@@ -115,6 +115,15 @@ def test_description_is_shaped_like_describe_transform_job() -> None:
     assert description["FailureReason"] == "1 of 2 input files failed"
     assert description["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == "store://in"
     assert "Accept" not in description["TransformOutput"]  # left to the model, as boto3 omits it
+    assert (description["BatchStrategy"], description["MaxPayloadInMB"]) == ("MultiRecord", 6)
+    assert description["MaxConcurrentTransforms"] == 1
+    # Knobs the request left unset are omitted too: the model's execution_parameters_fn or
+    # the defaults decide them when the job runs.
+    job.spec.ClearField("batch_strategy")
+    job.spec.ClearField("max_payload_mb")
+    job.spec.ClearField("max_concurrent_transforms")
+    unset = transform_job_description(job)
+    assert not {"BatchStrategy", "MaxPayloadInMB", "MaxConcurrentTransforms"} & set(unset)
     assert description["TransformOutput"]["AssembleWith"] == "Line"
     assert description["DataProcessing"] == {
         "InputFilter": "$",

@@ -150,12 +150,10 @@ def test_create_fills_defaults_plans_shards_and_queues_them(
     job = transforms.create("t1", _spec(split_type=""))
     assert job.status is TransformJobStatus.IN_PROGRESS
     spec = job.spec
-    assert (spec.split_type, spec.batch_strategy, spec.assemble_with) == (
-        "None",
-        "MultiRecord",
-        "None",
-    )
-    assert (spec.max_payload_mb, spec.max_concurrent_transforms) == (6, 1)
+    assert (spec.split_type, spec.assemble_with) == ("None", "None")
+    # Left unset, as SageMaker describes them: the worker asks the model's
+    # execution_parameters_fn, else uses MultiRecord, 6 and 1.
+    assert (spec.batch_strategy, spec.max_payload_mb, spec.max_concurrent_transforms) == ("", 0, 0)
     assert (spec.compression_type, spec.data_processing.join_source) == ("None", "None")
     assert spec.output_uri == "store://transform-jobs/t1"
     assert [(f.key, f.size, f.status) for f in job.files] == [
@@ -229,6 +227,8 @@ def test_one_object_as_input(transforms: TransformJobs) -> None:
         ({"batch_strategy": "Multi"}, "batch_strategy"),
         ({"max_payload_mb": 101}, "max_payload_mb"),
         ({"max_payload_mb": 30, "max_concurrent_transforms": 4}, "must not exceed 100"),
+        # An unset value counts as its default (6 MB) in the limit.
+        ({"max_concurrent_transforms": 17}, "(17) x MaxPayloadInMB (6)"),
         ({"max_concurrent_transforms": -1}, "max_concurrent_transforms"),
         ({"assemble_with": "Newline"}, "assemble_with"),
         ({"compression_type": "Zip"}, "compression_type"),

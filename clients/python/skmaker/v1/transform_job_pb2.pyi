@@ -141,11 +141,13 @@ class TransformJobSpec(_message.Message):
     split_type: _builtins.str
     """"None" (whole object is one request) or "Line"."""
     batch_strategy: _builtins.str
-    """"MultiRecord" (default) or "SingleRecord"."""
+    """"MultiRecord" or "SingleRecord"; empty: the model's execution_parameters_fn decides,
+    else MultiRecord. Described as asked (empty stays empty).
+    """
     max_payload_mb: _builtins.int
-    """Largest request in MiB, 1-100; 0 means 6."""
+    """Largest request in MiB, 1-100; 0: the model's execution_parameters_fn decides, else 6."""
     max_concurrent_transforms: _builtins.int
-    """Requests in flight per worker; 0 means 1."""
+    """Requests in flight per worker; 0: the model's execution_parameters_fn decides, else 1."""
     assemble_with: _builtins.str
     """"None" (concatenate responses) or "Line" (a newline after each record's output)."""
     compression_type: _builtins.str
