@@ -335,9 +335,11 @@ class BatchWorker:
             raise ShardStopped
         scored_at = time.monotonic()
         self._link.upload_file(output_path, shard.output_uri)
+        in_place = bool(shard.input_path) and getattr(source, "name", "") == shard.input_path
         log.info(
-            "shard %s: input ready in %.3fs, scored in %.3fs, output uploaded in %.3fs",
+            "shard %s: input %s in %.3fs, scored in %.3fs, output uploaded in %.3fs",
             shard.task_id,
+            "read in place" if in_place else "downloaded",
             read_at - started,
             scored_at - read_at,
             time.monotonic() - scored_at,

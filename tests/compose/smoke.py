@@ -166,6 +166,15 @@ def batch_transform_iris(ctx: Context) -> None:
     expected = "".join(f"{label}\n" for label in model.predict(np.asarray(features)))
     assert scored == expected, f"batch output differs from the model's predictions:\n{scored}"
     print(f"  {len(features)} rows scored by {transformer.output_path} as the model predicts")
+    # The batch containers mount the control's artifact volume: inputs are read, not downloaded.
+    logs = "".join(
+        container.logs().decode(errors="replace")
+        for container in docker.from_env().containers.list(
+            filters={"label": "com.docker.compose.service=batch"}
+        )
+    )
+    assert "input read in place" in logs and "input downloaded" not in logs, logs[-2000:]
+    print("  batch workers read the input from the shared artifact volume")
 
 
 def _active_targets(prometheus: str) -> list[dict[str, Any]]:
