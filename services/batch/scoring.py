@@ -91,12 +91,15 @@ class ShardScore:
     Attributes:
         records_done: Records scored (bad records not included).
         bytes_done: Input bytes read: the shard's size once it was read to its end.
-        failures: Bad records (per-record error mode), lines counted from the shard's start.
+        failures: Bad records (per-record error mode), lines counted from the shard's start;
+            empty when they went to an `on_failure` callback instead.
+        records_failed: How many bad records there were, wherever they went.
     """
 
     records_done: int
     bytes_done: int
     failures: tuple[RecordFailure, ...] = ()
+    records_failed: int = 0
 
 
 class ShardFailed(Exception):
@@ -132,6 +135,7 @@ def score_shard(
     *,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    on_failure: Callable[[RecordFailure], None] | None = None,
 ) -> ShardScore:
     """Score every record of a shard and write the outputs, in input order, to `out`.
 
@@ -143,6 +147,9 @@ def score_shard(
         invoke: `ModelHandler.invoke(body, content_type, accept) -> (body, content_type)`.
         progress: Called after each mini-batch with the records and bytes done so far.
         should_stop: Checked between mini-batches; True ends scoring with `ShardStopped`.
+        on_failure: Given each bad record as it is found (per-record error mode), in input
+            order, instead of collecting them: a shard of millions of bad records then takes
+            no more memory than one mini-batch's.
 
     Returns:
         Records and bytes done and, in per-record error mode, the bad records.
@@ -167,16 +174,24 @@ def score_shard(
     records = 0
     read = 0
     failures: list[RecordFailure] = []
+    failed = 0
     for batch, output, bad in _scored(batches, score, settings, should_stop):
         out.write(output)
-        failures += bad
+        if on_failure is None:
+            failures += bad
+        else:
+            for failure in bad:
+                on_failure(failure)
+        failed += len(bad)
         records += batch.count - len(bad)
         # Every record had a line end in the input (one byte for LF; CRLF is undercounted
         # here and made exact at the end).
         read = min(size, read + len(batch.body) + batch.count)
         if progress is not None:
             progress(records, read)
-    return ShardScore(records_done=records, bytes_done=size, failures=tuple(failures))
+    return ShardScore(
+        records_done=records, bytes_done=size, failures=tuple(failures), records_failed=failed
+    )
 
 
 def _batches(source: BinaryIO, size: int, settings: ShardSettings) -> Iterator[MiniBatch]:

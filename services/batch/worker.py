@@ -31,12 +31,13 @@ grace period, else abandons it to be re-run elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -220,8 +221,18 @@ class BatchWorker:
             )
 
         folder.mkdir(parents=True, exist_ok=True)
+        # With an errors URI (every current control), bad records stream to a file; an older
+        # control wants them listed in the completion instead.
+        errors = (
+            _ErrorsFile(folder / "errors", lambda: self._lines_before(shard, folder))
+            if shard.errors_uri
+            else None
+        )
         try:
-            score = self._score(shard, folder, beat, should_stop)
+            with contextlib.ExitStack() as stack:
+                if errors is not None:
+                    stack.enter_context(errors)
+                score = self._score(shard, folder, beat, should_stop, errors)
         except ShardStopped:
             if beat.superseded.is_set() or self._abandon.is_set():
                 return "abandoned"
@@ -238,12 +249,18 @@ class BatchWorker:
             return "abandoned"
         failures: tuple[RecordFailure, ...] = ()
         records_failed = 0
-        if score.failures:
+        if errors is not None and errors.count:
+            self._link.upload_file(errors.path, shard.errors_uri)
+            log.info(
+                "shard %s: %d bad record(s) uploaded to %s",
+                shard.task_id,
+                errors.count,
+                shard.errors_uri,
+            )
+            records_failed = errors.count
+        elif score.failures:
             before = 0 if shard.is_first_shard else self._lines_before(shard, folder)
-            if shard.errors_uri:
-                records_failed = self._upload_errors(score.failures, before, folder, shard)
-            else:
-                failures = tuple(_in_file(f, before) for f in score.failures)
+            failures = tuple(_in_file(f, before) for f in score.failures)
         self._link.complete(
             shard,
             "succeeded",
@@ -255,32 +272,13 @@ class BatchWorker:
         self._metrics.records.inc(score.records_done)
         return "succeeded"
 
-    def _upload_errors(
-        self,
-        failures: Iterable[RecordFailure],
-        lines_before: int,
-        folder: Path,
-        shard: ShardAssignment,
-    ) -> int:
-        """Writes the bad records as JSON lines, uploads them to the errors URI; how many."""
-        path = folder / "errors"
-        count = 0
-        with path.open("wb") as out:
-            for failure in failures:
-                out.write(_in_file(failure, lines_before).to_json_line())
-                count += 1
-        self._link.upload_file(path, shard.errors_uri)
-        log.info(
-            "shard %s: %d bad record(s) uploaded to %s", shard.task_id, count, shard.errors_uri
-        )
-        return count
-
     def _score(
         self,
         shard: ShardAssignment,
         folder: Path,
         beat: _Heartbeat,
         should_stop: Callable[[], bool],
+        errors: _ErrorsFile | None = None,
     ) -> ShardScore:
         environment = batch_environment(
             max_payload_mb=shard.max_payload_mb,
@@ -330,6 +328,7 @@ class BatchWorker:
                 handler.invoke,
                 progress=beat.progress,
                 should_stop=should_stop,
+                on_failure=None if errors is None else errors.add,
             )
         if should_stop():
             raise ShardStopped
@@ -430,6 +429,37 @@ class BatchWorker:
         if len(reason) > MAX_REASON_CHARS:
             reason = reason[: MAX_REASON_CHARS - 1] + "…"
         return reason
+
+
+class _ErrorsFile:
+    """A shard's bad records as JSON lines, written as they are found, lines counted in the file.
+
+    The lines before the shard are counted once, at the first bad record, so a shard without
+    any never pays for it.
+    """
+
+    def __init__(self, path: Path, lines_before: Callable[[], int]) -> None:
+        self.path = path
+        self.count = 0
+        self._lines_before = lines_before
+        self._before: int | None = None
+        self._out: BinaryIO | None = None
+
+    def __enter__(self) -> _ErrorsFile:
+        self._out = self.path.open("wb")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._out is not None:
+            self._out.close()
+
+    def add(self, failure: RecordFailure) -> None:
+        """Writes one bad record (its line counted from the shard's start)."""
+        assert self._out is not None, "use the errors file as a context manager"
+        if self._before is None:
+            self._before = self._lines_before()
+        self._out.write(_in_file(failure, self._before).to_json_line())
+        self.count += 1
 
 
 def _in_file(failure: RecordFailure, lines_before: int) -> RecordFailure:

@@ -110,6 +110,33 @@ def test_record_errors_keep_every_good_row(
     assert score.records_done == len(rows) - 2
 
 
+def test_bad_records_can_stream_to_a_callback_instead_of_being_kept(
+    iris_handler: ModelHandler, rows: np.ndarray[Any, Any], csv_bytes: bytes
+) -> None:
+    data = _with_bad_lines(csv_bytes, {1: b"header,a,b,c", 300: b"1,2,3"})
+    seen: list[int] = []
+    out = io.BytesIO()
+    settings = ShardSettings(
+        content_type="text/csv",
+        accept="text/csv",
+        split_type="Line",
+        assemble_with="Line",
+        record_errors=True,
+        max_payload_mb=1,
+    )
+    score = score_shard(
+        io.BytesIO(data),
+        len(data),
+        out,
+        settings,
+        iris_handler.invoke,
+        on_failure=lambda failure: seen.append(failure.line),
+    )
+    assert seen == [1, 300]
+    assert (score.failures, score.records_failed) == ((), 2)
+    assert out.getvalue() == _expected(iris_handler, np.delete(rows, [0, 299], axis=0))
+
+
 def test_a_record_over_the_payload_limit_fails_with_its_line(iris_handler: ModelHandler) -> None:
     data = b"1,2,3,4\n" + b"1," * 600_000 + b"1\n"
     with pytest.raises(ShardFailed) as caught:
