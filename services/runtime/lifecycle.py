@@ -5,7 +5,8 @@ path on this hardware), adds the service's servicers plus grpc.health.v1 and ser
 binds, starts Prometheus' /metrics, writes the port file, runs the service's `on_start` and only
 then reports SERVING. `serve()` does that, waits for SIGTERM/SIGINT and shuts down in the order
 that loses nothing: health NOT_SERVING first (balancers stop sending), then the gRPC server
-stops with a grace period, then `on_stop`, then the metrics server. Exit code 0.
+stops with a grace period, then `on_stop`; the metrics server stops beside all that (its
+shutdown waits up to half a second for its poll loop). Exit code 0.
 
 Every port turns SO_REUSEPORT off, so a second server can never silently share it; the one
 exception is `Service.shared_port_address`, which an endpoint's replicas bind together. That
@@ -112,6 +113,13 @@ class RunningService:
             return
         self._stopped.set()
         self.health.enter_graceful_shutdown()
+        # The metrics server notices a shutdown only at its next 0.5 s poll: let that wait
+        # run beside the drain instead of after it (scrapes during the drain may fail).
+        metrics_stopped = threading.Thread(
+            target=self._httpd.shutdown if self._httpd is not None else lambda: None,
+            name="metrics-shutdown",
+        )
+        metrics_stopped.start()
         if self.service.on_drain is not None:
             self.service.on_drain()
         grace = self.settings.shutdown_grace_s
@@ -120,8 +128,8 @@ class RunningService:
             event.wait(grace + 1)
         if self.service.on_stop is not None:
             self.service.on_stop()
+        metrics_stopped.join()
         if self._httpd is not None:
-            self._httpd.shutdown()
             self._httpd.server_close()
         log.info("%s stopped", self.service.name)
 
