@@ -427,13 +427,20 @@ if [ -n "${SKMAKER_COMPOSE_HOLD:-}" ]; then
   while [ -e "$RUN_DIR/hold" ] && [ "$(date +%s)" -lt "$end" ]; do sleep 1; done
 fi
 phase "docker compose down -v"
+# `stop` first, so the stopped containers can still be inspected for when their processes
+# exited (the control removes the replicas it started while it stops); `down -v` then removes
+# them, the network and the volumes.
 down_started=$(date +%s.%N)
-in_background "$COMPOSE_BIN" -f "$REPO/docker-compose.yml" down -v --timeout 10 >"$RUN_DIR/compose-down.log" 2>&1 \
+in_background "$COMPOSE_BIN" -f "$REPO/docker-compose.yml" stop --timeout 10 >"$RUN_DIR/compose-down.log" 2>&1 \
+  || { cat "$RUN_DIR/compose-down.log"; die "docker compose stop"; }
+docker ps -aq | xargs -r docker inspect --format '{{.Name}} {{.State.FinishedAt}}' >"$RUN_DIR/exited.txt"
+in_background "$COMPOSE_BIN" -f "$REPO/docker-compose.yml" down -v --timeout 10 >>"$RUN_DIR/compose-down.log" 2>&1 \
   || { cat "$RUN_DIR/compose-down.log"; die "docker compose down"; }
 down_ended=$(date +%s.%N)
-log "docker compose down -v took $(awk "BEGIN { printf \"%.2f\", $down_ended - $down_started }")s; per container:"
+log "docker compose stop + down -v took $(awk "BEGIN { printf \"%.2f\", $down_ended - $down_started }")s; per container:"
 docker events --since "$down_started" --until "$(date +%s.%N)" --filter type=container \
-  --format '{{json .}}' | "$PY" "$REPO/tests/compose/stop_times.py" --limit-s "$STOP_LIMIT_S" \
+  --format '{{json .}}' \
+  | "$PY" "$REPO/tests/compose/stop_times.py" --limit-s "$STOP_LIMIT_S" --exited "$RUN_DIR/exited.txt" \
   || die "a container did not stop within ${STOP_LIMIT_S}s with exit code 0"
 passed "every container stopped within ${STOP_LIMIT_S}s with exit code 0"
 left=$(docker ps -aq; docker network ls -q --filter type=custom; docker volume ls -q)

@@ -1,8 +1,11 @@
 """How long each container took to stop, from `docker events --format '{{json .}}'` on stdin.
 
 For every container that got SIGTERM (a `kill` event with signal 15) and then died, prints the
-time from that signal to its `die` event and its exit code. Exits 1 when a container took
-`--limit-s` or longer, exited non-zero, or was never seen to die.
+time from that signal to its exit and its exit code. The exit is the engine's record of when
+the container's process ended (`State.FinishedAt`, from `--exited`) where the container was
+still there to inspect; else its `die` event, which the engine sends only after its own
+clean-up of the container (network, mounts) and so can lag the exit on a busy machine. Exits 1
+when a container took `--limit-s` or longer, exited non-zero, or was never seen to die.
 """
 
 from __future__ import annotations
@@ -10,13 +13,33 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def exit_times(path: Path) -> dict[str, int]:
+    """`name finished-at` lines (`docker inspect --format '{{.Name}} {{.State.FinishedAt}}'`)
+    as nanoseconds since the epoch, by container name."""
+    times: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        name, _, finished = line.strip().partition(" ")
+        if not finished or finished.startswith("0001-"):
+            continue  # never ran, or still running
+        whole, _, fraction = finished.rstrip("Z").partition(".")
+        seconds = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+        times[name.lstrip("/")] = int(seconds) * 10**9 + int((fraction + "000000000")[:9])
+    return times
 
 
 def main(argv: list[str] | None = None) -> int:
     """Reads the events, prints one line per container; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit-s", type=float, default=2.0, help="longest acceptable stop")
+    parser.add_argument(
+        "--exited", type=Path, help="containers' exit times, `name State.FinishedAt` a line"
+    )
     args = parser.parse_args(argv)
+    exited = exit_times(args.exited) if args.exited else {}
     signalled: dict[str, int] = {}
     died: dict[str, tuple[int, str]] = {}
     for line in sys.stdin:
@@ -40,10 +63,14 @@ def main(argv: list[str] | None = None) -> int:
             failed = True
             continue
         died_ns, exit_code = died[name]
-        seconds = (died_ns - signalled[name]) / 1e9
+        ended_ns, source = (exited[name], "exit") if name in exited else (died_ns, "die event")
+        seconds = (ended_ns - signalled[name]) / 1e9
         verdict = "ok" if seconds < args.limit_s and exit_code == "0" else "TOO SLOW OR FAILED"
         failed |= verdict != "ok"
-        print(f"  {name}: stopped in {seconds:.2f}s, exit code {exit_code} ({verdict})")
+        print(
+            f"  {name}: stopped in {seconds:.2f}s ({source}; die event after "
+            f"{(died_ns - signalled[name]) / 1e9:.2f}s), exit code {exit_code} ({verdict})"
+        )
     return 1 if failed else 0
 
 
