@@ -434,14 +434,26 @@ down_started=$(date +%s.%N)
 in_background "$COMPOSE_BIN" -f "$REPO/docker-compose.yml" stop --timeout 10 >"$RUN_DIR/compose-down.log" 2>&1 \
   || { cat "$RUN_DIR/compose-down.log"; die "docker compose stop"; }
 docker ps -aq | xargs -r docker inspect --format '{{.Name}} {{.State.FinishedAt}}' >"$RUN_DIR/exited.txt"
+timeout 30 "$COMPOSE_BIN" -f "$REPO/docker-compose.yml" logs --no-color --timestamps \
+  >"$RUN_DIR/compose-logs.txt" 2>&1 || true
 in_background "$COMPOSE_BIN" -f "$REPO/docker-compose.yml" down -v --timeout 10 >>"$RUN_DIR/compose-down.log" 2>&1 \
   || { cat "$RUN_DIR/compose-down.log"; die "docker compose down"; }
 down_ended=$(date +%s.%N)
 log "docker compose stop + down -v took $(awk "BEGIN { printf \"%.2f\", $down_ended - $down_started }")s; per container:"
+stops_ok=1
 docker events --since "$down_started" --until "$(date +%s.%N)" --filter type=container \
   --format '{{json .}}' \
   | "$PY" "$REPO/tests/compose/stop_times.py" --limit-s "$STOP_LIMIT_S" --exited "$RUN_DIR/exited.txt" \
-  || die "a container did not stop within ${STOP_LIMIT_S}s with exit code 0"
+    >"$RUN_DIR/stop-times.txt" || stops_ok=0
+cat "$RUN_DIR/stop-times.txt"
+if [ "$stops_ok" -eq 0 ]; then
+  # The slow containers' last lines before they were stopped (compose logs name them by service).
+  for name in $(grep "TOO SLOW\|never died" "$RUN_DIR/stop-times.txt" | sed 's/^ *\([^:]*\):.*/\1/'); do
+    log "last log lines of $name:"
+    grep "^${name#skmaker-}" "$RUN_DIR/compose-logs.txt" | tail -n 15 | sed 's/^/    /'
+  done
+  die "a container did not stop within ${STOP_LIMIT_S}s with exit code 0"
+fi
 passed "every container stopped within ${STOP_LIMIT_S}s with exit code 0"
 left=$(docker ps -aq; docker network ls -q --filter type=custom; docker volume ls -q)
 [ -z "$left" ] || die "docker compose down -v left: $left"
