@@ -35,9 +35,8 @@ class HostingCalls:
     """Model and endpoint calls of a `Session`; see that class for the connection settings."""
 
     # Provided by Session.
-    timeout_s: float
     _metadata: tuple[tuple[str, str], ...]
-    _call: Callable[..., Any]
+    _rpc: Callable[..., Any]
 
     def _init_hosting(
         self,
@@ -98,12 +97,7 @@ class HostingCalls:
                 training_job_name=training_job_name,
             )
         )
-        response = self._call(
-            lambda: self._models.CreateModel(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=False,
-        )
+        response = self._rpc(self._models.CreateModel, request, idempotent=False)
         return descriptions.model_description(response.model)
 
     def describe_model(self, name: str) -> dict[str, Any]:
@@ -113,12 +107,7 @@ class HostingCalls:
             NotFound: when there is no such model.
         """
         request = serving_pb2.DescribeModelRequest(name=name)
-        response = self._call(
-            lambda: self._models.DescribeModel(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=True,
-        )
+        response = self._rpc(self._models.DescribeModel, request, idempotent=True)
         return descriptions.model_description(response.model)
 
     def list_models(
@@ -131,12 +120,7 @@ class HostingCalls:
             max_results: at most this many; all when None.
         """
         request = serving_pb2.ListModelsRequest(name_prefix=name_contains_prefix)
-        response = self._call(
-            lambda: self._models.ListModels(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=True,
-        )
+        response = self._rpc(self._models.ListModels, request, idempotent=True)
         return [descriptions.model_summary(model) for model in response.models][:max_results]
 
     def delete_model(self, model_name: str) -> None:
@@ -147,12 +131,7 @@ class HostingCalls:
             FailedPrecondition: while an endpoint serves it.
         """
         request = serving_pb2.DeleteModelRequest(name=model_name)
-        self._call(
-            lambda: self._models.DeleteModel(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=False,
-        )
+        self._rpc(self._models.DeleteModel, request, idempotent=False)
 
     # -- endpoints -----------------------------------------------------------------------------
 
@@ -187,12 +166,7 @@ class HostingCalls:
             initial_replicas=initial_replicas,
             scaling_policy=policy.to_proto() if policy else None,
         )
-        response = self._call(
-            lambda: self._endpoints.CreateEndpoint(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=False,
-        )
+        response = self._rpc(self._endpoints.CreateEndpoint, request, idempotent=False)
         if wait:
             return self.wait_for_endpoint(endpoint_name)
         return descriptions.endpoint_description(response.endpoint)
@@ -204,12 +178,7 @@ class HostingCalls:
             NotFound: when there is no such endpoint.
         """
         request = serving_pb2.DescribeEndpointRequest(name=endpoint_name)
-        response = self._call(
-            lambda: self._endpoints.DescribeEndpoint(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=True,
-        )
+        response = self._rpc(self._endpoints.DescribeEndpoint, request, idempotent=True)
         return descriptions.endpoint_description(response.endpoint)
 
     def list_endpoints(
@@ -222,12 +191,7 @@ class HostingCalls:
             max_results: at most this many; all when None.
         """
         request = serving_pb2.ListEndpointsRequest(name_prefix=name_contains_prefix)
-        response = self._call(
-            lambda: self._endpoints.ListEndpoints(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=True,
-        )
+        response = self._rpc(self._endpoints.ListEndpoints, request, idempotent=True)
         summaries = [descriptions.endpoint_summary(e) for e in response.endpoints]
         return summaries[:max_results]
 
@@ -265,12 +229,7 @@ class HostingCalls:
             replicas=replicas or 0,
             scaling_policy=policy.to_proto() if policy else None,
         )
-        response = self._call(
-            lambda: self._endpoints.UpdateEndpoint(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=False,
-        )
+        response = self._rpc(self._endpoints.UpdateEndpoint, request, idempotent=False)
         if wait:
             return self.wait_for_endpoint(endpoint_name)
         return descriptions.endpoint_description(response.endpoint)
@@ -296,12 +255,7 @@ class HostingCalls:
             DeadlineExceeded: when `wait` and the endpoint still exists after `timeout_s`.
         """
         request = serving_pb2.DeleteEndpointRequest(name=endpoint_name)
-        self._call(
-            lambda: self._endpoints.DeleteEndpoint(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=False,
-        )
+        self._rpc(self._endpoints.DeleteEndpoint, request, idempotent=False)
         with self._routers_lock:
             router = self._routers.pop(endpoint_name, None)
         if router is not None:

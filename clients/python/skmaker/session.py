@@ -181,18 +181,27 @@ class Session(HostingCalls, TransformCalls):
             time.sleep(_backoff_s(number))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
+    def _rpc(self, method: Callable[..., T], request: Any, *, idempotent: bool) -> T:
+        """Runs the unary RPC `method(request)` with this session's deadline and token."""
+        return self._call(
+            lambda: method(request, timeout=self.timeout_s, metadata=self._metadata),
+            idempotent=idempotent,
+        )
+
     # -- data --------------------------------------------------------------------------------
 
     def _collect_pages(
         self,
-        fetch_page: Callable[[int, str], Any],
+        list_method: Callable[..., Any],
+        page_request: Callable[[int, str], Any],
         summaries_of: Callable[[Any], list[dict[str, Any]]],
         max_results: int | None,
     ) -> list[dict[str, Any]]:
         """Follows `next_page_token` until the last page, or until `max_results` summaries.
 
         Args:
-            fetch_page: runs one List RPC for (page_size, page_token); 0 is the server default.
+            list_method: the List RPC.
+            page_request: its request for (page_size, page_token); 0 is the server default.
             summaries_of: the summaries in one response.
             max_results: stop after this many; all when None.
         """
@@ -200,10 +209,7 @@ class Session(HostingCalls, TransformCalls):
         page_token = ""
         while True:
             page_size = min(1000, max_results - len(summaries)) if max_results else 0
-            response = self._call(
-                lambda: fetch_page(page_size, page_token),  # noqa: B023 - called at once
-                idempotent=True,
-            )
+            response = self._rpc(list_method, page_request(page_size, page_token), idempotent=True)
             summaries += summaries_of(response)
             page_token = response.next_page_token
             if not page_token or (max_results and len(summaries) >= max_results):
@@ -371,12 +377,7 @@ class Session(HostingCalls, TransformCalls):
             shell_compat=shell_compat,
         )
         request = training_pb2.CreateTrainingJobRequest(name=name, spec=spec)
-        response = self._call(
-            lambda: self._training.CreateTrainingJob(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=False,
-        )
+        response = self._rpc(self._training.CreateTrainingJob, request, idempotent=False)
         return descriptions.training_job_description(response.training_job)
 
     def describe_training_job(self, job_name: str) -> dict[str, Any]:
@@ -386,12 +387,7 @@ class Session(HostingCalls, TransformCalls):
             NotFound: when there is no such job.
         """
         request = training_pb2.DescribeTrainingJobRequest(name=job_name)
-        response = self._call(
-            lambda: self._training.DescribeTrainingJob(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=True,
-        )
+        response = self._rpc(self._training.DescribeTrainingJob, request, idempotent=True)
         return descriptions.training_job_description(response.training_job)
 
     def list_training_jobs(
@@ -410,15 +406,12 @@ class Session(HostingCalls, TransformCalls):
         """
         status = descriptions.status_value(status_equals) if status_equals else 0
         return self._collect_pages(
-            lambda size, token: self._training.ListTrainingJobs(
-                training_pb2.ListTrainingJobsRequest(
-                    status=status,  # type: ignore[arg-type]
-                    name_prefix=name_contains_prefix,
-                    page_size=size,
-                    page_token=token,
-                ),
-                timeout=self.timeout_s,
-                metadata=self._metadata,
+            self._training.ListTrainingJobs,
+            lambda size, token: training_pb2.ListTrainingJobsRequest(
+                status=status,  # type: ignore[arg-type]
+                name_prefix=name_contains_prefix,
+                page_size=size,
+                page_token=token,
             ),
             lambda response: [descriptions.training_job_summary(j) for j in response.training_jobs],
             max_results,
@@ -432,12 +425,7 @@ class Session(HostingCalls, TransformCalls):
             FailedPrecondition: when the job has already ended.
         """
         request = training_pb2.StopTrainingJobRequest(name=job_name)
-        response = self._call(
-            lambda: self._training.StopTrainingJob(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=False,
-        )
+        response = self._rpc(self._training.StopTrainingJob, request, idempotent=False)
         return descriptions.training_job_description(response.training_job)
 
     def training_job_log_lines(
@@ -550,12 +538,7 @@ class Session(HostingCalls, TransformCalls):
             hyperband_max_resource=hyperband_max_resource,
         )
         request = tuning_pb2.CreateTuningJobRequest(name=name, spec=spec)
-        response = self._call(
-            lambda: self._tuning.CreateTuningJob(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=False,
-        )
+        response = self._rpc(self._tuning.CreateTuningJob, request, idempotent=False)
         return descriptions.tuning_job_description(response.tuning_job)
 
     def describe_tuning_job(self, tuning_job_name: str) -> dict[str, Any]:
@@ -565,12 +548,7 @@ class Session(HostingCalls, TransformCalls):
             NotFound: when there is no such tuning job.
         """
         request = tuning_pb2.DescribeTuningJobRequest(name=tuning_job_name)
-        response = self._call(
-            lambda: self._tuning.DescribeTuningJob(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=True,
-        )
+        response = self._rpc(self._tuning.DescribeTuningJob, request, idempotent=True)
         return descriptions.tuning_job_description(response.tuning_job)
 
     def list_tuning_jobs(
@@ -589,15 +567,12 @@ class Session(HostingCalls, TransformCalls):
         """
         status = descriptions.tuning_status_value(status_equals) if status_equals else 0
         return self._collect_pages(
-            lambda size, token: self._tuning.ListTuningJobs(
-                tuning_pb2.ListTuningJobsRequest(
-                    status=status,  # type: ignore[arg-type]
-                    name_prefix=name_contains_prefix,
-                    page_size=size,
-                    page_token=token,
-                ),
-                timeout=self.timeout_s,
-                metadata=self._metadata,
+            self._tuning.ListTuningJobs,
+            lambda size, token: tuning_pb2.ListTuningJobsRequest(
+                status=status,  # type: ignore[arg-type]
+                name_prefix=name_contains_prefix,
+                page_size=size,
+                page_token=token,
             ),
             lambda response: [descriptions.tuning_job_summary(j) for j in response.tuning_jobs],
             max_results,
@@ -619,12 +594,7 @@ class Session(HostingCalls, TransformCalls):
             FailedPrecondition: when the tuning job has already ended.
         """
         request = tuning_pb2.StopTuningJobRequest(name=tuning_job_name)
-        response = self._call(
-            lambda: self._tuning.StopTuningJob(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=False,
-        )
+        response = self._rpc(self._tuning.StopTuningJob, request, idempotent=False)
         return descriptions.tuning_job_description(response.tuning_job)
 
     def wait_for_job(self, job_name: str, poll_s: float = 2.0) -> dict[str, Any]:

@@ -30,9 +30,7 @@ class TransformCalls:
     """Transform-job calls of a `Session`; see that class for the connection settings."""
 
     # Provided by Session.
-    timeout_s: float
-    _metadata: tuple[tuple[str, str], ...]
-    _call: Callable[..., Any]
+    _rpc: Callable[..., Any]
     _collect_pages: Callable[..., list[dict[str, Any]]]
 
     def _init_transform(self, channel: grpc.Channel) -> None:
@@ -119,12 +117,7 @@ class TransformCalls:
             skip_header=skip_header,
         )
         request = transform_pb2.CreateTransformJobRequest(name=job_name, spec=spec)
-        response = self._call(
-            lambda: self._transforms.CreateTransformJob(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=False,
-        )
+        response = self._rpc(self._transforms.CreateTransformJob, request, idempotent=False)
         return descriptions.transform_job_description(response.transform_job)
 
     def describe_transform_job(self, job_name: str) -> dict[str, Any]:
@@ -134,12 +127,7 @@ class TransformCalls:
             NotFound: when there is no such transform job.
         """
         request = transform_pb2.DescribeTransformJobRequest(name=job_name)
-        response = self._call(
-            lambda: self._transforms.DescribeTransformJob(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=True,
-        )
+        response = self._rpc(self._transforms.DescribeTransformJob, request, idempotent=True)
         return descriptions.transform_job_description(response.transform_job)
 
     def list_transform_jobs(
@@ -158,15 +146,12 @@ class TransformCalls:
         """
         status = descriptions.transform_status_value(status_equals) if status_equals else 0
         return self._collect_pages(
-            lambda size, token: self._transforms.ListTransformJobs(
-                transform_pb2.ListTransformJobsRequest(
-                    status=status,  # type: ignore[arg-type]
-                    name_prefix=name_contains_prefix,
-                    page_size=size,
-                    page_token=token,
-                ),
-                timeout=self.timeout_s,
-                metadata=self._metadata,
+            self._transforms.ListTransformJobs,
+            lambda size, token: transform_pb2.ListTransformJobsRequest(
+                status=status,  # type: ignore[arg-type]
+                name_prefix=name_contains_prefix,
+                page_size=size,
+                page_token=token,
             ),
             lambda response: [
                 descriptions.transform_job_summary(j) for j in response.transform_jobs
@@ -184,12 +169,7 @@ class TransformCalls:
             FailedPrecondition: when the job has already ended.
         """
         request = transform_pb2.StopTransformJobRequest(name=name)
-        response = self._call(
-            lambda: self._transforms.StopTransformJob(
-                request, timeout=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=False,
-        )
+        response = self._rpc(self._transforms.StopTransformJob, request, idempotent=False)
         return descriptions.transform_job_description(response.transform_job)
 
     def wait_for_transform_job(
