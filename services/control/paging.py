@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -50,6 +50,27 @@ def cut_page(rows: Sequence[tuple[int, T]], limit: int) -> tuple[tuple[T, ...], 
     page = rows[:limit]
     next_token = _token(page[-1][0]) if len(rows) > limit else ""
     return tuple(item for _, item in page), next_token
+
+
+def read_page(
+    read_rows: Callable[[int | None, int], Sequence[tuple[int, T]]],
+    page_size: int,
+    page_token: str,
+) -> tuple[tuple[T, ...], str]:
+    """One page of a List RPC and the next page's token.
+
+    Args:
+        read_rows: `read_rows(before_id, limit)` returns up to `limit` (id, item) rows with an
+            id below `before_id` (all when None), newest first; asked for one row more than
+            the page, to know whether another page follows.
+        page_size: the request's page size (see `page_request`).
+        page_token: the request's page token.
+
+    Raises:
+        InvalidArgument: a negative page size or a malformed page token.
+    """
+    request = page_request(page_size, page_token)
+    return cut_page(read_rows(request.before_id, request.limit + 1), request.limit)
 
 
 def _token(last_id: int) -> str:

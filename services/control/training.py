@@ -219,15 +219,17 @@ class TrainingJobs:
         Raises:
             InvalidArgument: a negative page size or a malformed page token.
         """
-        request = paging.page_request(page_size, page_token)
-        rows = self._store.list_training_jobs(
-            status=status,
-            name_prefix=name_prefix,
-            tuning_job_name=tuning_job_name,
-            before_id=request.before_id,
-            limit=request.limit + 1,
+        jobs, next_token = paging.read_page(
+            lambda before_id, limit: self._store.list_training_jobs(
+                status=status,
+                name_prefix=name_prefix,
+                tuning_job_name=tuning_job_name,
+                before_id=before_id,
+                limit=limit,
+            ),
+            page_size,
+            page_token,
         )
-        jobs, next_token = paging.cut_page(rows, request.limit)
         return TrainingJobPage(jobs=jobs, next_page_token=next_token)
 
     def stop(self, name: str) -> TrainingJob:

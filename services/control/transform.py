@@ -263,14 +263,16 @@ class TransformJobs:
         Raises:
             InvalidArgument: a negative page size or a malformed page token.
         """
-        request = paging.page_request(page_size, page_token)
-        rows = self._transforms.list_jobs(
-            status=status,
-            name_prefix=name_prefix,
-            before_id=request.before_id,
-            limit=request.limit + 1,
+        jobs, next_token = paging.read_page(
+            lambda before_id, limit: self._transforms.list_jobs(
+                status=status,
+                name_prefix=name_prefix,
+                before_id=before_id,
+                limit=limit,
+            ),
+            page_size,
+            page_token,
         )
-        jobs, next_token = paging.cut_page(rows, request.limit)
         return TransformJobPage(jobs=jobs, next_page_token=next_token)
 
     def stop(self, name: str) -> TransformJob:
