@@ -1,21 +1,18 @@
 """The batch worker's gRPC link to the control: shard leases, heartbeats, completion, artifacts.
 
-Every call carries a deadline. A control that restarts (even after kill -9) must not cost a
-shard: AcquireTask, CompleteTask, downloads and uploads are retried on UNAVAILABLE until
-`control_timeout_s`, and a failed heartbeat is simply sent again later. FAILED_PRECONDITION or
-NOT_FOUND on a report means this attempt was superseded (the shard was given to another
-worker): the worker abandons it. `shard_from_task` turns a leased task into plain values.
+`services.runtime.dispatch_link` has the retry and fencing rules (a control restart costs no
+shard; a superseded attempt is abandoned). `shard_from_task` turns a leased task into plain
+values.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import cast
 
 import grpc
 
@@ -23,33 +20,29 @@ from services.batch.bad_records import RecordFailure
 from services.batch.dataprocessing import AssembleWith, JoinSource
 from services.batch.records import BatchStrategy, Compression, SplitType
 from services.inference.model_loader import ModelLoadFailed, ModelSpec
-from services.runtime.auth import token_metadata
+from services.runtime.dispatch_link import RPC_TIMEOUT_S, AttemptSuperseded, DispatchLink
 from skmaker import transfer
 from skmaker.v1 import (
-    artifacts_pb2_grpc,
     dispatch_pb2,
-    dispatch_pb2_grpc,
     training_pb2,
     training_pb2_grpc,
 )
 
+__all__ = [
+    "AttemptSuperseded",
+    "ControlLink",
+    "ShardAssignment",
+    "TaskModelSource",
+    "shard_from_task",
+]
+
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-_RPC_TIMEOUT_S = 30.0
-_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-_SUPERSEDED = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND}
 
 OUTCOMES = {
     "succeeded": dispatch_pb2.TASK_OUTCOME_SUCCEEDED,
     "failed": dispatch_pb2.TASK_OUTCOME_FAILED,
     "stopped": dispatch_pb2.TASK_OUTCOME_STOPPED,
 }
-
-
-class AttemptSuperseded(Exception):
-    """The control no longer recognises this attempt (its lease expired and it was re-queued)."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +148,7 @@ def shard_from_task(task: dispatch_pb2.Task) -> ShardAssignment:
     )
 
 
-class ControlLink:
+class ControlLink(DispatchLink):
     """Calls to the control's DispatchService and ArtifactService for one batch worker.
 
     Args:
@@ -168,83 +161,20 @@ class ControlLink:
     def __init__(
         self, address: str, worker_id: str, *, token: str = "", control_timeout_s: float = 120.0
     ) -> None:
-        self._address = address
-        self._channel = grpc.insecure_channel(
+        super().__init__(
             address,
-            options=[
-                # Reconnect quickly after a control restart: a shard is waiting on us.
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 1000),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ],
+            worker_id,
+            dispatch_pb2.TASK_KIND_TRANSFORM,
+            token=token,
+            control_timeout_s=control_timeout_s,
         )
-        self._dispatch = dispatch_pb2_grpc.DispatchServiceStub(self._channel)
-        self._artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self._channel)
         self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
-        self._metadata = token_metadata(token)
-        self.worker_id = worker_id
-        self._control_timeout_s = control_timeout_s
-        self._interrupted = threading.Event()
-
-    def interrupt(self) -> None:
-        """Ends every retry loop at once (they raise TimeoutError): the worker is shutting down."""
-        self._interrupted.set()
-
-    def close(self) -> None:
-        """Closes the channel."""
-        self._interrupted.set()
-        self._channel.close()
-
-    def _retrying(self, call: Callable[[], T], what: str, cancel: threading.Event | None) -> T:
-        deadline = time.monotonic() + self._control_timeout_s
-        delay = 0.1
-        while True:
-            try:
-                return call()
-            except grpc.RpcError as err:
-                if err.code() not in _RETRYABLE or time.monotonic() + delay > deadline:
-                    raise
-                log.warning("%s: control unreachable (%s); retrying", what, err.code().name)
-            if (cancel is not None and cancel.wait(delay)) or self._interrupted.wait(
-                0 if cancel is not None else delay
-            ):
-                raise TimeoutError(f"{what}: cancelled while the control was unreachable")
-            delay = min(delay * 2, 2.0)
-
-    # ----------------------------------------------------------------- dispatch
 
     def acquire(self, wait_s: float, cancel: threading.Event) -> dispatch_pb2.Task | None:
-        """Long-polls for a transform shard; None when there was none, or once `cancel` is set.
-
-        Setting `cancel` (a drain) ends the long poll at once instead of after `wait_s`.
-        """
-        request = dispatch_pb2.AcquireTaskRequest(
-            worker_id=self.worker_id,
-            kinds=[dispatch_pb2.TASK_KIND_TRANSFORM],
-            wait_seconds=wait_s,
-        )
-
-        def poll() -> dispatch_pb2.AcquireTaskResponse | None:
-            future = self._dispatch.AcquireTask.future(
-                request, timeout=wait_s + _RPC_TIMEOUT_S, metadata=self._metadata
-            )
-            done = threading.Event()
-            future.add_done_callback(lambda _: done.set())
-            while not done.wait(0.1):
-                if cancel.is_set():
-                    future.cancel()
-                    return None
-            return future.result()  # type: ignore[no-any-return]
-
-        try:
-            response = self._retrying(poll, "AcquireTask", cancel)
-        except TimeoutError:
-            return None
-        if response is None or cancel.is_set():
-            # A task leased to us during a drain is left to its lease expiry.
-            return None
-        return response.task if response.HasField("task") else None
+        """Long-polls for a transform shard; None when there was none, or once `cancel` is set."""
+        task = super().acquire(wait_s, cancel)
+        # A shard leased to us as a drain began is left to its lease expiry.
+        return None if cancel.is_set() else task
 
     def heartbeat(self, shard: ShardAssignment, records_done: int, bytes_done: int) -> bool:
         """Renews the lease and reports progress; returns whether the shard must stop.
@@ -260,15 +190,7 @@ class ControlLink:
             records_done=records_done,
             bytes_done=bytes_done,
         )
-        try:
-            response = self._dispatch.Heartbeat(
-                request, timeout=_RPC_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.RpcError as err:
-            if err.code() in _SUPERSEDED:
-                raise AttemptSuperseded(err.details()) from err
-            raise
-        return bool(response.stop_requested)
+        return self._send_heartbeat(request)
 
     def complete(
         self,
@@ -311,18 +233,7 @@ class ControlLink:
                 ],
             ),
         )
-        try:
-            self._retrying(
-                lambda: self._dispatch.CompleteTask(
-                    request, timeout=_RPC_TIMEOUT_S, metadata=self._metadata
-                ),
-                "CompleteTask",
-                None,
-            )
-        except grpc.RpcError as err:
-            if err.code() in _SUPERSEDED:
-                raise AttemptSuperseded(err.details()) from err
-            raise
+        self._send_completion(request)
 
     # ----------------------------------------------------------------- artifacts
 
@@ -336,28 +247,12 @@ class ControlLink:
             None,
         )
 
-    def download_file(self, uri: str, dest: Path) -> None:
-        """Writes the whole object `uri` to `dest`, its size and sha256 checked."""
-        self._retrying(
-            lambda: transfer.download_file(self._artifacts, uri, dest, metadata=self._metadata),
-            f"download {uri}",
-            None,
-        )
-
-    def upload_file(self, path: Path, uri: str) -> None:
-        """Uploads `path` to `uri` (the object appears atomically on the control)."""
-        self._retrying(
-            lambda: transfer.upload_file(self._artifacts, path, uri, metadata=self._metadata),
-            f"upload {uri}",
-            None,
-        )
-
     def trained_sklearn_version(self, training_job_name: str) -> str | None:
         """runtime_versions.sklearn of a training job; None when it cannot be read."""
         request = training_pb2.DescribeTrainingJobRequest(name=training_job_name)
         try:
             response = self._training.DescribeTrainingJob(
-                request, timeout=_RPC_TIMEOUT_S, metadata=self._metadata
+                request, timeout=RPC_TIMEOUT_S, metadata=self._metadata
             )
         except grpc.RpcError as err:
             log.warning("cannot read training job %s: %s", training_job_name, err.details())

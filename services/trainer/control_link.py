@@ -1,35 +1,22 @@
-"""The trainer's gRPC link to the control: leases, heartbeats, completion and artifacts.
+"""The trainer's gRPC link to the control: training leases, heartbeats with logs and metrics,
+completion, and artifacts (`services.runtime.dispatch_link` has the retry and fencing rules).
 
-Every call carries a deadline. A control that restarts (even after kill -9) must not cost a
-job: AcquireTask and CompleteTask are retried on UNAVAILABLE until `control_timeout_s`, and a
-heartbeat that fails keeps its log lines for the next one. FAILED_PRECONDITION or NOT_FOUND on a
-report means this attempt was superseded: the worker abandons it.
+A heartbeat that fails keeps its log lines for the next one.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
-import grpc
 from google.protobuf import timestamp_pb2
 
-from services.runtime.auth import token_metadata
+from services.runtime.dispatch_link import AttemptSuperseded, DispatchLink
 from services.trainer.job import ChannelSpec, JobOutcome, TrainingAssignment
 from skmaker import transfer
-from skmaker.v1 import artifacts_pb2_grpc, dispatch_pb2, dispatch_pb2_grpc, training_job_pb2
+from skmaker.v1 import dispatch_pb2, training_job_pb2
 
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-_RPC_TIMEOUT_S = 30.0
-_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-_SUPERSEDED = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND}
+__all__ = ["AttemptSuperseded", "ControlLink", "assignment_from_task"]
 
 _OUTCOMES = {
     "succeeded": dispatch_pb2.TASK_OUTCOME_SUCCEEDED,
@@ -37,10 +24,6 @@ _OUTCOMES = {
     "stopped": dispatch_pb2.TASK_OUTCOME_STOPPED,
     "max_runtime_exceeded": dispatch_pb2.TASK_OUTCOME_MAX_RUNTIME_EXCEEDED,
 }
-
-
-class AttemptSuperseded(Exception):
-    """The control no longer recognises this attempt (its lease expired and it was re-queued)."""
 
 
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
@@ -67,71 +50,19 @@ def assignment_from_task(task: dispatch_pb2.Task) -> TrainingAssignment:
     )
 
 
-class ControlLink:
-    """Calls to the control's DispatchService and ArtifactService for one worker."""
+class ControlLink(DispatchLink):
+    """Calls to the control's DispatchService and ArtifactService for one trainer."""
 
     def __init__(
         self, address: str, worker_id: str, *, token: str = "", control_timeout_s: float = 120.0
     ) -> None:
-        self._channel = grpc.insecure_channel(
+        super().__init__(
             address,
-            options=[
-                # Reconnect quickly after a control restart: a job is waiting on us.
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 1000),
-                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ],
+            worker_id,
+            dispatch_pb2.TASK_KIND_TRAINING,
+            token=token,
+            control_timeout_s=control_timeout_s,
         )
-        self._dispatch = dispatch_pb2_grpc.DispatchServiceStub(self._channel)
-        self._artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self._channel)
-        self._metadata = token_metadata(token)
-        self.worker_id = worker_id
-        self._control_timeout_s = control_timeout_s
-
-    def close(self) -> None:
-        """Closes the channel."""
-        self._channel.close()
-
-    def _retrying(self, call: Callable[[], T], what: str, cancel: threading.Event | None) -> T:
-        deadline = time.monotonic() + self._control_timeout_s
-        delay = 0.1
-        while True:
-            try:
-                return call()
-            except grpc.RpcError as err:
-                if err.code() not in _RETRYABLE or time.monotonic() + delay > deadline:
-                    raise
-                log.warning("%s: control unreachable (%s); retrying", what, err.code().name)
-            if cancel is not None and cancel.wait(delay):
-                raise TimeoutError(f"{what}: cancelled while the control was unreachable")
-            if cancel is None:
-                time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-    def acquire(self, wait_s: float, cancel: threading.Event) -> dispatch_pb2.Task | None:
-        """Long-polls for a training task; None when there was none (or on cancel)."""
-        request = dispatch_pb2.AcquireTaskRequest(
-            worker_id=self.worker_id,
-            kinds=[dispatch_pb2.TASK_KIND_TRAINING],
-            wait_seconds=wait_s,
-        )
-
-        def long_poll() -> dispatch_pb2.AcquireTaskResponse:
-            call = self._dispatch.AcquireTask.future(
-                request, timeout=wait_s + _RPC_TIMEOUT_S, metadata=self._metadata
-            )
-            # A draining worker must not sit out a long poll: SIGTERM ends the wait at once.
-            while not call.done():
-                if cancel.wait(0.05):
-                    call.cancel()
-                    raise TimeoutError("AcquireTask: cancelled by drain")
-            return call.result()  # type: ignore[no-any-return]
-
-        try:
-            response = self._retrying(long_poll, "AcquireTask", cancel)
-        except TimeoutError:
-            return None
-        return response.task if response.HasField("task") else None
 
     def heartbeat(
         self,
@@ -162,15 +93,7 @@ class ControlLink:
             secondary_status=secondary_status,
             log_offset=log_offset,
         )
-        try:
-            response = self._dispatch.Heartbeat(
-                request, timeout=_RPC_TIMEOUT_S, metadata=self._metadata
-            )
-        except grpc.RpcError as err:
-            if err.code() in _SUPERSEDED:
-                raise AttemptSuperseded(err.details()) from err
-            raise
-        return bool(response.stop_requested)
+        return self._send_heartbeat(request)
 
     def complete(
         self,
@@ -209,28 +132,9 @@ class ControlLink:
             ],
             log_offset=log_offset,
         )
-        try:
-            self._retrying(
-                lambda: self._dispatch.CompleteTask(
-                    request, timeout=_RPC_TIMEOUT_S, metadata=self._metadata
-                ),
-                "CompleteTask",
-                None,
-            )
-        except grpc.RpcError as err:
-            if err.code() in _SUPERSEDED:
-                raise AttemptSuperseded(err.details()) from err
-            raise
+        self._send_completion(request)
 
-    # ArtifactAccess, for the job.
-    def download_file(self, uri: str, dest: Path) -> None:
-        """Downloads one object (retried while the control is unreachable)."""
-        self._retrying(
-            lambda: transfer.download_file(self._artifacts, uri, dest, metadata=self._metadata),
-            f"download {uri}",
-            None,
-        )
-
+    # ArtifactAccess, for the job (download_file and upload_file come from DispatchLink).
     def download_prefix(self, uri: str, dest_dir: Path) -> list[Path]:
         """Downloads everything at or below `uri` into `dest_dir`."""
         return self._retrying(
@@ -240,12 +144,3 @@ class ControlLink:
             f"download {uri}",
             None,
         )
-
-    def upload_file(self, path: Path, uri: str) -> str:
-        """Uploads a file (retried while the control is unreachable); returns its URI."""
-        info = self._retrying(
-            lambda: transfer.upload_file(self._artifacts, path, uri, metadata=self._metadata),
-            f"upload {uri}",
-            None,
-        )
-        return info.uri
