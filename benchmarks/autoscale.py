@@ -36,29 +36,25 @@ import contextlib
 import io
 import itertools
 import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from skmaker import Predictor, Session
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-READY_DEADLINE_S = 60.0
-STOP_DEADLINE_S = 30.0
+try:
+    from harness import embedded_control
+except ModuleNotFoundError:  # imported by the tests as benchmarks.<name>
+    from benchmarks.harness import embedded_control
+
 ROW = np.array([[5.1, 3.5, 1.4, 0.2]])
 
 # Answers code + N, where N is the serving replica's number (`--replica-id r-N` on its own
@@ -270,49 +266,6 @@ def wait_until(condition: Any, timeout_s: float, what: str, interval_s: float = 
 # --- the benchmark ------------------------------------------------------------------------------
 
 
-def _wait_until_serving(process: subprocess.Popen[bytes], port_file: Path) -> str:
-    end = time.monotonic() + READY_DEADLINE_S
-    while not port_file.exists():
-        if process.poll() is not None or time.monotonic() > end:
-            raise SystemExit(f"control did not start (exit code {process.poll()})")
-        time.sleep(0.05)
-    address = f"127.0.0.1:{json.loads(port_file.read_text())['grpc']}"
-    with grpc.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < end:
-            with contextlib.suppress(grpc.RpcError):
-                answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return address
-            time.sleep(0.05)
-    raise SystemExit(f"control at {address} not SERVING within {READY_DEADLINE_S:.0f}s")
-
-
-@contextlib.contextmanager
-def embedded_control(data_dir: Path) -> Iterator[str]:
-    """`python -m services.control --local` on a free port; SIGTERM and a clean exit after."""
-    port_file = data_dir / "ports.json"
-    command = [
-        sys.executable, "-m", "services.control", "--local", "--local-trainers", "0",
-        "--port", "0", "--port-file", str(port_file), "--data-dir", str(data_dir),
-    ]  # fmt: skip
-    with (data_dir / "control.log").open("ab") as log:
-        process = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield _wait_until_serving(process, port_file)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    if process.returncode != 0:
-        raise SystemExit(f"control exited with {process.returncode} after SIGTERM")
-
-
 def _latency_ms(calls: list[Call], start: float, end: float) -> tuple[float, float, float]:
     """(requests/s, p50 ms, p99 ms) of the answered calls sent in [start, end)."""
     window = sorted(c.done - c.sent for c in calls if start <= c.sent < end and not c.error)
@@ -406,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="skmaker-autoscale-") as scratch:
         folder = Path(scratch)
         with contextlib.ExitStack() as stack:
-            address = args.address or stack.enter_context(embedded_control(folder))
+            address = args.address or stack.enter_context(
+                embedded_control(folder, "--local-trainers", "0")
+            )
             with Session(address) as session:
                 figures = run_step(session, folder, args)
     print(f"step 1 -> {args.clients} clients, endpoint min 1 max 2, target 4 in flight")

@@ -33,33 +33,29 @@ rate. Targets: one worker >= 0.7x in-process, two workers >= 1.5x one (two cores
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
 import joblib
 import numpy as np
 import pandas as pd
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
 from skmaker import Session, SKLearnModel, Transformer
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-READY_DEADLINE_S = 60.0
-STOP_DEADLINE_S = 60.0
+try:
+    from harness import embedded_control
+except ModuleNotFoundError:  # imported by the tests as benchmarks.<name>
+    from benchmarks.harness import embedded_control
+
 WARM_DEADLINE_S = 120.0
 POLL_S = 0.02
 WRITE_CHUNK_ROWS = 100_000
@@ -145,50 +141,6 @@ def score_in_process(
 # --- skmaker ----------------------------------------------------------------------------------
 
 
-def _wait_until_serving(process: subprocess.Popen[bytes], port_file: Path) -> str:
-    end = time.monotonic() + READY_DEADLINE_S
-    while not port_file.exists():
-        if process.poll() is not None or time.monotonic() > end:
-            raise SystemExit("the control did not start; see control.log")
-        time.sleep(0.05)
-    address = f"127.0.0.1:{json.loads(port_file.read_text())['grpc']}"
-    with grpc.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < end:
-            with contextlib.suppress(grpc.RpcError):
-                answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return address
-            time.sleep(0.05)
-    raise SystemExit(f"control at {address} not SERVING within {READY_DEADLINE_S:.0f}s")
-
-
-@contextlib.contextmanager
-def embedded_control(data_dir: Path) -> Iterator[str]:
-    """`python -m services.control --local` with up to 2 batch workers kept between jobs."""
-    port_file = data_dir / "ports.json"
-    command = [
-        sys.executable, "-m", "services.control", "--local", "--local-trainers", "0",
-        "--local-batch-workers-max", "2", "--local-batch-idle-s", "3600",
-        "--port", "0", "--port-file", str(port_file), "--data-dir", str(data_dir),
-    ]  # fmt: skip
-    with (data_dir / "control.log").open("ab") as log:
-        process = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield _wait_until_serving(process, port_file)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    if process.returncode != 0:
-        raise SystemExit(f"control exited with {process.returncode} after SIGTERM")
-
-
 class Runs:
     """Transform jobs on one control: warm-up and measured runs."""
 
@@ -262,7 +214,18 @@ def run_skmaker(
             lines = [line for _, line in zip(range(500), source, strict=False)]
             (warm_folder / f"part-{index}.csv").write_text("".join(lines))
     seconds: dict[str, dict[int, float]] = {name: {} for name in MODELS}
-    with embedded_control(data_dir) as address, Session(address, token="") as session:
+    with (
+        embedded_control(
+            data_dir,
+            "--local-trainers",
+            "0",
+            "--local-batch-workers-max",
+            "2",
+            "--local-batch-idle-s",
+            "3600",
+        ) as address,
+        Session(address, token="") as session,
+    ):
         started = time.perf_counter()
         data_uri = session.upload_data(csv_path, key_prefix="bench/batch")
         warm_uri = session.upload_data(warm_folder, key_prefix="bench/warm")

@@ -13,72 +13,25 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from skmaker import Session, SKLearn
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-READY_DEADLINE_S = 60.0
-STOP_DEADLINE_S = 30.0
+try:
+    from harness import embedded_control
+except ModuleNotFoundError:  # imported by the tests as benchmarks.<name>
+    from benchmarks.harness import embedded_control
 
 TRIVIAL_SCRIPT = """\
 import os
 with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.txt"), "w") as handle:
     handle.write("trained\\n")
 """
-
-
-def _wait_until_serving(process: subprocess.Popen[bytes], port_file: Path) -> str:
-    end = time.monotonic() + READY_DEADLINE_S
-    while not port_file.exists():
-        if process.poll() is not None or time.monotonic() > end:
-            raise SystemExit(f"control did not start (exit code {process.poll()})")
-        time.sleep(0.05)
-    address = f"127.0.0.1:{json.loads(port_file.read_text())['grpc']}"
-    with grpc.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < end:
-            with contextlib.suppress(grpc.RpcError):
-                answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return address
-            time.sleep(0.05)
-    raise SystemExit(f"control at {address} not SERVING within {READY_DEADLINE_S:.0f}s")
-
-
-@contextlib.contextmanager
-def embedded_control(data_dir: Path) -> Iterator[str]:
-    """`python -m services.control --local` on a free port; SIGTERM and a clean exit after."""
-    port_file = data_dir / "ports.json"
-    command = [
-        sys.executable, "-m", "services.control", "--local", "--port", "0",
-        "--port-file", str(port_file), "--data-dir", str(data_dir),
-    ]  # fmt: skip
-    with (data_dir / "control.log").open("ab") as log:
-        process = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield _wait_until_serving(process, port_file)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    if process.returncode != 0:
-        raise SystemExit(f"control exited with {process.returncode} after SIGTERM")
 
 
 def time_skmaker(session: Session, script: Path, runs: int) -> list[float]:
