@@ -1,6 +1,8 @@
 """Wires the gateway: settings -> endpoint source, routing table, forwarder, handlers, lifecycle.
 
-`build(settings)` does no I/O. `on_start` reads the routing table once (a control that is not
+`build(settings)` does no I/O, except that with the HAProxy data plane it binds the callers'
+port (HAProxy takes it over at start; the Python gateway then listens on a loopback port of
+its own, see `haproxy`). `on_start` reads the routing table once (a control that is not
 up yet is logged, and the table is read again every `refresh_interval_s`) and starts the
 refresh thread; `on_stop` stops it and closes the channels to the replicas once the server has
 finished its calls.
@@ -8,6 +10,7 @@ finished its calls.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -23,6 +26,7 @@ from services.gateway.endpoint_source import (
     parse_routes,
 )
 from services.gateway.forwarder import INFERENCE_SERVICE, V2_SERVICE, Forwarder, ReplicaChannel
+from services.gateway.haproxy_front import HaproxyFront
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.routing_table import RoutingTable
 from services.gateway.servicer import inference_handler, open_inference_handler
@@ -66,7 +70,29 @@ def build(
     """
     registry = prometheus_client.CollectorRegistry()
     metrics = GatewayMetrics(registry)
-    table: RoutingTable[ReplicaChannel] = RoutingTable(connect, on_removed=metrics.forget)
+    front: HaproxyFront | None = None
+
+    def table_changed() -> None:
+        if front is not None:
+            front.table_changed()
+
+    if settings.uses_haproxy and connect is ReplicaChannel:
+        # HAProxy must learn within milliseconds that a replica stopped serving.
+        connect = functools.partial(ReplicaChannel, on_health_change=table_changed)
+    table: RoutingTable[ReplicaChannel] = RoutingTable(
+        connect, on_removed=metrics.forget, on_replaced=table_changed
+    )
+    if settings.uses_haproxy:
+        front = HaproxyFront(
+            settings.haproxy_binary,
+            table,
+            endpoint_slots=settings.haproxy_endpoint_slots,
+            replica_slots=settings.haproxy_replica_slots,
+            auth_token=settings.auth_token,
+            retries=settings.retries,
+            server_timeout_s=settings.default_timeout_s,
+            grace_s=settings.shutdown_grace_s,
+        )
     keeper = TableKeeper(
         table,
         source if source is not None else endpoint_source(settings),
@@ -83,9 +109,20 @@ def build(
         metadata=token_metadata(settings.auth_token),
     )
 
+    def on_start() -> None:
+        keeper.start()
+        if front is not None:
+            front.start()
+
+    def on_drain() -> None:
+        if front is not None:
+            front.drain()
+
     def on_stop() -> None:
         keeper.stop()
         table.close()
+        if front is not None:
+            front.stop()
 
     servicers: list[lifecycle.Servicer] = [
         lifecycle.Servicer(_add_generic, inference_handler(forwarder), INFERENCE_SERVICE),
@@ -93,10 +130,16 @@ def build(
             _add_generic, open_inference_handler(forwarder, skmaker.__version__), V2_SERVICE
         ),
     ]
-    return lifecycle.Service(
+    service = lifecycle.Service(
         name="gateway",
         servicers=servicers,
         registry=registry,
-        on_start=keeper.start,
+        on_start=on_start,
+        on_drain=on_drain,
         on_stop=on_stop,
     )
+    if front is not None:
+        service.advertised_grpc_port = front.bind(settings.host, settings.grpc_port)
+        service.grpc_address = "127.0.0.1:0"
+        service.on_bound = front.set_fallback_port
+    return service

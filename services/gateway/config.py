@@ -9,6 +9,7 @@ a flag wins over the variable. Without a control, `--routes` gives a fixed table
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 from services.runtime.settings import ServiceSettings, setting
@@ -39,6 +40,18 @@ class GatewaySettings(ServiceSettings):
     eject_s: float = setting(
         1.0, "a replica that answered UNAVAILABLE gets no new call for this long (if others can)"
     )
+    data_plane: str = setting(
+        "auto",
+        "who forwards calls: 'haproxy' (an HAProxy child owns the port and routes in C), "
+        "'python' (this process forwards each call), 'auto' (haproxy when installed)",
+    )
+    haproxy_binary: str = setting("haproxy", "the haproxy executable (--data-plane haproxy)")
+    haproxy_endpoint_slots: int = setting(
+        64, "endpoints HAProxy routes at once; further ones go through the Python path"
+    )
+    haproxy_replica_slots: int = setting(
+        16, "replicas of one endpoint HAProxy routes to; further ones get no calls from it"
+    )
     default_timeout_s: float = setting(
         60.0, "deadline of a forwarded call when the caller gave none (or a longer one)"
     )
@@ -57,3 +70,19 @@ class GatewaySettings(ServiceSettings):
             raise ValueError("--retries, --eject-s and --miss-gap-s must not be negative")
         if self.default_timeout_s <= 0:
             raise ValueError("--default-timeout-s must be positive")
+        if self.data_plane not in ("auto", "haproxy", "python"):
+            raise ValueError("--data-plane must be auto, haproxy or python")
+        if self.data_plane == "haproxy" and shutil.which(self.haproxy_binary) is None:
+            raise ValueError(
+                f"--data-plane haproxy: {self.haproxy_binary!r} is not installed "
+                "(apt-get install haproxy, or --data-plane python)"
+            )
+        if self.haproxy_endpoint_slots < 1 or self.haproxy_replica_slots < 1:
+            raise ValueError("--haproxy-endpoint-slots and --haproxy-replica-slots must be >= 1")
+
+    @property
+    def uses_haproxy(self) -> bool:
+        """True when HAProxy forwards the calls (asked for, or `auto` and installed)."""
+        if self.data_plane == "auto":
+            return shutil.which(self.haproxy_binary) is not None
+        return self.data_plane == "haproxy"

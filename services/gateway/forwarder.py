@@ -14,11 +14,14 @@ goes back to the caller with the replica's own code and message. Nothing is logg
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.gateway.errors import ReplicaError
 from services.gateway.metrics import EndpointMetrics, GatewayMetrics
@@ -36,7 +39,11 @@ MODEL_METADATA = f"/{V2_SERVICE}/ModelMetadata"
 FORWARDED_METHODS = (PREDICT, MODEL_INFER, MODEL_READY, MODEL_METADATA)
 SERVER_NAME = "skmaker-gateway"
 
+log = logging.getLogger(__name__)
+
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+# Pause before watching a replica's health again after the watch broke.
+_WATCH_RETRY_S = 0.5
 
 _CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     # The replica enforces its own payload limit with a message naming it.
@@ -55,19 +62,55 @@ class ReplicaChannel:
 
     Made once when the replica joins the routing table and closed once it left and its last
     call ended (`RoutingTable` decides when).
+
+    With `on_health_change`, it also watches the replica's grpc.health.v1 status (one Watch
+    stream, on a thread) and calls `on_health_change()` whenever `serving` flips: a draining
+    replica says NOT_SERVING a moment before it starts refusing calls, which is how the HAProxy
+    data plane stops sending to it in time. A broken watch counts as not serving until it is
+    re-established.
     """
 
-    __slots__ = ("_channel", "calls")
+    __slots__ = ("_channel", "_closed", "_on_health_change", "calls", "serving")
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, on_health_change: Callable[[], None] | None = None) -> None:
         self._channel = grpc.insecure_channel(address, _CHANNEL_OPTIONS)
         # No serializers: bytes go out and come back untouched.
         self.calls: dict[str, grpc.UnaryUnaryMultiCallable] = {
             method: self._channel.unary_unary(method) for method in FORWARDED_METHODS
         }
+        # The control listed it SERVING; the watch corrects that within milliseconds.
+        self.serving = True
+        self._closed = threading.Event()
+        self._on_health_change = on_health_change
+        if on_health_change is not None:
+            threading.Thread(
+                target=self._watch_health, args=(address,), name="replica-health", daemon=True
+            ).start()
+
+    def _set_serving(self, serving: bool) -> None:
+        if serving != self.serving:
+            self.serving = serving
+            assert self._on_health_change is not None
+            self._on_health_change()
+
+    def _watch_health(self, address: str) -> None:
+        watch = health_pb2_grpc.HealthStub(self._channel).Watch
+        while not self._closed.is_set():
+            try:
+                for answer in watch(health_pb2.HealthCheckRequest(service="")):
+                    self._set_serving(answer.status == health_pb2.HealthCheckResponse.SERVING)
+            except grpc.RpcError as err:
+                if self._closed.is_set():
+                    return
+                if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    log.warning("replica %s has no health Watch; assumed serving", address)
+                    return
+            self._set_serving(False)
+            self._closed.wait(_WATCH_RETRY_S)
 
     def close(self) -> None:
         """Closes the channel (calls still on it are cancelled; the table waits for them)."""
+        self._closed.set()
         self._channel.close()
 
 

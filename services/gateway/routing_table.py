@@ -88,6 +88,8 @@ class RoutingTable(Generic[U]):
     Args:
         connect: makes the upstream of a replica address; called once per replica joining.
         on_removed: told the names of endpoints that left the table (to drop their metrics).
+        on_replaced: called after every `replace_all`/`replace_one` (e.g. to mirror the table
+            into HAProxy); it must return quickly.
         clock: monotonic seconds (tests pass a fake).
     """
 
@@ -96,10 +98,12 @@ class RoutingTable(Generic[U]):
         connect: Callable[[str], U],
         *,
         on_removed: Callable[[Collection[str]], None] | None = None,
+        on_replaced: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._connect = connect
         self._on_removed = on_removed
+        self._on_replaced = on_replaced
         self._clock = clock
         self._routes: dict[str, Route[U]] = {}
         self._lock = threading.Lock()
@@ -215,3 +219,5 @@ class RoutingTable(Generic[U]):
             replica.upstream.close()
         if removed and self._on_removed is not None:
             self._on_removed(removed)
+        if self._on_replaced is not None:
+            self._on_replaced()

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import tempfile
+import time
 from collections.abc import MutableMapping
 from pathlib import Path
 
@@ -116,6 +117,10 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
         )
 
     def on_drain() -> None:
+        if replica.handler is not None and settings.drain_notice_s > 0:
+            # Health already says NOT_SERVING; a gateway watching it stops sending here
+            # within milliseconds, so these calls need no retry elsewhere.
+            time.sleep(settings.drain_notice_s)
         replica.drain()
         if replica.handler is not None:
             # Stop the server only once callers have moved to other replicas (see

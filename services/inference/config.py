@@ -31,10 +31,11 @@ Failure file (`--failure-file`): written only when loading fails (download, extr
 requirements, import, model_fn, warm-up), as one paragraph of plain text naming the cause, e.g.
 "entry point 'train.py' defines no model_fn: ...". The same text goes to stderr.
 
-Exit codes: 0 after SIGTERM/SIGINT (health NOT_SERVING first, new Predict calls UNAVAILABLE
-until none came for `--drain-quiet-s` (at most `--drain-quiet-timeout-s`), then the server
-stops and in-flight calls finish within `--shutdown-grace-s`); 1 when the model could not be
-loaded (see the failure file); 2 for bad flags or environment values.
+Exit codes: 0 after SIGTERM/SIGINT (health NOT_SERVING first, calls still served for
+`--drain-notice-s` so that balancers watching health stop sending, then new Predict calls
+UNAVAILABLE until none came for `--drain-quiet-s` (at most `--drain-quiet-timeout-s`), then
+the server stops and in-flight calls finish within `--shutdown-grace-s`); 1 when the model
+could not be loaded (see the failure file); 2 for bad flags or environment values.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ class InferenceSettings(ServiceSettings):
     )
     max_connection_age_grace_s: float = setting(
         10.0, "time calls on an aged connection get to finish"
+    )
+    drain_notice_s: float = setting(
+        0.2,
+        "on SIGTERM, health says NOT_SERVING and calls are still served this long, so that "
+        "balancers watching health (the gateway) stop sending before calls are refused",
     )
     drain_quiet_s: float = setting(
         0.3, "on SIGTERM, refuse new calls until none came for this long, then stop serving"

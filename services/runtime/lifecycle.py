@@ -72,6 +72,11 @@ class Service:
     # host:port bound with SO_REUSEPORT by a second server sharing the same servicers; bound
     # and started only once on_start returned, so no traffic arrives there before it is ready.
     shared_port_address: str | None = None
+    # host:port the gRPC server binds instead of the settings' host and port, when a front
+    # process owns the callers' port (the gateway's HAProxy) ...
+    grpc_address: str | None = None
+    # ... and that port, written to the port file as "grpc" (the server's own is "internal").
+    advertised_grpc_port: int | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     extra_server_options: Sequence[tuple[str, Any]] = ()
 
@@ -93,8 +98,9 @@ class RunningService:
 
     @property
     def address(self) -> str:
-        """host:port of the gRPC server."""
-        return f"{self.settings.host}:{self.grpc_port}"
+        """host:port callers use: the gRPC server's, or the front process's that owns it."""
+        port = self.service.advertised_grpc_port or self.grpc_port
+        return f"{self.settings.host}:{port}"
 
     def set_serving(self, serving: bool) -> None:
         """Sets overall and per-service health."""
@@ -190,7 +196,7 @@ def start(service: Service, settings: ServiceSettings) -> RunningService:
     """
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     server = _build_server(service, settings, health_servicer, reuse_port=False)
-    address = f"{settings.host}:{settings.grpc_port}"
+    address = service.grpc_address or f"{settings.host}:{settings.grpc_port}"
     grpc_port = server.add_insecure_port(address)
     if grpc_port == 0:
         raise RuntimeError(f"{service.name}: cannot bind gRPC address {address}")
@@ -210,6 +216,8 @@ def start(service: Service, settings: ServiceSettings) -> RunningService:
     running.set_serving(False)
     server.start()
     ports = {"grpc": grpc_port, "metrics": metrics_port}
+    if service.advertised_grpc_port is not None:
+        ports.update(grpc=service.advertised_grpc_port, internal=grpc_port)
     if settings.port_file:
         write_port_file(settings.port_file, ports)
     log.info("%s listening grpc=%s metrics=%s", service.name, grpc_port, metrics_port)

@@ -5,7 +5,9 @@ replica of a tree whose labels are shifted by 10, created after the gateway star
 gateway reads its routing table from the control; every call goes through its one port:
 skmaker Predict for both endpoints, spread over both replicas, V2 ModelInfer, grpcurl, the
 client's `Session(gateway_address=...)`, an unknown endpoint, and a replica SIGTERMed under
-load. The gateway's SIGTERM must exit 0 (asserted by the harness when the module ends).
+load. Everything runs twice: with HAProxy forwarding (`--data-plane haproxy`) and with the
+Python gateway forwarding (`--data-plane python`). The gateway's SIGTERM must exit 0 (asserted
+when each stack ends).
 """
 
 from __future__ import annotations
@@ -139,9 +141,11 @@ class Stack:
     data_dir: Path
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("gateway-stack")
+@pytest.fixture(scope="module", params=["haproxy", "python"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp(f"gateway-stack-{request.param}")
     data_dir = tmp / "data"
     control = run_service(
         "control", tmp, ["--local", "--local-trainers", "0", "--data-dir", str(data_dir)]
@@ -152,7 +156,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         _create_model(control, tmp, "shifted-tree", 10)
         _create_endpoint(control, "iris", "tree", 2)
         _wait_in_service(control, "iris")
-        gateway = run_service("gateway", tmp, ["--control", control.address])
+        gateway = run_service(
+            "gateway", tmp, ["--control", control.address, "--data-plane", request.param]
+        )
         # Created while the gateway runs: found by its refresh or by a describe on a miss.
         _create_endpoint(control, "shifted", "shifted-tree", 1)
         _wait_in_service(control, "shifted")

@@ -109,6 +109,8 @@ def _start_gateway(routes: str, **overrides: Any) -> lifecycle.RunningService:
         "metrics_port": 0,
         "shutdown_grace_s": 1.0,
         "routes": routes,
+        # The Python data plane's own forwarding (HAProxy's is tested in tests/integration).
+        "data_plane": "python",
     }
     values.update(overrides)
     settings = GatewaySettings(**values)
@@ -355,6 +357,7 @@ def test_the_callers_deadline_and_the_token_are_forwarded() -> None:
         "routes": "iris=127.0.0.1:1",  # never dialled: the recording channel answers
         "auth_token": "s3cret",
         "default_timeout_s": 30.0,
+        "data_plane": "python",
     }
     settings = GatewaySettings(**values)
     running = lifecycle.start(app.build(settings, connect=_RecordingChannel), settings)  # type: ignore[arg-type]

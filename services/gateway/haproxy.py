@@ -1,0 +1,269 @@
+"""The gateway's HAProxy data plane: its configuration, its process and its runtime API.
+
+With `--data-plane haproxy` the port callers use belongs to an HAProxy child process. HAProxy
+reads the endpoint name out of each Predict / V2 model call (`grpc_route.lua`, field 1 of the
+first message), looks it up in a map of endpoint -> backend, and forwards the HTTP/2 stream to
+the least busy server of that backend, in C, on connections it keeps open: a Python hop costs
+about as much as the model itself for an iris row. Everything else goes to the Python gateway,
+which listens on a loopback port of its own: health and reflection, ServerLive/Ready/Metadata,
+calls without a valid bearer token (it refuses them with the usual message), calls whose
+endpoint HAProxy does not route (unknown, no serving replica yet, compressed messages) —
+answered exactly as with `--data-plane python`.
+
+The Python side keeps HAProxy's map and servers equal to the routing table through the runtime
+API (`haproxy_routes`); HAProxy is never reloaded. Backends cannot be created at run time, so
+the configuration declares `endpoint_slots` empty ones (`ep0`, `ep1`, ...) and an endpoint
+takes a free slot while it is in the table.
+
+The listening socket is bound by Python (so port 0 works and the port file is right before
+HAProxy starts) and handed to HAProxy as an inherited file descriptor (`bind fd@N`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.gateway.forwarder import FORWARDED_METHODS
+
+log = logging.getLogger(__name__)
+
+LUA_SCRIPT = Path(__file__).with_name("grpc_route.lua")
+FALLBACK_BACKEND = "python"
+_PR_SET_PDEATHSIG = 1
+_SERVER_PREFIX = "r"
+
+
+def slot_backend(slot: int) -> str:
+    """The name of endpoint slot `slot`'s backend."""
+    return f"ep{slot}"
+
+
+def replica_server(number: int) -> str:
+    """The name of server `number` (from 1) of an endpoint backend."""
+    return f"{_SERVER_PREFIX}{number}"
+
+
+@dataclass(frozen=True)
+class HaproxyOptions:
+    """What the generated configuration depends on.
+
+    Attributes:
+        listen_fd: the inherited listening socket's file descriptor.
+        fallback_port: the Python gateway's loopback gRPC port.
+        endpoint_slots: how many endpoints HAProxy can route at once (the rest go via Python).
+        replica_slots: how many replicas of one endpoint HAProxy can route to.
+        auth_token: the bearer token callers must send; empty for none.
+        retries: how many times a call whose connection failed or was refused is sent again.
+        server_timeout_s: the longest a replica may take to answer.
+        hard_stop_after_s: how long a soft stop may last before HAProxy closes what is left.
+    """
+
+    listen_fd: int
+    fallback_port: int
+    endpoint_slots: int
+    replica_slots: int
+    auth_token: str
+    retries: int
+    server_timeout_s: float
+    hard_stop_after_s: float
+
+
+def _ms(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def render_config(options: HaproxyOptions, *, map_path: Path, socket_path: Path) -> str:
+    """HAProxy's configuration for `options` (see the module docstring for its shape)."""
+    routed_paths = " ".join(FORWARDED_METHODS)
+    token_condition = ""
+    lines = [
+        "global",
+        f"  stats socket {socket_path} mode 600 level admin",
+        f"  lua-load {LUA_SCRIPT}",
+        f"  hard-stop-after {_ms(options.hard_stop_after_s)}",
+        "",
+        "defaults",
+        "  mode http",
+        "  timeout connect 2s",
+        # An idle caller connection is closed (GOAWAY) after this; gRPC reconnects by itself.
+        "  timeout client 5m",
+        f"  timeout server {_ms(options.server_timeout_s)}",
+        "  timeout http-request 30s",
+        f"  retries {options.retries}",
+        # Only what cannot have reached the model: Predict is retried on another replica when
+        # the connection failed or closed before any answer (a replica going away).
+        "  retry-on conn-failure empty-response",
+        "  option redispatch 1",
+        "  http-reuse always",
+        "",
+        "frontend grpc",
+        f"  bind fd@{options.listen_fd} proto h2",
+        f"  acl routed path {routed_paths}",
+    ]
+    if options.auth_token:
+        # A call without the token goes to the Python gateway, which refuses it (UNAUTHENTICATED).
+        bearer = f"Bearer {options.auth_token}"
+        lines.append(f'  acl authenticated req.hdr(authorization) -m str "{bearer}"')
+        token_condition = " authenticated"
+    lines += [
+        # The endpoint name is in the body: wait for the first message (not for streams).
+        f"  http-request wait-for-body time 10s if routed{token_condition}",
+        f"  http-request set-var(txn.endpoint) lua.skmaker_endpoint if routed{token_condition}",
+        # No name, or a name not in the map: the Python gateway answers.
+        f"  use_backend %[var(txn.endpoint),map({map_path},{FALLBACK_BACKEND})]",
+        f"  default_backend {FALLBACK_BACKEND}",
+        "",
+        f"backend {FALLBACK_BACKEND}",
+        f"  server gateway 127.0.0.1:{options.fallback_port} proto h2",
+    ]
+    servers = f"{_SERVER_PREFIX} 1-{options.replica_slots}"
+    for slot in range(options.endpoint_slots):
+        # Servers start in maintenance at an unused address; the runtime API points them at
+        # the endpoint's replicas (see haproxy_routes).
+        lines += [
+            "",
+            f"backend {slot_backend(slot)}",
+            # Outstanding calls: with HTTP/2 to the replica, HAProxy counts streams, not
+            # connections.
+            "  balance leastconn",
+            f"  server-template {servers} 127.0.0.1:1 proto h2 disabled",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+class HaproxyCommandError(RuntimeError):
+    """HAProxy's runtime API refused a command (the message is HAProxy's answer)."""
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the gateway process dies, even by SIGKILL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+class HaproxyProcess:
+    """One HAProxy child: started on an inherited socket, driven through its runtime API.
+
+    Args:
+        binary: the haproxy executable.
+        folder: a private folder for the configuration, the map and the API socket.
+    """
+
+    def __init__(self, binary: str, folder: Path) -> None:
+        self._binary = binary
+        self.folder = folder
+        self.config_path = folder / "haproxy.cfg"
+        self.map_path = folder / "endpoints.map"
+        self.socket_path = folder / "admin.sock"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._api_lock = threading.Lock()
+
+    def start(
+        self,
+        options: HaproxyOptions,
+        *,
+        ready_timeout_s: float,
+        on_unexpected_exit: Callable[[int], None],
+    ) -> None:
+        """Writes the configuration, starts HAProxy and returns once its runtime API answers.
+
+        `on_unexpected_exit` is called (from a watcher thread) with the exit code if HAProxy
+        ever exits before `stop`.
+
+        Raises:
+            RuntimeError: HAProxy exited at start (its own message is on stderr) or did not
+                answer within `ready_timeout_s`.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.map_path.write_text("")
+        self.config_path.write_text(
+            render_config(options, map_path=self.map_path, socket_path=self.socket_path)
+        )
+        self.config_path.chmod(0o600)  # it holds the bearer token
+        process = subprocess.Popen(
+            # -q: no line per proxy at stop or per server change; start-up errors still show.
+            [self._binary, "-db", "-q", "-f", str(self.config_path)],
+            pass_fds=(options.listen_fd,),
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        self._process = process
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            code = process.poll()
+            if code is not None:
+                raise RuntimeError(f"haproxy exited with code {code} at start (see its message)")
+            try:
+                self.command("show info")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop(0)
+                    raise RuntimeError(
+                        f"haproxy's runtime API did not answer within {ready_timeout_s} s"
+                    ) from None
+                time.sleep(0.02)
+        threading.Thread(
+            target=self._watch,
+            args=(process, on_unexpected_exit),
+            name="haproxy-watch",
+            daemon=True,
+        ).start()
+        log.info("haproxy %s started (pid %d)", self._binary, process.pid)
+
+    def _watch(self, process: subprocess.Popen[bytes], on_exit: Callable[[int], None]) -> None:
+        code = process.wait()
+        if not self._stopping.is_set():
+            log.error("haproxy exited unexpectedly with code %d", code)
+            on_exit(code)
+
+    def command(self, line: str, timeout_s: float = 5.0) -> str:
+        """Runs one runtime API command; returns HAProxy's answer (stripped).
+
+        Raises:
+            OSError: the API could not be reached.
+        """
+        with self._api_lock, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as api:
+            api.settimeout(timeout_s)
+            api.connect(str(self.socket_path))
+            api.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := api.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace").strip()
+
+    def stop(self, grace_s: float) -> None:
+        """Soft stop: no new connection, calls in flight finish (up to `grace_s`), then exit."""
+        self._stopping.set()
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGUSR1)
+        try:
+            process.wait(timeout=grace_s + 1)
+        except subprocess.TimeoutExpired:
+            log.warning("haproxy did not stop within %.1f s; killing it", grace_s + 1)
+            process.kill()
+            process.wait()
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A listening TCP socket at host:port (port 0: any free one), inheritable by HAProxy."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(1024)
+    os.set_inheritable(listener.fileno(), True)
+    return listener

@@ -1,0 +1,156 @@
+"""HaproxyFront: the HAProxy data plane's life, from bind to soft stop, and its route sync.
+
+The gateway's lifecycle hooks call it in order: `bind` (in `app.build`, so the port file names
+HAProxy's port), `start` once the Python gateway listens on its loopback port, `drain` when
+SIGTERM arrives (HAProxy stops listening and lets calls in flight finish while the Python
+gateway still answers what it forwards), `stop` last. A sync thread mirrors the routing table
+into HAProxy whenever the table changed or a replica's health flipped (see `ReplicaChannel`),
+and at least every second (to retry what HAProxy refused).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import tempfile
+import threading
+from pathlib import Path
+
+from services.gateway.forwarder import ReplicaChannel
+from services.gateway.haproxy import HaproxyOptions, HaproxyProcess, bind_listener
+from services.gateway.haproxy_routes import HaproxyRoutes
+from services.gateway.routing_table import RoutingTable
+
+log = logging.getLogger(__name__)
+
+_SYNC_INTERVAL_S = 1.0
+_READY_TIMEOUT_S = 10.0
+
+
+class HaproxyFront:
+    """HAProxy in front of the Python gateway, routing by the gateway's table.
+
+    Args:
+        binary: the haproxy executable.
+        table: the gateway's routing table (read, never changed here).
+        endpoint_slots, replica_slots, auth_token, retries, server_timeout_s, grace_s: as in
+            `HaproxyOptions`.
+    """
+
+    def __init__(
+        self,
+        binary: str,
+        table: RoutingTable[ReplicaChannel],
+        *,
+        endpoint_slots: int,
+        replica_slots: int,
+        auth_token: str,
+        retries: int,
+        server_timeout_s: float,
+        grace_s: float,
+    ) -> None:
+        self._binary = binary
+        self._table = table
+        self._slots = endpoint_slots
+        self._replica_slots = replica_slots
+        self._auth_token = auth_token
+        self._retries = retries
+        self._server_timeout_s = server_timeout_s
+        self._grace_s = grace_s
+        self._listener: socket.socket | None = None
+        self._folder = tempfile.TemporaryDirectory(prefix="skmaker-gateway-haproxy-")
+        self._process = HaproxyProcess(binary, Path(self._folder.name))
+        self.routes = HaproxyRoutes(
+            self._process.command, self._process.map_path, endpoint_slots, replica_slots
+        )
+        self._changed = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._fallback_port = 0
+        self.failed = False
+
+    @property
+    def process(self) -> HaproxyProcess:
+        """The HAProxy process (its runtime API, for metrics and tests)."""
+        return self._process
+
+    def bind(self, host: str, port: int) -> int:
+        """Binds the callers' port now (HAProxy takes it over at `start`); returns it."""
+        self._listener = bind_listener(host, port)
+        return int(self._listener.getsockname()[1])
+
+    def set_fallback_port(self, port: int) -> None:
+        """The Python gateway's own (loopback) gRPC port, where HAProxy sends the rest."""
+        self._fallback_port = port
+
+    def table_changed(self) -> None:
+        """Wakes the sync thread (the routing table was just replaced, maybe changed)."""
+        self._changed.set()
+
+    def start(self) -> None:
+        """Starts HAProxy on the bound port, routes the current table, starts the sync thread.
+
+        Raises:
+            RuntimeError: HAProxy did not start.
+        """
+        assert self._listener is not None, "bind() first"
+        options = HaproxyOptions(
+            listen_fd=self._listener.fileno(),
+            fallback_port=self._fallback_port,
+            endpoint_slots=self._slots,
+            replica_slots=self._replica_slots,
+            auth_token=self._auth_token,
+            retries=self._retries,
+            server_timeout_s=self._server_timeout_s,
+            hard_stop_after_s=self._grace_s,
+        )
+        self._process.start(
+            options, ready_timeout_s=_READY_TIMEOUT_S, on_unexpected_exit=self._on_haproxy_exit
+        )
+        # HAProxy holds the socket now; ours would keep accepting into a backlog nobody reads
+        # once HAProxy stops listening.
+        self._listener.close()
+        self._sync()
+        self._thread = threading.Thread(target=self._run, name="haproxy-sync", daemon=True)
+        self._thread.start()
+
+    def _on_haproxy_exit(self, code: int) -> None:
+        # Without HAProxy nobody answers on the callers' port: exit (non-zero) and let the
+        # supervisor restart the gateway rather than look healthy.
+        self.failed = True
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def _sync(self) -> None:
+        wanted = {
+            route.name: [r.address for r in route.replicas if r.upstream.serving]
+            for route in self._table.routes()
+        }
+        self.routes.apply(wanted)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._changed.wait(_SYNC_INTERVAL_S)
+            self._changed.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._sync()
+            except Exception:  # a bug here must not leave the routes frozen silently
+                log.exception("syncing haproxy's routes failed; retrying")
+
+    def drain(self) -> None:
+        """Soft-stops HAProxy: its port closes, calls in flight finish (within the grace)."""
+        self._stop.set()
+        self._changed.set()
+        if self._thread is not None:
+            self._thread.join(timeout=_SYNC_INTERVAL_S + 5)
+        self._process.stop(self._grace_s)
+
+    def stop(self) -> None:
+        """Releases what `bind`/`start` took (idempotent)."""
+        if self._listener is not None:
+            self._listener.close()
+        self._process.stop(0)
+        self._folder.cleanup()
