@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install protos check-protos lint test test-compose up demo bench clean v2client prometheus
+.PHONY: install protos check-protos lint test test-compose up demo bench clean v2client test-packages prometheus haproxy
 
 install: $(STAMP)
 
@@ -42,17 +42,23 @@ v2client: .venv-v2client/.installed
 	.venv-v2client/bin/python -m pip install -q --disable-pip-version-check -r requirements-v2client.lock
 	touch $@
 
-# Debian's Prometheus for the autoscaling integration tests, which start it on loopback
-# themselves; policy-rc.d keeps the package from starting a system one (root, Debian).
-prometheus:
-	@command -v prometheus >/dev/null || { \
+# Debian packages the tests run for real: Prometheus (the autoscaling tests start it on
+# loopback) and HAProxy (the gateway's data plane, started by the gateway). policy-rc.d keeps
+# the packages from starting system services (root, Debian).
+TEST_PACKAGES := prometheus haproxy
+
+test-packages:
+	@missing=; for tool in $(TEST_PACKAGES); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	[ -z "$$missing" ] || { \
 	  made=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d \
 	    && chmod 755 /usr/sbin/policy-rc.d && made=1; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends prometheus; status=$$?; \
+	    --no-install-recommends $$missing; status=$$?; \
 	  [ -z "$$made" ] || rm -f /usr/sbin/policy-rc.d; exit $$status; }
 
-test: install check-protos v2client prometheus
+prometheus haproxy: test-packages
+
+test: install check-protos v2client test-packages
 	$(PY) -m pytest -n 2 -q
 
 # docker-compose.yml for real: a private dockerd, images built here, the iris story from the host.

@@ -27,6 +27,7 @@ from services.gateway.endpoint_source import (
 )
 from services.gateway.forwarder import INFERENCE_SERVICE, V2_SERVICE, Forwarder, ReplicaChannel
 from services.gateway.haproxy_front import HaproxyFront
+from services.gateway.haproxy_metrics import HaproxyStatsCollector
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.routing_table import RoutingTable
 from services.gateway.servicer import inference_handler, open_inference_handler
@@ -93,6 +94,7 @@ def build(
             server_timeout_s=settings.default_timeout_s,
             grace_s=settings.shutdown_grace_s,
         )
+        registry.register(HaproxyStatsCollector(front.process.command, front.routes))
     keeper = TableKeeper(
         table,
         source if source is not None else endpoint_source(settings),

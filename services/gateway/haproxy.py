@@ -197,6 +197,9 @@ class HaproxyProcess:
             pass_fds=(options.listen_fd,),
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,
+            # A signal to the gateway's process group (Ctrl-C, kill -- -PGID) must not stop
+            # HAProxy at once: the gateway soft-stops it while draining.
+            start_new_session=True,
         )
         self._process = process
         deadline = time.monotonic() + ready_timeout_s
