@@ -10,7 +10,8 @@ and a gateway in front of the skmaker one:
 * skmaker: `python -m services.inference` in standalone mode with default settings (the real
   servicer, interceptors, metrics, codecs and handler chain, loading through `model_fn`);
 * gateway: `python -m services.gateway` with a fixed route to that same skmaker replica, so a
-  call makes one more hop (measured for one row, at concurrency 1 and 32).
+  call makes one more hop (measured for one row, at concurrency 1 and 32). Its data plane is
+  HAProxy by default, as deployed (`--gateway-data-plane python` measures the Python one).
 
 Every request names the endpoint (`endpoint_name`), as calls through the gateway must; the
 baseline ignores it.
@@ -328,6 +329,7 @@ def main_benchmark(args: argparse.Namespace) -> int:
                     "-m",
                     "services.gateway",
                     f"--routes={ENDPOINT}=127.0.0.1:{ports['skmaker']}",
+                    f"--data-plane={args.gateway_data_plane}",
                     "--grpc-port=0",
                     "--metrics-port=0",
                     f"--port-file={folder / 'gateway.port'}",
@@ -375,6 +377,7 @@ def main_benchmark(args: argparse.Namespace) -> int:
     summary = {
         "gateway_latency_ratio_c1": gateway["c1_r1"]["p50_ms"] / ours["c1_r1"]["p50_ms"],
         "gateway_throughput_ratio_c32": gateway["c32_r1"]["rps"] / ours["c32_r1"]["rps"],
+        "gateway_data_plane": args.gateway_data_plane,
         "rounds": args.rounds,
         "latency_ratio_c1": ours["c1_r1"]["p50_ms"] / base["c1_r1"]["p50_ms"],
         "throughput_ratio_c32": ours["c32_r1"]["rps"] / base["c32_r1"]["rps"],
@@ -414,6 +417,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=1, help="load-generator processes")
     parser.add_argument("--rounds", type=int, default=1, help="repeat every cell, report medians")
     parser.add_argument("--max-workers", type=int, default=32, help="server RPC threads")
+    parser.add_argument(
+        "--gateway-data-plane",
+        choices=("haproxy", "python"),
+        default="haproxy",
+        help="who forwards the gateway row's calls",
+    )
     parser.add_argument("--address", default="")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--rows", type=int, default=1)
