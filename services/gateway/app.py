@@ -144,4 +144,5 @@ def build(
         service.advertised_grpc_port = front.bind(settings.host, settings.grpc_port)
         service.grpc_address = "127.0.0.1:0"
         service.on_bound = front.set_fallback_port
+        service.exit_code = front.exit_code
     return service

@@ -116,9 +116,13 @@ class HaproxyFront:
         self._thread = threading.Thread(target=self._run, name="haproxy-sync", daemon=True)
         self._thread.start()
 
+    def exit_code(self) -> int:
+        """The gateway's exit code: 1 when HAProxy died under it, else 0."""
+        return 1 if self.failed else 0
+
     def _on_haproxy_exit(self, code: int) -> None:
-        # Without HAProxy nobody answers on the callers' port: exit (non-zero) and let the
-        # supervisor restart the gateway rather than look healthy.
+        # Without HAProxy nobody answers on the callers' port: drain and exit 1, so that the
+        # supervisor restarts the gateway rather than it looking healthy.
         self.failed = True
         os.kill(os.getpid(), signal.SIGTERM)
 

@@ -77,6 +77,8 @@ class Service:
     grpc_address: str | None = None
     # ... and that port, written to the port file as "grpc" (the server's own is "internal").
     advertised_grpc_port: int | None = None
+    # The process's exit code once stopped (e.g. 1 when a child it depends on died); None: 0.
+    exit_code: Callable[[], int] | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     extra_server_options: Sequence[tuple[str, Any]] = ()
 
@@ -268,7 +270,11 @@ def configure_logging(level: str) -> None:
 
 
 def serve(service: Service, settings: ServiceSettings) -> int:
-    """Starts `service`, blocks until SIGTERM or SIGINT, shuts down gracefully; returns 0."""
+    """Starts `service`, blocks until SIGTERM or SIGINT, shuts down gracefully.
+
+    Returns:
+        0, or what `service.exit_code` says once stopped.
+    """
     stop_requested = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -280,4 +286,4 @@ def serve(service: Service, settings: ServiceSettings) -> int:
     running = start(service, settings)
     stop_requested.wait()
     running.stop()
-    return 0
+    return service.exit_code() if service.exit_code is not None else 0

@@ -11,8 +11,10 @@ unknown endpoint, a request without a name, a compressed request. SIGTERM stops 
 from __future__ import annotations
 
 import collections
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -251,6 +253,18 @@ def test_sigterm_stops_haproxy_and_frees_the_port(stack: Stack) -> None:
     assert not _is_running(pid)
     with pytest.raises(grpc.FutureTimeoutError), grpc.insecure_channel(gateway.address) as ch:
         grpc.channel_ready_future(ch).result(timeout=1)
+
+
+def test_the_gateway_exits_1_when_haproxy_dies(stack: Stack) -> None:
+    routes = "iris=" + ",".join(r.address for r in stack.replicas.values())
+    gateway = _start_gateway(stack.folder / "third", routes, "third-gateway")
+    try:
+        os.kill(_haproxy_pid(gateway), signal.SIGKILL)
+        # Nobody would answer on its port: it drains and exits non-zero to be restarted.
+        assert gateway.process.wait(timeout=20) == 1, gateway.logs()
+        assert "haproxy exited unexpectedly" in gateway.logs()
+    finally:
+        gateway.kill()
 
 
 def test_a_missing_haproxy_is_a_clear_error(tmp_path: Path) -> None:
