@@ -112,8 +112,10 @@ def render_config(options: HaproxyOptions, *, map_path: Path, socket_path: Path)
     ]
     if options.auth_token:
         # A call without the token goes to the Python gateway, which refuses it (UNAUTHENTICATED).
-        bearer = f"Bearer {options.auth_token}"
-        lines.append(f'  acl authenticated req.hdr(authorization) -m str "{bearer}"')
+        # Single quotes: HAProxy reads the token verbatim (no escapes, no ${} expansion).
+        lines.append(
+            f"  acl authenticated req.hdr(authorization) -m str 'Bearer {options.auth_token}'"
+        )
         token_condition = " authenticated"
     lines += [
         # The endpoint name is in the body: wait for the first message (not for streams).
