@@ -287,7 +287,10 @@ EOF
 # bookworm's own python3.11 (3.11.2) predates tarfile's extraction filters (3.11.4), which
 # skmaker's archive code uses, so the interpreter .venv is built on is copied in instead (its
 # standard library without site-packages), with the shared libraries its modules link to.
-BASE_PACKAGES=ca-certificates,netbase,tzdata,libssl3,libffi8,libsqlite3-0,liblzma5,libbz2-1.0,zlib1g,libexpat1,libuuid1,libreadline8,libncursesw6,libcrypt1,libnsl2,libtirpc3
+# haproxy (the gateway's data plane) is in the base already because builds here have no network:
+# the Dockerfile installs it with apt-get only when the base lacks it. debootstrap configures
+# packages under a policy-rc.d that forbids starting services, so no system haproxy is started.
+BASE_PACKAGES=ca-certificates,netbase,tzdata,libssl3,libffi8,libsqlite3-0,liblzma5,libbz2-1.0,zlib1g,libexpat1,libuuid1,libreadline8,libncursesw6,libcrypt1,libnsl2,libtirpc3,haproxy
 
 install_python() {  # install_python ROOTFS: copy .venv's base interpreter into ROOTFS/usr/local
   local rootfs=$1 prefix version
