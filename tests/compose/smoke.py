@@ -8,7 +8,9 @@ model's own predictions on the host), check that Prometheus scrapes every skmake
 deploy the model with an autoscaling policy and predict through the gateway (equal to the
 model's own predictions again), then load the endpoint through the gateway until its policy
 scales it to 2 replicas: 2 replica containers run (Docker API, by label), Prometheus scrapes
-both, and the gateway spreads calls over both (each one's request counter grows). Last, the
+both, and the gateway spreads calls over both (each one's request counter grows). The gateway
+runs its HAProxy data plane: its log says HAProxy started, an haproxy process runs in its
+container, and calls through it reach the replicas without the Python forwarder. Last, the
 control is killed (SIGKILL) and started again: the new control stops and removes the replica
 containers its predecessor left and serves the endpoint with new ones. The endpoint is left
 running, so `docker compose down` must remove its containers. Each step is one
@@ -21,6 +23,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import re
 import sys
 import tarfile
 import tempfile
@@ -51,6 +54,16 @@ REPLICA_LABELS = ["skmaker.managed=true", f"skmaker.endpoint={ENDPOINT}"]
 # Scale-out by load, bounded: at most this many Predict calls to reach 2 desired replicas.
 MAX_LOAD_CALLS = 20_000
 SPREAD_CALLS = 200
+# What services.gateway.haproxy logs once its HAProxy child answers its runtime API.
+HAPROXY_STARTED = re.compile(r"haproxy \S+ started \(pid \d+\)")
+# The gateway's log lines worth showing when HAProxy exited.
+_NOTABLE = re.compile(r"haproxy|Error|RAW:|fork|listening|stopped", re.IGNORECASE)
+DATA_PLANE_CALLS = 100
+# Reads the Python gateway's own /metrics from inside its container (port 8000 is not published).
+_READ_GATEWAY_METRICS = (
+    "import urllib.request; "
+    "print(urllib.request.urlopen('http://127.0.0.1:8000/metrics', timeout=5).read().decode())"
+)
 
 
 @dataclass
@@ -339,6 +352,62 @@ def replicas_scraped_and_balanced(ctx: Context) -> None:
     print(f"  {SPREAD_CALLS} calls through the gateway, per replica: {spread}")
 
 
+def _python_forwarded(gateway: Any) -> float:
+    """Calls to ENDPOINT the Python gateway answered itself (skmaker_gateway_requests_total):
+    with HAProxy in front, only what HAProxy did not route."""
+    code, output = gateway.exec_run(["python", "-c", _READ_GATEWAY_METRICS])
+    text = output.decode(errors="replace")
+    assert code == 0, f"reading the gateway's /metrics in its container: {text[-1000:]}"
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("skmaker_gateway_requests_total{") and f'endpoint="{ENDPOINT}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def gateway_runs_haproxy(ctx: Context) -> None:
+    """The gateway container runs the HAProxy data plane (the image has haproxy, so
+    `--data-plane auto` picks it): its log says HAProxy started and never exited, an haproxy
+    process runs beside the gateway, and calls through the gateway reach the replicas without
+    the Python forwarder answering them."""
+    client = docker.from_env()
+    try:
+        (gateway,) = client.containers.list(filters={"label": "com.docker.compose.service=gateway"})
+        logs = gateway.logs().decode(errors="replace")
+        started = [line for line in logs.splitlines() if HAPROXY_STARTED.search(line)]
+        assert started, f"no 'haproxy ... started' in the gateway's log:\n{logs[-2000:]}"
+        # The log keeps earlier runs of the container: a gateway restarted because HAProxy
+        # exited (at start or later) fails here even if its latest run started HAProxy.
+        restarts = gateway.attrs.get("RestartCount", 0)
+        if "haproxy exited" in logs or restarts:
+            notable = [line for line in logs.splitlines() if _NOTABLE.search(line)]
+            raise AssertionError(
+                f"HAProxy exited in the gateway container, or it restarted ({restarts} times):\n"
+                + "\n".join(notable[-20:])
+            )
+        commands = [process[-1] for process in gateway.top()["Processes"]]  # ps -ef's CMD
+        assert any(command.split()[0].endswith("haproxy") for command in commands), commands
+        before = _python_forwarded(gateway)
+        predictor = ctx.results["predictor"]
+        row = load_iris().data[:1]
+        for _ in range(DATA_PLANE_CALLS):
+            predictor.predict(row)
+        by_python = int(_python_forwarded(gateway) - before)
+    finally:
+        client.close()
+    # A call HAProxy does not route (say, during a route change) is answered by the Python
+    # gateway; nearly all of them must not be.
+    assert by_python <= DATA_PLANE_CALLS // 10, (
+        f"the Python gateway answered {by_python} of {DATA_PLANE_CALLS} calls: HAProxy does not "
+        "route them"
+    )
+    print(f"  {started[-1].strip()}")
+    print(
+        f"  {DATA_PLANE_CALLS} calls through the gateway: {DATA_PLANE_CALLS - by_python} "
+        f"forwarded by HAProxy, {by_python} by the Python gateway"
+    )
+
+
 def _replica_containers() -> list[str]:
     client = docker.from_env()  # $DOCKER_HOST: the test's private dockerd
     try:
@@ -392,6 +461,7 @@ STEPS: list[Callable[[Context], None]] = [
     scale_out_by_load,
     two_replica_containers,
     replicas_scraped_and_balanced,
+    gateway_runs_haproxy,
     control_restart_replaces_leftovers,
 ]
 
