@@ -21,9 +21,9 @@ HAProxy starts) and handed to HAProxy as an inherited file descriptor (`bind fd@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 LUA_SCRIPT = Path(__file__).with_name("grpc_route.lua")
 FALLBACK_BACKEND = "python"
-_PR_SET_PDEATHSIG = 1
 _SERVER_PREFIX = "r"
 
 
@@ -147,10 +146,17 @@ class HaproxyCommandError(RuntimeError):
     """HAProxy's runtime API refused a command (the message is HAProxy's answer)."""
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the gateway process dies, even by SIGKILL."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+def _with_parent_death_signal(command: list[str]) -> list[str]:
+    """`command` run so that it gets SIGTERM when the gateway dies, even by SIGKILL.
+
+    util-linux's setpriv sets the signal and execs the command. It is not done in Python
+    (`preexec_fn`) because that forces a real fork(), and gRPC's fork handlers abort a child
+    forked while other threads are inside gRPC; without `preexec_fn`, subprocess uses vfork.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return command
+    return [setpriv, "--pdeathsig", "TERM", "--", *command]
 
 
 class HaproxyProcess:
@@ -193,12 +199,12 @@ class HaproxyProcess:
             render_config(options, map_path=self.map_path, socket_path=self.socket_path)
         )
         self.config_path.chmod(0o600)  # it holds the bearer token
+        binary = shutil.which(self._binary) or self._binary
         process = subprocess.Popen(
             # -q: no line per proxy at stop or per server change; start-up errors still show.
-            [self._binary, "-db", "-q", "-f", str(self.config_path)],
+            _with_parent_death_signal([binary, "-db", "-q", "-f", str(self.config_path)]),
             pass_fds=(options.listen_fd,),
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
             # A signal to the gateway's process group (Ctrl-C, kill -- -PGID) must not stop
             # HAProxy at once: the gateway soft-stops it while draining.
             start_new_session=True,
@@ -225,7 +231,7 @@ class HaproxyProcess:
             name="haproxy-watch",
             daemon=True,
         ).start()
-        log.info("haproxy %s started (pid %d)", self._binary, process.pid)
+        log.info("haproxy started: %s (pid %d)", binary, process.pid)
 
     def _watch(self, process: subprocess.Popen[bytes], on_exit: Callable[[int], None]) -> None:
         code = process.wait()

@@ -55,7 +55,7 @@ REPLICA_LABELS = ["skmaker.managed=true", f"skmaker.endpoint={ENDPOINT}"]
 MAX_LOAD_CALLS = 20_000
 SPREAD_CALLS = 200
 # What services.gateway.haproxy logs once its HAProxy child answers its runtime API.
-HAPROXY_STARTED = re.compile(r"haproxy \S+ started \(pid \d+\)")
+HAPROXY_STARTED = re.compile(r"haproxy started: \S+ \(pid \d+\)")
 # The gateway's log lines worth showing when HAProxy exited.
 _NOTABLE = re.compile(r"haproxy|Error|RAW:|fork|listening|stopped", re.IGNORECASE)
 DATA_PLANE_CALLS = 100

@@ -226,7 +226,7 @@ def test_a_request_larger_than_haproxys_buffer_is_routed_by_haproxy(stack: Stack
 
 
 def _haproxy_pid(gateway: ServiceProcess) -> int:
-    found = re.search(r"haproxy \S+ started \(pid (\d+)\)", gateway.logs())
+    found = re.search(r"haproxy started: \S+ \(pid (\d+)\)", gateway.logs())
     assert found, gateway.logs()
     return int(found.group(1))
 
@@ -265,6 +265,17 @@ def test_the_gateway_exits_1_when_haproxy_dies(stack: Stack) -> None:
         assert "haproxy exited unexpectedly" in gateway.logs()
     finally:
         gateway.kill()
+
+
+def test_haproxy_does_not_outlive_a_killed_gateway(stack: Stack) -> None:
+    routes = "iris=" + ",".join(r.address for r in stack.replicas.values())
+    gateway = _start_gateway(stack.folder / "fourth", routes, "fourth-gateway")
+    pid = _haproxy_pid(gateway)
+    gateway.kill()  # SIGKILL: the gateway cannot stop HAProxy itself
+    deadline = time.monotonic() + 10
+    while _is_running(pid):
+        assert time.monotonic() < deadline, "haproxy still holds the port after its gateway died"
+        time.sleep(0.05)
 
 
 def test_a_missing_haproxy_is_a_clear_error(tmp_path: Path) -> None:
