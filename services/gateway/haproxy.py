@@ -90,6 +90,9 @@ def render_config(options: HaproxyOptions, *, map_path: Path, socket_path: Path)
         f"  stats socket {socket_path} mode 600 level admin",
         f"  lua-load {LUA_SCRIPT}",
         f"  hard-stop-after {_ms(options.hard_stop_after_s)}",
+        # Without it HAProxy sizes itself from the open-file limit, which Docker sets to about
+        # a million: tables for half a million connections a gateway never holds.
+        "  maxconn 10000",
         "",
         "defaults",
         "  mode http",
