@@ -98,6 +98,16 @@ class ServiceProcess:
             self.process.wait()
 
 
+def is_running(pid: int) -> bool:
+    """True while process `pid` exists and is not a zombie (from /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # The command name sits in parentheses and may hold spaces; the state letter follows it.
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def wait_for_serving(address: str, deadline_s: float, service: str = "") -> None:
     """Polls grpc.health.v1 Check until SERVING or the deadline passes (then raises)."""
     end = time.monotonic() + deadline_s

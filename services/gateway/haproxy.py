@@ -21,8 +21,11 @@ HAProxy starts) and handed to HAProxy as an inherited file descriptor (`bind fd@
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
+import re
+import resource
 import shutil
 import signal
 import socket
@@ -32,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from services.gateway.forwarder import FORWARDED_METHODS
 
@@ -40,6 +44,12 @@ log = logging.getLogger(__name__)
 LUA_SCRIPT = Path(__file__).with_name("grpc_route.lua")
 FALLBACK_BACKEND = "python"
 _SERVER_PREFIX = "r"
+_LEVELS = {"[ALERT]": logging.ERROR, "[WARNING]": logging.WARNING, "[NOTICE]": logging.INFO}
+# One line per proxy at every stop, and per server the runtime API enables or parks.
+_ROUTINE = re.compile(
+    r"Proxy \S+ stopped|Stopping (frontend|backend|proxy)|(leaving|entering) forced maintenance"
+    r"|haproxy version is|path to executable is"
+)
 
 
 def slot_backend(slot: int) -> str:
@@ -77,6 +87,20 @@ class HaproxyOptions:
     hard_stop_after_s: float
 
 
+def max_connections(ceiling: int = 10_000) -> int:
+    """HAProxy's `maxconn`: `ceiling`, or less when the open-file limit allows less.
+
+    Without it HAProxy sizes itself from the open-file limit (about a million under Docker:
+    tables for half a million connections a gateway never holds); with a fixed one above what
+    the limit allows it refuses to start. Each connection may take two descriptors (caller and
+    replica), and some are kept for listeners and the runtime API.
+    """
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        return ceiling
+    return max(64, min(ceiling, (hard - 256) // 2))
+
+
 def _ms(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 
@@ -90,9 +114,7 @@ def render_config(options: HaproxyOptions, *, map_path: Path, socket_path: Path)
         f"  stats socket {socket_path} mode 600 level admin",
         f"  lua-load {LUA_SCRIPT}",
         f"  hard-stop-after {_ms(options.hard_stop_after_s)}",
-        # Without it HAProxy sizes itself from the open-file limit, which Docker sets to about
-        # a million: tables for half a million connections a gateway never holds.
-        "  maxconn 10000",
+        f"  maxconn {max_connections()}",
         "",
         "defaults",
         "  mode http",
@@ -179,6 +201,7 @@ class HaproxyProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._api_lock = threading.Lock()
+        self._alerts: collections.deque[str] = collections.deque(maxlen=5)
 
     def start(
         self,
@@ -204,20 +227,27 @@ class HaproxyProcess:
         self.config_path.chmod(0o600)  # it holds the bearer token
         binary = shutil.which(self._binary) or self._binary
         process = subprocess.Popen(
-            # -q: no line per proxy at stop or per server change; start-up errors still show.
-            _with_parent_death_signal([binary, "-db", "-q", "-f", str(self.config_path)]),
+            _with_parent_death_signal([binary, "-db", "-f", str(self.config_path)]),
             pass_fds=(options.listen_fd,),
             stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             # A signal to the gateway's process group (Ctrl-C, kill -- -PGID) must not stop
             # HAProxy at once: the gateway soft-stops it while draining.
             start_new_session=True,
         )
         self._process = process
+        assert process.stderr is not None
+        reader = threading.Thread(
+            target=self._relay_messages, args=(process.stderr,), name="haproxy-log", daemon=True
+        )
+        reader.start()
         deadline = time.monotonic() + ready_timeout_s
         while True:
             code = process.poll()
             if code is not None:
-                raise RuntimeError(f"haproxy exited with code {code} at start (see its message)")
+                reader.join(timeout=1)
+                alerts = "; ".join(self._alerts) or "no message"
+                raise RuntimeError(f"haproxy exited with code {code} at start: {alerts}")
             try:
                 self.command("show info")
                 break
@@ -235,6 +265,17 @@ class HaproxyProcess:
             daemon=True,
         ).start()
         log.info("haproxy started: %s (pid %d)", binary, process.pid)
+
+    def _relay_messages(self, stream: IO[bytes]) -> None:
+        """HAProxy's stderr into the gateway's log, at HAProxy's level; routine lines at DEBUG."""
+        for raw in stream:
+            line = raw.decode(errors="replace").rstrip()
+            level = next((lvl for tag, lvl in _LEVELS.items() if line.startswith(tag)), None)
+            if level is None or _ROUTINE.search(line):
+                level = logging.DEBUG
+            if level >= logging.ERROR:
+                self._alerts.append(line.split(":", 1)[-1].strip())
+            log.log(level, "haproxy: %s", line)
 
     def _watch(self, process: subprocess.Popen[bytes], on_exit: Callable[[int], None]) -> None:
         code = process.wait()

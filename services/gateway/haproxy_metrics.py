@@ -30,6 +30,17 @@ from services.gateway.haproxy_routes import HaproxyRoutes
 log = logging.getLogger(__name__)
 
 
+# `show stat` column(s) (summed with +), family, name, help.
+_FROM_BACKEND_ROW: tuple[
+    tuple[str, type[CounterMetricFamily | GaugeMetricFamily], str, str], ...
+] = (
+    ("stot", CounterMetricFamily, "requests", "Calls HAProxy forwarded to the endpoint."),
+    ("scur", GaugeMetricFamily, "outstanding", "Calls HAProxy has in flight to the endpoint."),
+    ("wretr", CounterMetricFamily, "retries", "Calls sent again after a failed connection."),
+    ("econ+eresp", CounterMetricFamily, "errors", "Calls no replica answered (UNAVAILABLE)."),
+)
+
+
 def backend_rows(show_stat: str) -> dict[str, dict[str, str]]:
     """`show stat` CSV -> backend name -> its BACKEND row (column name -> value)."""
     text = show_stat.lstrip("# ")
@@ -61,26 +72,10 @@ class HaproxyStatsCollector(Collector):
         self._routes = routes
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        requests = CounterMetricFamily(
-            "skmaker_gateway_haproxy_requests",
-            "Calls HAProxy forwarded to the endpoint's replicas.",
-            labels=["endpoint"],
-        )
-        outstanding = GaugeMetricFamily(
-            "skmaker_gateway_haproxy_outstanding",
-            "Calls HAProxy has in flight to the endpoint's replicas.",
-            labels=["endpoint"],
-        )
-        retries = CounterMetricFamily(
-            "skmaker_gateway_haproxy_retries",
-            "Calls HAProxy sent again after a failed connection to a replica.",
-            labels=["endpoint"],
-        )
-        errors = CounterMetricFamily(
-            "skmaker_gateway_haproxy_errors",
-            "Calls HAProxy could not get an answer for from any replica.",
-            labels=["endpoint"],
-        )
+        families = {
+            column: kind(f"skmaker_gateway_haproxy_{name}", help_text, labels=["endpoint"])
+            for column, kind, name, help_text in _FROM_BACKEND_ROW
+        }
         replicas = GaugeMetricFamily(
             "skmaker_gateway_haproxy_replicas",
             "Replicas HAProxy sends the endpoint's calls to.",
@@ -96,9 +91,8 @@ class HaproxyStatsCollector(Collector):
         for backend, endpoint in sorted(backends.items()):
             row = rows.get(backend)
             if row is not None:
-                requests.add_metric([endpoint], _number(row, "stot"))
-                outstanding.add_metric([endpoint], _number(row, "scur"))
-                retries.add_metric([endpoint], _number(row, "wretr"))
-                errors.add_metric([endpoint], _number(row, "econ") + _number(row, "eresp"))
+                for columns, family in families.items():
+                    value = sum(_number(row, column) for column in columns.split("+"))
+                    family.add_metric([endpoint], value)
             replicas.add_metric([endpoint], len(routed.get(endpoint, ())))
-        yield from (requests, outstanding, retries, errors, replicas)
+        yield from (*families.values(), replicas)

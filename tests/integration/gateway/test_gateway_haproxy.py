@@ -31,7 +31,7 @@ from sklearn.datasets import load_iris
 from sklearn.tree import DecisionTreeClassifier
 
 from skmaker.v1 import inference_pb2, inference_pb2_grpc
-from tests.harness import REPO_ROOT, ServiceProcess, run_service
+from tests.harness import REPO_ROOT, ServiceProcess, is_running, run_service
 
 pytestmark = pytest.mark.skipif(
     shutil.which("haproxy") is None, reason="haproxy is not installed (make test installs it)"
@@ -231,26 +231,18 @@ def _haproxy_pid(gateway: ServiceProcess) -> int:
     return int(found.group(1))
 
 
-def _is_running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_sigterm_stops_haproxy_and_frees_the_port(stack: Stack) -> None:
     routes = "iris=" + ",".join(r.address for r in stack.replicas.values())
     gateway = _start_gateway(stack.folder / "second", routes, "second-gateway")
     pid = _haproxy_pid(gateway)
-    assert _is_running(pid)
+    assert is_running(pid)
     with grpc.insecure_channel(gateway.address) as channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
         assert stub.Predict(_request(), timeout=10, metadata=AUTH).text
     started = time.monotonic()
     assert gateway.stop() == 0
     assert time.monotonic() - started < 5
-    assert not _is_running(pid)
+    assert not is_running(pid)
     with pytest.raises(grpc.FutureTimeoutError), grpc.insecure_channel(gateway.address) as ch:
         grpc.channel_ready_future(ch).result(timeout=1)
 
@@ -273,9 +265,34 @@ def test_haproxy_does_not_outlive_a_killed_gateway(stack: Stack) -> None:
     pid = _haproxy_pid(gateway)
     gateway.kill()  # SIGKILL: the gateway cannot stop HAProxy itself
     deadline = time.monotonic() + 10
-    while _is_running(pid):
+    while is_running(pid):
         assert time.monotonic() < deadline, "haproxy still holds the port after its gateway died"
         time.sleep(0.05)
+
+
+def test_haproxys_start_up_error_is_in_the_gateways_error(tmp_path: Path) -> None:
+    # An haproxy that refuses its configuration the way HAProxy does: alert on stderr, exit 1.
+    refusing = tmp_path / "haproxy"
+    refusing.write_text(
+        '#!/bin/sh\necho "[ALERT]    (1) : config : parsing [x.cfg:3] : unknown keyword" >&2\n'
+        "exit 1\n"
+    )
+    refusing.chmod(0o755)
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "services.gateway", "--data-plane", "haproxy"),
+            *("--haproxy-binary", str(refusing), "--routes", "iris=127.0.0.1:1"),
+            *("--grpc-port", "0", "--metrics-port", "0"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "haproxy exited with code 1 at start" in result.stderr
+    assert "unknown keyword" in result.stderr
 
 
 def test_a_missing_haproxy_is_a_clear_error(tmp_path: Path) -> None:

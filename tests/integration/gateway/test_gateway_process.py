@@ -46,7 +46,7 @@ from skmaker.v1 import (
     serving_pb2,
     serving_pb2_grpc,
 )
-from tests.harness import REPO_ROOT, ServiceProcess, run_service
+from tests.harness import REPO_ROOT, ServiceProcess, is_running, run_service
 
 pytestmark = pytest.mark.integration
 
@@ -291,7 +291,7 @@ def test_a_replica_draining_under_load_fails_no_call(stack: Stack) -> None:
         before = served[victim]
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 20
-        while _is_alive(pid):
+        while is_running(pid):
             assert time.monotonic() < deadline, "the SIGTERMed replica did not exit"
             time.sleep(0.05)
         time.sleep(1.0)  # and calls go on after it left
@@ -302,11 +302,3 @@ def test_a_replica_draining_under_load_fails_no_call(stack: Stack) -> None:
     assert before > 0, served
     assert failures == [], failures[:5]
     assert sum(served.values()) > 100, served
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
