@@ -67,7 +67,8 @@ class ReplicaChannel:
     stream, on a thread) and calls `on_health_change()` whenever `serving` flips: a draining
     replica says NOT_SERVING a moment before it starts refusing calls, which is how the HAProxy
     data plane stops sending to it in time. A broken watch counts as not serving until it is
-    re-established.
+    re-established (a watch that ended after answering, as on a connection the replica aged
+    out, is simply opened again).
     """
 
     __slots__ = ("_channel", "_closed", "_on_health_change", "calls", "serving")
@@ -96,8 +97,10 @@ class ReplicaChannel:
     def _watch_health(self, address: str) -> None:
         watch = health_pb2_grpc.HealthStub(self._channel).Watch
         while not self._closed.is_set():
+            answered = False
             try:
                 for answer in watch(health_pb2.HealthCheckRequest(service="")):
+                    answered = True
                     self._set_serving(answer.status == health_pb2.HealthCheckResponse.SERVING)
             except grpc.RpcError as err:
                 if self._closed.is_set():
@@ -105,8 +108,11 @@ class ReplicaChannel:
                 if err.code() == grpc.StatusCode.UNIMPLEMENTED:
                     log.warning("replica %s has no health Watch; assumed serving", address)
                     return
-            self._set_serving(False)
-            self._closed.wait(_WATCH_RETRY_S)
+            # A replica closes aged connections (--max-connection-age-s), which ends the watch
+            # too: watch again at once. Only a watch that ends unanswered means it is gone.
+            if not answered:
+                self._set_serving(False)
+                self._closed.wait(_WATCH_RETRY_S)
 
     def close(self) -> None:
         """Closes the channel (calls still on it are cancelled; the table waits for them)."""

@@ -3,7 +3,8 @@
 -- It returns field 1 of the first gRPC message of the request body (Predict's endpoint_name,
 -- ModelInfer's model_name, ModelReady's and ModelMetadata's name), read the way
 -- services/gateway/wire.py reads it: walk the top-level fields, skip each by its length,
--- the last field 1 wins. It returns nothing (the call then goes to the Python gateway, which
+-- the last field 1 wins. The gateway's configuration asks HAProxy's own `ungrpc` first and
+-- this only for a message larger than HAProxy's buffer. It returns nothing (the call then goes to the Python gateway, which
 -- answers it or explains what is wrong) for a compressed message or bytes that are not a
 -- valid protobuf message. Lua 5.3 or later (integer bit
 -- operations).

@@ -1,8 +1,9 @@
 """The gateway's HAProxy data plane: its configuration, its process and its runtime API.
 
 With `--data-plane haproxy` the port callers use belongs to an HAProxy child process. HAProxy
-reads the endpoint name out of each Predict / V2 model call (`grpc_route.lua`, field 1 of the
-first message), looks it up in a map of endpoint -> backend, and forwards the HTTP/2 stream to
+reads the endpoint name out of each Predict / V2 model call (field 1 of the first message: its
+own `ungrpc` reader, or `grpc_route.lua` when the message is larger than its buffer), looks it
+up in a map of endpoint -> backend, and forwards the HTTP/2 stream to
 the least busy server of that backend, in C, on connections it keeps open: a Python hop costs
 about as much as the model itself for an iris row. Everything else goes to the Python gateway,
 which listens on a loopback port of its own: health and reflection, ServerLive/Ready/Metadata,
@@ -144,7 +145,14 @@ def render_config(options: HaproxyOptions, *, map_path: Path, socket_path: Path)
     lines += [
         # The endpoint name is in the body: wait for the first message (not for streams).
         f"  http-request wait-for-body time 10s if routed{token_condition}",
-        f"  http-request set-var(txn.endpoint) lua.skmaker_endpoint if routed{token_condition}",
+        # HAProxy's own gRPC reader first (it needs the whole message in its buffer; Lua costs
+        # about 3% of a one-row call), then the Lua one for a message larger than the buffer.
+        # Both take the first field 1 where protobuf says the last wins: a message carrying
+        # the name twice (two serialized messages concatenated) may reach a replica of the
+        # first name, which refuses a call for another endpoint (NOT_FOUND), never answers it.
+        f"  http-request set-var(txn.endpoint) req.body,ungrpc(1) if routed{token_condition}",
+        f"  http-request set-var(txn.endpoint) lua.skmaker_endpoint if routed{token_condition}"
+        " !{ var(txn.endpoint) -m found }",
         # No name, or a name not in the map: the Python gateway answers.
         f"  use_backend %[var(txn.endpoint),map({map_path},{FALLBACK_BACKEND})]",
         f"  default_backend {FALLBACK_BACKEND}",

@@ -104,6 +104,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     *("--entry-point", "serve.py", "--endpoint-name", "iris"),
                     *("--replica-id", replica_id, "--work-dir", str(folder / replica_id / "w")),
                     *("--auth-token", TOKEN),
+                    # Aged connections every second: HAProxy's and the gateway's health watch
+                    # must ride through them.
+                    *("--max-connection-age-s", "1", "--max-connection-age-grace-s", "0.5"),
                 ],
                 label=replica_id,
             )
@@ -159,6 +162,19 @@ def test_haproxy_forwards_predict_and_spreads_it_over_both_replicas(stack: Stack
     assert _metric(stack.gateway, "skmaker_gateway_haproxy_replicas", 'endpoint="iris"') == 2
 
 
+def test_replicas_stay_routed_while_their_connections_age_out(stack: Stack) -> None:
+    # The replicas close every connection after 1 s (+0.5 s grace), the gateway's health watch
+    # included; a replica parked for that would show here as fewer than 2 replicas.
+    seen = set()
+    deadline = time.monotonic() + 4
+    with grpc.insecure_channel(stack.gateway.address) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        while time.monotonic() < deadline:
+            seen.add(_metric(stack.gateway, "skmaker_gateway_haproxy_replicas", 'endpoint="iris"'))
+            assert stub.Predict(_request(), timeout=10, metadata=AUTH).text
+    assert seen == {2.0}, seen
+
+
 def test_a_call_without_the_token_is_refused_as_unauthenticated(stack: Stack) -> None:
     with grpc.insecure_channel(stack.gateway.address) as channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
@@ -195,21 +211,38 @@ def _field(number: int, value: bytes) -> bytes:
     return bytes([number << 3 | 2, len(value)]) + value
 
 
-def test_the_endpoint_name_is_read_as_protobuf_defines_it(stack: Stack) -> None:
-    # Field 1 after other fields, and given twice: the last one wins (here: iris).
-    body = (
-        _field(2, b"text/csv")  # content_type
-        + _field(1, b"no-such-endpoint")
-        + _field(3, b"text/csv")  # accept
-        + _field(1, b"iris")
-        + _field(5, CSV.encode())  # text
-    )
+def _raw_predict(stack: Stack, body: bytes) -> inference_pb2.PredictResponse:
     with grpc.insecure_channel(stack.gateway.address) as channel:
         raw = channel.unary_unary(PREDICT)
-        answer = inference_pb2.PredictResponse.FromString(raw(body, timeout=10, metadata=AUTH))
+        return inference_pb2.PredictResponse.FromString(raw(body, timeout=10, metadata=AUTH))
+
+
+def test_the_endpoint_name_is_found_wherever_it_stands(stack: Stack) -> None:
+    # Field 1 after other fields, as protobuf allows.
+    body = (
+        _field(2, b"text/csv")  # content_type
+        + _field(3, b"text/csv")  # accept
+        + _field(5, CSV.encode())  # text
+        + _field(1, b"iris")
+    )
+    answer = _raw_predict(stack, body)
     assert _labels(answer) == [int(v) for v in _model().predict(np.asarray(ROWS))]
-    # The same name through the Python path decodes identically: the parsed message agrees.
-    assert inference_pb2.PredictRequest.FromString(body).endpoint_name == "iris"
+
+
+def test_a_name_given_twice_is_never_answered_for_the_wrong_endpoint(stack: Stack) -> None:
+    # Protobuf says the last field 1 wins; HAProxy reads the first. Either way the call is
+    # answered for the endpoint the message names (the last) or refused, never misanswered.
+    csv_row = _field(2, b"text/csv") + _field(3, b"text/csv") + _field(5, b"1,2,3,4")
+    unknown_then_iris = _field(1, b"no-such-endpoint") + _field(1, b"iris") + csv_row
+    assert inference_pb2.PredictRequest.FromString(unknown_then_iris).endpoint_name == "iris"
+    assert _labels(_raw_predict(stack, unknown_then_iris)) == [
+        int(v) for v in _model().predict(np.asarray([[1, 2, 3, 4]]))
+    ]
+    iris_then_unknown = _field(1, b"iris") + _field(1, b"no-such-endpoint") + csv_row
+    with pytest.raises(grpc.RpcError) as refused:
+        _raw_predict(stack, iris_then_unknown)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "no-such-endpoint" in (refused.value.details() or "")
 
 
 def test_a_request_larger_than_haproxys_buffer_is_routed_by_haproxy(stack: Stack) -> None:
