@@ -24,12 +24,18 @@ READY_DEADLINE_S = 60.0
 STOP_DEADLINE_S = 60.0
 
 
-def wait_until_serving(process: subprocess.Popen[bytes], port_file: Path) -> str:
-    """The address of a service once its port file exists and its health says SERVING."""
+def wait_until_serving(
+    process: subprocess.Popen[bytes], port_file: Path, name: str = "control"
+) -> str:
+    """The address of a service once its port file exists and its health says SERVING.
+
+    Raises:
+        SystemExit: the process exited first, or READY_DEADLINE_S passed.
+    """
     end = time.monotonic() + READY_DEADLINE_S
     while not port_file.exists():
         if process.poll() is not None or time.monotonic() > end:
-            raise SystemExit(f"control did not start (exit code {process.poll()})")
+            raise SystemExit(f"{name} did not start (exit code {process.poll()})")
         time.sleep(0.05)
     address = f"127.0.0.1:{json.loads(port_file.read_text())['grpc']}"
     with grpc.insecure_channel(address) as channel:
@@ -39,8 +45,10 @@ def wait_until_serving(process: subprocess.Popen[bytes], port_file: Path) -> str
                 answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
                 if answer.status == health_pb2.HealthCheckResponse.SERVING:
                     return address
+            if process.poll() is not None:
+                raise SystemExit(f"{name} exited with {process.returncode} before SERVING")
             time.sleep(0.05)
-    raise SystemExit(f"control at {address} not SERVING within {READY_DEADLINE_S:.0f}s")
+    raise SystemExit(f"{name} at {address} not SERVING within {READY_DEADLINE_S:.0f}s")
 
 
 @contextlib.contextmanager

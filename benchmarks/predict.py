@@ -219,31 +219,13 @@ def _write_json(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
-def _wait_serving(process: subprocess.Popen[bytes], port_file: Path, deadline_s: float) -> int:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    end = time.monotonic() + deadline_s
-    while not port_file.exists():
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before binding")
-        if time.monotonic() > end:
-            raise TimeoutError(f"no port file {port_file} within {deadline_s}s")
-        time.sleep(0.02)
-    port = int(json.loads(port_file.read_text())["grpc"])
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < end:
-            try:
-                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return port
-            except grpc.RpcError:
-                pass
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode} before SERVING")
-            time.sleep(0.05)
-    raise TimeoutError(f"server on port {port} not SERVING within {deadline_s}s")
+def _wait_serving(process: subprocess.Popen[bytes], port_file: Path, name: str) -> int:
+    """The gRPC port of a server once it is SERVING (see harness.wait_until_serving)."""
+    try:
+        from harness import wait_until_serving
+    except ImportError:  # imported as benchmarks.predict
+        from benchmarks.harness import wait_until_serving
+    return int(wait_until_serving(process, port_file, name).rsplit(":", 1)[1])
 
 
 def _percentile(sorted_values: list[float], fraction: float) -> float:
@@ -379,7 +361,7 @@ def main_benchmark(args: argparse.Namespace) -> int:
                     command, cwd=REPO_ROOT, env=env, stdout=log, stderr=log
                 )
             for name, process in processes.items():
-                ports[name] = _wait_serving(process, folder / f"{name}.port", 60)
+                ports[name] = _wait_serving(process, folder / f"{name}.port", name)
             # The gateway routes endpoint `bench` to the skmaker replica, so it starts after it.
             log = (folder / "gateway.log").open("wb")
             processes["gateway"] = subprocess.Popen(
@@ -400,7 +382,8 @@ def main_benchmark(args: argparse.Namespace) -> int:
                 stdout=log,
                 stderr=log,
             )
-            ports["gateway"] = _wait_serving(processes["gateway"], folder / "gateway.port", 60)
+            gateway_port_file = folder / "gateway.port"
+            ports["gateway"] = _wait_serving(processes["gateway"], gateway_port_file, "gateway")
             rounds: dict[str, dict[str, list[dict]]] = {name: {} for name in ports}
             # Cells alternate between the servers, so that a change in background load on a
             # shared machine hits both sides of each ratio alike.

@@ -26,6 +26,7 @@ from services.gateway.endpoint_source import (
     parse_routes,
 )
 from services.gateway.forwarder import INFERENCE_SERVICE, V2_SERVICE, Forwarder, ReplicaChannel
+from services.gateway.haproxy import HaproxyOptions
 from services.gateway.haproxy_front import HaproxyFront
 from services.gateway.haproxy_metrics import HaproxyStatsCollector
 from services.gateway.metrics import GatewayMetrics
@@ -87,12 +88,16 @@ def build(
         front = HaproxyFront(
             settings.haproxy_binary,
             table,
-            endpoint_slots=settings.haproxy_endpoint_slots,
-            replica_slots=settings.haproxy_replica_slots,
-            auth_token=settings.auth_token,
-            retries=settings.retries,
-            server_timeout_s=settings.default_timeout_s,
-            grace_s=settings.shutdown_grace_s,
+            HaproxyOptions(
+                listen_fd=-1,  # bound below, before the lifecycle starts
+                fallback_port=0,  # known once the Python gateway listens (on_bound)
+                endpoint_slots=settings.haproxy_endpoint_slots,
+                replica_slots=settings.haproxy_replica_slots,
+                auth_token=settings.auth_token,
+                retries=settings.retries,
+                server_timeout_s=settings.default_timeout_s,
+                hard_stop_after_s=settings.shutdown_grace_s,
+            ),
         )
         registry.register(HaproxyStatsCollector(front.process.command, front.routes))
     keeper = TableKeeper(

@@ -10,6 +10,7 @@ and at least every second (to retry what HAProxy refused).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -35,40 +36,27 @@ class HaproxyFront:
     Args:
         binary: the haproxy executable.
         table: the gateway's routing table (read, never changed here).
-        endpoint_slots, replica_slots, auth_token, retries, server_timeout_s, grace_s: as in
-            `HaproxyOptions`.
+        options: HAProxy's configuration; its `listen_fd` and `fallback_port` are filled in by
+            `bind` and `set_fallback_port`.
     """
 
     def __init__(
-        self,
-        binary: str,
-        table: RoutingTable[ReplicaChannel],
-        *,
-        endpoint_slots: int,
-        replica_slots: int,
-        auth_token: str,
-        retries: int,
-        server_timeout_s: float,
-        grace_s: float,
+        self, binary: str, table: RoutingTable[ReplicaChannel], options: HaproxyOptions
     ) -> None:
-        self._binary = binary
         self._table = table
-        self._slots = endpoint_slots
-        self._replica_slots = replica_slots
-        self._auth_token = auth_token
-        self._retries = retries
-        self._server_timeout_s = server_timeout_s
-        self._grace_s = grace_s
+        self._options = options
         self._listener: socket.socket | None = None
         self._folder = tempfile.TemporaryDirectory(prefix="skmaker-gateway-haproxy-")
         self._process = HaproxyProcess(binary, Path(self._folder.name))
         self.routes = HaproxyRoutes(
-            self._process.command, self._process.map_path, endpoint_slots, replica_slots
+            self._process.command,
+            self._process.map_path,
+            options.endpoint_slots,
+            options.replica_slots,
         )
         self._changed = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._fallback_port = 0
         self.failed = False
 
     @property
@@ -79,11 +67,12 @@ class HaproxyFront:
     def bind(self, host: str, port: int) -> int:
         """Binds the callers' port now (HAProxy takes it over at `start`); returns it."""
         self._listener = bind_listener(host, port)
+        self._options = dataclasses.replace(self._options, listen_fd=self._listener.fileno())
         return int(self._listener.getsockname()[1])
 
     def set_fallback_port(self, port: int) -> None:
         """The Python gateway's own (loopback) gRPC port, where HAProxy sends the rest."""
-        self._fallback_port = port
+        self._options = dataclasses.replace(self._options, fallback_port=port)
 
     def table_changed(self) -> None:
         """Wakes the sync thread (the routing table was just replaced, maybe changed)."""
@@ -96,18 +85,10 @@ class HaproxyFront:
             RuntimeError: HAProxy did not start.
         """
         assert self._listener is not None, "bind() first"
-        options = HaproxyOptions(
-            listen_fd=self._listener.fileno(),
-            fallback_port=self._fallback_port,
-            endpoint_slots=self._slots,
-            replica_slots=self._replica_slots,
-            auth_token=self._auth_token,
-            retries=self._retries,
-            server_timeout_s=self._server_timeout_s,
-            hard_stop_after_s=self._grace_s,
-        )
         self._process.start(
-            options, ready_timeout_s=_READY_TIMEOUT_S, on_unexpected_exit=self._on_haproxy_exit
+            self._options,
+            ready_timeout_s=_READY_TIMEOUT_S,
+            on_unexpected_exit=self._on_haproxy_exit,
         )
         # HAProxy holds the socket now; ours would keep accepting into a backlog nobody reads
         # once HAProxy stops listening.
@@ -150,7 +131,7 @@ class HaproxyFront:
         self._changed.set()
         if self._thread is not None:
             self._thread.join(timeout=_SYNC_INTERVAL_S + 5)
-        self._process.stop(self._grace_s)
+        self._process.stop(self._options.hard_stop_after_s)
 
     def stop(self) -> None:
         """Releases what `bind`/`start` took (idempotent)."""

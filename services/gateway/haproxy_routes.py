@@ -90,6 +90,9 @@ class HaproxyRoutes:
         self._command = command
         self._map = str(map_path)
         self._resolve = resolve_address
+        # address -> (ip, port) of the replicas in the table: resolved once, when one joins (the
+        # table is re-applied every second; a replica's address keeps its host while it lives).
+        self._resolved: dict[str, tuple[str, int]] = {}
         self._replica_slots = replica_slots
         self._free_backends = deque(slot_backend(n) for n in range(endpoint_slots))
         self._slots: dict[str, _Slot] = {}  # endpoint -> its slot
@@ -109,6 +112,8 @@ class HaproxyRoutes:
 
     def apply(self, wanted: Mapping[str, Collection[str]]) -> None:
         """Makes HAProxy route each endpoint of `wanted` to exactly its addresses."""
+        listed = {address for addresses in wanted.values() for address in addresses}
+        self._resolved = {a: t for a, t in self._resolved.items() if a in listed}
         for name in sorted(self._slots):
             if not wanted.get(name):
                 self._release(name)
@@ -163,7 +168,10 @@ class HaproxyRoutes:
         wanted: set[tuple[str, int]] = set()
         for address in addresses:
             try:
-                wanted.add(self._resolve(address))
+                target = self._resolved.get(address)
+                if target is None:
+                    target = self._resolved[address] = self._resolve(address)
+                wanted.add(target)
             except (OSError, ValueError) as err:
                 self._warn_once(address, "replica %s of %r is not routed: %s", address, name, err)
         for server, target in list(slot.servers.items()):
