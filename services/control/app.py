@@ -32,6 +32,7 @@ from services.control.load_metrics import LoadSource, PromQLSource, ScrapeSource
 from services.control.local_batch import LocalBatchWorkers, batch_worker_spec
 from services.control.local_workers import WorkerSpec, WorkerSupervisor
 from services.control.metrics import ControlMetrics
+from services.control.misdirected_inference import MisdirectedInferenceHandler
 from services.control.model_registry import ModelRegistry
 from services.control.model_servicer import ModelServicer
 from services.control.scheduler import Scheduler
@@ -45,6 +46,7 @@ from services.control.transform_servicer import TransformServicer
 from services.control.tuning import TuningJobs
 from services.control.tuning_servicer import TuningServicer
 from services.runtime import lifecycle
+from services.runtime.errors import NotFound
 from skmaker.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
@@ -206,6 +208,12 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         on_scrape_targets=sd_file.write if sd_file is not None else None,
     )
 
+    def endpoint_address(name: str) -> str | None:
+        try:
+            return endpoints.describe(name).endpoint.address or None
+        except NotFound:
+            return None
+
     def on_bound(grpc_port: int) -> None:
         # Children need the real port, known only once bound (--grpc-port=0 in tests).
         nonlocal control_address
@@ -281,6 +289,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
             dispatch_pb2.DESCRIPTOR.services_by_name["DispatchService"].full_name,
         ),
     ]
+    service.unlisted_handlers = [MisdirectedInferenceHandler(endpoint_address)]
     service.on_bound = on_bound
     service.on_start = on_start
     service.on_drain = on_drain
