@@ -2,15 +2,17 @@
 
 `build(settings)` opens the database (applying migrations) and the artifact folder, so a bad
 data dir fails before anything binds. The lease reaper, the replica backend and, with
-`--local`, the trainer children start once the gRPC port is bound (batch workers come and go
-with the running transform jobs); stored endpoints are then served again. On shutdown long
-polls and log followers end first, then the replicas are drained and stopped, then the children.
+`--local`, the minimum of trainer children start once the gRPC port is bound (more trainers
+come and go with the training tasks, batch workers with the running transform jobs); stored
+endpoints are then served again. On shutdown long polls and log followers end first, then the
+replicas are drained and stopped, then the children.
 """
 
 from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import optuna
@@ -30,6 +32,7 @@ from services.control.endpoint_store import EndpointStore
 from services.control.endpoints import Endpoints
 from services.control.load_metrics import LoadSource, PromQLSource, ScrapeSource
 from services.control.local_batch import LocalBatchWorkers, batch_worker_spec
+from services.control.local_trainers import LocalTrainers, TrainingDemand, default_max_trainers
 from services.control.local_workers import WorkerSpec, WorkerSupervisor
 from services.control.metrics import ControlMetrics
 from services.control.misdirected_inference import MisdirectedInferenceHandler
@@ -38,7 +41,7 @@ from services.control.model_servicer import ModelServicer
 from services.control.scheduler import Scheduler
 from services.control.scrape_targets import ScrapeTargetsFile
 from services.control.store import ControlStore
-from services.control.task import TaskKind
+from services.control.task import TaskKind, TaskState
 from services.control.training import TrainingJobs
 from services.control.training_servicer import TrainingServicer
 from services.control.transform import TransformJobs
@@ -63,8 +66,10 @@ from skmaker.v1 import (
 )
 
 
-def trainer_specs(settings: ControlSettings, grpc_port: int) -> list[WorkerSpec]:
-    """The local trainer children for a control bound to `grpc_port`."""
+def trainer_specs(
+    settings: ControlSettings, grpc_port: int, indices: Iterable[int] | None = None
+) -> list[WorkerSpec]:
+    """The local trainer children for a control bound to `grpc_port` (by default the minimum)."""
     data_dir = Path(settings.data_dir).resolve()
     extra = shlex.split(settings.trainer_args)
     return [
@@ -88,7 +93,7 @@ def trainer_specs(settings: ControlSettings, grpc_port: int) -> list[WorkerSpec]
                 {"SKMAKER_TRAINER_AUTH_TOKEN": settings.auth_token} if settings.auth_token else {}
             ),
         )
-        for index in range(settings.local_trainers)
+        for index in (range(settings.local_trainers) if indices is None else indices)
     ]
 
 
@@ -170,6 +175,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     scheduler.register(TaskKind.TRANSFORM, transform_jobs)
     # Set once the port is bound; batch workers started later are pointed at it.
     control_address = ""
+    bound_port = 0
 
     def batch_spec(index: int) -> WorkerSpec:
         return batch_worker_spec(
@@ -186,6 +192,23 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         transform_jobs.wanted_workers,
         max_workers=settings.local_batch_workers_max,
         idle_s=settings.local_batch_idle_s,
+    )
+
+    def training_demand() -> TrainingDemand:
+        tasks = scheduler.unfinished(TaskKind.TRAINING)
+        leased_by = frozenset(t.worker_id for t in tasks if t.state is TaskState.LEASED)
+        return TrainingDemand(len(tasks), leased_by)
+
+    def trainer_spec(index: int) -> WorkerSpec:
+        return trainer_specs(settings, bound_port, [index])[0]
+
+    local_trainers = LocalTrainers(
+        supervisor,
+        trainer_spec,
+        training_demand,
+        min_trainers=settings.local_trainers,
+        max_trainers=settings.local_trainers_max or default_max_trainers(),
+        idle_s=settings.local_trainers_idle_s,
     )
 
     def on_replica_event(endpoint_name: str, message: str) -> None:
@@ -216,8 +239,9 @@ def build(settings: ControlSettings) -> lifecycle.Service:
 
     def on_bound(grpc_port: int) -> None:
         # Children need the real port, known only once bound (--grpc-port=0 in tests).
-        nonlocal control_address
+        nonlocal control_address, bound_port
         control_address = f"127.0.0.1:{grpc_port}"
+        bound_port = grpc_port
         if settings.local:
             for spec in trainer_specs(settings, grpc_port):
                 supervisor.add(spec)
@@ -233,11 +257,13 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         transform_jobs.start()
         if settings.local:
             local_batch.start()
+            local_trainers.start()
 
     def on_drain() -> None:
         # First, so children that exit on the group's SIGTERM are not restarted (nor are
         # batch workers started or stopped for transform jobs any more).
         local_batch.close()
+        local_trainers.close()
         supervisor.begin_shutdown()
         autoscaling.close()
         endpoints.begin_shutdown()
