@@ -38,6 +38,7 @@ from services.control.metrics import ControlMetrics
 from services.control.misdirected_inference import MisdirectedInferenceHandler
 from services.control.model_registry import ModelRegistry
 from services.control.model_servicer import ModelServicer
+from services.control.replica_runtime import ReplicaRuntimes
 from services.control.scheduler import Scheduler
 from services.control.scrape_targets import ScrapeTargetsFile
 from services.control.store import ControlStore
@@ -311,7 +312,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         ),
         lifecycle.Servicer(
             dispatch_pb2_grpc.add_DispatchServiceServicer_to_server,
-            DispatchServicer(scheduler),
+            DispatchServicer(scheduler, ReplicaRuntimes(endpoints, models)),
             dispatch_pb2.DESCRIPTOR.services_by_name["DispatchService"].full_name,
         ),
     ]

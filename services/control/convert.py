@@ -191,11 +191,7 @@ def training_job_to_pb(job: tj.TrainingJob) -> training_job_pb2.TrainingJob:
         model_artifact_uri=job.model_artifact_uri,
         output_artifact_uri=job.output_artifact_uri,
         attempts=job.attempts,
-        runtime_versions=training_job_pb2.RuntimeVersions(
-            python=job.runtime_versions.python,
-            sklearn=job.runtime_versions.sklearn,
-            numpy=job.runtime_versions.numpy,
-        ),
+        runtime_versions=runtime_to_pb(job.runtime_versions),
         tuning_job_name=job.tuning_job_name,
     )
     if job.training_start_time is not None:
@@ -324,7 +320,7 @@ def completion_from_pb(request: dispatch_pb2.CompleteTaskRequest) -> CompletionR
         failure_reason=request.failure_reason,
         model_artifact_uri=request.model_artifact_uri,
         output_artifact_uri=request.output_artifact_uri,
-        runtime_versions=tj.RuntimeVersions(versions.python, versions.sklearn, versions.numpy),
+        runtime_versions=runtime_from_pb(versions),
         log_lines=_log_lines_from_pb(request.log_lines),
         metrics=_metrics_from_pb(request.metrics),
         transform_result=(
@@ -431,6 +427,21 @@ def list_prefix_from_pb(uri_prefix: str) -> str:
 # ----------------------------------------------------------------- models and endpoints
 
 
+def runtime_to_pb(versions: tj.RuntimeVersions) -> training_job_pb2.RuntimeVersions:
+    """The wire form of a runtime (empty strings where unknown)."""
+    return training_job_pb2.RuntimeVersions(
+        python=versions.python,
+        sklearn=versions.sklearn,
+        numpy=versions.numpy,
+        joblib=versions.joblib,
+    )
+
+
+def runtime_from_pb(message: training_job_pb2.RuntimeVersions) -> tj.RuntimeVersions:
+    """The domain form of a reported runtime."""
+    return tj.RuntimeVersions(message.python, message.sklearn, message.numpy, message.joblib)
+
+
 def model_from_pb(model: model_pb2.Model) -> Model:
     """The domain model of a CreateModel request's model (times are set by the control)."""
     return Model(
@@ -453,6 +464,11 @@ def model_to_pb(model: Model) -> model_pb2.Model:
         environment=dict(model.environment),
         creation_time=timestamp(model.creation_time),
         training_job_name=model.training_job_name,
+        runtime_versions=(
+            runtime_to_pb(model.runtime_versions)
+            if model.runtime_versions != tj.RuntimeVersions()
+            else None
+        ),
     )
 
 

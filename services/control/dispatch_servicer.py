@@ -1,20 +1,24 @@
-"""DispatchService: the worker-facing acquire / heartbeat / complete API over the scheduler."""
+"""DispatchService: the worker-facing acquire / heartbeat / complete API over the scheduler,
+and the replicas' runtime reports."""
 
 from __future__ import annotations
 
 import grpc
 
 from services.control import convert
+from services.control.replica_runtime import ReplicaRuntimes
 from services.control.scheduler import Scheduler
+from services.runtime.errors import Unimplemented
 from skmaker.v1 import dispatch_pb2, dispatch_pb2_grpc
 
 
 class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
     """Leases tasks to workers and takes their reports."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
-        """Serves `scheduler`."""
+    def __init__(self, scheduler: Scheduler, replicas: ReplicaRuntimes | None = None) -> None:
+        """Serves `scheduler`, and replica runtime reports through `replicas` when given."""
         self._scheduler = scheduler
+        self._replicas = replicas
 
     def AcquireTask(
         self, request: dispatch_pb2.AcquireTaskRequest, context: grpc.ServicerContext
@@ -43,3 +47,17 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         """Ends the task as the worker reports."""
         self._scheduler.complete(convert.completion_from_pb(request))
         return dispatch_pb2.CompleteTaskResponse()
+
+    def ReportReplicaRuntime(
+        self, request: dispatch_pb2.ReportReplicaRuntimeRequest, context: grpc.ServicerContext
+    ) -> dispatch_pb2.ReportReplicaRuntimeResponse:
+        """Compares a replica's runtime with its model's training runtime (see replica_runtime)."""
+        if self._replicas is None:
+            raise Unimplemented("this control keeps no endpoints")
+        mismatch = self._replicas.report(
+            request.endpoint_name,
+            request.replica_id,
+            request.model_name,
+            convert.runtime_from_pb(request.runtime_versions),
+        )
+        return dispatch_pb2.ReportReplicaRuntimeResponse(mismatch=mismatch)

@@ -18,6 +18,7 @@ from services.control.endpoint_store import EndpointStore
 from services.control.model import Model
 from services.control.model_store import ModelStore
 from services.control.store import ControlStore
+from services.control.training_job import RuntimeVersions
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 RESOURCE_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
@@ -73,9 +74,18 @@ class ModelRegistry:
         self._check_artifact("model_data_uri", model.model_data_uri, "model.tar.gz")
         if model.source_uri:
             self._check_artifact("source_uri", model.source_uri, "the code bundle")
-        if model.training_job_name and not self._store.training_job_exists(model.training_job_name):
-            raise NotFound(f"training job {model.training_job_name!r} not found")
-        stored = replace(model, environment=dict(model.environment), creation_time=self._clock())
+        runtime = RuntimeVersions()
+        if model.training_job_name:
+            job = self._store.get_training_job(model.training_job_name)
+            if job is None:
+                raise NotFound(f"training job {model.training_job_name!r} not found")
+            runtime = job.runtime_versions
+        stored = replace(
+            model,
+            environment=dict(model.environment),
+            creation_time=self._clock(),
+            runtime_versions=runtime,
+        )
         self._models.insert(stored)
         return stored
 
