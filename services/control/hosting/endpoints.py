@@ -38,8 +38,9 @@ from services.control.hosting.endpoint_values import (
     ScalingPolicy,
     truncate_reason,
 )
-from services.control.hosting.model_registry import ModelRegistry, validate_resource_name
+from services.control.hosting.model_registry import ModelRegistry
 from services.control.metrics import ControlMetrics
+from services.control.names import Resource, require_resource_name
 from services.control.notifier import Notifier
 from services.control.state import ControlStore
 from services.runtime.errors import (
@@ -120,7 +121,7 @@ class Endpoints:
             AlreadyExists: an endpoint with this name exists.
         """
         backend = self._require_backend()
-        validate_resource_name("endpoint", name)
+        require_resource_name(Resource.ENDPOINT, name)
         self._check_replicas("initial_replicas", initial_replicas)
         self._check_policy(policy)
         self._models.describe(model_name)

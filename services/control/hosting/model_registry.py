@@ -17,29 +17,15 @@ from services.control.artifacts.store import SCHEME, ArtifactStore, key_of
 from services.control.hosting.endpoint_store import EndpointStore
 from services.control.hosting.model_store import ModelStore
 from services.control.hosting.model_values import Model
+from services.control.names import Resource, require_resource_name
 from services.control.state import ControlStore
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
-RESOURCE_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 ENVIRONMENT_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # SageMaker's limits on a model's Environment (contract §2.6).
 MAX_ENVIRONMENT_ENTRIES = 100
 MAX_ENVIRONMENT_ITEM_BYTES = 1024
 MAX_ENVIRONMENT_TOTAL_BYTES = 32 * 1024
-
-
-def validate_resource_name(kind: str, name: str) -> None:
-    """Raises InvalidArgument unless `name` follows SageMaker's model and endpoint name rule.
-
-    Args:
-        kind: "model" or "endpoint", for the message.
-        name: the name to check.
-    """
-    if not RESOURCE_NAME.fullmatch(name):
-        raise InvalidArgument(
-            f"{kind} name {name!r} is invalid: use 1-63 letters, digits and hyphens, "
-            "starting and ending with a letter or digit"
-        )
 
 
 class ModelRegistry:
@@ -67,7 +53,7 @@ class ModelRegistry:
             NotFound: the model archive, the code bundle or the training job does not exist.
             AlreadyExists: a model with this name exists.
         """
-        validate_resource_name("model", model.name)
+        require_resource_name(Resource.MODEL, model.name)
         _check_entry_point(model.entry_point)
         _check_environment(model.environment)
         self._check_artifact("model_data_uri", model.model_data_uri, "model.tar.gz")

@@ -13,11 +13,10 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from services.control.artifacts.store import SCHEME, ArtifactStore, key_of
+from services.control.names import Resource, require_channel_name, require_resource_name
 from services.control.training.values import DEFAULT_MAX_RUNTIME_S, TrainingJobSpec
 from services.runtime.errors import InvalidArgument, NotFound
 
-JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
-CHANNEL_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 ENVIRONMENT_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 MAX_CHANNELS = 20
@@ -38,12 +37,8 @@ _MEMBERS_SHOWN = 8
 
 
 def validate_job_name(name: str) -> None:
-    """Raises InvalidArgument unless `name` follows SageMaker's job-name rule."""
-    if not JOB_NAME.fullmatch(name):
-        raise InvalidArgument(
-            f"training job name {name!r} is invalid: use 1-63 letters, digits and hyphens, "
-            "starting and ending with a letter or digit"
-        )
+    """Raises InvalidArgument unless `name` follows SageMaker's training-job name rule."""
+    require_resource_name(Resource.TRAINING_JOB, name)
 
 
 def validate_training_job(
@@ -102,10 +97,7 @@ def _check_channel_names(spec: TrainingJobSpec) -> None:
         raise InvalidArgument(f"{len(spec.channels)} channels; at most {MAX_CHANNELS} are allowed")
     seen: set[str] = set()
     for channel in spec.channels:
-        if not CHANNEL_NAME.fullmatch(channel.name):
-            raise InvalidArgument(
-                f"channel name {channel.name!r} is invalid: use 1-64 of A-Z a-z 0-9 . _ -"
-            )
+        require_channel_name(channel.name)
         if channel.name in seen:
             raise InvalidArgument(f"channel {channel.name!r} is given twice")
         seen.add(channel.name)

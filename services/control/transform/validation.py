@@ -21,6 +21,7 @@ from typing import cast
 from services.batch.dataprocessing import AssembleWith, JoinSource, check_data_processing
 from services.batch.records import SplitType
 from services.control.artifacts.store import SCHEME, key_of
+from services.control.names import Resource, require_resource_name
 from services.control.transform.values import (
     DEFAULT_MAX_CONCURRENT_TRANSFORMS,
     DEFAULT_MAX_PAYLOAD_MB,
@@ -30,7 +31,6 @@ from services.control.transform.values import (
 from services.inference.codecs import DEFAULT_ACCEPT
 from services.runtime.errors import InvalidArgument
 
-JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 ENVIRONMENT_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{0,1023}")
 # SageMaker's limits: 16 environment entries for a transform job, values up to 10 KiB, the
 # product of concurrency and payload at most 100 MB (contract §4.2).
@@ -52,12 +52,8 @@ JOIN_SOURCES = ("None", "Input")
 
 
 def validate_transform_job_name(name: str) -> None:
-    """Raises InvalidArgument unless `name` follows SageMaker's job-name rule."""
-    if not JOB_NAME.fullmatch(name):
-        raise InvalidArgument(
-            f"transform job name {name!r} is invalid: use 1-63 letters, digits and hyphens, "
-            "starting and ending with a letter or digit"
-        )
+    """Raises InvalidArgument unless `name` follows SageMaker's transform-job name rule."""
+    require_resource_name(Resource.TRANSFORM_JOB, name)
 
 
 def effective_accept(accept: str, model_environment: Mapping[str, str]) -> str:

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import enum
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from services.control.names import Resource, require_resource_name
 from services.control.training.values import TrainingJobSpec, TrainingJobStatus
 from services.control.tuning.config import TuningConfig
 from services.control.tuning.space import ParameterRange
 from services.control.tuning.tuner import TrialState
-from services.runtime.errors import InvalidArgument
 
 # SageMaker's rule for HyperParameterTuningJobName: the job-name rule, at most 32 chars.
-TUNING_JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}")
 MAX_WARM_START_PARENTS = 5
 # Hyperparameters the control adds to every trial (contract §1.5, "Tuning jobs").
 OBJECTIVE_METRIC_KEY = "_tuning_objective_metric"
@@ -173,11 +171,7 @@ def trial_hyperparameters(spec: TuningJobSpec, tuned: Mapping[str, str]) -> dict
 
 def validate_tuning_job_name(name: str) -> None:
     """Raises InvalidArgument unless `name` follows SageMaker's tuning-job name rule."""
-    if not TUNING_JOB_NAME.fullmatch(name):
-        raise InvalidArgument(
-            f"tuning job name {name!r} is invalid: use 1-32 letters, digits and hyphens, "
-            "starting and ending with a letter or digit"
-        )
+    require_resource_name(Resource.TUNING_JOB, name)
 
 
 def trial_job_name(tuning_job_name: str, number: int, suffix: str) -> str:
