@@ -65,9 +65,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return model_dir, code_dir
 
 
-def start_replica(
-    bundle: tuple[Path, Path], work: Path, *extra: str
-) -> ServiceProcess:
+def start_replica(bundle: tuple[Path, Path], work: Path, *extra: str) -> ServiceProcess:
     model_dir, code_dir = bundle
     return run_service(
         "inference",
