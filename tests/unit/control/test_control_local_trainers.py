@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.control.local_trainers import LocalTrainers, TrainingDemand
-from services.control.local_workers import WorkerSpec
+from services.control.local_workers.supervisor import WorkerSpec
+from services.control.local_workers.trainers import LocalTrainers, TrainingDemand
 from tests.unit.control.conftest import FakeClock
 from tests.unit.control.test_control_local_batch import FakeSupervisor
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.control.misdirected_inference import MisdirectedInferenceHandler
+from services.control.hosting.misdirected_inference import MisdirectedInferenceHandler
 from skmaker.v1 import inference_pb2, open_inference_pb2
 
 ADDRESSES = {"iris": "127.0.0.1:40123"}
