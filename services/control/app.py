@@ -72,9 +72,9 @@ from skmaker.v1 import (
 
 
 def trainer_specs(
-    settings: ControlSettings, grpc_port: int, indices: Iterable[int] | None = None
+    settings: ControlSettings, grpc_port: int, indices: Iterable[int]
 ) -> list[WorkerSpec]:
-    """The local trainer children for a control bound to `grpc_port` (by default the minimum)."""
+    """Local trainer children `trainer-<index>` for a control bound to `grpc_port`."""
     data_dir = Path(settings.data_dir).resolve()
     extra = shlex.split(settings.trainer_args)
     return [
@@ -98,7 +98,7 @@ def trainer_specs(
                 {"SKMAKER_TRAINER_AUTH_TOKEN": settings.auth_token} if settings.auth_token else {}
             ),
         )
-        for index in (range(settings.local_trainers) if indices is None else indices)
+        for index in indices
     ]
 
 
@@ -212,7 +212,11 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         trainer_spec,
         training_demand,
         min_trainers=settings.local_trainers,
-        max_trainers=settings.local_trainers_max or default_max_trainers(),
+        max_trainers=(
+            default_max_trainers()
+            if settings.local_trainers_max is None
+            else settings.local_trainers_max
+        ),
         idle_s=settings.local_trainers_idle_s,
     )
 
@@ -248,8 +252,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         control_address = f"127.0.0.1:{grpc_port}"
         bound_port = grpc_port
         if settings.local:
-            for spec in trainer_specs(settings, grpc_port):
-                supervisor.add(spec)
+            local_trainers.reconcile()  # the minimum, or more for tasks queued before a restart
         if backend is not None:
             backend.start(f"127.0.0.1:{grpc_port}")
 

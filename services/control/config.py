@@ -26,10 +26,10 @@ class ControlSettings(ServiceSettings):
     local_trainers: int = setting(
         1, "trainer children --local keeps running without work (more start as tasks queue)"
     )
-    local_trainers_max: int = setting(
-        0,
+    local_trainers_max: int | None = setting(
+        None,
         "the most trainer children --local runs (one per queued or running training task); "
-        "0 means the core count",
+        "default the core count; 0 runs none",
     )
     local_trainers_idle_s: float = setting(
         5.0, "--local stops trainers beyond --local-trainers idle this many seconds"
@@ -121,7 +121,7 @@ class ControlSettings(ServiceSettings):
             raise ValueError(
                 "--transform-shard-bytes must be >= 1 and --local-batch-workers-max >= 0"
             )
-        if self.local_trainers < 0 or self.local_trainers_max < 0:
+        if self.local_trainers < 0 or (self.local_trainers_max or 0) < 0:
             raise ValueError("--local-trainers and --local-trainers-max must be >= 0")
         if not self.autoscale_interval_s > 0:
             raise ValueError("--autoscale-interval-s must be positive")

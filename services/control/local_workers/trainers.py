@@ -72,7 +72,8 @@ class LocalTrainers:
             spec_for: The child of trainer `index` (named `trainer-<index>`).
             demand: The training tasks now queued or leased, and who holds the leases.
             min_trainers: Trainers kept running even without work.
-            max_trainers: The most trainers to run, whatever the demand (at least the minimum).
+            max_trainers: The most trainers to run, whatever the demand (0: none; the minimum
+                is cut to it).
             idle_s: How long fewer trainers must be wanted before idle extra ones stop.
             interval_s: How often `demand` is read.
             clock: Monotonic seconds.
@@ -81,8 +82,8 @@ class LocalTrainers:
         self._supervisor = supervisor
         self._spec_for = spec_for
         self._demand = demand
-        self._min = max(0, min_trainers)
-        self._max = max(self._min, max_trainers)
+        self._max = max(0, max_trainers)
+        self._min = min(max(0, min_trainers), self._max)
         self._idle_s = idle_s
         self._interval_s = interval_s
         self._clock = clock

@@ -98,3 +98,16 @@ def test_new_work_within_the_delay_keeps_the_trainers(tmp_path: Path) -> None:
     assert trainers.reconcile() == 2
     clock.advance(5.1)
     assert trainers.reconcile() == 1
+
+
+def test_a_cap_of_zero_runs_no_trainer_at_all(tmp_path: Path) -> None:
+    supervisor = PidSupervisor()
+    trainers = LocalTrainers(
+        supervisor,
+        lambda index: WorkerSpec(f"trainer-{index}", ("true",), tmp_path / "t.log"),
+        lambda: TrainingDemand(4, frozenset()),
+        min_trainers=1,
+        max_trainers=0,  # trainers run elsewhere (e.g. their own machines)
+        idle_s=5.0,
+    )
+    assert trainers.reconcile() == 0 and supervisor.children == []
