@@ -242,6 +242,5 @@ def model_from_json(text: str) -> Model:
     """The inverse of `model_to_json`."""
     values: dict[str, Any] = json.loads(text)
     kept = {key: value for key, value in values.items() if key in Model.__dataclass_fields__}
-    # Snapshots taken before models recorded their training runtime have none.
     kept["runtime_versions"] = RuntimeVersions(**values.get("runtime_versions", {}))
     return Model(**kept)
