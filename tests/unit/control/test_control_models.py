@@ -164,3 +164,17 @@ def test_a_model_keeps_its_training_jobs_runtime(
     assert registry.describe("iris-tree").runtime_versions == runtime
     # A model of an artifact trained elsewhere has no known runtime.
     assert registry.create(_model(name="elsewhere")).runtime_versions == RuntimeVersions()
+
+
+def test_a_transform_snapshot_from_before_model_runtimes_reads_as_not_known() -> None:
+    import json
+
+    from services.control.training.values import RuntimeVersions
+    from services.control.transform.values import model_from_json, model_to_json
+
+    runtime = RuntimeVersions(python="3.11.7", sklearn="1.9.1", numpy="2.4.6", joblib="1.6.0")
+    older = json.loads(
+        model_to_json(Model("m", MODEL_URI, "inference.py", runtime_versions=runtime))
+    )
+    del older["runtime_versions"]  # as stored before migration 8
+    assert model_from_json(json.dumps(older)).runtime_versions == RuntimeVersions()
