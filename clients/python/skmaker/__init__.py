@@ -51,7 +51,7 @@ from skmaker.estimator import SKLearn
 from skmaker.inputs import TrainingInput
 from skmaker.model import SKLearnModel
 from skmaker.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
-from skmaker.predictor import Predictor
+from skmaker.predictor import Predictor, SKLearnPredictor
 from skmaker.session import Session
 from skmaker.transformer import Transformer
 from skmaker.tuner import HyperparameterTuner, WarmStartConfig, WarmStartTypes
@@ -78,6 +78,7 @@ __all__ = [
     "ResourceExhausted",
     "SKLearn",
     "SKLearnModel",
+    "SKLearnPredictor",
     "Session",
     "SkmakerClientError",
     "TrainingInput",

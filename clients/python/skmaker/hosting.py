@@ -37,6 +37,7 @@ class HostingCalls:
     # Provided by Session.
     _metadata: tuple[tuple[str, str], ...]
     _rpc: Callable[..., Any]
+    store_uri: Callable[[str], str]
 
     def _init_hosting(
         self,
@@ -90,9 +91,9 @@ class HostingCalls:
         request = serving_pb2.CreateModelRequest(
             model=model_pb2.Model(
                 name=name,
-                model_data_uri=model_data_uri,
+                model_data_uri=self.store_uri(model_data_uri),
                 entry_point=entry_point,
-                source_uri=source_uri,
+                source_uri=self.store_uri(source_uri),
                 environment=dict(environment or {}),
                 training_job_name=training_job_name,
             )

@@ -175,6 +175,8 @@ class Transformer:
         sagemaker_session: the skmaker `Session` (a SageMaker session is ignored).
         volume_kms_key: SageMaker-only; ignored with a warning.
         session: alias of `sagemaker_session`; default `Session()` from the environment.
+        **sagemaker_only_args: SageMaker's other arguments (`vpc_config`, `output_filter`...)
+            or unknown ones; accepted and ignored with a warning.
     """
 
     def __init__(
@@ -195,8 +197,10 @@ class Transformer:
         sagemaker_session: Any = None,
         volume_kms_key: str | None = None,
         session: Session | None = None,
+        **sagemaker_only_args: Any,
     ) -> None:
         ignored = {
+            **sagemaker_only_args,
             "instance_type": instance_type,
             "output_kms_key": output_kms_key,
             "tags": tags,
@@ -228,6 +232,16 @@ class Transformer:
 
     def __repr__(self) -> str:
         return f"Transformer(model_name={self.model_name!r}, job={self._current_job_name!r})"
+
+    def delete_model(self) -> None:
+        """Deletes the model this transformer scores with, as SageMaker's.
+
+        Transform jobs already created keep scoring: each carries its copy of the model.
+
+        Raises:
+            NotFound: when the model is gone already.
+        """
+        self.sagemaker_session.delete_model(self.model_name)
 
     @property
     def sagemaker_session(self) -> Session:
