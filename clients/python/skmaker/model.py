@@ -118,8 +118,7 @@ def warn_ignored(
             close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.8)
             named.append(f"{name} (did you mean {close[0]}?)" if close else name)
         parts.append(
-            f"skmaker ignores these arguments, which {caller}() does not know: "
-            + ", ".join(named)
+            f"skmaker ignores these arguments, which {caller}() does not know: " + ", ".join(named)
         )
     if parts:
         warnings.warn("; ".join(parts), UserWarning, stacklevel=stacklevel)
