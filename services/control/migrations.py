@@ -214,4 +214,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # worker uploads them beside its output and reports only the count); rows of
     # transform_record_errors remain for shards that older workers reported inline.
     ("ALTER TABLE transform_shards ADD COLUMN records_failed INTEGER NOT NULL DEFAULT 0",),
+    # 8: a model deleted while endpoints serve it is kept, hidden, for their replicas (as a
+    # SageMaker endpoint keeps serving a deleted model) until no endpoint uses it.
+    ("ALTER TABLE models ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",),
 )

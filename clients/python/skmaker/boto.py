@@ -122,8 +122,14 @@ class WaiterError(SkmakerClientError, *_WAITER_ERROR_BASES):  # type: ignore[mis
         self.last_response = dict(last_response)
 
 
-def _client_error(err: SkmakerClientError, operation: str) -> ClientError:
-    """The boto3-shaped error of a failed skmaker call, also an instance of `type(err)`."""
+def _client_error(
+    err: SkmakerClientError, operation: str, *, from_model: bool = False
+) -> ClientError:
+    """The boto3-shaped error of a failed skmaker call, also an instance of `type(err)`.
+
+    With `from_model` (an invocation's answer), a refused payload or a handler's exception is
+    SageMaker Runtime's ModelError, carrying the status the model server answered.
+    """
     code, status = _CODE_OF.get(type(err), ("InternalFailure", 500))
     if isinstance(err, skmaker_errors.NotFound) and operation in _RESOURCE_NOT_FOUND_OPERATIONS:
         code = "ResourceNotFound"
@@ -132,9 +138,7 @@ def _client_error(err: SkmakerClientError, operation: str) -> ClientError:
         "Error": {"Code": code, "Message": message},
         "ResponseMetadata": _response_metadata(status),
     }
-    if operation == "InvokeEndpoint" and isinstance(
-        err, skmaker_errors.ModelError | skmaker_errors.InvalidArgument
-    ):
+    if from_model and isinstance(err, skmaker_errors.ModelError | skmaker_errors.InvalidArgument):
         # SageMaker Runtime reports a container's own error as ModelError with its status.
         original = 400 if isinstance(err, skmaker_errors.InvalidArgument) else 500
         kind = "client" if original < 500 else "server"
@@ -228,7 +232,7 @@ class _BotoShapedClient:
     def __init__(self, session: Session) -> None:
         self._session = session
 
-    def _call(self, method: str, call: Callable[[], Any]) -> Any:
+    def _call(self, method: str, call: Callable[[], Any], *, from_model: bool = False) -> Any:
         try:
             return call()
         except ClientError:
@@ -236,7 +240,7 @@ class _BotoShapedClient:
         except SkmakerClientError as err:
             if isinstance(err, UnexpectedStatusException):
                 raise
-            raise _client_error(err, _operation_name(method)) from None
+            raise _client_error(err, _operation_name(method), from_model=from_model) from None
 
     @staticmethod
     def _answer(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -1025,6 +1029,7 @@ class SageMakerRuntimeClient(_BotoShapedClient):
             lambda: self._session.invoke_endpoint(
                 EndpointName, payload, ContentType, Accept, CustomAttributes
             ),
+            from_model=True,
         )
         return self._answer(
             {

@@ -125,11 +125,10 @@ class HostingCalls:
         return [descriptions.model_summary(model) for model in response.models][:max_results]
 
     def delete_model(self, model_name: str) -> None:
-        """Deletes a model (not retried).
+        """Deletes a model (not retried); endpoints serving it keep serving it.
 
         Raises:
             NotFound: when there is no such model.
-            FailedPrecondition: while an endpoint serves it.
         """
         request = serving_pb2.DeleteModelRequest(name=model_name)
         self._rpc(self._models.DeleteModel, request, idempotent=False)

@@ -431,11 +431,11 @@ class SKLearnModel:
         )
 
     def delete_model(self) -> None:
-        """Deletes the model on skmaker (its uploaded files stay in the store).
+        """Deletes the model on skmaker (its uploaded files stay in the store); endpoints
+        serving it keep serving it.
 
         Raises:
             ValueError: when the model was never created, as SageMaker.
-            FailedPrecondition: while an endpoint serves it.
         """
         if self.name is None:
             raise ValueError(

@@ -334,9 +334,9 @@ class Predictor:
     def delete_endpoint(self, delete_endpoint_config: bool = True, wait: bool = True) -> None:
         """Deletes the endpoint: its replicas drain and stop.
 
-        Unlike SageMaker's, it waits (by default) until the endpoint is gone, because skmaker
-        refuses to delete a model an endpoint still uses: `delete_model()` can follow at once.
-        The model the endpoint served is remembered for it.
+        Unlike SageMaker's, it waits (by default) until the endpoint is gone, so its replicas
+        have stopped when it returns. The model the endpoint served is remembered for
+        `delete_model()`, which may come before or after.
 
         Args:
             delete_endpoint_config: SageMaker's argument; skmaker has no endpoint configs.
@@ -356,9 +356,11 @@ class Predictor:
     def delete_model(self) -> None:
         """Deletes the model the endpoint serves (or served, after `delete_endpoint()`).
 
+        As on SageMaker, an endpoint serving the model keeps serving it (and starts replicas
+        of it when it scales) until it is deleted or moved to another model.
+
         Raises:
             NotFound: when the model, or the endpoint whose model is not yet known, is gone.
-            FailedPrecondition: while an endpoint still serves the model.
         """
         if self._model_name is None:
             self.describe_endpoint()
