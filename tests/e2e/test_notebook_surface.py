@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.datasets import load_iris
+from sklearn.tree import DecisionTreeClassifier
 
 from skmaker import Predictor, Session, SKLearn, SKLearnPredictor, TrainingInput
 from skmaker.boto import ClientError
@@ -200,3 +201,75 @@ def test_a_sagemaker_notebook_runs_unchanged(
     with pytest.raises(ClientError) as gone:
         sm_client.describe_model(ModelName=endpoint_name)
     assert gone.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_boto3_hosting_cells_run_unchanged(
+    notebook_env: None, control: ServiceProcess, tmp_path: Path
+) -> None:
+    iris = load_iris()
+    model = DecisionTreeClassifier(random_state=0).fit(iris.data, iris.target)
+    joblib.dump(model, tmp_path / "model.joblib")
+    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "model.joblib", arcname="model.joblib")
+    with tarfile.open(tmp_path / "sourcedir.tar.gz", "w:gz") as tar:
+        tar.add(EXAMPLE_DIR / "scikit_learn_iris.py", arcname="scikit_learn_iris.py")
+
+    # -- the notebook: boto3 calls only, on the session's clients -----------------------------
+    session = Session()
+    bucket = session.default_bucket()
+    session.upload_data(str(tmp_path / "model.tar.gz"), bucket, "boto-demo/model")
+    session.upload_data(str(tmp_path / "sourcedir.tar.gz"), bucket, "boto-demo/code")
+    sm = session.sagemaker_client
+    runtime = session.sagemaker_runtime_client
+    sm.create_model(
+        ModelName="iris-boto",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={
+            "Image": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1",
+            "ModelDataUrl": f"s3://{bucket}/boto-demo/model/model.tar.gz",
+            "Environment": {
+                "SAGEMAKER_PROGRAM": "scikit_learn_iris.py",
+                "SAGEMAKER_SUBMIT_DIRECTORY": f"s3://{bucket}/boto-demo/code/sourcedir.tar.gz",
+            },
+        },
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="iris-boto-config",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "iris-boto",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+    )
+    sm.create_endpoint(EndpointName="iris-boto-ep", EndpointConfigName="iris-boto-config")
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="iris-boto-ep")
+    endpoint = sm.describe_endpoint(EndpointName="iris-boto-ep")
+    response = runtime.invoke_endpoint(
+        EndpointName="iris-boto-ep",
+        ContentType="text/csv",
+        Accept="application/json",
+        Body=io.BytesIO(b"5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n"),
+    )
+    answer = json.loads(response["Body"].read())
+    with pytest.raises(ClientError) as refused:
+        runtime.invoke_endpoint(
+            EndpointName="iris-boto-ep", ContentType="text/csv", Body="1.0,2.0\n"
+        )
+    sm.delete_model(ModelName="iris-boto")
+    sm.delete_endpoint(EndpointName="iris-boto-ep")
+    sm.get_waiter("endpoint_deleted").wait(EndpointName="iris-boto-ep")
+    sm.delete_endpoint_config(EndpointConfigName="iris-boto-config")
+    # -- end of the notebook -------------------------------------------------------------------
+
+    assert endpoint["EndpointStatus"] == "InService"
+    assert endpoint["EndpointConfigName"] == "iris-boto-config"
+    assert endpoint["ProductionVariants"][0]["CurrentInstanceCount"] == 1
+    assert answer == model.predict([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]).tolist()
+    assert response["ContentType"] == "application/json"
+    # A payload of the wrong width is the handler's error: SageMaker Runtime's ModelError.
+    assert refused.value.response["Error"]["Code"] == "ModelError"
+    assert refused.value.response["OriginalStatusCode"] == 400
+    assert sm.list_endpoints(NameContains="iris-boto")["Endpoints"] == []
