@@ -122,6 +122,26 @@ def test_a_sagemaker_notebook_runs_unchanged(
         )
         csv_answer = response["Body"].read().decode("utf-8")
 
+        batch_dir = tmp_path / "batch"
+        batch_dir.mkdir()
+        test_X.to_csv(batch_dir / "test.csv", header=False, index=False)
+        sagemaker_session.upload_data(str(batch_dir), bucket=bucket, key_prefix=f"{prefix}/batch")
+        transformer = sklearn.transformer(
+            instance_count=1,
+            instance_type="ml.m5.large",
+            accept="text/csv",
+            assemble_with="Line",
+            output_path=f"s3://{bucket}/{prefix}/batch-output",
+        )
+        transformer.transform(
+            f"s3://{bucket}/{prefix}/batch", content_type="text/csv", split_type="Line"
+        )
+        transformer.wait(logs=False)
+        sagemaker_session.download_data(
+            str(tmp_path / "batch-output"), bucket, f"{prefix}/batch-output"
+        )
+        transformer.delete_model()
+
         local_artifacts = tmp_path / "artifacts"
         sagemaker_session.download_data(
             path=str(local_artifacts),
@@ -186,6 +206,10 @@ def test_a_sagemaker_notebook_runs_unchanged(
     assert response["ContentType"] == "text/csv"
     assert response["InvokedProductionVariant"] == "AllTraffic"
     assert [int(float(v)) for v in csv_answer.split()] == expected.tolist()
+    batch_output = (tmp_path / "batch-output" / "test.csv.out").read_text()
+    assert [int(float(v)) for v in batch_output.split()] == expected.tolist()
+    with pytest.raises(ClientError):  # the transformer's model is gone, as in SageMaker
+        sm_client.describe_model(ModelName=transformer.model_name)
 
     # The failing fit raised the SDK's exception, caught as the ValueError it is.
     assert failure.startswith("Error for Training job sagemaker-scikit-learn-"), failure
