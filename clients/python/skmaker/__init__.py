@@ -25,7 +25,9 @@
 
 Serializers and deserializers are in `skmaker.serializers` and `skmaker.deserializers`, with
 SageMaker's names. Failed calls raise the exceptions of `skmaker.errors`, all subclasses of
-`SkmakerClientError`.
+`SkmakerClientError`. `s3://<session.default_bucket()>/<key>` names `store://<key>` wherever a
+URI is taken; `session.sagemaker_client` and `session.sagemaker_runtime_client` answer boto3's
+calls (`skmaker.boto`).
 """
 
 from skmaker import deserializers, serializers
