@@ -240,6 +240,11 @@ class SKLearn:
             self._session = Session()
         return self._session
 
+    def enable_network_isolation(self) -> bool:
+        """False, as SageMaker's estimators without network isolation: skmaker's trainers do
+        not cut a script off the network (`EnableNetworkIsolation` in the job's description)."""
+        return False
+
     # -- hyperparameters ---------------------------------------------------------------------
 
     def set_hyperparameters(self, **kwargs: Any) -> None:

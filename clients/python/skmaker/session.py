@@ -16,6 +16,7 @@ import copy
 import os
 import random
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -434,6 +435,72 @@ class Session(HostingCalls, TransformCalls):
                 )
                 written.append(str(target))
         return sorted(written)
+
+    def list_s3_files(self, bucket: str, key_prefix: str) -> list[str]:
+        """The keys of the objects at or below `key_prefix` in the default bucket (the store),
+        sorted, as SageMaker's.
+
+        Raises:
+            ValueError: for another bucket or a bad key.
+        """
+        uri = self.store_uri(f"{S3_SCHEME}{bucket}/{key_prefix.strip('/')}")
+        infos = self._call(
+            lambda: transfer.list_artifacts(
+                self._artifacts, uri, timeout_s=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=True,
+        )
+        return sorted(transfer.key_of(info.uri) for info in infos)
+
+    def read_s3_file(self, bucket: str, key_prefix: str) -> str:
+        """The text (UTF-8) of the object at `key_prefix` in the default bucket, as SageMaker's.
+
+        Raises:
+            NotFound: when there is no such object.
+            ValueError: for another bucket or a bad key.
+        """
+        uri = self.store_uri(f"{S3_SCHEME}{bucket}/{key_prefix.strip('/')}")
+        with tempfile.TemporaryDirectory(prefix="skmaker-read-") as scratch:
+            target = Path(scratch) / "object"
+            self._call(
+                lambda: transfer.download_file(
+                    self._artifacts,
+                    uri,
+                    target,
+                    timeout_s=self.transfer_timeout_s,
+                    metadata=self._metadata,
+                ),
+                idempotent=True,
+            )
+            return target.read_text(encoding="utf-8")
+
+    def upload_string_as_file_body(
+        self, body: str | bytes, bucket: str, key: str, kms_key: str | None = None
+    ) -> str:
+        """Stores `body` (str as UTF-8) as the object `key` of the default bucket, as
+        SageMaker's; returns its `store://` URI.
+
+        Raises:
+            ValueError: for another bucket or a bad key.
+        """
+        del kms_key  # SageMaker's S3 encryption key has no meaning here.
+        uri = self.store_uri(f"{S3_SCHEME}{bucket}/{key.strip('/')}")
+        transfer.key_of(uri)  # fail before sending anything
+        data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        with tempfile.TemporaryDirectory(prefix="skmaker-upload-") as scratch:
+            source = Path(scratch) / "object"
+            source.write_bytes(data)
+            self._call(
+                lambda: transfer.upload_file(
+                    self._artifacts,
+                    source,
+                    uri,
+                    timeout_s=self.transfer_timeout_s,
+                    metadata=self._metadata,
+                ),
+                idempotent=False,
+            )
+        return uri
 
     # -- training jobs -----------------------------------------------------------------------
 

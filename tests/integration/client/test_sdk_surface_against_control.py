@@ -191,3 +191,32 @@ def test_models_through_the_boto3_client(session: Session, tmp_path: Path) -> No
         sm.describe_model(ModelName="boto-model")
     with pytest.raises(ClientError, match="SAGEMAKER_PROGRAM"):
         sm.create_model(ModelName="no-program", PrimaryContainer={"ModelDataUrl": "x"})
+
+
+def test_sagemakers_s3_helpers_read_and_write_the_store(session: Session, tmp_path: Path) -> None:
+    from skmaker.s3 import S3Downloader, S3Uploader
+
+    bucket = session.default_bucket()
+    base = f"s3://{bucket}/sdk/helpers"
+    uploaded = S3Uploader.upload(str(_folder(tmp_path / "data")), base, sagemaker_session=session)
+    assert uploaded == base
+    note = S3Uploader.upload_string_as_file_body(
+        "héllo\n", f"{base}/note.txt", sagemaker_session=session
+    )
+    assert note == f"{base}/note.txt"
+    assert S3Downloader.list(base, sagemaker_session=session) == [
+        f"{base}/a.csv",
+        f"{base}/nested/b.csv",
+        f"{base}/note.txt",
+    ]
+    assert S3Downloader.list("store://sdk/helpers/nested", sagemaker_session=session) == [
+        "store://sdk/helpers/nested/b.csv"
+    ]
+    assert S3Downloader.read_file(f"{base}/note.txt", sagemaker_session=session) == "héllo\n"
+    written = S3Downloader.download(f"{base}/nested", tmp_path / "out", sagemaker_session=session)
+    assert [Path(p).read_text() for p in written] == ["3,4\n"]
+    # The Session methods underneath, as SageMaker's.
+    assert session.list_s3_files(bucket, "sdk/helpers/nested") == ["sdk/helpers/nested/b.csv"]
+    assert session.read_s3_file(bucket, "sdk/helpers/a.csv") == "1,2\n"
+    with pytest.raises(NotFound):
+        session.read_s3_file(bucket, "sdk/helpers/missing.txt")

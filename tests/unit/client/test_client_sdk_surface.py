@@ -204,3 +204,13 @@ def test_waiter_stops_on_success_and_raises_on_failure() -> None:
     )
     with pytest.raises(boto.WaiterError, match="Max attempts exceeded"):
         never.wait(WaiterConfig={"Delay": 0.01, "MaxAttempts": 3})
+
+
+def test_s3_url_helpers_are_sagemakers() -> None:
+    from skmaker.s3 import parse_s3_url, s3_path_join
+
+    assert parse_s3_url("s3://skmaker/a/b.csv") == ("skmaker", "a/b.csv")
+    with pytest.raises(ValueError, match="s3"):
+        parse_s3_url("store://a")
+    assert s3_path_join("s3://skmaker/", "/prefix/", "job", "") == "s3://skmaker/prefix/job"
+    assert s3_path_join("prefix", "output") == "prefix/output"
