@@ -546,6 +546,7 @@ class SKLearn:
         model_name: str | None = None,
         source_dir: str | os.PathLike[str] | None = None,
         dependencies: Sequence[str | os.PathLike[str]] | None = None,
+        **sagemaker_only_args: Any,
     ) -> Transformer:
         """Creates a model from the latest job and returns a `Transformer` scoring with it.
 
@@ -576,6 +577,8 @@ class SKLearn:
             model_name: default `<base_job_name>-<UTC timestamp>`.
             source_dir: the serving code; default the training job's code bundle.
             dependencies: local files or folders added to a local `source_dir`.
+            **sagemaker_only_args: other SageMaker arguments, or unknown ones; ignored with
+                a warning.
 
         Raises:
             ValueError: before `fit()`, or when the job has no model artifact.
@@ -583,9 +586,14 @@ class SKLearn:
         """
         del vpc_config_override  # SageMaker's sentinel default would trip the warning
         warn_ignored(
-            {"role": role, "enable_network_isolation": enable_network_isolation},
+            {
+                "role": role,
+                "enable_network_isolation": enable_network_isolation,
+                **sagemaker_only_args,
+            },
             DEPLOY_SAGEMAKER_ONLY_ARGS | {"enable_network_isolation"},
             "transformer",
+            known=inspect.signature(SKLearn.transformer).parameters,
         )
         model = self._new_model(
             model_name,

@@ -12,17 +12,16 @@ one warning.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import logging
 import os
 import tempfile
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from skmaker import naming, packaging
+from skmaker.arguments import warn_ignored
 from skmaker.autoscaling import AutoScalingPolicy
 from skmaker.deserializers import BaseDeserializer
 from skmaker.errors import AlreadyExists, NotFound
@@ -87,41 +86,6 @@ _MODEL_KEY_PREFIX = "models"
 
 def _is_remote(location: str | os.PathLike[str] | None) -> bool:
     return isinstance(location, str) and location.startswith(_REMOTE_SCHEMES)
-
-
-def warn_ignored(
-    arguments: Mapping[str, Any],
-    allowed: Iterable[str],
-    caller: str,
-    *,
-    known: Iterable[str] = (),
-    stacklevel: int = 3,
-) -> None:
-    """Warns once about the arguments skmaker ignores: SageMaker-only ones given a value, and
-    ones SageMaker's `caller` does not have (old SDK v1 code passes `script_mode=True`, ...).
-
-    Never raises: code written for SageMaker runs, with one warning naming what was ignored
-    (and, for a likely typo, the parameter of `known` or `allowed` it resembles).
-    """
-    allowed = set(allowed)
-    unknown = sorted(set(arguments) - allowed)
-    ignored = sorted(
-        name for name, value in arguments.items() if value is not None and name not in unknown
-    )
-    parts = []
-    if ignored:
-        parts.append("skmaker ignores these SageMaker-only arguments: " + ", ".join(ignored))
-    if unknown:
-        candidates = sorted(allowed | set(known))
-        named = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.8)
-            named.append(f"{name} (did you mean {close[0]}?)" if close else name)
-        parts.append(
-            f"skmaker ignores these arguments, which {caller}() does not know: " + ", ".join(named)
-        )
-    if parts:
-        warnings.warn("; ".join(parts), UserWarning, stacklevel=stacklevel)
 
 
 class SKLearnModel:
@@ -399,16 +363,24 @@ class SKLearnModel:
         tags: Any = None,
         volume_kms_key: str | None = None,
         base_transform_job_name: str | None = None,
+        **sagemaker_only_args: Any,
     ) -> Transformer:
         """Creates the model (if needed) and returns a `Transformer` scoring with it.
 
         Arguments are the `Transformer`'s (SageMaker's `Model.transformer`); `env` is the
-        transform jobs' extra environment, on top of the model's own.
+        transform jobs' extra environment, on top of the model's own. Others are ignored with
+        a warning.
 
         Raises:
             AlreadyExists: when the model is not created yet and its name is taken.
             ValueError: for model data or code that does not exist.
         """
+        warn_ignored(
+            sagemaker_only_args,
+            DEPLOY_SAGEMAKER_ONLY_ARGS,
+            "transformer",
+            known=inspect.signature(SKLearnModel.transformer).parameters,
+        )
         if not self._created:
             self.create()
         assert self.name is not None, "create() names the model"

@@ -19,6 +19,7 @@ warning.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 import warnings
@@ -28,11 +29,17 @@ from typing import Any
 from tqdm import tqdm
 
 from skmaker import naming
+from skmaker.arguments import warn_ignored
 from skmaker.session import Session
 
 log = logging.getLogger("skmaker")
 
 DATA_TYPE = "S3Prefix"
+
+# Transformer arguments of SageMaker's that have no effect on skmaker.
+_SAGEMAKER_ONLY_ARGS = frozenset(
+    {"instance_type", "output_kms_key", "tags", "volume_kms_key", "sagemaker_session"}
+)
 
 
 def _warn_ignored(arguments: Mapping[str, Any], caller: str) -> None:
@@ -212,7 +219,12 @@ class Transformer:
             session = sagemaker_session
         else:
             ignored["sagemaker_session"] = sagemaker_session
-        _warn_ignored(ignored, "Transformer")
+        warn_ignored(
+            ignored,
+            _SAGEMAKER_ONLY_ARGS,
+            "Transformer",
+            known=inspect.signature(Transformer).parameters,
+        )
         self.model_name = model_name
         self.instance_count = instance_count
         self.instance_type = instance_type
