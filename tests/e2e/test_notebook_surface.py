@@ -54,7 +54,13 @@ def control(tmp_path: Path) -> Iterator[ServiceProcess]:
 def notebook_env(control: ServiceProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     """What a user exports before starting the notebook: where skmaker is."""
     monkeypatch.setenv("SKMAKER_ADDRESS", control.address)
-    for name in ("SKMAKER_TOKEN", "SKMAKER_TLS_CA", "SKMAKER_GATEWAY_ADDRESS"):
+    for name in (
+        "SKMAKER_TOKEN",
+        "SKMAKER_TLS_CA",
+        "SKMAKER_GATEWAY_ADDRESS",
+        "SKMAKER_REGION",
+        "AWS_DEFAULT_REGION",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from skmaker import descriptions
 from skmaker import errors as skmaker_errors
+from skmaker import hyperparameters as hp
 from skmaker.errors import SkmakerClientError, UnexpectedStatusException
+from skmaker.inputs import TrainingInput
 
 if TYPE_CHECKING:
     from skmaker.session import Session
@@ -397,9 +399,6 @@ class SageMakerClient(_BotoShapedClient):
         ignored. Returns `{"TrainingJobArn": ...}`.
         """
         del ignored  # TrainingImage, RoleArn, ResourceConfig, ...: AWS-only
-        from skmaker import hyperparameters as hp
-        from skmaker.inputs import TrainingInput
-
         encoded = dict(HyperParameters or {})
         program = hp.decode_value(encoded.get(hp.PROGRAM, '""'))
         source = hp.decode_value(encoded.get(hp.SUBMIT_DIRECTORY, '""'))

@@ -214,3 +214,14 @@ def test_s3_url_helpers_are_sagemakers() -> None:
         parse_s3_url("store://a")
     assert s3_path_join("s3://skmaker/", "/prefix/", "job", "") == "s3://skmaker/prefix/job"
     assert s3_path_join("prefix", "output") == "prefix/output"
+
+
+def test_botocores_except_clauses_catch_ours_when_it_is_installed() -> None:
+    # Skipped where botocore is not installed (the client does not depend on it).
+    exceptions = pytest.importorskip("botocore.exceptions")
+    error = boto._client_error(NotFound("model 'm' not found"), "DescribeModel")
+    with pytest.raises(exceptions.ClientError) as caught:
+        raise error
+    assert caught.value.response["Error"]["Code"] == "ValidationException"
+    assert caught.value.operation_name == "DescribeModel"
+    assert isinstance(boto.WaiterError("w", "Max attempts exceeded", {}), exceptions.WaiterError)
