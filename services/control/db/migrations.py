@@ -214,7 +214,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # worker uploads them beside its output and reports only the count); rows of
     # transform_record_errors remain for shards that older workers reported inline.
     ("ALTER TABLE transform_shards ADD COLUMN records_failed INTEGER NOT NULL DEFAULT 0",),
-    # 8: a model deleted while endpoints serve it is kept, hidden, for their replicas (as a
+    # 8: the runtime (Python, scikit-learn, numpy, joblib) a model's training job ran with,
+    # copied when the model is created, so replicas serving it can be compared against it;
+    # '{}' (not known) for models created before.
+    ("ALTER TABLE models ADD COLUMN runtime_versions_json TEXT NOT NULL DEFAULT '{}'",),
+    # 9: a model deleted while endpoints serve it is kept, hidden, for their replicas (as a
     # SageMaker endpoint keeps serving a deleted model) until no endpoint uses it.
     ("ALTER TABLE models ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",),
 )
