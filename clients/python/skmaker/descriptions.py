@@ -143,6 +143,9 @@ def training_job_description(job: training_job_pb2.TrainingJob) -> dict[str, Any
     if "TrainingStartTime" in description and "TrainingEndTime" in description:
         elapsed = description["TrainingEndTime"] - description["TrainingStartTime"]
         description["TrainingTimeInSeconds"] = max(0, round(elapsed.total_seconds()))
+        # No spot capacity: every second trained is "billed", as SageMaker counts it (the
+        # SDK's log follower prints it as "Billable seconds").
+        description["BillableTimeInSeconds"] = description["TrainingTimeInSeconds"]
     if job.HasField("runtime_versions"):
         description["RuntimeVersions"] = runtime_description(job.runtime_versions)
     if job.tuning_job_name:

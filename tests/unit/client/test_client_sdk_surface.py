@@ -225,3 +225,48 @@ def test_botocores_except_clauses_catch_ours_when_it_is_installed() -> None:
     assert caught.value.response["Error"]["Code"] == "ValidationException"
     assert caught.value.operation_name == "DescribeModel"
     assert isinstance(boto.WaiterError("w", "Max attempts exceeded", {}), exceptions.WaiterError)
+
+
+def test_training_job_description_has_boto3s_keys_for_what_skmaker_knows() -> None:
+    from datetime import UTC, datetime
+
+    from google.protobuf import timestamp_pb2
+
+    from skmaker.descriptions import training_job_description
+    from skmaker.v1 import training_job_pb2
+
+    def stamp(second: int) -> timestamp_pb2.Timestamp:
+        message = timestamp_pb2.Timestamp()
+        message.FromDatetime(datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC))
+        return message
+
+    job = training_job_pb2.TrainingJob(
+        name="j",
+        status=training_job_pb2.TRAINING_JOB_STATUS_COMPLETED,
+        spec=training_job_pb2.TrainingJobSpec(
+            entry_point="train.py",
+            channels=[training_job_pb2.Channel(name="train", uri="store://d", content_type="x")],
+        ),
+        creation_time=stamp(1),
+        training_start_time=stamp(2),
+        training_end_time=stamp(9),
+        secondary_status_transitions=[
+            training_job_pb2.StatusTransition(
+                status="Uploading", start_time=stamp(9), end_time=stamp(12)
+            ),
+        ],
+        model_artifact_uri="store://j/model.tar.gz",
+    )
+    described = training_job_description(job)
+    assert (
+        described["EnableNetworkIsolation"],
+        described["EnableInterContainerTrafficEncryption"],
+        described["EnableManagedSpotTraining"],
+    ) == (False, False, False)
+    assert described["AlgorithmSpecification"]["TrainingInputMode"] == "File"
+    assert described["AlgorithmSpecification"]["EnableSageMakerMetricsTimeSeries"] is False
+    channel = described["InputDataConfig"][0]
+    assert (channel["CompressionType"], channel["RecordWrapperType"]) == ("None", "None")
+    assert described["TrainingTimeInSeconds"] == described["BillableTimeInSeconds"] == 7
+    assert described["LastModifiedTime"] == datetime(2026, 1, 1, 0, 0, 12, tzinfo=UTC)
+    assert described["ModelArtifacts"] == {"S3ModelArtifacts": "store://j/model.tar.gz"}
