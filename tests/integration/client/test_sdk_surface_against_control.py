@@ -220,3 +220,44 @@ def test_sagemakers_s3_helpers_read_and_write_the_store(session: Session, tmp_pa
     assert session.read_s3_file(bucket, "sdk/helpers/a.csv") == "1,2\n"
     with pytest.raises(NotFound):
         session.read_s3_file(bucket, "sdk/helpers/missing.txt")
+
+
+def test_the_control_takes_s3_uris_of_the_default_bucket_on_the_wire(
+    control: ServiceProcess, tmp_path: Path
+) -> None:
+    # What a grpcurl user sends: no client mapping in between (raw stubs).
+    import grpc
+
+    from skmaker import transfer
+    from skmaker.v1 import (
+        artifacts_pb2_grpc,
+        training_job_pb2,
+        training_pb2,
+        training_pb2_grpc,
+    )
+
+    with grpc.insecure_channel(control.address) as channel:
+        artifacts = artifacts_pb2_grpc.ArtifactServiceStub(channel)
+        training = training_pb2_grpc.TrainingServiceStub(channel)
+        (tmp_path / "a.csv").write_text("1,2\n")
+        info = transfer.upload_file(artifacts, tmp_path / "a.csv", "s3://skmaker/wire/data/a.csv")
+        assert info.uri == "store://wire/data/a.csv"
+        listed = transfer.list_artifacts(artifacts, "s3://skmaker/wire")
+        assert [i.uri for i in listed] == ["store://wire/data/a.csv"]
+        with Session(control.address) as session:
+            source = upload_bundle(session, tmp_path, SCRIPT, "wire/code")
+        spec = training_job_pb2.TrainingJobSpec(
+            entry_point="train.py",
+            source_uri="s3://skmaker/" + source.removeprefix("store://"),
+            channels=[training_job_pb2.Channel(name="train", uri="s3://skmaker/wire/data")],
+            output_uri="s3://skmaker/wire/output",
+        )
+        created = training.CreateTrainingJob(
+            training_pb2.CreateTrainingJobRequest(name="wire-job", spec=spec), timeout=10
+        ).training_job
+        assert created.spec.source_uri == source
+        assert created.spec.channels[0].uri == "store://wire/data"
+        assert created.spec.output_uri == "store://wire/output"
+        with pytest.raises(grpc.RpcError) as other_bucket:
+            transfer.list_artifacts(artifacts, "s3://another-bucket/wire")
+        assert other_bucket.value.code() == grpc.StatusCode.INVALID_ARGUMENT
