@@ -1,0 +1,28 @@
+"""skmaker's `sagemaker_containers`: what scripts use from SageMaker's legacy container toolkit.
+
+The real sagemaker-containers 2.8.6 cannot run on Python 3.11 with protobuf 7, yet training and
+serving scripts written for SageMaker's scikit-learn container import it. This package gives
+them the parts they use, with the same names and behaviour:
+
+- `training_env()`: the job's configuration, read by the real `sagemaker_training` toolkit from
+  the files under `SAGEMAKER_BASE_DIR` (hyperparameters decoded, `sagemaker_*` left out).
+- `beta.framework`: `content_types`, `encoders`, `errors`, `env` and `worker.Response`.
+
+Installed into every skmaker script runtime (see services/runtime/script_runtimes.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def training_env() -> Any:
+    """The training job's environment: `hyperparameters`, `channel_input_dirs`, `model_dir`,
+    `output_data_dir`, `hosts`, `current_host`, `num_cpus`, `num_gpus`, `module_name`, ...
+
+    Returns:
+        A `sagemaker_containers.beta.framework.env.TrainingEnv`.
+    """
+    from sagemaker_containers import _env
+
+    return _env.TrainingEnv()
