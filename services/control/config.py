@@ -25,6 +25,10 @@ class ControlSettings(ServiceSettings):
     )
     local_trainers: int = setting(1, "how many trainer children --local starts")
     trainer_args: str = setting("", "extra flags (shell syntax) given to each local trainer")
+    script_runtime: str = setting(
+        "", "script runtime (runtimes/<name>.lock) user code runs in; empty: the newest"
+    )
+    runtimes_dir: str = setting("", "where script runtimes are built; empty: .venv-runtimes/")
     lease_s: float = setting(10.0, "seconds a task lease lasts without a heartbeat")
     heartbeat_interval_s: float = setting(2.0, "how often workers are told to heartbeat")
     max_attempts: int = setting(3, "leases a task gets before its job fails (lost workers)")

@@ -154,6 +154,19 @@ class PythonChoice:
         return f"{text}: {self.note}" if self.note else text
 
 
+def this_python() -> str:
+    """One log line saying which python this process (and so the user code it loads) runs on."""
+    try:
+        stamp = json.loads((Path(sys.prefix) / STAMP_FILE).read_text())
+    except (OSError, ValueError):
+        return (
+            f"user code runs on {sys.executable}, which is not a script runtime: handlers "
+            "cannot import the SageMaker toolkits (start it with a runtime's python, see "
+            "`python -m services.runtime.script_runtimes list`)"
+        )
+    return f"user code runs on script runtime {stamp.get('name', '?')} ({sys.executable})"
+
+
 def runtimes_dir(configured: str = "") -> Path:
     """The runtimes folder: `configured`, else `.venv-runtimes` beside the checkout."""
     return Path(configured).expanduser().resolve() if configured else DEFAULT_RUNTIMES_DIR

@@ -9,10 +9,14 @@ only through the two small protocols below, so it can be exercised without a con
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
+import json
 import logging
 import platform
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -122,13 +126,30 @@ class JobClientError(Exception):
     """The job's own inputs are unusable (missing data, entry point not in the bundle)."""
 
 
-def runtime_versions() -> RuntimeVersions:
-    """Versions of Python, scikit-learn and numpy that the script's interpreter has."""
-    return RuntimeVersions(
-        python=platform.python_version(),
-        sklearn=importlib.metadata.version("scikit-learn"),
-        numpy=importlib.metadata.version("numpy"),
+_VERSIONS_SCRIPT = (
+    "import importlib.metadata as m, json, platform; print(json.dumps(["
+    "platform.python_version(), m.version('scikit-learn'), m.version('numpy')]))"
+)
+
+
+@functools.lru_cache(maxsize=8)
+def runtime_versions(python: str) -> RuntimeVersions:
+    """Versions of Python, scikit-learn and numpy that the script's interpreter has.
+
+    Asked of `python` itself (once per interpreter), since scripts may run in a script runtime
+    rather than the trainer's own environment.
+    """
+    if python == sys.executable:
+        return RuntimeVersions(
+            python=platform.python_version(),
+            sklearn=importlib.metadata.version("scikit-learn"),
+            numpy=importlib.metadata.version("numpy"),
+        )
+    done = subprocess.run(
+        [python, "-c", _VERSIONS_SCRIPT], capture_output=True, text=True, check=True, timeout=60
     )
+    python_version, sklearn, numpy = json.loads(done.stdout)
+    return RuntimeVersions(python=python_version, sklearn=sklearn, numpy=numpy)
 
 
 def artifact_prefix(assignment: TrainingAssignment) -> str:
@@ -161,7 +182,7 @@ class TrainingJobRun:
 
     def run(self) -> JobOutcome:
         """Downloads, trains and uploads; returns how the attempt ended."""
-        versions = runtime_versions()
+        versions = runtime_versions(self.env.python)
         try:
             ws = self._prepare()
             result = self._train(ws)
