@@ -39,9 +39,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from packaging.utils import canonicalize_name, parse_wheel_filename
-from packaging.version import InvalidVersion, Version
+if TYPE_CHECKING:
+    from packaging.version import Version
+
+# `packaging` is imported where it is used: the main environment has it, while the runtimes,
+# whose workers call `this_python`, need not.
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +177,8 @@ def runtimes_dir(configured: str = "") -> Path:
 
 
 def _version_key(name: str) -> tuple[str, Version]:
+    from packaging.version import InvalidVersion, Version
+
     framework, _, version = name.partition("-")
     try:
         return framework, Version(version)
@@ -253,6 +259,8 @@ def _sha256(path: Path) -> str:
 
 
 def _wheels_present(wheelhouse: Path) -> set[tuple[str, Version]]:
+    from packaging.utils import canonicalize_name, parse_wheel_filename
+
     present = set()
     for wheel in wheelhouse.glob("*.whl"):
         try:
@@ -265,6 +273,9 @@ def _wheels_present(wheelhouse: Path) -> set[tuple[str, Version]]:
 
 def missing_wheels(pins: Sequence[tuple[str, str]], wheelhouse: Path) -> list[str]:
     """The `name==version` pins that have no wheel in `wheelhouse` yet."""
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
     present = _wheels_present(wheelhouse) if wheelhouse.is_dir() else set()
     return [
         f"{name}=={version}"
@@ -408,6 +419,8 @@ def build(
 
 def lock(name: str, locks_dir: Path = LOCKS_DIR) -> Path:
     """Resolves `<name>.in` with pip for this Python and writes `<name>.lock`; returns its path."""
+    from packaging.utils import canonicalize_name
+
     source = locks_dir / f"{name}.in"
     if not source.is_file():
         raise UnknownRuntime(f"no {source}")
