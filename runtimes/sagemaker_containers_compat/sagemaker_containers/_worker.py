@@ -7,8 +7,8 @@ The toolkit's class is a Flask response; this one keeps the parts skmaker's serv
 from __future__ import annotations
 
 import warnings
-from http import HTTPStatus
 from collections.abc import Iterable, Mapping
+from http import HTTPStatus
 from typing import Any
 
 from sagemaker_containers import _content_types
