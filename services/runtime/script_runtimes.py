@@ -213,7 +213,9 @@ def runtime(name: str = "", configured_dir: str = "", locks_dir: Path = LOCKS_DI
     return ScriptRuntime(name, locks_dir / f"{name}.lock", runtimes_dir(configured_dir) / name)
 
 
-def choose_python(name: str = "", configured_dir: str = "") -> PythonChoice:
+def choose_python(
+    name: str = "", configured_dir: str = "", locks_dir: Path = LOCKS_DIR
+) -> PythonChoice:
     """The python that runs user code: the runtime's when it is built, else this process's own.
 
     A worker started by hand from the main environment still works without a runtime; its
@@ -223,7 +225,7 @@ def choose_python(name: str = "", configured_dir: str = "") -> PythonChoice:
         UnknownRuntime: `name` was given and names no runtime.
     """
     try:
-        chosen = runtime(name, configured_dir)
+        chosen = runtime(name, configured_dir, locks_dir)
     except UnknownRuntime as err:
         if name:
             raise

@@ -95,8 +95,8 @@ class Response:
 
     @property
     def status(self) -> str:
-        """The status line's text, e.g. `200 OK`."""
+        """The status line's text as Werkzeug writes it, e.g. `201 CREATED`."""
         try:
-            return f"{self.status_code} {HTTPStatus(self.status_code).phrase}"
+            return f"{self.status_code} {HTTPStatus(self.status_code).phrase.upper()}"
         except ValueError:
             return f"{self.status_code} UNKNOWN"
