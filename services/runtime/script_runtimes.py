@@ -13,9 +13,11 @@ name, with a shared wheelhouse (`wheelhouse/`) so every wheel, including the two
 built into wheels, is downloaded or built once. A runtime counts as built once its stamp file
 (written last) records the lock it was built from, so an interrupted build is never used.
 
-    python -m services.runtime.script_runtimes build [NAME ...]   # default: the newest lock
+    python -m services.runtime.script_runtimes build [NAME ...|--all]  # default: the newest
     python -m services.runtime.script_runtimes list
-    python -m services.runtime.script_runtimes lock NAME          # re-resolve NAME.in
+    python -m services.runtime.script_runtimes python [NAME]   # the interpreter user code runs on
+    python -m services.runtime.script_runtimes wheels --wheelhouse DIR  # for an offline build
+    python -m services.runtime.script_runtimes lock NAME       # re-resolve NAME.in
 
 Imports no service: the control, the trainer and the tools all ask `choose_python` which python
 runs user code.
@@ -473,6 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     wheels_parser = commands.add_parser("wheels", help="put a runtime's wheels into a folder")
     for sub in (build_parser, wheels_parser):
         sub.add_argument("names", nargs="*", help="runtime names (default: the newest)")
+        sub.add_argument("--all", action="store_true", help="every runtime that has a lock")
         sub.add_argument("--wheelhouse", type=Path, help="wheel folder (default: <dir>/wheelhouse)")
         sub.add_argument("--find-links", type=Path, action="append", default=[])
         sub.add_argument("--no-index", action="store_true", help="never ask the package index")
@@ -483,6 +486,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     build_parser.add_argument("--force", action="store_true", help="rebuild even when current")
     commands.add_parser("list", help="list runtimes and their state")
+    python_parser = commands.add_parser(
+        "python", help="print the interpreter user code runs on (this one when none is built)"
+    )
+    python_parser.add_argument("name", nargs="?", default="")
     lock_parser = commands.add_parser("lock", help="resolve runtimes/NAME.in into NAME.lock")
     lock_parser.add_argument("name")
     args = parser.parse_args(argv)
@@ -494,8 +501,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{name}\t{rt.state()}\t{rt.python}")
         elif args.command == "lock":
             lock(args.name)
+        elif args.command == "python":
+            print(choose_python(args.name, args.runtimes_dir).python)
         else:
-            for name in args.names or [""]:
+            chosen = names(args.runtimes_dir) if args.all else args.names or [""]
+            for name in chosen:
                 rt = runtime(name, args.runtimes_dir)
                 base = rt.root.parent
                 wheelhouse = args.wheelhouse or base / WHEELHOUSE
