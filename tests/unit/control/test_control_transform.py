@@ -29,6 +29,7 @@ from services.control.hosting.model_registry import ModelRegistry
 from services.control.hosting.model_values import Model
 from services.control.metrics import ControlMetrics
 from services.control.state import ControlStore
+from services.control.training.values import RuntimeVersions
 from services.control.transform.jobs import TransformJobs, TransformTaskPayload
 from services.control.transform.values import (
     DataProcessing,
@@ -36,6 +37,8 @@ from services.control.transform.values import (
     RecordError,
     TransformJobSpec,
     TransformJobStatus,
+    model_from_json,
+    model_to_json,
 )
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tests.unit.control.conftest import FakeClock, put_bytes
@@ -590,3 +593,18 @@ def test_stopping_a_training_job_of_the_same_name_leaves_the_shards_queued(
     scheduler.enqueue(TaskKind.TRAINING, "same")
     assert scheduler.withdraw_queued("same")
     assert scheduler.queue_depth() == 5
+
+
+def test_a_trained_models_snapshot_keeps_its_runtime_versions() -> None:
+    # A transform job stores its model as JSON; a trained model's versions must come back as
+    # RuntimeVersions, since the task sent to batch workers reads them as attributes.
+    model = Model(
+        "m",
+        "store://models/m/model.tar.gz",
+        "inference.py",
+        runtime_versions=RuntimeVersions("3.11.7", "1.9.1", "2.4.6", "1.6.0"),
+    )
+    assert model_from_json(model_to_json(model)) == model
+    assert model_from_json(model_to_json(Model("n", "store://n", "i.py"))).runtime_versions == (
+        RuntimeVersions()
+    )
