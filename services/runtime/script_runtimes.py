@@ -265,7 +265,7 @@ def _sha256(path: Path) -> str:
 def _wheels_present(wheelhouse: Path) -> set[tuple[str, Version]]:
     from packaging.utils import canonicalize_name, parse_wheel_filename
 
-    present = set()
+    present: set[tuple[str, Version]] = set()
     for wheel in wheelhouse.glob("*.whl"):
         try:
             name, version, _, _ = parse_wheel_filename(wheel.name)

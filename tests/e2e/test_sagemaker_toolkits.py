@@ -107,7 +107,11 @@ def test_both_toolkits_read_the_jobs_configuration(
 
 
 def test_worker_response_handler_answers_csv_as_the_model_predicts(
-    session: Session, estimator: SKLearn, held_out: pd.DataFrame, tmp_path: Path
+    session: Session,
+    control: ServiceProcess,
+    estimator: SKLearn,
+    held_out: pd.DataFrame,
+    tmp_path: Path,
 ) -> None:
     trained = joblib.load(
         _model_folder(session, str(estimator.model_data), tmp_path) / "model.joblib"
@@ -127,6 +131,7 @@ def test_worker_response_handler_answers_csv_as_the_model_predicts(
         # And a type the script refuses is a model error naming its output_fn.
         with pytest.raises(ModelError, match="output_fn raised ValueError: text/html accept"):
             session.invoke_endpoint(name, body, "text/csv", "text/html")
+        assert _logs_say_runtime(control, f"logs/endpoints/{name}/*.log")
     finally:
         predictor.delete_endpoint()
         predictor.delete_model()
@@ -163,8 +168,22 @@ def test_output_fn_returning_a_dict_answers_json(
         predictor.delete_model()
 
 
+def _logs_say_runtime(control: ServiceProcess, pattern: str) -> bool:
+    """Whether a worker log under the control's data folder names the script runtime."""
+    data_dir = Path(control.port_file).parent.parent / "data"
+    runtime = choose_python().runtime
+    return any(
+        f"user code runs on script runtime {runtime}" in path.read_text()
+        for path in data_dir.glob(pattern)
+    )
+
+
 def test_batch_transform_runs_the_worker_response_handler(
-    session: Session, estimator: SKLearn, held_out: pd.DataFrame, tmp_path: Path
+    session: Session,
+    control: ServiceProcess,
+    estimator: SKLearn,
+    held_out: pd.DataFrame,
+    tmp_path: Path,
 ) -> None:
     rows = held_out.iloc[:, 1:].to_numpy()
     trained = joblib.load(
@@ -180,4 +199,5 @@ def test_batch_transform_runs_the_worker_response_handler(
     session.download_data(target, transformer.output_path)
     (output,) = [path for path in target.rglob("*.out")]
     assert output.read_text() == "".join(f"{label}\n" for label in trained.predict(rows))
+    assert _logs_say_runtime(control, "logs/batch-*.log")
     session.delete_model(transformer.model_name)
