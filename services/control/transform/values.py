@@ -242,13 +242,5 @@ def model_from_json(text: str) -> Model:
     """The inverse of `model_to_json`."""
     values: dict[str, Any] = json.loads(text)
     kept = {key: value for key, value in values.items() if key in Model.__dataclass_fields__}
-    # Stored as a JSON object; the dataclass is what the converters read attributes from.
-    versions = values.get("runtime_versions") or {}
-    kept["runtime_versions"] = RuntimeVersions(
-        **{
-            key: value
-            for key, value in versions.items()
-            if key in RuntimeVersions.__dataclass_fields__
-        }
-    )
+    kept["runtime_versions"] = RuntimeVersions(**values.get("runtime_versions", {}))
     return Model(**kept)

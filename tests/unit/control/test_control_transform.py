@@ -595,16 +595,14 @@ def test_stopping_a_training_job_of_the_same_name_leaves_the_shards_queued(
     assert scheduler.queue_depth() == 5
 
 
-def test_a_trained_models_snapshot_keeps_its_runtime_versions() -> None:
-    # A transform job stores its model as JSON; a trained model's versions must come back as
-    # RuntimeVersions, since the task sent to batch workers reads them as attributes.
+def test_a_model_snapshot_keeps_its_runtime_versions_through_json() -> None:
     model = Model(
-        "m",
-        "store://models/m/model.tar.gz",
-        "inference.py",
-        runtime_versions=RuntimeVersions("3.11.7", "1.9.1", "2.4.6", "1.6.0"),
+        name="m",
+        model_data_uri="store://m/model.tar.gz",
+        entry_point="serve.py",
+        environment={"A": "1"},
+        runtime_versions=RuntimeVersions(python="3.11.7", sklearn="1.9.1", numpy="2.4.6"),
     )
-    assert model_from_json(model_to_json(model)) == model
-    assert model_from_json(model_to_json(Model("n", "store://n", "i.py"))).runtime_versions == (
-        RuntimeVersions()
-    )
+    again = model_from_json(model_to_json(model))
+    assert again == model
+    assert again.runtime_versions.sklearn == "1.9.1"
