@@ -52,6 +52,8 @@ class ServingEnv:
         module_name: The entry point's module name (`SAGEMAKER_PROGRAM` without `.py`).
         model_dir: `SAGEMAKER_BASE_DIR/model`, else `/opt/ml/model`.
         log_level: `SAGEMAKER_CONTAINER_LOG_LEVEL`, else 20 (INFO).
+        module_dir: `SAGEMAKER_SUBMIT_DIRECTORY`: where the entry point's code is.
+        framework_module: `SAGEMAKER_SERVING_MODULE`, else None.
     """
 
     def __init__(self) -> None:
@@ -71,3 +73,5 @@ class ServingEnv:
         base = environ.get("SAGEMAKER_BASE_DIR", os.path.join("/opt", "ml"))
         self.model_dir = os.path.join(base, "model")
         self.log_level = int(environ.get("SAGEMAKER_CONTAINER_LOG_LEVEL", "20"))
+        self.module_dir = environ.get("SAGEMAKER_SUBMIT_DIRECTORY", os.path.join(base, "code"))
+        self.framework_module = environ.get("SAGEMAKER_SERVING_MODULE")

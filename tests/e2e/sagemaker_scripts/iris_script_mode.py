@@ -18,7 +18,14 @@ import joblib
 import numpy as np
 import pandas as pd
 import sagemaker_containers
-from sagemaker_containers.beta.framework import content_types, encoders, worker
+from sagemaker_containers.beta.framework import (
+    content_types,
+    encoders,
+    env,
+    modules,
+    transformer,
+    worker,
+)
 from sagemaker_inference import decoder
 from sagemaker_training import environment
 from sklearn.tree import DecisionTreeClassifier
@@ -69,6 +76,9 @@ if __name__ == "__main__":
 
 
 def model_fn(model_dir):
+    serving = env.ServingEnv()
+    assert serving.module_name == "iris_script_mode", serving.module_name
+    assert modules.exists("sklearn") and transformer.__name__
     return joblib.load(os.path.join(model_dir, "model.joblib"))
 
 
