@@ -120,3 +120,10 @@ def test_the_repository_locks_pin_the_toolkits_scripts_import() -> None:
     assert pins["sagemaker_training"].startswith("5.")
     assert pins["sagemaker_inference"].startswith("1.10.")
     assert {"boto3", "scikit-learn", "grpcio", "protobuf"} <= set(pins)
+
+
+def test_a_worker_outside_a_runtime_says_its_handlers_lack_the_toolkits() -> None:
+    # The test process runs on the main environment, as a worker started by hand would.
+    line = script_runtimes.this_python()
+    assert line.startswith(f"user code runs on {sys.executable}, which is not a script runtime")
+    assert "cannot import the SageMaker toolkits" in line
