@@ -16,13 +16,26 @@ from __future__ import annotations
 from typing import Any
 
 
-def training_env() -> Any:
+def training_env(
+    resource_config: dict[str, Any] | None = None,
+    input_data_config: dict[str, Any] | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+) -> Any:
     """The training job's environment: `hyperparameters`, `channel_input_dirs`, `model_dir`,
     `output_data_dir`, `hosts`, `current_host`, `num_cpus`, `num_gpus`, `module_name`, ...
+
+    Args:
+        resource_config: Instead of `resourceconfig.json` (as `beta.framework`'s form takes).
+        input_data_config: Instead of `inputdataconfig.json`.
+        hyperparameters: Instead of `hyperparameters.json` (decoded values).
 
     Returns:
         A `sagemaker_containers.beta.framework.env.TrainingEnv`.
     """
     from sagemaker_containers import _env
 
-    return _env.TrainingEnv()
+    return _env.TrainingEnv(
+        resource_config=resource_config,
+        input_data_config=input_data_config,
+        hyperparameters=hyperparameters,
+    )
