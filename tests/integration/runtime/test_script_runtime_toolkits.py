@@ -170,3 +170,47 @@ def test_worker_response_reads_like_a_werkzeug_response(tmp_path: Path, argument
     assert done.returncode == 0, done.stderr
     ours, real = json.loads(done.stdout)
     assert ours == real
+
+
+def test_training_env_reads_sagemakers_config_files_as_the_training_toolkit(
+    tmp_path: Path,
+) -> None:
+    # The files as SageMaker writes them: every hyperparameter value JSON-encoded.
+    config = tmp_path / "opt-ml" / "input" / "config"
+    config.mkdir(parents=True)
+    hyperparameters = {"max_leaf_nodes": "30", "criterion": '"gini"', "sagemaker_program": '"t.py"'}
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    hosts = {"current_host": "algo-1", "hosts": ["algo-1"]}
+    (config / "resourceconfig.json").write_text(json.dumps(hosts))
+    (config / "inputdataconfig.json").write_text(json.dumps({"train": {}, "test": {}}))
+    script = (
+        "import json, sagemaker_containers\n"
+        "from sagemaker_containers.beta.framework import training_env\n"
+        "from sagemaker_training.environment import Environment\n"
+        "read = lambda e: [e.hyperparameters, e.hosts, e.current_host, e.module_name,"
+        " e.channel_input_dirs, e.model_dir]\n"
+        "given = training_env(hyperparameters={'alpha': 0.5}).hyperparameters\n"
+        "legacy = read(sagemaker_containers.training_env())\n"
+        "print(json.dumps([legacy, read(Environment()), given]))\n"
+    )
+    done = subprocess.run(
+        [runtime_python(), "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"SAGEMAKER_BASE_DIR": str(tmp_path / "opt-ml"), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    legacy, toolkit, given = json.loads(done.stdout)
+    assert legacy == toolkit
+    base = tmp_path / "opt-ml"
+    assert legacy == [
+        {"max_leaf_nodes": 30, "criterion": "gini"},
+        ["algo-1"],
+        "algo-1",
+        "t",
+        {"train": str(base / "input/data/train"), "test": str(base / "input/data/test")},
+        str(base / "model"),
+    ]
+    assert given == {"alpha": 0.5}
