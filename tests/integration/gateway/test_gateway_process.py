@@ -282,10 +282,10 @@ def test_an_unknown_endpoint_is_not_found(stack: Stack) -> None:
 
 
 def test_the_client_predicts_through_the_gateway(stack: Stack) -> None:
-    from skmaker import Predictor
+    from skmaker import SKLearnPredictor
 
     with Session(stack.control.address, gateway_address=stack.gateway.address) as session:
-        predictor = Predictor("iris", session=session)
+        predictor = SKLearnPredictor("iris", session=session)
         assert predictor.predict(np.asarray(ROWS)).astype(int).tolist() == _expected(0)
 
 
