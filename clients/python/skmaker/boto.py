@@ -151,15 +151,51 @@ def _client_error(
         response["OriginalStatusCode"] = original
         response["OriginalMessage"] = message
         response["ResponseMetadata"]["HTTPStatusCode"] = 424
-    error = _client_error_class(type(err))(response, operation)
+    error = _client_error_class(type(err), response["Error"]["Code"])(response, operation)
     error.code = err.code
     return error
 
 
+# boto3's modeled exceptions (`client.exceptions.<Code>`), raised for errors of that code.
+_MODELED_CODES = (
+    "ResourceNotFound",
+    "ResourceInUse",
+    "ResourceLimitExceeded",
+    "ConflictException",
+    "ModelError",
+    "ValidationError",
+    "ServiceUnavailable",
+    "InternalFailure",
+)
+_MODELED: dict[str, type[ClientError]] = {
+    code: type(code, (ClientError,), {"__module__": __name__}) for code in _MODELED_CODES
+}
+
+
 @functools.cache
-def _client_error_class(kind: type[SkmakerClientError]) -> type[ClientError]:
-    """`ClientError` that is also a `kind` (NotFound, ...), so either except clause catches it."""
-    return type(f"ClientError[{kind.__name__}]", (ClientError, kind), {"__module__": __name__})
+def _client_error_class(kind: type[SkmakerClientError], code: str) -> type[ClientError]:
+    """`ClientError` (boto3's modeled class for `code`, if any) that is also a `kind`
+    (NotFound, ...), so any of those except clauses catches it."""
+    base = _MODELED.get(code, ClientError)
+    return type(f"{base.__name__}[{kind.__name__}]", (base, kind), {"__module__": __name__})
+
+
+class _Exceptions:
+    """`client.exceptions`: `ClientError` and boto3's modeled exception classes."""
+
+    ClientError = ClientError
+
+    def __init__(self, codes: Sequence[str]) -> None:
+        for code in codes:
+            setattr(self, code, _MODELED[code])
+
+
+class _Meta:
+    """`client.meta`, as far as skmaker knows it: `region_name`, `service_name`."""
+
+    def __init__(self, region_name: str, service_name: str) -> None:
+        self.region_name = region_name
+        self.service_name = service_name
 
 
 def _operation_name(method: str) -> str:
@@ -230,9 +266,12 @@ class _BotoShapedClient:
     """What both clients share: error mapping, `ResponseMetadata`, unknown operations."""
 
     _service = ""
+    _exception_codes: tuple[str, ...] = ()
 
     def __init__(self, session: Session) -> None:
         self._session = session
+        self.exceptions = _Exceptions(self._exception_codes)
+        self.meta = _Meta(session.boto_region_name, self._service)
 
     def _call(self, method: str, call: Callable[[], Any], *, from_model: bool = False) -> Any:
         try:
@@ -254,9 +293,7 @@ class _BotoShapedClient:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        implemented = sorted(
-            attr for attr in dir(type(self)) if not attr.startswith("_") and attr != "exceptions"
-        )
+        implemented = sorted(attr for attr in dir(type(self)) if not attr.startswith("_"))
         raise AttributeError(
             f"skmaker's {self._service} client does not implement {name!r}; it has: "
             + ", ".join(implemented)
@@ -372,6 +409,12 @@ class SageMakerClient(_BotoShapedClient):
     """boto3's `sagemaker` client shape over a skmaker `Session` (see the module docstring)."""
 
     _service = "sagemaker"
+    _exception_codes = (
+        "ResourceNotFound",
+        "ResourceInUse",
+        "ResourceLimitExceeded",
+        "ConflictException",
+    )
 
     def __init__(self, session: Session) -> None:
         super().__init__(session)
@@ -990,6 +1033,7 @@ class SageMakerRuntimeClient(_BotoShapedClient):
     """boto3's `sagemaker-runtime` client shape over a skmaker `Session`."""
 
     _service = "sagemaker-runtime"
+    _exception_codes = ("ModelError", "ValidationError", "ServiceUnavailable", "InternalFailure")
 
     def invoke_endpoint(
         self,
