@@ -288,3 +288,12 @@ def test_modeled_exceptions_and_meta_are_boto3s(session: Session) -> None:
     assert isinstance(raised, runtime.exceptions.ModelError)
     assert not isinstance(raised, sm.exceptions.ResourceNotFound)
     assert (sm.meta.region_name, runtime.meta.service_name) == ("local", "sagemaker-runtime")
+
+
+def test_get_execution_role_keeps_role_cells_running() -> None:
+    from skmaker import SKLearnModel, get_execution_role
+
+    role = get_execution_role()
+    assert role == "arn:aws:iam::000000000000:role/skmaker"
+    with pytest.warns(UserWarning, match="SageMaker-only arguments: role"):
+        SKLearnModel("store://m/model.tar.gz", role, "inference.py")
