@@ -282,6 +282,11 @@ class _BotoShapedClient:
             if isinstance(err, UnexpectedStatusException):
                 raise
             raise _client_error(err, _operation_name(method), from_model=from_model) from None
+        except ValueError as err:
+            # Refused before any call (a bad status name, another bucket): boto3's service
+            # would answer ValidationException.
+            invalid = skmaker_errors.InvalidArgument(str(err))
+            raise _client_error(invalid, _operation_name(method)) from None
 
     @staticmethod
     def _answer(body: Mapping[str, Any]) -> dict[str, Any]:

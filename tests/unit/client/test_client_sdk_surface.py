@@ -297,3 +297,10 @@ def test_get_execution_role_keeps_role_cells_running() -> None:
     assert role == "arn:aws:iam::000000000000:role/skmaker"
     with pytest.warns(UserWarning, match="SageMaker-only arguments: role"):
         SKLearnModel("store://m/model.tar.gz", role, "inference.py")
+
+
+def test_arguments_refused_before_any_call_are_validation_exceptions(session: Session) -> None:
+    with pytest.raises(boto.ClientError) as refused:
+        session.sagemaker_client.list_training_jobs(StatusEquals="Done")
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    assert "unknown training job status 'Done'" in refused.value.response["Error"]["Message"]
