@@ -224,7 +224,9 @@ def _page(
     try:
         start = int(next_token) if next_token else 0
     except ValueError:
-        raise SkmakerClientError(f"invalid NextToken {next_token!r}") from None
+        raise ValueError(f"invalid NextToken {next_token!r}") from None
+    if start < 0 or (max_results is not None and max_results < 1):
+        raise ValueError(f"invalid NextToken {next_token!r} or MaxResults {max_results!r}")
     size = max_results or DEFAULT_MAX_RESULTS
     end = start + size
     return items[start:end], (str(end) if end < len(items) else None)
@@ -513,7 +515,9 @@ class SageMakerClient(_BotoShapedClient):
         )
         for summary in summaries:
             summary["TrainingJobArn"] = self._arn("training-job", summary["TrainingJobName"])
-        page, token = _page(summaries, NextToken, MaxResults)
+        page, token = self._call(
+            "list_training_jobs", lambda: _page(summaries, NextToken, MaxResults)
+        )
         return self._answer(
             {"TrainingJobSummaries": page, **({"NextToken": token} if token else {})}
         )
@@ -610,7 +614,7 @@ class SageMakerClient(_BotoShapedClient):
         )
         for model in models:
             model["ModelArn"] = self._arn("model", model["ModelName"])
-        page, token = _page(models, NextToken, MaxResults)
+        page, token = self._call("list_models", lambda: _page(models, NextToken, MaxResults))
         return self._answer({"Models": page, **({"NextToken": token} if token else {})})
 
     def delete_model(self, *, ModelName: str) -> dict[str, Any]:
@@ -819,7 +823,7 @@ class SageMakerClient(_BotoShapedClient):
         )
         for endpoint in endpoints:
             endpoint["EndpointArn"] = self._arn("endpoint", endpoint["EndpointName"])
-        page, token = _page(endpoints, NextToken, MaxResults)
+        page, token = self._call("list_endpoints", lambda: _page(endpoints, NextToken, MaxResults))
         return self._answer({"Endpoints": page, **({"NextToken": token} if token else {})})
 
     def delete_endpoint(self, *, EndpointName: str) -> dict[str, Any]:
@@ -869,7 +873,7 @@ class SageMakerClient(_BotoShapedClient):
         )
         for job in jobs:
             job["TransformJobArn"] = self._arn("transform-job", job["TransformJobName"])
-        page, token = _page(jobs, NextToken, MaxResults)
+        page, token = self._call("list_transform_jobs", lambda: _page(jobs, NextToken, MaxResults))
         return self._answer(
             {"TransformJobSummaries": page, **({"NextToken": token} if token else {})}
         )
@@ -928,7 +932,9 @@ class SageMakerClient(_BotoShapedClient):
             job["HyperParameterTuningJobArn"] = self._arn(
                 "hyper-parameter-tuning-job", job["HyperParameterTuningJobName"]
             )
-        page, token = _page(jobs, NextToken, MaxResults)
+        page, token = self._call(
+            "list_hyper_parameter_tuning_jobs", lambda: _page(jobs, NextToken, MaxResults)
+        )
         return self._answer(
             {"HyperParameterTuningJobSummaries": page, **({"NextToken": token} if token else {})}
         )
@@ -968,7 +974,10 @@ class SageMakerClient(_BotoShapedClient):
             )
         for trial in trials:
             trial["TrainingJobArn"] = self._arn("training-job", trial["TrainingJobName"])
-        page, token = _page(trials, NextToken, MaxResults)
+        page, token = self._call(
+            "list_training_jobs_for_hyper_parameter_tuning_job",
+            lambda: _page(trials, NextToken, MaxResults),
+        )
         return self._answer(
             {"TrainingJobSummaries": page, **({"NextToken": token} if token else {})}
         )
