@@ -51,10 +51,11 @@ from skmaker.parameter import (
 from skmaker.predictor import Predictor
 from skmaker.serializers import BaseSerializer
 from skmaker.session import Session
+from skmaker.v1 import names
 
 log = logging.getLogger("skmaker")
 
-TUNING_JOB_NAME_MAX_LENGTH = 32
+TUNING_JOB_NAME_MAX_LENGTH = names.MAX_NAME_LENGTH[names.Resource.TUNING_JOB]
 DEFAULT_BASE_TUNING_JOB_NAME = "sklearn-tuning"
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
 # What the SageMaker SDK writes for its SKLearn estimator (sagemaker/sklearn/estimator.py).
@@ -525,13 +526,25 @@ class TuningJob:
 
 
 def _progress_line(description: Mapping[str, Any]) -> str:
+    """One line of trial counts for `wait()`.
+
+    SageMaker's InProgress counter includes trials whose training job waits for a trainer,
+    so the line splits it: a trial is running once a trainer took its job (it has a
+    TrainingStartTime), and waiting before that.
+    """
     counters = description["TrainingJobStatusCounters"]
     limits = description["HyperParameterTuningJobConfig"]["ResourceLimits"]
     launched = sum(counters.values())
-    parts = [
-        f"{counters['InProgress']} in progress",
-        f"{counters['Completed']} completed",
+    in_progress = [
+        trial
+        for trial in description.get("TrainingJobs", ())
+        if trial["TrainingJobStatus"] == "InProgress"
     ]
+    running = sum(1 for trial in in_progress if "TrainingStartTime" in trial)
+    parts = [f"{running} running"]
+    if len(in_progress) > running:
+        parts.append(f"{len(in_progress) - running} waiting for a trainer")
+    parts.append(f"{counters['Completed']} completed")
     if counters["NonRetryableError"]:
         parts.append(f"{counters['NonRetryableError']} failed")
     if counters["Stopped"]:
@@ -563,10 +576,6 @@ def _ranges_from_description(ranges: Mapping[str, Any]) -> dict[str, ParameterRa
 
 
 def _validate_tuning_job_name(name: str) -> str:
-    if len(name) > TUNING_JOB_NAME_MAX_LENGTH:
-        raise ValueError(
-            f"invalid tuning job name {name!r}: at most {TUNING_JOB_NAME_MAX_LENGTH} characters"
-        )
     return naming.validate_name(name, kind="tuning job")
 
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.control.backends.runtime import SupervisionSettings
+from services.control.backends.replica_runtime import SupervisionSettings
 
 _LOG_TAIL_LINES = 12
 _LOG_TAIL_BYTES = 16 * 1024

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from services.control.artifact_store import LocalArtifactStore
+from services.control.artifacts.store import LocalArtifactStore
 from services.control.backends import RecordedReplica
-from services.control.endpoint import Endpoint, EndpointEvent, EndpointStatus, ScalingPolicy
-from services.control.endpoint_store import MAX_EVENTS_KEPT, EndpointStore
-from services.control.model import Model
-from services.control.model_registry import ModelRegistry
-from services.control.store import ControlStore
+from services.control.hosting.endpoint_store import MAX_EVENTS_KEPT, EndpointStore
+from services.control.hosting.endpoint_values import (
+    Endpoint,
+    EndpointEvent,
+    EndpointStatus,
+    ScalingPolicy,
+)
+from services.control.hosting.model_registry import ModelRegistry
+from services.control.hosting.model_values import Model
+from services.control.state import ControlStore
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tests.unit.control.conftest import FakeClock, put_bytes
 
@@ -132,3 +137,30 @@ def test_serving_tables_survive_a_reopen(tmp_path) -> None:  # type: ignore[no-u
         assert stored is not None and stored.status is EndpointStatus.IN_SERVICE
     finally:
         second.close()
+
+
+def test_a_model_keeps_its_training_jobs_runtime(
+    registry: ModelRegistry, store: ControlStore
+) -> None:
+    from services.control.training.values import (
+        RuntimeVersions,
+        TrainingJob,
+        TrainingJobSpec,
+        TrainingJobStatus,
+    )
+
+    runtime = RuntimeVersions(python="3.11.7", sklearn="1.9.1", numpy="2.4.6", joblib="1.6.0")
+    store.insert_training_job(
+        TrainingJob(
+            name="trained",
+            spec=TrainingJobSpec(entry_point="train.py", source_uri="store://s.tar.gz"),
+            status=TrainingJobStatus.COMPLETED,
+            secondary_status="Completed",
+            creation_time=1.0,
+            runtime_versions=runtime,
+        )
+    )
+    assert registry.create(_model(training_job_name="trained")).runtime_versions == runtime
+    assert registry.describe("iris-tree").runtime_versions == runtime
+    # A model of an artifact trained elsewhere has no known runtime.
+    assert registry.create(_model(name="elsewhere")).runtime_versions == RuntimeVersions()

@@ -14,13 +14,9 @@ from pathlib import Path
 import prometheus_client
 import pytest
 
-from services.control.artifact_store import LocalArtifactStore, key_of
-from services.control.metrics import ControlMetrics
-from services.control.model import Model
-from services.control.model_registry import ModelRegistry
-from services.control.scheduler import Scheduler
-from services.control.store import ControlStore
-from services.control.task import (
+from services.control.artifacts.store import LocalArtifactStore, key_of
+from services.control.dispatch.scheduler import Scheduler
+from services.control.dispatch.tasks import (
     CompletionReport,
     HeartbeatReport,
     Lease,
@@ -29,13 +25,20 @@ from services.control.task import (
     TaskState,
     TransformShardResult,
 )
-from services.control.transform import TransformJobs, TransformTaskPayload
-from services.control.transform_job import (
+from services.control.hosting.model_registry import ModelRegistry
+from services.control.hosting.model_values import Model
+from services.control.metrics import ControlMetrics
+from services.control.state import ControlStore
+from services.control.training.values import RuntimeVersions
+from services.control.transform.jobs import TransformJobs, TransformTaskPayload
+from services.control.transform.values import (
     DataProcessing,
     FileStatus,
     RecordError,
     TransformJobSpec,
     TransformJobStatus,
+    model_from_json,
+    model_to_json,
 )
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tests.unit.control.conftest import FakeClock, put_bytes
@@ -590,3 +593,16 @@ def test_stopping_a_training_job_of_the_same_name_leaves_the_shards_queued(
     scheduler.enqueue(TaskKind.TRAINING, "same")
     assert scheduler.withdraw_queued("same")
     assert scheduler.queue_depth() == 5
+
+
+def test_a_model_snapshot_keeps_its_runtime_versions_through_json() -> None:
+    model = Model(
+        name="m",
+        model_data_uri="store://m/model.tar.gz",
+        entry_point="serve.py",
+        environment={"A": "1"},
+        runtime_versions=RuntimeVersions(python="3.11.7", sklearn="1.9.1", numpy="2.4.6"),
+    )
+    again = model_from_json(model_to_json(model))
+    assert again == model
+    assert again.runtime_versions.sklearn == "1.9.1"

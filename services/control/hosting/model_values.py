@@ -1,0 +1,35 @@
+"""A deployable model as the control stores it: an artifact, its serving code, its environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from services.control.training.values import RuntimeVersions
+
+
+@dataclass(frozen=True)
+class Model:
+    """One model (SageMaker's CreateModel): immutable once created.
+
+    Attributes:
+        name: unique, `[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}`.
+        model_data_uri: `store://` URI of `model.tar.gz`.
+        entry_point: the script defining `model_fn` (SAGEMAKER_PROGRAM).
+        source_uri: `store://` URI of a code bundle; empty when the code sits in the model
+            archive under `code/`.
+        environment: variables set for the serving process.
+        training_job_name: the job the model came from, or empty.
+        creation_time: Unix seconds.
+        runtime_versions: what its training job ran with (set by the control from the job;
+            all empty when the model names no job, or the job reported none).
+    """
+
+    name: str
+    model_data_uri: str
+    entry_point: str
+    source_uri: str = ""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    training_job_name: str = ""
+    creation_time: float = 0.0
+    runtime_versions: RuntimeVersions = field(default_factory=RuntimeVersions)
