@@ -251,7 +251,8 @@ def measure_peers(
                             figures[kind].setdefault(label, {})[f"c{concurrency}"] = cell
                             print(
                                 f"{kind:4} {label:16} c={concurrency:<3} "
-                                f"p50={cell['p50_ms']:8.3f} ms  p99={cell['p99_ms']:8.3f} ms  {cell['rps']:8.0f} req/s"
+                                f"p50={cell['p50_ms']:8.3f} ms  p99={cell['p99_ms']:8.3f} ms"
+                                f"  {cell['rps']:8.0f} req/s"
                                 + (f"  errors={cell['errors']}" if cell["errors"] else ""),
                                 flush=True,
                             )
