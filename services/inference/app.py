@@ -127,7 +127,11 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
         )
         if batching:
             handler = handler.with_predict_core(
-                micro_batch.MicroBatcher(core, on_stacked=metrics.count_stacked)
+                micro_batch.MicroBatcher(
+                    core,
+                    on_stacked=metrics.count_stacked,
+                    max_running=native_threads.available_cpus(),
+                )
             )
         metrics.set_predict_path(loaded.predict_path.name, fast_path.PATHS, batching)
         replica.set_loaded(handler, loaded.load_seconds)

@@ -1,11 +1,12 @@
 """Adaptive micro-batching: concurrent predict calls on one replica stacked into one call.
 
 `MicroBatcher(predict, ...)` wraps a predict function (the handler's predict core). A call that
-finds no predict running runs its own at once, so a lone caller waits for nothing. Calls that
-arrive while one runs queue up; when it finishes, the queued calls (up to `max_rows` rows and
-`max_bytes` bytes) are stacked into one array and predicted together by one of the queued
-callers' own threads, then each caller gets its own slice of the answer. No timer: a batch is
-whatever queued while the previous predict ran, so the busier the replica, the larger the
+finds a predict slot free (one per core, `max_running`) runs its own at once, so a lone caller
+waits for nothing. Calls that arrive while every slot is taken queue up; when a predict
+finishes, the queued calls (up to `max_rows` rows and `max_bytes` bytes) are stacked into one
+array and predicted together by one of the queued callers' own threads, then each caller gets
+its own slice of the answer. No timer: a batch is whatever queued while the previous predict
+ran, so the busier the replica, the larger the
 batches, and an idle one never waits.
 
 Only plain 2-D numeric arrays of one width and dtype are stacked; anything else runs alone. When
@@ -58,6 +59,8 @@ class MicroBatcher:
         max_rows: Most rows stacked into one call; a larger call runs alone.
         max_bytes: Most input bytes stacked into one call.
         on_stacked: Called with the number of calls each time a stacked predict answered them.
+        max_running: Predicts that may run at once (the replica's cores: compiled and native
+            predict code releases the GIL, so each core can run one); calls queue beyond.
     """
 
     def __init__(
@@ -67,13 +70,15 @@ class MicroBatcher:
         max_rows: int = DEFAULT_MAX_ROWS,
         max_bytes: int = DEFAULT_MAX_BYTES,
         on_stacked: Callable[[int], None] | None = None,
+        max_running: int = 1,
     ) -> None:
         self._predict = predict
+        self._max_running = max(1, max_running)
         self._on_stacked = on_stacked
         self._max_rows = max_rows
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._busy = False
+        self._running = 0
         self._queue: deque[_Call] = deque()
         self.batches = 0  # stacked calls made (more than one caller), for tests and metrics
         self.batched_calls = 0
@@ -94,11 +99,11 @@ class MicroBatcher:
         ):
             return self._predict(data)
         with self._lock:
-            if self._busy:
+            if self._running >= self._max_running:
                 call = _Call(data)
                 self._queue.append(call)
             else:
-                self._busy = True
+                self._running += 1
                 call = None
         if call is None:
             try:
@@ -119,7 +124,7 @@ class MicroBatcher:
         """Hands the next predict to a queued caller, with what queued; or goes idle."""
         with self._lock:
             if not self._queue:
-                self._busy = False
+                self._running -= 1
                 return
             first = self._queue.popleft()
             batch = [first]

@@ -121,3 +121,16 @@ def test_on_for_default_handlers_opt_in_for_users() -> None:
     assert not wanted({}, default_handlers=False)
     assert wanted({"SKMAKER_MICRO_BATCH": "1"}, default_handlers=False)
     assert not wanted({"SKMAKER_MICRO_BATCH": "0"}, default_handlers=True)
+
+
+def test_one_predict_per_core_runs_at_once() -> None:
+    both_inside = threading.Barrier(2, timeout=10)
+
+    def predict(rows: Any) -> Any:
+        both_inside.wait()  # breaks (and raises) unless the two calls run at the same time
+        return rows[:, 0]
+
+    batcher = MicroBatcher(predict, max_running=2)
+    with ThreadPoolExecutor(2) as pool:
+        answers = [pool.submit(batcher, np.full((1, 2), float(i))) for i in (1, 2)]
+        assert [answer.result(20).tolist() for answer in answers] == [[1.0], [2.0]]
