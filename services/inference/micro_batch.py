@@ -79,6 +79,9 @@ class MicroBatcher:
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self._running = 0
+        # Cleared for good once the model answers something that cannot be split by rows (a
+        # list, a scalar): its calls then run alone instead of twice.
+        self._stackable = True
         self._queue: deque[_Call] = deque()
         self.batches = 0  # stacked calls made (more than one caller), for tests and metrics
         self.batched_calls = 0
@@ -91,7 +94,8 @@ class MicroBatcher:
     def __call__(self, data: Any) -> Any:
         """Predicts `data`, stacked with concurrent calls when it can be."""
         if (
-            type(data) is not np.ndarray
+            not self._stackable
+            or type(data) is not np.ndarray
             or data.ndim != 2
             or data.dtype.kind not in "fiub"
             or len(data) > self._max_rows
@@ -164,6 +168,7 @@ class MicroBatcher:
             return False  # one call's bad rows; each call runs alone to get its own error
         total = sum(len(call.data) for call in batch)
         if not isinstance(answers, np.ndarray) or answers.ndim == 0 or len(answers) != total:
+            self._stackable = False
             return False
         self.batches += 1
         self.batched_calls += len(batch)

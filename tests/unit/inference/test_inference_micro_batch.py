@@ -134,3 +134,23 @@ def test_one_predict_per_core_runs_at_once() -> None:
     with ThreadPoolExecutor(2) as pool:
         answers = [pool.submit(batcher, np.full((1, 2), float(i))) for i in (1, 2)]
         assert [answer.result(20).tolist() for answer in answers] == [[1.0], [2.0]]
+
+
+def test_a_model_answering_lists_is_stacked_once_then_left_alone() -> None:
+    model = GatedModel()
+
+    def predict(rows: Any) -> Any:
+        return model.predict(rows).tolist()  # a list cannot be split by rows safely
+
+    batcher = MicroBatcher(predict)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(batcher, np.array([[1.0]]))
+        _wait_for(lambda: model.calls == [1])
+        queued = [pool.submit(batcher, np.array([[float(i)]])) for i in (2, 3)]
+        _wait_for(lambda: batcher.queued == 2)
+        model.gate.set()
+        assert first.result(10) == [2.0]
+        assert [answer.result(10) for answer in queued] == [[4.0], [6.0]]
+    assert model.calls == [1, 2, 1, 1]  # tried stacked once, then each alone
+    assert batcher(np.array([[5.0], [6.0]])) == [10.0, 12.0]
+    assert model.calls[-1] == 2
