@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install protos check-protos lint test test-compose up demo bench bench-predict clean v2client mlserver test-packages prometheus haproxy
 
+# The script runtime user code runs in (runtimes/*.lock, built into .venv-runtimes/); a no-op
+# when it is already built from the current lock.
 install: $(STAMP)
+	$(PY) -m services.runtime.script_runtimes build
 
 $(STAMP): requirements.lock pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -89,4 +92,4 @@ bench-predict: install mlserver haproxy
 	$(PY) benchmarks/predict.py --seconds 5 --rounds 3
 
 clean:
-	rm -rf $(VENV) .venv-v2client .venv-mlserver .skmaker
+	rm -rf $(VENV) .venv-v2client .venv-mlserver .venv-runtimes .skmaker
