@@ -292,7 +292,7 @@ class _Target:
     def crossover(self, fast: Callable[[Array], Array], backend: str) -> tuple[int | None, str]:
         """Calls up to how many rows the fast path wins (None: any size; 0: never), and timings.
 
-        Times one row and the whole sample on both paths (best of three) and fits a straight
+        Times one row and the whole sample on both paths (best of five) and fits a straight
         line cost = fixed + rows x per-row to each.
         """
         big = self.sample_for(backend).astype(self.dtype)
@@ -374,7 +374,7 @@ class _Target:
 def _best_time(function: Callable[[Array], Any], rows: Array) -> float:
     function(rows)
     best = float("inf")
-    for _ in range(3):
+    for _ in range(5):  # best of five: a busy machine only ever adds time
         started = time.perf_counter()
         function(rows)
         best = min(best, time.perf_counter() - started)
