@@ -81,10 +81,8 @@ def trainer_specs(settings: ControlSettings, grpc_port: int) -> list[WorkerSpec]
                 *extra,
             ),
             log_path=data_dir / "logs" / f"trainer-{index}.log",
-            # Through the environment, not argv, so the token never shows in `ps`.
-            extra_env=(
-                {"SKMAKER_TRAINER_AUTH_TOKEN": settings.auth_token} if settings.auth_token else {}
-            ),
+            token=settings.auth_token,
+            token_fd_env="SKMAKER_TRAINER_AUTH_TOKEN_FD",
         )
         for index in range(settings.local_trainers)
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,9 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Rejects RPCs whose `authorization` metadata is not `Bearer <token>` (UNAUTHENTICATED)."""
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        # Only a digest is kept: a process that runs user code in-process (a replica) then
+        # holds nothing a caller could present as the token.
+        self._expected = _digest(f"Bearer {token}".encode())
 
     def intercept_service(
         self,
@@ -27,9 +30,13 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             return continuation(handler_call_details)
         metadata = dict(handler_call_details.invocation_metadata or ())
         given = str(metadata.get("authorization", "")).encode()
-        if hmac.compare_digest(given, self._expected):
+        if hmac.compare_digest(_digest(given), self._expected):
             return continuation(handler_call_details)
         return _deny_handler(continuation(handler_call_details))
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()
 
 
 def _deny_handler(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:

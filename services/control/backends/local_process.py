@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.control.backends.runtime import SupervisionSettings
+from services.runtime.settings import pass_secret
 
 _LOG_TAIL_LINES = 12
 _LOG_TAIL_BYTES = 16 * 1024
@@ -38,7 +39,7 @@ class LocalBackendSettings:
         data_dir: the control's data folder; replicas work under `work/endpoints/` and log
             under `logs/endpoints/`.
         host: the loopback or host address replicas bind (own, metrics and shared ports).
-        auth_token: given to replicas through their environment, never argv.
+        auth_token: given to replicas through an inherited pipe, never argv or environment.
         extra_args: extra flags for every replica.
         supervision: start, health and drain timings.
     """
@@ -155,20 +156,28 @@ def launch_replica(launch: ReplicaLaunch) -> ReplicaProcess:
         *launch.extra_args,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    token_fd = -1
     if launch.auth_token:
-        # Through the environment, not argv, so the token never shows in `ps`.
-        env["SKMAKER_INFERENCE_AUTH_TOKEN"] = launch.auth_token
-    with log_path.open("ab") as log_file:
-        log_offset = log_file.tell()
-        # The child keeps its own copy of the descriptor; ours closes with the block.
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+        # Through an inherited pipe the replica reads at start, never argv or the environment:
+        # the replica imports the model's code, which could read both from /proc/self.
+        token_fd = pass_secret(launch.auth_token)
+        env["SKMAKER_INFERENCE_AUTH_TOKEN_FD"] = str(token_fd)
+    try:
+        with log_path.open("ab") as log_file:
+            log_offset = log_file.tell()
+            # The child keeps its own copy of the descriptor; ours closes with the block.
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                pass_fds=(token_fd,) if token_fd >= 0 else (),
+            )
+    finally:
+        if token_fd >= 0:
+            os.close(token_fd)
     return ReplicaProcess(process, port_file, failure_file, log_path, log_offset)
 
 

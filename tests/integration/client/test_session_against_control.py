@@ -57,8 +57,13 @@ def session(control: ServiceProcess) -> Iterator[Session]:
 def guarded_control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """A control that wants `authorization: Bearer s3cret` on every call."""
     workdir = tmp_path_factory.mktemp("guarded")
+    token_file = workdir / "token"
+    token_file.write_text(f"{TOKEN}\n")
+    token_file.chmod(0o600)
     service = run_service(
-        "control", workdir, ["--data-dir", str(workdir / "data"), f"--auth-token={TOKEN}"]
+        "control",
+        workdir,
+        ["--data-dir", str(workdir / "data"), f"--auth-token-file={token_file}"],
     )
     yield service
     service.stop()

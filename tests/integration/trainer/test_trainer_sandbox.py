@@ -1,0 +1,178 @@
+"""Training scripts in their box, run by a real `--local` control and its trainer (as root).
+
+What an unkind script would try: read the token from /proc or its environment, allocate without
+bound, leave a `setsid` grandchild behind, print a gigabyte. The trainer runs as root here (as
+in CI), so scripts run as the dedicated job user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from skmaker import Session, SKLearn, UnexpectedStatusException
+from tests.harness import ServiceProcess, is_running, run_service
+from tests.integration.client.live_control import wait_until, write_code
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the job user needs a root trainer"),
+]
+
+TOKEN = "tok-" + secrets.token_hex(16)
+MEMORY_MB = 256
+
+# Reads every /proc/*/environ and /proc/*/cmdline it can, its own environment and the token
+# file, and saves it all in the model, which the test searches for the token.
+SCANNING_SCRIPT = """
+    import os, sys, json
+    found = {"uid": os.getuid(), "environ": {}, "cmdline": {}, "own": dict(os.environ)}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        for part in ("environ", "cmdline"):
+            try:
+                with open(f"/proc/{pid}/{part}", "rb") as handle:
+                    found[part][pid] = handle.read().decode("utf-8", "replace")
+            except OSError:
+                pass
+    for path in sys.argv[1:]:
+        try:
+            found[path] = open(path).read()
+        except OSError as err:
+            found[path] = f"unreadable: {err.strerror}"
+    model_dir = os.environ["SM_MODEL_DIR"]
+    with open(os.path.join(model_dir, "scan.json"), "w") as handle:
+        json.dump(found, handle)
+    print("scanned", len(found["environ"]), "environ files")
+"""
+
+GREEDY_SCRIPT = """
+    import os
+    hoard = []
+    while True:
+        hoard.append(os.urandom(1) * (16 * 1024 * 1024))  # touched pages, not just reserved
+"""
+
+SETSID_SCRIPT = """
+    import os, subprocess, sys
+    child = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    with open(os.path.join(os.environ["SM_MODEL_DIR"], "grandchild.pid"), "w") as handle:
+        handle.write(str(child.pid))
+    print("left", child.pid, "behind")
+"""
+
+CHATTY_SCRIPT = """
+    import os, sys
+    chunk = ("x" * 1023 + "\\n").encode() * 1024 * 4   # 4 MiB of 1 KiB lines
+    out = sys.stdout.buffer
+    for _ in range(256):                               # 1 GiB in all
+        out.write(chunk)
+    out.flush()
+    with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.txt"), "w") as handle:
+        handle.write("kept")
+"""
+
+
+@pytest.fixture(scope="module")
+def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    workdir = tmp_path_factory.mktemp("sandboxed")
+    token_file = workdir / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    service = run_service(
+        "control",
+        workdir,
+        [
+            "--local",
+            f"--data-dir={workdir / 'data'}",
+            f"--auth-token-file={token_file}",
+            f"--trainer-args=--job-memory-mb {MEMORY_MB}",
+        ],
+    )
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def session(control: ServiceProcess) -> Iterator[Session]:
+    with Session(control.address, token=TOKEN) as client:
+        yield client
+
+
+def _estimator(session: Session, folder: Path, script: str, **kwargs: object) -> SKLearn:
+    code = write_code(folder, {"train.py": script})
+    return SKLearn(entry_point="train.py", source_dir=code, session=session, **kwargs)
+
+
+def _fit(session: Session, folder: Path, script: str, **kwargs: object) -> SKLearn:
+    estimator = _estimator(session, folder, script, **kwargs)
+    estimator.fit(logs=False)
+    return estimator
+
+
+def _model_member(session: Session, estimator: SKLearn, name: str, scratch: Path) -> bytes:
+    session.download_data(scratch, estimator.model_data)
+    with tarfile.open(scratch / "model.tar.gz") as archive:
+        member = archive.extractfile(name)
+        assert member is not None
+        return member.read()
+
+
+def test_a_script_scanning_proc_and_its_environment_finds_no_credential(
+    session: Session, control: ServiceProcess, tmp_path: Path
+) -> None:
+    token_file = Path(control.stdout_path).parent / "token"
+    planted = "planted-" + secrets.token_hex(8)
+    estimator = _fit(
+        session,
+        tmp_path / "code",
+        SCANNING_SCRIPT,
+        environment={"PLANTED": planted},
+        hyperparameters={"token-file": str(token_file)},
+    )
+    scan = _model_member(session, estimator, "scan.json", tmp_path / "out").decode()
+
+    assert TOKEN not in scan
+    found = json.loads(scan)
+    assert found["uid"] != 0
+    # The scan does see what it can read: its own environment, with the job's variables.
+    assert planted in scan and found["own"]["PLANTED"] == planted
+    assert not any(name.startswith("SKMAKER_") for name in found["own"])
+    # The control's own process is visible, its environment is not.
+    assert str(control.process.pid) in found["cmdline"]
+    assert str(control.process.pid) not in found["environ"]
+
+
+def test_a_script_allocating_without_bound_is_stopped_by_its_limit(
+    session: Session, tmp_path: Path
+) -> None:
+    estimator = _estimator(session, tmp_path / "code", GREEDY_SCRIPT)
+    with pytest.raises(UnexpectedStatusException):
+        estimator.fit(logs=False)
+    assert estimator.latest_training_job is not None
+    described = session.describe_training_job(estimator.latest_training_job.name)
+    assert described["TrainingJobStatus"] == "Failed"
+    assert "OutOfMemory" in described["FailureReason"]
+    assert f"{MEMORY_MB} MiB" in described["FailureReason"]
+
+
+def test_a_setsid_grandchild_is_gone_after_the_job(session: Session, tmp_path: Path) -> None:
+    estimator = _fit(session, tmp_path / "code", SETSID_SCRIPT)
+    pid = int(_model_member(session, estimator, "grandchild.pid", tmp_path / "out"))
+    wait_until(lambda: not is_running(pid), "the setsid grandchild to be gone", 10.0)
+
+
+def test_a_script_printing_a_gigabyte_completes_with_its_model(
+    session: Session, tmp_path: Path
+) -> None:
+    estimator = _fit(session, tmp_path / "code", CHATTY_SCRIPT)
+    assert _model_member(session, estimator, "model.txt", tmp_path / "out") == b"kept"
+    assert estimator.latest_training_job is not None
+    lines = list(session.training_job_log_lines(estimator.latest_training_job.name))
+    assert any("truncated" in line.text for line in lines)
+    assert sum(len(line.text) for line in lines) < 200 * 2**20
