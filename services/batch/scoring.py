@@ -45,6 +45,7 @@ from services.batch.records import (
     iter_batches,
     payload_limit_bytes,
 )
+from services.runtime import native_threads
 from services.runtime.errors import SkmakerError
 
 
@@ -232,7 +233,15 @@ def _scored(
                 raise ShardStopped
             yield (batch, *_score_one(batch, score, settings.record_errors))
         return
-    with ThreadPoolExecutor(settings.max_concurrent, thread_name_prefix="score") as pool:
+    # Each scoring thread gets its share of the cores for the model's native pools (OpenMP's
+    # size is per thread), so MaxConcurrentTransforms threads do not oversubscribe them.
+    share = native_threads.threads_per_call(settings.max_concurrent)
+    with ThreadPoolExecutor(
+        settings.max_concurrent,
+        thread_name_prefix="score",
+        initializer=native_threads.limit_current_thread,
+        initargs=(share,),
+    ) as pool:
         pending: deque[tuple[MiniBatch, Future[bytes]]] = deque()
         try:
             for batch in batches:

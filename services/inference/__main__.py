@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
-from services.inference import app
 from services.inference.config import ENV_PREFIX, InferenceSettings
-from services.inference.model_loader import ModelLoadFailed
-from services.runtime import lifecycle, settings
+from services.runtime import native_threads, settings
 
 
 def main() -> int:
@@ -21,6 +19,16 @@ def main() -> int:
     except ValueError as err:
         print(f"services.inference: {err}", file=sys.stderr)
         return 2
+    # Before numpy and scikit-learn load: they size their pools from these variables once.
+    native_threads.limit_process(
+        os.environ,
+        replica_settings.native_threads
+        or native_threads.threads_per_call(replica_settings.max_workers),
+    )
+    from services.inference import app
+    from services.inference.model_loader import ModelLoadFailed
+    from services.runtime import lifecycle
+
     lifecycle.configure_logging(replica_settings.log_level)
     try:
         return lifecycle.serve(app.build(replica_settings, os.environ), replica_settings)

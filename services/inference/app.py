@@ -31,7 +31,7 @@ from services.inference.model_loader import (
 from services.inference.replica import Replica
 from services.inference.servicer import InferenceServicer
 from services.inference.v2_servicer import OpenInferenceServicer
-from services.runtime import lifecycle
+from services.runtime import lifecycle, native_threads
 from skmaker.v1 import (
     inference_pb2,
     inference_pb2_grpc,
@@ -115,6 +115,7 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
             loaded.entry_point,
             "passed" if loaded.warmed_up else "skipped",
         )
+        log.info("native thread pools per call: %s", native_threads.describe_pools())
 
     def on_drain() -> None:
         if replica.handler is not None and settings.drain_notice_s > 0:

@@ -92,6 +92,11 @@ class InferenceSettings(ServiceSettings):
     region: str = setting("local", "SAGEMAKER_REGION given to the user's code")
     pip_timeout_s: float = setting(900.0, "time limit for installing requirements.txt")
     control_timeout_s: float = setting(300.0, "deadline of each call to the control (download)")
+    native_threads: int = setting(
+        0,
+        "threads one call's native code (OpenMP, BLAS) may use; 0 divides the cores among the "
+        "--max-workers RPC threads (at least 1); OMP_NUM_THREADS and the like, if set, win",
+    )
 
     @property
     def is_standalone(self) -> bool:
@@ -114,3 +119,5 @@ class InferenceSettings(ServiceSettings):
             raise ValueError("--model-dir needs --entry-point: the script defining model_fn")
         if self.max_payload_bytes <= 0:
             raise ValueError("--max-payload-bytes must be positive")
+        if self.native_threads < 0:
+            raise ValueError("--native-threads must be 0 (sized to the cores) or more")

@@ -12,6 +12,7 @@ import pytest
 
 from services.batch.scoring import ShardFailed, ShardSettings, ShardStopped, score_shard
 from services.inference.handler import ModelHandler
+from services.runtime import native_threads
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +164,23 @@ def test_a_stop_ends_scoring_between_mini_batches(
             iris_handler.invoke,
             should_stop=should_stop,
         )
+
+
+def test_concurrent_scoring_threads_share_the_cores(csv_bytes: bytes) -> None:
+    # The OpenMP pool's size is per thread: each scoring thread reports its own.
+    import threadpoolctl
+    from sklearn.ensemble import HistGradientBoostingClassifier  # loads OpenMP
+
+    assert HistGradientBoostingClassifier  # imported for its native library
+    sizes: set[int] = set()
+
+    def invoke(body: bytes, content_type: str, accept: str) -> tuple[bytes, str]:
+        sizes.update(
+            pool["num_threads"]
+            for pool in threadpoolctl.threadpool_info()
+            if pool["user_api"] == "openmp"
+        )
+        return b"0\n" * len(body.splitlines()), "text/csv"
+
+    _score(csv_bytes, type("H", (), {"invoke": staticmethod(invoke)})(), max_concurrent=2)
+    assert sizes == {native_threads.threads_per_call(2)}
