@@ -83,6 +83,8 @@ def build(settings: TrainerSettings, environ: Mapping[str, str]) -> Service:
         TrainerMetrics.create(registry),
         acquire_wait_s=settings.acquire_wait_s,
         keep_workspaces=settings.keep_workspaces,
+        max_beat_log_bytes=max(1, settings.max_heartbeat_log_bytes),
+        max_job_log_bytes=max(1, settings.max_job_log_bytes),
     )
 
     def on_stop() -> None:

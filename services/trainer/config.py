@@ -47,3 +47,9 @@ class TrainerSettings(ServiceSettings):
         "the trainer's environment variables (comma-separated, * globs) training scripts and "
         "pip see; the job's own environment is always added",
     )
+    max_heartbeat_log_bytes: int = setting(
+        1024 * 1024, "most output (characters) one heartbeat carries; more goes with the next"
+    )
+    max_job_log_bytes: int = setting(
+        64 * 1024 * 1024, "most output a job's log keeps; the rest is dropped behind a marker"
+    )

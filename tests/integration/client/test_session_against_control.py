@@ -23,7 +23,7 @@ from skmaker import (
     Unavailable,
 )
 from skmaker import session as session_module
-from tests.harness import ServiceProcess, run_service
+from tests.harness import ServiceProcess, run_service, script_visible_dir
 
 pytestmark = pytest.mark.integration
 
@@ -318,7 +318,8 @@ def test_followed_log_resumes_after_a_control_restart_without_loss_or_repeat(
     # trainer re-sends them after losing the answer (a heartbeat carries no position to tell a
     # re-send by), so the batch in flight at the kill may show up twice; killing on a tick,
     # printed only after line 4 was stored and answered, makes that batch ticks alone.
-    ticking, release = tmp_path / "ticking", tmp_path / "release"
+    shared = script_visible_dir()
+    ticking, release = shared / "ticking", shared / "release"
     script = f"""
         import os, time
         def wait_for(path, tick=False):
