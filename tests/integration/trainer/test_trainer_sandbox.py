@@ -78,22 +78,25 @@ CHATTY_SCRIPT = """
 """
 
 
-@pytest.fixture(scope="module")
-def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    workdir = tmp_path_factory.mktemp("sandboxed")
+def _control(workdir: Path, trainer_args: str) -> ServiceProcess:
     token_file = workdir / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    service = run_service(
+    return run_service(
         "control",
         workdir,
         [
             "--local",
             f"--data-dir={workdir / 'data'}",
             f"--auth-token-file={token_file}",
-            f"--trainer-args=--job-memory-mb {MEMORY_MB}",
+            f"--trainer-args=--job-memory-mb {MEMORY_MB} {trainer_args}",
         ],
     )
+
+
+@pytest.fixture(scope="module")
+def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    service = _control(tmp_path_factory.mktemp("sandboxed"), "")
     yield service
     service.stop()
 
@@ -102,6 +105,17 @@ def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
 def session(control: ServiceProcess) -> Iterator[Session]:
     with Session(control.address, token=TOKEN) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def rlimit_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    """A trainer that may not use cgroups: rlimits and /proc tracking instead."""
+    service = _control(tmp_path_factory.mktemp("rlimited"), "--no-job-cgroups")
+    try:
+        with Session(service.address, token=TOKEN) as client:
+            yield client
+    finally:
+        service.stop()
 
 
 def _estimator(session: Session, folder: Path, script: str, **kwargs: object) -> SKLearn:
@@ -148,9 +162,11 @@ def test_a_script_scanning_proc_and_its_environment_finds_no_credential(
     assert str(control.process.pid) not in found["environ"]
 
 
+@pytest.mark.parametrize("box", ["cgroup", "rlimits"])
 def test_a_script_allocating_without_bound_is_stopped_by_its_limit(
-    session: Session, tmp_path: Path
+    box: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    session = request.getfixturevalue("session" if box == "cgroup" else "rlimit_session")
     estimator = _estimator(session, tmp_path / "code", GREEDY_SCRIPT)
     with pytest.raises(UnexpectedStatusException):
         estimator.fit(logs=False)
@@ -161,7 +177,11 @@ def test_a_script_allocating_without_bound_is_stopped_by_its_limit(
     assert f"{MEMORY_MB} MiB" in described["FailureReason"]
 
 
-def test_a_setsid_grandchild_is_gone_after_the_job(session: Session, tmp_path: Path) -> None:
+@pytest.mark.parametrize("box", ["cgroup", "rlimits"])
+def test_a_setsid_grandchild_is_gone_after_the_job(
+    box: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    session = request.getfixturevalue("session" if box == "cgroup" else "rlimit_session")
     estimator = _fit(session, tmp_path / "code", SETSID_SCRIPT)
     pid = int(_model_member(session, estimator, "grandchild.pid", tmp_path / "out"))
     wait_until(lambda: not is_running(pid), "the setsid grandchild to be gone", 10.0)
