@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -24,6 +25,7 @@ from services.control.backends.local import LocalReplicaBackend
 from services.control.backends.local_process import LocalBackendSettings
 from services.control.backends.runtime import SupervisionSettings
 from services.control.config import ControlSettings
+from services.control.credentials import ReplicaCredentials
 from services.control.dispatch_servicer import DispatchServicer
 from services.control.endpoint_servicer import EndpointServicer
 from services.control.endpoint_store import EndpointStore
@@ -45,6 +47,7 @@ from services.control.transform_servicer import TransformServicer
 from services.control.tuning import TuningJobs
 from services.control.tuning_servicer import TuningServicer
 from services.runtime import lifecycle
+from services.runtime.auth import ScopedTokens
 from skmaker.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
@@ -89,9 +92,15 @@ def trainer_specs(settings: ControlSettings, grpc_port: int) -> list[WorkerSpec]
 
 
 def replica_backend(
-    settings: ControlSettings, store: ControlStore, on_event: EventSink
+    settings: ControlSettings,
+    store: ControlStore,
+    on_event: EventSink,
+    issue_token: Callable[[str, str, str], str] | None = None,
 ) -> ReplicaBackend | None:
-    """The backend `settings` ask for (None for `none`), reporting events to `on_event`."""
+    """The backend `settings` ask for (None for `none`), reporting events to `on_event`.
+
+    `issue_token(endpoint, replica id, model)` gives each replica a token of its own.
+    """
     supervision = SupervisionSettings(
         start_timeout_s=settings.replica_start_timeout_s,
         start_attempts=settings.replica_start_attempts,
@@ -111,6 +120,7 @@ def replica_backend(
             auth_token=settings.auth_token,
             extra_args=extra_args,
             supervision=supervision,
+            issue_token=issue_token,
         )
         return DockerReplicaBackend(containers, EndpointStore(store), on_event)
     if settings.effective_replica_backend != "local":
@@ -121,6 +131,7 @@ def replica_backend(
         auth_token=settings.auth_token,
         extra_args=extra_args,
         supervision=supervision,
+        issue_token=issue_token,
     )
     return LocalReplicaBackend(local, EndpointStore(store), on_event)
 
@@ -187,7 +198,13 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     def on_replica_event(endpoint_name: str, message: str) -> None:
         endpoints.record_event(endpoint_name, message)
 
-    backend = replica_backend(settings, store, on_replica_event)
+    # Replicas run the model's code in-process: each gets a token that reads its model only.
+    scoped_tokens = ScopedTokens() if settings.auth_token else None
+    service.scoped_tokens = scoped_tokens
+    credentials = ReplicaCredentials(scoped_tokens, models) if scoped_tokens else None
+    backend = replica_backend(
+        settings, store, on_replica_event, credentials.issue if credentials else None
+    )
     endpoints = Endpoints(
         store, models, backend, metrics, max_replicas=settings.max_endpoint_replicas
     )

@@ -34,7 +34,7 @@ import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime.auth import BearerTokenInterceptor
+from services.runtime.auth import BearerTokenInterceptor, ScopedTokens
 from services.runtime.errors import ErrorInterceptor
 from services.runtime.settings import ServiceSettings
 
@@ -80,6 +80,8 @@ class Service:
     # The process's exit code once stopped (e.g. 1 when a child it depends on died); None: 0.
     exit_code: Callable[[], int] | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # Credentials this service issues to its children, accepted within their scopes.
+    scoped_tokens: ScopedTokens | None = None
     extra_server_options: Sequence[tuple[str, Any]] = ()
 
 
@@ -158,8 +160,15 @@ def _build_server(
     reuse_port: bool,
 ) -> grpc.Server:
     interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor()]
-    if settings.auth_token:
-        interceptors.insert(0, BearerTokenInterceptor(settings.auth_token))
+    if settings.auth_token or settings.auth_token_sha256:
+        interceptors.insert(
+            0,
+            BearerTokenInterceptor(
+                settings.auth_token,
+                digest=settings.auth_token_sha256,
+                scoped=service.scoped_tokens,
+            ),
+        )
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=settings.max_workers, thread_name_prefix=f"{service.name}-rpc"

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 import stat
 import types
 import typing
@@ -53,6 +54,9 @@ class ServiceSettings:
         secret=True,
     )
     auth_token_file: str = setting("", "read the bearer token from this file (its first line)")
+    auth_token_sha256: str = setting(
+        "", "check callers against this sha256 (hex) of the token rather than the token itself"
+    )
     auth_token_fd: int = setting(
         -1, "read the bearer token from this inherited descriptor (how the control passes it)"
     )
@@ -135,6 +139,9 @@ def load(
                 values[f.name] = _parse_bool(raw) if kind is bool else kind(raw)
             except ValueError as err:
                 parser.error(f"{env_name}={raw!r}: {err}")
+    digest = values.get("auth_token_sha256", "")
+    if digest and not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+        parser.error(f"--auth-token-sha256 {digest!r} is not a sha256 in hex (64 characters)")
     for f in dataclasses.fields(settings_cls):
         if f.metadata.get("secret"):
             try:

@@ -20,11 +20,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.control.backends.runtime import SupervisionSettings
+from services.runtime.auth import token_digest
 from services.runtime.settings import pass_secret
 
 _LOG_TAIL_LINES = 12
@@ -39,7 +40,10 @@ class LocalBackendSettings:
         data_dir: the control's data folder; replicas work under `work/endpoints/` and log
             under `logs/endpoints/`.
         host: the loopback or host address replicas bind (own, metrics and shared ports).
-        auth_token: given to replicas through an inherited pipe, never argv or environment.
+        auth_token: callers of the replicas must present it; each replica gets only its
+            digest, and its own token from `issue_token` for the control (through an
+            inherited pipe, never argv or environment).
+        issue_token: issues a replica's own, model-scoped token.
         extra_args: extra flags for every replica.
         supervision: start, health and drain timings.
     """
@@ -49,6 +53,15 @@ class LocalBackendSettings:
     auth_token: str = ""
     extra_args: tuple[str, ...] = ()
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
+    # (endpoint, replica id, model) -> the replica's own token; None gives it `auth_token`.
+    issue_token: Callable[[str, str, str], str] | None = None
+
+    def replica_tokens(self, endpoint: str, replica_id: str, model: str) -> tuple[str, str]:
+        """(token the replica calls the control with, digest it checks its callers against)."""
+        if not self.auth_token:
+            return "", ""
+        own = self.issue_token(endpoint, replica_id, model) if self.issue_token else ""
+        return own or self.auth_token, token_digest(self.auth_token)
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,7 @@ class ReplicaLaunch:
     shared_port: int
     shutdown_grace_s: float
     auth_token: str = ""
+    caller_token_sha256: str = ""
     extra_args: Sequence[str] = ()
 
 
@@ -162,6 +176,8 @@ def launch_replica(launch: ReplicaLaunch) -> ReplicaProcess:
         # the replica imports the model's code, which could read both from /proc/self.
         token_fd = pass_secret(launch.auth_token)
         env["SKMAKER_INFERENCE_AUTH_TOKEN_FD"] = str(token_fd)
+    if launch.caller_token_sha256:
+        env["SKMAKER_INFERENCE_AUTH_TOKEN_SHA256"] = launch.caller_token_sha256
     try:
         with log_path.open("ab") as log_file:
             log_offset = log_file.tell()
