@@ -16,36 +16,36 @@ from pathlib import Path
 
 import optuna
 
-from services.control.artifact_store import LocalArtifactStore
-from services.control.artifacts_servicer import ArtifactsServicer
-from services.control.autoscaling import Autoscaling
+from services.control.artifacts.servicer import ArtifactsServicer
+from services.control.artifacts.store import LocalArtifactStore
 from services.control.backends import EventSink, ReplicaBackend
 from services.control.backends.containers import DockerBackendSettings, DockerReplicaBackend
 from services.control.backends.local import LocalReplicaBackend
 from services.control.backends.local_process import LocalBackendSettings
-from services.control.backends.runtime import SupervisionSettings
+from services.control.backends.replica_runtime import SupervisionSettings
 from services.control.config import ControlSettings
-from services.control.credentials import ReplicaCredentials
-from services.control.dispatch_servicer import DispatchServicer
-from services.control.endpoint_servicer import EndpointServicer
-from services.control.endpoint_store import EndpointStore
-from services.control.endpoints import Endpoints
-from services.control.load_metrics import LoadSource, PromQLSource, ScrapeSource
-from services.control.local_batch import LocalBatchWorkers, batch_worker_spec
-from services.control.local_workers import WorkerSpec, WorkerSupervisor
+from services.control.dispatch.scheduler import Scheduler
+from services.control.dispatch.servicer import DispatchServicer
+from services.control.dispatch.tasks import TaskKind
+from services.control.hosting.autoscaling_loop import Autoscaling
+from services.control.hosting.credentials import ReplicaCredentials
+from services.control.hosting.endpoint_servicer import EndpointServicer
+from services.control.hosting.endpoint_store import EndpointStore
+from services.control.hosting.endpoints import Endpoints
+from services.control.hosting.load_metrics import LoadSource, PromQLSource, ScrapeSource
+from services.control.hosting.model_registry import ModelRegistry
+from services.control.hosting.model_servicer import ModelServicer
+from services.control.hosting.scrape_targets import ScrapeTargetsFile
+from services.control.local_workers.batch import LocalBatchWorkers, batch_worker_spec
+from services.control.local_workers.supervisor import WorkerSpec, WorkerSupervisor
 from services.control.metrics import ControlMetrics
-from services.control.model_registry import ModelRegistry
-from services.control.model_servicer import ModelServicer
-from services.control.scheduler import Scheduler
-from services.control.scrape_targets import ScrapeTargetsFile
-from services.control.store import ControlStore
-from services.control.task import TaskKind
-from services.control.training import TrainingJobs
-from services.control.training_servicer import TrainingServicer
-from services.control.transform import TransformJobs
-from services.control.transform_servicer import TransformServicer
-from services.control.tuning import TuningJobs
-from services.control.tuning_servicer import TuningServicer
+from services.control.state import ControlStore
+from services.control.training.jobs import TrainingJobs
+from services.control.training.servicer import TrainingServicer
+from services.control.transform.jobs import TransformJobs
+from services.control.transform.servicer import TransformServicer
+from services.control.tuning.jobs import TuningJobs
+from services.control.tuning.servicer import TuningServicer
 from services.runtime import lifecycle
 from services.runtime.auth import ScopedTokens
 from skmaker.v1 import (

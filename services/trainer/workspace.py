@@ -32,6 +32,7 @@ from services.trainer.hyperparameters import (
     render_argv_tokens,
     split_hyperparameters,
 )
+from skmaker.v1 import names
 
 DEFAULT_HOST = "algo-1"
 DEFAULT_INSTANCE_TYPE = "local"
@@ -44,7 +45,6 @@ DEFAULT_LOG_LEVEL = 20  # logging.INFO, the toolkit's default for sagemaker_cont
 
 MAX_CHANNELS = 20
 MAX_USER_ENVIRONMENT = 100
-_CHANNEL_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _ENV_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
@@ -215,10 +215,9 @@ def validate_channel_name(name: str) -> None:
         ValueError: The name breaks the rule (``.`` and ``..`` are refused too: they would
             name the data folder or its parent).
     """
-    if not isinstance(name, str) or not _CHANNEL_NAME.fullmatch(name) or name in {".", ".."}:
-        raise ValueError(
-            f"invalid channel name {name!r}: use 1-64 characters of letters, digits, '.', '_', '-'"
-        )
+    problem = names.channel_name_error(name)
+    if problem:
+        raise ValueError(problem)
 
 
 def _validate_channels(channels: Mapping[str, ChannelConfig]) -> None:

@@ -8,16 +8,15 @@ the server has an object store configured. Local paths are not uploaded implicit
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from skmaker.v1 import names
+
 DEFAULT_CHANNEL = "training"
 SUPPORTED_SCHEMES = ("store://", "file://", "s3://")
 
-# SageMaker's channel-name rule: 1-64 chars of [A-Za-z0-9._-].
-_CHANNEL_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_CHANNELS = 20
 
 
@@ -109,8 +108,9 @@ def channels_from_inputs(
         raise ValueError(f"at most {MAX_CHANNELS} channels are allowed, got {len(named)}")
     channels = {}
     for name, value in named.items():
-        if not isinstance(name, str) or not _CHANNEL_NAME.fullmatch(name):
-            raise ValueError(f"invalid channel name {name!r}: use 1-64 chars of [A-Za-z0-9._-]")
+        problem = names.channel_name_error(name)
+        if problem:
+            raise ValueError(problem)
         if isinstance(value, TrainingInput):
             _check_uri(name, value.s3_data)
             channels[name] = value

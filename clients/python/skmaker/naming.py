@@ -1,6 +1,7 @@
 """Resource names as the SageMaker SDK makes them: `<base>-YYYY-MM-DD-HH-MM-SS-mmm` in UTC.
 
-Training jobs, models and endpoints share SageMaker's name rule and this default form.
+Training jobs, models and endpoints share SageMaker's name rule and this default form; the rule
+and its length limits are the wire contract's (`skmaker.v1.names`), which the control enforces.
 """
 
 from __future__ import annotations
@@ -8,11 +9,18 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-MAX_NAME_LENGTH = 63
+from skmaker.v1 import names
+
+MAX_NAME_LENGTH = names.MAX_NAME_LENGTH[names.Resource.TRAINING_JOB]
 DEFAULT_BASE_NAME = "sagemaker-scikit-learn"
 
-# SageMaker's rule for job, endpoint and variant names.
-_NAME_PATTERN = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+# What each kind of name is, for its length limit.
+_RESOURCES = {
+    "job": names.Resource.TRAINING_JOB,
+    "model": names.Resource.MODEL,
+    "endpoint": names.Resource.ENDPOINT,
+    "tuning job": names.Resource.TUNING_JOB,
+}
 _TIMESTAMP_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}-\d{3}$")
 
 
@@ -27,17 +35,17 @@ def validate_name(name: str, kind: str = "job") -> str:
 
     Args:
         name: the name to check.
-        kind: what is being named ("job", "model", "endpoint"), for the error message.
+        kind: what is being named ("job" for training and transform jobs, "model",
+            "endpoint", "tuning job"), for the length limit and the error message.
 
     Raises:
         ValueError: for an empty or too long name, or one with characters other than
             letters, digits and inner hyphens.
     """
-    if not _NAME_PATTERN.fullmatch(name):
-        raise ValueError(
-            f"invalid {kind} name {name!r}: use 1-{MAX_NAME_LENGTH} letters, digits and hyphens, "
-            "starting and ending with a letter or digit"
-        )
+    resource = _RESOURCES.get(kind, names.Resource.TRAINING_JOB)
+    problem = names.resource_name_error(resource, name, kind)
+    if problem:
+        raise ValueError(problem)
     return name
 
 

@@ -51,10 +51,11 @@ from skmaker.parameter import (
 from skmaker.predictor import Predictor
 from skmaker.serializers import BaseSerializer
 from skmaker.session import Session
+from skmaker.v1 import names
 
 log = logging.getLogger("skmaker")
 
-TUNING_JOB_NAME_MAX_LENGTH = 32
+TUNING_JOB_NAME_MAX_LENGTH = names.MAX_NAME_LENGTH[names.Resource.TUNING_JOB]
 DEFAULT_BASE_TUNING_JOB_NAME = "sklearn-tuning"
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
 # What the SageMaker SDK writes for its SKLearn estimator (sagemaker/sklearn/estimator.py).
@@ -563,10 +564,6 @@ def _ranges_from_description(ranges: Mapping[str, Any]) -> dict[str, ParameterRa
 
 
 def _validate_tuning_job_name(name: str) -> str:
-    if len(name) > TUNING_JOB_NAME_MAX_LENGTH:
-        raise ValueError(
-            f"invalid tuning job name {name!r}: at most {TUNING_JOB_NAME_MAX_LENGTH} characters"
-        )
     return naming.validate_name(name, kind="tuning job")
 
 

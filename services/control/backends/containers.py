@@ -33,7 +33,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from services.control.backends import EventSink, RecordedReplica, ReplicaLedger
-from services.control.backends.runtime import (
+from services.control.backends.replica_runtime import (
     EndpointAddress,
     LaunchError,
     Leftover,

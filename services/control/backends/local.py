@@ -23,7 +23,12 @@ from services.control.backends.local_process import (
     launch_replica,
     stop_leftover,
 )
-from services.control.backends.runtime import EndpointAddress, Leftover, ReplicaSpec, port_of
+from services.control.backends.replica_runtime import (
+    EndpointAddress,
+    Leftover,
+    ReplicaSpec,
+    port_of,
+)
 from services.control.backends.shared_ports import reserve_shared_port
 from services.control.backends.supervisor import ReplicaSupervisor
 

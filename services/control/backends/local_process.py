@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.control.backends.runtime import SupervisionSettings
+from services.control.backends.replica_runtime import SupervisionSettings
 from services.runtime.auth import token_digest
 from services.runtime.settings import pass_secret
 

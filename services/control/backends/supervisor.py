@@ -33,7 +33,7 @@ from services.control.backends import (
     ReplicaState,
 )
 from services.control.backends.health import HealthProber
-from services.control.backends.runtime import (
+from services.control.backends.replica_runtime import (
     EndpointAddress,
     LaunchError,
     Leftover,

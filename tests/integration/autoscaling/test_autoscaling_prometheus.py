@@ -35,8 +35,13 @@ from typing import Any
 import pytest
 
 from benchmarks.autoscale import EventRecorder, LoadGenerator, create_model, wait_until
-from services.control import autoscaler
-from services.control.load_metrics import LoadSource, PromQLSource, ReplicaTarget, ScrapeSource
+from services.control.hosting import autoscaling_policy as autoscaler
+from services.control.hosting.load_metrics import (
+    LoadSource,
+    PromQLSource,
+    ReplicaTarget,
+    ScrapeSource,
+)
 from skmaker import Session
 from tests.harness import ServiceProcess, run_service
 

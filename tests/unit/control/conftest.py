@@ -11,13 +11,13 @@ from pathlib import Path
 import prometheus_client
 import pytest
 
-from services.control.artifact_store import LocalArtifactStore
+from services.control.artifacts.store import LocalArtifactStore
+from services.control.dispatch.scheduler import Scheduler
+from services.control.dispatch.tasks import TaskKind
 from services.control.metrics import ControlMetrics
-from services.control.scheduler import Scheduler
-from services.control.store import ControlStore
-from services.control.task import TaskKind
-from services.control.training import TrainingJobs
-from services.control.training_job import Channel, TrainingJobSpec
+from services.control.state import ControlStore
+from services.control.training.jobs import TrainingJobs
+from services.control.training.values import Channel, TrainingJobSpec
 
 
 class FakeClock:

@@ -11,8 +11,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.control.artifact_store import LocalArtifactStore, key_of
-from services.control.artifacts_servicer import ArtifactsServicer
+from services.control.artifacts.servicer import ArtifactsServicer
+from services.control.artifacts.store import LocalArtifactStore, key_of
 from services.runtime.errors import ErrorInterceptor, InvalidArgument, NotFound
 from skmaker import transfer
 from skmaker.v1 import artifacts_pb2_grpc

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.control.artifact_store import LocalArtifactStore, key_of
+from services.control.artifacts.store import LocalArtifactStore, key_of
 from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 
 

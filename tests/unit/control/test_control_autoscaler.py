@@ -1,4 +1,4 @@
-"""Table tests of the target-tracking policy (services.control.autoscaler)."""
+"""Table tests of the target-tracking policy (services.control.hosting.autoscaling_policy)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from services.control.autoscaler import (
+from services.control.hosting.autoscaling_policy import (
     DOWN,
     HOLD,
     UP,

@@ -18,24 +18,24 @@ from typing import Any
 import prometheus_client
 import pytest
 
-from services.control import autoscaler
-from services.control.artifact_store import LocalArtifactStore
-from services.control.autoscaling import (
+from services.control.artifacts.store import LocalArtifactStore
+from services.control.backends import ReplicaBackend, ReplicaInfo, ReplicaState
+from services.control.hosting import autoscaling_policy as autoscaler
+from services.control.hosting.autoscaling_loop import (
     DEFAULT_SCALE_IN_WINDOW_S,
     DEFAULT_SCALE_OUT_WINDOW_S,
     Autoscaling,
     policy_for,
 )
-from services.control.backends import ReplicaBackend, ReplicaInfo, ReplicaState
-from services.control.endpoint import EndpointStatus, ScalingMetric, ScalingPolicy
-from services.control.endpoint_store import EndpointStore
-from services.control.endpoints import Endpoints
-from services.control.load_metrics import ScrapeSource
+from services.control.hosting.endpoint_store import EndpointStore
+from services.control.hosting.endpoint_values import EndpointStatus, ScalingMetric, ScalingPolicy
+from services.control.hosting.endpoints import Endpoints
+from services.control.hosting.load_metrics import ScrapeSource
+from services.control.hosting.model_registry import ModelRegistry
+from services.control.hosting.model_values import Model
+from services.control.hosting.scrape_targets import ScrapeTarget, ScrapeTargetsFile
 from services.control.metrics import ControlMetrics
-from services.control.model import Model
-from services.control.model_registry import ModelRegistry
-from services.control.scrape_targets import ScrapeTarget, ScrapeTargetsFile
-from services.control.store import ControlStore
+from services.control.state import ControlStore
 from services.runtime.errors import InvalidArgument, ResourceExhausted
 from tests.unit.control.conftest import put_bytes
 

@@ -20,7 +20,7 @@ from services.control.backends.containers import (
     replica_command,
     replica_labels,
 )
-from services.control.backends.runtime import ReplicaSpec, port_of
+from services.control.backends.replica_runtime import ReplicaSpec, port_of
 from services.inference.config import ENV_PREFIX, InferenceSettings
 from services.runtime.settings import load
 

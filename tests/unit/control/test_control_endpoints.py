@@ -9,14 +9,14 @@ from collections.abc import Callable, Iterator, Sequence
 import prometheus_client
 import pytest
 
-from services.control.artifact_store import LocalArtifactStore
+from services.control.artifacts.store import LocalArtifactStore
 from services.control.backends import ReplicaBackend, ReplicaInfo, ReplicaState
-from services.control.endpoint import EndpointStatus, ScalingPolicy
-from services.control.endpoints import Endpoints
+from services.control.hosting.endpoint_values import EndpointStatus, ScalingPolicy
+from services.control.hosting.endpoints import Endpoints
+from services.control.hosting.model_registry import ModelRegistry
+from services.control.hosting.model_values import Model
 from services.control.metrics import ControlMetrics
-from services.control.model import Model
-from services.control.model_registry import ModelRegistry
-from services.control.store import ControlStore
+from services.control.state import ControlStore
 from services.runtime.errors import (
     AlreadyExists,
     FailedPrecondition,

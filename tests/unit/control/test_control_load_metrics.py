@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import prometheus_client
 import pytest
 
-from services.control.autoscaler import CONCURRENT_REQUESTS, INVOCATIONS_PER_MINUTE
-from services.control.load_metrics import ReplicaTarget, ScrapeSource, parse_replica_metrics
+from services.control.hosting.autoscaling_policy import CONCURRENT_REQUESTS, INVOCATIONS_PER_MINUTE
+from services.control.hosting.load_metrics import ReplicaTarget, ScrapeSource, parse_replica_metrics
 
 
 @dataclass

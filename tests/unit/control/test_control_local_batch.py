@@ -6,8 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-from services.control.local_batch import LocalBatchWorkers, batch_worker_spec
-from services.control.local_workers import WorkerSpec, WorkerSupervisor
+from services.control.local_workers.batch import LocalBatchWorkers, batch_worker_spec
+from services.control.local_workers.supervisor import WorkerSpec, WorkerSupervisor
 from tests.unit.control.conftest import FakeClock
 
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from services.control.local_workers import WorkerSpec, WorkerSupervisor
+from services.control.local_workers.supervisor import WorkerSpec, WorkerSupervisor
 
 SLEEPER = (sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)")
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from services.control.artifact_store import LocalArtifactStore
+from services.control.artifacts.store import LocalArtifactStore
 from services.control.backends import RecordedReplica
-from services.control.endpoint import Endpoint, EndpointEvent, EndpointStatus, ScalingPolicy
-from services.control.endpoint_store import MAX_EVENTS_KEPT, EndpointStore
-from services.control.model import Model
-from services.control.model_registry import ModelRegistry
-from services.control.store import ControlStore
+from services.control.hosting.endpoint_store import MAX_EVENTS_KEPT, EndpointStore
+from services.control.hosting.endpoint_values import (
+    Endpoint,
+    EndpointEvent,
+    EndpointStatus,
+    ScalingPolicy,
+)
+from services.control.hosting.model_registry import ModelRegistry
+from services.control.hosting.model_values import Model
+from services.control.state import ControlStore
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tests.unit.control.conftest import FakeClock, put_bytes
 

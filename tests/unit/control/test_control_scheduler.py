@@ -7,10 +7,8 @@ import threading
 import pytest
 from conftest import FakeClock
 
-from services.control.metrics import ControlMetrics
-from services.control.scheduler import Scheduler
-from services.control.store import ControlStore
-from services.control.task import (
+from services.control.dispatch.scheduler import Scheduler
+from services.control.dispatch.tasks import (
     CompletionReport,
     HeartbeatReport,
     Lease,
@@ -19,8 +17,10 @@ from services.control.task import (
     TaskState,
     WorkerLogLine,
 )
-from services.control.training import TrainingJobs, TrainingTaskPayload
-from services.control.training_job import (
+from services.control.metrics import ControlMetrics
+from services.control.state import ControlStore
+from services.control.training.jobs import TrainingJobs, TrainingTaskPayload
+from services.control.training.values import (
     MetricValue,
     RuntimeVersions,
     TrainingJobSpec,

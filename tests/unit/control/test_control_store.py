@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from services.control.store import MIGRATIONS, ControlStore, spec_from_json, spec_to_json
-from services.control.task import WorkerLogLine
-from services.control.training_job import (
+from services.control.db.migrations import MIGRATIONS
+from services.control.dispatch.tasks import WorkerLogLine
+from services.control.state import ControlStore
+from services.control.training.store import spec_from_json, spec_to_json
+from services.control.training.values import (
     Channel,
     MetricDefinition,
     MetricValue,

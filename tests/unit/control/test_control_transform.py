@@ -14,13 +14,9 @@ from pathlib import Path
 import prometheus_client
 import pytest
 
-from services.control.artifact_store import LocalArtifactStore, key_of
-from services.control.metrics import ControlMetrics
-from services.control.model import Model
-from services.control.model_registry import ModelRegistry
-from services.control.scheduler import Scheduler
-from services.control.store import ControlStore
-from services.control.task import (
+from services.control.artifacts.store import LocalArtifactStore, key_of
+from services.control.dispatch.scheduler import Scheduler
+from services.control.dispatch.tasks import (
     CompletionReport,
     HeartbeatReport,
     Lease,
@@ -29,8 +25,12 @@ from services.control.task import (
     TaskState,
     TransformShardResult,
 )
-from services.control.transform import TransformJobs, TransformTaskPayload
-from services.control.transform_job import (
+from services.control.hosting.model_registry import ModelRegistry
+from services.control.hosting.model_values import Model
+from services.control.metrics import ControlMetrics
+from services.control.state import ControlStore
+from services.control.transform.jobs import TransformJobs, TransformTaskPayload
+from services.control.transform.values import (
     DataProcessing,
     FileStatus,
     RecordError,

@@ -10,15 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import optuna
 import pytest
 
-from services.control.tuner import (
-    StoredTrial,
-    TrialCounts,
-    TrialState,
-    Tuner,
-    WarmStartTrial,
-)
-from services.control.tuning_config import EarlyStoppingType, ObjectiveType, TuningConfig
-from services.control.tuning_space import (
+from services.control.tuning.config import EarlyStoppingType, ObjectiveType, TuningConfig
+from services.control.tuning.space import (
     CategoricalRange,
     ContinuousRange,
     IntegerRange,
@@ -26,6 +19,13 @@ from services.control.tuning_space import (
     ScalingType,
     TuningStrategy,
     decode_hyperparameters,
+)
+from services.control.tuning.tuner import (
+    StoredTrial,
+    TrialCounts,
+    TrialState,
+    Tuner,
+    WarmStartTrial,
 )
 
 BAYESIAN = TuningStrategy.BAYESIAN

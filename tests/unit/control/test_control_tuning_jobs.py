@@ -15,34 +15,34 @@ from dataclasses import replace
 import optuna
 import pytest
 
-from services.control.artifact_store import LocalArtifactStore
-from services.control.metrics import ControlMetrics
-from services.control.scheduler import Scheduler
-from services.control.store import ControlStore
-from services.control.task import (
+from services.control.artifacts.store import LocalArtifactStore
+from services.control.dispatch.scheduler import Scheduler
+from services.control.dispatch.tasks import (
     CompletionReport,
     HeartbeatReport,
     TaskKind,
     TaskOutcome,
 )
-from services.control.training import TrainingJobs
-from services.control.training_job import (
+from services.control.metrics import ControlMetrics
+from services.control.state import ControlStore
+from services.control.training.jobs import TrainingJobs
+from services.control.training.values import (
     MetricDefinition,
     MetricValue,
     TrainingJobSpec,
     TrainingJobStatus,
 )
-from services.control.tuner import TrialState
-from services.control.tuning import TuningJobs
-from services.control.tuning_config import EarlyStoppingType, ObjectiveType, TuningConfig
-from services.control.tuning_job import TuningJob, TuningJobSpec, TuningJobStatus
-from services.control.tuning_space import (
+from services.control.tuning.config import EarlyStoppingType, ObjectiveType, TuningConfig
+from services.control.tuning.jobs import TuningJobs
+from services.control.tuning.space import (
     CategoricalRange,
     ContinuousRange,
     IntegerRange,
     ParameterRange,
     TuningStrategy,
 )
+from services.control.tuning.tuner import TrialState
+from services.control.tuning.values import TuningJob, TuningJobSpec, TuningJobStatus
 from services.runtime.errors import (
     AlreadyExists,
     FailedPrecondition,

@@ -7,7 +7,7 @@ import json
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from services.control.tuning_space import (
+from services.control.tuning.space import (
     CategoricalRange,
     ContinuousRange,
     IntegerRange,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import bundle_bytes, put_bytes
 
-from services.control.artifact_store import LocalArtifactStore
-from services.control.training_job import Channel, MetricDefinition, TrainingJobSpec
-from services.control.validation import validate_job_name, validate_training_job
+from services.control.artifacts.store import LocalArtifactStore
+from services.control.training.validation import validate_job_name, validate_training_job
+from services.control.training.values import Channel, MetricDefinition, TrainingJobSpec
 from services.runtime.errors import InvalidArgument, NotFound, SkmakerError
 
 BASE = TrainingJobSpec(

@@ -1,0 +1,1 @@
+"""Artifacts: the local-directory object store and the ArtifactService over it."""

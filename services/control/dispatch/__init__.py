@@ -1,0 +1,1 @@
+"""Dispatch: the task queue with leases that workers pull from, and its worker-facing API."""

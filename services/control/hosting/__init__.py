@@ -1,0 +1,1 @@
+"""Hosting: models, endpoints (status machine over a replica backend) and their autoscaling."""

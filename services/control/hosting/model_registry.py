@@ -1,0 +1,151 @@
+"""Models (SageMaker's CreateModel): validation, creation, lookup, listing and deletion.
+
+A model is immutable: an artifact (`model.tar.gz` in the artifact store), the entry point that
+defines `model_fn`, an optional code bundle and an environment. It cannot be deleted while an
+endpoint serves it (or may roll back to it).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import PurePosixPath
+
+from services.control.artifacts.store import SCHEME, ArtifactStore, key_of
+from services.control.hosting.endpoint_store import EndpointStore
+from services.control.hosting.model_store import ModelStore
+from services.control.hosting.model_values import Model
+from services.control.names import Resource, require_resource_name
+from services.control.state import ControlStore
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+
+ENVIRONMENT_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# SageMaker's limits on a model's Environment (contract §2.6).
+MAX_ENVIRONMENT_ENTRIES = 100
+MAX_ENVIRONMENT_ITEM_BYTES = 1024
+MAX_ENVIRONMENT_TOTAL_BYTES = 32 * 1024
+
+
+class ModelRegistry:
+    """The model API's behaviour, over the store and the artifact store."""
+
+    def __init__(
+        self,
+        store: ControlStore,
+        artifacts: ArtifactStore,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Serves models stored in `store` whose archives live in `artifacts`."""
+        self._store = store
+        self._models = ModelStore(store)
+        self._endpoints = EndpointStore(store)
+        self._artifacts = artifacts
+        self._clock = clock
+
+    def create(self, model: Model) -> Model:
+        """Validates and stores a model; returns it with its creation time.
+
+        Raises:
+            InvalidArgument: a field breaks a rule.
+            NotFound: the model archive, the code bundle or the training job does not exist.
+            AlreadyExists: a model with this name exists.
+        """
+        require_resource_name(Resource.MODEL, model.name)
+        _check_entry_point(model.entry_point)
+        _check_environment(model.environment)
+        self._check_artifact("model_data_uri", model.model_data_uri, "model.tar.gz")
+        if model.source_uri:
+            self._check_artifact("source_uri", model.source_uri, "the code bundle")
+        if model.training_job_name and not self._store.training_job_exists(model.training_job_name):
+            raise NotFound(f"training job {model.training_job_name!r} not found")
+        stored = replace(model, environment=dict(model.environment), creation_time=self._clock())
+        self._models.insert(stored)
+        return stored
+
+    def describe(self, name: str) -> Model:
+        """The model named `name`.
+
+        Raises:
+            NotFound: no such model.
+        """
+        model = self._models.get(name)
+        if model is None:
+            raise NotFound(f"model {name!r} not found")
+        return model
+
+    def list(self, name_prefix: str) -> list[Model]:
+        """Models whose name starts with `name_prefix`, newest first."""
+        return self._models.list_models(name_prefix)
+
+    def delete(self, name: str) -> None:
+        """Removes a model that no endpoint uses.
+
+        Raises:
+            NotFound: no such model.
+            FailedPrecondition: an endpoint serves it or may roll back to it.
+        """
+        with self._store.transaction():
+            users = self._endpoints.names_using_model(name)
+            if users:
+                raise FailedPrecondition(
+                    f"model {name!r} is used by endpoint(s) {', '.join(users)}: delete them "
+                    "or update them to another model first"
+                )
+            if not self._models.delete(name):
+                raise NotFound(f"model {name!r} not found")
+
+    def _check_artifact(self, field: str, uri: str, what: str) -> None:
+        if not uri:
+            raise InvalidArgument(f"{field} is empty: give the store:// URI of {what}")
+        if not uri.startswith(SCHEME):
+            raise InvalidArgument(f"{field} {uri!r} is not a store:// URI")
+        try:
+            key = key_of(uri)
+        except InvalidArgument as err:
+            raise InvalidArgument(f"{field}: {err}") from None
+        try:
+            _info, handle = self._artifacts.open(key)
+        except NotFound:
+            raise NotFound(f"{field}: no artifact at {uri}; upload {what} there first") from None
+        handle.close()
+
+
+def _check_entry_point(entry_point: str) -> None:
+    if not entry_point:
+        raise InvalidArgument(
+            "entry_point is empty: name the script that defines model_fn, e.g. inference.py"
+        )
+    parts = PurePosixPath(entry_point).parts
+    if entry_point.startswith("/") or ".." in parts or "\\" in entry_point:
+        raise InvalidArgument(
+            f"entry_point {entry_point!r} must be a path relative to the code folder"
+        )
+
+
+def _check_environment(environment: Mapping[str, str]) -> None:
+    if len(environment) > MAX_ENVIRONMENT_ENTRIES:
+        raise InvalidArgument(
+            f"{len(environment)} environment variables; at most {MAX_ENVIRONMENT_ENTRIES} "
+            "are allowed"
+        )
+    total = 0
+    for key, value in environment.items():
+        if not ENVIRONMENT_KEY.fullmatch(key):
+            raise InvalidArgument(
+                f"environment variable name {key[:40]!r} is invalid: use [a-zA-Z_][a-zA-Z0-9_]*"
+            )
+        key_bytes, value_bytes = len(key.encode()), len(value.encode())
+        if key_bytes > MAX_ENVIRONMENT_ITEM_BYTES or value_bytes > MAX_ENVIRONMENT_ITEM_BYTES:
+            raise InvalidArgument(
+                f"environment variable {key[:40]!r}: names and values are limited to "
+                f"{MAX_ENVIRONMENT_ITEM_BYTES} bytes"
+            )
+        total += key_bytes + value_bytes
+    if total > MAX_ENVIRONMENT_TOTAL_BYTES:
+        raise InvalidArgument(
+            f"the environment holds {total} bytes; at most {MAX_ENVIRONMENT_TOTAL_BYTES} "
+            "are allowed"
+        )

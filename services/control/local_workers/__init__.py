@@ -1,0 +1,1 @@
+"""Worker processes the control runs as its children with `--local` (trainers, batch workers)."""

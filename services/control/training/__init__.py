@@ -1,0 +1,1 @@
+"""Training jobs: the API (servicer, converters), the job state machine, validation, its tables."""

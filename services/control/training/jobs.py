@@ -1,0 +1,451 @@
+"""Training jobs: creation, the status state machine, stop, listing and log following.
+
+A job is created `InProgress`/`Starting` and queued as one training task. Its worker reports
+`Downloading`, `Training`, `Uploading` in heartbeats and ends it as:
+
+  SUCCEEDED             -> Completed / Completed
+  FAILED                -> Failed / Failed (failure_reason, ≤1024 chars)
+  STOPPED               -> Stopped / Stopped
+  MAX_RUNTIME_EXCEEDED  -> Stopped / MaxRuntimeExceeded
+
+StopTrainingJob stops a queued job at once (Stopped) and asks a running one to stop (Stopping;
+the next heartbeat answer carries stop_requested). A worker lost while running puts the job
+back to `Pending` for another attempt, or fails it with an `InternalServerError:` reason once
+every attempt was lost. A terminal job never changes again.
+
+`TrainingJobs` is also the scheduler's `TaskHandler` for training tasks: its `on_*` methods
+run inside the scheduler's transaction. Listeners (the tuning jobs) hear of every metric sample
+and every job end inside the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from services.control import paging
+from services.control.artifacts.store import ArtifactStore
+from services.control.dispatch.scheduler import Scheduler
+from services.control.dispatch.tasks import (
+    CompletionReport,
+    HeartbeatReport,
+    LeaseLoss,
+    Task,
+    TaskKind,
+    TaskOutcome,
+)
+from services.control.metrics import ControlMetrics
+from services.control.notifier import Notifier
+from services.control.state import ControlStore
+from services.control.training.validation import validate_job_name, validate_training_job
+from services.control.training.values import (
+    WORKER_SECONDARY_STATUSES,
+    LogLine,
+    MetricValue,
+    SecondaryStatus,
+    TrainingJob,
+    TrainingJobSpec,
+    TrainingJobStatus,
+    truncate_reason,
+)
+from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+log = logging.getLogger(__name__)
+
+LOG_BATCH_LINES = 500
+LOG_BATCH_BYTES = 1024 * 1024
+"""A log batch stops at about this much text, far below a client's 4 MiB message limit."""
+# Log followers re-check the job at least this often even without a notification.
+_FOLLOW_POLL_S = 1.0
+
+_ENDINGS: dict[TaskOutcome, tuple[TrainingJobStatus, SecondaryStatus, str]] = {
+    TaskOutcome.SUCCEEDED: (
+        TrainingJobStatus.COMPLETED,
+        SecondaryStatus.COMPLETED,
+        "Training job completed",
+    ),
+    TaskOutcome.FAILED: (
+        TrainingJobStatus.FAILED,
+        SecondaryStatus.FAILED,
+        "Training job failed; see the failure reason",
+    ),
+    TaskOutcome.STOPPED: (
+        TrainingJobStatus.STOPPED,
+        SecondaryStatus.STOPPED,
+        "Training job stopped",
+    ),
+    TaskOutcome.MAX_RUNTIME_EXCEEDED: (
+        TrainingJobStatus.STOPPED,
+        SecondaryStatus.MAX_RUNTIME_EXCEEDED,
+        "Training job stopped: it reached its maximum runtime",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TrainingTaskPayload:
+    """What a trainer needs to run a training task."""
+
+    job_name: str
+    spec: TrainingJobSpec
+
+
+@dataclass(frozen=True)
+class TrainingJobPage:
+    """One page of ListTrainingJobs."""
+
+    jobs: tuple[TrainingJob, ...]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class LogBatch:
+    """Log lines in order, with the job's status when they were read."""
+
+    lines: tuple[LogLine, ...]
+    status: TrainingJobStatus
+
+
+class TrainingJobListener(Protocol):
+    """Hears what happens to training jobs; called inside the transaction that records it."""
+
+    def on_training_job_metrics(
+        self, job: TrainingJob, attempt: int, samples: Sequence[MetricValue]
+    ) -> None:
+        """Metric samples a worker reported for `job`'s attempt `attempt`, in log order."""
+        ...
+
+    def on_training_job_ended(self, job: TrainingJob) -> None:
+        """`job` just reached a terminal status."""
+        ...
+
+
+class TrainingJobs:
+    """The training-job state machine over the store and the task queue."""
+
+    def __init__(
+        self,
+        store: ControlStore,
+        scheduler: Scheduler,
+        artifacts: ArtifactStore,
+        metrics: ControlMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Wires the state machine; register it with the scheduler for TaskKind.TRAINING."""
+        self._store = store
+        self._scheduler = scheduler
+        self._artifacts = artifacts
+        self._metrics = metrics
+        self._clock = clock
+        self._changed = Notifier()
+        self._listeners: list[TrainingJobListener] = []
+
+    def add_listener(self, listener: TrainingJobListener) -> None:
+        """Makes `listener` hear of every job's metric samples and end."""
+        self._listeners.append(listener)
+
+    def close(self) -> None:
+        """Ends every log follower (server shutdown)."""
+        self._changed.close()
+
+    # ----------------------------------------------------------------- public API
+
+    def create(self, name: str, spec: TrainingJobSpec, tuning_job_name: str = "") -> TrainingJob:
+        """Validates, stores and queues a job; returns it (InProgress/Starting).
+
+        Nothing is stored when validation fails.
+
+        Raises:
+            InvalidArgument: a bad name or spec.
+            AlreadyExists: the name is taken.
+            NotFound: the source bundle or a channel does not exist.
+        """
+        validate_job_name(name)
+        if self._store.training_job_exists(name):
+            raise AlreadyExists(f"training job {name!r} already exists")
+        spec = validate_training_job(name, spec, self._artifacts)
+        now = self._clock()
+        job = TrainingJob(
+            name=name,
+            spec=spec,
+            status=TrainingJobStatus.IN_PROGRESS,
+            secondary_status=SecondaryStatus.STARTING,
+            creation_time=now,
+            tuning_job_name=tuning_job_name,
+        )
+        with self._store.transaction():
+            self._store.insert_training_job(job)
+            self._store.append_transition(
+                name,
+                SecondaryStatus.STARTING,
+                now,
+                "Starting the training job; pending in the queue",
+            )
+            self._scheduler.enqueue(TaskKind.TRAINING, name)
+        self._metrics.training_jobs.labels(status=TrainingJobStatus.IN_PROGRESS).inc()
+        log.info("training job %s created", name)
+        return self.describe(name)
+
+    def describe(self, name: str) -> TrainingJob:
+        """The job.
+
+        Raises:
+            NotFound: no job has this name.
+        """
+        job = self._store.get_training_job(name)
+        if job is None:
+            raise NotFound(f"training job {name!r} not found")
+        return job
+
+    def list(
+        self,
+        *,
+        status: TrainingJobStatus | None = None,
+        name_prefix: str = "",
+        tuning_job_name: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> TrainingJobPage:
+        """Jobs newest first, filtered, one page at a time.
+
+        Args:
+            status: only jobs in this status.
+            name_prefix: only names starting with this.
+            tuning_job_name: only jobs launched by this tuning job.
+            page_size: 0 means 50; larger than 1000 means 1000.
+            page_token: `next_page_token` of the previous page, or empty.
+
+        Raises:
+            InvalidArgument: a negative page size or a malformed page token.
+        """
+        jobs, next_token = paging.read_page(
+            lambda before_id, limit: self._store.list_training_jobs(
+                status=status,
+                name_prefix=name_prefix,
+                tuning_job_name=tuning_job_name,
+                before_id=before_id,
+                limit=limit,
+            ),
+            page_size,
+            page_token,
+        )
+        return TrainingJobPage(jobs=jobs, next_page_token=next_token)
+
+    def stop(self, name: str) -> TrainingJob:
+        """Stops a queued job at once, or asks its worker to stop; idempotent while Stopping.
+
+        Raises:
+            NotFound: no job has this name.
+            FailedPrecondition: the job already ended.
+        """
+        with self._store.transaction():
+            job = self.describe(name)
+            if job.status.is_terminal:
+                raise FailedPrecondition(
+                    f"training job {name!r} already ended ({job.status.value}); nothing to stop"
+                )
+            if job.status is TrainingJobStatus.STOPPING:
+                return job
+            now = self._clock()
+            if self._scheduler.withdraw_queued(name):
+                self._end(
+                    job,
+                    TrainingJobStatus.STOPPED,
+                    SecondaryStatus.STOPPED,
+                    now,
+                    "Stopped before a trainer started it",
+                )
+            else:
+                self._transition(
+                    replace(job, status=TrainingJobStatus.STOPPING, stop_requested=True),
+                    SecondaryStatus.STOPPING,
+                    now,
+                    "Stop requested; waiting for the trainer to end the script",
+                )
+        log.info("stop of training job %s requested", name)
+        return self.describe(name)
+
+    def follow_logs(
+        self,
+        name: str,
+        from_sequence: int,
+        follow: bool,
+        is_active: Callable[[], bool] = lambda: True,
+    ) -> Iterator[LogBatch]:
+        """Batches of the job's log lines from `from_sequence`.
+
+        Without `follow`, ends after the lines stored now. With `follow`, keeps waiting for
+        new lines until the job is terminal and every line was sent, the caller goes away
+        (`is_active()` False) or the server shuts down.
+
+        Raises:
+            NotFound: no job has this name (raised before the first batch).
+        """
+        self.describe(name)
+        sequence = max(from_sequence, 0)
+        while True:
+            seen = self._changed.generation()
+            # Status first: a completion stores its last lines and the terminal status in one
+            # transaction, so lines read after a terminal status are all the lines there are.
+            status = self.describe(name).status
+            lines = _within_bytes(self._store.read_log_lines(name, sequence, LOG_BATCH_LINES))
+            if lines:
+                sequence = lines[-1].sequence + 1
+                yield LogBatch(lines=tuple(lines), status=status)
+                continue
+            if not follow or status.is_terminal or self._changed.is_closed or not is_active():
+                return
+            self._changed.wait(seen, _FOLLOW_POLL_S)
+
+    # ----------------------------------------------------------------- TaskHandler
+
+    def payload(self, task: Task) -> TrainingTaskPayload:
+        """The job's stored spec (defaults filled in) for the worker."""
+        return TrainingTaskPayload(job_name=task.job_name, spec=self.describe(task.job_name).spec)
+
+    def on_leased(self, task: Task, now: float) -> None:
+        """Counts the attempt and stamps the training start time on the first lease."""
+        job = self.describe(task.job_name)
+        self._store.update_training_job(
+            replace(
+                job,
+                attempts=task.attempt,
+                training_start_time=job.training_start_time or now,
+            )
+        )
+
+    def on_heartbeat(self, task: Task, report: HeartbeatReport, now: float) -> bool:
+        """Stores lines and metrics, records a reported secondary status; returns stop_requested.
+
+        Raises:
+            InvalidArgument: a secondary status a worker may not report.
+        """
+        reported = report.secondary_status
+        if reported and reported not in WORKER_SECONDARY_STATUSES:
+            allowed = ", ".join(sorted(WORKER_SECONDARY_STATUSES))
+            raise InvalidArgument(f"secondary_status {reported!r} is not one of {allowed}")
+        job = self.describe(task.job_name)
+        self._store.append_attempt_log_lines(
+            job.name, task.task_id, task.attempt, report.log_offset, report.log_lines
+        )
+        self._store.record_metrics(job.name, report.metrics)
+        self._tell_metrics(job, task.attempt, report.metrics)
+        is_new_status = reported and reported != job.secondary_status
+        if is_new_status and job.status is TrainingJobStatus.IN_PROGRESS:
+            self._transition(job, reported, now, _worker_status_message(reported, report.worker_id))
+        self._changed.notify()
+        return job.stop_requested
+
+    def on_completed(self, task: Task, report: CompletionReport, now: float) -> None:
+        """Stores the last lines and metrics and ends the job as the worker reported."""
+        job = self.describe(task.job_name)
+        self._store.append_attempt_log_lines(
+            job.name, task.task_id, task.attempt, report.log_offset, report.log_lines
+        )
+        self._store.record_metrics(job.name, report.metrics)
+        self._tell_metrics(job, task.attempt, report.metrics)
+        self._changed.notify()
+        if job.status.is_terminal:
+            log.warning("training job %s already %s; completion ignored", job.name, job.status)
+            return
+        if report.outcome not in _ENDINGS:
+            raise InvalidArgument(f"outcome {report.outcome} does not end a training job")
+        status, secondary, message = _ENDINGS[report.outcome]
+        reason = ""
+        if report.outcome is TaskOutcome.FAILED:
+            reason = report.failure_reason or (
+                "InternalServerError: the trainer reported a failure without a reason"
+            )
+        elif report.outcome is not TaskOutcome.SUCCEEDED:
+            reason = report.failure_reason
+        finished = replace(
+            job,
+            model_artifact_uri=report.model_artifact_uri,
+            output_artifact_uri=report.output_artifact_uri,
+            runtime_versions=report.runtime_versions,
+            failure_reason=truncate_reason(reason),
+        )
+        self._end(finished, status, secondary, now, message)
+
+    def on_lease_expired(self, task: Task, loss: LeaseLoss, now: float) -> bool:
+        """Sends the job back to Pending for a retry, or ends it; returns True to requeue."""
+        job = self.describe(task.job_name)
+        lost = f"worker {loss.worker_id} lost (lease expired)"
+        if job.status.is_terminal:
+            return False
+        if job.stop_requested:
+            self._end(
+                job,
+                TrainingJobStatus.STOPPED,
+                SecondaryStatus.STOPPED,
+                now,
+                f"{lost} while stopping; job stopped",
+            )
+            return False
+        if loss.will_retry:
+            self._transition(
+                job,
+                SecondaryStatus.PENDING,
+                now,
+                f"{lost}; retrying, attempt {loss.attempt + 1} of {loss.max_attempts}",
+            )
+            return True
+        reason = f"InternalServerError: worker lost (lease expired) on all {loss.attempt} attempts"
+        self._end(
+            replace(job, failure_reason=reason),
+            TrainingJobStatus.FAILED,
+            SecondaryStatus.FAILED,
+            now,
+            f"{lost}; no attempts left",
+        )
+        return False
+
+    # ----------------------------------------------------------------- transitions
+
+    def _tell_metrics(self, job: TrainingJob, attempt: int, samples: Sequence[MetricValue]) -> None:
+        if samples:
+            for listener in self._listeners:
+                listener.on_training_job_metrics(job, attempt, samples)
+
+    def _transition(self, job: TrainingJob, secondary: str, now: float, message: str) -> None:
+        self._store.update_training_job(replace(job, secondary_status=secondary))
+        self._store.append_transition(job.name, secondary, now, message)
+        self._changed.notify()
+
+    def _end(
+        self,
+        job: TrainingJob,
+        status: TrainingJobStatus,
+        secondary: SecondaryStatus,
+        now: float,
+        message: str,
+    ) -> None:
+        ended = replace(job, status=status, training_end_time=now, stop_requested=False)
+        self._transition(ended, secondary, now, message)
+        self._store.end_transitions(job.name, now)
+        self._metrics.training_jobs.labels(status=status.value).inc()
+        log.info("training job %s ended: %s/%s", job.name, status.value, secondary.value)
+        for listener in self._listeners:
+            listener.on_training_job_ended(ended)
+
+
+def _worker_status_message(status: str, worker_id: str) -> str:
+    messages = {
+        SecondaryStatus.DOWNLOADING: "Downloading the source bundle and input data",
+        SecondaryStatus.TRAINING: "Training: the entry point is running",
+        SecondaryStatus.UPLOADING: "Uploading the model and output artifacts",
+    }
+    return f"{messages.get(SecondaryStatus(status), status)} (worker {worker_id})"
+
+
+def _within_bytes(lines: list[LogLine]) -> list[LogLine]:
+    """The first of `lines` that fit in LOG_BATCH_BYTES of text (at least one)."""
+    used = 0
+    for index, line in enumerate(lines):
+        used += len(line.text) + 1
+        if index and used > LOG_BATCH_BYTES:
+            return lines[:index]
+    return lines

@@ -1,0 +1,1 @@
+"""Transform jobs: the API, shards of artifact-store inputs, per-file outcomes, assembly."""
