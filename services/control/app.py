@@ -24,6 +24,7 @@ from services.control.backends.local import LocalReplicaBackend
 from services.control.backends.local_process import LocalBackendSettings
 from services.control.backends.replica_runtime import SupervisionSettings
 from services.control.config import ControlSettings
+from services.control.dispatch.credentials import worker_scope
 from services.control.dispatch.scheduler import Scheduler
 from services.control.dispatch.servicer import DispatchServicer
 from services.control.dispatch.tasks import TaskKind
@@ -64,8 +65,15 @@ from skmaker.v1 import (
 )
 
 
-def trainer_specs(settings: ControlSettings, grpc_port: int) -> list[WorkerSpec]:
-    """The local trainer children for a control bound to `grpc_port`."""
+def trainer_specs(
+    settings: ControlSettings,
+    grpc_port: int,
+    issue_token: Callable[[str], str] | None = None,
+) -> list[WorkerSpec]:
+    """The local trainer children for a control bound to `grpc_port`.
+
+    `issue_token(name)` gives each a worker-scoped token; without it they get the control's.
+    """
     data_dir = Path(settings.data_dir).resolve()
     extra = shlex.split(settings.trainer_args)
     return [
@@ -84,11 +92,19 @@ def trainer_specs(settings: ControlSettings, grpc_port: int) -> list[WorkerSpec]
                 *extra,
             ),
             log_path=data_dir / "logs" / f"trainer-{index}.log",
-            token=settings.auth_token,
+            token=_worker_token(settings, f"trainer-{index}", issue_token),
             token_fd_env="SKMAKER_TRAINER_AUTH_TOKEN_FD",
         )
         for index in range(settings.local_trainers)
     ]
+
+
+def _worker_token(
+    settings: ControlSettings, name: str, issue_token: Callable[[str], str] | None
+) -> str:
+    if not settings.auth_token:
+        return ""
+    return issue_token(name) if issue_token is not None else settings.auth_token
 
 
 def replica_backend(
@@ -175,6 +191,19 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         target_shard_bytes=settings.transform_shard_bytes,
     )
     scheduler.register(TaskKind.TRANSFORM, transform_jobs)
+    # Processes the control starts get tokens of their own, each scoped to what it needs.
+    scoped_tokens = ScopedTokens() if settings.auth_token else None
+    service.scoped_tokens = scoped_tokens
+
+    worker_tokens: dict[str, str] = {}
+
+    def issue_worker_token(name: str) -> str:
+        # One per worker name: batch workers come and go with the transform jobs.
+        assert scoped_tokens is not None
+        if name not in worker_tokens:
+            worker_tokens[name] = scoped_tokens.issue(worker_scope(f"local worker {name}"))
+        return worker_tokens[name]
+
     # Set once the port is bound; batch workers started later are pointed at it.
     control_address = ""
 
@@ -184,7 +213,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
             data_dir=data_dir,
             control_address=control_address,
             extra_args=settings.batch_args,
-            auth_token=settings.auth_token,
+            auth_token=_worker_token(settings, f"batch-{index}", issue_worker_token),
         )
 
     local_batch = LocalBatchWorkers(
@@ -199,8 +228,6 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         endpoints.record_event(endpoint_name, message)
 
     # Replicas run the model's code in-process: each gets a token that reads its model only.
-    scoped_tokens = ScopedTokens() if settings.auth_token else None
-    service.scoped_tokens = scoped_tokens
     credentials = ReplicaCredentials(scoped_tokens, models) if scoped_tokens else None
     backend = replica_backend(
         settings, store, on_replica_event, credentials.issue if credentials else None
@@ -226,7 +253,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         nonlocal control_address
         control_address = f"127.0.0.1:{grpc_port}"
         if settings.local:
-            for spec in trainer_specs(settings, grpc_port):
+            for spec in trainer_specs(settings, grpc_port, issue_worker_token):
                 supervisor.add(spec)
         if backend is not None:
             backend.start(f"127.0.0.1:{grpc_port}")

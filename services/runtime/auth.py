@@ -24,7 +24,8 @@ class Scope:
     Attributes:
         name: who holds it, for messages and logs (e.g. ``replica r-1 of endpoint iris``).
         allows: ``(method, request) -> bool``, asked for every call it makes; `method` is the
-            full gRPC name (``/skmaker.v1.ModelService/DescribeModel``).
+            full gRPC name (``/skmaker.v1.ModelService/DescribeModel``). For client-streaming
+            calls (uploads) `request` is None: the method alone decides.
     """
 
     name: str
@@ -117,7 +118,14 @@ def _scoped_handler(
         )
 
     if handler.request_streaming:
-        # Uploads and other client streams: no scope grants them.
+        # Uploads and other client streams: granted by method alone (`allows(method, None)`).
+        try:
+            granted = scope.allows(method, None)
+        except Exception:
+            granted = False
+        if granted:
+            return handler
+
         def refuse_stream(request_iterator: Any, context: grpc.ServicerContext) -> Any:
             refuse(context)
 

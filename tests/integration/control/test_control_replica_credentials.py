@@ -1,8 +1,10 @@
-"""A replica holds no admin token, only its own, which reads its own model and nothing else.
+"""Replicas and batch workers hold no admin token, only their own, scoped one.
 
-A real `--local` control with a token starts real replicas. The model's `predict_fn` plays the
-unkind model author: it looks for the token in its environment and /proc, digs the replica's
-credential out of the process's memory (the settings object) and calls the control with it.
+A real `--local` control with a token starts real replicas and batch workers. The model's
+`predict_fn` plays the unkind model author: it looks for the token in its environment and /proc,
+digs the process's credential out of its memory (the settings object) and calls the control
+with it. A replica's reads its own model and nothing else; a batch worker's leases and reports
+tasks and moves artifacts, but cannot list, create or delete anything.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import grpc
 import pytest
 
-from skmaker import transfer
+from skmaker import Session, SKLearnModel, transfer
 from skmaker.v1 import (
     artifacts_pb2_grpc,
     inference_pb2,
@@ -54,7 +56,8 @@ def predict_fn(data, model):
     from skmaker.v1 import training_pb2, training_pb2_grpc
     with open("/proc/self/environ", "rb") as handle:
         proc_environ = handle.read().decode("utf-8", "replace")
-    settings = [o for o in gc.get_objects() if type(o).__name__ == "InferenceSettings"]
+    kinds = ("InferenceSettings", "BatchSettings")
+    settings = [o for o in gc.get_objects() if type(o).__name__ in kinds]
     stolen = settings[0].auth_token
     found = {"environ": dict(os.environ), "proc_environ": proc_environ, "stolen": stolen}
     metadata = (("authorization", "Bearer " + stolen),)
@@ -185,3 +188,44 @@ def test_a_replicas_credential_reads_its_own_model_and_nothing_else(
     with pytest.raises(grpc.RpcError) as refused:
         _probe(address, body, metadata=(("authorization", "Bearer " + found["stolen"]),))
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_batch_workers_credential_cannot_act_as_a_user(
+    control: ServiceProcess, tmp_path: Path
+) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "serve.py").write_text(PROBING_SCRIPT)
+    with tarfile.open(folder / "model.tar.gz", "w:gz"):
+        pass  # the model is the script alone
+    with Session(control.address, token=TOKEN) as session:
+        model = SKLearnModel(
+            str(folder / "model.tar.gz"),
+            entry_point=str(folder / "serve.py"),
+            name="probe-batch",
+            session=session,
+        )
+        model.create()
+        own_uri = session.describe_model("probe-batch")["PrimaryContainer"]["ModelDataUrl"]
+        other_uri = _create_model(control, tmp_path, "probe-other")
+        body = {"own": "probe-batch", "other": "probe-other"}
+        body |= {"own_uri": own_uri, "other_uri": other_uri}
+        inputs = tmp_path / "inputs"
+        inputs.mkdir()
+        (inputs / "probe.json").write_text(json.dumps(body))
+        data = session.upload_data(inputs, key_prefix="probe-inputs")
+        transformer = model.transformer(instance_count=1, accept="application/json")
+        transformer.transform(data, content_type="application/json")
+        session.download_data(tmp_path / "out", transformer.output_path)
+
+    found = json.loads((tmp_path / "out" / "probe.json.out").read_text())
+    assert TOKEN not in json.dumps(found["environ"]) and TOKEN not in found["proc_environ"]
+    assert found["stolen"] and found["stolen"] != TOKEN
+    assert found["calls"] == {
+        "own model": "OK",
+        "other model": "OK",
+        "list models": "PERMISSION_DENIED",
+        "list jobs": "PERMISSION_DENIED",
+        "own archive": "OK",
+        "other archive": "OK",
+    }
