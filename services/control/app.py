@@ -152,6 +152,20 @@ def replica_backend(
     return LocalReplicaBackend(local, EndpointStore(store), on_event)
 
 
+def restrict_state(data_dir: Path) -> None:
+    """Makes the database, the artifacts and the logs readable by the control's user alone.
+
+    Training scripts run as another user may still pass through the data folder (the local
+    trainers' workspaces live below it): other jobs' data, models and logs must be closed to
+    them. Replicas and batch workers run as the control's user, so nothing they need changes.
+    """
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    for folder in (data_dir / "artifacts", data_dir / "logs"):
+        folder.chmod(0o700)
+    for database in data_dir.glob("control.db*"):
+        database.chmod(0o600)
+
+
 def load_source(settings: ControlSettings) -> LoadSource:
     """PromQL against `--prometheus-url` when set; otherwise the replicas' /metrics."""
     if settings.prometheus_url:
@@ -166,6 +180,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     metrics = ControlMetrics(service.registry)
     store = ControlStore(data_dir / "control.db")
     artifacts = LocalArtifactStore(data_dir / "artifacts", settings.max_upload_bytes)
+    restrict_state(data_dir)
     scheduler = Scheduler(
         store,
         metrics,

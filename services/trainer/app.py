@@ -50,10 +50,11 @@ def job_limits(settings: TrainerSettings) -> JobLimits:
 def build(settings: TrainerSettings, environ: Mapping[str, str]) -> Service:
     """Builds the trainer service; the work loop starts once the process is bound."""
     registry = prometheus_client.CollectorRegistry()
+    job_python = sys.executable  # the interpreter of every job's pip and script
     sandbox = Sandbox.create(
         settings.job_user,
         job_limits(settings),
-        python=sys.executable,
+        python=job_python,
         use_cgroups=settings.job_cgroups,
     )
     work_dir = sandbox.job_root(Path(settings.work_dir).resolve())
@@ -64,7 +65,7 @@ def build(settings: TrainerSettings, environ: Mapping[str, str]) -> Service:
         control_timeout_s=settings.control_timeout_s,
     )
     job_env = JobEnvironment(
-        python=sys.executable,
+        python=job_python,
         deps_root=work_dir / "deps",
         base_environment=script_base_environment(environ, settings.script_env_allow),
         stop_grace_s=settings.stop_grace_s,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from skmaker import Session, SKLearn, UnexpectedStatusException
-from tests.harness import ServiceProcess, is_running, run_service
+from tests.harness import ServiceProcess, is_running, run_service, script_visible_dir
 from tests.integration.client.live_control import wait_until, write_code
 
 pytestmark = [
@@ -40,9 +40,9 @@ SCANNING_SCRIPT = """
                     found[part][pid] = handle.read().decode("utf-8", "replace")
             except OSError:
                 pass
-    for path in sys.argv[1:]:
+    for path in sys.argv[2::2]:  # --name path pairs
         try:
-            found[path] = open(path).read()
+            found[path] = sorted(os.listdir(path)) if os.path.isdir(path) else open(path).read()
         except OSError as err:
             found[path] = f"unreadable: {err.strerror}"
     model_dir = os.environ["SM_MODEL_DIR"]
@@ -78,7 +78,7 @@ CHATTY_SCRIPT = """
 """
 
 
-def _control(workdir: Path, trainer_args: str) -> ServiceProcess:
+def _control(workdir: Path, data_dir: Path, trainer_args: str) -> ServiceProcess:
     token_file = workdir / "token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
@@ -87,7 +87,7 @@ def _control(workdir: Path, trainer_args: str) -> ServiceProcess:
         workdir,
         [
             "--local",
-            f"--data-dir={workdir / 'data'}",
+            f"--data-dir={data_dir}",
             f"--auth-token-file={token_file}",
             f"--trainer-args=--job-memory-mb {MEMORY_MB} {trainer_args}",
         ],
@@ -96,7 +96,9 @@ def _control(workdir: Path, trainer_args: str) -> ServiceProcess:
 
 @pytest.fixture(scope="module")
 def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    service = _control(tmp_path_factory.mktemp("sandboxed"), "")
+    # A data folder the job user can pass through, as in a real install (/srv/skmaker): the
+    # trainer keeps workspaces below it, and the control's own files must stay closed.
+    service = _control(tmp_path_factory.mktemp("sandboxed"), script_visible_dir() / "data", "")
     yield service
     service.stop()
 
@@ -110,12 +112,18 @@ def session(control: ServiceProcess) -> Iterator[Session]:
 @pytest.fixture(scope="module")
 def rlimit_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     """A trainer that may not use cgroups: rlimits and /proc tracking instead."""
-    service = _control(tmp_path_factory.mktemp("rlimited"), "--no-job-cgroups")
+    workdir = tmp_path_factory.mktemp("rlimited")
+    service = _control(workdir, workdir / "data", "--no-job-cgroups")
     try:
         with Session(service.address, token=TOKEN) as client:
             yield client
     finally:
         service.stop()
+
+
+def _flag(service: ServiceProcess, flag: str) -> str:
+    args = [str(arg) for arg in service.process.args]  # type: ignore[union-attr]
+    return next(arg.split("=", 1)[1] for arg in args if arg.startswith(f"{flag}="))
 
 
 def _estimator(session: Session, folder: Path, script: str, **kwargs: object) -> SKLearn:
@@ -141,13 +149,20 @@ def test_a_script_scanning_proc_and_its_environment_finds_no_credential(
     session: Session, control: ServiceProcess, tmp_path: Path
 ) -> None:
     token_file = Path(control.stdout_path).parent / "token"
+    data_dir = Path(_flag(control, "--data-dir"))
+    probes = {
+        "token-file": str(token_file),
+        "database": str(data_dir / "control.db"),
+        "artifacts": str(data_dir / "artifacts"),
+        "logs": str(data_dir / "logs"),
+    }
     planted = "planted-" + secrets.token_hex(8)
     estimator = _fit(
         session,
         tmp_path / "code",
         SCANNING_SCRIPT,
         environment={"PLANTED": planted},
-        hyperparameters={"token-file": str(token_file)},
+        hyperparameters=probes,
     )
     scan = _model_member(session, estimator, "scan.json", tmp_path / "out").decode()
 
@@ -157,6 +172,10 @@ def test_a_script_scanning_proc_and_its_environment_finds_no_credential(
     # The scan does see what it can read: its own environment, with the job's variables.
     assert planted in scan and found["own"]["PLANTED"] == planted
     assert not any(name.startswith("SKMAKER_") for name in found["own"])
+    # Its workspace is below the control's data folder; the control's files are closed to it.
+    assert found["own"]["SM_MODEL_DIR"].startswith(str(data_dir))
+    for path in probes.values():
+        assert found[path] == "unreadable: Permission denied", path
     # The control's own process is visible, its environment is not.
     assert str(control.process.pid) in found["cmdline"]
     assert str(control.process.pid) not in found["environ"]
