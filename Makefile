@@ -31,6 +31,7 @@ COMPOSE = "$$($(PY) -c 'import compose, pathlib; print(pathlib.Path(compose.__fi
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) tools/check_contract_references.py
 	$(COMPOSE) -f docker-compose.yml config --quiet
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 

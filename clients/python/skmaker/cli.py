@@ -421,9 +421,22 @@ def _add_endpoints(resources: argparse._SubParsersAction[argparse.ArgumentParser
 # -- entry point -----------------------------------------------------------------------------
 
 
+class _ExactFlagsParser(argparse.ArgumentParser):
+    """An ArgumentParser that refuses abbreviated flags, as do the parsers it adds below it.
+
+    argparse accepts any unique prefix of a long flag by default, so a flag added later can
+    silently change what an old command line means; subparsers are built with the parent's
+    class, which is how every subcommand inherits this.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `skmaker` argument parser with every resource's subcommands."""
-    parser = argparse.ArgumentParser(prog="skmaker", description=__doc__.splitlines()[0])
+    parser = _ExactFlagsParser(prog="skmaker", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--address",
         default=os.environ.get("SKMAKER_ADDRESS", DEFAULT_ADDRESS),
