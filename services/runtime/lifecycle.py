@@ -17,6 +17,7 @@ file then gains a `"shared"` key (it is rewritten, atomically, before health tur
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -288,12 +289,34 @@ def configure_logging(level: str) -> None:
     )
 
 
+_PR_SET_DUMPABLE = 4
+
+
+def hide_process_memory() -> bool:
+    """Marks this process not dumpable; returns whether the kernel agreed.
+
+    Other processes of the same user (model code in a replica or batch worker the control
+    started, a script a non-root trainer runs) then cannot read its memory, environment or
+    descriptors through /proc or ptrace, where they would find its token. It also turns off
+    core dumps. Children are unaffected: the flag is reset when they exec.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
 def serve(service: Service, settings: ServiceSettings) -> int:
     """Starts `service`, blocks until SIGTERM or SIGINT, shuts down gracefully.
+
+    The process is first made not dumpable (`hide_process_memory`).
 
     Returns:
         0, or what `service.exit_code` says once stopped.
     """
+    if not hide_process_memory():
+        log.warning("cannot mark the process not dumpable: same-user processes can read it")
     stop_requested = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -77,3 +77,19 @@ def test_a_token_from_the_environment_is_removed_from_it_once_read() -> None:
 def test_the_interceptor_keeps_no_copy_of_the_token() -> None:
     interceptor = BearerTokenInterceptor("s3cret")
     assert all("s3cret" not in repr(value) for value in vars(interceptor).values())
+
+
+def test_a_service_process_cannot_be_read_by_processes_of_its_user() -> None:
+    # In a child process: being not dumpable is what keeps same-user processes (a replica's
+    # model code) out of its /proc/PID/mem and /proc/PID/environ.
+    code = (
+        "import ctypes\n"
+        "from services.runtime.lifecycle import hide_process_memory\n"
+        "libc = ctypes.CDLL(None)\n"
+        "before = libc.prctl(3, 0, 0, 0, 0)\n"
+        "print(hide_process_memory(), before, libc.prctl(3, 0, 0, 0, 0))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == ["True", "1", "0"]
