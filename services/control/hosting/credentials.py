@@ -9,6 +9,7 @@ no credential worth stealing.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from services.control.hosting.model_registry import ModelRegistry
@@ -41,8 +42,19 @@ class ReplicaCredentials:
     def __init__(self, tokens: ScopedTokens, models: ModelRegistry) -> None:
         self._tokens = tokens
         self._models = models
+        self._issued: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
 
     def issue(self, endpoint_name: str, replica_id: str, model_name: str) -> str:
-        """A token for replica `replica_id` of `endpoint_name`, serving `model_name`."""
+        """A token for replica `replica_id` of `endpoint_name`, serving `model_name`.
+
+        It replaces the token an earlier start of the same replica had, which stops working.
+        """
         holder = f"replica {replica_id} of endpoint {endpoint_name}"
-        return self._tokens.issue(replica_scope(self._models, model_name, holder))
+        token = self._tokens.issue(replica_scope(self._models, model_name, holder))
+        with self._lock:
+            previous = self._issued.get((endpoint_name, replica_id))
+            self._issued[(endpoint_name, replica_id)] = token
+        if previous is not None:
+            self._tokens.revoke(previous)
+        return token
