@@ -9,6 +9,7 @@ are built once in `__main__` and passed down; nothing else reads `os.environ`.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import logging
 import os
@@ -193,7 +194,35 @@ def _resolve_secret(
         values[name] = _read_secret_fd(fd)
     if environ is os.environ:
         for suffix in ("", "_FD"):
-            os.environ.pop(env_prefix + name.upper() + suffix, None)
+            variable = env_prefix + name.upper() + suffix
+            if os.environ.pop(variable, None) is not None and not suffix:
+                _erase_initial_environment(variable)
+
+
+def _erase_initial_environment(variable: str) -> None:
+    """Overwrites `variable`'s value in the environment the process started with.
+
+    Removing it from `os.environ` does not change /proc/self/environ, which shows the block the
+    kernel laid out at exec: code running in this process (a model's) could read the token
+    there. The block is this process's own memory, so its bytes can be zeroed in place.
+    """
+    try:
+        with open("/proc/self/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        env_start = int(fields[47])  # field 50 of proc(5); the list starts at field 3
+        with open("/proc/self/environ", "rb") as handle:
+            block = handle.read()
+    except (OSError, IndexError, ValueError):
+        return
+    if env_start == 0 or len(block) == 0:
+        return  # the kernel did not say where the block is: leave it
+    key = variable.encode() + b"="
+    offset = 0
+    for entry in block.split(b"\0"):
+        if entry.startswith(key) and len(entry) > len(key):
+            start = env_start + offset + len(key)
+            ctypes.memset(start, 0, len(entry) - len(key))
+        offset += len(entry) + 1
 
 
 def _read_secret_file(path: Path) -> str:

@@ -60,18 +60,21 @@ def test_two_sources_are_refused(tmp_path: Path) -> None:
 
 def test_a_token_from_the_environment_is_removed_from_it_once_read() -> None:
     # In a child process, as a service's __main__ runs it: the variable is gone from
-    # os.environ afterwards, so neither later code nor the children it starts can see it.
+    # os.environ afterwards, so neither later code nor the children it starts can see it, and
+    # its value is gone from /proc/self/environ, where model code in a replica would look.
     code = (
         "import os\n"
         "from services.runtime import settings\n"
         "s = settings.load(settings.ServiceSettings, [], env_prefix='SKMAKER_TESTSVC_')\n"
-        "print(s.auth_token, 'SKMAKER_TESTSVC_AUTH_TOKEN' in os.environ)\n"
+        "initial = open('/proc/self/environ', 'rb').read()\n"
+        "print(s.auth_token, 'SKMAKER_TESTSVC_AUTH_TOKEN' in os.environ, b's3cret' in initial)\n"
     )
     env = {**os.environ, f"{PREFIX}AUTH_TOKEN": "s3cret"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout
-    assert out.split() == ["s3cret", "False"]
+    # Not even in /proc/self/environ, the block the process started with.
+    assert out.split() == ["s3cret", "False", "False"]
 
 
 def test_the_interceptor_keeps_no_copy_of_the_token() -> None:
