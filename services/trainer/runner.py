@@ -1,11 +1,14 @@
 """Runs a user script as a child process and turns its end into a SageMaker-style outcome.
 
-`ScriptRunner` owns one script run: it starts the command in its own process group, streams
-every stdout and stderr line to a callback as the line is written, enforces the run-time limit
-and stop requests (SIGTERM to the whole group, a grace period, then SIGKILL, as SageMaker does,
-contract §1.9), and builds the failure reason of §1.8 and §8: the failure file if the script
-wrote one, else ``ExecuteUserScriptError`` with the tail of stderr, always ``AlgorithmError:``
-first and at most 1024 characters. `MetricParser` applies the job's metric regexes (§1.10).
+`ScriptRunner` owns one script run: it starts the command in its own process group (and, given a
+`sandbox.JobBox`, as the job user in the job's cgroup and limits), streams every stdout and
+stderr line to a callback as the line is written, enforces the run-time limit and stop requests
+(SIGTERM to the whole group, a grace period, then SIGKILL, as SageMaker does, contract §1.9;
+with a box, whatever is left of the tree, `setsid` or not, is killed once the command ends),
+and builds the failure reason of §1.8 and §8: the failure file if the script wrote one, else
+``ExecuteUserScriptError`` with the tail of stderr, always ``AlgorithmError:`` first and at most
+1024 characters (a limit the box enforced names itself instead, e.g. ``OutOfMemory: ...``).
+`MetricParser` applies the job's metric regexes (§1.10).
 """
 
 from __future__ import annotations

@@ -550,6 +550,11 @@ class Sandbox:
         )
         return sandbox
 
+    @property
+    def tracks_descendants(self) -> bool:
+        """True when job trees are found below this process (no cgroup; a subreaper)."""
+        return self._subreaper
+
     def job_root(self, wanted: Path) -> Path:
         """Where job workspaces can live: `wanted`, unless the job user cannot reach it.
 
@@ -643,7 +648,7 @@ class JobBox:
         Popen."""
         if self._cgroup is not None:
             self._cgroup.kill_all()
-        elif self._sandbox._subreaper:
+        elif self._sandbox.tracks_descendants:
             kill_descendants(keep_unreaped=main_pid)
 
     def limit_reason(self, exit_code: int | None, stderr_tail: Sequence[str]) -> str:
