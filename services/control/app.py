@@ -10,6 +10,7 @@ replicas are drained and stopped, then the children.
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 from collections.abc import Callable, Iterable
@@ -58,6 +59,7 @@ from services.control.tuning.servicer import TuningServicer
 from services.runtime import lifecycle
 from services.runtime.auth import ScopedTokens
 from services.runtime.errors import NotFound
+from services.runtime.script_runtimes import PythonChoice, choose_python
 from skmaker.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
@@ -104,6 +106,7 @@ def trainer_specs(
             log_path=data_dir / "logs" / f"trainer-{index}.log",
             token=_worker_token(settings, f"trainer-{index}", issue_token),
             token_fd_env="SKMAKER_TRAINER_AUTH_TOKEN_FD",
+            extra_env=_script_runtime_env("SKMAKER_TRAINER_", settings),
         )
         for index in indices
     ]
@@ -117,10 +120,17 @@ def _worker_token(
     return issue_token(name) if issue_token is not None else settings.auth_token
 
 
+def _script_runtime_env(prefix: str, settings: ControlSettings) -> dict[str, str]:
+    """The control's script runtime choice, for a child that resolves its own runtime."""
+    chosen = {"SCRIPT_RUNTIME": settings.script_runtime, "RUNTIMES_DIR": settings.runtimes_dir}
+    return {prefix + name: value for name, value in chosen.items() if value}
+
+
 def replica_backend(
     settings: ControlSettings,
     store: ControlStore,
     on_event: EventSink,
+    script_python: PythonChoice | None = None,
     issue_token: Callable[[str, str, str], str] | None = None,
 ) -> ReplicaBackend | None:
     """The backend `settings` ask for (None for `none`), reporting events to `on_event`.
@@ -136,6 +146,7 @@ def replica_backend(
         shutdown_grace_s=settings.replica_shutdown_grace_s,
     )
     extra_args = tuple(shlex.split(settings.replica_args))
+    script_python = script_python or PythonChoice(sys.executable, "")
     if settings.effective_replica_backend == "docker":
         containers = DockerBackendSettings(
             docker_url=settings.docker_url,
@@ -146,6 +157,8 @@ def replica_backend(
             auth_token=settings.auth_token,
             extra_args=extra_args,
             supervision=supervision,
+            # The control runs in the replicas' image, so its runtime's path is theirs too.
+            python=script_python.python if script_python.runtime else "python",
             issue_token=issue_token,
         )
         return DockerReplicaBackend(containers, EndpointStore(store), on_event)
@@ -157,6 +170,7 @@ def replica_backend(
         auth_token=settings.auth_token,
         extra_args=extra_args,
         supervision=supervision,
+        python=script_python.python,
         issue_token=issue_token,
     )
     return LocalReplicaBackend(local, EndpointStore(store), on_event)
@@ -186,6 +200,9 @@ def load_source(settings: ControlSettings) -> LoadSource:
 def build(settings: ControlSettings) -> lifecycle.Service:
     """Wires the control service; nothing listens until `lifecycle.start`/`serve`."""
     data_dir = Path(settings.data_dir)
+    # Replicas and batch workers run user code, so they run on the script runtime's python.
+    script_python = choose_python(settings.script_runtime, settings.runtimes_dir)
+    logging.getLogger(__name__).info("replicas and batch workers: %s", script_python.describe())
     service = lifecycle.Service(name="control", servicers=[])
     metrics = ControlMetrics(service.registry)
     store = ControlStore(data_dir / "control.db")
@@ -240,6 +257,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
             control_address=control_address,
             extra_args=settings.batch_args,
             auth_token=_worker_token(settings, f"batch-{index}", issue_worker_token),
+            python=script_python.python,
         )
 
     local_batch = LocalBatchWorkers(
@@ -277,7 +295,11 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     # Replicas run the model's code in-process: each gets a token that reads its model only.
     credentials = ReplicaCredentials(scoped_tokens, models) if scoped_tokens else None
     backend = replica_backend(
-        settings, store, on_replica_event, credentials.issue if credentials else None
+        settings,
+        store,
+        on_replica_event,
+        script_python,
+        credentials.issue if credentials else None,
     )
     endpoints = Endpoints(
         store, models, backend, metrics, max_replicas=settings.max_endpoint_replicas

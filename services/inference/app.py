@@ -31,7 +31,7 @@ from services.inference.model_loader import (
 from services.inference.replica import Replica
 from services.inference.servicer import InferenceServicer
 from services.inference.v2_servicer import OpenInferenceServicer
-from services.runtime import lifecycle, native_threads
+from services.runtime import lifecycle, native_threads, script_runtimes
 from services.runtime.versions import serving_runtime
 from skmaker.v1 import (
     inference_pb2,
@@ -65,6 +65,7 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
         environ: The process environment; the model's environment is applied to it before the
             user's module is imported (pass `os.environ` in the replica process).
     """
+    log.info("%s", script_runtimes.this_python())
     registry = prometheus_client.CollectorRegistry()
     metrics = InferenceMetrics(
         registry, settings.endpoint_name or settings.model_name or "standalone"

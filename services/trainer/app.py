@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 import socket
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import prometheus_client
 
 from services.runtime.lifecycle import Service
+from services.runtime.script_runtimes import choose_python
 from services.trainer.config import TrainerSettings
 from services.trainer.control_link import ControlLink
 from services.trainer.job import JobEnvironment
@@ -50,11 +51,12 @@ def job_limits(settings: TrainerSettings) -> JobLimits:
 def build(settings: TrainerSettings, environ: Mapping[str, str]) -> Service:
     """Builds the trainer service; the work loop starts once the process is bound."""
     registry = prometheus_client.CollectorRegistry()
-    job_python = sys.executable  # the interpreter of every job's pip and script
+    script_python = choose_python(settings.script_runtime, settings.runtimes_dir)
+    logging.getLogger(__name__).info("%s", script_python.describe())
     sandbox = Sandbox.create(
         settings.job_user,
         job_limits(settings),
-        python=job_python,
+        python=script_python.python,  # the job user must be able to start it
         use_cgroups=settings.job_cgroups,
     )
     work_dir = sandbox.job_root(Path(settings.work_dir).resolve())
@@ -65,7 +67,7 @@ def build(settings: TrainerSettings, environ: Mapping[str, str]) -> Service:
         control_timeout_s=settings.control_timeout_s,
     )
     job_env = JobEnvironment(
-        python=job_python,
+        python=script_python.python,
         deps_root=work_dir / "deps",
         base_environment=script_base_environment(environ, settings.script_env_allow),
         stop_grace_s=settings.stop_grace_s,

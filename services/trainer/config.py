@@ -53,3 +53,7 @@ class TrainerSettings(ServiceSettings):
     max_job_log_bytes: int = setting(
         64 * 1024 * 1024, "most output a job's log keeps; the rest is dropped behind a marker"
     )
+    script_runtime: str = setting(
+        "", "script runtime (runtimes/<name>.lock) scripts run in; empty: the newest"
+    )
+    runtimes_dir: str = setting("", "where script runtimes are built; empty: .venv-runtimes/")

@@ -131,6 +131,7 @@ class LocalProcesses:
                 auth_token=token,
                 caller_token_sha256=caller_digest,
                 extra_args=self._settings.extra_args,
+                python=self._settings.python,
             )
         )
         return _LocalReplica(started, self._settings.host)

@@ -46,6 +46,8 @@ class LocalBackendSettings:
         issue_token: issues a replica's own, model-scoped token.
         extra_args: extra flags for every replica.
         supervision: start, health and drain timings.
+        python: the interpreter replicas run on (the script runtime's, which has the
+            libraries handlers import).
     """
 
     data_dir: Path
@@ -53,6 +55,7 @@ class LocalBackendSettings:
     auth_token: str = ""
     extra_args: tuple[str, ...] = ()
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
+    python: str = sys.executable
     # (endpoint, replica id, model) -> the replica's own token; None gives it `auth_token`.
     issue_token: Callable[[str, str, str], str] | None = None
 
@@ -79,6 +82,7 @@ class ReplicaLaunch:
     auth_token: str = ""
     caller_token_sha256: str = ""
     extra_args: Sequence[str] = ()
+    python: str = sys.executable
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,7 @@ def launch_replica(launch: ReplicaLaunch) -> ReplicaProcess:
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [
-        sys.executable,
+        launch.python,
         "-m",
         "services.inference",
         "--control",
