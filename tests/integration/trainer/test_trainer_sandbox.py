@@ -217,3 +217,24 @@ def test_a_script_printing_a_gigabyte_completes_with_its_model(
     lines = list(session.training_job_log_lines(estimator.latest_training_job.name))
     assert any("log truncated" in line.text for line in lines)
     assert sum(len(line.text) for line in lines) <= JOB_LOG_BYTES + 4096
+
+
+def test_a_stopped_job_leaves_no_setsid_grandchild(session: Session, tmp_path: Path) -> None:
+    script = SETSID_SCRIPT + "\n    import time\n    time.sleep(600)\n"
+    estimator = _estimator(session, tmp_path / "code", script)
+    estimator.fit(wait=False, logs=False)
+    assert estimator.latest_training_job is not None
+    name = estimator.latest_training_job.name
+    pid = 0
+    for line in session.training_job_log_lines(name, follow=True):
+        if line.text.startswith("left "):
+            pid = int(line.text.split()[1])
+            break
+    assert is_running(pid)
+    session.stop_training_job(name)
+    wait_until(
+        lambda: session.describe_training_job(name)["TrainingJobStatus"] == "Stopped",
+        "the job to stop",
+        30.0,
+    )
+    wait_until(lambda: not is_running(pid), "the setsid grandchild to be gone", 10.0)
