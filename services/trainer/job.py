@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -392,8 +393,7 @@ class TrainingJobRun:
                 # The script replaced the folder by a link: packing it with the trainer's
                 # rights would upload whatever the link points to.
                 self._platform_line(f"{source_dir.name}/ is a link, not a folder: not packed")
-                source_dir = self.root / f".empty-{name}"
-                source_dir.mkdir()
+                source_dir = Path(tempfile.mkdtemp(prefix=".empty-", dir=self.root))
             archives.make_tar_gz(source_dir, archive)
             uri = self.artifacts.upload_file(archive, f"{prefix}/{name}")
             archive.unlink(missing_ok=True)
