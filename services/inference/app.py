@@ -19,6 +19,7 @@ from pathlib import Path
 import prometheus_client
 
 import skmaker
+from services.inference import fast_path, micro_batch
 from services.inference.config import InferenceSettings
 from services.inference.control_link import ControlModelSource
 from services.inference.metrics import InferenceMetrics
@@ -123,7 +124,24 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
             if settings.failure_file:
                 write_failure_file(settings.failure_file, reason)
             raise ModelLoadFailed(reason) from err
-        replica.set_loaded(loaded.handler, loaded.load_seconds)
+        handler = loaded.handler
+        core = handler.predict_core
+        batching = core is not None and micro_batch.wanted(
+            environ, default_handlers=handler.uses_default_predict
+        )
+        if batching:
+            handler = handler.with_predict_core(
+                micro_batch.MicroBatcher(
+                    core,
+                    on_stacked=metrics.count_stacked,
+                    max_running=native_threads.available_cpus(),
+                )
+            )
+        metrics.set_predict_path(loaded.predict_path.name, fast_path.PATHS, batching)
+        replica.set_loaded(handler, loaded.load_seconds)
+        log.info(
+            "%s; micro-batching %s", loaded.predict_path.describe(), "on" if batching else "off"
+        )
         log.info(
             "model loaded in %.2fs from %s (entry point %s, warm-up %s)",
             loaded.load_seconds,

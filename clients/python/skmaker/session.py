@@ -809,6 +809,16 @@ class Session(HostingCalls, TransformCalls):
             interval_s = min(poll_s, interval_s * 1.5)
 
 
+def get_execution_role(sagemaker_session: Session | None = None) -> str:
+    """A stand-in for SageMaker's execution role ARN, for notebooks that pass one along.
+
+    skmaker has no IAM: every `role` argument is accepted and ignored, so this only keeps
+    `role = get_execution_role()` cells running. The ARN names account 000000000000.
+    """
+    del sagemaker_session
+    return f"arn:aws:iam::{ACCOUNT_ID}:role/skmaker"
+
+
 def training_job_spec(
     *,
     entry_point: str,
