@@ -21,11 +21,11 @@ from services.batch.dataprocessing import AssembleWith, JoinSource
 from services.batch.records import BatchStrategy, Compression, SplitType
 from services.inference.model_loader import ModelLoadFailed, ModelSpec
 from services.runtime.dispatch_link import RPC_TIMEOUT_S, AttemptSuperseded, DispatchLink
-from skmaker import transfer
 from skmaker.v1 import (
     dispatch_pb2,
     training_pb2,
     training_pb2_grpc,
+    transfer,
 )
 
 __all__ = [

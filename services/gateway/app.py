@@ -17,7 +17,6 @@ from collections.abc import Callable
 import grpc
 import prometheus_client
 
-import skmaker
 from services.gateway.config import GatewaySettings
 from services.gateway.endpoint_source import (
     ControlEndpointSource,
@@ -35,6 +34,7 @@ from services.gateway.servicer import inference_handler, open_inference_handler
 from services.gateway.table_keeper import TableKeeper
 from services.runtime import lifecycle
 from services.runtime.auth import token_metadata
+from services.runtime.version import services_version
 
 
 def _add_generic(handler: grpc.GenericRpcHandler, server: grpc.Server) -> None:
@@ -134,7 +134,7 @@ def build(
     servicers: list[lifecycle.Servicer] = [
         lifecycle.Servicer(_add_generic, inference_handler(forwarder), INFERENCE_SERVICE),
         lifecycle.Servicer(
-            _add_generic, open_inference_handler(forwarder, skmaker.__version__), V2_SERVICE
+            _add_generic, open_inference_handler(forwarder, services_version()), V2_SERVICE
         ),
     ]
     service = lifecycle.Service(

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import prometheus_client
 
-import skmaker
 from services.inference.config import InferenceSettings
 from services.inference.control_link import ControlModelSource
 from services.inference.metrics import InferenceMetrics
@@ -32,6 +31,7 @@ from services.inference.replica import Replica
 from services.inference.servicer import InferenceServicer
 from services.inference.v2_servicer import OpenInferenceServicer
 from services.runtime import lifecycle, native_threads
+from services.runtime.version import services_version
 from skmaker.v1 import (
     inference_pb2,
     inference_pb2_grpc,
@@ -140,7 +140,7 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
             ),
             lifecycle.Servicer(
                 open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
-                OpenInferenceServicer(replica, skmaker.__version__),
+                OpenInferenceServicer(replica, services_version()),
                 open_inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
             ),
         ],

@@ -17,13 +17,13 @@ import grpc
 
 from services.inference.model_loader import ModelLoadFailed, ModelSpec
 from services.runtime.auth import token_metadata
-from skmaker import transfer
 from skmaker.v1 import (
     artifacts_pb2_grpc,
     serving_pb2,
     serving_pb2_grpc,
     training_pb2,
     training_pb2_grpc,
+    transfer,
 )
 
 log = logging.getLogger(__name__)

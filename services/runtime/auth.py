@@ -12,7 +12,7 @@ import grpc
 _OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
 
 
-class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class BearerTokenInterceptor(grpc.ServerInterceptor):
     """Rejects RPCs whose `authorization` metadata is not `Bearer <token>` (UNAUTHENTICATED)."""
 
     def __init__(self, token: str) -> None:
@@ -20,9 +20,9 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         if handler_call_details.method.startswith(_OPEN_METHOD_PREFIXES):
             return continuation(handler_call_details)
         metadata = dict(handler_call_details.invocation_metadata or ())
@@ -32,7 +32,9 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         return _deny_handler(continuation(handler_call_details))
 
 
-def _deny_handler(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
+def _deny_handler(
+    handler: grpc.RpcMethodHandler[Any, Any] | None,
+) -> grpc.RpcMethodHandler[Any, Any]:
     def deny(request: Any, context: grpc.ServicerContext) -> Any:
         context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 

@@ -25,7 +25,7 @@ from typing import IO, Any, TypeVar
 import grpc
 from tqdm import tqdm
 
-from skmaker import descriptions, transfer
+from skmaker import descriptions
 from skmaker.errors import NotFound, UnexpectedStatusException, error_for_rpc
 from skmaker.hosting import HostingCalls
 from skmaker.inputs import TrainingInput
@@ -35,6 +35,7 @@ from skmaker.v1 import (
     training_job_pb2,
     training_pb2,
     training_pb2_grpc,
+    transfer,
     tuning_job_pb2,
     tuning_pb2,
     tuning_pb2_grpc,

@@ -11,7 +11,7 @@ removed, so an object is either absent or complete. A digest file that does not 
 object's stat (a crash between the two renames) is recomputed on the next read.
 
 Keys are relative POSIX paths (`store://` URIs or bare keys) without `.`/`..` segments, as in
-`skmaker.transfer.key_of`; segments starting with `.skmaker-` are reserved. One reserved folder
+`skmaker.v1.transfer.key_of`; segments starting with `.skmaker-` are reserved. One reserved folder
 name is writable: `.skmaker-shards`, where batch workers stage the outputs of transform shards
 until the control assembles them into `.out` files (`services.batch.shards`). Listings skip it,
 so whoever lists an output path sees only whole `.out` files.

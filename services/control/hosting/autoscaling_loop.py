@@ -65,7 +65,7 @@ _METRICS = {
     ScalingMetric.INVOCATIONS_PER_REPLICA_PER_MINUTE: autoscaler.INVOCATIONS_PER_MINUTE,
 }
 
-ScrapeTargetsObserver = Callable[[list[ScrapeTarget]], None]
+ScrapeTargetsObserver = Callable[[list[ScrapeTarget]], object]
 
 
 def policy_for(stored: ScalingPolicy) -> autoscaler.ScalingPolicy:

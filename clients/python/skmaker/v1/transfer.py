@@ -6,6 +6,10 @@ the server writes under a temporary name and renames only when the digest matche
 checks the digest of what arrived before renaming the local file into place. A byte range
 (`iter_range`, `download_range`: how batch workers read their shard of a large file) can only
 be checked for its length.
+
+Part of the wire contract (hand-written, beside the generated stubs): how ArtifactService's
+upload and download streams are used, shared by the client and the services, which may import
+from the client only `skmaker.v1`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from skmaker.v1 import artifacts_pb2, artifacts_pb2_grpc
 CHUNK_BYTES = 1024 * 1024
 SCHEME = "store://"
 
-ProgressCallback = Callable[[int], None]
+ProgressCallback = Callable[[int], object]
 """Called with the number of bytes just transferred."""
 
 
