@@ -16,11 +16,11 @@ from typing import cast
 
 import grpc
 
-from services.batch.bad_records import RecordFailure
-from services.batch.dataprocessing import AssembleWith, JoinSource
-from services.batch.records import BatchStrategy, Compression, SplitType
 from services.inference.model_loader import ModelLoadFailed, ModelSpec
 from services.runtime.dispatch_link import RPC_TIMEOUT_S, AttemptSuperseded, DispatchLink
+from services.sagemaker.transform.bad_records import RecordFailure
+from services.sagemaker.transform.data_processing import AssembleWith, JoinSource
+from services.sagemaker.transform.records import BatchStrategy, Compression, SplitType
 from skmaker.v1 import (
     dispatch_pb2,
     training_pb2,

@@ -1,7 +1,7 @@
 """Transform jobs: creation, shard tasks, per-file outcomes, assembly of `.out` files, stop.
 
 CreateTransformJob lists the objects under the input URI, cuts them into shards
-(`services.batch.shards.plan_shards`: whole files, and large Line-split files into byte ranges
+(`shards.plan_shards`: whole files, and large Line-split files into byte ranges
 on line boundaries, so several workers share one file) and, in one transaction, stores the job
 (`InProgress`), its files and shards and queues one TRANSFORM task per shard. Batch workers
 lease shards, report progress in heartbeats, upload each shard's output to its staging key
@@ -46,8 +46,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import BinaryIO, cast
 
-from services.batch.bad_records import RecordFailure
-from services.batch.shards import SHARD_OUTPUT_FOLDER, assemble, errors_key, output_key
 from services.control import paging
 from services.control.artifacts.store import SCHEME, ArtifactStore, key_of
 from services.control.dispatch.scheduler import Scheduler
@@ -71,6 +69,7 @@ from services.control.transform.layout import (
     staged_errors_key,
     staged_key,
 )
+from services.control.transform.shards import SHARD_OUTPUT_FOLDER, assemble, errors_key, output_key
 from services.control.transform.store import TransformStore
 from services.control.transform.validation import (
     validate_transform_job,
@@ -93,6 +92,7 @@ from services.runtime.errors import (
     NotFound,
     SkmakerError,
 )
+from services.sagemaker.transform.bad_records import RecordFailure
 
 log = logging.getLogger(__name__)
 
