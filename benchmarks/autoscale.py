@@ -347,7 +347,7 @@ def run_step(session: Session, folder: Path, args: argparse.Namespace) -> dict[s
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark; prints the figures and, last, one JSON line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--address", default="", help="use this control instead of starting one")
     parser.add_argument("--clients", type=int, default=16, help="clients during the step")
     parser.add_argument("--delay-ms", type=float, default=50.0, help="the model's time per call")

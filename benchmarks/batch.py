@@ -270,7 +270,7 @@ def _best(times: int, measure: Callable[[], float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark; prints the figures and, last, one JSON line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows to score")
     parser.add_argument("--features", type=int, default=20)
     parser.add_argument("--train-rows", type=int, default=20_000)

@@ -458,7 +458,7 @@ def main_benchmark(args: argparse.Namespace) -> int:
 
 def main() -> int:
     """Parses the command line: the benchmark by default, or one of its child roles."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument(
         "role",
         nargs="?",

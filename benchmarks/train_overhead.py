@@ -66,7 +66,7 @@ def time_direct(script: Path, scratch: Path, runs: int) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark; the last printed line is the JSON result."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--runs", type=int, default=5, help="runs of each kind (default 5)")
     args = parser.parse_args(argv)
 

@@ -230,7 +230,7 @@ def throughput(session: Session, scratch: Path, args: argparse.Namespace) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the comparison and prints the JSON line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--trials", type=int, default=20, help="trials per tuning job (20)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per problem (3)")
     parser.add_argument("--parallel", type=int, default=2, help="max_parallel_jobs (2)")

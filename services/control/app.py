@@ -2,15 +2,17 @@
 
 `build(settings)` opens the database (applying migrations) and the artifact folder, so a bad
 data dir fails before anything binds. The lease reaper, the replica backend and, with
-`--local`, the trainer children start once the gRPC port is bound (batch workers come and go
-with the running transform jobs); stored endpoints are then served again. On shutdown long
-polls and log followers end first, then the replicas are drained and stopped, then the children.
+`--local`, the minimum of trainer children start once the gRPC port is bound (more trainers
+come and go with the training tasks, batch workers with the running transform jobs); stored
+endpoints are then served again. On shutdown long polls and log followers end first, then the
+replicas are drained and stopped, then the children.
 """
 
 from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import optuna
@@ -25,17 +27,24 @@ from services.control.backends.replica_runtime import SupervisionSettings
 from services.control.config import ControlSettings
 from services.control.dispatch.scheduler import Scheduler
 from services.control.dispatch.servicer import DispatchServicer
-from services.control.dispatch.tasks import TaskKind
+from services.control.dispatch.tasks import TaskKind, TaskState
 from services.control.hosting.autoscaling_loop import Autoscaling
 from services.control.hosting.endpoint_servicer import EndpointServicer
 from services.control.hosting.endpoint_store import EndpointStore
 from services.control.hosting.endpoints import Endpoints
 from services.control.hosting.load_metrics import LoadSource, PromQLSource, ScrapeSource
+from services.control.hosting.misdirected_inference import MisdirectedInferenceHandler
 from services.control.hosting.model_registry import ModelRegistry
 from services.control.hosting.model_servicer import ModelServicer
+from services.control.hosting.runtime_versions import ReplicaRuntimes
 from services.control.hosting.scrape_targets import ScrapeTargetsFile
 from services.control.local_workers.batch import LocalBatchWorkers, batch_worker_spec
 from services.control.local_workers.supervisor import WorkerSpec, WorkerSupervisor
+from services.control.local_workers.trainers import (
+    LocalTrainers,
+    TrainingDemand,
+    default_max_trainers,
+)
 from services.control.metrics import ControlMetrics
 from services.control.state import ControlStore
 from services.control.training.jobs import TrainingJobs
@@ -45,6 +54,7 @@ from services.control.transform.servicer import TransformServicer
 from services.control.tuning.jobs import TuningJobs
 from services.control.tuning.servicer import TuningServicer
 from services.runtime import lifecycle
+from services.runtime.errors import NotFound
 from skmaker.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
@@ -61,8 +71,10 @@ from skmaker.v1 import (
 )
 
 
-def trainer_specs(settings: ControlSettings, grpc_port: int) -> list[WorkerSpec]:
-    """The local trainer children for a control bound to `grpc_port`."""
+def trainer_specs(
+    settings: ControlSettings, grpc_port: int, indices: Iterable[int]
+) -> list[WorkerSpec]:
+    """Local trainer children `trainer-<index>` for a control bound to `grpc_port`."""
     data_dir = Path(settings.data_dir).resolve()
     extra = shlex.split(settings.trainer_args)
     return [
@@ -86,7 +98,7 @@ def trainer_specs(settings: ControlSettings, grpc_port: int) -> list[WorkerSpec]
                 {"SKMAKER_TRAINER_AUTH_TOKEN": settings.auth_token} if settings.auth_token else {}
             ),
         )
-        for index in range(settings.local_trainers)
+        for index in indices
     ]
 
 
@@ -168,6 +180,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     scheduler.register(TaskKind.TRANSFORM, transform_jobs)
     # Set once the port is bound; batch workers started later are pointed at it.
     control_address = ""
+    bound_port = 0
 
     def batch_spec(index: int) -> WorkerSpec:
         return batch_worker_spec(
@@ -184,6 +197,27 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         transform_jobs.wanted_workers,
         max_workers=settings.local_batch_workers_max,
         idle_s=settings.local_batch_idle_s,
+    )
+
+    def training_demand() -> TrainingDemand:
+        tasks = scheduler.unfinished(TaskKind.TRAINING)
+        leased_by = frozenset(t.worker_id for t in tasks if t.state is TaskState.LEASED)
+        return TrainingDemand(len(tasks), leased_by)
+
+    def trainer_spec(index: int) -> WorkerSpec:
+        return trainer_specs(settings, bound_port, [index])[0]
+
+    local_trainers = LocalTrainers(
+        supervisor,
+        trainer_spec,
+        training_demand,
+        min_trainers=settings.local_trainers,
+        max_trainers=(
+            default_max_trainers()
+            if settings.local_trainers_max is None
+            else settings.local_trainers_max
+        ),
+        idle_s=settings.local_trainers_idle_s,
     )
 
     def on_replica_event(endpoint_name: str, message: str) -> None:
@@ -206,13 +240,19 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         on_scrape_targets=sd_file.write if sd_file is not None else None,
     )
 
+    def endpoint_address(name: str) -> str | None:
+        try:
+            return endpoints.describe(name).endpoint.address or None
+        except NotFound:
+            return None
+
     def on_bound(grpc_port: int) -> None:
         # Children need the real port, known only once bound (--grpc-port=0 in tests).
-        nonlocal control_address
+        nonlocal control_address, bound_port
         control_address = f"127.0.0.1:{grpc_port}"
+        bound_port = grpc_port
         if settings.local:
-            for spec in trainer_specs(settings, grpc_port):
-                supervisor.add(spec)
+            local_trainers.reconcile()  # the minimum, or more for tasks queued before a restart
         if backend is not None:
             backend.start(f"127.0.0.1:{grpc_port}")
 
@@ -225,11 +265,13 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         transform_jobs.start()
         if settings.local:
             local_batch.start()
+            local_trainers.start()
 
     def on_drain() -> None:
         # First, so children that exit on the group's SIGTERM are not restarted (nor are
         # batch workers started or stopped for transform jobs any more).
         local_batch.close()
+        local_trainers.close()
         supervisor.begin_shutdown()
         autoscaling.close()
         endpoints.begin_shutdown()
@@ -277,10 +319,11 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         ),
         lifecycle.Servicer(
             dispatch_pb2_grpc.add_DispatchServiceServicer_to_server,
-            DispatchServicer(scheduler),
+            DispatchServicer(scheduler, ReplicaRuntimes(endpoints, models).report),
             dispatch_pb2.DESCRIPTOR.services_by_name["DispatchService"].full_name,
         ),
     ]
+    service.unlisted_handlers = [MisdirectedInferenceHandler(endpoint_address)]
     service.on_bound = on_bound
     service.on_start = on_start
     service.on_drain = on_drain

@@ -23,7 +23,17 @@ class ControlSettings(ServiceSettings):
     local: bool = setting(
         False, "also start trainer workers, and batch workers while transforms run, as children"
     )
-    local_trainers: int = setting(1, "how many trainer children --local starts")
+    local_trainers: int = setting(
+        1, "trainer children --local keeps running without work (more start as tasks queue)"
+    )
+    local_trainers_max: int | None = setting(
+        None,
+        "the most trainer children --local runs (one per queued or running training task); "
+        "default the core count; 0 runs none",
+    )
+    local_trainers_idle_s: float = setting(
+        5.0, "--local stops trainers beyond --local-trainers idle this many seconds"
+    )
     trainer_args: str = setting("", "extra flags (shell syntax) given to each local trainer")
     lease_s: float = setting(10.0, "seconds a task lease lasts without a heartbeat")
     heartbeat_interval_s: float = setting(2.0, "how often workers are told to heartbeat")
@@ -111,5 +121,7 @@ class ControlSettings(ServiceSettings):
             raise ValueError(
                 "--transform-shard-bytes must be >= 1 and --local-batch-workers-max >= 0"
             )
+        if self.local_trainers < 0 or (self.local_trainers_max or 0) < 0:
+            raise ValueError("--local-trainers and --local-trainers-max must be >= 0")
         if not self.autoscale_interval_s > 0:
             raise ValueError("--autoscale-interval-s must be positive")

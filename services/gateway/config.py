@@ -26,7 +26,9 @@ def _fits_haproxy_quotes(token: str) -> bool:
 class GatewaySettings(ServiceSettings):
     """skmaker gateway: Predict and Open Inference V2 for every endpoint on one port."""
 
-    grpc_port: int = setting(50052, "gRPC port callers send Predict and V2 calls to")
+    grpc_port: int = setting(
+        50052, "gRPC port callers send Predict and V2 calls to", flags=["--port"]
+    )
     # Each call holds a thread while it waits for its replica, so the pool bounds how many
     # calls the gateway has in flight at once; the work per call is small.
     max_workers: int = setting(64, "threads serving RPCs (calls in flight at once)")

@@ -32,6 +32,7 @@ from services.inference.servicer import InferenceServicer
 from services.inference.v2_servicer import OpenInferenceServicer
 from services.runtime import lifecycle, native_threads
 from services.runtime.version import services_version
+from services.runtime.versions import serving_runtime
 from skmaker.v1 import (
     inference_pb2,
     inference_pb2_grpc,
@@ -94,7 +95,18 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
             settings.control, token=settings.auth_token, timeout_s=settings.control_timeout_s
         )
         try:
-            return loader.load_model(source, settings.model_name)
+            loaded = loader.load_model(source, settings.model_name)
+            if settings.endpoint_name:
+                # After the load: the versions of the modules the model really imported.
+                mismatch = source.report_runtime(
+                    settings.endpoint_name,
+                    replica.replica_id,
+                    settings.model_name,
+                    serving_runtime(),
+                )
+                if mismatch:
+                    log.warning("%s", mismatch)
+            return loaded
         finally:
             source.close()
 

@@ -1,4 +1,5 @@
-"""The replica's gRPC link to the control: describe its model, download archives, read versions.
+"""The replica's gRPC link to the control: describe its model, download archives, read versions,
+report the runtime it serves with.
 
 Implements `model_loader.ModelSource`. Every call has a deadline and is retried while the
 control answers UNAVAILABLE (it may be restarting), so a replica started during a control
@@ -17,10 +18,14 @@ import grpc
 
 from services.inference.model_loader import ModelLoadFailed, ModelSpec
 from services.runtime.auth import token_metadata
+from services.runtime.versions import Runtime
 from skmaker.v1 import (
     artifacts_pb2_grpc,
+    dispatch_pb2,
+    dispatch_pb2_grpc,
     serving_pb2,
     serving_pb2_grpc,
+    training_job_pb2,
     training_pb2,
     training_pb2_grpc,
     transfer,
@@ -57,6 +62,7 @@ class ControlModelSource:
         self._models = serving_pb2_grpc.ModelServiceStub(self._channel)
         self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
         self._artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self._channel)
+        self._dispatch = dispatch_pb2_grpc.DispatchServiceStub(self._channel)
         self._metadata = token_metadata(token)
         self._timeout_s = timeout_s
 
@@ -113,6 +119,30 @@ class ControlModelSource:
             )
             return None
         return response.training_job.runtime_versions.sklearn or None
+
+    def report_runtime(
+        self, endpoint_name: str, replica_id: str, model_name: str, runtime: Runtime
+    ) -> str:
+        """Tells the control the runtime this replica serves `model_name` with.
+
+        Returns:
+            The control's mismatch event, empty when the runtimes agree, are not known, or the
+            report failed (it only feeds an event, so a failure never stops the replica).
+        """
+        request = dispatch_pb2.ReportReplicaRuntimeRequest(
+            endpoint_name=endpoint_name,
+            replica_id=replica_id,
+            model_name=model_name,
+            runtime_versions=training_job_pb2.RuntimeVersions(**runtime.as_dict()),
+        )
+        try:
+            response = self._dispatch.ReportReplicaRuntime(
+                request, timeout=_DESCRIBE_TIMEOUT_S, metadata=self._metadata
+            )
+        except grpc.RpcError as err:
+            log.warning("cannot report this replica's runtime: %s", err.details())
+            return ""
+        return response.mismatch
 
     def _call(self, call: Callable[[], T], what: str) -> T:
         deadline = time.monotonic() + self._timeout_s

@@ -172,7 +172,7 @@ def _to_bytes(value: Any) -> bytes:
 
 
 def model_metadata(
-    name: str, n_features: int | None, prediction_kind: str | None
+    name: str, n_features: int | None, prediction_kind: str | None, input_datatype: str = "FP64"
 ) -> open_inference_pb2.ModelMetadataResponse:
     """ModelMetadata: platform sklearn, input `input-0` and output `predict`.
 
@@ -181,6 +181,8 @@ def model_metadata(
         n_features: The model's input width, or None when it does not say (shape [-1, -1]).
         prediction_kind: NumPy dtype kind of the prediction when known ("i" for integer
             labels); None when a custom predict_fn decides, reported as FP64 of shape [-1, -1].
+        input_datatype: The input tensor's datatype: the one the model was trained on when
+            it shows it (services.inference.model_dtype), else FP64.
     """
     tensor = open_inference_pb2.ModelMetadataResponse.TensorMetadata
     input_shape = [-1, n_features if n_features is not None else -1]
@@ -192,6 +194,6 @@ def model_metadata(
     return open_inference_pb2.ModelMetadataResponse(
         name=name,
         platform=PLATFORM,
-        inputs=[tensor(name=INPUT_NAME, datatype="FP32", shape=input_shape)],
+        inputs=[tensor(name=INPUT_NAME, datatype=input_datatype, shape=input_shape)],
         outputs=[output],
     )

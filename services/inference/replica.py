@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from services.inference import model_dtype
 from services.inference.handler import ModelHandler
 from services.inference.metrics import InferenceMetrics, outcome_of
 from services.runtime.errors import NotFound, ResourceExhausted, Unavailable
@@ -192,8 +193,9 @@ class Replica:
         metrics.ok.inc()
         return prediction
 
-    def model_signature(self, model_name: str) -> tuple[str, int | None, str | None]:
-        """What V2 ModelMetadata reports: (name, input width, prediction dtype kind).
+    def model_signature(self, model_name: str) -> tuple[str, int | None, str | None, str]:
+        """What V2 ModelMetadata reports: (name, input width, prediction dtype kind, input
+        datatype: the one the model shows it was trained on, see `model_dtype`).
 
         Raises:
             NotFound: `model_name` is not this replica's model.
@@ -203,7 +205,12 @@ class Replica:
         handler = self._handler
         if handler is None:
             raise self._unavailable()
-        return self.display_name, handler.n_features_in, self.prediction_kind()
+        return (
+            self.display_name,
+            handler.n_features_in,
+            self.prediction_kind(),
+            model_dtype.input_datatype(handler.model),
+        )
 
     def prediction_kind(self) -> str | None:
         """NumPy dtype kind of what `infer` returns, when the model tells; None otherwise.

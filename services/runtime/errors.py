@@ -65,6 +65,12 @@ class Cancelled(SkmakerError):
     code = grpc.StatusCode.CANCELLED
 
 
+class Unimplemented(SkmakerError):
+    """This server does not serve the called method (e.g. Predict sent to the control)."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
 class ModelError(SkmakerError):
     """The user's model code raised; the message carries its error (SageMaker's ModelError)."""
 

@@ -17,7 +17,9 @@ from services.runtime.health_calls import health_check
 
 def main(argv: list[str] | None = None) -> int:
     """Checks one address once; returns the process exit code."""
-    parser = argparse.ArgumentParser(prog="python -m services.runtime.healthcheck")
+    parser = argparse.ArgumentParser(
+        prog="python -m services.runtime.healthcheck", allow_abbrev=False
+    )
     parser.add_argument("address", nargs="?", default="127.0.0.1:50051", help="host:port")
     parser.add_argument("--service", default="", help="service name; empty means the server")
     parser.add_argument("--timeout-s", type=float, default=2.0, help="deadline of the Check")

@@ -32,8 +32,8 @@ from typing import Any
 import grpc
 import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
+from services.runtime import reflection
 from services.runtime.auth import BearerTokenInterceptor
 from services.runtime.errors import ErrorInterceptor
 from services.runtime.settings import ServiceSettings
@@ -80,6 +80,9 @@ class Service:
     # The process's exit code once stopped (e.g. 1 when a child it depends on died); None: 0.
     exit_code: Callable[[], int] | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # Handlers served but not listed in reflection or health, e.g. the control's answer to
+    # inference calls sent to it by mistake.
+    unlisted_handlers: Sequence[grpc.GenericRpcHandler] = ()
     extra_server_options: Sequence[tuple[str, Any]] = ()
 
 
@@ -169,6 +172,8 @@ def _build_server(
     )
     for servicer in service.servicers:
         servicer.add_to_server(servicer.implementation, server)
+    if service.unlisted_handlers:
+        server.add_generic_rpc_handlers(tuple(service.unlisted_handlers))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [s.full_name for s in service.servicers]
     names += [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
@@ -222,7 +227,12 @@ def start(service: Service, settings: ServiceSettings) -> RunningService:
         ports.update(grpc=service.advertised_grpc_port, internal=grpc_port)
     if settings.port_file:
         write_port_file(settings.port_file, ports)
-    log.info("%s listening grpc=%s metrics=%s", service.name, grpc_port, metrics_port)
+    # "grpc" is the port callers use; with a front process (the gateway's HAProxy) that is
+    # the front's, and the server's own loopback port is only worth a mention beside it.
+    internal = f" internal={grpc_port}" if "internal" in ports else ""
+    log.info(
+        "%s listening grpc=%s metrics=%s%s", service.name, ports["grpc"], metrics_port, internal
+    )
     try:
         if service.on_bound is not None:
             service.on_bound(grpc_port)

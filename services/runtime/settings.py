@@ -81,7 +81,9 @@ def load(
         SystemExit: on a bad flag or a malformed environment value (argparse's usual exit 2).
     """
     environ = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(prog=prog, description=settings_cls.__doc__)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=settings_cls.__doc__, allow_abbrev=False
+    )
     for f in dataclasses.fields(settings_cls):
         kind = _field_type(settings_cls, f)
         env_name = env_prefix + f.name.upper()

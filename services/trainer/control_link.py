@@ -117,7 +117,10 @@ class ControlLink(DispatchLink):
             model_artifact_uri=outcome.model_artifact_uri,
             output_artifact_uri=outcome.output_artifact_uri,
             runtime_versions=training_job_pb2.RuntimeVersions(
-                python=versions.python, sklearn=versions.sklearn, numpy=versions.numpy
+                python=versions.python,
+                sklearn=versions.sklearn,
+                numpy=versions.numpy,
+                joblib=versions.joblib,
             )
             if versions
             else None,

@@ -9,9 +9,7 @@ only through the two small protocols below, so it can be exercised without a con
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
-import platform
 import shutil
 import threading
 import time
@@ -22,6 +20,7 @@ from typing import Protocol
 from urllib.parse import unquote, urlparse
 
 from services.runtime import archives
+from services.runtime.versions import Runtime, probe
 from services.trainer import hyperparameters, requirements, runner, workspace
 
 log = logging.getLogger(__name__)
@@ -59,15 +58,6 @@ class TrainingAssignment:
 
 
 @dataclass(frozen=True)
-class RuntimeVersions:
-    """Library versions a model was trained with."""
-
-    python: str
-    sklearn: str
-    numpy: str
-
-
-@dataclass(frozen=True)
 class JobOutcome:
     """How an attempt ended.
 
@@ -78,7 +68,8 @@ class JobOutcome:
     failure_reason: str = ""
     model_artifact_uri: str = ""
     output_artifact_uri: str = ""
-    versions: RuntimeVersions | None = None
+    # What the script's interpreter offered it (None when the script never started).
+    versions: Runtime | None = None
 
 
 class JobReporter(Protocol):
@@ -122,15 +113,6 @@ class JobClientError(Exception):
     """The job's own inputs are unusable (missing data, entry point not in the bundle)."""
 
 
-def runtime_versions() -> RuntimeVersions:
-    """Versions of Python, scikit-learn and numpy that the script's interpreter has."""
-    return RuntimeVersions(
-        python=platform.python_version(),
-        sklearn=importlib.metadata.version("scikit-learn"),
-        numpy=importlib.metadata.version("numpy"),
-    )
-
-
 def artifact_prefix(assignment: TrainingAssignment) -> str:
     """Where this job's archives go: `<output_uri>/<job>/output/` (SageMaker's layout)."""
     base = (assignment.output_uri or DEFAULT_OUTPUT_PREFIX).rstrip("/")
@@ -155,28 +137,31 @@ class TrainingJobRun:
     env: JobEnvironment
     stop_requested: threading.Event = field(default_factory=threading.Event)
     abandoned: threading.Event = field(default_factory=threading.Event)
+    # The runtime the script ran with, asked of its interpreter once its environment is known.
+    runtime: Runtime | None = None
 
     def _platform_line(self, text: str) -> None:
         self.reporter.log_line("platform", text, time.time())
 
     def run(self) -> JobOutcome:
         """Downloads, trains and uploads; returns how the attempt ended."""
-        versions = runtime_versions()
         try:
             ws = self._prepare()
             result = self._train(ws)
         except JobClientError as err:
             reason = (CLIENT_ERROR + str(err))[: runner.FAILURE_REASON_LIMIT]
             self._platform_line(reason)
-            return JobOutcome(runner.FAILED, reason, versions=versions)
+            return JobOutcome(runner.FAILED, reason, versions=self.runtime)
         except requirements.RequirementsInstallError as err:
-            return JobOutcome(runner.FAILED, err.failure_reason, versions=versions)
+            return JobOutcome(runner.FAILED, err.failure_reason, versions=self.runtime)
         if self.abandoned.is_set() or result.outcome == runner.FAILED:
-            return JobOutcome(result.outcome, result.failure_reason, versions=versions)
+            return JobOutcome(result.outcome, result.failure_reason, versions=self.runtime)
         if result.outcome == runner.SUCCEEDED:
             ws.success_file.write_text("", encoding="utf-8")
         model_uri, output_uri = self._upload(ws)
-        return JobOutcome(result.outcome, result.failure_reason, model_uri, output_uri, versions)
+        return JobOutcome(
+            result.outcome, result.failure_reason, model_uri, output_uri, self.runtime
+        )
 
     def _prepare(self) -> workspace.Workspace:
         """Lays out the workspace and fetches code and data (secondary status Downloading)."""
@@ -299,18 +284,29 @@ class TrainingJobRun:
             except ValueError as err:
                 raise JobClientError(str(err)) from err
             self._platform_line(f"running {' '.join(command)}")
-            return runner.ScriptRunner(on_line).run(
-                command,
-                cwd=ws.code_dir,
-                env=env,
-                max_runtime_s=assignment.max_runtime_s or None,
-                stop_requested=stop,
-                grace_s=self.env.stop_grace_s,
-                failure_file=ws.failure_file,
+            # Asked beside the script, in its environment, so it costs the job no time.
+            prober = threading.Thread(
+                target=self._probe_runtime, args=(env, ws.code_dir), name="runtime-probe"
             )
+            prober.start()
+            try:
+                return runner.ScriptRunner(on_line).run(
+                    command,
+                    cwd=ws.code_dir,
+                    env=env,
+                    max_runtime_s=assignment.max_runtime_s or None,
+                    stop_requested=stop,
+                    grace_s=self.env.stop_grace_s,
+                    failure_file=ws.failure_file,
+                )
+            finally:
+                prober.join()
         finally:
             stop.set()  # also ends the watcher thread
             watcher.join()
+
+    def _probe_runtime(self, env: dict[str, str], code_dir: Path) -> None:
+        self.runtime = probe(self.env.python, env=env, cwd=code_dir)
 
     def _relay_stop(self, stop: threading.Event) -> None:
         # The runner polls one event; a stop and an abandonment both end the script.

@@ -468,7 +468,7 @@ STEPS: list[Callable[[Context], None]] = [
 
 def main(argv: list[str] | None = None) -> int:
     """Runs every step in order; returns 0 when all passed."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     parser.add_argument("--control", required=True, help="published control address host:port")
     parser.add_argument("--prometheus", required=True, help="Prometheus base URL")
     parser.add_argument("--trainers", type=int, default=2, help="trainer replicas to find")

@@ -33,7 +33,7 @@ def exit_times(path: Path) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     """Reads the events, prints one line per container; returns the exit code."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     parser.add_argument("--limit-s", type=float, default=2.0, help="longest acceptable stop")
     parser.add_argument(
         "--exited", type=Path, help="containers' exit times, `name State.FinishedAt` a line"

@@ -63,9 +63,11 @@ SCRIPT = """
 
 
 def _control_args(data_dir: Path) -> list[str]:
+    # The embedded default's trainers: one, and more started as trials queue (up to the
+    # core count; this machine has 2, the most max_parallel_jobs asks for here).
     return [
         "--local",
-        "--local-trainers",
+        "--local-trainers-max",
         "2",
         "--data-dir",
         str(data_dir),
@@ -76,7 +78,7 @@ def _control_args(data_dir: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    """One embedded control with two trainers, shared by the tests that don't kill it."""
+    """One embedded control (trainers follow the trials), shared by the tests that don't kill it."""
     root = tmp_path_factory.mktemp("tuning")
     service = run_service("control", root / "control", _control_args(root / "data"))
     try:

@@ -107,7 +107,7 @@ def _training_job_logs(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_training_jobs(resources: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_training_jobs(resources: argparse._SubParsersAction[_ExactFlagsParser]) -> None:
     group = resources.add_parser("training-jobs", help="list, describe, stop and follow jobs")
     verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -182,7 +182,7 @@ def _stop_tuning_job(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_tuning_jobs(resources: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_tuning_jobs(resources: argparse._SubParsersAction[_ExactFlagsParser]) -> None:
     group = resources.add_parser("tuning-jobs", help="list, describe and stop tuning jobs")
     verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -236,7 +236,7 @@ def _stop_transform_job(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_transform_jobs(resources: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_transform_jobs(resources: argparse._SubParsersAction[_ExactFlagsParser]) -> None:
     group = resources.add_parser("transform-jobs", help="list, describe and stop transform jobs")
     verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -280,7 +280,7 @@ def _delete_model(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_models(resources: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_models(resources: argparse._SubParsersAction[_ExactFlagsParser]) -> None:
     group = resources.add_parser("models", help="list, describe and delete models")
     verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -378,7 +378,7 @@ def _invoke_endpoint(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_endpoints(resources: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_endpoints(resources: argparse._SubParsersAction[_ExactFlagsParser]) -> None:
     group = resources.add_parser("endpoints", help="list, describe, delete and invoke endpoints")
     verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -421,9 +421,22 @@ def _add_endpoints(resources: argparse._SubParsersAction[argparse.ArgumentParser
 # -- entry point -----------------------------------------------------------------------------
 
 
+class _ExactFlagsParser(argparse.ArgumentParser):
+    """An ArgumentParser that refuses abbreviated flags, as do the parsers it adds below it.
+
+    argparse accepts any unique prefix of a long flag by default, so a flag added later can
+    silently change what an old command line means; subparsers are built with the parent's
+    class, which is how every subcommand inherits this.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `skmaker` argument parser with every resource's subcommands."""
-    parser = argparse.ArgumentParser(prog="skmaker", description=__doc__.splitlines()[0])
+    parser = _ExactFlagsParser(prog="skmaker", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--address",
         default=os.environ.get("SKMAKER_ADDRESS", DEFAULT_ADDRESS),

@@ -121,12 +121,7 @@ def training_job_description(job: training_job_pb2.TrainingJob) -> dict[str, Any
         elapsed = description["TrainingEndTime"] - description["TrainingStartTime"]
         description["TrainingTimeInSeconds"] = max(0, round(elapsed.total_seconds()))
     if job.HasField("runtime_versions"):
-        versions = job.runtime_versions
-        description["RuntimeVersions"] = {
-            "Python": versions.python,
-            "ScikitLearn": versions.sklearn,
-            "Numpy": versions.numpy,
-        }
+        description["RuntimeVersions"] = runtime_description(job.runtime_versions)
     if job.tuning_job_name:
         description["TuningJobName"] = job.tuning_job_name
     return description
@@ -182,11 +177,22 @@ def endpoint_status_name(status: int) -> str:
     return ENDPOINT_STATUS_NAMES.get(status, "Unknown")
 
 
+def runtime_description(versions: training_job_pb2.RuntimeVersions) -> dict[str, str]:
+    """skmaker's `RuntimeVersions` key: what a job ran with ("" where not known)."""
+    return {
+        "Python": versions.python,
+        "ScikitLearn": versions.sklearn,
+        "Numpy": versions.numpy,
+        "Joblib": versions.joblib,
+    }
+
+
 def model_description(model: model_pb2.Model) -> dict[str, Any]:
     """A DescribeModel-shaped dict of a model.
 
     `PrimaryContainer` holds `ModelDataUrl` and `Environment` as on SageMaker; the code is in
     `EntryPoint` and `SourceUri` (empty when it sits in the model archive under `code/`).
+    skmaker adds `RuntimeVersions`, what the model's training job ran with, when known.
     """
     description: dict[str, Any] = {
         "ModelName": model.name,
@@ -199,6 +205,8 @@ def model_description(model: model_pb2.Model) -> dict[str, Any]:
     }
     if model.training_job_name:
         description["TrainingJobName"] = model.training_job_name
+    if model.HasField("runtime_versions"):
+        description["RuntimeVersions"] = runtime_description(model.runtime_versions)
     _set_time(description, "CreationTime", model, "creation_time")
     return description
 

@@ -526,13 +526,25 @@ class TuningJob:
 
 
 def _progress_line(description: Mapping[str, Any]) -> str:
+    """One line of trial counts for `wait()`.
+
+    SageMaker's InProgress counter includes trials whose training job waits for a trainer,
+    so the line splits it: a trial is running once a trainer took its job (it has a
+    TrainingStartTime), and waiting before that.
+    """
     counters = description["TrainingJobStatusCounters"]
     limits = description["HyperParameterTuningJobConfig"]["ResourceLimits"]
     launched = sum(counters.values())
-    parts = [
-        f"{counters['InProgress']} in progress",
-        f"{counters['Completed']} completed",
+    in_progress = [
+        trial
+        for trial in description.get("TrainingJobs", ())
+        if trial["TrainingJobStatus"] == "InProgress"
     ]
+    running = sum(1 for trial in in_progress if "TrainingStartTime" in trial)
+    parts = [f"{running} running"]
+    if len(in_progress) > running:
+        parts.append(f"{len(in_progress) - running} waiting for a trainer")
+    parts.append(f"{counters['Completed']} completed")
     if counters["NonRetryableError"]:
         parts.append(f"{counters['NonRetryableError']} failed")
     if counters["Stopped"]:

@@ -214,4 +214,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # worker uploads them beside its output and reports only the count); rows of
     # transform_record_errors remain for shards that older workers reported inline.
     ("ALTER TABLE transform_shards ADD COLUMN records_failed INTEGER NOT NULL DEFAULT 0",),
+    # 8: the runtime (Python, scikit-learn, numpy, joblib) a model's training job ran with,
+    # copied when the model is created, so replicas serving it can be compared against it;
+    # '{}' (not known) for models created before.
+    ("ALTER TABLE models ADD COLUMN runtime_versions_json TEXT NOT NULL DEFAULT '{}'",),
 )

@@ -18,7 +18,7 @@ from services.control.dispatch.tasks import (
 )
 from services.control.timestamps import seconds_or_now, timestamp
 from services.control.training import values as tj
-from services.control.training.convert import spec_to_pb
+from services.control.training.convert import runtime_from_pb, spec_to_pb
 from services.control.training.jobs import TrainingTaskPayload
 from services.control.transform.convert import transform_task_to_pb
 from services.control.transform.jobs import TransformTaskPayload
@@ -129,7 +129,7 @@ def completion_from_pb(request: dispatch_pb2.CompleteTaskRequest) -> CompletionR
         failure_reason=request.failure_reason,
         model_artifact_uri=request.model_artifact_uri,
         output_artifact_uri=request.output_artifact_uri,
-        runtime_versions=tj.RuntimeVersions(versions.python, versions.sklearn, versions.numpy),
+        runtime_versions=runtime_from_pb(versions),
         log_lines=_log_lines_from_pb(request.log_lines),
         metrics=_metrics_from_pb(request.metrics),
         transform_result=(

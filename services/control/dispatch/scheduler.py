@@ -210,6 +210,10 @@ class Scheduler:
         """How many tasks wait for a worker."""
         return self._store.count_tasks(TaskState.QUEUED)
 
+    def unfinished(self, kind: TaskKind) -> list[Task]:
+        """Tasks of `kind` queued (ready or backing off) or leased, oldest first."""
+        return self._store.unfinished_tasks(kind)
+
     def acquire(
         self,
         worker_id: str,

@@ -1,20 +1,30 @@
-"""DispatchService: the worker-facing acquire / heartbeat / complete API over the scheduler."""
+"""DispatchService: the worker-facing acquire / heartbeat / complete API over the scheduler,
+and the replicas' runtime reports."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import grpc
 
 from services.control.dispatch import convert
 from services.control.dispatch.scheduler import Scheduler
+from services.control.training.convert import runtime_from_pb
+from services.control.training.values import RuntimeVersions
+from services.runtime.errors import Unimplemented
 from skmaker.v1 import dispatch_pb2, dispatch_pb2_grpc
+
+# (endpoint name, replica id, model name, serving runtime) -> the mismatch event, or "".
+RuntimeReport = Callable[[str, str, str, RuntimeVersions], str]
 
 
 class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
     """Leases tasks to workers and takes their reports."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
-        """Serves `scheduler`."""
+    def __init__(self, scheduler: Scheduler, report_runtime: RuntimeReport | None = None) -> None:
+        """Serves `scheduler`; replica runtime reports go to `report_runtime` when given."""
         self._scheduler = scheduler
+        self._report_runtime = report_runtime
 
     def AcquireTask(
         self, request: dispatch_pb2.AcquireTaskRequest, context: grpc.ServicerContext
@@ -43,3 +53,18 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
         """Ends the task as the worker reports."""
         self._scheduler.complete(convert.completion_from_pb(request))
         return dispatch_pb2.CompleteTaskResponse()
+
+    def ReportReplicaRuntime(
+        self, request: dispatch_pb2.ReportReplicaRuntimeRequest, context: grpc.ServicerContext
+    ) -> dispatch_pb2.ReportReplicaRuntimeResponse:
+        """Compares a replica's runtime with its model's training runtime
+        (services.control.hosting.runtime_versions)."""
+        if self._report_runtime is None:
+            raise Unimplemented("this control keeps no endpoints")
+        mismatch = self._report_runtime(
+            request.endpoint_name,
+            request.replica_id,
+            request.model_name,
+            runtime_from_pb(request.runtime_versions),
+        )
+        return dispatch_pb2.ReportReplicaRuntimeResponse(mismatch=mismatch)

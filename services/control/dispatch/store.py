@@ -101,6 +101,16 @@ class TaskTables(Database):
             )
         return cursor.rowcount
 
+    def unfinished_tasks(self, kind: TaskKind) -> list[Task]:
+        """Tasks of `kind` queued or leased, oldest first."""
+        with self.transaction() as conn:
+            rows = conn.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE state IN ('queued', 'leased') "
+                "AND kind = ? ORDER BY seq",
+                (kind.value,),
+            ).fetchall()
+        return [_task_from_row(row) for row in rows]
+
     def count_tasks(self, state: TaskState) -> int:
         """How many tasks are in `state`."""
         with self.transaction() as conn:

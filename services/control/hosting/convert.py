@@ -14,6 +14,8 @@ from services.control.hosting.endpoint_values import (
 )
 from services.control.hosting.model_values import Model
 from services.control.timestamps import timestamp
+from services.control.training.convert import runtime_to_pb
+from services.control.training.values import RuntimeVersions
 from services.runtime.errors import InvalidArgument
 from skmaker.v1 import (
     model_pb2,
@@ -74,6 +76,11 @@ def model_to_pb(model: Model) -> model_pb2.Model:
         environment=dict(model.environment),
         creation_time=timestamp(model.creation_time),
         training_job_name=model.training_job_name,
+        runtime_versions=(
+            runtime_to_pb(model.runtime_versions)
+            if model.runtime_versions != RuntimeVersions()
+            else None
+        ),
     )
 
 

@@ -19,6 +19,7 @@ from services.control.hosting.model_store import ModelStore
 from services.control.hosting.model_values import Model
 from services.control.names import Resource, require_resource_name
 from services.control.state import ControlStore
+from services.control.training.values import RuntimeVersions
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 ENVIRONMENT_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -59,9 +60,18 @@ class ModelRegistry:
         self._check_artifact("model_data_uri", model.model_data_uri, "model.tar.gz")
         if model.source_uri:
             self._check_artifact("source_uri", model.source_uri, "the code bundle")
-        if model.training_job_name and not self._store.training_job_exists(model.training_job_name):
-            raise NotFound(f"training job {model.training_job_name!r} not found")
-        stored = replace(model, environment=dict(model.environment), creation_time=self._clock())
+        runtime = RuntimeVersions()
+        if model.training_job_name:
+            job = self._store.get_training_job(model.training_job_name)
+            if job is None:
+                raise NotFound(f"training job {model.training_job_name!r} not found")
+            runtime = job.runtime_versions
+        stored = replace(
+            model,
+            environment=dict(model.environment),
+            creation_time=self._clock(),
+            runtime_versions=runtime,
+        )
         self._models.insert(stored)
         return stored
 

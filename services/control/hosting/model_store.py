@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import asdict
 
 from services.control.hosting.model_values import Model
 from services.control.state import ControlStore
+from services.control.training.values import RuntimeVersions
 from services.runtime.errors import AlreadyExists
 
 _COLUMNS = (
     "name, model_data_uri, entry_point, source_uri, environment_json, training_job_name, "
-    "creation_time"
+    "creation_time, runtime_versions_json"
 )
 
 
@@ -31,7 +33,7 @@ class ModelStore:
         with self._store.transaction() as conn:
             try:
                 conn.execute(
-                    f"INSERT INTO models ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO models ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         model.name,
                         model.model_data_uri,
@@ -40,6 +42,7 @@ class ModelStore:
                         json.dumps(dict(model.environment), sort_keys=True),
                         model.training_job_name,
                         model.creation_time,
+                        json.dumps(asdict(model.runtime_versions)),
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -76,4 +79,5 @@ def _model_from_row(row: sqlite3.Row) -> Model:
         environment=json.loads(row["environment_json"]),
         training_job_name=row["training_job_name"],
         creation_time=row["creation_time"],
+        runtime_versions=RuntimeVersions(**json.loads(row["runtime_versions_json"])),
     )

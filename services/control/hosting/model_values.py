@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from services.control.training.values import RuntimeVersions
+
 
 @dataclass(frozen=True)
 class Model:
@@ -19,6 +21,8 @@ class Model:
         environment: variables set for the serving process.
         training_job_name: the job the model came from, or empty.
         creation_time: Unix seconds.
+        runtime_versions: what its training job ran with (set by the control from the job;
+            all empty when the model names no job, or the job reported none).
     """
 
     name: str
@@ -28,3 +32,4 @@ class Model:
     environment: Mapping[str, str] = field(default_factory=dict)
     training_job_name: str = ""
     creation_time: float = 0.0
+    runtime_versions: RuntimeVersions = field(default_factory=RuntimeVersions)

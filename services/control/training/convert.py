@@ -14,6 +14,22 @@ from skmaker.v1 import (
     training_pb2,
 )
 
+
+def runtime_to_pb(versions: tj.RuntimeVersions) -> training_job_pb2.RuntimeVersions:
+    """The wire form of a runtime (empty strings where unknown)."""
+    return training_job_pb2.RuntimeVersions(
+        python=versions.python,
+        sklearn=versions.sklearn,
+        numpy=versions.numpy,
+        joblib=versions.joblib,
+    )
+
+
+def runtime_from_pb(message: training_job_pb2.RuntimeVersions) -> tj.RuntimeVersions:
+    """The domain form of a reported runtime."""
+    return tj.RuntimeVersions(message.python, message.sklearn, message.numpy, message.joblib)
+
+
 _STATUS_TO_PB = {
     tj.TrainingJobStatus.IN_PROGRESS: training_job_pb2.TRAINING_JOB_STATUS_IN_PROGRESS,
     tj.TrainingJobStatus.COMPLETED: training_job_pb2.TRAINING_JOB_STATUS_COMPLETED,
@@ -86,11 +102,7 @@ def training_job_to_pb(job: tj.TrainingJob) -> training_job_pb2.TrainingJob:
         model_artifact_uri=job.model_artifact_uri,
         output_artifact_uri=job.output_artifact_uri,
         attempts=job.attempts,
-        runtime_versions=training_job_pb2.RuntimeVersions(
-            python=job.runtime_versions.python,
-            sklearn=job.runtime_versions.sklearn,
-            numpy=job.runtime_versions.numpy,
-        ),
+        runtime_versions=runtime_to_pb(job.runtime_versions),
         tuning_job_name=job.tuning_job_name,
     )
     if job.training_start_time is not None:

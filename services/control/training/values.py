@@ -123,6 +123,7 @@ class RuntimeVersions:
     python: str = ""
     sklearn: str = ""
     numpy: str = ""
+    joblib: str = ""
 
 
 @dataclass(frozen=True)

@@ -67,3 +67,63 @@ def test_local_trainers_are_supervised_and_stopped(tmp_path: Path) -> None:
     for pid in survivors:
         info = _state_and_parent(pid)
         assert info is None or info[0] == "Z", f"trainer {pid} outlived the control"
+
+
+# Waits until as many trials as `--expect` have started (each leaves a file in --barrier), so
+# it only completes when the jobs really run side by side.
+BARRIER_SCRIPT = """\
+import argparse, os, sys, time, uuid
+parser = argparse.ArgumentParser()
+parser.add_argument("--barrier")
+parser.add_argument("--expect", type=int)
+args, _ = parser.parse_known_args()
+open(os.path.join(args.barrier, uuid.uuid4().hex), "w").close()
+deadline = time.monotonic() + 30
+while len(os.listdir(args.barrier)) < args.expect:
+    if time.monotonic() > deadline:
+        sys.exit("the other job never started alongside this one")
+    time.sleep(0.05)
+"""
+
+
+def test_trainers_follow_the_training_tasks(tmp_path: Path) -> None:
+    from skmaker import Session, SKLearn
+
+    data_dir = tmp_path / "data"
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text(BARRIER_SCRIPT)
+    control = run_service(
+        "control",
+        tmp_path,
+        [
+            "--local",
+            "--local-trainers=1",
+            "--local-trainers-max=2",
+            "--local-trainers-idle-s=0.5",
+            f"--data-dir={data_dir}",
+        ],
+    )
+    try:
+        _wait_until(lambda: len(_children(control.process.pid)) == 1)
+        with Session(control.address, token="") as session:
+            jobs = []
+            for index in (1, 2):
+                estimator = SKLearn(
+                    entry_point="train.py",
+                    source_dir=str(code),
+                    hyperparameters={"barrier": str(barrier), "expect": 2},
+                    session=session,
+                )
+                estimator.fit(wait=False, job_name=f"side-by-side-{index}")
+                jobs.append(estimator.latest_training_job)
+            for job in jobs:
+                assert job is not None
+                assert job.wait(logs=False)["TrainingJobStatus"] == "Completed"
+        assert (data_dir / "logs" / "trainer-1.log").exists()
+        # Without work the extra trainer goes; the minimum of one stays.
+        _wait_until(lambda: len(_children(control.process.pid)) == 1)
+    finally:
+        control.stop()

@@ -226,6 +226,45 @@ def test_grpcurl_sees_every_service_and_health(control: ServiceProcess) -> None:
     assert '"status": "SERVING"' in health
 
 
+def _grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(GRPCURL), "-plaintext", *args], capture_output=True, text=True, timeout=20
+    )
+
+
+@pytest.mark.parametrize(
+    ("symbol", "shown"),
+    [
+        ("skmaker.v1.InferenceService.Predict", "rpc Predict ( .skmaker.v1.PredictRequest )"),
+        ("skmaker.v1.TrainingService.CreateTrainingJob", "rpc CreateTrainingJob ("),
+        ("grpc.health.v1.Health.Check", "rpc Check ( .grpc.health.v1.HealthCheckRequest )"),
+    ],
+)
+def test_grpcurl_describes_a_method(control: ServiceProcess, symbol: str, shown: str) -> None:
+    described = _grpcurl(control.address, "describe", symbol)
+    assert described.returncode == 0, described.stderr
+    assert f"{symbol} is a method:" in described.stdout
+    assert shown in described.stdout
+
+
+def test_predict_sent_to_the_control_says_where_it_is_served(control: ServiceProcess) -> None:
+    sent = _grpcurl(
+        "-d",
+        '{"endpoint_name": "iris", "content_type": "text/csv", "text": "1,2"}',
+        control.address,
+        "skmaker.v1.InferenceService/Predict",
+    )
+    assert "Code: Unimplemented" in sent.stdout + sent.stderr
+    assert "served by each endpoint's replicas and by the gateway" in sent.stderr
+    assert "there is no endpoint 'iris'" in sent.stderr
+    with grpc.insecure_channel(control.address) as channel:
+        ready = channel.unary_unary("/inference.GRPCInferenceService/ServerReady")
+        with pytest.raises(grpc.RpcError) as refused:
+            ready(b"", timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "DescribeEndpoint gives an endpoint's address" in str(refused.value.details())
+
+
 def test_metrics_are_exported(control: ServiceProcess) -> None:
     clients = _clients(control)
     _seed_inputs(clients)

@@ -251,6 +251,24 @@ def test_grpcurl_through_the_gateway(stack: Stack) -> None:
     assert answer["text"] == "[0]" and answer["content_type"] == "application/json"
 
 
+def test_grpcurl_describes_predict_on_the_gateway(stack: Stack) -> None:
+    result = subprocess.run(
+        [
+            str(GRPCURL),
+            "-plaintext",
+            stack.gateway.address,
+            "describe",
+            "skmaker.v1.InferenceService.Predict",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "rpc Predict ( .skmaker.v1.PredictRequest )" in result.stdout
+
+
 def test_an_unknown_endpoint_is_not_found(stack: Stack) -> None:
     with pytest.raises(grpc.RpcError) as refused:
         _predict(stack.gateway.address, "no-such-endpoint")

@@ -113,6 +113,13 @@ def test_grpcurl_lists_the_services(replica: ServiceProcess) -> None:
     } <= services
 
 
+def test_grpcurl_describes_the_methods(replica: ServiceProcess) -> None:
+    predict = grpcurl(replica.address, "describe", "skmaker.v1.InferenceService.Predict")
+    infer = grpcurl(replica.address, "describe", "inference.GRPCInferenceService.ModelInfer")
+    assert "skmaker.v1.InferenceService.Predict is a method:" in predict
+    assert "rpc ModelInfer ( .inference.ModelInferRequest )" in infer
+
+
 def test_grpcurl_predict_csv_and_json_read_as_text(
     replica: ServiceProcess, bundle: tuple[Path, Path, Any]
 ) -> None:

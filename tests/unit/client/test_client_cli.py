@@ -84,3 +84,11 @@ def test_bad_serving_command_lines_exit_2(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         cli.main(argv)
     assert caught.value.code == 2
+
+
+def test_an_abbreviated_flag_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    # `--name-p` would otherwise be read as --name-prefix (argparse's prefix matching).
+    with pytest.raises(SystemExit) as exited:
+        cli.build_parser().parse_args(["training-jobs", "list", "--name-p", "iris"])
+    assert exited.value.code == 2
+    assert "unrecognized arguments: --name-p" in capsys.readouterr().err

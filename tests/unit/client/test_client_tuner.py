@@ -21,7 +21,7 @@ from skmaker import (
 )
 from skmaker.analytics import _analytics_row
 from skmaker.session import parameter_ranges_pb
-from skmaker.tuner import tuning_job_name_from_base
+from skmaker.tuner import _progress_line, tuning_job_name_from_base
 from skmaker.v1 import training_job_pb2, tuning_job_pb2
 
 
@@ -157,3 +157,27 @@ def test_dataframe_says_how_to_get_pandas(monkeypatch: pytest.MonkeyPatch) -> No
     analytics = HyperparameterTuningJobAnalytics("tune", Session("127.0.0.1:1"))
     with pytest.raises(ImportError, match="pip install pandas"):
         analytics.dataframe()
+
+
+def test_progress_counts_as_running_only_trials_a_trainer_took() -> None:
+    # SageMaker counts a trial InProgress from its creation; the line must not call a trial
+    # whose job still waits for a trainer "running" (2 parallel trials, 1 trainer).
+    job = tuning_job_pb2.TuningJob(
+        name="tune",
+        status=tuning_job_pb2.TUNING_JOB_STATUS_IN_PROGRESS,
+        spec=tuning_job_pb2.TuningJobSpec(
+            objective_metric_name="acc", max_jobs=4, max_parallel_jobs=2
+        ),
+        counters=tuning_job_pb2.TrialCounters(in_progress=2),
+    )
+    for number in (0, 1):
+        trial = job.trials.add(
+            number=number,
+            training_job_name=f"tune-00{number}",
+            training_job_status=training_job_pb2.TRAINING_JOB_STATUS_IN_PROGRESS,
+            objective_status="Pending",
+        )
+        if number == 0:
+            trial.training_start_time.FromSeconds(100)
+    line = _progress_line(descriptions.tuning_job_description(job))
+    assert "2/4 trials launched; 1 running, 1 waiting for a trainer, 0 completed" in line

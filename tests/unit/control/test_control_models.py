@@ -137,3 +137,30 @@ def test_serving_tables_survive_a_reopen(tmp_path) -> None:  # type: ignore[no-u
         assert stored is not None and stored.status is EndpointStatus.IN_SERVICE
     finally:
         second.close()
+
+
+def test_a_model_keeps_its_training_jobs_runtime(
+    registry: ModelRegistry, store: ControlStore
+) -> None:
+    from services.control.training.values import (
+        RuntimeVersions,
+        TrainingJob,
+        TrainingJobSpec,
+        TrainingJobStatus,
+    )
+
+    runtime = RuntimeVersions(python="3.11.7", sklearn="1.9.1", numpy="2.4.6", joblib="1.6.0")
+    store.insert_training_job(
+        TrainingJob(
+            name="trained",
+            spec=TrainingJobSpec(entry_point="train.py", source_uri="store://s.tar.gz"),
+            status=TrainingJobStatus.COMPLETED,
+            secondary_status="Completed",
+            creation_time=1.0,
+            runtime_versions=runtime,
+        )
+    )
+    assert registry.create(_model(training_job_name="trained")).runtime_versions == runtime
+    assert registry.describe("iris-tree").runtime_versions == runtime
+    # A model of an artifact trained elsewhere has no known runtime.
+    assert registry.create(_model(name="elsewhere")).runtime_versions == RuntimeVersions()

@@ -196,6 +196,25 @@ def test_model_metadata(stub: Stub) -> None:
     assert (outputs.name, outputs.datatype, list(outputs.shape)) == ("predict", "INT64", [-1])
 
 
+def test_model_metadata_advertises_the_training_dtype(
+    module_replicas: StartReplica, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A float64-trained linear model keeps float64 coefficients: its input is FP64, where a
+    # tree (the iris model above) compares float32 features whatever it was trained on.
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    model_dir = tmp_path_factory.mktemp("float64-model")
+    iris = load_iris()
+    model = LogisticRegression(max_iter=500).fit(iris.data.astype(np.float64), iris.target)
+    joblib.dump(model, model_dir / "model.joblib")
+    answer = Stub(module_replicas(model_dir, MODEL_FN).channel).ModelMetadata(
+        v2.ModelMetadataRequest(), timeout=5
+    )
+    assert (answer.inputs[0].datatype, list(answer.inputs[0].shape)) == ("FP64", [-1, 4])
+
+
 def test_float_and_string_predictions(
     module_replicas: StartReplica, iris_model_dir: Path, iris_model: Any
 ) -> None:

@@ -694,3 +694,63 @@ class CompleteTaskResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CompleteTaskResponse: _TypeAlias = CompleteTaskResponse  # noqa: Y015
+
+@_typing.final
+class ReportReplicaRuntimeRequest(_message.Message):
+    """ReportReplicaRuntime input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_NAME_FIELD_NUMBER: _builtins.int
+    REPLICA_ID_FIELD_NUMBER: _builtins.int
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    RUNTIME_VERSIONS_FIELD_NUMBER: _builtins.int
+    endpoint_name: _builtins.str
+    """The endpoint the replica serves."""
+    replica_id: _builtins.str
+    """The replica's id (e.g. r-1)."""
+    model_name: _builtins.str
+    """The model it loaded."""
+    @_builtins.property
+    def runtime_versions(self) -> _training_job_pb2.RuntimeVersions:
+        """Its interpreter and libraries."""
+
+    def __init__(
+        self,
+        *,
+        endpoint_name: _builtins.str = ...,
+        replica_id: _builtins.str = ...,
+        model_name: _builtins.str = ...,
+        runtime_versions: _training_job_pb2.RuntimeVersions | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["runtime_versions", b"runtime_versions"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_name", b"endpoint_name", "model_name", b"model_name", "replica_id", b"replica_id", "runtime_versions", b"runtime_versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportReplicaRuntimeRequest: _TypeAlias = ReportReplicaRuntimeRequest  # noqa: Y015
+
+@_typing.final
+class ReportReplicaRuntimeResponse(_message.Message):
+    """ReportReplicaRuntime output."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MISMATCH_FIELD_NUMBER: _builtins.int
+    mismatch: _builtins.str
+    """The endpoint event recorded when the runtimes differ; empty when they agree or the
+    model's training runtime is not known.
+    """
+    def __init__(
+        self,
+        *,
+        mismatch: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mismatch", b"mismatch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportReplicaRuntimeResponse: _TypeAlias = ReportReplicaRuntimeResponse  # noqa: Y015

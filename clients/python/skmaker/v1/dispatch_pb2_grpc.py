@@ -50,6 +50,11 @@ class DispatchServiceStub:
                 request_serializer=skmaker_dot_v1_dot_dispatch__pb2.CompleteTaskRequest.SerializeToString,
                 response_deserializer=skmaker_dot_v1_dot_dispatch__pb2.CompleteTaskResponse.FromString,
                 _registered_method=True)
+        self.ReportReplicaRuntime = channel.unary_unary(
+                '/skmaker.v1.DispatchService/ReportReplicaRuntime',
+                request_serializer=skmaker_dot_v1_dot_dispatch__pb2.ReportReplicaRuntimeRequest.SerializeToString,
+                response_deserializer=skmaker_dot_v1_dot_dispatch__pb2.ReportReplicaRuntimeResponse.FromString,
+                _registered_method=True)
 
 
 class DispatchServiceServicer:
@@ -79,6 +84,15 @@ class DispatchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportReplicaRuntime(self, request, context):
+        """A replica reports the runtime it serves its model with, once loaded. The control compares
+        it with the model's training runtime and records an endpoint event when they differ.
+        NOT_FOUND for an unknown endpoint or model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +110,11 @@ def add_DispatchServiceServicer_to_server(servicer, server):
                     servicer.CompleteTask,
                     request_deserializer=skmaker_dot_v1_dot_dispatch__pb2.CompleteTaskRequest.FromString,
                     response_serializer=skmaker_dot_v1_dot_dispatch__pb2.CompleteTaskResponse.SerializeToString,
+            ),
+            'ReportReplicaRuntime': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportReplicaRuntime,
+                    request_deserializer=skmaker_dot_v1_dot_dispatch__pb2.ReportReplicaRuntimeRequest.FromString,
+                    response_serializer=skmaker_dot_v1_dot_dispatch__pb2.ReportReplicaRuntimeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +199,33 @@ class DispatchService:
             '/skmaker.v1.DispatchService/CompleteTask',
             skmaker_dot_v1_dot_dispatch__pb2.CompleteTaskRequest.SerializeToString,
             skmaker_dot_v1_dot_dispatch__pb2.CompleteTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportReplicaRuntime(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skmaker.v1.DispatchService/ReportReplicaRuntime',
+            skmaker_dot_v1_dot_dispatch__pb2.ReportReplicaRuntimeRequest.SerializeToString,
+            skmaker_dot_v1_dot_dispatch__pb2.ReportReplicaRuntimeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,11 @@ class DispatchServiceStub:
     """Reports the end of a task. FAILED_PRECONDITION for a superseded attempt; repeating the
     same completion is accepted once and ignored after.
     """
+    ReportReplicaRuntime: _grpc.UnaryUnaryMultiCallable[_dispatch_pb2.ReportReplicaRuntimeRequest, _dispatch_pb2.ReportReplicaRuntimeResponse]
+    """A replica reports the runtime it serves its model with, once loaded. The control compares
+    it with the model's training runtime and records an endpoint event when they differ.
+    NOT_FOUND for an unknown endpoint or model.
+    """
 
 @_typing.type_check_only
 class DispatchServiceAsyncStub(DispatchServiceStub):
@@ -58,6 +63,11 @@ class DispatchServiceAsyncStub(DispatchServiceStub):
     CompleteTask: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.CompleteTaskRequest, _dispatch_pb2.CompleteTaskResponse]  # type: ignore[assignment]
     """Reports the end of a task. FAILED_PRECONDITION for a superseded attempt; repeating the
     same completion is accepted once and ignored after.
+    """
+    ReportReplicaRuntime: _aio.UnaryUnaryMultiCallable[_dispatch_pb2.ReportReplicaRuntimeRequest, _dispatch_pb2.ReportReplicaRuntimeResponse]  # type: ignore[assignment]
+    """A replica reports the runtime it serves its model with, once loaded. The control compares
+    it with the model's training runtime and records an endpoint event when they differ.
+    NOT_FOUND for an unknown endpoint or model.
     """
 
 class DispatchServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -89,6 +99,17 @@ class DispatchServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_dispatch_pb2.CompleteTaskResponse, _abc.Awaitable[_dispatch_pb2.CompleteTaskResponse]]:
         """Reports the end of a task. FAILED_PRECONDITION for a superseded attempt; repeating the
         same completion is accepted once and ignored after.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportReplicaRuntime(
+        self,
+        request: _dispatch_pb2.ReportReplicaRuntimeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_dispatch_pb2.ReportReplicaRuntimeResponse, _abc.Awaitable[_dispatch_pb2.ReportReplicaRuntimeResponse]]:
+        """A replica reports the runtime it serves its model with, once loaded. The control compares
+        it with the model's training runtime and records an endpoint event when they differ.
+        NOT_FOUND for an unknown endpoint or model.
         """
 
 def add_DispatchServiceServicer_to_server(servicer: DispatchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

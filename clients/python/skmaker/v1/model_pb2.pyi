@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from skmaker.v1 import training_job_pb2 as _training_job_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -149,6 +150,7 @@ class Model(_message.Message):
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
     CREATION_TIME_FIELD_NUMBER: _builtins.int
     TRAINING_JOB_NAME_FIELD_NUMBER: _builtins.int
+    RUNTIME_VERSIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique name; hyphens allowed inside."""
     model_data_uri: _builtins.str
@@ -169,6 +171,12 @@ class Model(_message.Message):
     def creation_time(self) -> _timestamp_pb2.Timestamp:
         """When created."""
 
+    @_builtins.property
+    def runtime_versions(self) -> _training_job_pb2.RuntimeVersions:
+        """The runtime the model was trained with, copied from its training job when it names one
+        (unset otherwise: not known).
+        """
+
     def __init__(
         self,
         *,
@@ -179,10 +187,11 @@ class Model(_message.Message):
         environment: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         creation_time: _timestamp_pb2.Timestamp | None = ...,
         training_job_name: _builtins.str = ...,
+        runtime_versions: _training_job_pb2.RuntimeVersions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time", "runtime_versions", b"runtime_versions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time", "entry_point", b"entry_point", "environment", b"environment", "model_data_uri", b"model_data_uri", "name", b"name", "source_uri", b"source_uri", "training_job_name", b"training_job_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time", "entry_point", b"entry_point", "environment", b"environment", "model_data_uri", b"model_data_uri", "name", b"name", "runtime_versions", b"runtime_versions", "source_uri", b"source_uri", "training_job_name", b"training_job_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

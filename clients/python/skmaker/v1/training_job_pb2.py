@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dskmaker/v1/training_job.proto\x12\nskmaker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\":\n\x07\x43hannel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"/\n\x10MetricDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05regex\x18\x02 \x01(\t\"Y\n\x0bMetricValue\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x91\x01\n\x10StatusTransition\x12\x0e\n\x06status\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x04 \x01(\t\"A\n\x0fRuntimeVersions\x12\x0e\n\x06python\x18\x01 \x01(\t\x12\x0f\n\x07sklearn\x18\x02 \x01(\t\x12\r\n\x05numpy\x18\x03 \x01(\t\"\xdc\x03\n\x0fTrainingJobSpec\x12\x13\n\x0b\x65ntry_point\x18\x01 \x01(\t\x12\x12\n\nsource_uri\x18\x02 \x01(\t\x12I\n\x0fhyperparameters\x18\x03 \x03(\x0b\x32\x30.skmaker.v1.TrainingJobSpec.HyperparametersEntry\x12%\n\x08\x63hannels\x18\x04 \x03(\x0b\x32\x13.skmaker.v1.Channel\x12\x38\n\x12metric_definitions\x18\x05 \x03(\x0b\x32\x1c.skmaker.v1.MetricDefinition\x12\x41\n\x0b\x65nvironment\x18\x06 \x03(\x0b\x32,.skmaker.v1.TrainingJobSpec.EnvironmentEntry\x12\x1b\n\x13max_runtime_seconds\x18\x07 \x01(\x03\x12\x12\n\noutput_uri\x18\x08 \x01(\t\x12\x14\n\x0cshell_compat\x18\t \x01(\x08\x1a\x36\n\x14HyperparametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd9\x04\n\x0bTrainingJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x1b.skmaker.v1.TrainingJobSpec\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.skmaker.v1.TrainingJobStatus\x12\x18\n\x10secondary_status\x18\x04 \x01(\t\x12\x42\n\x1csecondary_status_transitions\x18\x05 \x03(\x0b\x32\x1c.skmaker.v1.StatusTransition\x12\x16\n\x0e\x66\x61ilure_reason\x18\x06 \x01(\t\x12.\n\rfinal_metrics\x18\x07 \x03(\x0b\x32\x17.skmaker.v1.MetricValue\x12\x31\n\rcreation_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13training_start_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11training_end_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12model_artifact_uri\x18\x0b \x01(\t\x12\x1b\n\x13output_artifact_uri\x18\x0c \x01(\t\x12\x10\n\x08\x61ttempts\x18\r \x01(\x05\x12\x35\n\x10runtime_versions\x18\x0e \x01(\x0b\x32\x1b.skmaker.v1.RuntimeVersions\x12\x17\n\x0ftuning_job_name\x18\x0f \x01(\t*\xe3\x01\n\x11TrainingJobStatus\x12#\n\x1fTRAINING_JOB_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fTRAINING_JOB_STATUS_IN_PROGRESS\x10\x01\x12!\n\x1dTRAINING_JOB_STATUS_COMPLETED\x10\x02\x12\x1e\n\x1aTRAINING_JOB_STATUS_FAILED\x10\x03\x12 \n\x1cTRAINING_JOB_STATUS_STOPPING\x10\x04\x12\x1f\n\x1bTRAINING_JOB_STATUS_STOPPED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dskmaker/v1/training_job.proto\x12\nskmaker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\":\n\x07\x43hannel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uri\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"/\n\x10MetricDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05regex\x18\x02 \x01(\t\"Y\n\x0bMetricValue\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x91\x01\n\x10StatusTransition\x12\x0e\n\x06status\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x04 \x01(\t\"Q\n\x0fRuntimeVersions\x12\x0e\n\x06python\x18\x01 \x01(\t\x12\x0f\n\x07sklearn\x18\x02 \x01(\t\x12\r\n\x05numpy\x18\x03 \x01(\t\x12\x0e\n\x06joblib\x18\x04 \x01(\t\"\xdc\x03\n\x0fTrainingJobSpec\x12\x13\n\x0b\x65ntry_point\x18\x01 \x01(\t\x12\x12\n\nsource_uri\x18\x02 \x01(\t\x12I\n\x0fhyperparameters\x18\x03 \x03(\x0b\x32\x30.skmaker.v1.TrainingJobSpec.HyperparametersEntry\x12%\n\x08\x63hannels\x18\x04 \x03(\x0b\x32\x13.skmaker.v1.Channel\x12\x38\n\x12metric_definitions\x18\x05 \x03(\x0b\x32\x1c.skmaker.v1.MetricDefinition\x12\x41\n\x0b\x65nvironment\x18\x06 \x03(\x0b\x32,.skmaker.v1.TrainingJobSpec.EnvironmentEntry\x12\x1b\n\x13max_runtime_seconds\x18\x07 \x01(\x03\x12\x12\n\noutput_uri\x18\x08 \x01(\t\x12\x14\n\x0cshell_compat\x18\t \x01(\x08\x1a\x36\n\x14HyperparametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd9\x04\n\x0bTrainingJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x1b.skmaker.v1.TrainingJobSpec\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.skmaker.v1.TrainingJobStatus\x12\x18\n\x10secondary_status\x18\x04 \x01(\t\x12\x42\n\x1csecondary_status_transitions\x18\x05 \x03(\x0b\x32\x1c.skmaker.v1.StatusTransition\x12\x16\n\x0e\x66\x61ilure_reason\x18\x06 \x01(\t\x12.\n\rfinal_metrics\x18\x07 \x03(\x0b\x32\x17.skmaker.v1.MetricValue\x12\x31\n\rcreation_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13training_start_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11training_end_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12model_artifact_uri\x18\x0b \x01(\t\x12\x1b\n\x13output_artifact_uri\x18\x0c \x01(\t\x12\x10\n\x08\x61ttempts\x18\r \x01(\x05\x12\x35\n\x10runtime_versions\x18\x0e \x01(\x0b\x32\x1b.skmaker.v1.RuntimeVersions\x12\x17\n\x0ftuning_job_name\x18\x0f \x01(\t*\xe3\x01\n\x11TrainingJobStatus\x12#\n\x1fTRAINING_JOB_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fTRAINING_JOB_STATUS_IN_PROGRESS\x10\x01\x12!\n\x1dTRAINING_JOB_STATUS_COMPLETED\x10\x02\x12\x1e\n\x1aTRAINING_JOB_STATUS_FAILED\x10\x03\x12 \n\x1cTRAINING_JOB_STATUS_STOPPING\x10\x04\x12\x1f\n\x1bTRAINING_JOB_STATUS_STOPPED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRAININGJOBSPEC_HYPERPARAMETERSENTRY']._serialized_options = b'8\001'
   _globals['_TRAININGJOBSPEC_ENVIRONMENTENTRY']._loaded_options = None
   _globals['_TRAININGJOBSPEC_ENVIRONMENTENTRY']._serialized_options = b'8\001'
-  _globals['_TRAININGJOBSTATUS']._serialized_start=1577
-  _globals['_TRAININGJOBSTATUS']._serialized_end=1804
+  _globals['_TRAININGJOBSTATUS']._serialized_start=1593
+  _globals['_TRAININGJOBSTATUS']._serialized_end=1820
   _globals['_CHANNEL']._serialized_start=78
   _globals['_CHANNEL']._serialized_end=136
   _globals['_METRICDEFINITION']._serialized_start=138
@@ -47,13 +47,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSTRANSITION']._serialized_start=279
   _globals['_STATUSTRANSITION']._serialized_end=424
   _globals['_RUNTIMEVERSIONS']._serialized_start=426
-  _globals['_RUNTIMEVERSIONS']._serialized_end=491
-  _globals['_TRAININGJOBSPEC']._serialized_start=494
-  _globals['_TRAININGJOBSPEC']._serialized_end=970
-  _globals['_TRAININGJOBSPEC_HYPERPARAMETERSENTRY']._serialized_start=864
-  _globals['_TRAININGJOBSPEC_HYPERPARAMETERSENTRY']._serialized_end=918
-  _globals['_TRAININGJOBSPEC_ENVIRONMENTENTRY']._serialized_start=920
-  _globals['_TRAININGJOBSPEC_ENVIRONMENTENTRY']._serialized_end=970
-  _globals['_TRAININGJOB']._serialized_start=973
-  _globals['_TRAININGJOB']._serialized_end=1574
+  _globals['_RUNTIMEVERSIONS']._serialized_end=507
+  _globals['_TRAININGJOBSPEC']._serialized_start=510
+  _globals['_TRAININGJOBSPEC']._serialized_end=986
+  _globals['_TRAININGJOBSPEC_HYPERPARAMETERSENTRY']._serialized_start=880
+  _globals['_TRAININGJOBSPEC_HYPERPARAMETERSENTRY']._serialized_end=934
+  _globals['_TRAININGJOBSPEC_ENVIRONMENTENTRY']._serialized_start=936
+  _globals['_TRAININGJOBSPEC_ENVIRONMENTENTRY']._serialized_end=986
+  _globals['_TRAININGJOB']._serialized_start=989
+  _globals['_TRAININGJOB']._serialized_end=1590
 # @@protoc_insertion_point(module_scope)

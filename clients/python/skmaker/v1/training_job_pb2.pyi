@@ -186,29 +186,35 @@ Global___StatusTransition: _TypeAlias = StatusTransition  # noqa: Y015
 
 @_typing.final
 class RuntimeVersions(_message.Message):
-    """Versions of the libraries a model was trained with."""
+    """The runtime a model was trained or is served with: the interpreter and the libraries that
+    decide whether a pickled model loads and predicts the same. Empty strings are unknown.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     PYTHON_FIELD_NUMBER: _builtins.int
     SKLEARN_FIELD_NUMBER: _builtins.int
     NUMPY_FIELD_NUMBER: _builtins.int
+    JOBLIB_FIELD_NUMBER: _builtins.int
     python: _builtins.str
     """Python version, e.g. 3.11.7."""
     sklearn: _builtins.str
     """scikit-learn version."""
     numpy: _builtins.str
     """numpy version."""
+    joblib: _builtins.str
+    """joblib version (models are usually saved with joblib)."""
     def __init__(
         self,
         *,
         python: _builtins.str = ...,
         sklearn: _builtins.str = ...,
         numpy: _builtins.str = ...,
+        joblib: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["numpy", b"numpy", "python", b"python", "sklearn", b"sklearn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["joblib", b"joblib", "numpy", b"numpy", "python", b"python", "sklearn", b"sklearn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,59 @@
+"""Replicas report the runtime they serve with; the control compares it with the training one.
+
+A model pickled under one scikit-learn (or numpy, joblib, Python) may fail to load, or load
+and predict differently, under another; SageMaker's container pins the versions per framework
+version, skmaker's replicas run whatever their interpreter has. Each replica reports its
+runtime once its model is loaded (DispatchService.ReportReplicaRuntime); when it differs from
+what the model's training job ran with, the endpoint gets an event naming the replica, the
+model and every difference. Models whose training runtime is not known (no training job, or
+created before versions were recorded) are not compared.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+from services.control.hosting.endpoints import Endpoints
+from services.control.hosting.model_registry import ModelRegistry
+from services.control.training.values import RuntimeVersions
+from services.runtime.errors import InvalidArgument
+from services.runtime.versions import Runtime, differences
+
+log = logging.getLogger(__name__)
+
+
+class ReplicaRuntimes:
+    """Compares reported serving runtimes with the models' training runtimes."""
+
+    def __init__(self, endpoints: Endpoints, models: ModelRegistry) -> None:
+        self._endpoints = endpoints
+        self._models = models
+
+    def report(
+        self, endpoint_name: str, replica_id: str, model_name: str, serving: RuntimeVersions
+    ) -> str:
+        """Records an endpoint event when `serving` differs from the model's training runtime.
+
+        Returns:
+            The event's message; empty when the runtimes agree or the training one is unknown.
+
+        Raises:
+            InvalidArgument: the endpoint or model name is missing.
+            NotFound: no such endpoint or model.
+        """
+        if not endpoint_name or not model_name:
+            raise InvalidArgument("endpoint_name and model_name are required")
+        self._endpoints.describe(endpoint_name)  # NotFound for an unknown endpoint
+        model = self._models.describe(model_name)
+        found = differences(Runtime(**asdict(model.runtime_versions)), Runtime(**asdict(serving)))
+        if not found:
+            return ""
+        message = (
+            f"replica {replica_id or '(unnamed)'} serves model {model_name} with "
+            + ", ".join(found)
+            + "; pin the training versions in the code's requirements.txt to serve it as trained"
+        )
+        log.warning("endpoint %s: %s", endpoint_name, message)
+        self._endpoints.record_event(endpoint_name, message)
+        return message
