@@ -257,12 +257,8 @@ def build(settings: ControlSettings) -> lifecycle.Service:
             backend.start(f"127.0.0.1:{grpc_port}")
 
     def on_start() -> None:
-        scheduler.start()
         supervisor.start()
         endpoints.start()
-        autoscaling.start()
-        tuning_jobs.start()
-        transform_jobs.start()
         if settings.local:
             local_batch.start()
             local_trainers.start()
@@ -273,11 +269,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         local_batch.close()
         local_trainers.close()
         supervisor.begin_shutdown()
-        autoscaling.close()
         endpoints.begin_shutdown()
-        scheduler.close()
-        tuning_jobs.close()
-        transform_jobs.close()
         training_jobs.close()
 
     def on_stop() -> None:
@@ -326,6 +318,9 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     service.unlisted_handlers = [MisdirectedInferenceHandler(endpoint_address)]
     service.on_bound = on_bound
     service.on_start = on_start
+    # Started after on_start, in this order; drained (the loops stop, long polls end) in
+    # reverse before on_drain, so autoscaling stops before endpoints shut down.
+    service.components = [scheduler, autoscaling, tuning_jobs.loop, transform_jobs.assembler]
     service.on_drain = on_drain
     service.on_stop = on_stop
     return service
