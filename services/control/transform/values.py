@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from services.control.hosting.model_values import Model
+from services.control.training.values import RuntimeVersions
 
 # SageMaker's defaults (contract §4.2), applied by the batch worker when neither the request
 # nor the model's execution_parameters_fn sets a value.
@@ -240,6 +241,6 @@ def model_to_json(model: Model) -> str:
 def model_from_json(text: str) -> Model:
     """The inverse of `model_to_json`."""
     values: dict[str, Any] = json.loads(text)
-    return Model(
-        **{key: value for key, value in values.items() if key in Model.__dataclass_fields__}
-    )
+    kept = {key: value for key, value in values.items() if key in Model.__dataclass_fields__}
+    kept["runtime_versions"] = RuntimeVersions(**values.get("runtime_versions", {}))
+    return Model(**kept)

@@ -28,6 +28,7 @@ from services.control.hosting.model_registry import ModelRegistry
 from services.control.hosting.model_values import Model
 from services.control.metrics import ControlMetrics
 from services.control.state import ControlStore
+from services.control.training.values import RuntimeVersions
 from services.control.transform.jobs import TransformJobs, TransformTaskPayload
 from services.control.transform.values import (
     DataProcessing,
@@ -35,6 +36,8 @@ from services.control.transform.values import (
     RecordError,
     TransformJobSpec,
     TransformJobStatus,
+    model_from_json,
+    model_to_json,
 )
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tests.unit.control.conftest import FakeClock, put_bytes
@@ -582,3 +585,16 @@ def test_stopping_a_training_job_of_the_same_name_leaves_the_shards_queued(
     scheduler.enqueue(TaskKind.TRAINING, "same")
     assert scheduler.withdraw_queued("same")
     assert scheduler.queue_depth() == 5
+
+
+def test_a_model_snapshot_keeps_its_runtime_versions_through_json() -> None:
+    model = Model(
+        name="m",
+        model_data_uri="store://m/model.tar.gz",
+        entry_point="serve.py",
+        environment={"A": "1"},
+        runtime_versions=RuntimeVersions(python="3.11.7", sklearn="1.9.1", numpy="2.4.6"),
+    )
+    again = model_from_json(model_to_json(model))
+    assert again == model
+    assert again.runtime_versions.sklearn == "1.9.1"
