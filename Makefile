@@ -35,6 +35,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy services clients/python/skmaker
 	$(VENV)/bin/lint-imports
+	$(PY) tools/check_sizes.py
 	$(PY) tools/check_contract_references.py
 	$(COMPOSE) -f docker-compose.yml config --quiet
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml

@@ -147,7 +147,12 @@ def load_source(settings: ControlSettings) -> LoadSource:
 
 
 def build(settings: ControlSettings) -> lifecycle.Service:
-    """Wires the control service; nothing listens until `lifecycle.start`/`serve`."""
+    """Wires the control service; nothing listens until `lifecycle.start`/`serve`.
+
+    Long because it is the one place where every part of the control is made and connected
+    (store, scheduler, job kinds, hosting, workers, servicers, components and hooks), in
+    dependency order: split up, the order would be spread over several functions.
+    """
     data_dir = Path(settings.data_dir)
     service = lifecycle.Service(name="control", servicers=[])
     metrics = ControlMetrics(service.registry)

@@ -69,6 +69,9 @@ def build(
 
     Raises:
         ValueError: for a malformed `--routes`.
+
+    Long because it is the one place where the gateway's parts (routing table, forwarders,
+    HAProxy front, servicers, hooks) are made and connected, in dependency order.
     """
     registry = prometheus_client.CollectorRegistry()
     metrics = GatewayMetrics(registry)

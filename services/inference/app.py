@@ -64,6 +64,9 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
         settings: The replica's settings (already `check()`ed).
         environ: The process environment; the model's environment is applied to it before the
             user's module is imported (pass `os.environ` in the replica process).
+
+    Long because it is the one place where the replica's parts (model source and loader,
+    metrics, servicers, start, drain and stop hooks) are made and connected, in order.
     """
     registry = prometheus_client.CollectorRegistry()
     metrics = InferenceMetrics(

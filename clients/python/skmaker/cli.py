@@ -37,9 +37,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from skmaker.descriptions import STATUS_VALUES, TRANSFORM_STATUS_VALUES, TUNING_STATUS_VALUES
+from skmaker.descriptions import STATUS_VALUES, TUNING_STATUS_VALUES
 from skmaker.errors import SkmakerClientError, Unavailable
 from skmaker.session import DEFAULT_ADDRESS, Session
+from skmaker.transform_descriptions import TRANSFORM_STATUS_VALUES
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
