@@ -489,8 +489,9 @@ class Endpoints:
         return tuple(self._backend.replicas(name)) if self._backend is not None else ()
 
     def _set_status(self, endpoint: Endpoint, status: EndpointStatus, message: str) -> None:
-        self._endpoints.update(replace(endpoint, status=status, last_modified_time=self._clock()))
+        # The event first: whoever sees the new status also sees why it changed.
         self.record_event(endpoint.name, message)
+        self._endpoints.update(replace(endpoint, status=status, last_modified_time=self._clock()))
 
     def _require_backend(self) -> ReplicaBackend:
         if self._backend is None:
