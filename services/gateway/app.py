@@ -2,10 +2,11 @@
 
 `build(settings)` does no I/O, except that with the HAProxy data plane it binds the callers'
 port (HAProxy takes it over at start; the Python gateway then listens on a loopback port of
-its own, see `haproxy`). `on_start` reads the routing table once (a control that is not
-up yet is logged, and the table is read again every `refresh_interval_s`) and starts the
-refresh thread; `on_stop` stops it and closes the channels to the replicas once the server has
-finished its calls.
+its own, see `haproxy`). Its components (services.runtime.components): the table keeper reads
+the routing table once when started (a control that is not up yet is logged, and the table is
+read again every `refresh_interval_s`), then HAProxy's front starts routing from it; at drain
+HAProxy soft-stops first, and once the server has finished its calls both stop and `on_stop`
+closes the channels to the replicas.
 """
 
 from __future__ import annotations
@@ -119,20 +120,8 @@ def build(
         metadata=token_metadata(settings.auth_token),
     )
 
-    def on_start() -> None:
-        keeper.start()
-        if front is not None:
-            front.start()
-
-    def on_drain() -> None:
-        if front is not None:
-            front.drain()
-
     def on_stop() -> None:
-        keeper.stop()
         table.close()
-        if front is not None:
-            front.stop()
 
     servicers: list[lifecycle.Servicer] = [
         lifecycle.Servicer(_add_generic, inference_handler(forwarder), INFERENCE_SERVICE),
@@ -144,9 +133,9 @@ def build(
         name="gateway",
         servicers=servicers,
         registry=registry,
-        on_start=on_start,
-        on_drain=on_drain,
         on_stop=on_stop,
+        # The table is read before HAProxy starts routing from it; HAProxy drains first.
+        components=[keeper] if front is None else [keeper, front],
     )
     if front is not None:
         service.advertised_grpc_port = front.bind(settings.host, settings.grpc_port)

@@ -56,12 +56,16 @@ class StepLoop:
         interval_s: float,
         *,
         before_start: Callable[[], object] | None = None,
+        step_at_start: bool = True,
     ) -> None:
         """`name` names the thread and the log lines of failed steps; `before_start` (e.g.
-        picking up state a restart left) runs in `start()` before the thread starts."""
+        picking up state a restart left) runs in `start()` before the thread starts. With
+        `step_at_start` False the first step waits an interval (or a wake), for a component
+        that did its first step itself while starting."""
         self.name = name
         self._step = step
         self._before_start = before_start
+        self._step_at_start = step_at_start
         self._interval_s = interval_s
         self._changed = threading.Condition()
         self._woken = False
@@ -69,7 +73,8 @@ class StepLoop:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Runs `before_start`, then starts the thread; the first step runs at once."""
+        """Runs `before_start`, then starts the thread; the first step runs at once unless
+        `step_at_start` is False."""
         if self._before_start is not None:
             self._before_start()
         with self._changed:
@@ -102,6 +107,8 @@ class StepLoop:
         return self._stopping
 
     def _run(self) -> None:
+        if not self._step_at_start:
+            self._wait(time.monotonic() + self._interval_s)
         while True:
             with self._changed:
                 if self._stopping:
@@ -112,13 +119,16 @@ class StepLoop:
                 self._step()
             except Exception:
                 log.exception("%s: step failed; the loop goes on", self.name)
-            deadline = started + self._interval_s
-            with self._changed:
-                while not (self._stopping or self._woken):
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._changed.wait(remaining)
+            self._wait(started + self._interval_s)
+
+    def _wait(self, deadline: float) -> None:
+        """Until `deadline`, a wake or a stop."""
+        with self._changed:
+            while not (self._stopping or self._woken):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._changed.wait(remaining)
 
 
 class Components:
