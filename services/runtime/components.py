@@ -97,9 +97,10 @@ class StepLoop:
         with self._changed:
             self._stopping = True
             self._changed.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=timeout_s)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        # A step may stop its own loop (a shutdown it triggered): it then ends after the step.
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=timeout_s)
 
     @property
     def is_stopping(self) -> bool:
