@@ -54,6 +54,7 @@ from services.control.transform.servicer import TransformServicer
 from services.control.tuning.jobs import TuningJobs
 from services.control.tuning.servicer import TuningServicer
 from services.runtime import lifecycle
+from services.runtime.components import Component
 from services.runtime.errors import NotFound
 from skmaker.v1 import (
     artifacts_pb2,
@@ -264,15 +265,9 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     def on_start() -> None:
         supervisor.start()
         endpoints.start()
-        if settings.local:
-            local_batch.start()
-            local_trainers.start()
 
     def on_drain() -> None:
-        # First, so children that exit on the group's SIGTERM are not restarted (nor are
-        # batch workers started or stopped for transform jobs any more).
-        local_batch.close()
-        local_trainers.close()
+        # Children that exit on the group's SIGTERM are not restarted.
         supervisor.begin_shutdown()
         endpoints.begin_shutdown()
         training_jobs.close()
@@ -323,9 +318,18 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     service.unlisted_handlers = [MisdirectedInferenceHandler(endpoint_address)]
     service.on_bound = on_bound
     service.on_start = on_start
-    # Started after on_start, in this order; drained (the loops stop, long polls end) in
-    # reverse before on_drain, so autoscaling stops before endpoints shut down.
-    service.components = [scheduler, autoscaling, tuning_jobs.loop, transform_jobs.assembler]
+    # Started after on_start, in this order; drained (loops stop, long polls end) last first
+    # before on_drain: the local worker loops first, so children exiting on the group's SIGTERM
+    # are not replaced, and autoscaling before the endpoints shut down.
+    components: list[Component] = [
+        scheduler,
+        autoscaling,
+        tuning_jobs.loop,
+        transform_jobs.assembler,
+    ]
+    if settings.local:
+        components += [local_batch.loop, local_trainers.loop]
+    service.components = components
     service.on_drain = on_drain
     service.on_stop = on_stop
     return service
