@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from skmaker import Predictor, Session
+from skmaker import Session, SKLearnPredictor
 
 try:
     from harness import embedded_control
@@ -169,7 +169,7 @@ class LoadGenerator:
         return [c for c in list(self.calls) if c.sent >= since and c.answer is not None]
 
     def _client(self, index: int) -> None:
-        predictor = Predictor(self._endpoint_name, session=self._session)
+        predictor = SKLearnPredictor(self._endpoint_name, session=self._session)
         while True:
             with self._changed:
                 while not self._stopped and index >= self._active:

@@ -24,6 +24,15 @@ MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 80
 REASON = "Long because"
 PRODUCT = ("services", "clients/python/skmaker")
+# Known debt: modules and functions over the limit when this check arrived, each at the size it
+# had then. They may shrink, not grow; split them when their authors are not mid-change, and
+# take them off this list.
+KNOWN_OVERSIZE = {
+    "clients/python/skmaker/boto.py": 1040,
+    "clients/python/skmaker/session.py": 699,
+    "clients/python/skmaker/estimator.py": 611,
+    "clients/python/skmaker/descriptions.py:training_job_description": 90,
+}
 SKIPPED_DIRS = frozenset({".venv", "__pycache__"})
 
 
@@ -40,13 +49,14 @@ def problems(path: Path, root: Path) -> Iterator[str]:
     text = path.read_text(encoding="utf-8")
     name = path.relative_to(root).as_posix()
     lines = len(text.splitlines())
-    if lines > MAX_MODULE_LINES:
-        yield f"{name}: {lines} lines (at most {MAX_MODULE_LINES}): split it"
+    if lines > max(MAX_MODULE_LINES, KNOWN_OVERSIZE.get(name, 0)):
+        limit = max(MAX_MODULE_LINES, KNOWN_OVERSIZE.get(name, 0))
+        yield f"{name}: {lines} lines (at most {limit}): split it"
     for node in ast.walk(ast.parse(text, filename=name)):
         if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             continue
         length = (node.end_lineno or node.lineno) - node.lineno + 1 - _docstring_lines(node)
-        if length <= MAX_FUNCTION_LINES:
+        if length <= max(MAX_FUNCTION_LINES, KNOWN_OVERSIZE.get(f"{name}:{node.name}", 0)):
             continue
         docstring = ast.get_docstring(node) or ""
         if not any(part.strip().startswith(REASON) for part in docstring.split("\n\n")):

@@ -95,7 +95,10 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
                 Path(settings.model_dir).resolve(), code_dir, settings.entry_point
             )
         source = ControlModelSource(
-            settings.control, token=settings.auth_token, timeout_s=settings.control_timeout_s
+            settings.control,
+            token=settings.auth_token,
+            timeout_s=settings.control_timeout_s,
+            endpoint_name=settings.endpoint_name,
         )
         try:
             loaded = loader.load_model(source, settings.model_name)

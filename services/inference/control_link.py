@@ -47,10 +47,15 @@ class ControlModelSource:
         token: Bearer token, empty when the control has none.
         timeout_s: Deadline of one download, and how long to keep retrying an unreachable
             control.
+        endpoint_name: The endpoint this replica serves, sent with DescribeModel so that a
+            model deleted while the endpoint serves it is still described for it.
     """
 
-    def __init__(self, address: str, *, token: str = "", timeout_s: float = 300.0) -> None:
+    def __init__(
+        self, address: str, *, token: str = "", timeout_s: float = 300.0, endpoint_name: str = ""
+    ) -> None:
         self._address = address
+        self._endpoint_name = endpoint_name
         self._channel = grpc.insecure_channel(
             address,
             options=[
@@ -72,7 +77,7 @@ class ControlModelSource:
 
     def describe_model(self, name: str) -> ModelSpec:
         """DescribeModel(name), as a `ModelSpec`."""
-        request = serving_pb2.DescribeModelRequest(name=name)
+        request = serving_pb2.DescribeModelRequest(name=name, endpoint_name=self._endpoint_name)
         response = self._call(
             lambda: self._models.DescribeModel(
                 request, timeout=_DESCRIBE_TIMEOUT_S, metadata=self._metadata

@@ -33,6 +33,7 @@ from skmaker import (
     Session,
     SKLearn,
     SKLearnModel,
+    SKLearnPredictor,
     UnexpectedStatusException,
 )
 from skmaker.deserializers import JSONDeserializer
@@ -157,7 +158,7 @@ def test_train_deploy_predict_delete(
     assert (body, content_type) == (b"[0]", "application/json")
     # A caller that knows only the endpoint's name ($SKMAKER_ADDRESS finds the control).
     monkeypatch.setenv("SKMAKER_ADDRESS", control.address)
-    with Predictor(name) as by_name:
+    with SKLearnPredictor(name) as by_name:
         np.testing.assert_array_equal(by_name.predict(test_X.values), expected)
 
     # A second replica: the predictor finds it and calls keep answering the same.

@@ -338,7 +338,11 @@ def test_stop_and_the_cli(
     session: Session, control: ServiceProcess, model: SKLearnModel, tmp_path: Path
 ) -> None:
     data = _upload(session, tmp_path, {"big.csv": _csv(_rows(4000, 17))}, "e2e/stop")
-    transformer = model.transformer(assemble_with="Line", env={"SLOW_S": "0.5"})
+    # One record per call at 0.5 s each: the job cannot end by itself while the CLI runs (a
+    # loaded machine takes seconds per CLI call), and a stop lands between two records.
+    transformer = model.transformer(
+        strategy="SingleRecord", assemble_with="Line", env={"SLOW_S": "0.5"}
+    )
     transformer.transform(
         data, content_type="text/csv", split_type="Line", job_name="stop-me", wait=False
     )

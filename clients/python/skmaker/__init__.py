@@ -25,7 +25,9 @@
 
 Serializers and deserializers are in `skmaker.serializers` and `skmaker.deserializers`, with
 SageMaker's names. Failed calls raise the exceptions of `skmaker.errors`, all subclasses of
-`SkmakerClientError`.
+`SkmakerClientError`. `s3://<session.default_bucket()>/<key>` names `store://<key>` wherever a
+URI is taken; `session.sagemaker_client` and `session.sagemaker_runtime_client` answer boto3's
+calls (`skmaker.boto`).
 """
 
 from skmaker import deserializers, serializers
@@ -51,7 +53,7 @@ from skmaker.estimator import SKLearn
 from skmaker.inputs import TrainingInput
 from skmaker.model import SKLearnModel
 from skmaker.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
-from skmaker.predictor import Predictor
+from skmaker.predictor import Predictor, SKLearnPredictor
 from skmaker.session import Session
 from skmaker.transformer import Transformer
 from skmaker.tuner import HyperparameterTuner, WarmStartConfig, WarmStartTypes
@@ -78,6 +80,7 @@ __all__ = [
     "ResourceExhausted",
     "SKLearn",
     "SKLearnModel",
+    "SKLearnPredictor",
     "Session",
     "SkmakerClientError",
     "TrainingInput",

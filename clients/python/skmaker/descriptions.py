@@ -66,6 +66,7 @@ def training_job_description(job: training_job_pb2.TrainingJob) -> dict[str, Any
     algorithm: dict[str, Any] = {
         "TrainingInputMode": "File",
         "MetricDefinitions": [{"Name": m.name, "Regex": m.regex} for m in spec.metric_definitions],
+        "EnableSageMakerMetricsTimeSeries": False,
         "EntryPoint": spec.entry_point,
         "SourceUri": spec.source_uri,
         "ShellCompat": spec.shell_compat,
@@ -81,6 +82,8 @@ def training_job_description(job: training_job_pb2.TrainingJob) -> dict[str, Any
                     "S3DataDistributionType": "FullyReplicated",
                 }
             },
+            "CompressionType": "None",
+            "RecordWrapperType": "None",
         }
         if channel.content_type:
             entry["ContentType"] = channel.content_type
@@ -101,6 +104,13 @@ def training_job_description(job: training_job_pb2.TrainingJob) -> dict[str, Any
             for m in job.final_metrics
         ],
         "SecondaryStatusTransitions": [],
+        # What skmaker's trainers do, in SageMaker's terms: the network is not isolated, one
+        # trainer gets a job (nothing travels between containers), no spot capacity, no
+        # profiler.
+        "EnableNetworkIsolation": False,
+        "EnableInterContainerTrafficEncryption": False,
+        "EnableManagedSpotTraining": False,
+        "ProfilingStatus": "Disabled",
         "AttemptCount": job.attempts,
     }
     if job.failure_reason:
@@ -117,9 +127,25 @@ def training_job_description(job: training_job_pb2.TrainingJob) -> dict[str, Any
     set_time(description, "CreationTime", job, "creation_time")
     set_time(description, "TrainingStartTime", job, "training_start_time")
     set_time(description, "TrainingEndTime", job, "training_end_time")
+    times = [
+        description[key]
+        for key in ("CreationTime", "TrainingStartTime", "TrainingEndTime")
+        if key in description
+    ]
+    times += [
+        transition[key]
+        for transition in description["SecondaryStatusTransitions"]
+        for key in ("StartTime", "EndTime")
+        if key in transition
+    ]
+    if times:
+        description["LastModifiedTime"] = max(times)
     if "TrainingStartTime" in description and "TrainingEndTime" in description:
         elapsed = description["TrainingEndTime"] - description["TrainingStartTime"]
         description["TrainingTimeInSeconds"] = max(0, round(elapsed.total_seconds()))
+        # No spot capacity: every second trained is "billed", as SageMaker counts it (the
+        # SDK's log follower prints it as "Billable seconds").
+        description["BillableTimeInSeconds"] = description["TrainingTimeInSeconds"]
     if job.HasField("runtime_versions"):
         description["RuntimeVersions"] = runtime_description(job.runtime_versions)
     if job.tuning_job_name:

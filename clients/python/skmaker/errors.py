@@ -16,7 +16,8 @@ Every failed RPC surfaces as a subclass of `SkmakerClientError`, chosen by its s
     ├── Cancelled              CANCELLED: cancelled by a user or by shutdown
     ├── ModelError             UNKNOWN: the user's model code raised
     ├── InternalError          INTERNAL and any other status: a bug on the server
-    └── UnexpectedStatusException   a job or endpoint ended Failed (not an RPC error)
+    └── UnexpectedStatusException   a job or endpoint ended Failed (not an RPC error); also a
+                                    ValueError, as the SageMaker SDK's
 """
 
 from __future__ import annotations
@@ -111,8 +112,10 @@ class InternalError(SkmakerClientError):
     code = grpc.StatusCode.INTERNAL
 
 
-class UnexpectedStatusException(SkmakerClientError):
+class UnexpectedStatusException(SkmakerClientError, ValueError):
     """A training or transform job, or an endpoint, ended in a status its waiter did not expect.
+
+    A `ValueError` too, as the SageMaker SDK's, so notebooks' `except ValueError` catch it.
 
     Raised by `fit()`/`wait()` when a training job ends Failed, by `Transformer.transform()`/
     `wait()` when a transform job ends Failed, and by `deploy()`/`wait_for_endpoint()` when an
@@ -124,17 +127,27 @@ class UnexpectedStatusException(SkmakerClientError):
     Attributes:
         job_name: the job's or the endpoint's name (SageMaker's attribute name).
         status: the status it ended in ("Failed").
+        actual_status: the same (the SageMaker SDK's attribute name).
+        allowed_statuses: the statuses the waiter expected (SageMaker's attribute).
         failure_reason: the server's FailureReason.
     """
 
     def __init__(
-        self, job_name: str, status: str, failure_reason: str, *, message: str | None = None
+        self,
+        job_name: str,
+        status: str,
+        failure_reason: str,
+        *,
+        message: str | None = None,
+        allowed_statuses: tuple[str, ...] = ("Completed", "Stopped"),
     ) -> None:
         super().__init__(
             message or f"Error for Training job {job_name}: {status}. Reason: {failure_reason}"
         )
         self.job_name = job_name
         self.status = status
+        self.actual_status = status
+        self.allowed_statuses = allowed_statuses
         self.failure_reason = failure_reason
 
     @classmethod
@@ -147,6 +160,7 @@ class UnexpectedStatusException(SkmakerClientError):
             status,
             failure_reason,
             message=f"Error hosting endpoint {endpoint_name}: {status}. Reason: {failure_reason}",
+            allowed_statuses=("InService",),
         )
 
     @classmethod

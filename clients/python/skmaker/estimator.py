@@ -11,22 +11,23 @@ are accepted and ignored with one warning.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
 import tempfile
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from skmaker import descriptions, naming, packaging
 from skmaker import hyperparameters as hp
+from skmaker.arguments import warn_ignored
 from skmaker.autoscaling import AutoScalingPolicy
 from skmaker.deserializers import BaseDeserializer
 from skmaker.inputs import TrainingInput, channels_from_inputs
-from skmaker.model import DEPLOY_SAGEMAKER_ONLY_ARGS, SKLearnModel, warn_ignored
-from skmaker.predictor import Predictor
+from skmaker.model import DEPLOY_SAGEMAKER_ONLY_ARGS, SKLearnModel
+from skmaker.predictor import Predictor, SKLearnPredictor
 from skmaker.serializers import BaseSerializer
 from skmaker.session import Session
 from skmaker.training_job import TrainingJob
@@ -43,7 +44,6 @@ SAGEMAKER_ONLY_ARGS = frozenset(
         "py_version",
         "image_uri",
         "image_uri_region",
-        "code_location",
         "git_config",
         "enable_network_isolation",
         "checkpoint_s3_uri",
@@ -109,12 +109,15 @@ class SKLearn:
             spaces are split); by default each hyperparameter value stays one argument.
         container_log_level: sent as `sagemaker_container_log_level` (SM_LOG_LEVEL).
         instance_count: must be 1, as in SageMaker.
+        code_location: where the code archive goes, as in SageMaker:
+            `<code_location>/<job name>/source/sourcedir.tar.gz` (a `store://` or
+            `s3://<default bucket>/` prefix); default `store://jobs`.
         **sagemaker_only_args: `role`, `instance_type`, `framework_version` and the other
-            SageMaker arguments in `SAGEMAKER_ONLY_ARGS`; accepted and ignored with a warning.
+            SageMaker arguments in `SAGEMAKER_ONLY_ARGS`; accepted and ignored with a warning,
+            as are arguments SageMaker's SKLearn does not have (`script_mode=True`, ...).
 
     Raises:
         AttributeError: when `instance_count` is not 1 (SageMaker's error).
-        TypeError: for an argument SageMaker's SKLearn does not have either.
     """
 
     def __init__(
@@ -133,29 +136,27 @@ class SKLearn:
         shell_compat: bool = False,
         container_log_level: int = logging.INFO,
         instance_count: int = 1,
+        code_location: str | None = None,
         **sagemaker_only_args: Any,
     ) -> None:
-        unknown = sorted(set(sagemaker_only_args) - SAGEMAKER_ONLY_ARGS)
-        if unknown:
-            raise TypeError(f"SKLearn() got an unexpected keyword argument {unknown[0]!r}")
         if instance_count != 1:
             raise AttributeError(
                 "Scikit-Learn does not support distributed training. Please remove the "
                 "'instance_count' argument or set 'instance_count=1' when initializing SKLearn."
             )
-        ignored = {name for name, value in sagemaker_only_args.items() if value is not None}
+        ignored_args = dict(sagemaker_only_args)
         if isinstance(sagemaker_session, Session):
             if session is not None and session is not sagemaker_session:
                 raise ValueError("pass either session or sagemaker_session, not both")
             session = sagemaker_session
         elif sagemaker_session is not None:
-            ignored.add("sagemaker_session")
-        if ignored:
-            warnings.warn(
-                "skmaker ignores these SageMaker-only arguments: " + ", ".join(sorted(ignored)),
-                UserWarning,
-                stacklevel=2,
-            )
+            ignored_args["sagemaker_session"] = sagemaker_session
+        warn_ignored(
+            ignored_args,
+            SAGEMAKER_ONLY_ARGS,
+            "SKLearn",
+            known=inspect.signature(SKLearn).parameters,
+        )
         self.entry_point = entry_point
         self.source_dir = source_dir
         self.dependencies = list(dependencies or [])
@@ -165,6 +166,7 @@ class SKLearn:
         self.environment = dict(environment or {})
         self.base_job_name = base_job_name
         self.output_path = output_path
+        self.code_location = code_location
         self.shell_compat = shell_compat
         self.container_log_level = container_log_level
         self.instance_count = 1
@@ -182,6 +184,11 @@ class SKLearn:
         if self._session is None:
             self._session = Session()
         return self._session
+
+    def enable_network_isolation(self) -> bool:
+        """False, as SageMaker's estimators without network isolation: skmaker's trainers do
+        not cut a script off the network (`EnableNetworkIsolation` in the job's description)."""
+        return False
 
     # -- hyperparameters ---------------------------------------------------------------------
 
@@ -277,8 +284,14 @@ class SKLearn:
         bundle = packaging.plan(self.entry_point, self.source_dir, self.dependencies)
         with tempfile.TemporaryDirectory(prefix="skmaker-source-") as scratch:
             archive = packaging.write(bundle, Path(scratch) / packaging.ARCHIVE_NAME)
-            source_uri = self.sagemaker_session.upload_data(
-                archive, key_prefix=f"{_CODE_KEY_PREFIX}/{job_name}/source"
+            session = self.sagemaker_session
+            code_prefix = (
+                session.store_key(self.code_location) if self.code_location else _CODE_KEY_PREFIX
+            )
+            source_uri = session.upload_data(
+                archive,
+                bucket=session.default_bucket(),
+                key_prefix=f"{code_prefix}/{job_name}/source",
             )
         return bundle.program, source_uri
 
@@ -320,7 +333,7 @@ class SKLearn:
         dependencies: Sequence[str | os.PathLike[str]] | None = None,
         env: Mapping[str, str] | None = None,
         name: str | None = None,
-        predictor_cls: type[Predictor] | None = Predictor,
+        predictor_cls: type[Predictor] | None = SKLearnPredictor,
         **sagemaker_only_args: Any,
     ) -> SKLearnModel:
         """The `SKLearnModel` of the latest training job, not yet created on skmaker.
@@ -478,6 +491,7 @@ class SKLearn:
         model_name: str | None = None,
         source_dir: str | os.PathLike[str] | None = None,
         dependencies: Sequence[str | os.PathLike[str]] | None = None,
+        **sagemaker_only_args: Any,
     ) -> Transformer:
         """Creates a model from the latest job and returns a `Transformer` scoring with it.
 
@@ -508,6 +522,8 @@ class SKLearn:
             model_name: default `<base_job_name>-<UTC timestamp>`.
             source_dir: the serving code; default the training job's code bundle.
             dependencies: local files or folders added to a local `source_dir`.
+            **sagemaker_only_args: other SageMaker arguments, or unknown ones; ignored with
+                a warning.
 
         Raises:
             ValueError: before `fit()`, or when the job has no model artifact.
@@ -515,9 +531,14 @@ class SKLearn:
         """
         del vpc_config_override  # SageMaker's sentinel default would trip the warning
         warn_ignored(
-            {"role": role, "enable_network_isolation": enable_network_isolation},
+            {
+                "role": role,
+                "enable_network_isolation": enable_network_isolation,
+                **sagemaker_only_args,
+            },
             DEPLOY_SAGEMAKER_ONLY_ARGS | {"enable_network_isolation"},
             "transformer",
+            known=inspect.signature(SKLearn.transformer).parameters,
         )
         model = self._new_model(
             model_name,

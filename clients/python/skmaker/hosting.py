@@ -37,6 +37,7 @@ class HostingCalls:
     # Provided by Session.
     _metadata: tuple[tuple[str, str], ...]
     _rpc: Callable[..., Any]
+    store_uri: Callable[[str], str]
 
     def _init_hosting(
         self,
@@ -90,9 +91,9 @@ class HostingCalls:
         request = serving_pb2.CreateModelRequest(
             model=model_pb2.Model(
                 name=name,
-                model_data_uri=model_data_uri,
+                model_data_uri=self.store_uri(model_data_uri),
                 entry_point=entry_point,
-                source_uri=source_uri,
+                source_uri=self.store_uri(source_uri),
                 environment=dict(environment or {}),
                 training_job_name=training_job_name,
             )
@@ -124,11 +125,10 @@ class HostingCalls:
         return [descriptions.model_summary(model) for model in response.models][:max_results]
 
     def delete_model(self, model_name: str) -> None:
-        """Deletes a model (not retried).
+        """Deletes a model (not retried); endpoints serving it keep serving it.
 
         Raises:
             NotFound: when there is no such model.
-            FailedPrecondition: while an endpoint serves it.
         """
         request = serving_pb2.DeleteModelRequest(name=model_name)
         self._rpc(self._models.DeleteModel, request, idempotent=False)

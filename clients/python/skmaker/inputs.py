@@ -2,8 +2,8 @@
 
 As in the SageMaker SDK, a plain string given to `fit()` is the channel `training` and a dict
 names the channels. A channel's data is an artifact-store URI (`store://...`, what
-`Session.upload_data` returns), a `file://` path on the trainer's machine, or `s3://...` when
-the server has an object store configured. Local paths are not uploaded implicitly.
+`Session.upload_data` returns, or `s3://<Session.default_bucket()>/...`, which names the same
+key) or a `file://` path on the trainer's machine. Local paths are not uploaded implicitly.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ class TrainingInput:
     are kept so that SageMaker code runs unchanged.
 
     Args:
-        s3_data: where the data is: `store://...`, `file:///abs/path` or `s3://...`.
+        s3_data: where the data is: `store://...`, `s3://<default bucket>/...` (the same
+            store) or `file:///abs/path`.
         distribution: SageMaker's S3DataDistributionType; one trainer gets everything anyway.
         compression: SageMaker's CompressionType; not applied.
         content_type: MIME type, written to inputdataconfig.json as ContentType.
@@ -76,7 +77,8 @@ def _check_uri(channel: str, uri: Any) -> str:
     if not uri.startswith(SUPPORTED_SCHEMES):
         raise ValueError(
             f"channel {channel!r}: {uri!r} is not a data URI. Upload local data first with "
-            "session.upload_data(path) (it returns a store:// URI), or pass file:///abs/path "
+            "session.upload_data(path) (it returns a store:// URI; "
+            "s3://<session.default_bucket()>/<key> names the same), or pass file:///abs/path "
             "for data on the trainer's machine"
         )
     return uri

@@ -12,19 +12,20 @@ one warning.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import tempfile
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from skmaker import naming, packaging
+from skmaker.arguments import warn_ignored
 from skmaker.autoscaling import AutoScalingPolicy
 from skmaker.deserializers import BaseDeserializer
 from skmaker.errors import AlreadyExists, NotFound
-from skmaker.predictor import Predictor
+from skmaker.predictor import Predictor, SKLearnPredictor
 from skmaker.serializers import BaseSerializer
 from skmaker.session import Session
 from skmaker.transformer import Transformer
@@ -38,7 +39,6 @@ MODEL_SAGEMAKER_ONLY_ARGS = frozenset(
         "framework_version",
         "py_version",
         "image_uri",
-        "code_location",
         "git_config",
         "vpc_config",
         "enable_network_isolation",
@@ -88,24 +88,6 @@ def _is_remote(location: str | os.PathLike[str] | None) -> bool:
     return isinstance(location, str) and location.startswith(_REMOTE_SCHEMES)
 
 
-def warn_ignored(arguments: Mapping[str, Any], allowed: Iterable[str], caller: str) -> None:
-    """Warns once about SageMaker-only arguments that were given a value.
-
-    Raises:
-        TypeError: for an argument that SageMaker's `caller` does not have either.
-    """
-    unknown = sorted(set(arguments) - set(allowed))
-    if unknown:
-        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
-    ignored = sorted(name for name, value in arguments.items() if value is not None)
-    if ignored:
-        warnings.warn(
-            "skmaker ignores these SageMaker-only arguments: " + ", ".join(ignored),
-            UserWarning,
-            stacklevel=3,
-        )
-
-
 class SKLearnModel:
     """A scikit-learn model and the script that serves it, as `sagemaker.sklearn.SKLearnModel`.
 
@@ -136,12 +118,15 @@ class SKLearnModel:
         sagemaker_session: alias of `session`; a SageMaker session is ignored.
         training_job_name: the training job the model came from, recorded on the model
             (`SKLearn.create_model` sets it).
+        code_location: where a local code folder's archive goes (a `store://` or
+            `s3://<default bucket>/` prefix): `<code_location>/<model name>/source/`;
+            default `store://models`.
         **sagemaker_only_args: the SageMaker arguments in `MODEL_SAGEMAKER_ONLY_ARGS`;
-            accepted and ignored with a warning.
+            accepted and ignored with a warning, as are ones SageMaker's SKLearnModel does not
+            have.
 
     Raises:
         ValueError: without an entry point.
-        TypeError: for an argument SageMaker's SKLearnModel does not have either.
     """
 
     def __init__(
@@ -152,7 +137,7 @@ class SKLearnModel:
         framework_version: str | None = None,
         py_version: str | None = "py3",
         image_uri: str | None = None,
-        predictor_cls: type[Predictor] | None = Predictor,
+        predictor_cls: type[Predictor] | None = SKLearnPredictor,
         model_server_workers: int | None = None,
         source_dir: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
@@ -162,6 +147,7 @@ class SKLearnModel:
         session: Session | None = None,
         sagemaker_session: Any = None,
         training_job_name: str = "",
+        code_location: str | None = None,
         **sagemaker_only_args: Any,
     ) -> None:
         if py_version == "py3":
@@ -176,6 +162,7 @@ class SKLearnModel:
             },
             MODEL_SAGEMAKER_ONLY_ARGS,
             "SKLearnModel",
+            known=inspect.signature(SKLearnModel).parameters,
         )
         if not entry_point:
             raise ValueError("SKLearnModel needs an entry_point: the script defining model_fn")
@@ -195,6 +182,7 @@ class SKLearnModel:
         self.model_server_workers = model_server_workers
         self.container_log_level = container_log_level
         self.training_job_name = training_job_name
+        self.code_location = code_location
         self.endpoint_name: str | None = None
         self._session = session
         self._created = False
@@ -224,7 +212,10 @@ class SKLearnModel:
             raise ValueError(
                 f"model_data {str(self.model_data)!r} is neither a store:// URI nor a local file"
             )
-        return self.sagemaker_session.upload_data(local, key_prefix=f"{_MODEL_KEY_PREFIX}/{name}")
+        session = self.sagemaker_session
+        return session.upload_data(
+            local, bucket=session.default_bucket(), key_prefix=f"{_MODEL_KEY_PREFIX}/{name}"
+        )
 
     def _upload_code(self, name: str) -> tuple[str, str]:
         """(entry point relative to the code root, source_uri; "" for code in the archive)."""
@@ -245,8 +236,12 @@ class SKLearnModel:
         bundle = packaging.plan(entry_point, self.source_dir, self.dependencies)
         with tempfile.TemporaryDirectory(prefix="skmaker-source-") as scratch:
             archive = packaging.write(bundle, Path(scratch) / packaging.ARCHIVE_NAME)
-            uri = self.sagemaker_session.upload_data(
-                archive, key_prefix=f"{_MODEL_KEY_PREFIX}/{name}/source"
+            session = self.sagemaker_session
+            code_prefix = (
+                session.store_key(self.code_location) if self.code_location else _MODEL_KEY_PREFIX
+            )
+            uri = session.upload_data(
+                archive, bucket=session.default_bucket(), key_prefix=f"{code_prefix}/{name}/source"
             )
         return bundle.program, uri
 
@@ -324,6 +319,7 @@ class SKLearnModel:
             {"instance_type": instance_type, **sagemaker_only_args},
             DEPLOY_SAGEMAKER_ONLY_ARGS,
             "deploy",
+            known=inspect.signature(SKLearnModel.deploy).parameters,
         )
         if initial_instance_count < 1:
             raise ValueError(
@@ -367,16 +363,24 @@ class SKLearnModel:
         tags: Any = None,
         volume_kms_key: str | None = None,
         base_transform_job_name: str | None = None,
+        **sagemaker_only_args: Any,
     ) -> Transformer:
         """Creates the model (if needed) and returns a `Transformer` scoring with it.
 
         Arguments are the `Transformer`'s (SageMaker's `Model.transformer`); `env` is the
-        transform jobs' extra environment, on top of the model's own.
+        transform jobs' extra environment, on top of the model's own. Others are ignored with
+        a warning.
 
         Raises:
             AlreadyExists: when the model is not created yet and its name is taken.
             ValueError: for model data or code that does not exist.
         """
+        warn_ignored(
+            sagemaker_only_args,
+            DEPLOY_SAGEMAKER_ONLY_ARGS,
+            "transformer",
+            known=inspect.signature(SKLearnModel.transformer).parameters,
+        )
         if not self._created:
             self.create()
         assert self.name is not None, "create() names the model"
@@ -399,11 +403,11 @@ class SKLearnModel:
         )
 
     def delete_model(self) -> None:
-        """Deletes the model on skmaker (its uploaded files stay in the store).
+        """Deletes the model on skmaker (its uploaded files stay in the store); endpoints
+        serving it keep serving it.
 
         Raises:
             ValueError: when the model was never created, as SageMaker.
-            FailedPrecondition: while an endpoint serves it.
         """
         if self.name is None:
             raise ValueError(

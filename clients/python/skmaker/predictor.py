@@ -1,8 +1,9 @@
-"""`Predictor`: calls a deployed endpoint the way SageMaker's `SKLearnPredictor` does.
+"""`Predictor` and `SKLearnPredictor`: call a deployed endpoint as SageMaker's classes do.
 
-    predictor = Predictor("my-endpoint")           # numpy in, numpy out
+    predictor = SKLearnPredictor("my-endpoint")    # numpy in, numpy out (what deploy() returns)
     predictor.predict(test_X.values)               # -> array([0, 2, 1, ...])
-    predictor.serializer = CSVSerializer()         # or send CSV instead
+    raw = Predictor("my-endpoint", serializer=CSVSerializer())   # bytes out, the handler's
+    raw.predict("5.1,3.5,1.4,0.2")                               # default accept -> b"[0]"
     predictor.delete_endpoint(); predictor.delete_model()
 
 `predict` serializes the data (the serializer's CONTENT_TYPE becomes the request's content
@@ -21,10 +22,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from skmaker.autoscaling import AutoScalingPolicy
-from skmaker.deserializers import BaseDeserializer, NumpyDeserializer
+from skmaker.deserializers import BaseDeserializer, BytesDeserializer, NumpyDeserializer
 from skmaker.errors import NotFound
 from skmaker.routing import DEFAULT_TIMEOUT_S, EndpointRouter, addresses_target
-from skmaker.serializers import BaseSerializer, NumpySerializer
+from skmaker.serializers import BaseSerializer, IdentitySerializer, NumpySerializer
 from skmaker.session import Session
 
 log = logging.getLogger("skmaker")
@@ -35,16 +36,17 @@ _IGNORED_ARGS = frozenset({"InferenceId", "TargetVariant"})
 
 
 class Predictor:
-    """Makes predictions with an endpoint: SageMaker's `SKLearnPredictor`, numpy in and out.
+    """Makes predictions with an endpoint: SageMaker's base `Predictor`, bytes in and out.
 
     Args:
         endpoint_name: the endpoint to call.
         sagemaker_session: the skmaker `Session` (SageMaker's argument name); a SageMaker
             session is ignored with a warning.
-        serializer: turns `predict`'s data into the request (default `NumpySerializer()`:
-            application/x-npy).
-        deserializer: turns the answer into the result (default `NumpyDeserializer()`:
-            asks for application/x-npy, reads x-npy, CSV and JSON answers).
+        serializer: turns `predict`'s data into the request (default `IdentitySerializer()`:
+            bytes or str sent as they are, as application/octet-stream).
+        deserializer: turns the answer into the result (default `BytesDeserializer()`: asks
+            for `*/*`, which the handler answers in its default accept type, and returns the
+            bytes).
         session: alias of `sagemaker_session`; default `Session()` from the environment.
         timeout_s: deadline of each `predict`, retries included (60 s, as SageMaker).
         **kwargs: SageMaker's other arguments (`component_name`, ...), accepted and ignored.
@@ -84,8 +86,8 @@ class Predictor:
                 stacklevel=2,
             )
         self.endpoint_name = endpoint_name
-        self.serializer: BaseSerializer = serializer or NumpySerializer()
-        self.deserializer: BaseDeserializer = deserializer or NumpyDeserializer()
+        self.serializer: BaseSerializer = serializer or self._default_serializer()
+        self.deserializer: BaseDeserializer = deserializer or self._default_deserializer()
         self.timeout_s = timeout_s
         self._session = session
         self._owns_session = False
@@ -135,8 +137,26 @@ class Predictor:
         )
         return predictor
 
+    @staticmethod
+    def _default_serializer() -> BaseSerializer:
+        return IdentitySerializer()
+
+    @staticmethod
+    def _default_deserializer() -> BaseDeserializer:
+        return BytesDeserializer()
+
     def __repr__(self) -> str:
-        return f"Predictor(endpoint_name={self.endpoint_name!r})"
+        return f"{type(self).__name__}(endpoint_name={self.endpoint_name!r})"
+
+    @property
+    def endpoint(self) -> str:
+        """Deprecated alias of `endpoint_name`, as in SageMaker's SDK v2."""
+        warnings.warn(
+            "predictor.endpoint is deprecated; use predictor.endpoint_name",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.endpoint_name
 
     @property
     def sagemaker_session(self) -> Session:
@@ -314,9 +334,9 @@ class Predictor:
     def delete_endpoint(self, delete_endpoint_config: bool = True, wait: bool = True) -> None:
         """Deletes the endpoint: its replicas drain and stop.
 
-        Unlike SageMaker's, it waits (by default) until the endpoint is gone, because skmaker
-        refuses to delete a model an endpoint still uses: `delete_model()` can follow at once.
-        The model the endpoint served is remembered for it.
+        Unlike SageMaker's, it waits (by default) until the endpoint is gone, so its replicas
+        have stopped when it returns. The model the endpoint served is remembered for
+        `delete_model()`, which may come before or after.
 
         Args:
             delete_endpoint_config: SageMaker's argument; skmaker has no endpoint configs.
@@ -336,9 +356,11 @@ class Predictor:
     def delete_model(self) -> None:
         """Deletes the model the endpoint serves (or served, after `delete_endpoint()`).
 
+        As on SageMaker, an endpoint serving the model keeps serving it (and starts replicas
+        of it when it scales) until it is deleted or moved to another model.
+
         Raises:
             NotFound: when the model, or the endpoint whose model is not yet known, is gone.
-            FailedPrecondition: while an endpoint still serves the model.
         """
         if self._model_name is None:
             self.describe_endpoint()
@@ -358,3 +380,20 @@ class Predictor:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class SKLearnPredictor(Predictor):
+    """SageMaker's `SKLearnPredictor`: a `Predictor` that sends and reads NumPy arrays.
+
+    What `deploy()` returns. The defaults are `NumpySerializer()` (application/x-npy) and
+    `NumpyDeserializer()` (asks for application/x-npy; reads x-npy, CSV and JSON answers);
+    every argument is `Predictor`'s.
+    """
+
+    @staticmethod
+    def _default_serializer() -> BaseSerializer:
+        return NumpySerializer()
+
+    @staticmethod
+    def _default_deserializer() -> BaseDeserializer:
+        return NumpyDeserializer()

@@ -12,10 +12,13 @@ Results are plain dicts shaped like boto3's, never protobuf messages.
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +28,7 @@ from typing import IO, Any, TypeVar
 import grpc
 from tqdm import tqdm
 
-from skmaker import descriptions
+from skmaker import boto, descriptions
 from skmaker.errors import NotFound, UnexpectedStatusException, error_for_rpc
 from skmaker.hosting import HostingCalls
 from skmaker.inputs import TrainingInput
@@ -37,10 +40,18 @@ from skmaker.v1 import (
     training_pb2,
     training_pb2_grpc,
     transfer,
+    tuning_pb2_grpc,
 )
 
 DEFAULT_ADDRESS = "localhost:50051"
+# `s3://<default bucket>/<key>` names `store://<key>`: the artifact store plays the default
+# bucket, so notebook code that builds S3 paths from `default_bucket()` runs unchanged.
 DEFAULT_BUCKET = "skmaker"
+# What `boto_region_name` answers when $SKMAKER_REGION and $AWS_DEFAULT_REGION are unset.
+DEFAULT_REGION = "local"
+S3_SCHEME = "s3://"
+# The account in ARNs (`Session.arn`): skmaker has no accounts.
+ACCOUNT_ID = "000000000000"
 
 # UNAVAILABLE is retried this many times in all for idempotent calls, backing off from
 # 0.25 s and doubling (with jitter): long enough to ride out a control restart, short enough
@@ -115,6 +126,19 @@ class Session(HostingCalls, TransformCalls, TuningCalls):
             $SKMAKER_GATEWAY_ADDRESS. When set, invocations go to the gateway, which routes
             them by endpoint name, instead of straight to the replicas: the way in when the
             replicas cannot be reached from here (containers, another network).
+        default_bucket: the bucket name that stands for the artifact store in `s3://` URIs
+            (SageMaker's argument); default "skmaker".
+        default_bucket_prefix: a key prefix `upload_data` puts before its `key_prefix` when
+            no bucket is given, as SageMaker's; default none.
+        **sagemaker_only_args: `boto_session`, `settings`, ... (SageMaker's); ignored with a
+            warning.
+
+    Attributes:
+        sagemaker_client: boto3's SageMaker client shape over this session
+            (`skmaker.boto.SageMakerClient`): `describe_training_job(TrainingJobName=...)`...
+        sagemaker_runtime_client: boto3's SageMaker Runtime client shape
+            (`invoke_endpoint(EndpointName=..., Body=...)`).
+        boto_region_name: $SKMAKER_REGION, else $AWS_DEFAULT_REGION, else "local".
     """
 
     def __init__(
@@ -126,8 +150,27 @@ class Session(HostingCalls, TransformCalls, TuningCalls):
         transfer_timeout_s: float = 3600.0,
         tls_ca: str | None = None,
         gateway_address: str | None = None,
+        default_bucket: str | None = None,
+        default_bucket_prefix: str | None = None,
+        **sagemaker_only_args: Any,
     ) -> None:
+        ignored = sorted(name for name, value in sagemaker_only_args.items() if value is not None)
+        if ignored:
+            warnings.warn(
+                "skmaker ignores these SageMaker-only arguments of Session: " + ", ".join(ignored),
+                UserWarning,
+                stacklevel=2,
+            )
         self.address = address or os.environ.get("SKMAKER_ADDRESS") or DEFAULT_ADDRESS
+        self._default_bucket = default_bucket or DEFAULT_BUCKET
+        if "/" in self._default_bucket or not self._default_bucket.strip():
+            raise ValueError(f"default_bucket {default_bucket!r} is not a bucket name")
+        self.default_bucket_prefix = (default_bucket_prefix or "").strip("/") or None
+        self.boto_region_name = (
+            os.environ.get("SKMAKER_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or DEFAULT_REGION
+        )
         token = token if token is not None else os.environ.get("SKMAKER_TOKEN", "")
         self.timeout_s = timeout_s
         self.transfer_timeout_s = transfer_timeout_s
@@ -142,6 +185,7 @@ class Session(HostingCalls, TransformCalls, TuningCalls):
         else:
             self._channel = grpc.insecure_channel(self.address, _CHANNEL_OPTIONS)
         self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
+        self._tuning = tuning_pb2_grpc.TuningServiceStub(self._channel)
         self._artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self._channel)
         self.gateway_address = (
             gateway_address
@@ -151,6 +195,8 @@ class Session(HostingCalls, TransformCalls, TuningCalls):
         self._init_hosting(self._channel, credentials, self.gateway_address)
         self._init_transform(self._channel)
         self._init_tuning(self._channel)
+        self.sagemaker_client = boto.SageMakerClient(self)
+        self.sagemaker_runtime_client = boto.SageMakerRuntimeClient(self)
 
     def __repr__(self) -> str:
         return f"Session(address={self.address!r})"
@@ -215,8 +261,41 @@ class Session(HostingCalls, TransformCalls, TuningCalls):
                 return summaries[:max_results] if max_results else summaries
 
     def default_bucket(self) -> str:
-        """A constant bucket name, for code that builds S3 paths from it."""
-        return DEFAULT_BUCKET
+        """The bucket name that stands for the artifact store: `s3://<it>/<key>` is
+        `store://<key>` wherever a URI is taken (fit inputs, model data, output paths, ...).
+        """
+        return self._default_bucket
+
+    def arn(self, kind: str, name: str) -> str:
+        """A SageMaker-style ARN of a resource (`training-job`, `model`, `endpoint`, ...), in
+        `boto_region_name` and account 000000000000 (skmaker has no accounts)."""
+        return f"arn:aws:sagemaker:{self.boto_region_name}:{ACCOUNT_ID}:{kind}/{name.lower()}"
+
+    def store_uri(self, uri: str) -> str:
+        """The `store://` URI a data URI names: `s3://<default bucket>/<key>` maps to
+        `store://<key>`; other URIs (`store://`, `file://`) are returned as they are.
+
+        Raises:
+            ValueError: for an `s3://` URI of another bucket (skmaker has one store).
+        """
+        if not uri.startswith(S3_SCHEME):
+            return uri
+        bucket, _, key = uri[len(S3_SCHEME) :].partition("/")
+        if bucket != self._default_bucket:
+            raise ValueError(
+                f"{uri!r} is in bucket {bucket!r}, but skmaker's artifact store is "
+                f"s3://{self._default_bucket}/ (Session.default_bucket()); upload the data "
+                "with Session.upload_data() or use that bucket"
+            )
+        return transfer.SCHEME + key.strip("/")
+
+    def store_key(self, uri: str) -> str:
+        """The artifact-store key of a `store://` or `s3://<default bucket>/` URI.
+
+        Raises:
+            ValueError: for another scheme or bucket, or a key that is empty or has `..`.
+        """
+        return transfer.key_of(self.store_uri(uri))
 
     def _progress(self, total: int, description: str) -> tqdm[Any]:
         # delay: a bar appears only for transfers that take more than a moment.
@@ -247,15 +326,21 @@ class Session(HostingCalls, TransformCalls, TuningCalls):
 
         Args:
             path: local file or folder.
-            bucket: accepted for compatibility; there is one store.
+            bucket: None or the default bucket (the store); with None, a
+                `default_bucket_prefix` goes before `key_prefix`, as in SageMaker.
             key_prefix: where in the store the data goes.
             extra_args: accepted for compatibility; ignored.
 
         Raises:
             FileNotFoundError: when `path` does not exist.
-            ValueError: for a key prefix that is not a relative path without "..".
+            ValueError: for a key prefix that is not a relative path without "..", or
+                another bucket than the default one.
         """
-        del bucket, extra_args  # SageMaker arguments with no meaning here.
+        del extra_args  # SageMaker's S3 upload arguments have no meaning here.
+        if bucket is None:
+            key_prefix = "/".join(p for p in (self.default_bucket_prefix, key_prefix) if p)
+        else:
+            self.store_uri(f"{S3_SCHEME}{bucket}/")  # refuses another bucket
         local = Path(path)
         prefix = key_prefix.strip("/")
         if local.is_file():
@@ -290,16 +375,34 @@ class Session(HostingCalls, TransformCalls, TuningCalls):
                 )
         return result
 
-    def download_data(self, path: str | os.PathLike[str], uri: str) -> list[str]:
-        """Downloads everything at or below a `store://` URI into the local folder `path`.
+    def download_data(
+        self,
+        path: str | os.PathLike[str],
+        bucket: str,
+        key_prefix: str = "",
+        extra_args: Mapping[str, Any] | None = None,
+    ) -> list[str]:
+        """Downloads the objects at or below a key into the local folder `path`, as SageMaker's.
 
-        An object named by `uri` itself lands as `path/<its base name>`; objects below it keep
-        their layout relative to it. Returns the local paths written, sorted.
+        `download_data(path, session.default_bucket(), "data/train")` is SageMaker's form; a
+        URI in place of the bucket (`download_data(path, "store://data/train")`, or an
+        `s3://<default bucket>/...` one) names the key directly. An object named by the key
+        itself lands as `path/<its base name>`; objects below it keep their layout relative to
+        it (an empty key downloads the whole store, each object at its key). Returns the
+        local paths written, sorted.
 
         Raises:
-            NotFound: when nothing is stored at or below `uri`.
+            NotFound: when nothing is stored at or below the key.
+            ValueError: for another bucket than the default one, or a bad key.
         """
-        prefix_key = transfer.key_of(uri)
+        del extra_args  # SageMaker's S3 download arguments have no meaning here.
+        if "://" in bucket:
+            if key_prefix:
+                raise ValueError("give either a URI or a bucket and key_prefix, not both")
+            uri = self.store_uri(bucket)
+        else:
+            uri = self.store_uri(f"{S3_SCHEME}{bucket}/{key_prefix.strip('/')}")
+        prefix_key = transfer.key_of(uri) if uri != transfer.SCHEME else ""
         infos = self._call(
             lambda: transfer.list_artifacts(
                 self._artifacts, uri, timeout_s=self.timeout_s, metadata=self._metadata
@@ -313,9 +416,12 @@ class Session(HostingCalls, TransformCalls, TuningCalls):
         with self._progress(sum(info.size for info in infos), f"download {uri}") as bar:
             for info in infos:
                 key = transfer.key_of(info.uri)
-                relative = (
-                    PurePosixPath(key).name if key == prefix_key else key[len(prefix_key) + 1 :]
-                )
+                if not prefix_key:
+                    relative = key
+                elif key == prefix_key:
+                    relative = PurePosixPath(key).name
+                else:
+                    relative = key[len(prefix_key) + 1 :]
                 target = destination.joinpath(*PurePosixPath(relative).parts)
                 self._call(
                     lambda info=info, target=target: transfer.download_file(  # type: ignore[misc]
@@ -330,6 +436,72 @@ class Session(HostingCalls, TransformCalls, TuningCalls):
                 )
                 written.append(str(target))
         return sorted(written)
+
+    def list_s3_files(self, bucket: str, key_prefix: str) -> list[str]:
+        """The keys of the objects at or below `key_prefix` in the default bucket (the store),
+        sorted, as SageMaker's.
+
+        Raises:
+            ValueError: for another bucket or a bad key.
+        """
+        uri = self.store_uri(f"{S3_SCHEME}{bucket}/{key_prefix.strip('/')}")
+        infos = self._call(
+            lambda: transfer.list_artifacts(
+                self._artifacts, uri, timeout_s=self.timeout_s, metadata=self._metadata
+            ),
+            idempotent=True,
+        )
+        return sorted(transfer.key_of(info.uri) for info in infos)
+
+    def read_s3_file(self, bucket: str, key_prefix: str) -> str:
+        """The text (UTF-8) of the object at `key_prefix` in the default bucket, as SageMaker's.
+
+        Raises:
+            NotFound: when there is no such object.
+            ValueError: for another bucket or a bad key.
+        """
+        uri = self.store_uri(f"{S3_SCHEME}{bucket}/{key_prefix.strip('/')}")
+        with tempfile.TemporaryDirectory(prefix="skmaker-read-") as scratch:
+            target = Path(scratch) / "object"
+            self._call(
+                lambda: transfer.download_file(
+                    self._artifacts,
+                    uri,
+                    target,
+                    timeout_s=self.transfer_timeout_s,
+                    metadata=self._metadata,
+                ),
+                idempotent=True,
+            )
+            return target.read_text(encoding="utf-8")
+
+    def upload_string_as_file_body(
+        self, body: str | bytes, bucket: str, key: str, kms_key: str | None = None
+    ) -> str:
+        """Stores `body` (str as UTF-8) as the object `key` of the default bucket, as
+        SageMaker's; returns its `store://` URI.
+
+        Raises:
+            ValueError: for another bucket or a bad key.
+        """
+        del kms_key  # SageMaker's S3 encryption key has no meaning here.
+        uri = self.store_uri(f"{S3_SCHEME}{bucket}/{key.strip('/')}")
+        transfer.key_of(uri)  # fail before sending anything
+        data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        with tempfile.TemporaryDirectory(prefix="skmaker-upload-") as scratch:
+            source = Path(scratch) / "object"
+            source.write_bytes(data)
+            self._call(
+                lambda: transfer.upload_file(
+                    self._artifacts,
+                    source,
+                    uri,
+                    timeout_s=self.transfer_timeout_s,
+                    metadata=self._metadata,
+                ),
+                idempotent=False,
+            )
+        return uri
 
     # -- training jobs -----------------------------------------------------------------------
 
@@ -366,18 +538,29 @@ class Session(HostingCalls, TransformCalls, TuningCalls):
         """
         spec = training_job_spec(
             entry_point=entry_point,
-            source_uri=source_uri,
+            source_uri=self.store_uri(source_uri),
             hyperparameters=hyperparameters,
-            channels=channels,
+            channels=self._channels_in_store(channels),
             metric_definitions=metric_definitions,
             environment=environment,
             max_run=max_run,
-            output_uri=output_uri,
+            output_uri=self.store_uri(output_uri),
             shell_compat=shell_compat,
         )
         request = training_pb2.CreateTrainingJobRequest(name=name, spec=spec)
         response = self._rpc(self._training.CreateTrainingJob, request, idempotent=False)
         return descriptions.training_job_description(response.training_job)
+
+    def _channels_in_store(self, channels: Mapping[str, TrainingInput]) -> dict[str, TrainingInput]:
+        """The channels with `s3://<default bucket>/` data renamed to `store://`."""
+        renamed = {}
+        for channel, data in channels.items():
+            uri = self.store_uri(data.s3_data)
+            if uri != data.s3_data:
+                data = copy.copy(data)
+                data.s3_data = uri
+            renamed[channel] = data
+        return renamed
 
     def describe_training_job(self, job_name: str) -> dict[str, Any]:
         """A DescribeTrainingJob-shaped dict of one job (see `skmaker.descriptions`).
@@ -387,7 +570,13 @@ class Session(HostingCalls, TransformCalls, TuningCalls):
         """
         request = training_pb2.DescribeTrainingJobRequest(name=job_name)
         response = self._rpc(self._training.DescribeTrainingJob, request, idempotent=True)
-        return descriptions.training_job_description(response.training_job)
+        description = descriptions.training_job_description(response.training_job)
+        description["TrainingJobArn"] = self.arn("training-job", job_name)
+        if description.get("TuningJobName"):
+            description["TuningJobArn"] = self.arn(
+                "hyper-parameter-tuning-job", description["TuningJobName"]
+            )
+        return description
 
     def list_training_jobs(
         self,

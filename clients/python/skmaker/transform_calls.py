@@ -32,6 +32,7 @@ class TransformCalls:
     # Provided by Session.
     _rpc: Callable[..., Any]
     _collect_pages: Callable[..., list[dict[str, Any]]]
+    store_uri: Callable[[str], str]
 
     def _init_transform(self, channel: grpc.Channel) -> None:
         """Binds the TransformService stub."""
@@ -96,8 +97,8 @@ class TransformCalls:
         """
         spec = transform_job_pb2.TransformJobSpec(
             model_name=model_name,
-            input_uri=input_uri,
-            output_uri=output_uri or "",
+            input_uri=self.store_uri(input_uri),
+            output_uri=self.store_uri(output_uri or ""),
             content_type=content_type or "",
             accept=accept or "",
             split_type=split_type or "",

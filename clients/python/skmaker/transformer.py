@@ -19,6 +19,7 @@ warning.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 import warnings
@@ -28,11 +29,17 @@ from typing import Any
 from tqdm import tqdm
 
 from skmaker import naming
+from skmaker.arguments import warn_ignored
 from skmaker.session import Session
 
 log = logging.getLogger("skmaker")
 
 DATA_TYPE = "S3Prefix"
+
+# Transformer arguments of SageMaker's that have no effect on skmaker.
+_SAGEMAKER_ONLY_ARGS = frozenset(
+    {"instance_type", "output_kms_key", "tags", "volume_kms_key", "sagemaker_session"}
+)
 
 
 def _warn_ignored(arguments: Mapping[str, Any], caller: str) -> None:
@@ -175,6 +182,8 @@ class Transformer:
         sagemaker_session: the skmaker `Session` (a SageMaker session is ignored).
         volume_kms_key: SageMaker-only; ignored with a warning.
         session: alias of `sagemaker_session`; default `Session()` from the environment.
+        **sagemaker_only_args: SageMaker's other arguments (`vpc_config`, `output_filter`...)
+            or unknown ones; accepted and ignored with a warning.
     """
 
     def __init__(
@@ -195,8 +204,10 @@ class Transformer:
         sagemaker_session: Any = None,
         volume_kms_key: str | None = None,
         session: Session | None = None,
+        **sagemaker_only_args: Any,
     ) -> None:
         ignored = {
+            **sagemaker_only_args,
             "instance_type": instance_type,
             "output_kms_key": output_kms_key,
             "tags": tags,
@@ -208,7 +219,12 @@ class Transformer:
             session = sagemaker_session
         else:
             ignored["sagemaker_session"] = sagemaker_session
-        _warn_ignored(ignored, "Transformer")
+        warn_ignored(
+            ignored,
+            _SAGEMAKER_ONLY_ARGS,
+            "Transformer",
+            known=inspect.signature(Transformer).parameters,
+        )
         self.model_name = model_name
         self.instance_count = instance_count
         self.instance_type = instance_type
@@ -228,6 +244,16 @@ class Transformer:
 
     def __repr__(self) -> str:
         return f"Transformer(model_name={self.model_name!r}, job={self._current_job_name!r})"
+
+    def delete_model(self) -> None:
+        """Deletes the model this transformer scores with, as SageMaker's.
+
+        Transform jobs already created keep scoring: each carries its copy of the model.
+
+        Raises:
+            NotFound: when the model is gone already.
+        """
+        self.sagemaker_session.delete_model(self.model_name)
 
     @property
     def sagemaker_session(self) -> Session:

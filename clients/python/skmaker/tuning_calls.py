@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 
 from skmaker import descriptions
+from skmaker.inputs import TrainingInput
 from skmaker.job_specs import parameter_ranges_pb, training_job_spec
 from skmaker.v1 import tuning_job_pb2, tuning_pb2, tuning_pb2_grpc
 
@@ -24,6 +25,8 @@ class TuningCalls:
     # Provided by Session.
     _rpc: Callable[..., Any]
     _collect_pages: Callable[..., list[dict[str, Any]]]
+    store_uri: Callable[[str], str]
+    _channels_in_store: Callable[[Mapping[str, TrainingInput]], dict[str, TrainingInput]]
 
     def _init_tuning(self, channel: grpc.Channel) -> None:
         """Binds the TuningService stub."""
@@ -71,8 +74,14 @@ class TuningCalls:
         Raises:
             AlreadyExists, InvalidArgument, NotFound: as the server decides.
         """
+        template = dict(training_job)
+        for field in ("source_uri", "output_uri"):
+            if field in template:
+                template[field] = self.store_uri(template[field])
+        if "channels" in template:
+            template["channels"] = self._channels_in_store(template["channels"])
         spec = tuning_job_pb2.TuningJobSpec(
-            training_job_template=training_job_spec(**training_job),
+            training_job_template=training_job_spec(**template),
             objective_metric_name=objective_metric_name,
             objective_type=objective_type,
             parameter_ranges=parameter_ranges_pb(parameter_ranges),

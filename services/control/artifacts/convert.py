@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from services.control.artifacts.store import ArtifactInfo, key_of
+from services.control.artifacts.store import ArtifactInfo, key_of, store_uri_of
 from services.runtime.errors import InvalidArgument
 from skmaker.v1 import (
     artifacts_pb2,
@@ -40,7 +40,9 @@ def upload_from_pb(
 
 
 def list_prefix_from_pb(uri_prefix: str) -> str:
-    """The key prefix of a ListArtifacts request; empty (or `store://`) lists everything."""
+    """The key prefix of a ListArtifacts request; empty (or `store://`, `s3://skmaker/`) lists
+    everything."""
+    uri_prefix = store_uri_of(uri_prefix)
     if uri_prefix.rstrip("/") in {"", "store:"}:
         return ""
     return key_of(uri_prefix)

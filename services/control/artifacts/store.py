@@ -32,6 +32,11 @@ from typing import IO, BinaryIO, Protocol
 from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 
 SCHEME = "store://"
+# The bucket that stands for this store in `s3://` URIs (the client's
+# `Session.default_bucket()`): `s3://skmaker/<key>` is `store://<key>` in every URI the API
+# takes, so grpcurl callers and notebooks may use either. Another bucket is not this store.
+DEFAULT_BUCKET = "skmaker"
+_DEFAULT_BUCKET_URI = f"s3://{DEFAULT_BUCKET}"
 CHUNK_BYTES = 1024 * 1024
 _RESERVED_PREFIX = ".skmaker-"
 # The one reserved folder name that may be written: work in progress is staged there (batch
@@ -55,13 +60,22 @@ class ArtifactInfo:
         return SCHEME + self.key
 
 
+def store_uri_of(uri: str) -> str:
+    """`store://<key>` for `s3://<DEFAULT_BUCKET>/<key>`; any other URI as it is."""
+    if uri == _DEFAULT_BUCKET_URI or uri.startswith(_DEFAULT_BUCKET_URI + "/"):
+        return SCHEME + uri[len(_DEFAULT_BUCKET_URI) :].strip("/")
+    return uri
+
+
 def key_of(uri: str) -> str:
-    """The key of a `store://` URI or a bare key, normalized (no leading/trailing or double '/').
+    """The key of a `store://` (or `s3://<DEFAULT_BUCKET>/`) URI or a bare key, normalized (no
+    leading/trailing or double '/').
 
     Raises:
         InvalidArgument: for another scheme, an empty key, `.`/`..` segments, a backslash,
             a NUL, or a reserved `.skmaker-` segment.
     """
+    uri = store_uri_of(uri)
     if "://" in uri and not uri.startswith(SCHEME):
         raise InvalidArgument(f"not an artifact-store URI: {uri!r} (expected store://...)")
     raw = uri[len(SCHEME) :] if uri.startswith(SCHEME) else uri

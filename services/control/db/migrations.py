@@ -218,4 +218,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # copied when the model is created, so replicas serving it can be compared against it;
     # '{}' (not known) for models created before.
     ("ALTER TABLE models ADD COLUMN runtime_versions_json TEXT NOT NULL DEFAULT '{}'",),
+    # 9: a model deleted while endpoints serve it is kept, hidden, for their replicas (as a
+    # SageMaker endpoint keeps serving a deleted model) until no endpoint uses it.
+    ("ALTER TABLE models ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",),
 )

@@ -5,6 +5,7 @@ With the model and endpoint servicers, the only hosting modules that import gene
 
 from __future__ import annotations
 
+from services.control.artifacts.store import store_uri_of
 from services.control.backends import ReplicaInfo, ReplicaState
 from services.control.hosting.endpoint_values import (
     EndpointStatus,
@@ -58,9 +59,9 @@ def model_from_pb(model: model_pb2.Model) -> Model:
     """The domain model of a CreateModel request's model (times are set by the control)."""
     return Model(
         name=model.name,
-        model_data_uri=model.model_data_uri,
+        model_data_uri=store_uri_of(model.model_data_uri),
         entry_point=model.entry_point,
-        source_uri=model.source_uri,
+        source_uri=store_uri_of(model.source_uri),
         environment=dict(model.environment),
         training_job_name=model.training_job_name,
     )

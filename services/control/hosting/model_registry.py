@@ -1,8 +1,9 @@
 """Models (SageMaker's CreateModel): validation, creation, lookup, listing and deletion.
 
 A model is immutable: an artifact (`model.tar.gz` in the artifact store), the entry point that
-defines `model_fn`, an optional code bundle and an environment. It cannot be deleted while an
-endpoint serves it (or may roll back to it).
+defines `model_fn`, an optional code bundle and an environment. Deleting it while an endpoint
+serves it (or may roll back to it) hides it from everyone but those endpoints, which keep
+serving it, as on SageMaker; it is removed once none uses it.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from pathlib import PurePosixPath
 
 from services.control.artifacts.store import SCHEME, ArtifactStore, key_of
 from services.control.hosting.endpoint_store import EndpointStore
+from services.control.hosting.endpoint_values import EndpointEvent
 from services.control.hosting.model_store import ModelStore
 from services.control.hosting.model_values import Model
 from services.control.names import Resource, require_resource_name
 from services.control.state import ControlStore
 from services.control.training.values import RuntimeVersions
-from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.runtime.errors import InvalidArgument, NotFound
 
 ENVIRONMENT_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # SageMaker's limits on a model's Environment (contract §2.6).
@@ -72,16 +74,23 @@ class ModelRegistry:
             creation_time=self._clock(),
             runtime_versions=runtime,
         )
-        self._models.insert(stored)
+        with self._store.transaction():
+            self._models.purge_released()
+            self._models.insert(stored)
         return stored
 
-    def describe(self, name: str) -> Model:
-        """The model named `name`.
+    def describe(self, name: str, *, endpoint_name: str = "") -> Model:
+        """The model named `name`; with `endpoint_name`, also a deleted model that endpoint
+        still serves (or may roll back to), so its new replicas load it.
 
         Raises:
-            NotFound: no such model.
+            NotFound: no such model (for that endpoint).
         """
-        model = self._models.get(name)
+        with self._store.transaction():
+            model = self._models.get(name)
+            if model is None and endpoint_name:
+                if endpoint_name in self._endpoints.names_using_model(name):
+                    model = self._models.get(name, include_deleted=True)
         if model is None:
             raise NotFound(f"model {name!r} not found")
         return model
@@ -91,20 +100,23 @@ class ModelRegistry:
         return self._models.list_models(name_prefix)
 
     def delete(self, name: str) -> None:
-        """Removes a model that no endpoint uses.
+        """Removes a model, as SageMaker's DeleteModel: endpoints serving it (or able to roll
+        back to it) keep it, hidden from everyone else, until they no longer use it, so they
+        keep serving and can still start replicas; its name stays taken until then.
 
         Raises:
             NotFound: no such model.
-            FailedPrecondition: an endpoint serves it or may roll back to it.
         """
         with self._store.transaction():
+            self._models.purge_released()
             users = self._endpoints.names_using_model(name)
             if users:
-                raise FailedPrecondition(
-                    f"model {name!r} is used by endpoint(s) {', '.join(users)}: delete them "
-                    "or update them to another model first"
-                )
-            if not self._models.delete(name):
+                if not self._models.mark_deleted(name):
+                    raise NotFound(f"model {name!r} not found")
+                message = f"model {name} deleted; this endpoint keeps serving it"
+                for endpoint in users:
+                    self._endpoints.append_event(endpoint, EndpointEvent(self._clock(), message))
+            elif not self._models.delete(name):
                 raise NotFound(f"model {name!r} not found")
 
     def _check_artifact(self, field: str, uri: str, what: str) -> None:

@@ -26,8 +26,8 @@ class ModelServicer(serving_pb2_grpc.ModelServiceServicer):
     def DescribeModel(
         self, request: serving_pb2.DescribeModelRequest, context: grpc.ServicerContext
     ) -> serving_pb2.DescribeModelResponse:
-        """Returns one model."""
-        model = self._models.describe(request.name)
+        """Returns one model (for an endpoint's replicas, also a deleted one it serves)."""
+        model = self._models.describe(request.name, endpoint_name=request.endpoint_name)
         return serving_pb2.DescribeModelResponse(model=convert.model_to_pb(model))
 
     def ListModels(
@@ -40,6 +40,6 @@ class ModelServicer(serving_pb2_grpc.ModelServiceServicer):
     def DeleteModel(
         self, request: serving_pb2.DeleteModelRequest, context: grpc.ServicerContext
     ) -> serving_pb2.DeleteModelResponse:
-        """Removes a model no endpoint uses."""
+        """Removes a model; endpoints serving it keep their copy."""
         self._models.delete(request.name)
         return serving_pb2.DeleteModelResponse()

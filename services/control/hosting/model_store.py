@@ -46,19 +46,50 @@ class ModelStore:
                     ),
                 )
             except sqlite3.IntegrityError:
+                deleted = conn.execute(
+                    "SELECT 1 FROM models WHERE name = ? AND deleted = 1", (model.name,)
+                ).fetchone()
+                if deleted:
+                    raise AlreadyExists(
+                        f"model {model.name!r} was deleted, but endpoints still serve it; its "
+                        "name is free once they are deleted or updated to another model"
+                    ) from None
                 raise AlreadyExists(f"model {model.name!r} already exists") from None
 
-    def get(self, name: str) -> Model | None:
-        """The model named `name`, or None."""
+    def get(self, name: str, *, include_deleted: bool = False) -> Model | None:
+        """The model named `name`, or None; a deleted one (kept for the endpoints serving it)
+        only with `include_deleted`."""
         with self._store.transaction() as conn:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM models WHERE name = ?", (name,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM models WHERE name = ? AND (deleted = 0 OR ?)",
+                (name, include_deleted),
+            ).fetchone()
         return None if row is None else _model_from_row(row)
+
+    def mark_deleted(self, name: str) -> bool:
+        """Hides the model from everyone but the endpoints serving it; False when there was
+        no live model of that name."""
+        with self._store.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE models SET deleted = 1 WHERE name = ? AND deleted = 0", (name,)
+            )
+        return cursor.rowcount > 0
+
+    def purge_released(self) -> None:
+        """Removes deleted models that no endpoint serves or may roll back to any more."""
+        with self._store.transaction() as conn:
+            conn.execute(
+                "DELETE FROM models WHERE deleted = 1 AND NOT EXISTS (SELECT 1 FROM endpoints "
+                "WHERE endpoints.model_name = models.name "
+                "OR endpoints.previous_model_name = models.name)"
+            )
 
     def list_models(self, name_prefix: str) -> list[Model]:
         """Models whose name starts with `name_prefix` (literal, case-sensitive), newest first."""
         with self._store.transaction() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM models WHERE substr(name, 1, ?) = ? ORDER BY id DESC",
+                f"SELECT {_COLUMNS} FROM models WHERE substr(name, 1, ?) = ? AND deleted = 0 "
+                "ORDER BY id DESC",
                 (len(name_prefix), name_prefix),
             ).fetchall()
         return [_model_from_row(row) for row in rows]

@@ -5,6 +5,7 @@ With `servicer`, the only training module that imports the generated protobuf mo
 
 from __future__ import annotations
 
+from services.control.artifacts.store import store_uri_of
 from services.control.timestamps import timestamp
 from services.control.training import values as tj
 from services.control.training.jobs import LogBatch
@@ -44,15 +45,17 @@ def spec_from_pb(spec: training_job_pb2.TrainingJobSpec) -> tj.TrainingJobSpec:
     """The domain spec of a wire spec."""
     return tj.TrainingJobSpec(
         entry_point=spec.entry_point,
-        source_uri=spec.source_uri,
+        source_uri=store_uri_of(spec.source_uri),
         hyperparameters=dict(spec.hyperparameters),
-        channels=tuple(tj.Channel(c.name, c.uri, c.content_type) for c in spec.channels),
+        channels=tuple(
+            tj.Channel(c.name, store_uri_of(c.uri), c.content_type) for c in spec.channels
+        ),
         metric_definitions=tuple(
             tj.MetricDefinition(m.name, m.regex) for m in spec.metric_definitions
         ),
         environment=dict(spec.environment),
         max_runtime_seconds=spec.max_runtime_seconds,
-        output_uri=spec.output_uri,
+        output_uri=store_uri_of(spec.output_uri),
         shell_compat=spec.shell_compat,
     )
 

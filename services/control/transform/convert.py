@@ -7,6 +7,7 @@ The internal file status `Assembling` goes out as `InProgress`, the wire's vocab
 
 from __future__ import annotations
 
+from services.control.artifacts.store import store_uri_of
 from services.control.hosting.convert import model_to_pb
 from services.control.timestamps import timestamp
 from services.control.transform.jobs import TransformJobPage, TransformTaskPayload
@@ -43,8 +44,8 @@ def spec_from_pb(spec: transform_job_pb2.TransformJobSpec) -> TransformJobSpec:
     processing = spec.data_processing
     return TransformJobSpec(
         model_name=spec.model_name,
-        input_uri=spec.input_uri,
-        output_uri=spec.output_uri,
+        input_uri=store_uri_of(spec.input_uri),
+        output_uri=store_uri_of(spec.output_uri),
         content_type=spec.content_type,
         accept=spec.accept,
         split_type=spec.split_type,

@@ -133,9 +133,12 @@ def test_calls_without_the_right_token_are_unauthenticated(
 
 def test_upload_file_lands_under_the_prefix(session: Session, tmp_path: Path) -> None:
     path = Path(__file__)
-    uri = session.upload_data(path, bucket="ignored", key_prefix="some/prefix/")
+    uri = session.upload_data(path, bucket=session.default_bucket(), key_prefix="some/prefix/")
 
     assert uri == f"store://some/prefix/{path.name}"
+    # Another bucket is not the store: refused before anything is sent.
+    with pytest.raises(ValueError, match="bucket 'elsewhere'"):
+        session.upload_data(path, bucket="elsewhere", key_prefix="some/prefix/")
     (written,) = session.download_data(tmp_path / "back", uri)
     assert Path(written).read_bytes() == path.read_bytes()
 

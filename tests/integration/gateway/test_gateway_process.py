@@ -269,6 +269,13 @@ def test_grpcurl_describes_predict_on_the_gateway(stack: Stack) -> None:
     assert "rpc Predict ( .skmaker.v1.PredictRequest )" in result.stdout
 
 
+def test_the_log_names_the_port_callers_use(stack: Stack) -> None:
+    # With HAProxy in front, the Python server listens on a loopback port of its own; the
+    # line people read to find the gateway must name the one in the port file.
+    log = stack.gateway.stderr_path.read_text()
+    assert f"gateway listening grpc={stack.gateway.grpc_port} " in log, stack.gateway.logs()
+
+
 def test_an_unknown_endpoint_is_not_found(stack: Stack) -> None:
     with pytest.raises(grpc.RpcError) as refused:
         _predict(stack.gateway.address, "no-such-endpoint")
@@ -276,10 +283,10 @@ def test_an_unknown_endpoint_is_not_found(stack: Stack) -> None:
 
 
 def test_the_client_predicts_through_the_gateway(stack: Stack) -> None:
-    from skmaker import Predictor
+    from skmaker import SKLearnPredictor
 
     with Session(stack.control.address, gateway_address=stack.gateway.address) as session:
-        predictor = Predictor("iris", session=session)
+        predictor = SKLearnPredictor("iris", session=session)
         assert predictor.predict(np.asarray(ROWS)).astype(int).tolist() == _expected(0)
 
 

@@ -62,9 +62,17 @@ def test_instance_count_other_than_one_is_refused_as_in_sagemaker(script: Path) 
         SKLearn(entry_point=str(script), instance_count=2)
 
 
-def test_unknown_arguments_are_a_type_error(script: Path) -> None:
-    with pytest.raises(TypeError, match="hyperparameter"):
-        SKLearn(entry_point=str(script), hyperparameter={"a": 1})
+def test_unknown_arguments_are_ignored_with_one_warning_never_a_type_error(script: Path) -> None:
+    # SDK v1 notebooks pass script_mode=True; a typo gets a hint.
+    with pytest.warns(UserWarning) as warned:
+        estimator = SKLearn(
+            entry_point=str(script), script_mode=True, hyperparameter={"a": 1}, role="r"
+        )
+    assert len(warned) == 1
+    message = str(warned[0].message)
+    assert "SageMaker-only arguments: role" in message
+    assert "hyperparameter (did you mean hyperparameters?), script_mode" in message
+    assert estimator.hyperparameters() == {}
 
 
 def test_model_data_before_fit_raises(script: Path) -> None:

@@ -6,15 +6,34 @@ from pathlib import Path
 
 import pytest
 
-from skmaker import Predictor, SKLearn, SKLearnModel
-from skmaker.predictor import Predictor as PredictorInModule
+from skmaker import Predictor, SKLearn, SKLearnModel, SKLearnPredictor
+from skmaker.deserializers import BytesDeserializer, NumpyDeserializer
+from skmaker.serializers import IdentitySerializer, NumpySerializer
 
 
 def test_sagemakers_positional_order_is_kept(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="role"):
         model = SKLearnModel("store://m/model.tar.gz", "arn:aws:iam::1:role/r", "inference.py")
     assert (model.model_data, model.entry_point) == ("store://m/model.tar.gz", "inference.py")
-    assert model.predictor_cls is Predictor is PredictorInModule
+    # As SageMaker's SKLearnModel: deploy() returns an SKLearnPredictor (NumPy in and out).
+    assert model.predictor_cls is SKLearnPredictor
+    assert issubclass(SKLearnPredictor, Predictor)
+
+
+def test_predictor_defaults_are_sagemakers() -> None:
+    # The base Predictor sends bytes as they are and returns the answer's bytes, asking for */*
+    # (the handler's default type); SKLearnPredictor sends and reads NumPy arrays.
+    base = Predictor("e")
+    assert isinstance(base.serializer, IdentitySerializer)
+    assert isinstance(base.deserializer, BytesDeserializer)
+    assert (base.content_type, base.accept) == ("application/octet-stream", ("*/*",))
+    sklearn = SKLearnPredictor("e")
+    assert isinstance(sklearn.serializer, NumpySerializer)
+    assert isinstance(sklearn.deserializer, NumpyDeserializer)
+    assert (sklearn.content_type, sklearn.accept) == ("application/x-npy", ("application/x-npy",))
+    assert repr(sklearn) == "SKLearnPredictor(endpoint_name='e')"
+    with pytest.warns(DeprecationWarning, match="endpoint_name"):
+        assert sklearn.endpoint == "e"
 
 
 def test_an_entry_point_is_required() -> None:
@@ -22,7 +41,7 @@ def test_an_entry_point_is_required() -> None:
         SKLearnModel("store://m/model.tar.gz")
 
 
-def test_sagemaker_only_arguments_warn_once_and_unknown_ones_fail() -> None:
+def test_sagemaker_only_and_unknown_arguments_warn_once() -> None:
     with pytest.warns(UserWarning, match="framework_version, image_uri") as warned:
         SKLearnModel(
             "store://m/model.tar.gz",
@@ -32,7 +51,7 @@ def test_sagemaker_only_arguments_warn_once_and_unknown_ones_fail() -> None:
             vpc_config=None,
         )
     assert len(warned) == 1
-    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+    with pytest.warns(UserWarning, match="SKLearnModel\\(\\) does not know: colour$"):
         SKLearnModel("store://m/model.tar.gz", entry_point="inference.py", colour="red")
 
 
@@ -45,8 +64,11 @@ def test_deploy_checks_its_arguments_before_calling_the_server() -> None:
     model = SKLearnModel("store://m/model.tar.gz", entry_point="inference.py")
     with pytest.raises(ValueError, match="at least 1"):
         model.deploy(initial_instance_count=0)
-    with pytest.raises(TypeError, match="unexpected keyword argument 'replicas'"):
-        model.deploy(replicas=2)
+    with (
+        pytest.warns(UserWarning, match="deploy\\(\\) does not know: replicas"),
+        pytest.raises(ValueError, match="at least 1"),
+    ):
+        model.deploy(initial_instance_count=0, replicas=2)
 
 
 def test_delete_before_create_fails_as_in_sagemaker() -> None:

@@ -31,7 +31,7 @@ from skmaker import (
     Unavailable,
 )
 from skmaker.deserializers import CSVDeserializer, JSONDeserializer, StringDeserializer
-from skmaker.predictor import Predictor
+from skmaker.predictor import Predictor, SKLearnPredictor
 from skmaker.routing import EndpointRouter, addresses_target
 from skmaker.serializers import CSVSerializer, IdentitySerializer, JSONSerializer
 from tests.harness import REPO_ROOT, ServiceProcess, run_service
@@ -144,7 +144,7 @@ def iris_rows() -> np.ndarray:
 
 
 def test_default_predictor_sends_and_reads_numpy(replicas: Replicas, iris_rows: np.ndarray) -> None:
-    with Predictor.from_addresses([replicas.iris.address]) as predictor:
+    with SKLearnPredictor.from_addresses([replicas.iris.address]) as predictor:
         assert predictor.content_type == "application/x-npy"
         assert predictor.accept == ("application/x-npy",)
         predictions = predictor.predict(iris_rows)
@@ -154,13 +154,13 @@ def test_default_predictor_sends_and_reads_numpy(replicas: Replicas, iris_rows: 
 
 def test_one_csv_row_is_one_prediction(replicas: Replicas, iris_rows: np.ndarray) -> None:
     # SageMaker's CSV trap (one row squeezed to 1-D) does not happen on skmaker (contract §8).
-    with Predictor.from_addresses([replicas.iris.address], CSVSerializer()) as predictor:
+    with SKLearnPredictor.from_addresses([replicas.iris.address], CSVSerializer()) as predictor:
         prediction = predictor.predict(iris_rows[0])
     np.testing.assert_array_equal(prediction, replicas.model.predict(iris_rows[:1]))
 
 
 def test_csv_in_json_out(replicas: Replicas, iris_rows: np.ndarray) -> None:
-    with Predictor.from_addresses(
+    with SKLearnPredictor.from_addresses(
         [replicas.iris.address], serializer=CSVSerializer(), deserializer=JSONDeserializer()
     ) as predictor:
         assert predictor.predict(iris_rows.tolist()) == replicas.model.predict(iris_rows).tolist()
@@ -169,7 +169,7 @@ def test_csv_in_json_out(replicas: Replicas, iris_rows: np.ndarray) -> None:
 def test_json_in_csv_out_as_sagemakers_rows_of_strings(
     replicas: Replicas, iris_rows: np.ndarray
 ) -> None:
-    with Predictor.from_addresses(
+    with SKLearnPredictor.from_addresses(
         [replicas.iris.address], serializer=JSONSerializer(), deserializer=CSVDeserializer()
     ) as predictor:
         rows = predictor.predict(iris_rows)
@@ -177,7 +177,7 @@ def test_json_in_csv_out_as_sagemakers_rows_of_strings(
 
 
 def test_initial_args_override_the_accept_type(replicas: Replicas, iris_rows: np.ndarray) -> None:
-    with Predictor.from_addresses([replicas.iris.address]) as predictor:
+    with SKLearnPredictor.from_addresses([replicas.iris.address]) as predictor:
         # NumpyDeserializer reads the CSV answer by its content type.
         predictions = predictor.predict(iris_rows, initial_args={"Accept": "text/csv"})
         with pytest.raises(ValueError, match="unsupported initial_args"):
@@ -188,7 +188,7 @@ def test_initial_args_override_the_accept_type(replicas: Replicas, iris_rows: np
 def test_serializers_are_settable_on_the_predictor(
     replicas: Replicas, iris_rows: np.ndarray
 ) -> None:
-    with Predictor.from_addresses([replicas.iris.address]) as predictor:
+    with SKLearnPredictor.from_addresses([replicas.iris.address]) as predictor:
         predictor.serializer = CSVSerializer()
         predictor.deserializer = StringDeserializer()
         assert predictor.content_type == "text/csv"
@@ -202,7 +202,7 @@ def test_serializers_are_settable_on_the_predictor(
 def test_wrong_feature_count_is_invalid_argument_and_the_replica_keeps_serving(
     replicas: Replicas, iris_rows: np.ndarray
 ) -> None:
-    with Predictor.from_addresses([replicas.iris.address]) as predictor:
+    with SKLearnPredictor.from_addresses([replicas.iris.address]) as predictor:
         with pytest.raises(InvalidArgument, match="4 features"):
             predictor.predict(iris_rows[:, :2])
         np.testing.assert_array_equal(
@@ -212,7 +212,7 @@ def test_wrong_feature_count_is_invalid_argument_and_the_replica_keeps_serving(
 
 def test_unsupported_content_type_is_invalid_argument(replicas: Replicas) -> None:
     # SageMaker's plain-Predictor trap: IdentitySerializer sends application/octet-stream.
-    with Predictor.from_addresses(
+    with SKLearnPredictor.from_addresses(
         [replicas.iris.address], serializer=IdentitySerializer()
     ) as predictor:
         with pytest.raises(InvalidArgument, match="octet-stream"):
@@ -221,13 +221,13 @@ def test_unsupported_content_type_is_invalid_argument(replicas: Replicas) -> Non
 
 def test_payload_over_the_limit_is_resource_exhausted(replicas: Replicas) -> None:
     too_big = np.zeros((7 * 1024 * 1024 // (8 * 4) + 1, 4))  # just over 7 MiB of float64
-    with Predictor.from_addresses([replicas.iris.address]) as predictor:
+    with SKLearnPredictor.from_addresses([replicas.iris.address]) as predictor:
         with pytest.raises(ResourceExhausted):
             predictor.predict(too_big)
 
 
 def test_an_exception_in_the_script_is_model_error(replicas: Replicas) -> None:
-    with Predictor.from_addresses(
+    with SKLearnPredictor.from_addresses(
         [replicas.custom[0].address], serializer=JSONSerializer(), deserializer=JSONDeserializer()
     ) as predictor:
         with pytest.raises(ModelError, match="boom from predict_fn"):
@@ -235,7 +235,7 @@ def test_an_exception_in_the_script_is_model_error(replicas: Replicas) -> None:
 
 
 def test_every_call_has_a_deadline(replicas: Replicas) -> None:
-    with Predictor.from_addresses(
+    with SKLearnPredictor.from_addresses(
         [replicas.custom[0].address],
         serializer=JSONSerializer(),
         deserializer=JSONDeserializer(),
@@ -256,7 +256,7 @@ def _pids_answering(predictor: Predictor, calls: int) -> Counter[int]:
 
 def test_calls_balance_per_request_over_one_channel(replicas: Replicas) -> None:
     addresses = [replica.address for replica in replicas.custom]
-    with Predictor.from_addresses(
+    with SKLearnPredictor.from_addresses(
         addresses, serializer=JSONSerializer(), deserializer=JSONDeserializer()
     ) as predictor:
         pids = _pids_answering(predictor, 40)
@@ -269,7 +269,7 @@ def test_a_stopped_replica_is_retried_on_another(replicas: Replicas, tmp_path: P
         tmp_path, replicas.model_dir, replicas.custom_code_dir, "custom.py", "doomed"
     )
     doomed_address = doomed.address
-    with Predictor.from_addresses(
+    with SKLearnPredictor.from_addresses(
         [doomed_address, replicas.custom[0].address],
         serializer=JSONSerializer(),
         deserializer=JSONDeserializer(),
@@ -279,7 +279,7 @@ def test_a_stopped_replica_is_retried_on_another(replicas: Replicas, tmp_path: P
         # Every call succeeds: the calls that meet the gone replica's UNAVAILABLE are retried.
         assert len(_pids_answering(predictor, 20)) == 1
 
-    with Predictor.from_addresses([doomed_address]) as nowhere:
+    with SKLearnPredictor.from_addresses([doomed_address]) as nowhere:
         started = time.monotonic()
         with pytest.raises(Unavailable):
             nowhere.predict(np.zeros((1, 4)))
@@ -330,7 +330,7 @@ def test_unavailable_wakes_a_refresh_that_the_retry_uses(
 
 
 def test_endpoint_name_mismatch_is_refused_by_the_replica(replicas: Replicas) -> None:
-    with Predictor.from_addresses(
+    with SKLearnPredictor.from_addresses(
         [replicas.iris.address], endpoint_name="not-this-one"
     ) as predictor:
         # A standalone replica serves no named endpoint, so any name is someone else's.
@@ -339,7 +339,7 @@ def test_endpoint_name_mismatch_is_refused_by_the_replica(replicas: Replicas) ->
 
 
 def test_from_addresses_has_no_control_session() -> None:
-    predictor = Predictor.from_addresses(["127.0.0.1:9"])
+    predictor = SKLearnPredictor.from_addresses(["127.0.0.1:9"])
     try:
         with pytest.raises(ValueError, match="no control session"):
             predictor.delete_endpoint()

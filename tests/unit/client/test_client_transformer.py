@@ -146,3 +146,13 @@ def test_description_is_shaped_like_describe_transform_job() -> None:
         "FailureReason": "1 of 2 input files failed",
         "CreationTime": datetime.fromtimestamp(100, UTC),
     }
+
+
+def test_unknown_transformer_arguments_warn_once_never_a_type_error() -> None:
+    with pytest.warns(UserWarning) as warned:
+        transformer = Transformer("m", 1, "ml.m5.large", max_paylod=5, sagemaker_session=None)
+    assert len(warned) == 1
+    message = str(warned[0].message)
+    assert "SageMaker-only arguments: instance_type" in message
+    assert "max_paylod (did you mean max_payload?)" in message
+    assert transformer.max_payload is None

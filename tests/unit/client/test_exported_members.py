@@ -29,6 +29,7 @@ def test_public_surface_is_pinned() -> None:
         "ResourceExhausted",
         "SKLearn",
         "SKLearnModel",
+        "SKLearnPredictor",
         "Session",
         "SkmakerClientError",
         "TrainingInput",

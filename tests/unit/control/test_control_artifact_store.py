@@ -123,3 +123,28 @@ def test_a_stale_digest_is_recomputed(store: LocalArtifactStore, tmp_path: Path)
     assert store.list("k")[0].sha256 == _sha(b"22")
     (tmp_path / "artifacts" / "digests" / "k.json").unlink()
     assert store.list("k")[0].sha256 == _sha(b"22")
+
+
+def test_s3_uris_of_the_default_bucket_name_the_store() -> None:
+    from services.control.artifacts.store import key_of, store_uri_of
+    from services.control.hosting.convert import model_from_pb
+    from services.control.transform.convert import spec_from_pb
+    from skmaker.v1 import model_pb2, transform_job_pb2
+
+    assert key_of("s3://skmaker/data/train.csv") == "data/train.csv"
+    assert store_uri_of("s3://skmaker/data/") == "store://data"
+    assert store_uri_of("s3://skmaker") == "store://"
+    assert store_uri_of("file:///x") == "file:///x"
+    for other in ("s3://skmakers/data", "s3://elsewhere/data"):
+        with pytest.raises(InvalidArgument, match="not an artifact-store URI"):
+            key_of(other)
+    model = model_from_pb(
+        model_pb2.Model(
+            name="m", model_data_uri="s3://skmaker/m/model.tar.gz", source_uri="s3://skmaker/c"
+        )
+    )
+    assert (model.model_data_uri, model.source_uri) == ("store://m/model.tar.gz", "store://c")
+    spec = spec_from_pb(
+        transform_job_pb2.TransformJobSpec(input_uri="s3://skmaker/in", output_uri="s3://skmaker/o")
+    )
+    assert (spec.input_uri, spec.output_uri) == ("store://in", "store://o")

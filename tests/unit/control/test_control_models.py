@@ -16,7 +16,7 @@ from services.control.hosting.endpoint_values import (
 from services.control.hosting.model_registry import ModelRegistry
 from services.control.hosting.model_values import Model
 from services.control.state import ControlStore
-from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.runtime.errors import AlreadyExists, InvalidArgument, NotFound
 from tests.unit.control.conftest import FakeClock, put_bytes
 
 MODEL_URI = "store://models/iris/model.tar.gz"
@@ -83,14 +83,53 @@ def test_names_are_unique(registry: ModelRegistry) -> None:
         registry.create(_model())
 
 
-def test_a_model_in_use_cannot_be_deleted(registry: ModelRegistry, store: ControlStore) -> None:
-    registry.create(_model())
+def test_a_model_deleted_while_served_stays_for_its_endpoints_only(
+    registry: ModelRegistry, store: ControlStore
+) -> None:
+    created = registry.create(_model())
     endpoints = EndpointStore(store)
     endpoints.insert(Endpoint("ep", "iris-tree", EndpointStatus.IN_SERVICE, 1, 1.0, 1.0))
-    with pytest.raises(FailedPrecondition, match="endpoint"):
+    endpoints.insert(Endpoint("other", "m2", EndpointStatus.IN_SERVICE, 1, 1.0, 1.0))
+    registry.delete("iris-tree")  # as SageMaker: allowed, the endpoint keeps serving it
+    # Gone for users: describe, list and a second delete say so.
+    with pytest.raises(NotFound):
+        registry.describe("iris-tree")
+    assert registry.list("") == []
+    with pytest.raises(NotFound):
         registry.delete("iris-tree")
+    # Its endpoint's replicas (a scale-out, a replacement) still load it; no other endpoint's.
+    assert registry.describe("iris-tree", endpoint_name="ep") == created
+    with pytest.raises(NotFound):
+        registry.describe("iris-tree", endpoint_name="other")
+    assert "model iris-tree deleted" in endpoints.recent_events("ep", 1)[0].message
+    # The name stays taken while the endpoint serves the model, and frees once it does not.
+    with pytest.raises(AlreadyExists, match="endpoints still serve it"):
+        registry.create(_model())
     endpoints.delete("ep")
+    with pytest.raises(NotFound):
+        registry.describe("iris-tree", endpoint_name="ep")
+    assert registry.create(_model()).name == "iris-tree"
+    assert [m.name for m in registry.list("")] == ["iris-tree"]
+
+
+def test_a_model_an_endpoint_may_roll_back_to_stays_for_it(
+    registry: ModelRegistry, store: ControlStore
+) -> None:
+    created = registry.create(_model())
+    endpoints = EndpointStore(store)
+    endpoints.insert(
+        Endpoint(
+            "ep",
+            "m2",
+            EndpointStatus.UPDATING,
+            1,
+            1.0,
+            1.0,
+            previous_model_name="iris-tree",
+        )
+    )
     registry.delete("iris-tree")
+    assert registry.describe("iris-tree", endpoint_name="ep") == created
 
 
 def test_endpoint_rows_round_trip_with_policy_events_and_replicas(store: ControlStore) -> None:
@@ -164,3 +203,17 @@ def test_a_model_keeps_its_training_jobs_runtime(
     assert registry.describe("iris-tree").runtime_versions == runtime
     # A model of an artifact trained elsewhere has no known runtime.
     assert registry.create(_model(name="elsewhere")).runtime_versions == RuntimeVersions()
+
+
+def test_a_transform_snapshot_from_before_model_runtimes_reads_as_not_known() -> None:
+    import json
+
+    from services.control.training.values import RuntimeVersions
+    from services.control.transform.values import model_from_json, model_to_json
+
+    runtime = RuntimeVersions(python="3.11.7", sklearn="1.9.1", numpy="2.4.6", joblib="1.6.0")
+    older = json.loads(
+        model_to_json(Model("m", MODEL_URI, "inference.py", runtime_versions=runtime))
+    )
+    del older["runtime_versions"]  # as stored before migration 8
+    assert model_from_json(json.dumps(older)).runtime_versions == RuntimeVersions()

@@ -388,14 +388,14 @@ def test_the_callers_deadline_and_the_token_are_forwarded() -> None:
 def test_a_session_with_a_gateway_address_invokes_through_it(
     gateway: lifecycle.RunningService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from skmaker import Predictor, Session
+    from skmaker import Session, SKLearnPredictor
 
     # No control behind this address: invocations through a gateway never ask the control.
     with Session("127.0.0.1:1", gateway_address=gateway.address) as session:
         body, content_type = session.invoke_endpoint("shifted", CSV, "text/csv", "text/csv")
         assert content_type == "text/csv"
         assert [int(float(v)) for v in body.split()] == _expected(10)
-        predictor = Predictor("iris", session=session)
+        predictor = SKLearnPredictor("iris", session=session)
         assert predictor.predict(np.asarray(ROWS)).astype(int).tolist() == _expected(0)
     monkeypatch.setenv("SKMAKER_GATEWAY_ADDRESS", gateway.address)
     with Session("127.0.0.1:1") as session:

@@ -74,16 +74,24 @@ class DescribeModelRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    ENDPOINT_NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Model name."""
+    endpoint_name: _builtins.str
+    """Set by an endpoint's replicas: the model as that endpoint holds it. A model deleted while
+    the endpoint serves it stays described for the endpoint (new replicas still load it), as
+    a SageMaker endpoint keeps serving a deleted model; without it, a deleted model is
+    NOT_FOUND.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        endpoint_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_name", b"endpoint_name", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

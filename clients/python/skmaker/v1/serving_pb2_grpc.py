@@ -83,7 +83,8 @@ class ModelServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteModel(self, request, context):
-        """Removes a model. FAILED_PRECONDITION while an endpoint uses it.
+        """Removes a model. Endpoints serving it keep serving it (their new replicas too) until they
+        are deleted or move to another model; its name is taken until then.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,7 +40,9 @@ class ModelServiceStub:
     ListModels: _grpc.UnaryUnaryMultiCallable[_serving_pb2.ListModelsRequest, _serving_pb2.ListModelsResponse]
     """All models, newest first."""
     DeleteModel: _grpc.UnaryUnaryMultiCallable[_serving_pb2.DeleteModelRequest, _serving_pb2.DeleteModelResponse]
-    """Removes a model. FAILED_PRECONDITION while an endpoint uses it."""
+    """Removes a model. Endpoints serving it keep serving it (their new replicas too) until they
+    are deleted or move to another model; its name is taken until then.
+    """
 
 @_typing.type_check_only
 class ModelServiceAsyncStub(ModelServiceStub):
@@ -54,7 +56,9 @@ class ModelServiceAsyncStub(ModelServiceStub):
     ListModels: _aio.UnaryUnaryMultiCallable[_serving_pb2.ListModelsRequest, _serving_pb2.ListModelsResponse]  # type: ignore[assignment]
     """All models, newest first."""
     DeleteModel: _aio.UnaryUnaryMultiCallable[_serving_pb2.DeleteModelRequest, _serving_pb2.DeleteModelResponse]  # type: ignore[assignment]
-    """Removes a model. FAILED_PRECONDITION while an endpoint uses it."""
+    """Removes a model. Endpoints serving it keep serving it (their new replicas too) until they
+    are deleted or move to another model; its name is taken until then.
+    """
 
 class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
     """Models: an artifact plus serving code."""
@@ -89,7 +93,9 @@ class ModelServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _serving_pb2.DeleteModelRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_serving_pb2.DeleteModelResponse, _abc.Awaitable[_serving_pb2.DeleteModelResponse]]:
-        """Removes a model. FAILED_PRECONDITION while an endpoint uses it."""
+        """Removes a model. Endpoints serving it keep serving it (their new replicas too) until they
+        are deleted or move to another model; its name is taken until then.
+        """
 
 def add_ModelServiceServicer_to_server(servicer: ModelServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
