@@ -110,3 +110,22 @@ def test_step_loop_runs_before_start_first() -> None:
     finally:
         loop.stop()
     assert order[:2] == ["resume", "step"]
+
+
+def test_the_lifecycle_runs_a_services_components_around_its_hooks() -> None:
+    from services.runtime import lifecycle
+    from services.runtime.settings import ServiceSettings
+
+    log: list[str] = []
+    service = lifecycle.Service(
+        name="parts",
+        servicers=[],
+        on_start=lambda: log.append("on_start"),
+        on_drain=lambda: log.append("on_drain"),
+        on_stop=lambda: log.append("on_stop"),
+        components=[Recorder("store", log), Recorder("loop", log, drainable=True)],
+    )
+    running = lifecycle.start(service, ServiceSettings(host="127.0.0.1", shutdown_grace_s=0.1))
+    assert log == ["on_start", "start store", "start loop"]
+    running.stop()
+    assert log[3:] == ["drain loop", "on_drain", "stop loop", "stop store", "on_stop"]
