@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install protos check-protos lint test test-compose up demo bench clean v2client test-packages prometheus haproxy
 
+# The script runtime user code runs in (runtimes/*.lock, built into .venv-runtimes/); a no-op
+# when it is already built from the current lock.
 install: $(STAMP)
+	$(PY) -m services.runtime.script_runtimes build
 
 $(STAMP): requirements.lock pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -82,4 +85,4 @@ bench: install
 	$(PY) benchmarks/train_overhead.py
 
 clean:
-	rm -rf $(VENV) .venv-v2client .skmaker
+	rm -rf $(VENV) .venv-v2client .venv-runtimes .skmaker

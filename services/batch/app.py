@@ -7,6 +7,7 @@ holds (after that it is abandoned and re-run elsewhere when its lease expires).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import MutableMapping
@@ -19,6 +20,7 @@ from services.batch.control_link import ControlLink
 from services.batch.metrics import BatchMetrics
 from services.batch.models import ModelCache
 from services.batch.worker import BatchWorker
+from services.runtime import script_runtimes
 from services.runtime.lifecycle import Service
 
 
@@ -30,6 +32,7 @@ def build(settings: BatchSettings, environ: MutableMapping[str, str]) -> Service
         environ: The process environment; the model's, the job's and the batch variables are
             written into it before the user's code runs (pass `os.environ`).
     """
+    logging.getLogger(__name__).info("%s", script_runtimes.this_python())
     registry = prometheus_client.CollectorRegistry()
     work_dir = Path(settings.work_dir).resolve()
     link = ControlLink(

@@ -10,6 +10,7 @@ replicas are drained and stopped, then the children.
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 from collections.abc import Iterable
@@ -56,6 +57,7 @@ from services.control.tuning.servicer import TuningServicer
 from services.runtime import lifecycle
 from services.runtime.components import Component
 from services.runtime.errors import NotFound
+from services.runtime.script_runtimes import PythonChoice, choose_python
 from skmaker.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
@@ -97,14 +99,24 @@ def trainer_specs(
             # Through the environment, not argv, so the token never shows in `ps`.
             extra_env=(
                 {"SKMAKER_TRAINER_AUTH_TOKEN": settings.auth_token} if settings.auth_token else {}
-            ),
+            )
+            | _script_runtime_env("SKMAKER_TRAINER_", settings),
         )
         for index in indices
     ]
 
 
+def _script_runtime_env(prefix: str, settings: ControlSettings) -> dict[str, str]:
+    """The control's script runtime choice, for a child that resolves its own runtime."""
+    chosen = {"SCRIPT_RUNTIME": settings.script_runtime, "RUNTIMES_DIR": settings.runtimes_dir}
+    return {prefix + name: value for name, value in chosen.items() if value}
+
+
 def replica_backend(
-    settings: ControlSettings, store: ControlStore, on_event: EventSink
+    settings: ControlSettings,
+    store: ControlStore,
+    on_event: EventSink,
+    script_python: PythonChoice | None = None,
 ) -> ReplicaBackend | None:
     """The backend `settings` ask for (None for `none`), reporting events to `on_event`."""
     supervision = SupervisionSettings(
@@ -116,6 +128,7 @@ def replica_backend(
         shutdown_grace_s=settings.replica_shutdown_grace_s,
     )
     extra_args = tuple(shlex.split(settings.replica_args))
+    script_python = script_python or PythonChoice(sys.executable, "")
     if settings.effective_replica_backend == "docker":
         containers = DockerBackendSettings(
             docker_url=settings.docker_url,
@@ -126,6 +139,8 @@ def replica_backend(
             auth_token=settings.auth_token,
             extra_args=extra_args,
             supervision=supervision,
+            # The control runs in the replicas' image, so its runtime's path is theirs too.
+            python=script_python.python if script_python.runtime else "python",
         )
         return DockerReplicaBackend(containers, EndpointStore(store), on_event)
     if settings.effective_replica_backend != "local":
@@ -136,6 +151,7 @@ def replica_backend(
         auth_token=settings.auth_token,
         extra_args=extra_args,
         supervision=supervision,
+        python=script_python.python,
     )
     return LocalReplicaBackend(local, EndpointStore(store), on_event)
 
@@ -155,6 +171,9 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     dependency order: split up, the order would be spread over several functions.
     """
     data_dir = Path(settings.data_dir)
+    # Replicas and batch workers run user code, so they run on the script runtime's python.
+    script_python = choose_python(settings.script_runtime, settings.runtimes_dir)
+    logging.getLogger(__name__).info("replicas and batch workers: %s", script_python.describe())
     service = lifecycle.Service(name="control", servicers=[])
     metrics = ControlMetrics(service.registry)
     store = ControlStore(data_dir / "control.db")
@@ -195,6 +214,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
             control_address=control_address,
             extra_args=settings.batch_args,
             auth_token=settings.auth_token,
+            python=script_python.python,
         )
 
     local_batch = LocalBatchWorkers(
@@ -229,7 +249,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     def on_replica_event(endpoint_name: str, message: str) -> None:
         endpoints.record_event(endpoint_name, message)
 
-    backend = replica_backend(settings, store, on_replica_event)
+    backend = replica_backend(settings, store, on_replica_event, script_python)
     endpoints = Endpoints(
         store, models, backend, metrics, max_replicas=settings.max_endpoint_replicas
     )

@@ -35,6 +35,10 @@ class ControlSettings(ServiceSettings):
         5.0, "--local stops trainers beyond --local-trainers idle this many seconds"
     )
     trainer_args: str = setting("", "extra flags (shell syntax) given to each local trainer")
+    script_runtime: str = setting(
+        "", "script runtime (runtimes/<name>.lock) user code runs in; empty: the newest"
+    )
+    runtimes_dir: str = setting("", "where script runtimes are built; empty: .venv-runtimes/")
     lease_s: float = setting(10.0, "seconds a task lease lasts without a heartbeat")
     heartbeat_interval_s: float = setting(2.0, "how often workers are told to heartbeat")
     max_attempts: int = setting(3, "leases a task gets before its job fails (lost workers)")

@@ -30,7 +30,7 @@ from services.inference.model_loader import (
 from services.inference.replica import Replica
 from services.inference.servicer import InferenceServicer
 from services.inference.v2_servicer import OpenInferenceServicer
-from services.runtime import lifecycle, native_threads
+from services.runtime import lifecycle, native_threads, script_runtimes
 from services.runtime.version import services_version
 from services.runtime.versions import serving_runtime
 from skmaker.v1 import (
@@ -68,6 +68,7 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
     Long because it is the one place where the replica's parts (model source and loader,
     metrics, servicers, start, drain and stop hooks) are made and connected, in order.
     """
+    log.info("%s", script_runtimes.this_python())
     registry = prometheus_client.CollectorRegistry()
     metrics = InferenceMetrics(
         registry, settings.endpoint_name or settings.model_name or "standalone"

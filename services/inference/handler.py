@@ -17,6 +17,7 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import sys
 import weakref
 from collections.abc import Callable
@@ -135,7 +136,8 @@ class ModelHandler:
         model: What `model_fn` returned.
         input_fn: `input_fn(request_body, content_type) -> data`; default `codecs.decode`.
         predict_fn: `predict_fn(data, model) -> prediction`; default `model.predict(data)`.
-        output_fn: `output_fn(prediction, accept) -> body or (body, content_type)`; default
+        output_fn: `output_fn(prediction, accept) -> body, (body, content_type), a dict or list
+            (JSON) or a response object (`worker.Response`)`; default
             `codecs.encode`.
         transform_fn: `transform_fn(model, request_body, content_type, accept)`, replacing the
             other three.
@@ -315,7 +317,8 @@ class ModelHandler:
         SageMaker, a `str` body for `text/csv` and `application/json` (decoded with the charset
         parameter, UTF-8 by default) and `bytes` otherwise. Their `accept` is the request's, or
         the default accept when that is empty or `*/*`. A bare body returned by `output_fn` or
-        `transform_fn` is sent with that accept type; a `(body, content_type)` tuple names its own.
+        `transform_fn` is sent with that accept type; a `(body, content_type)` tuple and a
+        response object (`worker.Response`) name their own; a dict or list is sent as JSON.
 
         Args:
             body: The request body; text types may come as `str`.
@@ -532,13 +535,21 @@ def _call_user(name: str, function: UserFunction, *args: Any) -> Any:
 
 
 def _response(result: Any, accept: str, name: str) -> tuple[bytes, str]:
-    """Turn what output_fn or transform_fn returned into (body, content type)."""
+    """Turn what output_fn or transform_fn returned into (body, content type).
+
+    What SageMaker's Flask-based serving stack sends: a response object (the toolkit's
+    `worker.Response`, a Flask or Werkzeug response: anything with `get_data()` or a `response`
+    iterable, and a `mimetype` or `content_type`) with its own type, a `(body, content_type)`
+    tuple, bytes or str as the accept type, and a dict or list as JSON (as Flask does).
+    """
     if isinstance(result, tuple):
         if len(result) != 2 or not isinstance(result[1], str):
             raise ModelError(
                 f"the model's {name} returned a tuple that is not (body, content_type)"
             )
         body, content_type = result
+        if isinstance(body, (dict, list)):
+            return _json_body(body, name), content_type
     else:
         body, content_type = result, accept
     if isinstance(body, bytes):
@@ -547,10 +558,59 @@ def _response(result: Any, accept: str, name: str) -> tuple[bytes, str]:
         return body.encode(), content_type
     if isinstance(body, (bytearray, memoryview)):
         return bytes(body), content_type
+    if isinstance(body, (dict, list)):
+        return _json_body(body, name), JSON
+    if _is_response_object(body):
+        return _response_object_body(body, name)
     raise ModelError(
-        f"the model's {name} returned {type(body).__name__}; "
-        "expected bytes, str or a (body, content_type) tuple"
+        f"the model's {name} returned {type(body).__name__}; expected bytes, str, a dict or "
+        "list (sent as JSON), a (body, content_type) tuple or a response object "
+        "(worker.Response)"
     )
+
+
+def _json_body(value: dict[str, Any] | list[Any], name: str) -> bytes:
+    # Flask's jsonify: sorted keys, compact separators, ASCII only, a newline at the end.
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    except (TypeError, ValueError) as err:
+        raise ModelError(
+            f"the model's {name} returned a {type(value).__name__} that is not JSON: {err}"
+        ) from err
+    return (text + "\n").encode()
+
+
+def _is_response_object(value: Any) -> bool:
+    has_type = isinstance(getattr(value, "mimetype", None), str) or isinstance(
+        getattr(value, "content_type", None), str
+    )
+    has_body = callable(getattr(value, "get_data", None)) or hasattr(value, "response")
+    return has_type and has_body
+
+
+def _response_object_body(response: Any, name: str) -> tuple[bytes, str]:
+    """Body and Content-Type of a Flask-style response; an error status becomes the error."""
+    content_type = getattr(response, "content_type", None) or response.mimetype
+    try:
+        if callable(getattr(response, "get_data", None)):
+            data = response.get_data()
+        else:
+            data = b"".join(
+                chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+                for chunk in response.response
+            )
+    except Exception as err:
+        raise ModelError(
+            f"the model's {name} returned a {type(response).__name__} whose body cannot be "
+            f"read: {_describe(err)}"
+        ) from err
+    body = data.encode() if isinstance(data, str) else bytes(data)
+    status = getattr(response, "status_code", 200)
+    if isinstance(status, int) and status >= 400:
+        text = body[:200].decode(errors="replace")
+        message = f"the model's {name} returned an HTTP {status} response: {text}"
+        raise InvalidArgument(message) if status < 500 else ModelError(message)
+    return body, content_type
 
 
 def _describe(err: BaseException) -> str:

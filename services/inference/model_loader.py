@@ -5,9 +5,10 @@ describe the model, download `model.tar.gz` (the source checks its sha256) and e
 into `<work_dir>/model`; take the code from the model's `source_uri` (extracted into
 `<work_dir>/code`) or else from `<work_dir>/model/code`; install the bundle's `requirements.txt`
 into a content-addressed cache shared by replicas and put it on `sys.path`; apply the model's
-environment (plus `SAGEMAKER_PROGRAM`, `SAGEMAKER_SUBMIT_DIRECTORY`, `SAGEMAKER_REGION`) before
-the user's module is imported, because it may read them at import time; then `ModelHandler.load`
-and a warm-up prediction. `load_local` does the same from folders already unpacked.
+environment (plus `SAGEMAKER_PROGRAM`, `SAGEMAKER_SUBMIT_DIRECTORY`, `SAGEMAKER_REGION`,
+`SAGEMAKER_BASE_DIR`) before the user's module is imported, because it may read them at import
+time; then `ModelHandler.load` and a warm-up prediction. `load_local` does the same from folders
+already unpacked.
 
 Any failure becomes `ModelLoadFailed` with a one-paragraph reason a person can act on; it is what
 the replica writes to its failure file. Knows nothing of grpc: the control is reached through the
@@ -232,6 +233,9 @@ class ModelLoader:
         self._environ["SAGEMAKER_PROGRAM"] = entry_point
         self._environ["SAGEMAKER_SUBMIT_DIRECTORY"] = str(code_dir)
         self._environ.setdefault("SAGEMAKER_REGION", self._region)
+        # SageMaker's folder layout with the model in `model/`: sagemaker_training's
+        # environment reads its paths from here, and creates a home-folder tree without it.
+        self._environ.setdefault("SAGEMAKER_BASE_DIR", str(self._work_dir))
 
 
 def failure_reason(err: BaseException) -> str:

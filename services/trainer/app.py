@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import prometheus_client
 
 from services.runtime.lifecycle import Service
+from services.runtime.script_runtimes import choose_python
 from services.trainer.config import TrainerSettings
 from services.trainer.control_link import ControlLink
 from services.trainer.job import JobEnvironment
@@ -33,8 +34,10 @@ def build(settings: TrainerSettings, environ: Mapping[str, str]) -> Service:
         token=settings.auth_token,
         control_timeout_s=settings.control_timeout_s,
     )
+    script_python = choose_python(settings.script_runtime, settings.runtimes_dir)
+    logging.getLogger(__name__).info("%s", script_python.describe())
     job_env = JobEnvironment(
-        python=sys.executable,
+        python=script_python.python,
         deps_root=work_dir / "deps",
         base_environment=script_base_environment(environ),
         stop_grace_s=settings.stop_grace_s,

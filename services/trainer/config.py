@@ -24,3 +24,7 @@ class TrainerSettings(ServiceSettings):
     )
     keep_workspaces: bool = setting(False, "keep each job's workspace after it ends (debugging)")
     pip_timeout_s: float = setting(900.0, "time limit for installing a job's requirements.txt")
+    script_runtime: str = setting(
+        "", "script runtime (runtimes/<name>.lock) scripts run in; empty: the newest"
+    )
+    runtimes_dir: str = setting("", "where script runtimes are built; empty: .venv-runtimes/")

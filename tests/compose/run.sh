@@ -336,7 +336,7 @@ build_base_image() {
 build_wheelhouse() {
   local key wheelhouse
   key=$(cat "$REPO/requirements.lock" "$REPO/pyproject.toml" "$REPO/clients/python/pyproject.toml" \
-    | sha256sum | cut -c1-12)
+    "$REPO"/runtimes/*.lock | sha256sum | cut -c1-12)
   wheelhouse=$CACHE_DIR/wheelhouse-$("$PY" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')-$key
   if [ ! -d "$wheelhouse" ]; then
     log "pip wheel: the image's dependencies (cached afterwards in $wheelhouse)"
@@ -346,6 +346,13 @@ build_wheelhouse() {
       "setuptools==$(grep -i '^setuptools==' "$REPO/requirements.lock" | cut -d= -f3)" \
       >"$RUN_DIR/pip-wheel.log" 2>&1 || { tail -20 "$RUN_DIR/pip-wheel.log"; die "pip wheel"; }
     rm -f "$wheelhouse.tmp"/skmaker-*.whl "$wheelhouse.tmp"/skmaker_services-*.whl
+    log "pip wheel: the script runtimes' wheels (sdists built once, into .venv-runtimes/wheelhouse)"
+    in_background "$PY" -m services.runtime.script_runtimes wheels --all \
+      --wheelhouse "$REPO/.venv-runtimes/wheelhouse" >>"$RUN_DIR/pip-wheel.log" 2>&1 \
+      || { tail -20 "$RUN_DIR/pip-wheel.log"; die "script runtime wheels"; }
+    in_background "$PY" -m services.runtime.script_runtimes wheels --all --no-index \
+      --find-links "$REPO/.venv-runtimes/wheelhouse" --wheelhouse "$wheelhouse.tmp" \
+      >>"$RUN_DIR/pip-wheel.log" 2>&1 || { tail -20 "$RUN_DIR/pip-wheel.log"; die "runtime wheels"; }
     mv "$wheelhouse.tmp" "$wheelhouse"
   fi
   rm -rf "${REPO:?}/$WHEELHOUSE_IN_CONTEXT"

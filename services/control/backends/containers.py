@@ -75,6 +75,7 @@ class DockerBackendSettings:
         auth_token: given to replicas through their environment, never argv.
         extra_args: extra flags for every replica.
         supervision: start, health and drain timings.
+        python: the interpreter inside the image that runs replicas (the script runtime's).
     """
 
     docker_url: str = "unix:///var/run/docker.sock"
@@ -85,6 +86,7 @@ class DockerBackendSettings:
     auth_token: str = ""
     extra_args: tuple[str, ...] = ()
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
+    python: str = "python"
 
 
 # ----------------------------------------------------------------- the container, as values
@@ -123,11 +125,15 @@ def leftover_filters(network: str, endpoint: str) -> dict[str, str | list[str] |
 
 
 def replica_command(
-    spec: ReplicaSpec, control_address: str, shutdown_grace_s: float, extra_args: Sequence[str]
+    spec: ReplicaSpec,
+    control_address: str,
+    shutdown_grace_s: float,
+    extra_args: Sequence[str],
+    python: str = "python",
 ) -> list[str]:
     """The replica container's command (the image's conventions: ports 50051 and 8000)."""
     return [
-        "python",
+        python,
         "-m",
         "services.inference",
         "--control",
@@ -318,6 +324,7 @@ class DockerContainers:
                     control,
                     self._settings.supervision.shutdown_grace_s,
                     self._settings.extra_args,
+                    self._settings.python,
                 ),
                 name=name,
                 hostname=name,

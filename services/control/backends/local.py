@@ -127,6 +127,7 @@ class LocalProcesses:
                 shutdown_grace_s=self._settings.supervision.shutdown_grace_s,
                 auth_token=self._settings.auth_token,
                 extra_args=self._settings.extra_args,
+                python=self._settings.python,
             )
         )
         return _LocalReplica(started, self._settings.host)

@@ -41,6 +41,8 @@ class LocalBackendSettings:
         auth_token: given to replicas through their environment, never argv.
         extra_args: extra flags for every replica.
         supervision: start, health and drain timings.
+        python: the interpreter replicas run on (the script runtime's, which has the
+            libraries handlers import).
     """
 
     data_dir: Path
@@ -48,6 +50,7 @@ class LocalBackendSettings:
     auth_token: str = ""
     extra_args: tuple[str, ...] = ()
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
+    python: str = sys.executable
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class ReplicaLaunch:
     shutdown_grace_s: float
     auth_token: str = ""
     extra_args: Sequence[str] = ()
+    python: str = sys.executable
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ def launch_replica(launch: ReplicaLaunch) -> ReplicaProcess:
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [
-        sys.executable,
+        launch.python,
         "-m",
         "services.inference",
         "--control",

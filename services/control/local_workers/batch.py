@@ -32,6 +32,7 @@ def batch_worker_spec(
     control_address: str,
     extra_args: str = "",
     auth_token: str = "",
+    python: str = sys.executable,
 ) -> WorkerSpec:
     """The child process of local batch worker `index`.
 
@@ -41,13 +42,14 @@ def batch_worker_spec(
         control_address: Where the worker reaches the control.
         extra_args: Flags (shell syntax) added to the worker's command line.
         auth_token: The control's bearer token, passed through the environment.
+        python: The interpreter the worker runs on (the script runtime's: it runs handlers).
     """
     data_dir = data_dir.resolve()
     name = f"{_NAME_PREFIX}{index}"
     return WorkerSpec(
         name=name,
         argv=(
-            sys.executable,
+            python,
             "-m",
             "services.batch",
             "--control",

@@ -78,6 +78,12 @@ def test_command_is_an_inference_replica_the_inference_settings_accept() -> None
     assert not any("token" in arg for arg in argv)  # the token goes through the environment
 
 
+def test_command_runs_on_the_script_runtimes_python_in_the_image() -> None:
+    python = "/opt/skmaker-runtimes/sklearn-1.9/bin/python"
+    argv = replica_command(SPEC, "control:50051", 5.0, [], python)
+    assert argv[:3] == [python, "-m", "services.inference"]
+
+
 @pytest.mark.parametrize(
     ("state", "code"),
     [

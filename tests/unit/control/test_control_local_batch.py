@@ -46,6 +46,12 @@ def test_spec_points_the_worker_at_the_control(tmp_path: Path) -> None:
     assert spec.log_path == tmp_path.resolve() / "logs" / "batch-1.log"
 
 
+def test_worker_runs_on_the_script_runtimes_python(tmp_path: Path) -> None:
+    python = "/opt/runtimes/sklearn-1.9/bin/python"
+    spec = batch_worker_spec(0, data_dir=tmp_path, control_address="a:1", python=python)
+    assert spec.argv[:3] == (python, "-m", "services.batch")
+
+
 def test_workers_start_at_once_and_stop_after_the_idle_delay(tmp_path: Path) -> None:
     supervisor = FakeSupervisor()
     supervisor.children.append("trainer-0")

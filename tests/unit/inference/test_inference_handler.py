@@ -483,8 +483,80 @@ def test_output_fn_bare_body_goes_out_with_the_accept_type(
 def test_output_fn_returning_an_array_is_a_model_error(model_dir: Path, tmp_path: Path) -> None:
     source = MODEL_FN + "\ndef output_fn(prediction, accept):\n    return prediction\n"
     handler = load(model_dir, write_code(tmp_path, source))
-    with pytest.raises(ModelError, match="output_fn returned ndarray; expected bytes, str or"):
+    with pytest.raises(ModelError, match="output_fn returned ndarray; expected bytes, str, a dict"):
         handler.invoke(csv_body(IRIS_ROWS), "text/csv", "")
+
+
+@pytest.mark.parametrize(
+    ("returned", "expected"),
+    [
+        ("{'labels': [int(v) for v in prediction], 'n': 'é'}", b'{"labels":[0],"n":"\\u00e9"}\n'),
+        ("[{'b': 1, 'a': 2}]", b'[{"a":2,"b":1}]\n'),
+    ],
+)
+def test_output_fn_dict_or_list_is_sent_as_json_as_flask_does(
+    model_dir: Path, tmp_path: Path, returned: str, expected: bytes
+) -> None:
+    source = MODEL_FN + f"\ndef output_fn(prediction, accept):\n    return {returned}\n"
+    handler = load(model_dir, write_code(tmp_path, source))
+    # Whatever the accept type: Flask sends a returned dict as JSON.
+    assert handler.invoke(csv_body(IRIS_ROWS[:1]), "text/csv", "text/csv") == (
+        expected,
+        "application/json",
+    )
+
+
+def test_output_fn_dict_that_json_cannot_hold_is_a_model_error(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    source = MODEL_FN + "\ndef output_fn(prediction, accept):\n    return {'p': prediction}\n"
+    handler = load(model_dir, write_code(tmp_path, source))
+    with pytest.raises(ModelError, match="output_fn returned a dict that is not JSON"):
+        handler.invoke(csv_body(IRIS_ROWS[:1]), "text/csv", "")
+
+
+RESPONSE_CLASS = """
+class FlaskLikeResponse:
+    # The attributes Flask's Response has that servers read: a body iterable and a type.
+    def __init__(self, chunks, mimetype, status=200):
+        self.response = chunks
+        self.mimetype = mimetype
+        self.status_code = status
+"""
+
+
+def test_transform_fn_may_return_a_flask_style_response_with_its_own_type(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    source = (
+        MODEL_FN
+        + RESPONSE_CLASS
+        + """
+def transform_fn(model, body, content_type, accept):
+    labels = model.predict([[float(v) for v in body.split(",")]])
+    return FlaskLikeResponse([b"label=", str(int(labels[0])).encode()], "text/plain")
+"""
+    )
+    handler = load(model_dir, write_code(tmp_path, source))
+    body, content_type = handler.invoke(csv_body(IRIS_ROWS[:1]), "text/csv", "text/csv")
+    assert (body, content_type) == (b"label=0", "text/plain")
+
+
+@pytest.mark.parametrize(("status", "error"), [(415, InvalidArgument), (500, ModelError)])
+def test_output_fn_error_response_is_the_error(
+    model_dir: Path, tmp_path: Path, status: int, error: type[Exception]
+) -> None:
+    source = (
+        MODEL_FN
+        + RESPONSE_CLASS
+        + f"""
+def output_fn(prediction, accept):
+    return FlaskLikeResponse(["cannot write " + accept], "text/plain", {status})
+"""
+    )
+    handler = load(model_dir, write_code(tmp_path, source))
+    with pytest.raises(error, match=f"output_fn returned an HTTP {status} response: cannot write"):
+        handler.invoke(csv_body(IRIS_ROWS[:1]), "text/csv", "text/html")
 
 
 def test_helper_module_imports_from_the_code_dir(

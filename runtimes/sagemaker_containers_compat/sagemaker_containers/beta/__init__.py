@@ -1,0 +1,1 @@
+"""The toolkit's `beta` namespace; scripts use `beta.framework`."""
