@@ -16,8 +16,8 @@ from typing import cast
 
 import grpc
 
-from services.inference.model_loader import ModelLoadFailed, ModelSpec
 from services.runtime.dispatch_link import RPC_TIMEOUT_S, AttemptSuperseded, DispatchLink
+from services.sagemaker.serving.model_loader import ModelLoadFailed, ModelSpec
 from services.sagemaker.transform.bad_records import RecordFailure
 from services.sagemaker.transform.data_processing import AssembleWith, JoinSource
 from services.sagemaker.transform.records import BatchStrategy, Compression, SplitType

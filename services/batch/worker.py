@@ -60,7 +60,7 @@ from services.batch.execution_parameters import (
 from services.batch.metrics import BatchMetrics
 from services.batch.models import ModelCache, batch_environment
 from services.batch.scoring import ShardFailed, ShardScore, ShardSettings, ShardStopped, score_shard
-from services.inference.model_loader import ModelLoadFailed
+from services.sagemaker.serving.model_loader import ModelLoadFailed
 from services.sagemaker.transform.bad_records import RecordFailure
 from services.sagemaker.transform.records import count_newlines
 

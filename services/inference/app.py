@@ -21,18 +21,18 @@ import prometheus_client
 from services.inference.config import InferenceSettings
 from services.inference.control_link import ControlModelSource
 from services.inference.metrics import InferenceMetrics
-from services.inference.model_loader import (
-    LoadedModel,
-    ModelLoader,
-    ModelLoadFailed,
-    failure_reason,
-)
 from services.inference.replica import Replica
 from services.inference.servicer import InferenceServicer
 from services.inference.v2_servicer import OpenInferenceServicer
 from services.runtime import lifecycle, native_threads, script_runtimes
 from services.runtime.version import services_version
 from services.runtime.versions import serving_runtime
+from services.sagemaker.serving.model_loader import (
+    LoadedModel,
+    ModelLoader,
+    ModelLoadFailed,
+    failure_reason,
+)
 from skmaker.v1 import (
     inference_pb2,
     inference_pb2_grpc,

@@ -26,8 +26,8 @@ from services.control.transform.values import (
     DataProcessing,
     TransformJobSpec,
 )
-from services.inference.codecs import DEFAULT_ACCEPT
 from services.runtime.errors import InvalidArgument
+from services.sagemaker.serving.codecs import DEFAULT_ACCEPT
 from services.sagemaker.transform.data_processing import (
     AssembleWith,
     JoinSource,

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from services.inference.codecs import CSV, JSON, parse_media_type
+from services.sagemaker.serving.codecs import CSV, JSON, parse_media_type
 from services.sagemaker.transform.errors import (
     InvalidDataProcessing,
     OutputCountMismatch,

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.inference.handler import ModelHandler
 from services.runtime.errors import InvalidArgument
+from services.sagemaker.serving.handler import ModelHandler
 from services.sagemaker.transform.data_processing import (
     apply_input_filter,
     apply_output_filter,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from services.control.transform.shards import InputFile, Shard, assemble, plan_shards
-from services.inference.handler import ModelHandler
+from services.sagemaker.serving.handler import ModelHandler
 from services.sagemaker.transform.data_processing import AssembleWith, process_batch
 from services.sagemaker.transform.records import BatchStrategy, Compression, iter_batches
 

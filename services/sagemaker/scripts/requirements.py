@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from services.trainer.runner import (
+from services.sagemaker.scripts.runner import (
     ALGORITHM_ERROR,
     FAILED,
     FAILURE_REASON_LIMIT,
