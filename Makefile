@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install protos check-protos lint test test-compose up demo bench clean v2client test-packages prometheus haproxy
+.PHONY: install protos check-protos lint test test-compose up demo bench bench-predict clean v2client mlserver test-packages prometheus haproxy
 
 # The script runtime user code runs in (runtimes/*.lock, built into .venv-runtimes/); a no-op
 # when it is already built from the current lock.
@@ -51,6 +51,14 @@ v2client: .venv-v2client/.installed
 	.venv-v2client/bin/python -m pip install -q --disable-pip-version-check -r requirements-v2client.lock
 	touch $@
 
+# MLServer, the peer benchmarks/predict.py measures against, in its own venv (its pins differ).
+mlserver: .venv-mlserver/.installed
+
+.venv-mlserver/.installed: requirements-mlserver.lock
+	test -x .venv-mlserver/bin/python || $(PYTHON) -m venv .venv-mlserver
+	.venv-mlserver/bin/python -m pip install -q --disable-pip-version-check -r requirements-mlserver.lock
+	touch $@
+
 # Debian packages the tests run for real: Prometheus (the autoscaling tests start it on
 # loopback) and HAProxy (the gateway's data plane, started by the gateway). policy-rc.d keeps
 # the packages from starting system services (root, Debian).
@@ -84,5 +92,9 @@ demo: install
 bench: install
 	$(PY) benchmarks/train_overhead.py
 
+# Predict against its peers (raw grpcio, MLServer) with the server on one core; minutes long.
+bench-predict: install mlserver haproxy
+	$(PY) benchmarks/predict.py --seconds 5 --rounds 3
+
 clean:
-	rm -rf $(VENV) .venv-v2client .venv-runtimes .skmaker
+	rm -rf $(VENV) .venv-v2client .venv-mlserver .venv-runtimes .skmaker

@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -120,15 +121,45 @@ def _request(rows: int) -> Any:
     )
 
 
-def loadgen(address: str, concurrency: int, rows: int, seconds: float, warmup_s: float) -> dict:
-    """Drives Predict at `concurrency` for `seconds`; returns latencies (s) and CPU used."""
+def _call_and_request(channel: Any, rows: int, protocol: str, model: str) -> tuple[Any, Any]:
+    """The RPC to drive and its request: skmaker Predict (iris, or `model`'s 20-feature row as
+    CSV) or Open Inference V2 ModelInfer (the same row as one FP64 tensor)."""
+    from skmaker.v1 import inference_pb2, inference_pb2_grpc, open_inference_pb2_grpc
+
+    if not model:
+        return inference_pb2_grpc.InferenceServiceStub(channel).Predict, _request(rows)
+    try:
+        from peers import PEER_ROW, v2_request
+    except ImportError:  # imported as benchmarks.predict
+        from benchmarks.peers import PEER_ROW, v2_request
+    if protocol == "v2":
+        stub = open_inference_pb2_grpc.GRPCInferenceServiceStub(channel)
+        return stub.ModelInfer, v2_request(model, rows)
+    text = "\n".join([",".join(map(repr, PEER_ROW))] * rows) + "\n"
+    request = inference_pb2.PredictRequest(endpoint_name=model, content_type="text/csv", text=text)
+    return inference_pb2_grpc.InferenceServiceStub(channel).Predict, request
+
+
+def loadgen(
+    address: str,
+    concurrency: int,
+    rows: int,
+    seconds: float,
+    warmup_s: float,
+    protocol: str = "predict",
+    model: str = "",
+) -> dict:
+    """Drives Predict (or V2 ModelInfer) at `concurrency` for `seconds`; returns latencies (s)
+    and CPU used."""
     import grpc
 
-    from skmaker.v1 import inference_pb2_grpc
-
     channel = grpc.insecure_channel(address)
-    stub = inference_pb2_grpc.InferenceServiceStub(channel)
-    request = _request(rows)
+    call, request = _call_and_request(channel, rows, protocol, model)
+
+    class _Stub:
+        Predict = call
+
+    stub = _Stub
     stub.Predict(request, timeout=10)  # connect and check once before timing anything
 
     def run(duration: float) -> tuple[list[float], int, float]:
@@ -233,16 +264,27 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[index]
 
 
-def _measure(port: int, concurrency: int, rows: int, args: argparse.Namespace) -> dict:
+def _measure(
+    port: int,
+    concurrency: int,
+    rows: int,
+    args: argparse.Namespace,
+    protocol: str = "predict",
+    model: str = "",
+    pin: list[str] | None = None,
+) -> dict:
     clients = max(1, min(args.clients, concurrency))
     shares = [
         concurrency // clients + (1 if i < concurrency % clients else 0) for i in range(clients)
     ]
     commands = [
         [
+            *(pin or []),
             sys.executable,
             str(Path(__file__).resolve()),
             "loadgen",
+            f"--protocol={protocol}",
+            f"--peer-model={model}",
             f"--address=127.0.0.1:{port}",
             f"--concurrency={share}",
             f"--rows={rows}",
@@ -321,6 +363,13 @@ def _prepare_model(folder: Path) -> tuple[Path, Path]:
 
 
 def main_benchmark(args: argparse.Namespace) -> int:
+    if args.gateway_data_plane == "haproxy" and shutil.which("haproxy") is None:
+        print(
+            "HAProxy is not installed, and the gateway's data plane is HAProxy: run "
+            "`make haproxy` (Debian's package) or pass --gateway-data-plane python",
+            file=sys.stderr,
+        )
+        return 2
     with tempfile.TemporaryDirectory(prefix="skmaker-bench-") as tmp:
         folder = Path(tmp)
         model_dir, code_dir = _prepare_model(folder)
@@ -452,6 +501,12 @@ def main_benchmark(args: argparse.Namespace) -> int:
             f" | {o['p50_ms']:7.3f} {o['p99_ms']:7.3f} {o['rps']:7.0f}"
             + (f" | {g['p50_ms']:7.3f} {g['p99_ms']:7.3f} {g['rps']:7.0f}" if g else "")
         )
+    if args.peers:
+        try:
+            from peers import measure_peers
+        except ImportError:  # imported as benchmarks.predict
+            from benchmarks.peers import measure_peers
+        summary.update(measure_peers(args, _measure, _wait_serving))
     print(json.dumps(summary, sort_keys=True))
     return 0
 
@@ -463,8 +518,17 @@ def main() -> int:
         "role",
         nargs="?",
         default="bench",
-        choices=["bench", "loadgen", "pairs", "baseline-server"],
+        choices=["bench", "loadgen", "pairs", "baseline-server", "inprocess"],
     )
+    parser.add_argument(
+        "--peers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure decision tree, forest and HistGradientBoosting models against the "
+        "raw grpcio baseline, skmaker with the fast path off, and MLServer (benchmarks/peers.py)",
+    )
+    parser.add_argument("--protocol", choices=("predict", "v2"), default="predict")
+    parser.add_argument("--peer-model", default="", help="loadgen: a peers model's name")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell")
     parser.add_argument("--warmup-s", type=float, default=1.0, help="unmeasured seconds per cell")
     parser.add_argument("--clients", type=int, default=1, help="load-generator processes")
@@ -483,8 +547,23 @@ def main() -> int:
     parser.add_argument("--model-dir", default="")
     parser.add_argument("--port-file", default="")
     args = parser.parse_args()
+    if args.role == "inprocess":
+        try:
+            from peers import inprocess_latency
+        except ImportError:  # imported as benchmarks.predict
+            from benchmarks.peers import inprocess_latency
+        print(json.dumps(inprocess_latency(Path(args.model_dir), args.seconds)))
+        return 0
     if args.role == "loadgen":
-        result = loadgen(args.address, args.concurrency, args.rows, args.seconds, args.warmup_s)
+        result = loadgen(
+            args.address,
+            args.concurrency,
+            args.rows,
+            args.seconds,
+            args.warmup_s,
+            args.protocol,
+            args.peer_model,
+        )
         print(json.dumps(result))
         return 0
     if args.role == "pairs":

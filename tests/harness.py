@@ -8,11 +8,14 @@ to the process group and asserts a clean exit 0; `kill()` is the kill -9 of chao
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +99,18 @@ class ServiceProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def script_visible_dir() -> Path:
+    """A fresh folder a training script can read and write, removed when the tests end.
+
+    A trainer running as root runs scripts as its job user, to whom pytest's `tmp_path`
+    (under a 0700 folder) is closed; files a test and its script share go here instead.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="skmaker-test-"))
+    folder.chmod(0o777)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def is_running(pid: int) -> bool:

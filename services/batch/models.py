@@ -149,10 +149,11 @@ class ModelCache:
         merged = replace(model, environment={**model.environment, **environment})
         loaded = loader.load_model(_Fixed(source, merged), model.name)
         log.info(
-            "model %s loaded in %.2fs (warm-up %s)",
+            "model %s loaded in %.2fs (warm-up %s); %s",
             model.name,
             loaded.load_seconds,
             "passed" if loaded.warmed_up else "skipped",
+            loaded.predict_path.describe(),
         )
         self._handlers[key] = loaded.handler
         while len(self._handlers) > self._capacity:

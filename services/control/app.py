@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import optuna
@@ -26,10 +26,12 @@ from services.control.backends.local import LocalReplicaBackend
 from services.control.backends.local_process import LocalBackendSettings
 from services.control.backends.replica_runtime import SupervisionSettings
 from services.control.config import ControlSettings
+from services.control.dispatch.credentials import worker_scope
 from services.control.dispatch.scheduler import Scheduler
 from services.control.dispatch.servicer import DispatchServicer
 from services.control.dispatch.tasks import TaskKind, TaskState
 from services.control.hosting.autoscaling_loop import Autoscaling
+from services.control.hosting.credentials import ReplicaCredentials
 from services.control.hosting.endpoint_servicer import EndpointServicer
 from services.control.hosting.endpoint_store import EndpointStore
 from services.control.hosting.endpoints import Endpoints
@@ -55,6 +57,7 @@ from services.control.transform.servicer import TransformServicer
 from services.control.tuning.jobs import TuningJobs
 from services.control.tuning.servicer import TuningServicer
 from services.runtime import lifecycle
+from services.runtime.auth import ScopedTokens
 from services.runtime.components import Component
 from services.runtime.errors import NotFound
 from services.runtime.script_runtimes import PythonChoice, choose_python
@@ -75,9 +78,15 @@ from skmaker.v1 import (
 
 
 def trainer_specs(
-    settings: ControlSettings, grpc_port: int, indices: Iterable[int]
+    settings: ControlSettings,
+    grpc_port: int,
+    indices: Iterable[int],
+    issue_token: Callable[[str], str] | None = None,
 ) -> list[WorkerSpec]:
-    """Local trainer children `trainer-<index>` for a control bound to `grpc_port`."""
+    """Local trainer children `trainer-<index>` for a control bound to `grpc_port`.
+
+    `issue_token(name)` gives each a worker-scoped token; without it they get the control's.
+    """
     data_dir = Path(settings.data_dir).resolve()
     extra = shlex.split(settings.trainer_args)
     return [
@@ -96,14 +105,20 @@ def trainer_specs(
                 *extra,
             ),
             log_path=data_dir / "logs" / f"trainer-{index}.log",
-            # Through the environment, not argv, so the token never shows in `ps`.
-            extra_env=(
-                {"SKMAKER_TRAINER_AUTH_TOKEN": settings.auth_token} if settings.auth_token else {}
-            )
-            | _script_runtime_env("SKMAKER_TRAINER_", settings),
+            token=_worker_token(settings, f"trainer-{index}", issue_token),
+            token_fd_env="SKMAKER_TRAINER_AUTH_TOKEN_FD",
+            extra_env=_script_runtime_env("SKMAKER_TRAINER_", settings),
         )
         for index in indices
     ]
+
+
+def _worker_token(
+    settings: ControlSettings, name: str, issue_token: Callable[[str], str] | None
+) -> str:
+    if not settings.auth_token:
+        return ""
+    return issue_token(name) if issue_token is not None else settings.auth_token
 
 
 def _script_runtime_env(prefix: str, settings: ControlSettings) -> dict[str, str]:
@@ -117,8 +132,12 @@ def replica_backend(
     store: ControlStore,
     on_event: EventSink,
     script_python: PythonChoice | None = None,
+    issue_token: Callable[[str, str, str], str] | None = None,
 ) -> ReplicaBackend | None:
-    """The backend `settings` ask for (None for `none`), reporting events to `on_event`."""
+    """The backend `settings` ask for (None for `none`), reporting events to `on_event`.
+
+    `issue_token(endpoint, replica id, model)` gives each replica a token of its own.
+    """
     supervision = SupervisionSettings(
         start_timeout_s=settings.replica_start_timeout_s,
         start_attempts=settings.replica_start_attempts,
@@ -141,6 +160,7 @@ def replica_backend(
             supervision=supervision,
             # The control runs in the replicas' image, so its runtime's path is theirs too.
             python=script_python.python if script_python.runtime else "python",
+            issue_token=issue_token,
         )
         return DockerReplicaBackend(containers, EndpointStore(store), on_event)
     if settings.effective_replica_backend != "local":
@@ -152,8 +172,23 @@ def replica_backend(
         extra_args=extra_args,
         supervision=supervision,
         python=script_python.python,
+        issue_token=issue_token,
     )
     return LocalReplicaBackend(local, EndpointStore(store), on_event)
+
+
+def restrict_state(data_dir: Path) -> None:
+    """Makes the database, the artifacts and the logs readable by the control's user alone.
+
+    Training scripts run as another user may still pass through the data folder (the local
+    trainers' workspaces live below it): other jobs' data, models and logs must be closed to
+    them. Replicas and batch workers run as the control's user, so nothing they need changes.
+    """
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    for folder in (data_dir / "artifacts", data_dir / "logs"):
+        folder.chmod(0o700)
+    for database in data_dir.glob("control.db*"):
+        database.chmod(0o600)
 
 
 def load_source(settings: ControlSettings) -> LoadSource:
@@ -178,6 +213,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     metrics = ControlMetrics(service.registry)
     store = ControlStore(data_dir / "control.db")
     artifacts = LocalArtifactStore(data_dir / "artifacts", settings.max_upload_bytes)
+    restrict_state(data_dir)
     scheduler = Scheduler(
         store,
         metrics,
@@ -203,6 +239,19 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         target_shard_bytes=settings.transform_shard_bytes,
     )
     scheduler.register(TaskKind.TRANSFORM, transform_jobs)
+    # Processes the control starts get tokens of their own, each scoped to what it needs.
+    scoped_tokens = ScopedTokens() if settings.auth_token else None
+    service.scoped_tokens = scoped_tokens
+
+    worker_tokens: dict[str, str] = {}
+
+    def issue_worker_token(name: str) -> str:
+        # One per worker name: batch workers come and go with the transform jobs.
+        assert scoped_tokens is not None
+        if name not in worker_tokens:
+            worker_tokens[name] = scoped_tokens.issue(worker_scope(f"local worker {name}"))
+        return worker_tokens[name]
+
     # Set once the port is bound; batch workers started later are pointed at it.
     control_address = ""
     bound_port = 0
@@ -213,7 +262,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
             data_dir=data_dir,
             control_address=control_address,
             extra_args=settings.batch_args,
-            auth_token=settings.auth_token,
+            auth_token=_worker_token(settings, f"batch-{index}", issue_worker_token),
             python=script_python.python,
         )
 
@@ -231,7 +280,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         return TrainingDemand(len(tasks), leased_by)
 
     def trainer_spec(index: int) -> WorkerSpec:
-        return trainer_specs(settings, bound_port, [index])[0]
+        return trainer_specs(settings, bound_port, [index], issue_worker_token)[0]
 
     local_trainers = LocalTrainers(
         supervisor,
@@ -249,7 +298,15 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     def on_replica_event(endpoint_name: str, message: str) -> None:
         endpoints.record_event(endpoint_name, message)
 
-    backend = replica_backend(settings, store, on_replica_event, script_python)
+    # Replicas run the model's code in-process: each gets a token that reads its model only.
+    credentials = ReplicaCredentials(scoped_tokens, models) if scoped_tokens else None
+    backend = replica_backend(
+        settings,
+        store,
+        on_replica_event,
+        script_python,
+        credentials.issue if credentials else None,
+    )
     endpoints = Endpoints(
         store, models, backend, metrics, max_replicas=settings.max_endpoint_replicas
     )

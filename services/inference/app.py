@@ -18,6 +18,7 @@ from pathlib import Path
 
 import prometheus_client
 
+from services.inference import micro_batch
 from services.inference.config import InferenceSettings
 from services.inference.control_link import ControlModelSource
 from services.inference.metrics import InferenceMetrics
@@ -27,6 +28,7 @@ from services.inference.v2_servicer import OpenInferenceServicer
 from services.runtime import lifecycle, native_threads, script_runtimes
 from services.runtime.version import services_version
 from services.runtime.versions import serving_runtime
+from services.sagemaker.serving import fast_path
 from services.sagemaker.serving.model_loader import (
     LoadedModel,
     ModelLoader,
@@ -126,7 +128,24 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
             if settings.failure_file:
                 write_failure_file(settings.failure_file, reason)
             raise ModelLoadFailed(reason) from err
-        replica.set_loaded(loaded.handler, loaded.load_seconds)
+        handler = loaded.handler
+        core = handler.predict_core
+        batching = core is not None and micro_batch.wanted(
+            environ, default_handlers=handler.uses_default_predict
+        )
+        if batching and core is not None:
+            handler = handler.with_predict_core(
+                micro_batch.MicroBatcher(
+                    core,
+                    on_stacked=metrics.count_stacked,
+                    max_running=native_threads.available_cpus(),
+                )
+            )
+        metrics.set_predict_path(loaded.predict_path.name, fast_path.PATHS, batching)
+        replica.set_loaded(handler, loaded.load_seconds)
+        log.info(
+            "%s; micro-batching %s", loaded.predict_path.describe(), "on" if batching else "off"
+        )
         log.info(
             "model loaded in %.2fs from %s (entry point %s, warm-up %s)",
             loaded.load_seconds,

@@ -105,6 +105,32 @@ class InferenceMetrics:
             "Seconds the last model load took (download, install, model_fn, warm-up).",
             registry=registry,
         )
+        self.predict_path = prometheus_client.Gauge(
+            "skmaker_inference_predict_path",
+            "1 for the path serving the model's predict step (scikit-learn, onnxruntime, "
+            "treelite-gtil; see services/sagemaker/serving/fast_path.py), 0 for the others.",
+            ["endpoint", "path"],
+            registry=registry,
+        )
+        self.micro_batching = prometheus_client.Gauge(
+            "skmaker_inference_micro_batching",
+            "1 when concurrent predict calls are stacked into one (micro-batching), else 0.",
+            ["endpoint"],
+            registry=registry,
+        )
+        self.stacked_calls = prometheus_client.Counter(
+            "skmaker_inference_stacked_calls_total",
+            "Predict calls answered by a stacked (micro-batched) predict with other calls.",
+            ["endpoint"],
+            registry=registry,
+        )
+        self.stacked_predicts = prometheus_client.Counter(
+            "skmaker_inference_stacked_predicts_total",
+            "Stacked (micro-batched) predict calls made.",
+            ["endpoint"],
+            registry=registry,
+        )
+        self._endpoint = endpoint
         latency = self.latency.labels(endpoint)
         in_flight = self.in_flight.labels(endpoint)
         # Every series exists from the start (at 0), so rates and absent() behave in PromQL.
@@ -120,3 +146,14 @@ class InferenceMetrics:
             )
             for protocol in PROTOCOLS
         }
+
+    def set_predict_path(self, path: str, paths: tuple[str, ...], micro_batching: bool) -> None:
+        """Records which path serves the model and whether calls are micro-batched."""
+        for name in paths:
+            self.predict_path.labels(self._endpoint, name).set(1 if name == path else 0)
+        self.micro_batching.labels(self._endpoint).set(1 if micro_batching else 0)
+
+    def count_stacked(self, calls: int) -> None:
+        """One stacked predict answered `calls` calls."""
+        self.stacked_predicts.labels(self._endpoint).inc()
+        self.stacked_calls.labels(self._endpoint).inc(calls)

@@ -17,6 +17,7 @@ file then gains a `"shared"` key (it is rewritten, atomically, before health tur
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.runtime import reflection
-from services.runtime.auth import BearerTokenInterceptor
+from services.runtime.auth import BearerTokenInterceptor, ScopedTokens
 from services.runtime.components import Component, Components
 from services.runtime.errors import ErrorInterceptor
 from services.runtime.settings import ServiceSettings
@@ -85,6 +86,8 @@ class Service:
     # The process's exit code once stopped (e.g. 1 when a child it depends on died); None: 0.
     exit_code: Callable[[], int] | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # Credentials this service issues to its children, accepted within their scopes.
+    scoped_tokens: ScopedTokens | None = None
     # Handlers served but not listed in reflection or health, e.g. the control's answer to
     # inference calls sent to it by mistake.
     unlisted_handlers: Sequence[grpc.GenericRpcHandler] = ()
@@ -173,8 +176,15 @@ def _build_server(
     reuse_port: bool,
 ) -> grpc.Server:
     interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor()]
-    if settings.auth_token:
-        interceptors.insert(0, BearerTokenInterceptor(settings.auth_token))
+    if settings.auth_token or settings.auth_token_sha256:
+        interceptors.insert(
+            0,
+            BearerTokenInterceptor(
+                settings.auth_token,
+                digest=settings.auth_token_sha256,
+                scoped=service.scoped_tokens,
+            ),
+        )
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=settings.max_workers, thread_name_prefix=f"{service.name}-rpc"
@@ -292,12 +302,34 @@ def configure_logging(level: str) -> None:
     )
 
 
+_PR_SET_DUMPABLE = 4
+
+
+def hide_process_memory() -> bool:
+    """Marks this process not dumpable; returns whether the kernel agreed.
+
+    Other processes of the same user (model code in a replica or batch worker the control
+    started, a script a non-root trainer runs) then cannot read its memory, environment or
+    descriptors through /proc or ptrace, where they would find its token. It also turns off
+    core dumps. Children are unaffected: the flag is reset when they exec.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
 def serve(service: Service, settings: ServiceSettings) -> int:
     """Starts `service`, blocks until SIGTERM or SIGINT, shuts down gracefully.
+
+    The process is first made not dumpable (`hide_process_memory`).
 
     Returns:
         0, or what `service.exit_code` says once stopped.
     """
+    if not hide_process_memory():
+        log.warning("cannot mark the process not dumpable: same-user processes can read it")
     stop_requested = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

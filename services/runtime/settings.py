@@ -9,20 +9,32 @@ are built once in `__main__` and passed down; nothing else reads `os.environ`.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
+import logging
 import os
+import re
+import stat
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound="ServiceSettings")
 
 
-def setting(default: Any, help: str, *, flags: Sequence[str] = ()) -> Any:
-    """Declares one setting: its default, its one-line description and extra flag spellings."""
-    return field(default=default, metadata={"help": help, "flags": tuple(flags)})
+def setting(default: Any, help: str, *, flags: Sequence[str] = (), secret: bool = False) -> Any:
+    """Declares one setting: its default, its one-line description and extra flag spellings.
+
+    A `secret` setting (a token) is never taken from the command line, where every local user
+    can read it (`ps`, /proc/PID/cmdline): it comes from its environment variable, from the file
+    named by the `<name>_file` setting, or from the inherited descriptor named by `<name>_fd`.
+    """
+    return field(default=default, metadata={"help": help, "flags": tuple(flags), "secret": secret})
 
 
 @dataclass(frozen=True)
@@ -36,7 +48,19 @@ class ServiceSettings:
     log_level: str = setting("INFO", "logging level (DEBUG, INFO, WARNING, ERROR)")
     port_file: str = setting("", 'write {"grpc": port, "metrics": port} here once bound')
     max_workers: int = setting(32, "threads serving RPCs")
-    auth_token: str = setting("", "when set, every RPC must carry 'authorization: Bearer <token>'")
+    auth_token: str = setting(
+        "",
+        "when set, every RPC must carry 'authorization: Bearer <token>'; "
+        "from the environment or --auth-token-file only, never a flag",
+        secret=True,
+    )
+    auth_token_file: str = setting("", "read the bearer token from this file (its first line)")
+    auth_token_sha256: str = setting(
+        "", "check callers against this sha256 (hex) of the token rather than the token itself"
+    )
+    auth_token_fd: int = setting(
+        -1, "read the bearer token from this inherited descriptor (how the control passes it)"
+    )
 
 
 def _flag_name(name: str) -> str:
@@ -89,7 +113,11 @@ def load(
         env_name = env_prefix + f.name.upper()
         flags = [_flag_name(f.name), *f.metadata.get("flags", ())]
         help_text = f"{f.metadata.get('help', '')} (env {env_name}; default {f.default!r})"
-        if kind is bool:
+        if f.metadata.get("secret"):
+            parser.add_argument(
+                *flags, dest=f.name, action=_refuse_secret_flag(env_name), help=help_text
+            )
+        elif kind is bool:
             parser.add_argument(
                 *flags,
                 dest=f.name,
@@ -114,4 +142,121 @@ def load(
                 values[f.name] = _parse_bool(raw) if kind is bool else kind(raw)
             except ValueError as err:
                 parser.error(f"{env_name}={raw!r}: {err}")
+    digest = values.get("auth_token_sha256", "")
+    if digest and not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+        parser.error(f"--auth-token-sha256 {digest!r} is not a sha256 in hex (64 characters)")
+    for f in dataclasses.fields(settings_cls):
+        if f.metadata.get("secret"):
+            try:
+                _resolve_secret(f.name, values, environ, env_prefix)
+            except (OSError, ValueError) as err:
+                parser.error(str(err))
     return settings_cls(**values)
+
+
+def _refuse_secret_flag(env_name: str) -> type[argparse.Action]:
+    class RefuseSecretFlag(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+            flag = self.option_strings[0]
+            parser.error(
+                f"{flag} is not accepted on the command line, where every local user can read "
+                f"it (ps, /proc/PID/cmdline): use {flag}-file PATH or the environment "
+                f"variable {env_name}"
+            )
+
+    return RefuseSecretFlag
+
+
+def _resolve_secret(
+    name: str, values: dict[str, Any], environ: Mapping[str, str], env_prefix: str
+) -> None:
+    """Fills `values[name]` from its file or descriptor, then drops it from the environment.
+
+    The variable is removed from `os.environ` (never from a mapping a test passed in) so that
+    code this process runs later, and the children it starts, do not inherit the secret.
+
+    Raises:
+        ValueError: more than one source, or an empty file or descriptor.
+        OSError: the file or descriptor cannot be read.
+    """
+    path = values.get(f"{name}_file", "")
+    fd = values.get(f"{name}_fd", -1)
+    given = [
+        source
+        for source, used in (("env", name in values), ("file", path), ("fd", fd >= 0))
+        if used
+    ]
+    if len(given) > 1:
+        raise ValueError(f"{name}: give it one way only, not {' and '.join(given)}")
+    if path:
+        values[name] = _read_secret_file(Path(path))
+    elif fd >= 0:
+        values[name] = _read_secret_fd(fd)
+    if environ is os.environ:
+        for suffix in ("", "_FD"):
+            variable = env_prefix + name.upper() + suffix
+            if os.environ.pop(variable, None) is not None and not suffix:
+                _erase_initial_environment(variable)
+
+
+def _erase_initial_environment(variable: str) -> None:
+    """Overwrites `variable`'s value in the environment the process started with.
+
+    Removing it from `os.environ` does not change /proc/self/environ, which shows the block the
+    kernel laid out at exec: code running in this process (a model's) could read the token
+    there. The block is this process's own memory, so its bytes can be zeroed in place.
+    """
+    try:
+        with open("/proc/self/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        env_start = int(fields[47])  # field 50 of proc(5); the list starts at field 3
+        with open("/proc/self/environ", "rb") as handle:
+            block = handle.read()
+    except (OSError, IndexError, ValueError):
+        return
+    if env_start == 0 or len(block) == 0:
+        return  # the kernel did not say where the block is: leave it
+    key = variable.encode() + b"="
+    offset = 0
+    for entry in block.split(b"\0"):
+        if entry.startswith(key) and len(entry) > len(key):
+            start = env_start + offset + len(key)
+            ctypes.memset(start, 0, len(entry) - len(key))
+        offset += len(entry) + 1
+
+
+def _read_secret_file(path: Path) -> str:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning("%s can be read by other users (mode %o): chmod 600 it", path, mode & 0o777)
+    text = path.read_text(encoding="utf-8").strip()
+    if not text:
+        raise ValueError(f"{path} is empty")
+    return text.splitlines()[0].strip()
+
+
+def _read_secret_fd(fd: int) -> str:
+    chunks = []
+    try:
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    text = b"".join(chunks).decode("utf-8").strip()
+    if not text:
+        raise ValueError(f"descriptor {fd} gave an empty token")
+    return text
+
+
+def pass_secret(secret: str) -> int:
+    """A pipe's read end holding `secret`, for a child to inherit (`pass_fds`) and read once.
+
+    The caller closes it after starting the child. Nothing is written to disk or to the
+    child's environment or argv.
+    """
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, secret.encode("utf-8"))  # far below a pipe's 64 KiB buffer
+    finally:
+        os.close(write_end)
+    return read_end

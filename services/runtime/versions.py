@@ -20,7 +20,7 @@ import logging
 import platform
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,14 +70,18 @@ def probe(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     timeout_s: float = 30.0,
+    wrap: Callable[[list[str]], list[str]] | None = None,
 ) -> Runtime | None:
     """The runtime `python` offers in environment `env` (and `cwd`); None when it cannot tell.
 
-    Never raises: the answer only feeds descriptions and warnings.
+    `wrap` turns the command into the one to run (the trainer's sandbox: user code could
+    shadow a module the probe imports). Never raises: the answer only feeds descriptions and
+    warnings.
     """
+    command = [python, "-c", _PROBE]
     try:
         answer = subprocess.run(
-            [python, "-c", _PROBE],
+            wrap(command) if wrap is not None else command,
             env=dict(env) if env is not None else None,
             cwd=cwd,
             capture_output=True,

@@ -10,7 +10,9 @@ only through the two small protocols below, so it can be exercised without a con
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -23,6 +25,7 @@ from services.runtime import archives
 from services.runtime.versions import Runtime, probe
 from services.sagemaker.scripts import requirements, runner
 from services.trainer import hyperparameters, workspace
+from services.trainer.sandbox import Sandbox, is_inside_without_links
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +111,26 @@ class JobEnvironment:
     base_environment: Mapping[str, str]
     stop_grace_s: float = runner.DEFAULT_GRACE_S
     pip_timeout_s: float = 900.0
+    # Where user code runs (job user, cgroup, limits); None runs it as a plain child.
+    sandbox: Sandbox | None = None
+    # `file://` channels must lie below one of these folders; none: no file:// channels.
+    file_channel_roots: tuple[Path, ...] = ()
 
 
 class JobClientError(Exception):
     """The job's own inputs are unusable (missing data, entry point not in the bundle)."""
+
+
+def _write_marker(path: Path, root: Path) -> None:
+    """Creates the empty file `path` unless user code put a link on its way (see sandbox)."""
+    if not is_inside_without_links(path.parent, root):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        log.warning("cannot write %s: %s", path, err)
+        return
+    os.close(fd)
 
 
 def artifact_prefix(assignment: TrainingAssignment) -> str:
@@ -158,7 +177,7 @@ class TrainingJobRun:
         if self.abandoned.is_set() or result.outcome == runner.FAILED:
             return JobOutcome(result.outcome, result.failure_reason, versions=self.runtime)
         if result.outcome == runner.SUCCEEDED:
-            ws.success_file.write_text("", encoding="utf-8")
+            _write_marker(ws.success_file, self.root)
         model_uri, output_uri = self._upload(ws)
         return JobOutcome(
             result.outcome, result.failure_reason, model_uri, output_uri, self.runtime
@@ -182,7 +201,13 @@ class TrainingJobRun:
         self._fetch_code(ws)
         for channel in assignment.channels:
             self._fetch_channel(ws, channel)
+        self._home(ws).mkdir()
+        if self.env.sandbox is not None:
+            self.env.sandbox.give(self.root)  # the job user owns its workspace, nothing else
         return ws
+
+    def _home(self, ws: workspace.Workspace) -> Path:
+        return ws.root / "home"
 
     def _fetch_code(self, ws: workspace.Workspace) -> None:
         bundle = self.root / "sourcedir.tar.gz"
@@ -206,8 +231,19 @@ class TrainingJobRun:
         self._platform_line(f"downloading channel {channel.name} from {channel.uri}")
         if channel.uri.startswith("file://"):
             source = Path(unquote(urlparse(channel.uri).path))
+            self._check_file_channel(channel.name, source)
             if not source.exists():
                 raise JobClientError(f"channel {channel.name!r}: {source} does not exist")
+            sandbox = self.env.sandbox
+            if sandbox is not None and not sandbox.can_reach(source):
+                # Linked data the job user cannot read is no data: copy what the operator
+                # allowed (links inside stay links, so nothing outside the roots comes along).
+                self._platform_line(f"copying {source}: the job user cannot reach it")
+                if source.is_dir():
+                    shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(source, target / source.name, follow_symlinks=False)
+                return
             # Local data is linked, not copied: the embedded default trains in seconds even
             # on big local folders. Scripts only read channels.
             if source.is_dir():
@@ -222,6 +258,28 @@ class TrainingJobRun:
             raise JobClientError(f"channel {channel.name!r}: {err}") from err
         if not written:
             raise JobClientError(f"channel {channel.name!r}: nothing found at {channel.uri}")
+
+    def _check_file_channel(self, name: str, source: Path) -> None:
+        roots = self.env.file_channel_roots
+        if not roots:
+            raise JobClientError(
+                f"channel {name!r}: file:// channels are turned off on this trainer (its "
+                "operator allows folders with --file-channel-roots); use store:// data"
+            )
+        real = Path(os.path.realpath(source))
+        if not any(real == root or root in real.parents for root in roots):
+            raise JobClientError(
+                f"channel {name!r}: {source} is outside the folders this trainer allows for "
+                f"file:// channels ({', '.join(str(r) for r in roots)})"
+            )
+
+    def _script_environment(self, ws: workspace.Workspace, deps_dir: Path | None) -> dict[str, str]:
+        """The job's environment with the job user's HOME and names."""
+        env = self._environment(ws, deps_dir)
+        env["HOME"] = str(self._home(ws))
+        if self.env.sandbox is not None:
+            env["USER"] = env["LOGNAME"] = self.env.sandbox.user.name
+        return env
 
     def _environment(self, ws: workspace.Workspace, deps_dir: Path | None) -> dict[str, str]:
         assignment = self.assignment
@@ -267,10 +325,12 @@ class TrainingJobRun:
                 self.env.deps_root,
                 self.env.python,
                 on_line,
+                env=self._script_environment(ws, None),
                 timeout_s=self.env.pip_timeout_s,
                 stop_requested=stop,
+                sandbox=self.env.sandbox,
             )
-            env = self._environment(ws, deps_dir)
+            env = self._script_environment(ws, deps_dir)
             decoded = hyperparameters.decode_hyperparameters(assignment.hyperparameters)
             user_hps, _framework = hyperparameters.split_hyperparameters(decoded)
             tokens = hyperparameters.render_argv_tokens(user_hps)
@@ -299,6 +359,7 @@ class TrainingJobRun:
                     stop_requested=stop,
                     grace_s=self.env.stop_grace_s,
                     failure_file=ws.failure_file,
+                    box=self.env.sandbox.box("job") if self.env.sandbox is not None else None,
                 )
             finally:
                 prober.join()
@@ -307,7 +368,11 @@ class TrainingJobRun:
             watcher.join()
 
     def _probe_runtime(self, env: dict[str, str], code_dir: Path) -> None:
-        self.runtime = probe(self.env.python, env=env, cwd=code_dir)
+        # The probe runs in the job's folder and PYTHONPATH, where a json.py of the bundle
+        # would be imported: it runs as the job user, like the script.
+        sandbox = self.env.sandbox
+        wrap = sandbox.box("probe").wrap if sandbox is not None else None
+        self.runtime = probe(self.env.python, env=env, cwd=code_dir, wrap=wrap)
 
     def _relay_stop(self, stop: threading.Event) -> None:
         # The runner polls one event; a stop and an abandonment both end the script.
@@ -325,6 +390,11 @@ class TrainingJobRun:
         archive_sources = ((ws.model_dir, MODEL_ARCHIVE), (ws.output_data_dir, OUTPUT_ARCHIVE))
         for source_dir, name in archive_sources:
             archive = self.root / name
+            if not is_inside_without_links(source_dir, self.root):
+                # The script replaced the folder by a link: packing it with the trainer's
+                # rights would upload whatever the link points to.
+                self._platform_line(f"{source_dir.name}/ is a link, not a folder: not packed")
+                source_dir = Path(tempfile.mkdtemp(prefix=".empty-", dir=self.root))
             archives.make_tar_gz(source_dir, archive)
             uri = self.artifacts.upload_file(archive, f"{prefix}/{name}")
             archive.unlink(missing_ok=True)

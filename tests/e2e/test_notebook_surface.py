@@ -27,7 +27,14 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.tree import DecisionTreeClassifier
 
-from skmaker import Predictor, Session, SKLearn, SKLearnPredictor, TrainingInput
+from skmaker import (
+    Predictor,
+    Session,
+    SKLearn,
+    SKLearnPredictor,
+    TrainingInput,
+    get_execution_role,
+)
 from skmaker.boto import ClientError
 from skmaker.serializers import CSVSerializer
 from tests.harness import REPO_ROOT, ServiceProcess, run_service
@@ -84,6 +91,7 @@ def test_a_sagemaker_notebook_runs_unchanged(
 
         # -- the notebook ------------------------------------------------------------------
         sagemaker_session = Session()
+        role = get_execution_role()
         bucket = sagemaker_session.default_bucket()
         prefix = "DEMO-scikit-iris"
         region = sagemaker_session.boto_region_name
@@ -98,7 +106,7 @@ def test_a_sagemaker_notebook_runs_unchanged(
             framework_version="1.2-1",
             py_version="py3",
             instance_type="ml.c5.xlarge",
-            role=ROLE,
+            role=role,
             script_mode=True,  # SDK v1's flag, still in many notebooks
             hyperparameters={"max_leaf_nodes": 30},
             output_path=f"s3://{bucket}/{prefix}/output",
@@ -159,7 +167,7 @@ def test_a_sagemaker_notebook_runs_unchanged(
             entry_point="scikit_learn_iris.py",
             source_dir=str(EXAMPLE_DIR),
             hyperparameters={"criterion": "no-such-criterion"},
-            role=ROLE,
+            role=role,
             instance_type="ml.c5.xlarge",
             sagemaker_session=sagemaker_session,
         )

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from skmaker import Session, SKLearn, UnexpectedStatusException
-from tests.harness import ServiceProcess, run_service, wait_for_serving
+from tests.harness import ServiceProcess, run_service, script_visible_dir, wait_for_serving
 
 pytestmark = pytest.mark.integration
 
@@ -386,7 +386,7 @@ def test_kill_9_of_a_trainer_retries_the_job_on_another_worker_once(
             folder.mkdir()
             (folder / "rows.csv").write_text("1\n")
             uri = session.upload_data(str(folder), key_prefix="rows")
-            script = _first_attempt_hangs_script(tmp_path / "first-attempt")
+            script = _first_attempt_hangs_script(script_visible_dir() / "first-attempt")
             estimator = SKLearn(
                 entry_point="train.py",
                 source_dir=str(_script_dir(tmp_path, {"train.py": script})),
@@ -414,7 +414,7 @@ def test_kill_9_of_the_control_keeps_the_job_and_it_finishes_after_restart(
 ) -> None:
     data_dir = str(tmp_path / "data")
     args = ["--local", "--data-dir", data_dir, "--lease-s", "5", "--trainer-args", TRAINER_ARGS]
-    release = tmp_path / "release"
+    release = script_visible_dir() / "release"
     script = f"""
         import os, time
         print("started", flush=True)

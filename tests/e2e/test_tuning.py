@@ -30,7 +30,7 @@ from skmaker import (
     Session,
     SKLearn,
 )
-from tests.harness import ServiceProcess, run_service, wait_for_serving
+from tests.harness import ServiceProcess, run_service, script_visible_dir, wait_for_serving
 
 pytestmark = pytest.mark.integration
 
@@ -313,7 +313,7 @@ def test_early_stopping_stops_trials_below_the_running_median(
 def test_kill_9_of_the_control_mid_tuning_loses_and_double_counts_no_trial(
     tmp_path: Path, source_dir: Path
 ) -> None:
-    release = tmp_path / "release"
+    release = script_visible_dir() / "release"
     args = [*_control_args(tmp_path / "data"), "--lease-s", "5"]
     first = run_service("control", tmp_path / "first", args)
     old_group = first.process.pid

@@ -54,7 +54,7 @@ from skmaker.inputs import TrainingInput
 from skmaker.model import SKLearnModel
 from skmaker.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
 from skmaker.predictor import Predictor, SKLearnPredictor
-from skmaker.session import Session
+from skmaker.session import Session, get_execution_role
 from skmaker.transformer import Transformer
 from skmaker.tuner import HyperparameterTuner, WarmStartConfig, WarmStartTypes
 
@@ -92,5 +92,6 @@ __all__ = [
     "WarmStartTypes",
     "__version__",
     "deserializers",
+    "get_execution_role",
     "serializers",
 ]

@@ -152,15 +152,52 @@ def _client_error(
         response["OriginalMessage"] = message
         response["ResponseMetadata"]["HTTPStatusCode"] = 424
     # Exception classes hash by identity; typeshed's Hashable protocol does not see it.
-    error = _client_error_class(type(err))(response, operation)  # type: ignore[arg-type]
+    error_class = _client_error_class(type(err), response["Error"]["Code"])  # type: ignore[arg-type]
+    error = error_class(response, operation)
     error.code = err.code
     return error
 
 
+# boto3's modeled exceptions (`client.exceptions.<Code>`), raised for errors of that code.
+_MODELED_CODES = (
+    "ResourceNotFound",
+    "ResourceInUse",
+    "ResourceLimitExceeded",
+    "ConflictException",
+    "ModelError",
+    "ValidationError",
+    "ServiceUnavailable",
+    "InternalFailure",
+)
+_MODELED: dict[str, type[ClientError]] = {
+    code: type(code, (ClientError,), {"__module__": __name__}) for code in _MODELED_CODES
+}
+
+
 @functools.cache
-def _client_error_class(kind: type[SkmakerClientError]) -> type[ClientError]:
-    """`ClientError` that is also a `kind` (NotFound, ...), so either except clause catches it."""
-    return type(f"ClientError[{kind.__name__}]", (ClientError, kind), {"__module__": __name__})
+def _client_error_class(kind: type[SkmakerClientError], code: str) -> type[ClientError]:
+    """`ClientError` (boto3's modeled class for `code`, if any) that is also a `kind`
+    (NotFound, ...), so any of those except clauses catches it."""
+    base = _MODELED.get(code, ClientError)
+    return type(f"{base.__name__}[{kind.__name__}]", (base, kind), {"__module__": __name__})
+
+
+class _Exceptions:
+    """`client.exceptions`: `ClientError` and boto3's modeled exception classes."""
+
+    ClientError = ClientError
+
+    def __init__(self, codes: Sequence[str]) -> None:
+        for code in codes:
+            setattr(self, code, _MODELED[code])
+
+
+class _Meta:
+    """`client.meta`, as far as skmaker knows it: `region_name`, `service_name`."""
+
+    def __init__(self, region_name: str, service_name: str) -> None:
+        self.region_name = region_name
+        self.service_name = service_name
 
 
 def _operation_name(method: str) -> str:
@@ -189,7 +226,9 @@ def _page(
     try:
         start = int(next_token) if next_token else 0
     except ValueError:
-        raise SkmakerClientError(f"invalid NextToken {next_token!r}") from None
+        raise ValueError(f"invalid NextToken {next_token!r}") from None
+    if start < 0 or (max_results is not None and max_results < 1):
+        raise ValueError(f"invalid NextToken {next_token!r} or MaxResults {max_results!r}")
     size = max_results or DEFAULT_MAX_RESULTS
     end = start + size
     return items[start:end], (str(end) if end < len(items) else None)
@@ -231,9 +270,12 @@ class _BotoShapedClient:
     """What both clients share: error mapping, `ResponseMetadata`, unknown operations."""
 
     _service = ""
+    _exception_codes: tuple[str, ...] = ()
 
     def __init__(self, session: Session) -> None:
         self._session = session
+        self.exceptions = _Exceptions(self._exception_codes)
+        self.meta = _Meta(session.boto_region_name, self._service)
 
     def _call(self, method: str, call: Callable[[], Any], *, from_model: bool = False) -> Any:
         try:
@@ -244,6 +286,11 @@ class _BotoShapedClient:
             if isinstance(err, UnexpectedStatusException):
                 raise
             raise _client_error(err, _operation_name(method), from_model=from_model) from None
+        except ValueError as err:
+            # Refused before any call (a bad status name, another bucket): boto3's service
+            # would answer ValidationException.
+            invalid = skmaker_errors.InvalidArgument(str(err))
+            raise _client_error(invalid, _operation_name(method)) from None
 
     @staticmethod
     def _answer(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -255,9 +302,7 @@ class _BotoShapedClient:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        implemented = sorted(
-            attr for attr in dir(type(self)) if not attr.startswith("_") and attr != "exceptions"
-        )
+        implemented = sorted(attr for attr in dir(type(self)) if not attr.startswith("_"))
         raise AttributeError(
             f"skmaker's {self._service} client does not implement {name!r}; it has: "
             + ", ".join(implemented)
@@ -373,6 +418,12 @@ class SageMakerClient(_BotoShapedClient):
     """boto3's `sagemaker` client shape over a skmaker `Session` (see the module docstring)."""
 
     _service = "sagemaker"
+    _exception_codes = (
+        "ResourceNotFound",
+        "ResourceInUse",
+        "ResourceLimitExceeded",
+        "ConflictException",
+    )
 
     def __init__(self, session: Session) -> None:
         super().__init__(session)
@@ -466,7 +517,9 @@ class SageMakerClient(_BotoShapedClient):
         )
         for summary in summaries:
             summary["TrainingJobArn"] = self._arn("training-job", summary["TrainingJobName"])
-        page, token = _page(summaries, NextToken, MaxResults)
+        page, token = self._call(
+            "list_training_jobs", lambda: _page(summaries, NextToken, MaxResults)
+        )
         return self._answer(
             {"TrainingJobSummaries": page, **({"NextToken": token} if token else {})}
         )
@@ -563,7 +616,7 @@ class SageMakerClient(_BotoShapedClient):
         )
         for model in models:
             model["ModelArn"] = self._arn("model", model["ModelName"])
-        page, token = _page(models, NextToken, MaxResults)
+        page, token = self._call("list_models", lambda: _page(models, NextToken, MaxResults))
         return self._answer({"Models": page, **({"NextToken": token} if token else {})})
 
     def delete_model(self, *, ModelName: str) -> dict[str, Any]:
@@ -772,7 +825,7 @@ class SageMakerClient(_BotoShapedClient):
         )
         for endpoint in endpoints:
             endpoint["EndpointArn"] = self._arn("endpoint", endpoint["EndpointName"])
-        page, token = _page(endpoints, NextToken, MaxResults)
+        page, token = self._call("list_endpoints", lambda: _page(endpoints, NextToken, MaxResults))
         return self._answer({"Endpoints": page, **({"NextToken": token} if token else {})})
 
     def delete_endpoint(self, *, EndpointName: str) -> dict[str, Any]:
@@ -822,7 +875,7 @@ class SageMakerClient(_BotoShapedClient):
         )
         for job in jobs:
             job["TransformJobArn"] = self._arn("transform-job", job["TransformJobName"])
-        page, token = _page(jobs, NextToken, MaxResults)
+        page, token = self._call("list_transform_jobs", lambda: _page(jobs, NextToken, MaxResults))
         return self._answer(
             {"TransformJobSummaries": page, **({"NextToken": token} if token else {})}
         )
@@ -881,7 +934,9 @@ class SageMakerClient(_BotoShapedClient):
             job["HyperParameterTuningJobArn"] = self._arn(
                 "hyper-parameter-tuning-job", job["HyperParameterTuningJobName"]
             )
-        page, token = _page(jobs, NextToken, MaxResults)
+        page, token = self._call(
+            "list_hyper_parameter_tuning_jobs", lambda: _page(jobs, NextToken, MaxResults)
+        )
         return self._answer(
             {"HyperParameterTuningJobSummaries": page, **({"NextToken": token} if token else {})}
         )
@@ -921,7 +976,10 @@ class SageMakerClient(_BotoShapedClient):
             )
         for trial in trials:
             trial["TrainingJobArn"] = self._arn("training-job", trial["TrainingJobName"])
-        page, token = _page(trials, NextToken, MaxResults)
+        page, token = self._call(
+            "list_training_jobs_for_hyper_parameter_tuning_job",
+            lambda: _page(trials, NextToken, MaxResults),
+        )
         return self._answer(
             {"TrainingJobSummaries": page, **({"NextToken": token} if token else {})}
         )
@@ -991,6 +1049,7 @@ class SageMakerRuntimeClient(_BotoShapedClient):
     """boto3's `sagemaker-runtime` client shape over a skmaker `Session`."""
 
     _service = "sagemaker-runtime"
+    _exception_codes = ("ModelError", "ValidationError", "ServiceUnavailable", "InternalFailure")
 
     def invoke_endpoint(
         self,

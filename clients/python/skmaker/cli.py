@@ -294,7 +294,9 @@ def _add_models(resources: argparse._SubParsersAction[_ExactFlagsParser]) -> Non
     describe.add_argument("name", help="model name")
     describe.set_defaults(handler=_describe_model)
 
-    delete = verbs.add_parser("delete", help="delete a model no endpoint serves")
+    delete = verbs.add_parser(
+        "delete", help="delete a model (endpoints serving it keep serving it)"
+    )
     delete.add_argument("name", help="model name")
     delete.set_defaults(handler=_delete_model)
 

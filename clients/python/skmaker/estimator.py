@@ -3,8 +3,8 @@
 `SKLearn(entry_point=..., hyperparameters=...).fit({"train": uri})` packs the code into
 `sourcedir.tar.gz`, uploads it, creates a training job with SageMaker's hyperparameter
 encoding and streams the job's log until it ends. `deploy()` then serves the job's model on an
-endpoint and returns a `Predictor`, `transformer()` returns a `Transformer` that scores files
-with it in batch; `create_model()` gives the `SKLearnModel` in between.
+endpoint and returns an `SKLearnPredictor`, `transformer()` returns a `Transformer` that scores
+files with it in batch; `create_model()` gives the `SKLearnModel` in between.
 Arguments that only mean something on AWS (`role`, `instance_type`, `framework_version`, ...)
 are accepted and ignored with one warning.
 """
@@ -394,7 +394,7 @@ class SKLearn:
         model_server_workers: int | None = None,
         **sagemaker_only_args: Any,
     ) -> Predictor:
-        """Serves the latest job's model on a new endpoint and returns its `Predictor`.
+        """Serves the latest job's model on a new endpoint and returns its `SKLearnPredictor`.
 
         Creates a model from the job's model.tar.gz and code, then an endpoint with
         `initial_instance_count` replicas, waits until it is InService (with `wait`) and

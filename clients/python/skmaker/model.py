@@ -2,12 +2,12 @@
 
 As SageMaker's `sagemaker.sklearn.SKLearnModel`: `SKLearnModel(model_data, entry_point=...)
 .deploy(initial_instance_count=1)` creates the model, creates an endpoint serving it, waits
-until it is InService and returns a `Predictor`; `.transformer(instance_count=2)` creates the
-model and returns a `Transformer` for batch transform. Local files are uploaded first: a local
-`model.tar.gz` to `store://models/<name>/`, and the code (a `source_dir` folder, or a lone
-entry-point file) as `sourcedir.tar.gz`, packed by the same rules as training
-(`skmaker.packaging`). Arguments that only mean something on AWS are accepted and ignored with
-one warning.
+until it is InService and returns an `SKLearnPredictor`; `.transformer(instance_count=2)`
+creates the model and returns a `Transformer` for batch transform. Local files are uploaded
+first: a local `model.tar.gz` to `store://models/<name>/`, and the code (a `source_dir`
+folder, or a lone entry-point file) as `sourcedir.tar.gz`, packed by the same rules as
+training (`skmaker.packaging`). Arguments that only mean something on AWS are accepted and
+ignored with one warning.
 """
 
 from __future__ import annotations

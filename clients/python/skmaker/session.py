@@ -685,6 +685,16 @@ class Session(HostingCalls, TransformCalls, TuningCalls):
             interval_s = min(poll_s, interval_s * 1.5)
 
 
+def get_execution_role(sagemaker_session: Session | None = None) -> str:
+    """A stand-in for SageMaker's execution role ARN, for notebooks that pass one along.
+
+    skmaker has no IAM: every `role` argument is accepted and ignored, so this only keeps
+    `role = get_execution_role()` cells running. The ARN names account 000000000000.
+    """
+    del sagemaker_session
+    return f"arn:aws:iam::{ACCOUNT_ID}:role/skmaker"
+
+
 def check_job_status(description: dict[str, Any]) -> dict[str, Any]:
     """Returns `description` unless the job Failed, as SageMaker's `_check_job_status`.
 

@@ -341,7 +341,7 @@ class HyperparameterTuner:
         autoscaling: AutoScalingPolicy | Mapping[str, Any] | None = None,
         **sagemaker_only_args: Any,
     ) -> Predictor:
-        """Deploys the best training job's model; returns its `Predictor`.
+        """Deploys the best training job's model; returns its `SKLearnPredictor`.
 
         As in SageMaker, the endpoint (and here the model too) is named after the best
         training job unless told otherwise. The other arguments are `SKLearn.deploy`'s.

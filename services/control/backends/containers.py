@@ -42,6 +42,7 @@ from services.control.backends.replica_runtime import (
     port_of,
 )
 from services.control.backends.supervisor import ReplicaSupervisor
+from services.runtime.auth import token_digest
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ class DockerBackendSettings:
     extra_args: tuple[str, ...] = ()
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     python: str = "python"
+    # (endpoint, replica id, model) -> the replica's own token; None gives it `auth_token`.
+    issue_token: Callable[[str, str, str], str] | None = None
 
 
 # ----------------------------------------------------------------- the container, as values
@@ -311,11 +314,19 @@ class DockerContainers:
         control = self._settings.control_address or (
             f"{self._control_host}:{port_of(spec.control_address)}"
         )
-        environment = (
-            {"SKMAKER_INFERENCE_AUTH_TOKEN": self._settings.auth_token}
-            if self._settings.auth_token
-            else {}
-        )
+        environment = {}
+        if self._settings.auth_token:
+            # The container's environment is the model code's to read: it gets a token that
+            # can read its own model only, and a digest of the callers' token.
+            own = (
+                self._settings.issue_token(spec.endpoint_name, spec.replica_id, spec.model_name)
+                if self._settings.issue_token
+                else self._settings.auth_token
+            )
+            environment = {
+                "SKMAKER_INFERENCE_AUTH_TOKEN": own,
+                "SKMAKER_INFERENCE_AUTH_TOKEN_SHA256": token_digest(self._settings.auth_token),
+            }
         try:
             container = client.containers.create(
                 self._image,

@@ -115,6 +115,9 @@ class LocalProcesses:
     def launch(self, spec: ReplicaSpec) -> _LocalReplica:
         """Starts `python -m services.inference` for `spec` (see `launch_replica`)."""
         assert isinstance(spec.endpoint_address, _SharedPort)
+        token, caller_digest = self._settings.replica_tokens(
+            spec.endpoint_name, spec.replica_id, spec.model_name
+        )
         started = launch_replica(
             ReplicaLaunch(
                 data_dir=self._data_dir,
@@ -125,7 +128,8 @@ class LocalProcesses:
                 host=self._settings.host,
                 shared_port=spec.endpoint_address.port,
                 shutdown_grace_s=self._settings.supervision.shutdown_grace_s,
-                auth_token=self._settings.auth_token,
+                auth_token=token,
+                caller_token_sha256=caller_digest,
                 extra_args=self._settings.extra_args,
                 python=self._settings.python,
             )

@@ -20,11 +20,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.control.backends.replica_runtime import SupervisionSettings
+from services.runtime.auth import token_digest
+from services.runtime.settings import pass_secret
 
 _LOG_TAIL_LINES = 12
 _LOG_TAIL_BYTES = 16 * 1024
@@ -38,7 +40,10 @@ class LocalBackendSettings:
         data_dir: the control's data folder; replicas work under `work/endpoints/` and log
             under `logs/endpoints/`.
         host: the loopback or host address replicas bind (own, metrics and shared ports).
-        auth_token: given to replicas through their environment, never argv.
+        auth_token: callers of the replicas must present it; each replica gets only its
+            digest, and its own token from `issue_token` for the control (through an
+            inherited pipe, never argv or environment).
+        issue_token: issues a replica's own, model-scoped token.
         extra_args: extra flags for every replica.
         supervision: start, health and drain timings.
         python: the interpreter replicas run on (the script runtime's, which has the
@@ -51,6 +56,15 @@ class LocalBackendSettings:
     extra_args: tuple[str, ...] = ()
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     python: str = sys.executable
+    # (endpoint, replica id, model) -> the replica's own token; None gives it `auth_token`.
+    issue_token: Callable[[str, str, str], str] | None = None
+
+    def replica_tokens(self, endpoint: str, replica_id: str, model: str) -> tuple[str, str]:
+        """(token the replica calls the control with, digest it checks its callers against)."""
+        if not self.auth_token:
+            return "", ""
+        own = self.issue_token(endpoint, replica_id, model) if self.issue_token else ""
+        return own or self.auth_token, token_digest(self.auth_token)
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,7 @@ class ReplicaLaunch:
     shared_port: int
     shutdown_grace_s: float
     auth_token: str = ""
+    caller_token_sha256: str = ""
     extra_args: Sequence[str] = ()
     python: str = sys.executable
 
@@ -159,20 +174,30 @@ def launch_replica(launch: ReplicaLaunch) -> ReplicaProcess:
         *launch.extra_args,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    token_fd = -1
     if launch.auth_token:
-        # Through the environment, not argv, so the token never shows in `ps`.
-        env["SKMAKER_INFERENCE_AUTH_TOKEN"] = launch.auth_token
-    with log_path.open("ab") as log_file:
-        log_offset = log_file.tell()
-        # The child keeps its own copy of the descriptor; ours closes with the block.
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+        # Through an inherited pipe the replica reads at start, never argv or the environment:
+        # the replica imports the model's code, which could read both from /proc/self.
+        token_fd = pass_secret(launch.auth_token)
+        env["SKMAKER_INFERENCE_AUTH_TOKEN_FD"] = str(token_fd)
+    if launch.caller_token_sha256:
+        env["SKMAKER_INFERENCE_AUTH_TOKEN_SHA256"] = launch.caller_token_sha256
+    try:
+        with log_path.open("ab") as log_file:
+            log_offset = log_file.tell()
+            # The child keeps its own copy of the descriptor; ours closes with the block.
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                pass_fds=(token_fd,) if token_fd >= 0 else (),
+            )
+    finally:
+        if token_fd >= 0:
+            os.close(token_fd)
     return ReplicaProcess(process, port_file, failure_file, log_path, log_offset)
 
 

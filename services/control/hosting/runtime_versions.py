@@ -45,7 +45,8 @@ class ReplicaRuntimes:
         if not endpoint_name or not model_name:
             raise InvalidArgument("endpoint_name and model_name are required")
         self._endpoints.describe(endpoint_name)  # NotFound for an unknown endpoint
-        model = self._models.describe(model_name)
+        # A model deleted while this endpoint still serves it is still the one to compare with.
+        model = self._models.describe(model_name, endpoint_name=endpoint_name)
         found = differences(Runtime(**asdict(model.runtime_versions)), Runtime(**asdict(serving)))
         if not found:
             return ""

@@ -41,7 +41,7 @@ def batch_worker_spec(
         data_dir: The control's data folder (work folders and logs go below it).
         control_address: Where the worker reaches the control.
         extra_args: Flags (shell syntax) added to the worker's command line.
-        auth_token: The control's bearer token, passed through the environment.
+        auth_token: The control's bearer token, passed through an inherited pipe.
         python: The interpreter the worker runs on (the script runtime's: it runs handlers).
     """
     data_dir = data_dir.resolve()
@@ -61,8 +61,8 @@ def batch_worker_spec(
             *shlex.split(extra_args),
         ),
         log_path=data_dir / "logs" / f"{name}.log",
-        # Through the environment, not argv, so the token never shows in `ps`.
-        extra_env={"SKMAKER_BATCH_AUTH_TOKEN": auth_token} if auth_token else {},
+        token=auth_token,
+        token_fd_env="SKMAKER_BATCH_AUTH_TOKEN_FD",
     )
 
 

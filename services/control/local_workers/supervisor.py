@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.runtime.components import StepLoop
+from services.runtime.settings import pass_secret
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,13 @@ class WorkerSpec:
     argv: tuple[str, ...]
     log_path: Path
     cwd: Path | None = None
-    # Added to the control's own environment (which children inherit), e.g. a shared token.
+    # Added to the control's own environment (which children inherit).
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # A bearer token for the child, handed over through an inherited pipe whose descriptor
+    # number goes in `token_fd_env` (e.g. SKMAKER_TRAINER_AUTH_TOKEN_FD): never in argv or the
+    # environment, where the child's user code could read it from /proc.
+    token: str = ""
+    token_fd_env: str = ""
 
 
 @dataclass
@@ -179,15 +185,25 @@ class WorkerSupervisor:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         if spec.cwd is not None:
             spec.cwd.mkdir(parents=True, exist_ok=True)
-        with spec.log_path.open("ab") as log_file:
-            # The child keeps its own copy of the descriptor; ours closes with the block.
-            child.process = subprocess.Popen(
-                spec.argv,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                cwd=spec.cwd,
-                env={**os.environ, **spec.extra_env} if spec.extra_env else None,
-            )
+        env = {**os.environ, **spec.extra_env}
+        token_fd = -1
+        if spec.token:
+            token_fd = pass_secret(spec.token)
+            env[spec.token_fd_env] = str(token_fd)
+        try:
+            with spec.log_path.open("ab") as log_file:
+                # The child keeps its own copy of the descriptor; ours closes with the block.
+                child.process = subprocess.Popen(
+                    spec.argv,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    cwd=spec.cwd,
+                    env=env,
+                    pass_fds=(token_fd,) if token_fd >= 0 else (),
+                )
+        finally:
+            if token_fd >= 0:
+                os.close(token_fd)
         child.started_at = time.monotonic()
         child.restart_at = None
         log.info("started %s (pid %d), logging to %s", spec.name, child.process.pid, spec.log_path)

@@ -56,6 +56,8 @@ from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidAr
 log = logging.getLogger(__name__)
 
 LOG_BATCH_LINES = 500
+LOG_BATCH_BYTES = 1024 * 1024
+"""A log batch stops at about this much text, far below a client's 4 MiB message limit."""
 # Log followers re-check the job at least this often even without a notification.
 _FOLLOW_POLL_S = 1.0
 
@@ -289,7 +291,7 @@ class TrainingJobs:
             # Status first: a completion stores its last lines and the terminal status in one
             # transaction, so lines read after a terminal status are all the lines there are.
             status = self.describe(name).status
-            lines = self._store.read_log_lines(name, sequence, LOG_BATCH_LINES)
+            lines = _within_bytes(self._store.read_log_lines(name, sequence, LOG_BATCH_LINES))
             if lines:
                 sequence = lines[-1].sequence + 1
                 yield LogBatch(lines=tuple(lines), status=status)
@@ -437,3 +439,13 @@ def _worker_status_message(status: str, worker_id: str) -> str:
         SecondaryStatus.UPLOADING: "Uploading the model and output artifacts",
     }
     return f"{messages.get(SecondaryStatus(status), status)} (worker {worker_id})"
+
+
+def _within_bytes(lines: list[LogLine]) -> list[LogLine]:
+    """The first of `lines` that fit in LOG_BATCH_BYTES of text (at least one)."""
+    used = 0
+    for index, line in enumerate(lines):
+        used += len(line.text) + 1
+        if index and used > LOG_BATCH_BYTES:
+            return lines[:index]
+    return lines

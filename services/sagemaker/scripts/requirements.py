@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from services.sagemaker.scripts.boxes import ProcessBox, ScriptSandbox
 from services.sagemaker.scripts.runner import (
     ALGORITHM_ERROR,
     FAILED,
@@ -92,6 +93,7 @@ def install_requirements(
     env: Mapping[str, str] | None = None,
     timeout_s: float | None = None,
     stop_requested: Callable[[], bool] | threading.Event | None = None,
+    sandbox: ScriptSandbox | None = None,
 ) -> Path | None:
     """Install ``code_dir/requirements.txt`` if there is one, reusing a finished install.
 
@@ -110,6 +112,9 @@ def install_requirements(
         env: pip's environment (e.g. ``PIP_INDEX_URL`` from the job); the worker's if None.
         timeout_s: Give up after this long; None for no limit.
         stop_requested: A stop request ends pip early.
+        sandbox: Runs pip (which runs the packages' build code) in the job's sandbox, as the
+            job user, on a target folder it owns; the finished folder is taken back before it
+            joins the shared cache, so no job can change another job's dependencies.
 
     Returns:
         The folder to put on ``PYTHONPATH``, or None if there is no ``requirements.txt``.
@@ -128,7 +133,13 @@ def install_requirements(
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=deps_root))
     try:
-        _run_pip(code_dir, tmp, python, on_line, env, timeout_s, stop_requested)
+        if sandbox is not None:
+            tmp.chmod(0o755)
+            sandbox.give(tmp)
+        box = sandbox.box("pip") if sandbox is not None else None
+        _run_pip(code_dir, tmp, python, on_line, env, timeout_s, stop_requested, box)
+        if sandbox is not None:
+            sandbox.take_back(tmp)
         (tmp / COMPLETE_MARKER).write_text("", encoding="utf-8")
         _publish(tmp, final)
     finally:
@@ -144,6 +155,7 @@ def _run_pip(
     env: Mapping[str, str] | None,
     timeout_s: float | None,
     stop_requested: Callable[[], bool] | threading.Event | None,
+    box: ProcessBox | None = None,
 ) -> None:
     command = [
         python,
@@ -173,6 +185,7 @@ def _run_pip(
         max_runtime_s=timeout_s,
         stop_requested=stop_requested,
         grace_s=10.0,
+        box=box,
     )
     if result.outcome == SUCCEEDED:
         return

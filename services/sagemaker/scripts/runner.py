@@ -1,11 +1,15 @@
 """Runs a user script as a child process and turns its end into a SageMaker-style outcome.
 
-`ScriptRunner` owns one script run: it starts the command in its own process group, streams
-every stdout and stderr line to a callback as the line is written, enforces the run-time limit
-and stop requests (SIGTERM to the whole group, a grace period, then SIGKILL, as SageMaker does,
-contract §1.9), and builds the failure reason of §1.8 and §8: the failure file if the script
-wrote one, else ``ExecuteUserScriptError`` with the tail of stderr, always ``AlgorithmError:``
-first and at most 1024 characters. `MetricParser` applies the job's metric regexes (§1.10).
+`ScriptRunner` owns one script run: it starts the command in its own process group (and, given
+a `boxes.ProcessBox` such as the trainer's `sandbox.JobBox`, as the job user in the job's
+cgroup and limits), streams every stdout and stderr line to a callback as the line is written,
+enforces the run-time limit and stop requests (SIGTERM to the whole group, a grace period, then
+SIGKILL, as SageMaker does, contract §1.9; with a box, whatever is left of the tree, `setsid` or
+not, is killed once the command ends), and builds the failure reason of §1.8 and §8: the
+failure file if the script wrote one, else ``ExecuteUserScriptError`` with the tail of stderr,
+always ``AlgorithmError:`` first and at most 1024 characters (a limit the box enforced names
+itself instead, e.g. ``OutOfMemory: ...``).
+`MetricParser` applies the job's metric regexes (§1.10).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import math
 import os
 import re
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -23,6 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+from services.sagemaker.scripts.boxes import ProcessBox
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +134,32 @@ def format_process_failure(
     return render(_fit_tail(lines, budget))
 
 
-def _read_failure_file(failure_file: Path | None) -> str | None:
-    if failure_file is None or not failure_file.is_file():
+def _read_failure_file(failure_file: Path | None, folder: str) -> str | None:
+    # The script may have replaced the file or its folder by a link to a file only the trainer
+    # can read: only a regular file in the folder the trainer made counts.
+    if failure_file is None or os.path.realpath(failure_file.parent) != folder:
         return None
-    text = failure_file.read_text(encoding="utf-8", errors="replace")
-    return text[:FAILURE_REASON_LIMIT]
+    try:
+        fd = os.open(failure_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = handle.read(FAILURE_REASON_LIMIT * 4)
+    return data.decode("utf-8", errors="replace")[:FAILURE_REASON_LIMIT]
+
+
+def _write_failure_file(failure_file: Path, folder: str, text: str) -> None:
+    if os.path.realpath(failure_file.parent) != folder:
+        return
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        fd = os.open(failure_file, flags, 0o644)
+    except OSError:
+        return  # the script made something there after all
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def _with_prefix(text: str) -> str:
@@ -188,6 +216,7 @@ class ScriptRunner:
         grace_s: float = DEFAULT_GRACE_S,
         failure_file: Path | None = None,
         error_name: str = "ExecuteUserScriptError",
+        box: ProcessBox | None = None,
     ) -> RunResult:
         """Run ``command`` to its end, or until the time limit or a stop request.
 
@@ -208,15 +237,23 @@ class ScriptRunner:
             grace_s: Time between SIGTERM and SIGKILL.
             failure_file: Where the script may write its own failure reason.
             error_name: The error class named in a generated failure reason.
+            box: Runs the command in this sandbox box (user, cgroup, limits); its whole tree,
+                `setsid` or not, is killed once the command exits. A limit that ended the
+                command is the failure reason (e.g. ``OutOfMemory: ...``).
 
         Returns:
             The outcome, exit code, failure reason and stderr tail.
         """
         tail: collections.deque[str] = collections.deque(maxlen=self._stderr_tail_lines)
         child_env = {**env, "PYTHONUNBUFFERED": "1"}
+        failure_folder = os.path.realpath(failure_file.parent) if failure_file else ""
+        started = list(command)
+        if box is not None:
+            box.open()
+            started = box.wrap(command)
         try:
             proc = subprocess.Popen(
-                list(command),
+                started,
                 cwd=cwd,
                 env=child_env,
                 stdin=subprocess.DEVNULL,
@@ -225,6 +262,8 @@ class ScriptRunner:
                 start_new_session=True,
             )
         except OSError as exc:
+            if box is not None:
+                box.close()
             reason = format_process_failure(
                 error_name, None, [f"could not start the command: {exc}"], command
             )
@@ -242,6 +281,8 @@ class ScriptRunner:
         # The command has exited but is not reaped yet, so its pid still names the group:
         # no unrelated process can have taken it. Kill whatever the script left behind.
         _signal_group(proc.pid, signal.SIGKILL)
+        if box is not None:
+            box.kill_all(proc.pid)  # what left the group (setsid) too
         returncode = proc.wait()
         for reader in readers:
             reader.join(_READER_JOIN_S)
@@ -250,6 +291,13 @@ class ScriptRunner:
 
         exit_code = _shell_exit_code(returncode)
         stderr_tail = list(tail)
+        limit_reason = ""
+        if box is not None:
+            limit_reason = box.limit_reason(exit_code, stderr_tail)
+            box.close()
+        if limit_reason and ending != STOPPED:
+            log.info("pid %d hit a limit: %s", proc.pid, limit_reason)
+            return RunResult(exit_code, FAILED, _with_prefix(limit_reason), stderr_tail)
         if ending is not None:
             reason = ""
             if ending == MAX_RUNTIME_EXCEEDED:
@@ -261,7 +309,7 @@ class ScriptRunner:
         if exit_code == 0:
             return RunResult(0, SUCCEEDED, "", stderr_tail)
 
-        written = _read_failure_file(failure_file)
+        written = _read_failure_file(failure_file, failure_folder)
         if written is not None:
             return RunResult(exit_code, FAILED, _with_prefix(written), stderr_tail)
         reason = format_process_failure(
@@ -272,8 +320,8 @@ class ScriptRunner:
             extra_info=OOM_EXTRA_INFO if exit_code == 137 else None,
             limit=FAILURE_REASON_LIMIT - len(ALGORITHM_ERROR),
         )
-        if failure_file is not None and failure_file.parent.is_dir():
-            failure_file.write_text(reason, encoding="utf-8")
+        if failure_file is not None:
+            _write_failure_file(failure_file, failure_folder, reason)
         return RunResult(exit_code, FAILED, ALGORITHM_ERROR + reason, stderr_tail)
 
     def _supervise(

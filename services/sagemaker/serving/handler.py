@@ -157,6 +157,7 @@ class ModelHandler:
         "_n_features_in",
         "_output_fn",
         "_predict",
+        "_predict_core",
         "_predict_fn",
         "_transform_fn",
     )
@@ -171,6 +172,7 @@ class ModelHandler:
         transform_fn: UserFunction | None = None,
         module: ModuleType | None = None,
         default_accept: str = DEFAULT_ACCEPT,
+        predict_core: Callable[[Any], Any] | None = None,
     ) -> None:
         _check_no_conflict(input_fn, predict_fn, output_fn, transform_fn)
         if output_fn is None and transform_fn is None:
@@ -193,8 +195,10 @@ class ModelHandler:
             decode if input_fn is None else functools.partial(_decode_with, input_fn)
         )
         self._predict: Callable[[Any], Any]
+        self._predict_core: Callable[[Any], Any] | None = predict_core
         if predict_fn is not None:
-            self._predict = functools.partial(_predict_with, predict_fn, model)
+            core = predict_core or functools.partial(_call_predict_fn, predict_fn, model)
+            self._predict = functools.partial(_call_user, "predict_fn", core)
         elif transform_fn is not None:
             self._predict = _no_predict_step
         else:
@@ -204,7 +208,9 @@ class ModelHandler:
                     f"the model ({type(model).__name__}) has no predict method; "
                     "define a predict_fn(input_data, model)"
                 )
-            self._predict = functools.partial(_predict_default, model_predict, n_features)
+            self._predict = functools.partial(
+                _predict_default, predict_core or model_predict, n_features
+            )
         self._encode: Callable[[Any, str], tuple[bytes, str]] = (
             functools.partial(encode, default_accept=default_accept)
             if output_fn is None
@@ -305,6 +311,53 @@ class ModelHandler:
         The output_fn may still be the user's.
         """
         return self._input_fn is None and self._predict_fn is None and self._transform_fn is None
+
+    @property
+    def uses_default_predict(self) -> bool:
+        """Whether the predict step is the model's own `predict` (no predict_fn, no transform_fn).
+
+        The input_fn and output_fn may still be the user's.
+        """
+        return self._predict_fn is None and self._transform_fn is None
+
+    @property
+    def predict_core(self) -> Callable[[Any], Any] | None:
+        """What the predict step calls with the decoded data; None for a transform_fn handler.
+
+        `model.predict` (bound) on the default path, `predict_fn(data, model)` otherwise, unless
+        `with_predict_core` replaced it. The checks around it (feature count, turning errors into
+        `ModelError`) are not part of it.
+        """
+        if self._transform_fn is not None:
+            return None
+        if self._predict_core is not None:
+            return self._predict_core
+        if self._predict_fn is not None:
+            return functools.partial(_call_predict_fn, self._predict_fn, self._model)
+        predict: Callable[[Any], Any] = self._model.predict
+        return predict
+
+    def with_predict_core(self, core: Callable[[Any], Any]) -> ModelHandler:
+        """A copy of this handler whose predict step calls `core(data)` instead.
+
+        For serving-side replacements that keep the predict step's meaning (a verified compiled
+        model, a micro-batcher around the same function): the feature-count check and the
+        wrapping of errors into `ModelError` stay as they are.
+
+        Raises:
+            FailedPrecondition: The handler is a `transform_fn`, which has no predict step.
+        """
+        if self._transform_fn is not None:
+            raise FailedPrecondition("a transform_fn handler has no predict step to replace")
+        return ModelHandler(
+            self._model,
+            input_fn=self._input_fn,
+            predict_fn=self._predict_fn,
+            output_fn=self._output_fn,
+            module=self._module,
+            default_accept=self._default_accept,
+            predict_core=core,
+        )
 
     def invoke(self, body: bytes | str, content_type: str, accept: str) -> tuple[bytes, str]:
         """Serve one request: `transform_fn`, or `input_fn` → `predict_fn` → `output_fn`.
@@ -469,8 +522,8 @@ def _decode_with(input_fn: UserFunction, body: bytes | str, content_type: str) -
     return _call_user("input_fn", input_fn, _user_body(body, media, content_type), media)
 
 
-def _predict_with(predict_fn: UserFunction, model: Any, data: Any) -> Any:
-    return _call_user("predict_fn", predict_fn, data, model)
+def _call_predict_fn(predict_fn: UserFunction, model: Any, data: Any) -> Any:
+    return predict_fn(data, model)
 
 
 def _predict_default(model_predict: UserFunction, n_features: int | None, data: Any) -> Any:

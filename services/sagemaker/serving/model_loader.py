@@ -28,6 +28,7 @@ from typing import Protocol
 
 from services.runtime.archives import safe_extract_tar
 from services.sagemaker.scripts.requirements import RequirementsInstallError, install_requirements
+from services.sagemaker.serving import fast_path
 from services.sagemaker.serving.codecs import DEFAULT_ACCEPT
 from services.sagemaker.serving.handler import ModelHandler, sklearn_version_warning
 
@@ -88,6 +89,7 @@ class LoadedModel:
     entry_point: str
     warmed_up: bool
     load_seconds: float
+    predict_path: fast_path.PredictPath
 
 
 class ModelLoader:
@@ -190,6 +192,8 @@ class ModelLoader:
         default_accept = self._environ.get(DEFAULT_ACCEPT_VARIABLE) or DEFAULT_ACCEPT
         try:
             handler = ModelHandler.load(model_dir, code_dir, entry_point, default_accept)
+            # Before the warm-up, so that it runs through the path that will serve.
+            handler, predict_path = fast_path.apply(handler, self._environ)
             warmed_up = handler.warm_up()
         except Exception as err:
             # HandlerLoadError carries the actionable sentence ("... defines no model_fn: ...").
@@ -197,6 +201,7 @@ class ModelLoader:
         warning = sklearn_version_warning(trained_with)
         if warning:
             log.warning("%s", warning)
+        log.info("%s", predict_path.describe())
         return LoadedModel(
             handler=handler,
             model_dir=model_dir,
@@ -204,6 +209,7 @@ class ModelLoader:
             entry_point=entry_point,
             warmed_up=warmed_up,
             load_seconds=time.monotonic() - started,
+            predict_path=predict_path,
         )
 
     def _install_requirements(self, code_dir: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 from live_control import closed_port, wait_until, write_code
 
 from skmaker import Session, SKLearn
-from tests.harness import ServiceProcess, run_service
+from tests.harness import ServiceProcess, run_service, script_visible_dir
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +124,7 @@ def test_logs_print_the_lines(control: ServiceProcess, trained: str) -> None:
 def test_logs_follow_prints_until_the_job_ends(
     control: ServiceProcess, session: Session, tmp_path: Path
 ) -> None:
-    release = tmp_path / "release"
+    release = script_visible_dir() / "release"
     _waiting_job(session, tmp_path / "code", "followed-job", release)
     command = _command(control.address, "training-jobs", "logs", "followed-job", "--follow")
     lines: list[str] = []
@@ -150,7 +150,7 @@ def test_logs_follow_prints_until_the_job_ends(
 def test_stop_prints_the_new_status(
     control: ServiceProcess, session: Session, tmp_path: Path
 ) -> None:
-    _waiting_job(session, tmp_path / "code", "stopped-job", tmp_path / "never")
+    _waiting_job(session, tmp_path / "code", "stopped-job", script_visible_dir() / "never")
 
     result = _cli(control.address, "training-jobs", "stop", "stopped-job")
 

@@ -43,7 +43,11 @@ REPORTING_SCRIPT = """
 @pytest.fixture(scope="module")
 def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     workdir = tmp_path_factory.mktemp("control")
-    service = run_service("control", workdir, ["--local", "--data-dir", str(workdir / "data")])
+    # file:// channels are read from the test's temporary folders, which the trainer allows.
+    roots = f"--trainer-args=--file-channel-roots {tmp_path_factory.getbasetemp()}"
+    service = run_service(
+        "control", workdir, ["--local", "--data-dir", str(workdir / "data"), roots]
+    )
     yield service
     service.stop()
 

@@ -261,3 +261,48 @@ def test_the_control_takes_s3_uris_of_the_default_bucket_on_the_wire(
         with pytest.raises(grpc.RpcError) as other_bucket:
             transfer.list_artifacts(artifacts, "s3://another-bucket/wire")
         assert other_bucket.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_create_training_job_in_the_sdks_form(session: Session, tmp_path: Path) -> None:
+    # What the SageMaker SDK's framework estimators send: the script and its code archive in
+    # the sagemaker_program / sagemaker_submit_directory hyperparameters, JSON-encoded.
+    bucket = session.default_bucket()
+    source = upload_bundle(session, tmp_path, SCRIPT, "sdk/create/code")
+    session.upload_data(str(_folder(tmp_path / "data")), bucket, "sdk/create/train")
+    sm = session.sagemaker_client
+    answer = sm.create_training_job(
+        TrainingJobName="sdk-form-job",
+        AlgorithmSpecification={
+            "TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn",
+            "TrainingInputMode": "File",
+            "MetricDefinitions": [{"Name": "acc", "Regex": "acc: ([0-9.]+)"}],
+        },
+        RoleArn="arn:aws:iam::1:role/r",
+        HyperParameters={
+            "sagemaker_program": '"train.py"',
+            "sagemaker_submit_directory": f'"s3://{bucket}/sdk/create/code/sourcedir.tar.gz"',
+            "max_leaf_nodes": "30",
+        },
+        InputDataConfig=[
+            {
+                "ChannelName": "train",
+                "DataSource": {"S3DataSource": {"S3Uri": f"s3://{bucket}/sdk/create/train"}},
+                "ContentType": "text/csv",
+            }
+        ],
+        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/sdk/create/output"},
+        ResourceConfig={"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 30},
+        StoppingCondition={"MaxRuntimeInSeconds": 600},
+    )
+    assert answer["TrainingJobArn"].endswith(":training-job/sdk-form-job")
+    job = sm.describe_training_job(TrainingJobName="sdk-form-job")
+    algorithm = job["AlgorithmSpecification"]
+    assert (algorithm["EntryPoint"], algorithm["SourceUri"]) == ("train.py", source)
+    assert algorithm["MetricDefinitions"] == [{"Name": "acc", "Regex": "acc: ([0-9.]+)"}]
+    assert job["HyperParameters"]["max_leaf_nodes"] == "30"
+    assert job["StoppingCondition"]["MaxRuntimeInSeconds"] == 600
+    assert job["InputDataConfig"][0]["ContentType"] == "text/csv"
+    with pytest.raises(ClientError) as bad_token:
+        sm.list_training_jobs(NextToken="not-a-token")
+    assert bad_token.value.response["Error"]["Code"] == "ValidationException"
+    assert bad_token.value.operation_name == "ListTrainingJobs"

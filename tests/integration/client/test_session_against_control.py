@@ -23,7 +23,7 @@ from skmaker import (
     Unavailable,
 )
 from skmaker import session as session_module
-from tests.harness import ServiceProcess, run_service
+from tests.harness import ServiceProcess, run_service, script_visible_dir
 
 pytestmark = pytest.mark.integration
 
@@ -57,8 +57,13 @@ def session(control: ServiceProcess) -> Iterator[Session]:
 def guarded_control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """A control that wants `authorization: Bearer s3cret` on every call."""
     workdir = tmp_path_factory.mktemp("guarded")
+    token_file = workdir / "token"
+    token_file.write_text(f"{TOKEN}\n")
+    token_file.chmod(0o600)
     service = run_service(
-        "control", workdir, ["--data-dir", str(workdir / "data"), f"--auth-token={TOKEN}"]
+        "control",
+        workdir,
+        ["--data-dir", str(workdir / "data"), f"--auth-token-file={token_file}"],
     )
     yield service
     service.stop()
@@ -316,7 +321,8 @@ def test_followed_log_resumes_after_a_control_restart_without_loss_or_repeat(
     # trainer re-sends them after losing the answer (a heartbeat carries no position to tell a
     # re-send by), so the batch in flight at the kill may show up twice; killing on a tick,
     # printed only after line 4 was stored and answered, makes that batch ticks alone.
-    ticking, release = tmp_path / "ticking", tmp_path / "release"
+    shared = script_visible_dir()
+    ticking, release = shared / "ticking", shared / "release"
     script = f"""
         import os, time
         def wait_for(path, tick=False):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import run_service
+from tests.harness import run_service, script_visible_dir
 
 pytestmark = pytest.mark.integration
 
@@ -90,8 +90,7 @@ def test_trainers_follow_the_training_tasks(tmp_path: Path) -> None:
     from skmaker import Session, SKLearn
 
     data_dir = tmp_path / "data"
-    barrier = tmp_path / "barrier"
-    barrier.mkdir()
+    barrier = script_visible_dir()  # the scripts (the job user) leave their files here
     code = tmp_path / "code"
     code.mkdir()
     (code / "train.py").write_text(BARRIER_SCRIPT)

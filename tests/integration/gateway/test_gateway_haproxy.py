@@ -74,11 +74,10 @@ def _start_gateway(folder: Path, routes: str, label: str) -> ServiceProcess:
             "haproxy",
             "--routes",
             routes,
-            "--auth-token",
-            TOKEN,
             "--shutdown-grace-s",
             "2",
         ],
+        env={"SKMAKER_GATEWAY_AUTH_TOKEN": TOKEN},
         label=label,
     )
 
@@ -103,11 +102,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     *("--model-dir", str(model_dir), "--code-dir", str(code)),
                     *("--entry-point", "serve.py", "--endpoint-name", "iris"),
                     *("--replica-id", replica_id, "--work-dir", str(folder / replica_id / "w")),
-                    *("--auth-token", TOKEN),
                     # Aged connections every second: HAProxy's and the gateway's health watch
                     # must ride through them.
                     *("--max-connection-age-s", "1", "--max-connection-age-grace-s", "0.5"),
                 ],
+                env={"SKMAKER_INFERENCE_AUTH_TOKEN": TOKEN},
                 label=replica_id,
             )
         routes = "iris=" + ",".join(r.address for r in replicas.values())

@@ -270,3 +270,37 @@ def test_training_job_description_has_boto3s_keys_for_what_skmaker_knows() -> No
     assert described["TrainingTimeInSeconds"] == described["BillableTimeInSeconds"] == 7
     assert described["LastModifiedTime"] == datetime(2026, 1, 1, 0, 0, 12, tzinfo=UTC)
     assert described["ModelArtifacts"] == {"S3ModelArtifacts": "store://j/model.tar.gz"}
+
+
+def test_modeled_exceptions_and_meta_are_boto3s(session: Session) -> None:
+    sm = session.sagemaker_client
+    missing = boto._client_error(NotFound("nope"), "DescribeHyperParameterTuningJob")
+    assert isinstance(missing, sm.exceptions.ResourceNotFound)
+    assert isinstance(missing, sm.exceptions.ClientError) and isinstance(missing, NotFound)
+    with pytest.raises(sm.exceptions.ResourceNotFound):
+        raise missing
+    from skmaker import AlreadyExists, ModelError
+
+    taken = boto._client_error(AlreadyExists("model 'm' already exists"), "CreateModel")
+    assert isinstance(taken, sm.exceptions.ResourceInUse)
+    runtime = session.sagemaker_runtime_client
+    raised = boto._client_error(ModelError("boom"), "InvokeEndpoint", from_model=True)
+    assert isinstance(raised, runtime.exceptions.ModelError)
+    assert not isinstance(raised, sm.exceptions.ResourceNotFound)
+    assert (sm.meta.region_name, runtime.meta.service_name) == ("local", "sagemaker-runtime")
+
+
+def test_get_execution_role_keeps_role_cells_running() -> None:
+    from skmaker import SKLearnModel, get_execution_role
+
+    role = get_execution_role()
+    assert role == "arn:aws:iam::000000000000:role/skmaker"
+    with pytest.warns(UserWarning, match="SageMaker-only arguments: role"):
+        SKLearnModel("store://m/model.tar.gz", role, "inference.py")
+
+
+def test_arguments_refused_before_any_call_are_validation_exceptions(session: Session) -> None:
+    with pytest.raises(boto.ClientError) as refused:
+        session.sagemaker_client.list_training_jobs(StatusEquals="Done")
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+    assert "unknown training job status 'Done'" in refused.value.response["Error"]["Message"]

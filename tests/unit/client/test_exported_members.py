@@ -41,6 +41,7 @@ def test_public_surface_is_pinned() -> None:
         "WarmStartTypes",
         "__version__",
         "deserializers",
+        "get_execution_role",
         "serializers",
     }
 

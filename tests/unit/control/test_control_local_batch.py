@@ -42,7 +42,8 @@ def test_spec_points_the_worker_at_the_control(tmp_path: Path) -> None:
     assert spec.argv[-2:] == ("--log-level", "DEBUG")
     assert str(tmp_path.resolve() / "work" / "batch-1") in spec.argv
     assert "t0k" not in " ".join(spec.argv)
-    assert spec.extra_env == {"SKMAKER_BATCH_AUTH_TOKEN": "t0k"}
+    assert (spec.token, spec.token_fd_env) == ("t0k", "SKMAKER_BATCH_AUTH_TOKEN_FD")
+    assert "t0k" not in " ".join(spec.argv) and not spec.extra_env
     assert spec.log_path == tmp_path.resolve() / "logs" / "batch-1.log"
 
 

@@ -202,3 +202,34 @@ def test_hyperparameters_json_is_the_encoded_map(tmp_path: Path, hp_value: str) 
     assert outcome.outcome == runner.SUCCEEDED, outcome.failure_reason
     printed = [t for s, t in reporter.lines if s == "stdout"]
     assert json.loads(printed[-1]) == {"s": hp_value}
+
+
+def test_links_a_script_plants_are_not_followed_with_the_trainers_rights(tmp_path: Path) -> None:
+    # The script swaps model/ for a link to a folder it could not read itself, and its failure
+    # file for a link to a secret: neither may end up in the archive or the failure reason.
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "token").write_text("s3cret")
+    script = (
+        "import os, shutil\n"
+        "model = os.environ['SM_MODEL_DIR']\n"
+        "shutil.rmtree(model)\n"
+        f"os.symlink({str(secret)!r}, model)\n"
+    )
+    run, store, reporter = _run(tmp_path, script)
+    outcome = run.run()
+    assert outcome.outcome == runner.SUCCEEDED, outcome.failure_reason
+    with tarfile.open(store.root / "jobs/j/output/model.tar.gz") as tar:
+        assert tar.getnames() == []
+    assert ("platform", "model/ is a link, not a folder: not packed") in reporter.lines
+
+    failing = (
+        "import os\n"
+        "failure = os.path.join(os.path.dirname(os.environ['SM_MODEL_DIR']), 'output', 'failure')\n"
+        f"os.symlink({str(secret / 'token')!r}, failure)\n"
+        "raise SystemExit(3)\n"
+    )
+    run, _store, _reporter = _run(tmp_path / "second", failing)
+    outcome = run.run()
+    assert outcome.outcome == runner.FAILED
+    assert "s3cret" not in outcome.failure_reason and "ExitCode 3" in outcome.failure_reason
