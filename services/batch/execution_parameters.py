@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
-from services.batch.records import BatchStrategy
+from services.sagemaker.transform.records import BatchStrategy
 
 T = TypeVar("T")
 

@@ -1,10 +1,10 @@
 """The models a batch worker holds in memory: each loaded once per process, as a replica loads it.
 
 `ModelCache.handler(model, job_environment, source)` returns the model's `ModelHandler`,
-loading it on first use through `services.inference.model_loader` (download, safe extraction,
-`requirements.txt`, environment, `model_fn`, warm-up) into its own folder, so two models never
-share files. The batch variables (contract §4.2: `SAGEMAKER_BATCH=true` and, when the request
-set them, `SAGEMAKER_MAX_PAYLOAD_IN_MB`, `SAGEMAKER_BATCH_STRATEGY`,
+loading it on first use through `services.sagemaker.serving.model_loader` (download, safe
+extraction, `requirements.txt`, environment, `model_fn`, warm-up) into its own folder, so two
+models never share files. The batch variables (contract §4.2: `SAGEMAKER_BATCH=true` and,
+when the request set them, `SAGEMAKER_MAX_PAYLOAD_IN_MB`, `SAGEMAKER_BATCH_STRATEGY`,
 `SAGEMAKER_MAX_CONCURRENT_TRANSFORMS`), the model's and the job's environment are written into
 the process environment before every shard, and before the first load, since the user's module
 may read them at import time; a model loaded for an earlier job keeps what its module read
@@ -28,8 +28,8 @@ from services.batch.execution_parameters import (
     ExecutionParametersError,
     ask_model,
 )
-from services.inference.handler import ModelHandler
-from services.inference.model_loader import ModelLoader, ModelSource, ModelSpec
+from services.sagemaker.serving.handler import ModelHandler
+from services.sagemaker.serving.model_loader import ModelLoader, ModelSource, ModelSpec
 
 log = logging.getLogger(__name__)
 

@@ -29,15 +29,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from services.batch.bad_records import RecordFailure, find_bad_records
-from services.batch.dataprocessing import (
+from services.runtime import native_threads
+from services.runtime.errors import SkmakerError
+from services.sagemaker.transform.bad_records import RecordFailure, find_bad_records
+from services.sagemaker.transform.data_processing import (
     AssembleWith,
     HandlerInvoke,
     JoinSource,
     process_batch,
 )
-from services.batch.errors import RecordTooLarge
-from services.batch.records import (
+from services.sagemaker.transform.errors import RecordTooLarge
+from services.sagemaker.transform.records import (
     BatchStrategy,
     Compression,
     MiniBatch,
@@ -45,8 +47,6 @@ from services.batch.records import (
     iter_batches,
     payload_limit_bytes,
 )
-from services.runtime import native_threads
-from services.runtime.errors import SkmakerError
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,6 @@ from typing import BinaryIO
 
 import grpc
 
-from services.batch.bad_records import RecordFailure
 from services.batch.control_link import (
     AttemptSuperseded,
     ControlLink,
@@ -60,9 +59,10 @@ from services.batch.execution_parameters import (
 )
 from services.batch.metrics import BatchMetrics
 from services.batch.models import ModelCache, batch_environment
-from services.batch.records import count_newlines
 from services.batch.scoring import ShardFailed, ShardScore, ShardSettings, ShardStopped, score_shard
-from services.inference.model_loader import ModelLoadFailed
+from services.sagemaker.serving.model_loader import ModelLoadFailed
+from services.sagemaker.transform.bad_records import RecordFailure
+from services.sagemaker.transform.records import count_newlines
 
 log = logging.getLogger(__name__)
 

@@ -58,6 +58,7 @@ from services.control.tuning.jobs import TuningJobs
 from services.control.tuning.servicer import TuningServicer
 from services.runtime import lifecycle
 from services.runtime.auth import ScopedTokens
+from services.runtime.components import Component
 from services.runtime.errors import NotFound
 from services.runtime.script_runtimes import PythonChoice, choose_python
 from skmaker.v1 import (
@@ -198,7 +199,12 @@ def load_source(settings: ControlSettings) -> LoadSource:
 
 
 def build(settings: ControlSettings) -> lifecycle.Service:
-    """Wires the control service; nothing listens until `lifecycle.start`/`serve`."""
+    """Wires the control service; nothing listens until `lifecycle.start`/`serve`.
+
+    Long because it is the one place where every part of the control is made and connected
+    (store, scheduler, job kinds, hosting, workers, servicers, components and hooks), in
+    dependency order: split up, the order would be spread over several functions.
+    """
     data_dir = Path(settings.data_dir)
     # Replicas and batch workers run user code, so they run on the script runtime's python.
     script_python = choose_python(settings.script_runtime, settings.runtimes_dir)
@@ -334,27 +340,13 @@ def build(settings: ControlSettings) -> lifecycle.Service:
             backend.start(f"127.0.0.1:{grpc_port}")
 
     def on_start() -> None:
-        scheduler.start()
         supervisor.start()
         endpoints.start()
-        autoscaling.start()
-        tuning_jobs.start()
-        transform_jobs.start()
-        if settings.local:
-            local_batch.start()
-            local_trainers.start()
 
     def on_drain() -> None:
-        # First, so children that exit on the group's SIGTERM are not restarted (nor are
-        # batch workers started or stopped for transform jobs any more).
-        local_batch.close()
-        local_trainers.close()
+        # Children that exit on the group's SIGTERM are not restarted.
         supervisor.begin_shutdown()
-        autoscaling.close()
         endpoints.begin_shutdown()
-        scheduler.close()
-        tuning_jobs.close()
-        transform_jobs.close()
         training_jobs.close()
 
     def on_stop() -> None:
@@ -403,6 +395,18 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     service.unlisted_handlers = [MisdirectedInferenceHandler(endpoint_address)]
     service.on_bound = on_bound
     service.on_start = on_start
+    # Started after on_start, in this order; drained (loops stop, long polls end) last first
+    # before on_drain: the local worker loops first, so children exiting on the group's SIGTERM
+    # are not replaced, and autoscaling before the endpoints shut down.
+    components: list[Component] = [
+        scheduler,
+        autoscaling,
+        tuning_jobs.loop,
+        transform_jobs.assembler,
+    ]
+    if settings.local:
+        components += [local_batch.loop, local_trainers.loop]
+    service.components = components
     service.on_drain = on_drain
     service.on_stop = on_stop
     return service

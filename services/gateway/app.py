@@ -2,10 +2,11 @@
 
 `build(settings)` does no I/O, except that with the HAProxy data plane it binds the callers'
 port (HAProxy takes it over at start; the Python gateway then listens on a loopback port of
-its own, see `haproxy`). `on_start` reads the routing table once (a control that is not
-up yet is logged, and the table is read again every `refresh_interval_s`) and starts the
-refresh thread; `on_stop` stops it and closes the channels to the replicas once the server has
-finished its calls.
+its own, see `haproxy`). Its components (services.runtime.components): the table keeper reads
+the routing table once when started (a control that is not up yet is logged, and the table is
+read again every `refresh_interval_s`), then HAProxy's front starts routing from it; at drain
+HAProxy soft-stops first, and once the server has finished its calls both stop and `on_stop`
+closes the channels to the replicas.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from collections.abc import Callable
 import grpc
 import prometheus_client
 
-import skmaker
 from services.gateway.config import GatewaySettings
 from services.gateway.endpoint_source import (
     ControlEndpointSource,
@@ -35,6 +35,7 @@ from services.gateway.servicer import inference_handler, open_inference_handler
 from services.gateway.table_keeper import TableKeeper
 from services.runtime import lifecycle
 from services.runtime.auth import token_metadata
+from services.runtime.version import services_version
 
 
 def _add_generic(handler: grpc.GenericRpcHandler, server: grpc.Server) -> None:
@@ -69,6 +70,9 @@ def build(
 
     Raises:
         ValueError: for a malformed `--routes`.
+
+    Long because it is the one place where the gateway's parts (routing table, forwarders,
+    HAProxy front, servicers, hooks) are made and connected, in dependency order.
     """
     registry = prometheus_client.CollectorRegistry()
     metrics = GatewayMetrics(registry)
@@ -116,34 +120,22 @@ def build(
         metadata=token_metadata(settings.auth_token),
     )
 
-    def on_start() -> None:
-        keeper.start()
-        if front is not None:
-            front.start()
-
-    def on_drain() -> None:
-        if front is not None:
-            front.drain()
-
     def on_stop() -> None:
-        keeper.stop()
         table.close()
-        if front is not None:
-            front.stop()
 
     servicers: list[lifecycle.Servicer] = [
         lifecycle.Servicer(_add_generic, inference_handler(forwarder), INFERENCE_SERVICE),
         lifecycle.Servicer(
-            _add_generic, open_inference_handler(forwarder, skmaker.__version__), V2_SERVICE
+            _add_generic, open_inference_handler(forwarder, services_version()), V2_SERVICE
         ),
     ]
     service = lifecycle.Service(
         name="gateway",
         servicers=servicers,
         registry=registry,
-        on_start=on_start,
-        on_drain=on_drain,
         on_stop=on_stop,
+        # The table is read before HAProxy starts routing from it; HAProxy drains first.
+        components=[keeper] if front is None else [keeper, front],
     )
     if front is not None:
         service.advertised_grpc_port = front.bind(settings.host, settings.grpc_port)

@@ -47,7 +47,11 @@ class EndpointSource(Protocol):
 
 def _status_name(status: int) -> str:
     """SageMaker's spelling of an endpoint status: ENDPOINT_STATUS_IN_SERVICE -> InService."""
-    words = model_pb2.EndpointStatus.Name(status).removeprefix(_STATUS_PREFIX).split("_")
+    words = (
+        model_pb2.EndpointStatus.Name(model_pb2.EndpointStatus.ValueType(status))
+        .removeprefix(_STATUS_PREFIX)
+        .split("_")
+    )
     return "".join(word.capitalize() for word in words)
 
 

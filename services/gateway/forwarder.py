@@ -21,13 +21,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from services.gateway.errors import ReplicaError
 from services.gateway.metrics import EndpointMetrics, GatewayMetrics
 from services.gateway.routing_table import Replica
 from services.gateway.table_keeper import TableKeeper
 from services.runtime.errors import SkmakerError, Unavailable
+from services.runtime.health_calls import health_watch
 from skmaker.v1 import inference_pb2, open_inference_pb2
 
 INFERENCE_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
@@ -76,7 +77,7 @@ class ReplicaChannel:
     def __init__(self, address: str, on_health_change: Callable[[], None] | None = None) -> None:
         self._channel = grpc.insecure_channel(address, _CHANNEL_OPTIONS)
         # No serializers: bytes go out and come back untouched.
-        self.calls: dict[str, grpc.UnaryUnaryMultiCallable] = {
+        self.calls: dict[str, grpc.UnaryUnaryMultiCallable[bytes, bytes]] = {
             method: self._channel.unary_unary(method) for method in FORWARDED_METHODS
         }
         # The control listed it SERVING; the watch corrects that within milliseconds.
@@ -95,7 +96,7 @@ class ReplicaChannel:
             self._on_health_change()
 
     def _watch_health(self, address: str) -> None:
-        watch = health_pb2_grpc.HealthStub(self._channel).Watch
+        watch = health_watch(self._channel)
         while not self._closed.is_set():
             answered = False
             try:

@@ -16,13 +16,13 @@ import os
 import signal
 import socket
 import tempfile
-import threading
 from pathlib import Path
 
 from services.gateway.forwarder import ReplicaChannel
 from services.gateway.haproxy import HaproxyOptions, HaproxyProcess, bind_listener
 from services.gateway.haproxy_routes import HaproxyRoutes
 from services.gateway.routing_table import RoutingTable
+from services.runtime.components import StepLoop
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,8 @@ class HaproxyFront:
             options.endpoint_slots,
             options.replica_slots,
         )
-        self._changed = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Syncs when the table changes and every second; `start` did the first sync itself.
+        self._loop = StepLoop("haproxy-sync", self.step, _SYNC_INTERVAL_S, step_at_start=False)
         self.failed = False
 
     @property
@@ -76,7 +75,7 @@ class HaproxyFront:
 
     def table_changed(self) -> None:
         """Wakes the sync thread (the routing table was just replaced, maybe changed)."""
-        self._changed.set()
+        self._loop.wake()
 
     def start(self) -> None:
         """Starts HAProxy on the bound port, routes the current table, starts the sync thread.
@@ -93,9 +92,8 @@ class HaproxyFront:
         # HAProxy holds the socket now; ours would keep accepting into a backlog nobody reads
         # once HAProxy stops listening.
         self._listener.close()
-        self._sync()
-        self._thread = threading.Thread(target=self._run, name="haproxy-sync", daemon=True)
-        self._thread.start()
+        self.step()
+        self._loop.start()
 
     def exit_code(self) -> int:
         """The gateway's exit code: 1 when HAProxy died under it, else 0."""
@@ -107,30 +105,17 @@ class HaproxyFront:
         self.failed = True
         os.kill(os.getpid(), signal.SIGTERM)
 
-    def _sync(self) -> None:
+    def step(self) -> None:
+        """One sync: routes HAProxy to the table's serving replicas (the loop's body)."""
         wanted = {
             route.name: [r.address for r in route.replicas if r.upstream.serving]
             for route in self._table.routes()
         }
         self.routes.apply(wanted)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._changed.wait(_SYNC_INTERVAL_S)
-            self._changed.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self._sync()
-            except Exception:  # a bug here must not leave the routes frozen silently
-                log.exception("syncing haproxy's routes failed; retrying")
-
     def drain(self) -> None:
         """Soft-stops HAProxy: its port closes, calls in flight finish (within the grace)."""
-        self._stop.set()
-        self._changed.set()
-        if self._thread is not None:
-            self._thread.join(timeout=_SYNC_INTERVAL_S + 5)
+        self._loop.stop(timeout_s=_SYNC_INTERVAL_S + 5)
         self._process.stop(self._options.hard_stop_after_s)
 
     def stop(self) -> None:

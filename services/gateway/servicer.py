@@ -95,7 +95,7 @@ def open_inference_handler(forwarder: Forwarder, version: str) -> grpc.GenericRp
             name=SERVER_NAME, version=version, extensions=[]
         )
 
-    def local(behavior: Any, request_type: Any) -> grpc.RpcMethodHandler:
+    def local(behavior: Any, request_type: Any) -> grpc.RpcMethodHandler[Any, Any]:
         return grpc.unary_unary_rpc_method_handler(
             behavior,
             request_deserializer=request_type.FromString,

@@ -11,13 +11,13 @@ little.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Generic
 
 from services.gateway.endpoint_source import EndpointSource, SourceUnavailable
 from services.gateway.routing_table import Route, RoutingTable, U
+from services.runtime.components import StepLoop
 from services.runtime.errors import NotFound, Unavailable
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,8 @@ class TableKeeper(Generic[U]):
         self._miss_gap_s = miss_gap_s
         self._clock = clock
         self._described_at: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Refreshes every interval; `start` did the first one itself.
+        self._loop = StepLoop("gateway-table", self.step, refresh_interval_s, step_at_start=False)
         self._failing = False
         self.last_success: float | None = None
         self.refreshes_ok = 0
@@ -88,18 +88,15 @@ class TableKeeper(Generic[U]):
     def start(self) -> None:
         """Reads the table once (a failure is logged, not raised) and starts the thread."""
         self.refresh()
-        self._thread = threading.Thread(target=self._run, name="gateway-table", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            self.refresh()
+    def step(self) -> bool:
+        """One pass of the refresh loop (`refresh`); the loop runs it every interval."""
+        return self.refresh()
 
     def stop(self) -> None:
         """Stops the thread and closes the source; the table itself stays as it is."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self._interval_s + 5)
+        self._loop.stop(timeout_s=self._interval_s + 5)
         self._source.close()
 
     # -- lookups -------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ def main() -> int:
         or native_threads.threads_per_call(replica_settings.max_workers),
     )
     from services.inference import app
-    from services.inference.model_loader import ModelLoadFailed
     from services.runtime import lifecycle
+    from services.sagemaker.serving.model_loader import ModelLoadFailed
 
     lifecycle.configure_logging(replica_settings.log_level)
     try:

@@ -18,22 +18,23 @@ from pathlib import Path
 
 import prometheus_client
 
-import skmaker
-from services.inference import fast_path, micro_batch
+from services.inference import micro_batch
 from services.inference.config import InferenceSettings
 from services.inference.control_link import ControlModelSource
 from services.inference.metrics import InferenceMetrics
-from services.inference.model_loader import (
+from services.inference.replica import Replica
+from services.inference.servicer import InferenceServicer
+from services.inference.v2_servicer import OpenInferenceServicer
+from services.runtime import lifecycle, native_threads, script_runtimes
+from services.runtime.version import services_version
+from services.runtime.versions import serving_runtime
+from services.sagemaker.serving import fast_path
+from services.sagemaker.serving.model_loader import (
     LoadedModel,
     ModelLoader,
     ModelLoadFailed,
     failure_reason,
 )
-from services.inference.replica import Replica
-from services.inference.servicer import InferenceServicer
-from services.inference.v2_servicer import OpenInferenceServicer
-from services.runtime import lifecycle, native_threads, script_runtimes
-from services.runtime.versions import serving_runtime
 from skmaker.v1 import (
     inference_pb2,
     inference_pb2_grpc,
@@ -65,6 +66,9 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
         settings: The replica's settings (already `check()`ed).
         environ: The process environment; the model's environment is applied to it before the
             user's module is imported (pass `os.environ` in the replica process).
+
+    Long because it is the one place where the replica's parts (model source and loader,
+    metrics, servicers, start, drain and stop hooks) are made and connected, in order.
     """
     log.info("%s", script_runtimes.this_python())
     registry = prometheus_client.CollectorRegistry()
@@ -129,7 +133,7 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
         batching = core is not None and micro_batch.wanted(
             environ, default_handlers=handler.uses_default_predict
         )
-        if batching:
+        if batching and core is not None:
             handler = handler.with_predict_core(
                 micro_batch.MicroBatcher(
                     core,
@@ -174,7 +178,7 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
             ),
             lifecycle.Servicer(
                 open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
-                OpenInferenceServicer(replica, skmaker.__version__),
+                OpenInferenceServicer(replica, services_version()),
                 open_inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
             ),
         ],

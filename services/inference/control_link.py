@@ -16,10 +16,9 @@ from typing import TypeVar
 
 import grpc
 
-from services.inference.model_loader import ModelLoadFailed, ModelSpec
 from services.runtime.auth import token_metadata
 from services.runtime.versions import Runtime
-from skmaker import transfer
+from services.sagemaker.serving.model_loader import ModelLoadFailed, ModelSpec
 from skmaker.v1 import (
     artifacts_pb2_grpc,
     dispatch_pb2,
@@ -29,6 +28,7 @@ from skmaker.v1 import (
     training_job_pb2,
     training_pb2,
     training_pb2_grpc,
+    transfer,
 )
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from services.inference.codecs import is_textual
 from services.runtime.errors import InvalidArgument, ModelError
+from services.sagemaker.serving.codecs import is_textual
 from skmaker.v1 import inference_pb2, open_inference_pb2
 
 OUTPUT_NAME = "predict"

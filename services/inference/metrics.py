@@ -108,7 +108,7 @@ class InferenceMetrics:
         self.predict_path = prometheus_client.Gauge(
             "skmaker_inference_predict_path",
             "1 for the path serving the model's predict step (scikit-learn, onnxruntime, "
-            "treelite-gtil; see services/inference/fast_path.py), 0 for the others.",
+            "treelite-gtil; see services/sagemaker/serving/fast_path.py), 0 for the others.",
             ["endpoint", "path"],
             registry=registry,
         )

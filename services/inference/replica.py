@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from services.inference import model_dtype
-from services.inference.handler import ModelHandler
 from services.inference.metrics import InferenceMetrics, outcome_of
 from services.runtime.errors import NotFound, ResourceExhausted, Unavailable
+from services.sagemaker.serving.handler import ModelHandler
 
 _perf_counter = time.perf_counter
 _monotonic = time.monotonic

@@ -66,7 +66,7 @@ def token_digest(token: str) -> str:
     return _digest(token.encode()).hex()
 
 
-class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class BearerTokenInterceptor(grpc.ServerInterceptor):
     """Rejects RPCs whose `authorization` metadata is not `Bearer <token>` (UNAUTHENTICATED).
 
     A token issued by `scoped` is accepted too, for the calls its scope allows; any other call
@@ -86,9 +86,9 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         method = handler_call_details.method
         if method.startswith(_OPEN_METHOD_PREFIXES):
             return continuation(handler_call_details)
@@ -106,8 +106,8 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
 
 def _scoped_handler(
-    handler: grpc.RpcMethodHandler | None, method: str, scope: Scope
-) -> grpc.RpcMethodHandler | None:
+    handler: grpc.RpcMethodHandler[Any, Any] | None, method: str, scope: Scope
+) -> grpc.RpcMethodHandler[Any, Any] | None:
     """`handler` with each request checked against `scope` first."""
     if handler is None:
         return None
@@ -132,7 +132,7 @@ def _scoped_handler(
         if handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(refuse_stream)
         return grpc.stream_unary_rpc_method_handler(refuse_stream)
-    behaviour = handler.unary_stream if handler.response_streaming else handler.unary_unary
+    behaviour: Any = handler.unary_stream if handler.response_streaming else handler.unary_unary
 
     def checked(request: Any, context: grpc.ServicerContext) -> Any:
         try:
@@ -143,16 +143,20 @@ def _scoped_handler(
             refuse(context)
         return behaviour(request, context)
 
+    # grpc's handlers are namedtuples at run time; its stubs declare only the abstract class.
+    replaceable: Any = handler
     if handler.response_streaming:
-        return handler._replace(unary_stream=checked)
-    return handler._replace(unary_unary=checked)
+        return replaceable._replace(unary_stream=checked)  # type: ignore[no-any-return]
+    return replaceable._replace(unary_unary=checked)  # type: ignore[no-any-return]
 
 
 def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
 
 
-def _deny_handler(handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
+def _deny_handler(
+    handler: grpc.RpcMethodHandler[Any, Any] | None,
+) -> grpc.RpcMethodHandler[Any, Any]:
     def deny(request: Any, context: grpc.ServicerContext) -> Any:
         context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 

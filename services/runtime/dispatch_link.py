@@ -21,8 +21,7 @@ from typing import TypeVar
 import grpc
 
 from services.runtime.auth import token_metadata
-from skmaker import transfer
-from skmaker.v1 import artifacts_pb2_grpc, dispatch_pb2, dispatch_pb2_grpc
+from skmaker.v1 import artifacts_pb2_grpc, dispatch_pb2, dispatch_pb2_grpc, transfer
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +125,7 @@ class DispatchLink:
                 if cancel.wait(_CANCEL_CHECK_S):
                     call.cancel()
                     return None
-            return call.result()  # type: ignore[no-any-return]
+            return call.result()
 
         try:
             response = self._retrying(long_poll, "AcquireTask", cancel)

@@ -105,7 +105,7 @@ def _wrap_streaming(behavior: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class ErrorInterceptor(grpc.ServerInterceptor):
     """Maps `SkmakerError` to its status and any other exception to INTERNAL.
 
     The wrapped handler of each method is built once and reused: a server's handlers are fixed
@@ -113,20 +113,23 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """
 
     def __init__(self) -> None:
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         method = handler_call_details.method
         cached = self._wrapped.get(method)
         if cached is not None:
             return cached
-        handler = continuation(handler_call_details)
-        if handler is None:
+        found = continuation(handler_call_details)
+        if found is None:
             return None
+        # grpc's handlers are namedtuples at run time; its stubs declare only the abstract class.
+        handler: Any = found
+        wrapped: grpc.RpcMethodHandler[Any, Any]
         if handler.unary_unary:
             wrapped = handler._replace(unary_unary=_wrap_unary(handler.unary_unary))
         elif handler.stream_unary:
@@ -136,7 +139,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         elif handler.stream_stream:
             wrapped = handler._replace(stream_stream=_wrap_streaming(handler.stream_stream))
         else:
-            return handler
+            return found
         # A plain dict is enough: racing threads build equal wrappers and one of them wins.
         self._wrapped[method] = wrapped
         return wrapped

@@ -10,7 +10,9 @@ import argparse
 import sys
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
+
+from services.runtime.health_calls import health_check
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with grpc.insecure_channel(args.address) as channel:
         try:
-            answer = health_pb2_grpc.HealthStub(channel).Check(
+            answer = health_check(channel)(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout_s
             )
         except grpc.RpcError as err:

@@ -36,6 +36,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.runtime import reflection
 from services.runtime.auth import BearerTokenInterceptor, ScopedTokens
+from services.runtime.components import Component, Components
 from services.runtime.errors import ErrorInterceptor
 from services.runtime.settings import ServiceSettings
 
@@ -70,6 +71,10 @@ class Service:
     on_bound: Callable[[int], None] | None = None
     # Called when draining starts (before the server stops), e.g. to refuse new work.
     on_drain: Callable[[], None] | None = None
+    # Background parts (services.runtime.components), in dependency order: started in order
+    # once on_start returned; drained last first when draining starts (before on_drain), and
+    # stopped last first once the RPCs have stopped (before on_stop).
+    components: Sequence[Component] = ()
     # host:port bound with SO_REUSEPORT by a second server sharing the same servicers; bound
     # and started only once on_start returned, so no traffic arrives there before it is ready.
     shared_port_address: str | None = None
@@ -103,6 +108,11 @@ class RunningService:
     _stopped: threading.Event = field(default_factory=threading.Event)
     # The port bound at `Service.shared_port_address`; None without one.
     shared_port: int | None = None
+    # The service's components, as started (none until on_start returned).
+    components: Components = field(default_factory=lambda: Components(()))
+
+    def __post_init__(self) -> None:
+        self.components = Components(self.service.components)
 
     @property
     def address(self) -> str:
@@ -134,12 +144,14 @@ class RunningService:
             name="metrics-shutdown",
         )
         metrics_stopped.start()
+        self.components.drain()
         if self.service.on_drain is not None:
             self.service.on_drain()
         grace = self.settings.shutdown_grace_s
         stop_events = [server.stop(grace) for server in self._servers]
         for event in stop_events:
             event.wait(grace + 1)
+        self.components.stop()
         if self.service.on_stop is not None:
             self.service.on_stop()
         metrics_stopped.join()
@@ -248,6 +260,7 @@ def start(service: Service, settings: ServiceSettings) -> RunningService:
             service.on_bound(grpc_port)
         if service.on_start is not None:
             service.on_start()
+        running.components.start()
         if service.shared_port_address:
             running.shared_port = _start_shared(
                 service, settings, health_servicer, running, service.shared_port_address

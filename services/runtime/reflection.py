@@ -45,16 +45,17 @@ class MethodAwareReflectionServicer(reflection.ReflectionServicer):
     def _file_containing_symbol(
         self, request: reflection_pb2.ServerReflectionRequest, fully_qualified_name: str
     ) -> reflection_pb2.ServerReflectionResponse:
-        answer: reflection_pb2.ServerReflectionResponse = super()._file_containing_symbol(
+        # The servicer's private helpers are not in grpcio-reflection's type stubs.
+        answer: reflection_pb2.ServerReflectionResponse = super()._file_containing_symbol(  # type: ignore[misc]
             request, fully_qualified_name
         )
         if not answer.HasField("error_response"):
             return answer
         try:
-            file = _file_of_method(self._pool, fully_qualified_name)
+            file = _file_of_method(self._pool, fully_qualified_name)  # type: ignore[attr-defined]
         except KeyError:
             return answer
-        return self._file_by_filename(request, file.name)  # type: ignore[no-any-return]
+        return self._file_by_filename(request, file.name)  # type: ignore[attr-defined,no-any-return]
 
 
 def enable_server_reflection(
@@ -64,4 +65,4 @@ def enable_server_reflection(
     servicer = MethodAwareReflectionServicer(
         list(service_names), pool=pool if pool is not None else descriptor_pool.Default()
     )
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

@@ -13,8 +13,7 @@ from google.protobuf import timestamp_pb2
 
 from services.runtime.dispatch_link import AttemptSuperseded, DispatchLink
 from services.trainer.job import ChannelSpec, JobOutcome, TrainingAssignment
-from skmaker import transfer
-from skmaker.v1 import dispatch_pb2, training_job_pb2
+from skmaker.v1 import dispatch_pb2, training_job_pb2, transfer
 
 __all__ = ["AttemptSuperseded", "ControlLink", "assignment_from_task"]
 

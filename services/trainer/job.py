@@ -23,7 +23,8 @@ from urllib.parse import unquote, urlparse
 
 from services.runtime import archives
 from services.runtime.versions import Runtime, probe
-from services.trainer import hyperparameters, requirements, runner, workspace
+from services.sagemaker.scripts import requirements, runner
+from services.trainer import hyperparameters, workspace
 from services.trainer.sandbox import Sandbox, is_inside_without_links
 
 log = logging.getLogger(__name__)

@@ -634,7 +634,7 @@ class JobBox:
             if limits.max_processes and self._sandbox.user.dedicated:
                 rlimits["RLIMIT_NPROC"] = [limits.max_processes, limits.max_processes]
         user = self._sandbox.user
-        plan = {
+        plan: dict[str, object] = {
             "cgroup_procs": self._cgroup.procs_files if self._cgroup else [],
             "rlimits": rlimits,
             "uid": user.uid if user.dedicated else None,

@@ -390,6 +390,9 @@ def build_environment(
 
     Raises:
         ValueError: The user environment or a channel name is invalid.
+
+    Long because it lists every variable of the SageMaker training environment in one place,
+    so the contract (§1.4) reads top to bottom against the code.
     """
     user_environment = user_environment or {}
     base_environment = base_environment or {}

@@ -151,7 +151,9 @@ def _client_error(
         response["OriginalStatusCode"] = original
         response["OriginalMessage"] = message
         response["ResponseMetadata"]["HTTPStatusCode"] = 424
-    error = _client_error_class(type(err), response["Error"]["Code"])(response, operation)
+    # Exception classes hash by identity; typeshed's Hashable protocol does not see it.
+    error_class = _client_error_class(type(err), response["Error"]["Code"])  # type: ignore[arg-type]
+    error = error_class(response, operation)
     error.code = err.code
     return error
 

@@ -37,9 +37,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from skmaker.descriptions import STATUS_VALUES, TRANSFORM_STATUS_VALUES, TUNING_STATUS_VALUES
+from skmaker.descriptions import STATUS_VALUES, TUNING_STATUS_VALUES
 from skmaker.errors import SkmakerClientError, Unavailable
 from skmaker.session import DEFAULT_ADDRESS, Session
+from skmaker.transform_descriptions import TRANSFORM_STATUS_VALUES
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -107,7 +108,7 @@ def _training_job_logs(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_training_jobs(resources: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_training_jobs(resources: argparse._SubParsersAction[_ExactFlagsParser]) -> None:
     group = resources.add_parser("training-jobs", help="list, describe, stop and follow jobs")
     verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -182,7 +183,7 @@ def _stop_tuning_job(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_tuning_jobs(resources: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_tuning_jobs(resources: argparse._SubParsersAction[_ExactFlagsParser]) -> None:
     group = resources.add_parser("tuning-jobs", help="list, describe and stop tuning jobs")
     verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -236,7 +237,7 @@ def _stop_transform_job(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_transform_jobs(resources: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_transform_jobs(resources: argparse._SubParsersAction[_ExactFlagsParser]) -> None:
     group = resources.add_parser("transform-jobs", help="list, describe and stop transform jobs")
     verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -280,7 +281,7 @@ def _delete_model(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_models(resources: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_models(resources: argparse._SubParsersAction[_ExactFlagsParser]) -> None:
     group = resources.add_parser("models", help="list, describe and delete models")
     verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
 
@@ -380,7 +381,7 @@ def _invoke_endpoint(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_endpoints(resources: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_endpoints(resources: argparse._SubParsersAction[_ExactFlagsParser]) -> None:
     group = resources.add_parser("endpoints", help="list, describe, delete and invoke endpoints")
     verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
 

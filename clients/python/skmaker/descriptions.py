@@ -18,7 +18,7 @@ from google.protobuf import timestamp_pb2
 
 from skmaker import hyperparameters as hp
 from skmaker.autoscaling import METRIC_NAMES
-from skmaker.v1 import model_pb2, training_job_pb2, transform_job_pb2, tuning_job_pb2
+from skmaker.v1 import model_pb2, training_job_pb2, tuning_job_pb2
 
 STATUS_NAMES: dict[int, str] = {
     training_job_pb2.TRAINING_JOB_STATUS_IN_PROGRESS: "InProgress",
@@ -55,7 +55,7 @@ def to_datetime(stamp: timestamp_pb2.Timestamp) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
 
 
-def _set_time(target: dict[str, Any], key: str, message: Any, field: str) -> None:
+def set_time(target: dict[str, Any], key: str, message: Any, field: str) -> None:
     if message.HasField(field):
         target[key] = to_datetime(getattr(message, field))
 
@@ -121,12 +121,12 @@ def training_job_description(job: training_job_pb2.TrainingJob) -> dict[str, Any
         description["OutputArtifacts"] = {"S3OutputArtifacts": job.output_artifact_uri}
     for transition in job.secondary_status_transitions:
         entry = {"Status": transition.status, "StatusMessage": transition.message}
-        _set_time(entry, "StartTime", transition, "start_time")
-        _set_time(entry, "EndTime", transition, "end_time")
+        set_time(entry, "StartTime", transition, "start_time")
+        set_time(entry, "EndTime", transition, "end_time")
         description["SecondaryStatusTransitions"].append(entry)
-    _set_time(description, "CreationTime", job, "creation_time")
-    _set_time(description, "TrainingStartTime", job, "training_start_time")
-    _set_time(description, "TrainingEndTime", job, "training_end_time")
+    set_time(description, "CreationTime", job, "creation_time")
+    set_time(description, "TrainingStartTime", job, "training_start_time")
+    set_time(description, "TrainingEndTime", job, "training_end_time")
     times = [
         description[key]
         for key in ("CreationTime", "TrainingStartTime", "TrainingEndTime")
@@ -160,8 +160,8 @@ def training_job_summary(job: training_job_pb2.TrainingJob) -> dict[str, Any]:
         "TrainingJobStatus": status_name(job.status),
         "SecondaryStatus": job.secondary_status,
     }
-    _set_time(summary, "CreationTime", job, "creation_time")
-    _set_time(summary, "TrainingEndTime", job, "training_end_time")
+    set_time(summary, "CreationTime", job, "creation_time")
+    set_time(summary, "TrainingEndTime", job, "training_end_time")
     return summary
 
 
@@ -233,14 +233,14 @@ def model_description(model: model_pb2.Model) -> dict[str, Any]:
         description["TrainingJobName"] = model.training_job_name
     if model.HasField("runtime_versions"):
         description["RuntimeVersions"] = runtime_description(model.runtime_versions)
-    _set_time(description, "CreationTime", model, "creation_time")
+    set_time(description, "CreationTime", model, "creation_time")
     return description
 
 
 def model_summary(model: model_pb2.Model) -> dict[str, Any]:
     """A ListModels `Models` entry of a model."""
     summary: dict[str, Any] = {"ModelName": model.name}
-    _set_time(summary, "CreationTime", model, "creation_time")
+    set_time(summary, "CreationTime", model, "creation_time")
     return summary
 
 
@@ -301,10 +301,10 @@ def endpoint_description(endpoint: model_pb2.Endpoint) -> dict[str, Any]:
         description["ScalingPolicy"] = scaling_policy_description(endpoint.scaling_policy)
     for event in endpoint.events:
         entry = {"Message": event.message}
-        _set_time(entry, "Timestamp", event, "timestamp")
+        set_time(entry, "Timestamp", event, "timestamp")
         description["Events"].append(entry)
-    _set_time(description, "CreationTime", endpoint, "creation_time")
-    _set_time(description, "LastModifiedTime", endpoint, "last_modified_time")
+    set_time(description, "CreationTime", endpoint, "creation_time")
+    set_time(description, "LastModifiedTime", endpoint, "last_modified_time")
     return description
 
 
@@ -319,8 +319,8 @@ def endpoint_summary(endpoint: model_pb2.Endpoint) -> dict[str, Any]:
         "CurrentReplicas": serving,
         "DesiredReplicas": endpoint.desired_replicas,
     }
-    _set_time(summary, "CreationTime", endpoint, "creation_time")
-    _set_time(summary, "LastModifiedTime", endpoint, "last_modified_time")
+    set_time(summary, "CreationTime", endpoint, "creation_time")
+    set_time(summary, "LastModifiedTime", endpoint, "last_modified_time")
     return summary
 
 
@@ -372,9 +372,9 @@ def tuning_trial_summary(trial: tuning_job_pb2.Trial, metric_name: str) -> dict[
         }
     if trial.failure_reason:
         summary["FailureReason"] = trial.failure_reason
-    _set_time(summary, "CreationTime", trial, "creation_time")
-    _set_time(summary, "TrainingStartTime", trial, "training_start_time")
-    _set_time(summary, "TrainingEndTime", trial, "training_end_time")
+    set_time(summary, "CreationTime", trial, "creation_time")
+    set_time(summary, "TrainingStartTime", trial, "training_start_time")
+    set_time(summary, "TrainingEndTime", trial, "training_end_time")
     return summary
 
 
@@ -482,8 +482,8 @@ def tuning_job_description(job: tuning_job_pb2.TuningJob) -> dict[str, Any]:
         description["BestTrainingJob"] = tuning_trial_summary(job.best_trial, metric)
     if job.failure_reason:
         description["FailureReason"] = job.failure_reason
-    _set_time(description, "CreationTime", job, "creation_time")
-    _set_time(description, "HyperParameterTuningEndTime", job, "end_time")
+    set_time(description, "CreationTime", job, "creation_time")
+    set_time(description, "HyperParameterTuningEndTime", job, "end_time")
     return description
 
 
@@ -503,135 +503,6 @@ def tuning_job_summary(job: tuning_job_pb2.TuningJob) -> dict[str, Any]:
     if job.HasField("best_trial"):
         summary["BestTrainingJobName"] = job.best_trial.training_job_name
         summary["BestObjectiveValue"] = job.best_trial.final_objective_value
-    _set_time(summary, "CreationTime", job, "creation_time")
-    _set_time(summary, "HyperParameterTuningEndTime", job, "end_time")
-    return summary
-
-
-# -- transform jobs --------------------------------------------------------------------------
-
-TRANSFORM_STATUS_NAMES: dict[int, str] = {
-    transform_job_pb2.TRANSFORM_JOB_STATUS_IN_PROGRESS: "InProgress",
-    transform_job_pb2.TRANSFORM_JOB_STATUS_COMPLETED: "Completed",
-    transform_job_pb2.TRANSFORM_JOB_STATUS_FAILED: "Failed",
-    transform_job_pb2.TRANSFORM_JOB_STATUS_STOPPING: "Stopping",
-    transform_job_pb2.TRANSFORM_JOB_STATUS_STOPPED: "Stopped",
-}
-TRANSFORM_STATUS_VALUES: dict[str, int] = {
-    name: value for value, name in TRANSFORM_STATUS_NAMES.items()
-}
-
-
-def transform_status_value(name: str) -> int:
-    """The proto status for a SageMaker TransformJobStatus string.
-
-    Raises:
-        ValueError: for a name that is not one of InProgress, Completed, Failed, Stopping, Stopped.
-    """
-    try:
-        return TRANSFORM_STATUS_VALUES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown transform job status {name!r}; expected one of "
-            f"{', '.join(TRANSFORM_STATUS_VALUES)}"
-        ) from None
-
-
-def transform_file_description(file: transform_job_pb2.TransformFile) -> dict[str, Any]:
-    """One entry of a transform job's `Files`: an input file's progress and outcome.
-
-    `Status` is Pending, InProgress, Completed, Failed or Stopped; `OutputUri` is set once
-    the file's `.out` is written, `FailureReason` (naming the line) when it failed, and
-    `ErrorsUri` when bad records were written to an errors file (`record_errors`).
-    """
-    entry: dict[str, Any] = {
-        "InputUri": file.input_uri,
-        "Status": file.status,
-        "BytesTotal": file.bytes_total,
-        "BytesDone": file.bytes_done,
-        "RecordsDone": file.records_done,
-        "RecordsFailed": file.records_failed,
-    }
-    if file.output_uri:
-        entry["OutputUri"] = file.output_uri
-    if file.failure_reason:
-        entry["FailureReason"] = file.failure_reason
-    if file.errors_uri:
-        entry["ErrorsUri"] = file.errors_uri
-    return entry
-
-
-def transform_job_description(job: transform_job_pb2.TransformJob) -> dict[str, Any]:
-    """A DescribeTransformJob-shaped dict of a transform job.
-
-    SageMaker's keys: `TransformJobName`, `TransformJobStatus`, `FailureReason`, `ModelName`,
-    `MaxConcurrentTransforms`, `MaxPayloadInMB`, `BatchStrategy`, `Environment`,
-    `TransformInput` (`DataSource.S3DataSource.S3Uri`, `ContentType`, `CompressionType`,
-    `SplitType`), `TransformOutput` (`S3OutputPath`, `Accept`, `AssembleWith`),
-    `TransformResources` (`InstanceCount`), `DataProcessing` and the times. `ContentType`,
-    `Accept`, `BatchStrategy`, `MaxPayloadInMB` and `MaxConcurrentTransforms` are omitted when
-    the job left them to the model (its `execution_parameters_fn`) or the defaults, as boto3
-    omits unset fields.
-    skmaker's: `Files` (per input file, in input order, see `transform_file_description`),
-    `ShardsTotal`, `ShardsDone`, `RecordErrors` and `SkipHeader`.
-    """
-    spec = job.spec
-    transform_input: dict[str, Any] = {
-        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": spec.input_uri}},
-        "CompressionType": spec.compression_type or "None",
-        "SplitType": spec.split_type or "None",
-    }
-    if spec.content_type:
-        transform_input["ContentType"] = spec.content_type
-    transform_output: dict[str, Any] = {
-        "S3OutputPath": spec.output_uri,
-        "AssembleWith": spec.assemble_with or "None",
-    }
-    if spec.accept:
-        transform_output["Accept"] = spec.accept
-    processing = spec.data_processing
-    description: dict[str, Any] = {
-        "TransformJobName": job.name,
-        "TransformJobStatus": TRANSFORM_STATUS_NAMES.get(job.status, "Unknown"),
-        "ModelName": spec.model_name,
-        "Environment": dict(spec.environment),
-        "TransformInput": transform_input,
-        "TransformOutput": transform_output,
-        "TransformResources": {"InstanceCount": spec.instance_count, "InstanceType": "local"},
-        "DataProcessing": {
-            "InputFilter": processing.input_filter or "$",
-            "OutputFilter": processing.output_filter or "$",
-            "JoinSource": processing.join_source or "None",
-        },
-        "RecordErrors": spec.record_errors,
-        "SkipHeader": spec.skip_header,
-        "Files": [transform_file_description(file) for file in job.files],
-        "ShardsTotal": job.shards_total,
-        "ShardsDone": job.shards_done,
-    }
-    if spec.max_concurrent_transforms:
-        description["MaxConcurrentTransforms"] = spec.max_concurrent_transforms
-    if spec.max_payload_mb:
-        description["MaxPayloadInMB"] = spec.max_payload_mb
-    if spec.batch_strategy:
-        description["BatchStrategy"] = spec.batch_strategy
-    if job.failure_reason:
-        description["FailureReason"] = job.failure_reason
-    _set_time(description, "CreationTime", job, "creation_time")
-    _set_time(description, "TransformStartTime", job, "transform_start_time")
-    _set_time(description, "TransformEndTime", job, "transform_end_time")
-    return description
-
-
-def transform_job_summary(job: transform_job_pb2.TransformJob) -> dict[str, Any]:
-    """A ListTransformJobs `TransformJobSummaries` entry of a transform job."""
-    summary: dict[str, Any] = {
-        "TransformJobName": job.name,
-        "TransformJobStatus": TRANSFORM_STATUS_NAMES.get(job.status, "Unknown"),
-        "ModelName": job.spec.model_name,
-    }
-    if job.failure_reason:
-        summary["FailureReason"] = job.failure_reason
-    _set_time(summary, "CreationTime", job, "creation_time")
-    _set_time(summary, "TransformEndTime", job, "transform_end_time")
+    set_time(summary, "CreationTime", job, "creation_time")
+    set_time(summary, "HyperParameterTuningEndTime", job, "end_time")
     return summary

@@ -22,13 +22,15 @@ from typing import Any
 
 from skmaker import descriptions, naming, packaging
 from skmaker import hyperparameters as hp
+from skmaker.arguments import warn_ignored
 from skmaker.autoscaling import AutoScalingPolicy
 from skmaker.deserializers import BaseDeserializer
 from skmaker.inputs import TrainingInput, channels_from_inputs
-from skmaker.model import DEPLOY_SAGEMAKER_ONLY_ARGS, SKLearnModel, warn_ignored
+from skmaker.model import DEPLOY_SAGEMAKER_ONLY_ARGS, SKLearnModel
 from skmaker.predictor import Predictor, SKLearnPredictor
 from skmaker.serializers import BaseSerializer
-from skmaker.session import Session, check_job_status
+from skmaker.session import Session
+from skmaker.training_job import TrainingJob
 from skmaker.transformer import Transformer
 
 log = logging.getLogger("skmaker")
@@ -78,69 +80,12 @@ SAGEMAKER_ONLY_ARGS = frozenset(
     }
 )
 
-_STREAMING_LOG_MODES = {True, "All", "Training"}
 _REMOTE_SOURCE_SCHEMES = ("store://", "s3://")
 _CODE_KEY_PREFIX = "jobs"
 
 
 def _is_remote(source_dir: str | os.PathLike[str] | None) -> bool:
     return isinstance(source_dir, str) and source_dir.startswith(_REMOTE_SOURCE_SCHEMES)
-
-
-class TrainingJob:
-    """A handle on one training job: SageMaker's `estimator.latest_training_job`.
-
-    Args:
-        sagemaker_session: the session that reaches the job.
-        job_name: the job's name.
-    """
-
-    def __init__(self, sagemaker_session: Session, job_name: str) -> None:
-        self.sagemaker_session = sagemaker_session
-        self.job_name = job_name
-
-    @property
-    def name(self) -> str:
-        """The job's name."""
-        return self.job_name
-
-    def __repr__(self) -> str:
-        return f"TrainingJob({self.job_name!r})"
-
-    def describe(self) -> dict[str, Any]:
-        """The job's DescribeTrainingJob-shaped dict."""
-        return self.sagemaker_session.describe_training_job(self.job_name)
-
-    def stop(self) -> None:
-        """Asks the job to stop; what the script saved so far is still uploaded."""
-        self.sagemaker_session.stop_training_job(self.job_name)
-
-    def wait(self, logs: bool | str = True) -> dict[str, Any]:
-        """Waits for the job to end; returns its description.
-
-        Args:
-            logs: True, "All" or "Training" print the job's log lines to stdout as they
-                arrive; False, "None" or "Rules" wait silently.
-
-        Raises:
-            UnexpectedStatusException: when the job ended Failed. A Stopped job returns
-                normally, after a warning in the log.
-        """
-        session = self.sagemaker_session
-        if logs in _STREAMING_LOG_MODES:
-            session.logs_for_job(self.job_name, wait=True)
-            description = session.describe_training_job(self.job_name)
-            if description["TrainingJobStatus"] not in descriptions.TERMINAL_STATUSES:
-                # The log stream ends with the job; this covers a server that closed it early.
-                description = session.wait_for_job(self.job_name)
-            if "TrainingTimeInSeconds" in description:
-                print(f"Training seconds: {description['TrainingTimeInSeconds']}", flush=True)
-        else:
-            description = session.wait_for_job(self.job_name)
-        check_job_status(description)
-        if description["TrainingJobStatus"] == "Stopped":
-            log.warning("training job %s stopped", self.job_name)
-        return description
 
 
 class SKLearn:

@@ -180,7 +180,7 @@ class _ChannelGeneration:
 
     target: str
     channel: grpc.Channel
-    predict: grpc.UnaryUnaryMultiCallable
+    predict: grpc.UnaryUnaryMultiCallable[Any, Any]
     in_flight: int = 0
     retired: bool = False
 

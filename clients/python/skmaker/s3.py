@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from skmaker import transfer
 from skmaker.session import S3_SCHEME, Session
+from skmaker.v1 import transfer
 
 T = TypeVar("T")
 

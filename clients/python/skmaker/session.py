@@ -28,18 +28,18 @@ from typing import IO, Any, TypeVar
 import grpc
 from tqdm import tqdm
 
-from skmaker import boto, descriptions, transfer
+from skmaker import boto, descriptions
 from skmaker.errors import NotFound, UnexpectedStatusException, error_for_rpc
 from skmaker.hosting import HostingCalls
 from skmaker.inputs import TrainingInput
+from skmaker.job_specs import training_job_spec
 from skmaker.transform_calls import TransformCalls
+from skmaker.tuning_calls import TuningCalls
 from skmaker.v1 import (
     artifacts_pb2_grpc,
-    training_job_pb2,
     training_pb2,
     training_pb2_grpc,
-    tuning_job_pb2,
-    tuning_pb2,
+    transfer,
     tuning_pb2_grpc,
 )
 
@@ -108,7 +108,7 @@ def _is_unavailable(err: grpc.RpcError) -> bool:
     return callable(getattr(err, "code", None)) and err.code() == grpc.StatusCode.UNAVAILABLE
 
 
-class Session(HostingCalls, TransformCalls):
+class Session(HostingCalls, TransformCalls, TuningCalls):
     """A connection to skmaker, used like `sagemaker.Session`.
 
     Args:
@@ -194,6 +194,7 @@ class Session(HostingCalls, TransformCalls):
         )
         self._init_hosting(self._channel, credentials, self.gateway_address)
         self._init_transform(self._channel)
+        self._init_tuning(self._channel)
         self.sagemaker_client = boto.SageMakerClient(self)
         self.sagemaker_runtime_client = boto.SageMakerRuntimeClient(self)
 
@@ -665,131 +666,6 @@ class Session(HostingCalls, TransformCalls):
         for line in self.training_job_log_lines(job_name, follow=wait):
             print(line.text, file=stream, flush=True)
 
-    # -- tuning jobs -------------------------------------------------------------------------
-
-    def create_tuning_job(
-        self,
-        name: str,
-        *,
-        training_job: Mapping[str, Any],
-        objective_metric_name: str,
-        parameter_ranges: Mapping[str, Sequence[Mapping[str, Any]]],
-        strategy: str = "Bayesian",
-        objective_type: str = "Maximize",
-        max_jobs: int | None = None,
-        max_parallel_jobs: int = 1,
-        early_stopping_type: str = "Off",
-        random_seed: int | None = None,
-        warm_start_parents: Sequence[str] = (),
-        warm_start_type: str = "",
-        hyperband_min_resource: int = 0,
-        hyperband_max_resource: int = 0,
-    ) -> dict[str, Any]:
-        """Creates a hyperparameter tuning job; returns its description (not retried).
-
-        Args:
-            name: the tuning job's name (at most 32 chars).
-            training_job: the template of every trial, as keyword arguments of
-                `create_training_job` without the name; its hyperparameters are the static
-                ones and its metric definitions must name the objective.
-            objective_metric_name: the metric the tuner optimizes (its final value).
-            parameter_ranges: boto3's `ParameterRanges` (`IntegerParameterRanges`,
-                `ContinuousParameterRanges`, `CategoricalParameterRanges`).
-            strategy: Bayesian, Random, Grid or Hyperband.
-            objective_type: Maximize or Minimize.
-            max_jobs: trials in total; None means 1 (Grid: every combination).
-            max_parallel_jobs: trials running at once.
-            early_stopping_type: Off or Auto.
-            random_seed: makes the sequence of trials reproducible.
-            warm_start_parents: earlier tuning jobs whose trials seed this one.
-            warm_start_type: IdenticalDataAndAlgorithm or TransferLearning (with parents).
-            hyperband_min_resource: Hyperband's smallest resource; 0 means 1.
-            hyperband_max_resource: Hyperband's largest resource; 0 lets the tuner infer it.
-
-        Raises:
-            AlreadyExists, InvalidArgument, NotFound: as the server decides.
-        """
-        template = dict(training_job)
-        for field in ("source_uri", "output_uri"):
-            if field in template:
-                template[field] = self.store_uri(template[field])
-        if "channels" in template:
-            template["channels"] = self._channels_in_store(template["channels"])
-        spec = tuning_job_pb2.TuningJobSpec(
-            training_job_template=training_job_spec(**template),
-            objective_metric_name=objective_metric_name,
-            objective_type=objective_type,
-            parameter_ranges=parameter_ranges_pb(parameter_ranges),
-            strategy=strategy,
-            max_jobs=max_jobs or 0,
-            max_parallel_jobs=max_parallel_jobs,
-            early_stopping_type=early_stopping_type,
-            random_seed=random_seed,
-            warm_start_parent_names=list(warm_start_parents),
-            warm_start_type=warm_start_type,
-            hyperband_min_resource=hyperband_min_resource,
-            hyperband_max_resource=hyperband_max_resource,
-        )
-        request = tuning_pb2.CreateTuningJobRequest(name=name, spec=spec)
-        response = self._rpc(self._tuning.CreateTuningJob, request, idempotent=False)
-        return descriptions.tuning_job_description(response.tuning_job)
-
-    def describe_tuning_job(self, tuning_job_name: str) -> dict[str, Any]:
-        """A DescribeHyperParameterTuningJob-shaped dict (see `skmaker.descriptions`).
-
-        Raises:
-            NotFound: when there is no such tuning job.
-        """
-        request = tuning_pb2.DescribeTuningJobRequest(name=tuning_job_name)
-        response = self._rpc(self._tuning.DescribeTuningJob, request, idempotent=True)
-        return descriptions.tuning_job_description(response.tuning_job)
-
-    def list_tuning_jobs(
-        self,
-        *,
-        status_equals: str | None = None,
-        name_contains_prefix: str = "",
-        max_results: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """Summaries of tuning jobs, newest first (boto3's `HyperParameterTuningJobSummaries`).
-
-        Args:
-            status_equals: only jobs in this status (InProgress, Completed, Failed, ...).
-            name_contains_prefix: only jobs whose name starts with this.
-            max_results: stop after this many; all when None.
-        """
-        status = descriptions.tuning_status_value(status_equals) if status_equals else 0
-        return self._collect_pages(
-            self._tuning.ListTuningJobs,
-            lambda size, token: tuning_pb2.ListTuningJobsRequest(
-                status=status,  # type: ignore[arg-type]
-                name_prefix=name_contains_prefix,
-                page_size=size,
-                page_token=token,
-            ),
-            lambda response: [descriptions.tuning_job_summary(j) for j in response.tuning_jobs],
-            max_results,
-        )
-
-    def list_training_jobs_for_tuning_job(self, tuning_job_name: str) -> list[dict[str, Any]]:
-        """The tuning job's trials (ListTrainingJobsForHyperParameterTuningJob), by number.
-
-        Raises:
-            NotFound: when there is no such tuning job.
-        """
-        return list(self.describe_tuning_job(tuning_job_name)["TrainingJobs"])
-
-    def stop_tuning_job(self, tuning_job_name: str) -> dict[str, Any]:
-        """Stops launching trials and stops the running ones; returns the description.
-
-        Raises:
-            NotFound: when there is no such tuning job.
-            FailedPrecondition: when the tuning job has already ended.
-        """
-        request = tuning_pb2.StopTuningJobRequest(name=tuning_job_name)
-        response = self._rpc(self._tuning.StopTuningJob, request, idempotent=False)
-        return descriptions.tuning_job_description(response.tuning_job)
-
     def wait_for_job(self, job_name: str, poll_s: float = 2.0) -> dict[str, Any]:
         """Polls until the job ends; returns its description.
 
@@ -817,70 +693,6 @@ def get_execution_role(sagemaker_session: Session | None = None) -> str:
     """
     del sagemaker_session
     return f"arn:aws:iam::{ACCOUNT_ID}:role/skmaker"
-
-
-def training_job_spec(
-    *,
-    entry_point: str,
-    source_uri: str,
-    hyperparameters: Mapping[str, str],
-    channels: Mapping[str, TrainingInput],
-    metric_definitions: Sequence[Mapping[str, str]] = (),
-    environment: Mapping[str, str] | None = None,
-    max_run: int = 86400,
-    output_uri: str = "",
-    shell_compat: bool = False,
-) -> training_job_pb2.TrainingJobSpec:
-    """The wire spec of a training job (arguments as `Session.create_training_job`'s)."""
-    return training_job_pb2.TrainingJobSpec(
-        entry_point=entry_point,
-        source_uri=source_uri,
-        hyperparameters=dict(hyperparameters),
-        channels=[
-            training_job_pb2.Channel(
-                name=channel, uri=data.s3_data, content_type=data.content_type or ""
-            )
-            for channel, data in channels.items()
-        ],
-        metric_definitions=[
-            training_job_pb2.MetricDefinition(name=m["Name"], regex=m["Regex"])
-            for m in metric_definitions
-        ],
-        environment=dict(environment or {}),
-        max_runtime_seconds=max_run,
-        output_uri=output_uri,
-        shell_compat=shell_compat,
-    )
-
-
-def parameter_ranges_pb(
-    ranges: Mapping[str, Sequence[Mapping[str, Any]]],
-) -> tuning_job_pb2.ParameterRanges:
-    """The wire ranges of boto3-shaped `ParameterRanges` (bounds may be strings or numbers).
-
-    Raises:
-        ValueError: a bound that is not a number.
-    """
-    message = tuning_job_pb2.ParameterRanges()
-    for entry in ranges.get("IntegerParameterRanges", ()):
-        message.integer_parameter_ranges.add(
-            name=entry["Name"],
-            min_value=int(entry["MinValue"]),
-            max_value=int(entry["MaxValue"]),
-            scaling_type=entry.get("ScalingType", "Auto"),
-        )
-    for entry in ranges.get("ContinuousParameterRanges", ()):
-        message.continuous_parameter_ranges.add(
-            name=entry["Name"],
-            min_value=float(entry["MinValue"]),
-            max_value=float(entry["MaxValue"]),
-            scaling_type=entry.get("ScalingType", "Auto"),
-        )
-    for entry in ranges.get("CategoricalParameterRanges", ()):
-        message.categorical_parameter_ranges.add(
-            name=entry["Name"], values=[str(value) for value in entry["Values"]]
-        )
-    return message
 
 
 def check_job_status(description: dict[str, Any]) -> dict[str, Any]:

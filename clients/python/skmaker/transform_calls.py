@@ -2,9 +2,9 @@
 
 Mixed into `Session`, which owns the channel to the control and the call policy (deadlines,
 retrying UNAVAILABLE for idempotent calls, mapping errors). Creates, describes, lists, stops
-and waits for transform jobs on the control's TransformService. Results are boto3-shaped dicts
-(`skmaker.descriptions.transform_job_description`); arguments left None are not sent, so the
-service's defaults apply, as SageMaker omits them from CreateTransformJob.
+and waits for transform jobs on the control's TransformService. Results are boto3-shaped
+dicts (`skmaker.transform_descriptions.transform_job_description`); arguments left None are
+not sent, so the service's defaults apply, as SageMaker omits them from CreateTransformJob.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from skmaker import descriptions
+from skmaker import transform_descriptions
 from skmaker.errors import UnexpectedStatusException
 from skmaker.v1 import transform_job_pb2, transform_pb2, transform_pb2_grpc
 
@@ -119,7 +119,7 @@ class TransformCalls:
         )
         request = transform_pb2.CreateTransformJobRequest(name=job_name, spec=spec)
         response = self._rpc(self._transforms.CreateTransformJob, request, idempotent=False)
-        return descriptions.transform_job_description(response.transform_job)
+        return transform_descriptions.transform_job_description(response.transform_job)
 
     def describe_transform_job(self, job_name: str) -> dict[str, Any]:
         """A DescribeTransformJob-shaped dict of one job, with per-file progress in `Files`.
@@ -129,7 +129,7 @@ class TransformCalls:
         """
         request = transform_pb2.DescribeTransformJobRequest(name=job_name)
         response = self._rpc(self._transforms.DescribeTransformJob, request, idempotent=True)
-        return descriptions.transform_job_description(response.transform_job)
+        return transform_descriptions.transform_job_description(response.transform_job)
 
     def list_transform_jobs(
         self,
@@ -145,7 +145,9 @@ class TransformCalls:
             name_contains_prefix: only jobs whose name starts with this.
             max_results: stop after this many; all when None.
         """
-        status = descriptions.transform_status_value(status_equals) if status_equals else 0
+        status = (
+            transform_descriptions.transform_status_value(status_equals) if status_equals else 0
+        )
         return self._collect_pages(
             self._transforms.ListTransformJobs,
             lambda size, token: transform_pb2.ListTransformJobsRequest(
@@ -155,7 +157,7 @@ class TransformCalls:
                 page_token=token,
             ),
             lambda response: [
-                descriptions.transform_job_summary(j) for j in response.transform_jobs
+                transform_descriptions.transform_job_summary(j) for j in response.transform_jobs
             ],
             max_results,
         )
@@ -171,7 +173,7 @@ class TransformCalls:
         """
         request = transform_pb2.StopTransformJobRequest(name=name)
         response = self._rpc(self._transforms.StopTransformJob, request, idempotent=False)
-        return descriptions.transform_job_description(response.transform_job)
+        return transform_descriptions.transform_job_description(response.transform_job)
 
     def wait_for_transform_job(
         self,

@@ -35,12 +35,13 @@ from typing import Any
 from skmaker import hyperparameters as hp
 from skmaker import naming
 from skmaker.analytics import HyperparameterTuningJobAnalytics
+from skmaker.arguments import warn_ignored
 from skmaker.autoscaling import AutoScalingPolicy
 from skmaker.deserializers import BaseDeserializer
 from skmaker.errors import UnexpectedStatusException
 from skmaker.estimator import SKLearn
 from skmaker.inputs import TrainingInput, channels_from_inputs
-from skmaker.model import DEPLOY_SAGEMAKER_ONLY_ARGS, warn_ignored
+from skmaker.model import DEPLOY_SAGEMAKER_ONLY_ARGS
 from skmaker.parameter import (
     CategoricalParameter,
     ContinuousParameter,

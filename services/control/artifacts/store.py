@@ -11,10 +11,10 @@ removed, so an object is either absent or complete. A digest file that does not 
 object's stat (a crash between the two renames) is recomputed on the next read.
 
 Keys are relative POSIX paths (`store://` URIs or bare keys) without `.`/`..` segments, as in
-`skmaker.transfer.key_of`; segments starting with `.skmaker-` are reserved. One reserved folder
-name is writable: `.skmaker-shards`, where batch workers stage the outputs of transform shards
-until the control assembles them into `.out` files (`services.batch.shards`). Listings skip it,
-so whoever lists an output path sees only whole `.out` files.
+`skmaker.v1.transfer.key_of`; segments starting with `.skmaker-` are reserved. One reserved folder
+name is writable, `STAGING_FOLDER` (`.skmaker-shards`), for work in progress: batch workers stage
+the outputs of transform shards there until the control assembles them into `.out` files.
+Listings skip it, so whoever lists an output path sees only whole `.out` files.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO, Protocol
 
-from services.batch.shards import SHARD_OUTPUT_FOLDER
 from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 
 SCHEME = "store://"
@@ -40,6 +39,9 @@ DEFAULT_BUCKET = "skmaker"
 _DEFAULT_BUCKET_URI = f"s3://{DEFAULT_BUCKET}"
 CHUNK_BYTES = 1024 * 1024
 _RESERVED_PREFIX = ".skmaker-"
+# The one reserved folder name that may be written: work in progress is staged there (batch
+# workers stage transform shard outputs until the control assembles them), and listings skip it.
+STAGING_FOLDER = ".skmaker-shards"
 _UPLOAD_PREFIX = ".skmaker-upload-"
 _HEX = frozenset("0123456789abcdef")
 
@@ -91,7 +93,7 @@ def key_of(uri: str) -> str:
 
 
 def _is_reserved(segment: str) -> bool:
-    return segment.startswith(_RESERVED_PREFIX) and segment != SHARD_OUTPUT_FOLDER
+    return segment.startswith(_RESERVED_PREFIX) and segment != STAGING_FOLDER
 
 
 def _validate_sha256(sha256: str) -> str:
@@ -454,7 +456,7 @@ class LocalArtifactStore:
             return
         for folder, subfolders, files in os.walk(start):
             # Staged shard outputs are not objects of the listing's reader (see the docstring).
-            subfolders[:] = sorted(name for name in subfolders if name != SHARD_OUTPUT_FOLDER)
+            subfolders[:] = sorted(name for name in subfolders if name != STAGING_FOLDER)
             relative = Path(folder).relative_to(self._objects).as_posix()
             for name in sorted(files):
                 if name.startswith(_RESERVED_PREFIX):

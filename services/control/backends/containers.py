@@ -116,7 +116,7 @@ def replica_labels(network: str, spec: ReplicaSpec, run_id: str) -> dict[str, st
     }
 
 
-def leftover_filters(network: str, endpoint: str) -> dict[str, list[str]]:
+def leftover_filters(network: str, endpoint: str) -> dict[str, str | list[str] | bool]:
     """The Engine API filter finding every replica container of `endpoint` on `network`."""
     return {
         "label": [

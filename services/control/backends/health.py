@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
+
+from services.runtime.health_calls import health_check
+
+if TYPE_CHECKING:
+    from services.runtime.health_calls import HealthCheckCall
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _CHANNEL_OPTIONS = (
@@ -24,14 +30,14 @@ class HealthProber:
         """Probes must answer within `timeout_s`. Health is open without a token (runtime.auth)."""
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
-        self._channels: dict[str, tuple[grpc.Channel, health_pb2_grpc.HealthStub]] = {}
+        self._channels: dict[str, tuple[grpc.Channel, HealthCheckCall]] = {}
 
     def check_all(self, addresses: Iterable[str]) -> dict[str, bool]:
         """True for each address that answered SERVING within the deadline; all in parallel."""
         futures = {}
         for address in set(addresses):
             stub = self._stub(address)
-            futures[address] = stub.Check.future(
+            futures[address] = stub.future(
                 health_pb2.HealthCheckRequest(service=""), timeout=self._timeout_s
             )
         results: dict[str, bool] = {}
@@ -57,11 +63,11 @@ class HealthProber:
         for channel, _stub in entries:
             channel.close()
 
-    def _stub(self, address: str) -> health_pb2_grpc.HealthStub:
+    def _stub(self, address: str) -> HealthCheckCall:
         with self._lock:
             entry = self._channels.get(address)
             if entry is None:
                 channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
-                entry = (channel, health_pb2_grpc.HealthStub(channel))
+                entry = (channel, health_check(channel))
                 self._channels[address] = entry
             return entry[1]

@@ -42,6 +42,7 @@ from services.control.backends.replica_runtime import (
     RunningReplica,
     SupervisionSettings,
 )
+from services.runtime.components import StepLoop
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,8 @@ class ReplicaSupervisor:
         self._events: list[tuple[str, str]] = []
         self._control_address = ""
         self._shutting_down = False
-        self._stop_watcher = threading.Event()
-        self._wake = threading.Event()
-        self._watcher: threading.Thread | None = None
+        # Probes, replaces and reaps replicas every health interval, and at once when woken.
+        self._watcher = StepLoop(f"{name}-replicas", self.step, settings.health_interval_s)
 
     # ----------------------------------------------------------------- ReplicaBackend
 
@@ -121,9 +121,6 @@ class ReplicaSupervisor:
         """Starts the watcher; replicas will download their model from `control_address`."""
         with self._lock:
             self._control_address = control_address
-        self._watcher = threading.Thread(
-            target=self._watch, name=f"{self.name}-replicas", daemon=True
-        )
         self._watcher.start()
 
     def ensure(self, endpoint: str, model: str, desired_replicas: int, address: str = "") -> str:
@@ -140,7 +137,7 @@ class ReplicaSupervisor:
             group.replace_not_before = 0.0
             assert group.address is not None
             result = group.address.address
-        self._wake.set()
+        self._watcher.wake()
         return result
 
     def scale(self, endpoint: str, desired_replicas: int, remove_first: Sequence[str] = ()) -> None:
@@ -151,7 +148,7 @@ class ReplicaSupervisor:
             # Now rather than at the next tick: the caller chose whom to remove from load
             # numbers that are already getting older.
             self._remove_surplus(group, remove_first)
-        self._wake.set()
+        self._watcher.wake()
 
     def replicas(self, endpoint: str) -> list[ReplicaInfo]:
         """See `ReplicaBackend.replicas`."""
@@ -181,7 +178,7 @@ class ReplicaSupervisor:
             if replica.state in (ReplicaState.STARTING, ReplicaState.SERVING):
                 group.desired = max(0, group.desired - 1)
                 self._remove(group, replica, "removed on request")
-        self._wake.set()
+        self._watcher.wake()
 
     def delete(self, endpoint: str) -> None:
         """See `ReplicaBackend.delete`. Blocks for up to the grace period plus the margin."""
@@ -212,10 +209,7 @@ class ReplicaSupervisor:
     def close(self) -> None:
         """See `ReplicaBackend.close`. Blocks for up to the grace period plus the margin."""
         self.begin_shutdown()
-        self._stop_watcher.set()
-        self._wake.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=self._settings.health_timeout_s + 5.0)
+        self._watcher.stop(timeout_s=self._settings.health_timeout_s + 5.0)
         with self._events_flushed(), self._lock:
             groups = list(self._endpoints.values())
             for group in groups:
@@ -305,18 +299,9 @@ class ReplicaSupervisor:
 
     # ----------------------------------------------------------------- the watcher
 
-    def _watch(self) -> None:
-        interval = self._settings.health_interval_s
-        while not self._stop_watcher.is_set():
-            try:
-                self._tick()
-            except Exception:
-                # One bad tick must not end supervision of every endpoint.
-                log.exception("%s replica watcher failed; continuing", self.name)
-            self._wake.wait(interval)
-            self._wake.clear()
-
-    def _tick(self) -> None:
+    def step(self) -> None:
+        """One pass of the watcher: probes every replica's health, then starts, replaces,
+        drains and reaps replicas so each endpoint converges on its target (tests call it)."""
         with self._lock:
             probes = {
                 replica.address

@@ -13,7 +13,6 @@ calls it inside the same transaction as the task change, so both commit together
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ from services.control.dispatch.tasks import (
 from services.control.metrics import ControlMetrics
 from services.control.notifier import Notifier
 from services.control.state import ControlStore
+from services.runtime.components import StepLoop
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
@@ -101,11 +101,9 @@ class Scheduler:
         self._max_attempts = max_attempts
         self._retry_backoff_s = retry_backoff_s
         self._clock = clock
-        self._reap_interval_s = reap_interval_s
         self._handlers: dict[TaskKind, TaskHandler] = {}
         self._queue_changed = Notifier()
-        self._stop_reaper = threading.Event()
-        self._reaper: threading.Thread | None = None
+        self._reaper = StepLoop("lease-reaper", self.step, reap_interval_s)
 
     def register(self, kind: TaskKind, handler: TaskHandler) -> None:
         """Routes tasks of `kind` to `handler`."""
@@ -125,24 +123,20 @@ class Scheduler:
             log.info(
                 "extended %d lease(s) held before the restart by %.1fs", extended, self._lease_s
             )
-        self._stop_reaper.clear()
-        self._reaper = threading.Thread(target=self._reap_forever, name="lease-reaper", daemon=True)
         self._reaper.start()
 
-    def close(self) -> None:
-        """Ends long polls at once (they return no task) and stops the reaper."""
-        self._queue_changed.close()
-        self._stop_reaper.set()
-        if self._reaper is not None:
-            self._reaper.join(timeout=5.0)
-            self._reaper = None
+    def step(self) -> int:
+        """One pass of the lease reaper (`expire_leases`); returns how many leases expired."""
+        return self.expire_leases()
 
-    def _reap_forever(self) -> None:
-        while not self._stop_reaper.wait(self._reap_interval_s):
-            try:
-                self.expire_leases()
-            except Exception:  # the reaper must survive a bad row or a busy database
-                log.exception("lease reaper failed; retrying")
+    def drain(self) -> None:
+        """Ends long polls at once (they return no task); no task is handed out after."""
+        self._queue_changed.close()
+
+    def stop(self) -> None:
+        """Drains, then stops the reaper after its pass under way."""
+        self.drain()
+        self._reaper.stop(timeout_s=5.0)
 
     # ----------------------------------------------------------------- queue
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from services.control.hosting.endpoints import Endpoints
 from services.control.hosting.load_metrics import LoadSample, LoadSource, ReplicaTarget
 from services.control.hosting.scrape_targets import ScrapeTarget
 from services.control.metrics import ControlMetrics
+from services.runtime.components import StepLoop
 from services.runtime.errors import SkmakerError
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ _METRICS = {
     ScalingMetric.INVOCATIONS_PER_REPLICA_PER_MINUTE: autoscaler.INVOCATIONS_PER_MINUTE,
 }
 
-ScrapeTargetsObserver = Callable[[list[ScrapeTarget]], None]
+ScrapeTargetsObserver = Callable[[list[ScrapeTarget]], object]
 
 
 def policy_for(stored: ScalingPolicy) -> autoscaler.ScalingPolicy:
@@ -110,7 +110,7 @@ class Evaluation:
 
 
 class Autoscaling:
-    """The loop; see the module docstring. `tick()` is one pass, `start()` runs it in a thread.
+    """The loop; see the module docstring. `step()` is one pass, `start()` runs it in a thread.
 
     Args:
         endpoints: the endpoint logic (listing, `scale`, events).
@@ -142,35 +142,29 @@ class Autoscaling:
         self._clock = clock
         self._hold_event_interval_s = hold_event_interval_s
         self._tracked: dict[str, _Tracked] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = StepLoop("autoscaling", self.step, interval_s)
 
     def start(self) -> None:
         """Starts the loop thread (first pass at once)."""
-        self._thread = threading.Thread(target=self._run, name="autoscaling", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
-    def close(self) -> None:
-        """Stops the loop and waits for the pass under way; the SD file is emptied."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30.0)
+    def drain(self) -> None:
+        """Stops the loop and waits for the pass under way, so nothing is scaled while the
+        endpoints shut down; the SD file is emptied."""
+        self._loop.stop(timeout_s=30.0)
         if self._on_scrape_targets is not None:
             # Replicas are about to be stopped: Prometheus should not keep failing on them.
             self._publish([])
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                self.tick()
-            except Exception:
-                # One bad pass (a database hiccup) must not end autoscaling for good.
-                log.exception("autoscaling pass failed; continuing")
-            self._stop.wait(max(0.0, self._interval_s - (time.monotonic() - started)))
+    def stop(self) -> None:
+        """Stops the loop (as `drain`)."""
+        self.drain()
 
-    def tick(self) -> list[Evaluation]:
-        """One pass over every endpoint; returns the evaluations of the autoscaled ones."""
+    def step(self) -> list[Evaluation]:
+        """One pass over every endpoint; returns the evaluations of the autoscaled ones.
+
+        The loop runs it every `interval_s`; tests call it directly.
+        """
         views = self._endpoints.list("")
         if self._on_scrape_targets is not None:
             self._publish(

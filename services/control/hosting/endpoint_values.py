@@ -64,7 +64,7 @@ class Endpoint:
     """An endpoint's durable state.
 
     Attributes:
-        name: unique, `[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}`.
+        name: unique, by SageMaker's rule (`skmaker.v1.names`: 1-63 characters).
         model_name: the model its replicas should serve.
         status: where it is in its life.
         desired_replicas: replicas wanted now.

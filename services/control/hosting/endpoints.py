@@ -41,8 +41,8 @@ from services.control.hosting.endpoint_values import (
 from services.control.hosting.model_registry import ModelRegistry
 from services.control.metrics import ControlMetrics
 from services.control.names import Resource, require_resource_name
-from services.control.notifier import Notifier
 from services.control.state import ControlStore
+from services.runtime.components import StepLoop
 from services.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -92,15 +92,14 @@ class Endpoints:
         self._backend = backend
         self._metrics = metrics
         self._max_replicas = max_replicas
-        self._reconcile_interval_s = reconcile_interval_s
         self._retry_backoff_s = retry_backoff_s
         self._max_retry_backoff_s = max_retry_backoff_s
         self._clock = clock
         self._lock = threading.RLock()
-        self._changed = Notifier()
         self._retry: dict[str, tuple[float, float]] = {}  # name -> (not before, backoff)
         self._releasing: dict[str, threading.Thread] = {}
-        self._reconciler: threading.Thread | None = None
+        # Reconciles every endpoint each interval, and at once on a change or a replica event.
+        self._reconciler = StepLoop("endpoint-reconciler", self.step, reconcile_interval_s)
 
     # ----------------------------------------------------------------- API
 
@@ -293,7 +292,7 @@ class Endpoints:
         """
         if self._endpoints.get(endpoint_name) is not None:
             self._endpoints.append_event(endpoint_name, EndpointEvent(self._clock(), message))
-        self._changed.notify()
+        self._reconciler.wake()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -301,22 +300,18 @@ class Endpoints:
         """Hands every stored endpoint back to the backend, then starts the reconciler."""
         for endpoint in self._endpoints.list_endpoints():
             self._restore(endpoint)
-        self._reconciler = threading.Thread(
-            target=self._reconcile_loop, name="endpoint-reconciler", daemon=True
-        )
         self._reconciler.start()
 
     def begin_shutdown(self) -> None:
-        """Stops reconciling and replacing (the control is shutting down)."""
-        self._changed.close()
+        """Stops reconciling and replacing (the control is shutting down); waits for the
+        reconciler's pass under way."""
+        self._reconciler.stop(timeout_s=10.0)
         if self._backend is not None:
             self._backend.begin_shutdown()
 
     def close(self) -> None:
         """Waits for the reconciler and releases, then stops every replica; rows stay."""
         self.begin_shutdown()
-        if self._reconciler is not None:
-            self._reconciler.join(timeout=10.0)
         for thread in list(self._releasing.values()):
             thread.join(timeout=30.0)
         if self._backend is not None:
@@ -347,16 +342,14 @@ class Endpoints:
             endpoint.desired_replicas
         )
 
-    def _reconcile_loop(self) -> None:
-        while not self._changed.is_closed:
-            seen = self._changed.generation()
-            for endpoint in self._endpoints.list_endpoints():
-                try:
-                    self._reconcile(endpoint.name)
-                except Exception:
-                    # One endpoint's bug must not stop the others from being watched.
-                    log.exception("reconciling endpoint %s failed", endpoint.name)
-            self._changed.wait(seen, self._reconcile_interval_s)
+    def step(self) -> None:
+        """One pass of the reconciler over every endpoint (its status against its replicas)."""
+        for endpoint in self._endpoints.list_endpoints():
+            try:
+                self._reconcile(endpoint.name)
+            except Exception:
+                # One endpoint's bug must not stop the others from being watched.
+                log.exception("reconciling endpoint %s failed", endpoint.name)
 
     def _reconcile(self, name: str) -> None:
         backend = self._backend
@@ -475,7 +468,7 @@ class Endpoints:
         with self._lock:
             if self._releasing.get(name) is threading.current_thread():
                 del self._releasing[name]
-        self._changed.notify()
+        self._reconciler.wake()
 
     # ----------------------------------------------------------------- helpers
 

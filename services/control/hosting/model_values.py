@@ -13,7 +13,7 @@ class Model:
     """One model (SageMaker's CreateModel): immutable once created.
 
     Attributes:
-        name: unique, `[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}`.
+        name: unique, by SageMaker's rule (`skmaker.v1.names`: 1-63 characters).
         model_data_uri: `store://` URI of `model.tar.gz`.
         entry_point: the script defining `model_fn` (SAGEMAKER_PROGRAM).
         source_uri: `store://` URI of a code bundle; empty when the code sits in the model

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from services.control.local_workers.supervisor import WorkerSpec, WorkerSupervisor
+from services.runtime.components import StepLoop
 
 log = logging.getLogger(__name__)
 
@@ -99,21 +99,8 @@ class LocalBatchWorkers:
         self._interval_s = interval_s
         self._clock = clock
         self._fewer_wanted_since: float | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Starts following the jobs."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="local-batch-workers", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        """Stops following; the workers themselves stop with the supervisor."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30.0)
-            self._thread = None
+        # Reconciles every interval; a component of the control's lifecycle.
+        self.loop = StepLoop("local-batch-workers", self.reconcile, interval_s, step_at_start=False)
 
     def running(self) -> list[str]:
         """Names of the batch workers now kept running."""
@@ -142,10 +129,3 @@ class LocalBatchWorkers:
             self._supervisor.remove(name)
         self._fewer_wanted_since = None
         return target
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.reconcile()
-            except Exception:  # the loop must survive a busy database or a failed spawn
-                log.exception("local batch workers: reconcile failed; retrying")

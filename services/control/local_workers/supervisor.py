@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.runtime.components import StepLoop
 from services.runtime.settings import pass_secret
 
 log = logging.getLogger(__name__)
@@ -80,10 +81,13 @@ class WorkerSupervisor:
         self._max_restart_backoff_s = max_restart_backoff_s
         self._stable_after_s = stable_after_s
         self._stop_timeout_s = stop_timeout_s
-        self._watch_interval_s = watch_interval_s
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._started = False
+        # Restarts children that exited, every interval; the first pass waits one.
+        self._watcher = StepLoop(
+            "worker-supervisor", self.step, watch_interval_s, step_at_start=False
+        )
 
     def add(self, spec: WorkerSpec) -> None:
         """Adds a child; it starts at once when the supervisor is running.
@@ -96,7 +100,7 @@ class WorkerSupervisor:
                 raise ValueError(f"worker {spec.name!r} exists already")
             child = _Child(spec)
             self._children[spec.name] = child
-            if self._watcher is not None and not self._stopping.is_set():
+            if self._started and not self._stopping.is_set():
                 self._spawn(child)
 
     def start(self) -> None:
@@ -104,7 +108,7 @@ class WorkerSupervisor:
         with self._lock:
             for child in self._children.values():
                 self._spawn(child)
-        self._watcher = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+            self._started = True
         self._watcher.start()
 
     def pids(self) -> dict[str, int]:
@@ -153,8 +157,7 @@ class WorkerSupervisor:
     def stop(self) -> None:
         """SIGTERM to every child, up to `stop_timeout_s` for them to exit, then SIGKILL."""
         self._stopping.set()
-        if self._watcher is not None:
-            self._watcher.join(timeout=5.0)
+        self._watcher.stop(timeout_s=5.0)
         with self._lock:
             running = [
                 child.process
@@ -205,11 +208,13 @@ class WorkerSupervisor:
         child.restart_at = None
         log.info("started %s (pid %d), logging to %s", spec.name, child.process.pid, spec.log_path)
 
-    def _watch(self) -> None:
-        while not self._stopping.wait(self._watch_interval_s):
-            with self._lock:
-                for child in self._children.values():
-                    self._check(child)
+    def step(self) -> None:
+        """One pass of the watcher: restarts (with backoff) every child that exited."""
+        if self._stopping.is_set():
+            return
+        with self._lock:
+            for child in self._children.values():
+                self._check(child)
 
     def _check(self, child: _Child) -> None:
         now = time.monotonic()

@@ -17,12 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from services.control.local_workers.supervisor import WorkerSpec, WorkerSupervisor
+from services.runtime.components import StepLoop
 
 log = logging.getLogger(__name__)
 
@@ -89,26 +89,14 @@ class LocalTrainers:
         self._clock = clock
         self._worker_id_of = worker_id_of
         self._fewer_wanted_since: float | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Reconciles every interval (the control reconciles once itself while starting); a
+        # component of the control's lifecycle.
+        self.loop = StepLoop("local-trainers", self.reconcile, interval_s, step_at_start=False)
 
     @property
     def max_trainers(self) -> int:
         """The most trainers this runs."""
         return self._max
-
-    def start(self) -> None:
-        """Starts following the training tasks."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="local-trainers", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        """Stops following; the trainers themselves stop with the supervisor."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30.0)
-            self._thread = None
 
     def running(self) -> list[str]:
         """Names of the trainers now kept running, by index."""
@@ -157,13 +145,6 @@ class LocalTrainers:
             for name, pid in self._supervisor.pids().items()
             if self._worker_id_of(pid) in leased_by
         }
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.reconcile()
-            except Exception:  # the loop must survive a busy database or a failed spawn
-                log.exception("local trainers: reconcile failed; retrying")
 
 
 def _index(name: str) -> int:

@@ -30,6 +30,13 @@ _STATUS_TO_PB = {
     TransformJobStatus.STOPPED: transform_job_pb2.TRANSFORM_JOB_STATUS_STOPPED,
 }
 _STATUS_FROM_PB = {pb: status for status, pb in _STATUS_TO_PB.items()}
+# A stored spec holds validated values (transform.validation), so each has its wire enum.
+_SPLIT_TYPE_TO_PB = {"None": dispatch_pb2.SPLIT_TYPE_NONE, "Line": dispatch_pb2.SPLIT_TYPE_LINE}
+_COMPRESSION_TO_PB = {"None": dispatch_pb2.COMPRESSION_NONE, "Gzip": dispatch_pb2.COMPRESSION_GZIP}
+_ASSEMBLE_WITH_TO_PB = {
+    "None": dispatch_pb2.ASSEMBLE_WITH_NONE,
+    "Line": dispatch_pb2.ASSEMBLE_WITH_LINE,
+}
 
 
 def spec_from_pb(spec: transform_job_pb2.TransformJobSpec) -> TransformJobSpec:
@@ -159,4 +166,7 @@ def transform_task_to_pb(payload: TransformTaskPayload) -> dispatch_pb2.Transfor
         input_path=payload.input_path,
         input_size=payload.input_size,
         errors_uri=payload.errors_uri,
+        split_type=_SPLIT_TYPE_TO_PB[payload.spec.split_type],
+        compression=_COMPRESSION_TO_PB[payload.spec.compression_type],
+        assemble_with=_ASSEMBLE_WITH_TO_PB[payload.spec.assemble_with],
     )

@@ -1,7 +1,7 @@
 """Transform jobs: creation, shard tasks, per-file outcomes, assembly of `.out` files, stop.
 
 CreateTransformJob lists the objects under the input URI, cuts them into shards
-(`services.batch.shards.plan_shards`: whole files, and large Line-split files into byte ranges
+(`shards.plan_shards`: whole files, and large Line-split files into byte ranges
 on line boundaries, so several workers share one file) and, in one transaction, stores the job
 (`InProgress`), its files and shards and queues one TRANSFORM task per shard. Batch workers
 lease shards, report progress in heartbeats, upload each shard's output to its staging key
@@ -46,8 +46,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import BinaryIO, cast
 
-from services.batch.bad_records import RecordFailure
-from services.batch.shards import SHARD_OUTPUT_FOLDER, assemble, errors_key, output_key
 from services.control import paging
 from services.control.artifacts.store import SCHEME, ArtifactStore, key_of
 from services.control.dispatch.scheduler import Scheduler
@@ -71,6 +69,7 @@ from services.control.transform.layout import (
     staged_errors_key,
     staged_key,
 )
+from services.control.transform.shards import SHARD_OUTPUT_FOLDER, assemble, errors_key, output_key
 from services.control.transform.store import TransformStore
 from services.control.transform.validation import (
     validate_transform_job,
@@ -86,6 +85,7 @@ from services.control.transform.values import (
     TransformJobStatus,
     TransformShard,
 )
+from services.runtime.components import StepLoop
 from services.runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -93,6 +93,7 @@ from services.runtime.errors import (
     NotFound,
     SkmakerError,
 )
+from services.sagemaker.transform.bad_records import RecordFailure
 
 log = logging.getLogger(__name__)
 
@@ -169,27 +170,9 @@ class TransformJobs:
         self._target_shard_bytes = target_shard_bytes
         self._clock = clock
         self._assembly_lock = threading.Lock()
-        self._wake_assembler = threading.Event()
-        self._stop_assembler = threading.Event()
-        self._assembler: threading.Thread | None = None
-
-    # ----------------------------------------------------------------- lifecycle
-
-    def start(self) -> None:
-        """Starts the assembler thread (it first picks up files a restart left Assembling)."""
-        self._stop_assembler.clear()
-        self._assembler = threading.Thread(
-            target=self._assemble_forever, name="transform-assembler", daemon=True
-        )
-        self._assembler.start()
-
-    def close(self) -> None:
-        """Stops the assembler thread after the file it is assembling, if any."""
-        self._stop_assembler.set()
-        self._wake_assembler.set()
-        if self._assembler is not None:
-            self._assembler.join(timeout=30.0)
-            self._assembler = None
+        # The assembler, a component the control's lifecycle starts and stops; it first picks
+        # up files a restart left Assembling. Draining ends it after the file under way.
+        self.assembler = StepLoop("transform-assembler", self.step, _ASSEMBLER_POLL_S)
 
     # ----------------------------------------------------------------- public API
 
@@ -407,28 +390,21 @@ class TransformJobs:
 
     # ----------------------------------------------------------------- assembly
 
-    def assemble_pending(self) -> int:
-        """Assembles every file whose shards are all done; returns how many were handled.
+    def step(self) -> int:
+        """One assembler pass: assembles every file whose shards are all done; returns how
+        many were handled.
 
-        The assembler thread calls this; tests may call it directly.
+        The assembler thread runs it when a shard completes and every second; tests call it
+        directly.
         """
         handled = 0
         with self._assembly_lock:
             for job_name, position in self._transforms.files_in_status(FileStatus.ASSEMBLING):
-                if self._stop_assembler.is_set():
+                if self.assembler.is_stopping:
                     break
                 self._assemble_file(job_name, position)
                 handled += 1
         return handled
-
-    def _assemble_forever(self) -> None:
-        while not self._stop_assembler.is_set():
-            try:
-                self.assemble_pending()
-            except Exception:  # the assembler must survive a bad row or a full disk
-                log.exception("transform assembly failed; retrying")
-            self._wake_assembler.wait(_ASSEMBLER_POLL_S)
-            self._wake_assembler.clear()
 
     def _assemble_file(self, job_name: str, position: int) -> None:
         job = self._job(job_name)
@@ -524,7 +500,7 @@ class TransformJobs:
             file = self._transforms.get_file(job.name, shard.file_position)
             if not file.status.is_terminal:
                 self._transforms.update_file(job.name, replace(file, status=FileStatus.ASSEMBLING))
-                self._wake_assembler.set()
+                self.assembler.wake()
 
     def _shard_failed(self, job: TransformJob, shard: TransformShard, reason: str) -> None:
         self._transforms.update_shard(

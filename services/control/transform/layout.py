@@ -3,7 +3,7 @@
 The input URI names one object or a prefix: every object at or below it is an input file, keyed
 by its path relative to the prefix (a single object by its base name). Outputs keep that key:
 `<output>/<key>.out`, `<output>/<key>.out.errors`, and, while a file's shards run, each shard's
-output staged at `<output>/.skmaker-shards/<key>.out.<index>` (`services.batch.shards`) and its
+output staged at `<output>/.skmaker-shards/<key>.out.<index>` (`shards`) and its
 bad records (per-record error mode) at `<output>/.skmaker-shards/<key>.out.<index>.errors`.
 """
 
@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from services.batch.records import Compression, SplitType
-from services.batch.shards import InputFile, Shard, plan_shards, shard_output_key
 from services.control.artifacts.store import ArtifactStore, key_of
+from services.control.transform.shards import InputFile, Shard, plan_shards, shard_output_key
 from services.control.transform.values import TransformFile, TransformJobSpec, TransformShard
 from services.runtime.errors import NotFound
+from services.sagemaker.transform.records import Compression, SplitType
 
 
 def output_prefix_key(spec: TransformJobSpec) -> str:

@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import cast
 
-from services.batch.dataprocessing import AssembleWith, JoinSource, check_data_processing
-from services.batch.records import SplitType
 from services.control.artifacts.store import SCHEME, key_of
 from services.control.names import Resource, require_resource_name
 from services.control.transform.values import (
@@ -28,8 +26,14 @@ from services.control.transform.values import (
     DataProcessing,
     TransformJobSpec,
 )
-from services.inference.codecs import DEFAULT_ACCEPT
 from services.runtime.errors import InvalidArgument
+from services.sagemaker.serving.codecs import DEFAULT_ACCEPT
+from services.sagemaker.transform.data_processing import (
+    AssembleWith,
+    JoinSource,
+    check_data_processing,
+)
+from services.sagemaker.transform.records import SplitType
 
 ENVIRONMENT_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{0,1023}")
 # SageMaker's limits: 16 environment entries for a transform job, values up to 10 KiB, the

@@ -1,7 +1,7 @@
 """Transform job values: what a user asks to score, and the job, file and shard state kept for it.
 
 A transform job scores every object under its input URI (contract §4). The control cuts the
-objects into shards (`services.batch.shards.plan_shards`): whole files, and a large Line-split
+objects into shards (`shards.plan_shards`): whole files, and a large Line-split
 file into byte ranges on line boundaries. Each shard is one task of the scheduler. A file is
 `Pending` until one of its shards is leased, `InProgress` while shards run, `Assembling` once
 every shard is done (its `.out` is being concatenated from the shard outputs), then `Completed`;

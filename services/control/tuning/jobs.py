@@ -36,7 +36,6 @@ from dataclasses import dataclass, field, replace
 from services.control import paging
 from services.control.artifacts.store import ArtifactStore
 from services.control.metrics import ControlMetrics
-from services.control.notifier import Notifier
 from services.control.state import ControlStore
 from services.control.training.jobs import TrainingJobs
 from services.control.training.validation import validate_training_job
@@ -60,6 +59,7 @@ from services.control.tuning.values import (
     trial_job_name,
     validate_tuning_job_name,
 )
+from services.runtime.components import StepLoop
 from services.runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -113,17 +113,12 @@ class TuningJobs:
         self._clock = clock
         self._active: dict[str, _Active] = {}
         self._active_lock = threading.Lock()
-        self._wake = Notifier()
-        self._thread: threading.Thread | None = None
+        # The tuning loop, a component the control's lifecycle starts (after `resume`) and
+        # stops; running trials go on without it (they are training jobs).
+        self.loop = StepLoop("tuning-loop", self.step, _SAFETY_WAKE_S, before_start=self.resume)
         training_jobs.add_listener(self)
 
     # ----------------------------------------------------------------- lifecycle
-
-    def start(self) -> None:
-        """Resumes the unfinished tuning jobs, then starts the tuning loop's thread."""
-        self.resume()
-        self._thread = threading.Thread(target=self._loop, name="tuning-loop", daemon=True)
-        self._thread.start()
 
     def resume(self) -> None:
         """Rebuilds the tuner of every stored tuning job still InProgress or Stopping."""
@@ -131,13 +126,6 @@ class TuningJobs:
             job = self._tuning.get_job(name)
             if job is not None:
                 self._activate(job)
-
-    def close(self) -> None:
-        """Stops the tuning loop (running trials go on: they are training jobs)."""
-        self._wake.close()
-        if self._thread is not None:
-            self._thread.join(timeout=10.0)
-            self._thread = None
 
     # ----------------------------------------------------------------- public API
 
@@ -183,7 +171,7 @@ class TuningJobs:
             tuner.max_jobs,
             spec.config.max_parallel_jobs,
         )
-        self._wake.notify()
+        self.loop.wake()
         return self.describe(name)
 
     def describe(self, name: str) -> TuningJob:
@@ -241,7 +229,7 @@ class TuningJobs:
                 self._tuning.update_job_status(name, TuningJobStatus.STOPPING)
                 self._stop_running_trials(job.trials)
         log.info("stop of tuning job %s requested", name)
-        self._wake.notify()
+        self.loop.wake()
         return self.describe(name)
 
     # ----------------------------------------------------------------- TrainingJobListener
@@ -259,19 +247,20 @@ class TuningJobs:
         values = [sample.value for sample in samples if sample.name == objective]
         if values:
             self._tuning.append_intermediate_values(tuning_job_name, number, attempt, values)
-            self._wake.notify()
+            self.loop.wake()
 
     def on_training_job_ended(self, job: TrainingJob) -> None:
         """Wakes the loop when a trial's training job ended."""
         if job.tuning_job_name:
-            self._wake.notify()
+            self.loop.wake()
 
     # ----------------------------------------------------------------- the loop
 
-    def advance_all(self) -> None:
+    def step(self) -> None:
         """One pass of the tuning loop over every active tuning job (the loop's body).
 
-        Public so that tests can drive the loop step by step without its thread.
+        The loop runs it on a wake (a trial's job changed, a job was created or stopped) and
+        every 30 s; tests call it to drive the loop without its thread.
         """
         with self._active_lock:
             names = list(self._active)
@@ -280,12 +269,6 @@ class TuningJobs:
                 self._advance(name)
             except Exception:  # one broken job must not stall the others
                 log.exception("advancing tuning job %s failed; will retry on the next wake", name)
-
-    def _loop(self) -> None:
-        while not self._wake.is_closed:
-            seen = self._wake.generation()
-            self.advance_all()
-            self._wake.wait(seen, _SAFETY_WAKE_S)
 
     def _advance(self, name: str) -> None:
         with self._active_lock:

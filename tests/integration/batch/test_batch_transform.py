@@ -27,12 +27,12 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.tree import DecisionTreeClassifier
 
-from skmaker import transfer
 from skmaker.v1 import (
     artifacts_pb2_grpc,
     model_pb2,
     serving_pb2,
     serving_pb2_grpc,
+    transfer,
     transform_job_pb2,
     transform_pb2,
     transform_pb2_grpc,

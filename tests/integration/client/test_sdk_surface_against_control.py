@@ -228,12 +228,12 @@ def test_the_control_takes_s3_uris_of_the_default_bucket_on_the_wire(
     # What a grpcurl user sends: no client mapping in between (raw stubs).
     import grpc
 
-    from skmaker import transfer
     from skmaker.v1 import (
         artifacts_pb2_grpc,
         training_job_pb2,
         training_pb2,
         training_pb2_grpc,
+        transfer,
     )
 
     with grpc.insecure_channel(control.address) as channel:

@@ -26,7 +26,6 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.tree import DecisionTreeClassifier
 
-from skmaker import transfer
 from skmaker.v1 import (
     artifacts_pb2_grpc,
     inference_pb2,
@@ -34,6 +33,7 @@ from skmaker.v1 import (
     model_pb2,
     serving_pb2,
     serving_pb2_grpc,
+    transfer,
 )
 from tests.harness import ServiceProcess, run_service
 

@@ -35,7 +35,7 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.tree import DecisionTreeClassifier
 
-from skmaker import Session, transfer
+from skmaker import Session
 from skmaker.v1 import (
     artifacts_pb2_grpc,
     inference_pb2,
@@ -45,6 +45,7 @@ from skmaker.v1 import (
     open_inference_pb2_grpc,
     serving_pb2,
     serving_pb2_grpc,
+    transfer,
 )
 from tests.harness import REPO_ROOT, ServiceProcess, is_running, run_service
 

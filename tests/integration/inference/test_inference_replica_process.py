@@ -25,7 +25,6 @@ from sklearn.datasets import load_iris
 from sklearn.tree import DecisionTreeClassifier
 
 from services.runtime.archives import make_tar_gz
-from skmaker import transfer
 from skmaker.v1 import (
     artifacts_pb2_grpc,
     inference_pb2,
@@ -33,6 +32,7 @@ from skmaker.v1 import (
     model_pb2,
     serving_pb2,
     serving_pb2_grpc,
+    transfer,
 )
 from tests.harness import REPO_ROOT, ServiceProcess, run_service
 

@@ -14,7 +14,7 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.tree import DecisionTreeClassifier
 
-from services.inference.handler import ModelHandler
+from services.sagemaker.serving.handler import ModelHandler
 
 MODEL_FN = """
 import os

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.batch.bad_records import RecordFailure, find_bad_records
-from services.batch.dataprocessing import process_batch
-from services.inference.handler import ModelHandler
 from services.runtime.errors import InvalidArgument, ModelError
+from services.sagemaker.serving.handler import ModelHandler
+from services.sagemaker.transform.bad_records import RecordFailure, find_bad_records
+from services.sagemaker.transform.data_processing import process_batch
 
 
 class CountingScore:

@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.batch.dataprocessing import (
+from services.runtime.errors import InvalidArgument
+from services.sagemaker.serving.handler import ModelHandler
+from services.sagemaker.transform.data_processing import (
     apply_input_filter,
     apply_output_filter,
     check_data_processing,
@@ -18,13 +20,11 @@ from services.batch.dataprocessing import (
     record_format,
     split_outputs,
 )
-from services.batch.errors import (
+from services.sagemaker.transform.errors import (
     InvalidDataProcessing,
     OutputCountMismatch,
     RecordProcessingError,
 )
-from services.inference.handler import ModelHandler
-from services.runtime.errors import InvalidArgument
 
 CSV = "text/csv"
 JSON = "application/json"

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from services.batch.errors import InvalidJsonPath, RecordProcessingError
-from services.batch.jsonpath import (
+from services.runtime.errors import InvalidArgument
+from services.sagemaker.transform.errors import InvalidJsonPath, RecordProcessingError
+from services.sagemaker.transform.jsonpath import (
     Index,
     Indexes,
     Member,
@@ -16,7 +17,6 @@ from services.batch.jsonpath import (
     Wildcard,
     parse_json_path,
 )
-from services.runtime.errors import InvalidArgument
 
 FIELDS = ["c0", "c1", "c2", "c3", "c4", "c5", "c6"]
 RECORD = {"id": 7, "features": [1.5, 2, 3], "meta": {"a": 1, "b": [4, 5]}, "x-y": True}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.batch.models import ModelCache, batch_environment
-from services.inference.model_loader import ModelLoadFailed, ModelSpec
+from services.sagemaker.serving.model_loader import ModelLoadFailed, ModelSpec
 
 
 class FolderSource:

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.batch.dataprocessing import AssembleWith, process_batch
-from services.batch.records import BatchStrategy, Compression, iter_batches
-from services.batch.shards import InputFile, Shard, assemble, plan_shards
-from services.inference.handler import ModelHandler
+from services.control.transform.shards import InputFile, Shard, assemble, plan_shards
+from services.sagemaker.serving.handler import ModelHandler
+from services.sagemaker.transform.data_processing import AssembleWith, process_batch
+from services.sagemaker.transform.records import BatchStrategy, Compression, iter_batches
 
 
 def _score_shard(

@@ -9,9 +9,9 @@ import random
 
 import pytest
 
-from services.batch import records as records_module
-from services.batch.errors import RecordTooLarge
-from services.batch.records import (
+from services.sagemaker.transform import records as records_module
+from services.sagemaker.transform.errors import RecordTooLarge
+from services.sagemaker.transform.records import (
     MEBIBYTE,
     MiniBatch,
     batch_records,

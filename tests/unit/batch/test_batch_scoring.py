@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from services.batch.scoring import ShardFailed, ShardSettings, ShardStopped, score_shard
-from services.inference.handler import ModelHandler
 from services.runtime import native_threads
+from services.sagemaker.serving.handler import ModelHandler
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from services.batch.control_link import ControlLink, ShardAssignment
 from services.batch.metrics import BatchMetrics
 from services.batch.models import ModelCache
 from services.batch.worker import BatchWorker
-from services.inference.model_loader import ModelSpec
+from services.sagemaker.serving.model_loader import ModelSpec
 
 DATA = b"".join(f"{i},{i + 1}\n".encode() for i in range(100))
 

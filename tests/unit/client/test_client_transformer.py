@@ -15,7 +15,7 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from skmaker import Session, Transformer, UnexpectedStatusException
-from skmaker.descriptions import transform_job_description, transform_job_summary
+from skmaker.transform_descriptions import transform_job_description, transform_job_summary
 from skmaker.v1 import transform_job_pb2
 
 # Nothing listens here: a call would fail with Unavailable, not with the errors tested.

@@ -20,7 +20,7 @@ from skmaker import (
     descriptions,
 )
 from skmaker.analytics import _analytics_row
-from skmaker.session import parameter_ranges_pb
+from skmaker.job_specs import parameter_ranges_pb
 from skmaker.tuner import _progress_line, tuning_job_name_from_base
 from skmaker.v1 import training_job_pb2, tuning_job_pb2
 

@@ -14,8 +14,7 @@ import pytest
 from services.control.artifacts.servicer import ArtifactsServicer
 from services.control.artifacts.store import LocalArtifactStore, key_of
 from services.runtime.errors import ErrorInterceptor, InvalidArgument, NotFound
-from skmaker import transfer
-from skmaker.v1 import artifacts_pb2_grpc
+from skmaker.v1 import artifacts_pb2_grpc, transfer
 
 DATA = bytes(range(256)) * 9000  # a little over 2 MiB: ranges cross chunk boundaries
 

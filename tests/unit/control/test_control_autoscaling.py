@@ -290,7 +290,7 @@ def test_create_refuses_a_policy_the_loop_could_not_follow(
 def test_a_burst_scales_out_at_once_and_says_why(rig: Rig) -> None:
     rig.in_service("ep", 1, _policy())
     rig.serve("ep", ("r-1", SERVING, 10))
-    [evaluation] = rig.loop.tick()
+    [evaluation] = rig.loop.step()
     assert evaluation.decision.direction == autoscaler.UP and evaluation.applied
     assert rig.backend.scaled == [("ep", 3, ())]
     endpoint = rig.endpoints.describe("ep").endpoint
@@ -309,10 +309,10 @@ def test_a_moderate_rise_waits_for_the_scale_out_window(rig: Rig) -> None:
     # The first 2 s agree on 2 replicas, but a fresh history also holds the current count
     # as recommended at the start: the window must pass it.
     for _ in range(3):
-        [evaluation] = rig.loop.tick()
+        [evaluation] = rig.loop.step()
         assert evaluation.decision.direction == autoscaler.HOLD
         rig.clock.now += 1.0
-    [evaluation] = rig.loop.tick()
+    [evaluation] = rig.loop.step()
     assert evaluation.decision.direction == autoscaler.UP
     assert rig.backend.scaled == [("ep", 2, ())]
     assert "-> 2" in rig.events()[-1]
@@ -322,10 +322,10 @@ def test_scale_in_waits_the_window_then_drains_the_idlest_replicas(rig: Rig) -> 
     rig.in_service("ep", 3, _policy(scale_in_window_seconds=5.0))
     rig.serve("ep", ("r-1", SERVING, 1), ("r-2", SERVING, 0), ("r-3", SERVING, 2))
     for _ in range(6):  # a fresh history counts the current 3 as recommended at t=0
-        [evaluation] = rig.loop.tick()
+        [evaluation] = rig.loop.step()
         assert evaluation.decision.direction == autoscaler.HOLD, evaluation.decision.reason
         rig.clock.now += 1.0
-    [evaluation] = rig.loop.tick()
+    [evaluation] = rig.loop.step()
     assert evaluation.decision.direction == autoscaler.DOWN and evaluation.applied
     assert rig.backend.scaled == [("ep", 1, ("r-2", "r-1", "r-3"))]
     endpoint = rig.endpoints.describe("ep").endpoint
@@ -341,7 +341,7 @@ def test_starting_replicas_are_not_capacity(rig: Rig) -> None:
     # the starting one would ask for ceil(2 x 6 / 4) = 3.
     rig.serve("ep", ("r-1", SERVING, 6), ("r-2", STARTING, 0))
     for _ in range(3):
-        [evaluation] = rig.loop.tick()
+        [evaluation] = rig.loop.step()
         assert evaluation.decision.direction == autoscaler.HOLD
         rig.clock.now += 1.0
     assert rig.backend.scaled == []
@@ -356,7 +356,7 @@ def test_missing_metrics_hold_with_one_event_per_interval(rig: Rig) -> None:
         ReplicaInfo("r-2", "m1", SERVING, metrics_address=UNREACHABLE),
     )
     for _ in range(5):
-        [evaluation] = rig.loop.tick()
+        [evaluation] = rig.loop.step()
         assert evaluation.decision.direction == autoscaler.HOLD
         assert evaluation.sample.value is None
         rig.clock.now += 1.0
@@ -364,7 +364,7 @@ def test_missing_metrics_hold_with_one_event_per_interval(rig: Rig) -> None:
     assert len(holds) == 1
     assert holds[0].startswith("autoscaling holding at 2 replica(s): cannot scrape replica r-2")
     rig.clock.now += 60.0
-    rig.loop.tick()
+    rig.loop.step()
     assert len([m for m in rig.events() if m.startswith("autoscaling holding")]) == 2
     assert rig.backend.scaled == [] and rig.decisions("down") == 0.0
 
@@ -374,7 +374,7 @@ def test_only_in_service_endpoints_with_a_policy_are_scaled(rig: Rig) -> None:
     rig.serve("fixed", ("r-1", SERVING, 50))
     rig.endpoints.create("creating", "m1", 1, _policy())
     rig.serve("creating", ("r-1", SERVING, 50))
-    assert rig.loop.tick() == []
+    assert rig.loop.step() == []
     assert rig.backend.scaled == []
 
 
@@ -393,10 +393,10 @@ def test_an_update_under_way_wins_over_a_stale_decision(rig: Rig) -> None:
 def test_a_policy_update_applies_at_the_next_pass(rig: Rig) -> None:
     rig.in_service("ep", 1, _policy())
     rig.serve("ep", ("r-1", SERVING, 4))
-    [evaluation] = rig.loop.tick()
+    [evaluation] = rig.loop.step()
     assert evaluation.decision.direction == autoscaler.HOLD
     rig.endpoints.update("ep", policy=_policy(min_replicas=2, max_replicas=4))
-    [evaluation] = rig.loop.tick()
+    [evaluation] = rig.loop.step()
     assert evaluation.decision.direction == autoscaler.UP
     assert rig.backend.scaled == [("ep", 2, ())]
     assert "outside [2, 4]" in rig.events()[-1]
@@ -406,7 +406,7 @@ def test_a_count_set_by_update_endpoint_lasts_a_scale_in_window(rig: Rig) -> Non
     rig.in_service("ep", 1, _policy(scale_in_window_seconds=5.0))
     rig.serve("ep", ("r-1", SERVING, 0))
     for _ in range(8):  # idle for longer than the window at one replica
-        [evaluation] = rig.loop.tick()
+        [evaluation] = rig.loop.step()
         rig.clock.now += 1.0
     rig.endpoints.update("ep", replicas=2)
     endpoint = rig.stored.get("ep")
@@ -414,11 +414,11 @@ def test_a_count_set_by_update_endpoint_lasts_a_scale_in_window(rig: Rig) -> Non
     rig.stored.update(replace(endpoint, status=EndpointStatus.IN_SERVICE))
     rig.serve("ep", ("r-1", SERVING, 0), ("r-2", SERVING, 0))
     for _ in range(5):  # the user's 2 holds for the window although the load says 1
-        [evaluation] = rig.loop.tick()
+        [evaluation] = rig.loop.step()
         assert evaluation.decision.direction == autoscaler.HOLD, evaluation.decision.reason
         rig.clock.now += 1.0
     rig.clock.now += 1.0
-    [evaluation] = rig.loop.tick()
+    [evaluation] = rig.loop.step()
     assert evaluation.decision.direction == autoscaler.DOWN
 
 
@@ -430,7 +430,7 @@ def test_every_replica_with_metrics_is_published_for_prometheus(rig: Rig) -> Non
         ReplicaInfo("r-2", "m1", STARTING, metrics_address="127.0.0.1:7002"),
         ReplicaInfo("r-3", "m1", STARTING),  # no port file yet
     )
-    rig.loop.tick()
+    rig.loop.step()
     assert sorted(rig.published[-1]) == [
         ScrapeTarget("fixed", "r-1", "127.0.0.1:7001"),
         ScrapeTarget("fixed", "r-2", "127.0.0.1:7002"),
@@ -440,7 +440,7 @@ def test_every_replica_with_metrics_is_published_for_prometheus(rig: Rig) -> Non
 def test_deleted_endpoints_lose_their_decision_counters(rig: Rig) -> None:
     rig.in_service("ep", 1, _policy())
     rig.serve("ep", ("r-1", SERVING, 10))
-    rig.loop.tick()
+    rig.loop.step()
     assert rig.decisions("up") == 1.0
     rig.endpoints.delete("ep")
     rig.endpoints.close()  # waits for the release, which removes the row and the series

@@ -308,7 +308,7 @@ def test_start_gives_leases_held_before_a_restart_one_more_period(
         answer = scheduler.heartbeat(HeartbeatReport(lease.task.task_id, 1, "w1"))
         assert answer.lease_expires == clock.now + 10.0
     finally:
-        scheduler.close()
+        scheduler.stop()
 
 
 def test_follow_logs_streams_until_the_job_ends(

@@ -8,7 +8,6 @@ re-queues lost shards and stops jobs.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import prometheus_client
@@ -305,7 +304,7 @@ def test_shards_are_assembled_in_order_and_the_job_completes(
     job = transforms.describe("t1")
     assert [f.status for f in job.files] == [FileStatus.ASSEMBLING] * 2
     assert job.status is TransformJobStatus.IN_PROGRESS
-    assert transforms.assemble_pending() == 2
+    assert transforms.step() == 2
     job = transforms.describe("t1")
     assert job.status is TransformJobStatus.COMPLETED
     assert job.end_time == clock.now
@@ -343,7 +342,7 @@ def test_a_failed_shard_fails_its_file_only(
     answer = scheduler.heartbeat(HeartbeatReport(second.task.task_id, 1, WORKER))
     assert answer.stop_requested
     _run_all(scheduler, artifacts)  # small.csv
-    transforms.assemble_pending()
+    transforms.step()
     # The cancelled shard's worker still holds it: the job waits for its report.
     assert transforms.describe("t1").status is TransformJobStatus.IN_PROGRESS
     _complete(scheduler, second, TaskOutcome.STOPPED)
@@ -364,7 +363,7 @@ def test_record_errors_go_to_an_errors_file(
     assert lease is not None and isinstance(lease.payload, TransformTaskPayload)
     _score(artifacts, lease.payload)
     _complete(scheduler, lease, errors=(RecordError(3, "bad 3"), RecordError(1, "bad 1")))
-    transforms.assemble_pending()
+    transforms.step()
     job = transforms.describe("t1")
     assert job.status is TransformJobStatus.COMPLETED
     file = job.files[0]
@@ -428,7 +427,7 @@ def test_staged_errors_are_concatenated_in_shard_order_with_inline_ones(
     _complete_staging_errors(scheduler, artifacts, leases[0], [1, 7])
     file = transforms.describe("t1").files[0]
     assert file.records_failed == 6
-    transforms.assemble_pending()
+    transforms.step()
     job = transforms.describe("t1")
     assert job.status is TransformJobStatus.COMPLETED
     file = job.files[0]
@@ -470,7 +469,7 @@ def test_a_lost_shard_is_rerun_and_its_output_overwritten(
     assert again.payload == lost.payload
     _score(artifacts, again.payload)  # type: ignore[arg-type]
     _complete(scheduler, again)
-    transforms.assemble_pending()
+    transforms.step()
     assert transforms.describe("t1").status is TransformJobStatus.COMPLETED
     assert artifacts.read_range("transform-jobs/t1/small.csv.out", 0, 100) == SMALL.upper()
 
@@ -547,14 +546,7 @@ def test_assembly_resumes_after_a_restart(
             fresh_metrics,
             clock=clock,
         )
-        again.start()
-        try:
-            for _ in range(200):
-                if again.describe("t1").status.is_terminal:
-                    break
-                time.sleep(0.02)
-        finally:
-            again.close()
+        again.step()  # the assembler's first pass after the restart
         assert again.describe("t1").status is TransformJobStatus.COMPLETED
     finally:
         reopened.close()

@@ -144,7 +144,7 @@ def finish_trials(
     """Runs the loop, completing each launched trial with an objective, until nothing runs."""
     finished = []
     while True:
-        tuning.advance_all()
+        tuning.step()
         taken = worker.take_all()
         if not taken:
             return finished
@@ -232,7 +232,7 @@ def test_trials_are_training_jobs_with_the_contracts_hyperparameters(
 ) -> None:
     created = tuning.create("tune", tuning_spec(template))
     assert created.status is TuningJobStatus.IN_PROGRESS
-    tuning.advance_all()
+    tuning.step()
 
     trials = described(tuning).trials
     assert [trial.number for trial in trials] == [1, 2]  # max_parallel_jobs
@@ -261,7 +261,7 @@ def test_exactly_max_parallel_trials_run_until_max_jobs_then_the_best_wins(
     tuning: TuningJobs, template: TrainingJobSpec, worker: FakeWorker
 ) -> None:
     tuning.create("tune", tuning_spec(template, max_jobs=5))
-    tuning.advance_all()
+    tuning.step()
     names = worker.take_all()
     assert len(names) == 2
     objectives = {}
@@ -272,14 +272,14 @@ def test_exactly_max_parallel_trials_run_until_max_jobs_then_the_best_wins(
         objectives[done] = 0.1 * (round_number + 1)
         worker.log(done, [objectives[done]])
         worker.end(done)
-        tuning.advance_all()
+        tuning.step()
         names += worker.take_all()
     assert len(described(tuning).trials) == 5
     for name in names:
         objectives[name] = 0.05
         worker.log(name, [0.05])
         worker.end(name)
-    tuning.advance_all()
+    tuning.step()
 
     job = described(tuning)
     assert job.status is TuningJobStatus.COMPLETED
@@ -296,13 +296,13 @@ def test_the_objective_is_the_final_value_and_minimize_picks_the_smallest(
 ) -> None:
     spec = tuning_spec(template, max_jobs=2, objective_type=ObjectiveType.MINIMIZE)
     tuning.create("tune", spec)
-    tuning.advance_all()
+    tuning.step()
     first, second = worker.take_all()
     worker.log(first, [0.1, 0.9, 0.3])  # the final value counts, not the best one
     worker.log(second, [0.5])
     worker.end(first)
     worker.end(second)
-    tuning.advance_all()
+    tuning.step()
 
     job = described(tuning)
     values = {trial.training_job_name: trial.objective_value for trial in job.trials}
@@ -314,10 +314,10 @@ def test_failed_trials_do_not_stop_the_tuning_job(
     tuning: TuningJobs, template: TrainingJobSpec, worker: FakeWorker
 ) -> None:
     tuning.create("tune", tuning_spec(template, max_jobs=3, max_parallel_jobs=1))
-    tuning.advance_all()
+    tuning.step()
     (first,) = worker.take_all()
     worker.end(first, TaskOutcome.FAILED)
-    tuning.advance_all()
+    tuning.step()
     (second,) = worker.take_all()
     worker.log(second, [0.8], metric="something-else")  # completed without the objective
     worker.end(second)
@@ -340,10 +340,10 @@ def test_the_tuning_job_fails_when_every_trial_fails(
     tuning: TuningJobs, template: TrainingJobSpec, worker: FakeWorker, metrics: ControlMetrics
 ) -> None:
     tuning.create("tune", tuning_spec(template, max_jobs=2))
-    tuning.advance_all()
+    tuning.step()
     for name in worker.take_all():
         worker.end(name, TaskOutcome.FAILED)
-    tuning.advance_all()
+    tuning.step()
 
     job = described(tuning)
     assert job.status is TuningJobStatus.FAILED
@@ -366,16 +366,16 @@ def test_early_stopping_stops_a_trial_below_the_running_median(
     )
     tuning.create("tune", spec)
     for _ in range(3):  # the median rule waits for 3 completed trials
-        tuning.advance_all()
+        tuning.step()
         (name,) = worker.take_all()
         worker.log(name, [0.8, 0.85, 0.9, 0.92])
         worker.end(name)
-    tuning.advance_all()
+    tuning.step()
     (weak,) = worker.take_all()
     assert worker.log(weak, [0.1]) is False
-    tuning.advance_all()
+    tuning.step()
     assert worker.log(weak, [0.15]) is False  # the loop has not seen step 2 yet
-    tuning.advance_all()  # step 2: the running average 0.125 trails the median 0.825
+    tuning.step()  # step 2: the running average 0.125 trails the median 0.825
 
     assert jobs.describe(weak).status is TrainingJobStatus.STOPPING
     assert worker.log(weak, [0.2]) is True  # the trainer is told to stop
@@ -395,17 +395,17 @@ def test_stop_stops_running_trials_then_the_job_is_stopped(
     tuning: TuningJobs, jobs: TrainingJobs, template: TrainingJobSpec, worker: FakeWorker
 ) -> None:
     tuning.create("tune", tuning_spec(template, max_jobs=4))
-    tuning.advance_all()
+    tuning.step()
     running = worker.take_all()
 
     assert tuning.stop("tune").status is TuningJobStatus.STOPPING
     assert tuning.stop("tune").status is TuningJobStatus.STOPPING  # idempotent
     assert {jobs.describe(name).status for name in running} == {TrainingJobStatus.STOPPING}
-    tuning.advance_all()
+    tuning.step()
     assert worker.take_all() == []  # nothing new is launched
     for name in running:
         worker.end(name, TaskOutcome.STOPPED)
-    tuning.advance_all()
+    tuning.step()
 
     job = described(tuning)
     assert job.status is TuningJobStatus.STOPPED
@@ -426,11 +426,11 @@ def test_a_restart_rebuilds_the_tuner_and_counts_every_trial_once(
 ) -> None:
     first = TuningJobs(store, jobs, artifacts, metrics, clock=clock)
     first.create("tune", tuning_spec(template, max_jobs=5))
-    first.advance_all()
+    first.step()
     done, running = worker.take_all()
     worker.log(done, [0.7])
     worker.end(done)
-    first.advance_all()  # trial 1 told, trial 3 launched
+    first.step()  # trial 1 told, trial 3 launched
     worker.log(running, [0.6])
     third = worker.take_all()
 

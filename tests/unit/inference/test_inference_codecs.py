@@ -12,15 +12,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.inference import codecs
-from services.inference.codecs import (
+from services.runtime.errors import InvalidArgument, ModelError
+from services.sagemaker.serving import codecs
+from services.sagemaker.serving.codecs import (
     decode,
     encode,
     is_textual,
     parse_media_type,
     to_text,
 )
-from services.runtime.errors import InvalidArgument, ModelError
 
 
 def _npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:

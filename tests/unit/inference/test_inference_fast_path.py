@@ -19,9 +19,9 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from services.inference import fast_path
-from services.inference.handler import ModelHandler
-from services.inference.model_loader import ModelLoader
+from services.sagemaker.serving import fast_path
+from services.sagemaker.serving.handler import ModelHandler
+from services.sagemaker.serving.model_loader import ModelLoader
 
 SERVE = """
 import os
@@ -156,7 +156,7 @@ def test_a_converter_that_gets_the_model_wrong_is_refused_and_logged(
     joblib.dump(model, model_dir / "model.joblib")
     (code_dir / "serve_wrong.py").write_text(SERVE)
     loader = ModelLoader(tmp_path / "work", tmp_path / "deps", {})
-    with caplog.at_level(logging.INFO, logger="services.inference.model_loader"):
+    with caplog.at_level(logging.INFO, logger="services.sagemaker.serving.model_loader"):
         loaded = loader.load_local(model_dir, code_dir, "serve_wrong.py")
     assert loaded.predict_path.name == fast_path.SCIKIT_LEARN
     assert (

@@ -20,9 +20,13 @@ import pytest
 from sklearn.datasets import load_iris
 from sklearn.tree import DecisionTreeClassifier
 
-from services.inference.errors import HandlerLoadError
-from services.inference.handler import ModelHandler, load_user_module, sklearn_version_warning
 from services.runtime.errors import InvalidArgument, ModelError
+from services.sagemaker.serving.errors import HandlerLoadError
+from services.sagemaker.serving.handler import (
+    ModelHandler,
+    load_user_module,
+    sklearn_version_warning,
+)
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 

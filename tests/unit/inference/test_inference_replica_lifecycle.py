@@ -24,9 +24,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.inference.model_loader import ModelLoader, ModelLoadFailed, ModelSpec
 from services.runtime import lifecycle
-from services.trainer.requirements import COMPLETE_MARKER, requirements_digest
+from services.sagemaker.scripts.requirements import COMPLETE_MARKER, requirements_digest
+from services.sagemaker.serving.model_loader import ModelLoader, ModelLoadFailed, ModelSpec
 from skmaker.v1 import inference_pb2, inference_pb2_grpc, open_inference_pb2_grpc
 from skmaker.v1 import open_inference_pb2 as v2
 from tests.unit.inference.replicas import (
@@ -280,7 +280,7 @@ def test_loader_from_a_model_source(
     environ = process_environ
     environ.pop("SAGEMAKER_REGION", None)
     loader = ModelLoader(isolated_user_code / "work" / "r1", deps_dir, environ)
-    with caplog.at_level(logging.WARNING, logger="services.inference.model_loader"):
+    with caplog.at_level(logging.WARNING, logger="services.sagemaker.serving.model_loader"):
         loaded = loader.load_model(FakeSource(spec, archives, "0.1.0"), "iris-model")
     expected_code = (
         isolated_user_code / "work" / "r1" / ("code" if code_from == "source_uri" else "model/code")

@@ -13,7 +13,7 @@ import pytest
 _CHURN = """
 import resource, sys
 import numpy as np
-from services.inference import codecs
+from services.sagemaker.serving import codecs
 from services.runtime import allocator
 if sys.argv[1] == "retain":
     assert allocator.retain_freed_memory(512 * 1024 * 1024)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.trainer import runner
+from services.sagemaker.scripts import runner
 from services.trainer.job import (
     ChannelSpec,
     JobEnvironment,

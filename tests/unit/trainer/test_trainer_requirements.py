@@ -10,7 +10,7 @@ from shlex import quote
 
 import pytest
 
-from services.trainer.requirements import (
+from services.sagemaker.scripts.requirements import (
     COMPLETE_MARKER,
     RequirementsInstallError,
     install_requirements,

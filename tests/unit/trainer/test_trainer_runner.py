@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.trainer.runner import MetricParser, RunResult, ScriptRunner
+from services.sagemaker.scripts.runner import MetricParser, RunResult, ScriptRunner
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 

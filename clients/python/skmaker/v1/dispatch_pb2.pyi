@@ -79,6 +79,80 @@ TASK_OUTCOME_MAX_RUNTIME_EXCEEDED: TaskOutcome.ValueType  # 4
 """Ended because max_run passed."""
 Global___TaskOutcome: _TypeAlias = TaskOutcome  # noqa: Y015
 
+class _SplitType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SplitTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SplitType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SPLIT_TYPE_UNSPECIFIED: _SplitType.ValueType  # 0
+    """Not set."""
+    SPLIT_TYPE_NONE: _SplitType.ValueType  # 1
+    """The whole object is one record."""
+    SPLIT_TYPE_LINE: _SplitType.ValueType  # 2
+    """One record a line."""
+
+class SplitType(_SplitType, metaclass=_SplitTypeEnumTypeWrapper):
+    """One shard of a transform job: a byte range of one input object.
+    How a worker cuts an input object into records (SageMaker's SplitType).
+    """
+
+SPLIT_TYPE_UNSPECIFIED: SplitType.ValueType  # 0
+"""Not set."""
+SPLIT_TYPE_NONE: SplitType.ValueType  # 1
+"""The whole object is one record."""
+SPLIT_TYPE_LINE: SplitType.ValueType  # 2
+"""One record a line."""
+Global___SplitType: _TypeAlias = SplitType  # noqa: Y015
+
+class _Compression:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CompressionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Compression.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COMPRESSION_UNSPECIFIED: _Compression.ValueType  # 0
+    """Not set."""
+    COMPRESSION_NONE: _Compression.ValueType  # 1
+    """Not compressed."""
+    COMPRESSION_GZIP: _Compression.ValueType  # 2
+    """gzip: the worker decompresses the whole object."""
+
+class Compression(_Compression, metaclass=_CompressionEnumTypeWrapper):
+    """How an input object is compressed (SageMaker's CompressionType)."""
+
+COMPRESSION_UNSPECIFIED: Compression.ValueType  # 0
+"""Not set."""
+COMPRESSION_NONE: Compression.ValueType  # 1
+"""Not compressed."""
+COMPRESSION_GZIP: Compression.ValueType  # 2
+"""gzip: the worker decompresses the whole object."""
+Global___Compression: _TypeAlias = Compression  # noqa: Y015
+
+class _AssembleWith:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AssembleWithEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AssembleWith.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ASSEMBLE_WITH_UNSPECIFIED: _AssembleWith.ValueType  # 0
+    """Not set."""
+    ASSEMBLE_WITH_NONE: _AssembleWith.ValueType  # 1
+    """Response bodies concatenated as they came."""
+    ASSEMBLE_WITH_LINE: _AssembleWith.ValueType  # 2
+    """One output a line."""
+
+class AssembleWith(_AssembleWith, metaclass=_AssembleWithEnumTypeWrapper):
+    """How a worker joins the outputs of one shard (SageMaker's AssembleWith)."""
+
+ASSEMBLE_WITH_UNSPECIFIED: AssembleWith.ValueType  # 0
+"""Not set."""
+ASSEMBLE_WITH_NONE: AssembleWith.ValueType  # 1
+"""Response bodies concatenated as they came."""
+ASSEMBLE_WITH_LINE: AssembleWith.ValueType  # 2
+"""One output a line."""
+Global___AssembleWith: _TypeAlias = AssembleWith  # noqa: Y015
+
 @_typing.final
 class TrainingTask(_message.Message):
     """A training task as a worker sees it."""
@@ -109,8 +183,6 @@ Global___TrainingTask: _TypeAlias = TrainingTask  # noqa: Y015
 
 @_typing.final
 class TransformTask(_message.Message):
-    """One shard of a transform job: a byte range of one input object."""
-
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_NAME_FIELD_NUMBER: _builtins.int
@@ -125,6 +197,9 @@ class TransformTask(_message.Message):
     INPUT_PATH_FIELD_NUMBER: _builtins.int
     INPUT_SIZE_FIELD_NUMBER: _builtins.int
     ERRORS_URI_FIELD_NUMBER: _builtins.int
+    SPLIT_TYPE_FIELD_NUMBER: _builtins.int
+    COMPRESSION_FIELD_NUMBER: _builtins.int
+    ASSEMBLE_WITH_FIELD_NUMBER: _builtins.int
     job_name: _builtins.str
     """Transform job name."""
     input_uri: _builtins.str
@@ -152,6 +227,15 @@ class TransformTask(_message.Message):
     `{"line": 7, "error": "..."}`, lines counted in the input object; overwritten by a re-run.
     Empty (an older control): report them in TransformShardResult.record_errors instead.
     """
+    split_type: Global___SplitType.ValueType
+    """How to read records, resolved and validated by the control (the spec's strings are what
+    the user asked; these are what the worker applies). UNSPECIFIED means SageMaker's default,
+    None, for this field and the two below.
+    """
+    compression: Global___Compression.ValueType
+    """Whether to decompress the input object."""
+    assemble_with: Global___AssembleWith.ValueType
+    """How to join the shard's outputs."""
     @_builtins.property
     def spec(self) -> _transform_job_pb2.TransformJobSpec:
         """The job's settings (content type, split, batching, filters...)."""
@@ -175,10 +259,13 @@ class TransformTask(_message.Message):
         input_path: _builtins.str = ...,
         input_size: _builtins.int = ...,
         errors_uri: _builtins.str = ...,
+        split_type: Global___SplitType.ValueType = ...,
+        compression: Global___Compression.ValueType = ...,
+        assemble_with: Global___AssembleWith.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_offset", b"end_offset", "errors_uri", b"errors_uri", "input_path", b"input_path", "input_size", b"input_size", "input_uri", b"input_uri", "is_first_shard", b"is_first_shard", "job_name", b"job_name", "model", b"model", "output_uri", b"output_uri", "shard_index", b"shard_index", "spec", b"spec", "start_offset", b"start_offset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assemble_with", b"assemble_with", "compression", b"compression", "end_offset", b"end_offset", "errors_uri", b"errors_uri", "input_path", b"input_path", "input_size", b"input_size", "input_uri", b"input_uri", "is_first_shard", b"is_first_shard", "job_name", b"job_name", "model", b"model", "output_uri", b"output_uri", "shard_index", b"shard_index", "spec", b"spec", "split_type", b"split_type", "start_offset", b"start_offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -21,7 +21,8 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from services.trainer.runner import (
+from services.sagemaker.scripts.boxes import ProcessBox, ScriptSandbox
+from services.sagemaker.scripts.runner import (
     ALGORITHM_ERROR,
     FAILED,
     FAILURE_REASON_LIMIT,
@@ -30,7 +31,6 @@ from services.trainer.runner import (
     ScriptRunner,
     format_process_failure,
 )
-from services.trainer.sandbox import JobBox, Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def install_requirements(
     env: Mapping[str, str] | None = None,
     timeout_s: float | None = None,
     stop_requested: Callable[[], bool] | threading.Event | None = None,
-    sandbox: Sandbox | None = None,
+    sandbox: ScriptSandbox | None = None,
 ) -> Path | None:
     """Install ``code_dir/requirements.txt`` if there is one, reusing a finished install.
 
@@ -155,7 +155,7 @@ def _run_pip(
     env: Mapping[str, str] | None,
     timeout_s: float | None,
     stop_requested: Callable[[], bool] | threading.Event | None,
-    box: JobBox | None = None,
+    box: ProcessBox | None = None,
 ) -> None:
     command = [
         python,

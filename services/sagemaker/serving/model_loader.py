@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from services.inference import fast_path
-from services.inference.codecs import DEFAULT_ACCEPT
-from services.inference.handler import ModelHandler, sklearn_version_warning
 from services.runtime.archives import safe_extract_tar
-from services.trainer.requirements import RequirementsInstallError, install_requirements
+from services.sagemaker.scripts.requirements import RequirementsInstallError, install_requirements
+from services.sagemaker.serving import fast_path
+from services.sagemaker.serving.codecs import DEFAULT_ACCEPT
+from services.sagemaker.serving.handler import ModelHandler, sklearn_version_warning
 
 log = logging.getLogger(__name__)
 

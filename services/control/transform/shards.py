@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from services.batch.records import Compression, SplitType
+from services.control.artifacts.store import STAGING_FOLDER
+from services.sagemaker.transform.records import Compression, SplitType
 
 # How much is read past a nominal cut to find the next line end. Lines are far shorter in the
 # files worth splitting; a longer line takes a few more reads, not a failure.
@@ -29,7 +30,7 @@ BOUNDARY_WINDOW_BYTES = 64 * 1024
 
 # Shard outputs are staged under this folder of the job's output path until their file is
 # assembled, so a reader of the output path never sees a partial `.out`.
-SHARD_OUTPUT_FOLDER = ".skmaker-shards"
+SHARD_OUTPUT_FOLDER = STAGING_FOLDER
 
 # Parts are copied through a buffer this size, so assembling a large file takes little memory.
 _COPY_CHUNK_BYTES = 1024 * 1024

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from services.batch.errors import InvalidJsonPath, RecordProcessingError
+from services.sagemaker.transform.errors import InvalidJsonPath, RecordProcessingError
 
 MAX_JSON_PATH_CHARS = 63
 

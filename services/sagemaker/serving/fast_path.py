@@ -36,11 +36,11 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from services.inference.handler import ModelHandler
+from services.sagemaker.serving.handler import ModelHandler
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,9 @@ class _Target:
 
     def reference(self, rows: Array) -> Array:
         tree = self.tree
-        return tree.predict_proba(rows) if self.is_classifier else tree.predict(rows)
+        return cast(
+            np.ndarray, tree.predict_proba(rows) if self.is_classifier else tree.predict(rows)
+        )
 
     def sample_for(self, backend: str) -> Array:
         """The verification rows; without NaN for a runtime that does not route NaN as
@@ -420,13 +422,13 @@ def _onnx_scorer(tree: Any, n_features: int, is_classifier: bool) -> Callable[[A
     if is_classifier:
 
         def score(rows: Array) -> Array:
-            return run([output], {input_name: rows.astype(np.float32)})[0]
+            return cast(np.ndarray, run([output], {input_name: rows.astype(np.float32)})[0])
 
     else:
 
         def score(rows: Array) -> Array:
             out = run([output], {input_name: rows.astype(np.float32)})[0]
-            return out.reshape(len(rows)).astype(np.float64)
+            return cast(np.ndarray, out.reshape(len(rows)).astype(np.float64))
 
     return score
 
@@ -466,11 +468,11 @@ def _treelite_scorer(tree: Any, is_classifier: bool) -> Callable[[Array], Array]
     def score(rows: Array) -> Array:
         out = predict(imported, rows, nthread=1).reshape(len(rows), -1)
         if not is_classifier:
-            return out[:, 0]
+            return cast(np.ndarray, out[:, 0])
         if out.shape[1] == 1 and n_classes == 2:
             # A binary model answers the positive class's probability only.
             return np.column_stack([1.0 - out[:, 0], out[:, 0]])
-        return out
+        return cast(np.ndarray, out)
 
     return score
 

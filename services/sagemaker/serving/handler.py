@@ -4,9 +4,9 @@
 training block does not run. `ModelHandler.load` resolves `model_fn`, `input_fn`, `predict_fn`,
 `output_fn` and `transform_fn` from it, calls `model_fn(model_dir)` once, and binds the request
 pipeline, so `invoke` does no lookups per request. Absent functions fall back to SageMaker's
-defaults (`services.inference.codecs`, `model.predict`). An exception from the user's code becomes
-`ModelError`; a request the default handlers cannot read stays `InvalidArgument`; anything that
-stops the model from loading is `HandlerLoadError`.
+defaults (`codecs`, `model.predict`). An exception from the user's code becomes `ModelError`;
+a request the default handlers cannot read stays `InvalidArgument`; anything that stops the
+model from loading is `HandlerLoadError`.
 
 Shared by the inference replica and the batch worker, so nothing here knows about grpc or protobuf.
 """
@@ -17,7 +17,6 @@ import functools
 import importlib
 import importlib.metadata
 import importlib.util
-import json
 import sys
 import weakref
 from collections.abc import Callable
@@ -27,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from services.inference.codecs import (
+from services.runtime.errors import FailedPrecondition, InvalidArgument, ModelError, SkmakerError
+from services.sagemaker.serving.codecs import (
     CSV,
     DEFAULT_ACCEPT,
     JSON,
@@ -37,14 +37,10 @@ from services.inference.codecs import (
     parse_media_type,
     to_text,
 )
-from services.inference.errors import HandlerLoadError
-from services.runtime.errors import FailedPrecondition, InvalidArgument, ModelError, SkmakerError
+from services.sagemaker.serving.errors import HandlerLoadError
+from services.sagemaker.serving.responses import describe_error, response_body
 
 UserFunction = Callable[..., Any]
-
-# Status messages travel in gRPC trailers, whose size is limited; a user's exception text (say,
-# a scikit-learn error listing every feature name) is cut to this many characters.
-_MAX_ERROR_CHARS = 1024
 
 # Modules this file has loaded as entry points. A later load may replace them in sys.modules;
 # any other module of the same name (`json.py` against the standard library) is refused instead.
@@ -108,7 +104,7 @@ def load_user_module(code_dir: Path, entry_point: str) -> ModuleType:
         if isinstance(err, SystemExit):
             hint = '; keep training code under `if __name__ == "__main__":`'
         raise HandlerLoadError(
-            f"importing entry point {entry_point!r} failed: {_describe(err)}{hint}"
+            f"importing entry point {entry_point!r} failed: {describe_error(err)}{hint}"
         ) from err
     _entry_point_modules.add(module)
     return module
@@ -277,7 +273,7 @@ class ModelHandler:
         try:
             model = model_fn(str(model_dir))
         except (Exception, SystemExit) as err:
-            raise HandlerLoadError(f"the model's model_fn raised {_describe(err)}") from err
+            raise HandlerLoadError(f"the model's model_fn raised {describe_error(err)}") from err
         return cls(
             model,
             input_fn=handlers["input_fn"],
@@ -338,7 +334,8 @@ class ModelHandler:
             return self._predict_core
         if self._predict_fn is not None:
             return functools.partial(_call_predict_fn, self._predict_fn, self._model)
-        return self._model.predict
+        predict: Callable[[Any], Any] = self._model.predict
+        return predict
 
     def with_predict_core(self, core: Callable[[Any], Any]) -> ModelHandler:
         """A copy of this handler whose predict step calls `core(data)` instead.
@@ -539,14 +536,16 @@ def _predict_default(model_predict: UserFunction, n_features: int | None, data: 
     try:
         return model_predict(data)
     except Exception as err:
-        raise ModelError(f"the model's predict raised {_describe(err)}") from err
+        raise ModelError(f"the model's predict raised {describe_error(err)}") from err
 
 
 def _encode_with(
     output_fn: UserFunction, default_accept: str, prediction: Any, accept: str
 ) -> tuple[bytes, str]:
     accept = _resolve_accept(accept, default_accept)
-    return _response(_call_user("output_fn", output_fn, prediction, accept), accept, "output_fn")
+    return response_body(
+        _call_user("output_fn", output_fn, prediction, accept), accept, "output_fn"
+    )
 
 
 def _transform_with(
@@ -561,7 +560,7 @@ def _transform_with(
     accept = _resolve_accept(accept, default_accept)
     body = _user_body(body, media, content_type)
     result = _call_user("transform_fn", transform_fn, model, body, media, accept)
-    return _response(result, accept, "transform_fn")
+    return response_body(result, accept, "transform_fn")
 
 
 def _no_predict_step(data: Any) -> Any:
@@ -583,90 +582,4 @@ def _call_user(name: str, function: UserFunction, *args: Any) -> Any:
         # Already carries the status the user's code (or a default it called) chose.
         raise
     except Exception as err:
-        raise ModelError(f"the model's {name} raised {_describe(err)}") from err
-
-
-def _response(result: Any, accept: str, name: str) -> tuple[bytes, str]:
-    """Turn what output_fn or transform_fn returned into (body, content type).
-
-    What SageMaker's Flask-based serving stack sends: a response object (the toolkit's
-    `worker.Response`, a Flask or Werkzeug response: anything with `get_data()` or a `response`
-    iterable, and a `mimetype` or `content_type`) with its own type, a `(body, content_type)`
-    tuple, bytes or str as the accept type, and a dict or list as JSON (as Flask does).
-    """
-    if isinstance(result, tuple):
-        if len(result) != 2 or not isinstance(result[1], str):
-            raise ModelError(
-                f"the model's {name} returned a tuple that is not (body, content_type)"
-            )
-        body, content_type = result
-        if isinstance(body, (dict, list)):
-            return _json_body(body, name), content_type
-    else:
-        body, content_type = result, accept
-    if isinstance(body, bytes):
-        return body, content_type
-    if isinstance(body, str):
-        return body.encode(), content_type
-    if isinstance(body, (bytearray, memoryview)):
-        return bytes(body), content_type
-    if isinstance(body, (dict, list)):
-        return _json_body(body, name), JSON
-    if _is_response_object(body):
-        return _response_object_body(body, name)
-    raise ModelError(
-        f"the model's {name} returned {type(body).__name__}; expected bytes, str, a dict or "
-        "list (sent as JSON), a (body, content_type) tuple or a response object "
-        "(worker.Response)"
-    )
-
-
-def _json_body(value: dict[str, Any] | list[Any], name: str) -> bytes:
-    # Flask's jsonify: sorted keys, compact separators, ASCII only, a newline at the end.
-    try:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    except (TypeError, ValueError) as err:
-        raise ModelError(
-            f"the model's {name} returned a {type(value).__name__} that is not JSON: {err}"
-        ) from err
-    return (text + "\n").encode()
-
-
-def _is_response_object(value: Any) -> bool:
-    has_type = isinstance(getattr(value, "mimetype", None), str) or isinstance(
-        getattr(value, "content_type", None), str
-    )
-    has_body = callable(getattr(value, "get_data", None)) or hasattr(value, "response")
-    return has_type and has_body
-
-
-def _response_object_body(response: Any, name: str) -> tuple[bytes, str]:
-    """Body and Content-Type of a Flask-style response; an error status becomes the error."""
-    content_type = getattr(response, "content_type", None) or response.mimetype
-    try:
-        if callable(getattr(response, "get_data", None)):
-            data = response.get_data()
-        else:
-            data = b"".join(
-                chunk.encode() if isinstance(chunk, str) else bytes(chunk)
-                for chunk in response.response
-            )
-    except Exception as err:
-        raise ModelError(
-            f"the model's {name} returned a {type(response).__name__} whose body cannot be "
-            f"read: {_describe(err)}"
-        ) from err
-    body = data.encode() if isinstance(data, str) else bytes(data)
-    status = getattr(response, "status_code", 200)
-    if isinstance(status, int) and status >= 400:
-        text = body[:200].decode(errors="replace")
-        message = f"the model's {name} returned an HTTP {status} response: {text}"
-        raise InvalidArgument(message) if status < 500 else ModelError(message)
-    return body, content_type
-
-
-def _describe(err: BaseException) -> str:
-    text = f"{type(err).__name__}: {err}"
-    if len(text) > _MAX_ERROR_CHARS:
-        text = text[: _MAX_ERROR_CHARS - 3] + "..."
-    return text
+        raise ModelError(f"the model's {name} raised {describe_error(err)}") from err

@@ -8,8 +8,7 @@ import random
 
 import pytest
 
-from services.batch.records import iter_records
-from services.batch.shards import (
+from services.control.transform.shards import (
     InputFile,
     Shard,
     assemble,
@@ -18,6 +17,7 @@ from services.batch.shards import (
     plan_shards,
     shard_output_key,
 )
+from services.sagemaker.transform.records import iter_records
 
 
 def _reader(files: dict[str, bytes], calls: list[tuple[str, int, int]] | None = None):

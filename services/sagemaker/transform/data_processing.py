@@ -27,10 +27,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from services.batch.errors import InvalidDataProcessing, OutputCountMismatch, RecordProcessingError
-from services.batch.jsonpath import JsonPath, parse_json_path
-from services.batch.records import MiniBatch, SplitType
-from services.inference.codecs import CSV, JSON, parse_media_type
+from services.sagemaker.serving.codecs import CSV, JSON, parse_media_type
+from services.sagemaker.transform.errors import (
+    InvalidDataProcessing,
+    OutputCountMismatch,
+    RecordProcessingError,
+)
+from services.sagemaker.transform.jsonpath import JsonPath, parse_json_path
+from services.sagemaker.transform.records import MiniBatch, SplitType
 
 AssembleWith = Literal["None", "Line"]
 JoinSource = Literal["None", "Input"]

@@ -1,13 +1,14 @@
 """Runs a user script as a child process and turns its end into a SageMaker-style outcome.
 
-`ScriptRunner` owns one script run: it starts the command in its own process group (and, given a
-`sandbox.JobBox`, as the job user in the job's cgroup and limits), streams every stdout and
-stderr line to a callback as the line is written, enforces the run-time limit and stop requests
-(SIGTERM to the whole group, a grace period, then SIGKILL, as SageMaker does, contract §1.9;
-with a box, whatever is left of the tree, `setsid` or not, is killed once the command ends),
-and builds the failure reason of §1.8 and §8: the failure file if the script wrote one, else
-``ExecuteUserScriptError`` with the tail of stderr, always ``AlgorithmError:`` first and at most
-1024 characters (a limit the box enforced names itself instead, e.g. ``OutOfMemory: ...``).
+`ScriptRunner` owns one script run: it starts the command in its own process group (and, given
+a `boxes.ProcessBox` such as the trainer's `sandbox.JobBox`, as the job user in the job's
+cgroup and limits), streams every stdout and stderr line to a callback as the line is written,
+enforces the run-time limit and stop requests (SIGTERM to the whole group, a grace period, then
+SIGKILL, as SageMaker does, contract §1.9; with a box, whatever is left of the tree, `setsid` or
+not, is killed once the command ends), and builds the failure reason of §1.8 and §8: the
+failure file if the script wrote one, else ``ExecuteUserScriptError`` with the tail of stderr,
+always ``AlgorithmError:`` first and at most 1024 characters (a limit the box enforced names
+itself instead, e.g. ``OutOfMemory: ...``).
 `MetricParser` applies the job's metric regexes (§1.10).
 """
 
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from services.trainer.sandbox import JobBox
+from services.sagemaker.scripts.boxes import ProcessBox
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ class ScriptRunner:
         grace_s: float = DEFAULT_GRACE_S,
         failure_file: Path | None = None,
         error_name: str = "ExecuteUserScriptError",
-        box: JobBox | None = None,
+        box: ProcessBox | None = None,
     ) -> RunResult:
         """Run ``command`` to its end, or until the time limit or a stop request.
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
-from services.batch.errors import RecordTooLarge
+from services.sagemaker.transform.errors import RecordTooLarge
 
 SplitType = Literal["None", "Line"]
 Compression = Literal["None", "Gzip"]

@@ -1,0 +1,1 @@
+"""Running user scripts and installing their requirements.txt (trainer, and model loading)."""

@@ -1,0 +1,1 @@
+"""SageMaker's inference handler contract: codecs, handlers, model loading (inference and batch)."""

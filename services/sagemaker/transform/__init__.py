@@ -1,0 +1,1 @@
+"""SageMaker batch transform's record contract: reading records, DataProcessing, bad records."""
