@@ -88,17 +88,33 @@ def backend() -> ScriptedBackend:
     return ScriptedBackend()
 
 
-@pytest.fixture
-def endpoints(
+def _build_endpoints(
     store: ControlStore, artifacts: LocalArtifactStore, backend: ScriptedBackend
-) -> Iterator[Endpoints]:
+) -> Endpoints:
     put_bytes(artifacts, "m/model.tar.gz", b"x")
     models = ModelRegistry(store, artifacts)
     for name in ("m1", "m2"):
         models.create(Model(name, "store://m/model.tar.gz", "inference.py"))
     metrics = ControlMetrics(prometheus_client.CollectorRegistry())
-    service = Endpoints(store, models, backend, metrics, max_replicas=4, reconcile_interval_s=0.01)
+    return Endpoints(store, models, backend, metrics, max_replicas=4, reconcile_interval_s=0.01)
+
+
+@pytest.fixture
+def endpoints(
+    store: ControlStore, artifacts: LocalArtifactStore, backend: ScriptedBackend
+) -> Iterator[Endpoints]:
+    service = _build_endpoints(store, artifacts, backend)
     service.start()
+    yield service
+    service.close()
+
+
+@pytest.fixture
+def stepped(
+    store: ControlStore, artifacts: LocalArtifactStore, backend: ScriptedBackend
+) -> Iterator[Endpoints]:
+    """Endpoints whose reconciler runs only when the test calls `step()`."""
+    service = _build_endpoints(store, artifacts, backend)
     yield service
     service.close()
 
@@ -115,18 +131,19 @@ def _status(endpoints: Endpoints, name: str = "ep") -> EndpointStatus:
 
 
 def test_creating_then_in_service_once_every_replica_serves(
-    endpoints: Endpoints, backend: ScriptedBackend
+    stepped: Endpoints, backend: ScriptedBackend
 ) -> None:
-    view = endpoints.create("ep", "m1", 2, None)
+    view = stepped.create("ep", "m1", 2, None)
     assert view.endpoint.status is EndpointStatus.CREATING
     assert view.endpoint.address == "127.0.0.1:9999"
     assert ("ensure", "ep", "m1", 2) in backend.calls
     backend.set("ep", ("r-1", "m1", SERVING), ("r-2", "m1", STARTING))
-    time.sleep(0.05)
-    assert _status(endpoints) is EndpointStatus.CREATING  # starting replicas are no capacity
+    stepped.step()
+    assert _status(stepped) is EndpointStatus.CREATING  # starting replicas are no capacity
     backend.set("ep", ("r-1", "m1", SERVING), ("r-2", "m1", SERVING))
-    _wait_for(lambda: _status(endpoints) is EndpointStatus.IN_SERVICE)
-    messages = [event.message for event in endpoints.describe("ep").events]
+    stepped.step()
+    assert _status(stepped) is EndpointStatus.IN_SERVICE
+    messages = [event.message for event in stepped.describe("ep").events]
     assert messages[0].startswith("endpoint created") and messages[-1].startswith("InService")
 
 
@@ -157,23 +174,25 @@ def test_lost_replica_shows_system_updating_until_replaced(
 
 
 def test_model_update_completes_only_when_old_replicas_are_gone(
-    endpoints: Endpoints, backend: ScriptedBackend
+    stepped: Endpoints, backend: ScriptedBackend
 ) -> None:
-    endpoints.create("ep", "m1", 1, None)
+    stepped.create("ep", "m1", 1, None)
     backend.set("ep", ("r-1", "m1", SERVING))
-    _wait_for(lambda: _status(endpoints) is EndpointStatus.IN_SERVICE)
-    view = endpoints.update("ep", model_name="m2")
+    stepped.step()
+    assert _status(stepped) is EndpointStatus.IN_SERVICE
+    view = stepped.update("ep", model_name="m2")
     assert view.endpoint.status is EndpointStatus.UPDATING
     assert backend.targets["ep"] == ("m2", 1)
     backend.set("ep", ("r-1", "m1", SERVING), ("r-2", "m2", SERVING))
-    time.sleep(0.05)
-    assert _status(endpoints) is EndpointStatus.UPDATING  # the old model still serves
+    stepped.step()
+    assert _status(stepped) is EndpointStatus.UPDATING  # the old model still serves
     backend.set("ep", ("r-1", "m1", ReplicaState.DRAINING), ("r-2", "m2", SERVING))
-    time.sleep(0.05)
-    assert _status(endpoints) is EndpointStatus.UPDATING  # draining: may still get connections
+    stepped.step()
+    assert _status(stepped) is EndpointStatus.UPDATING  # draining: may still get connections
     backend.set("ep", ("r-2", "m2", SERVING))
-    _wait_for(lambda: _status(endpoints) is EndpointStatus.IN_SERVICE)
-    assert endpoints.describe("ep").endpoint.model_name == "m2"
+    stepped.step()
+    assert _status(stepped) is EndpointStatus.IN_SERVICE
+    assert stepped.describe("ep").endpoint.model_name == "m2"
 
 
 def test_a_failed_model_update_rolls_back(endpoints: Endpoints, backend: ScriptedBackend) -> None:

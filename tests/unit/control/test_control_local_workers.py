@@ -39,17 +39,20 @@ def test_children_start_restart_after_a_crash_and_stop(tmp_path: Path) -> None:
 
 
 def test_no_restart_once_shutdown_began(tmp_path: Path) -> None:
+    log_path = tmp_path / "w.log"
     supervisor = WorkerSupervisor(
-        [WorkerSpec("w", (sys.executable, "-c", "pass"), tmp_path / "w.log")],
-        restart_backoff_s=0.05,
-        watch_interval_s=0.02,
+        [WorkerSpec("w", (sys.executable, "-c", "print('ran', flush=True)"), log_path)],
+        restart_backoff_s=0.0,
+        watch_interval_s=3600.0,  # the test runs the watcher's passes itself
     )
     supervisor.begin_shutdown()
     supervisor.start()
-    time.sleep(0.3)  # long enough for several restarts, were they allowed
+    _wait_for(lambda: supervisor.pids() == {} and "ran" in log_path.read_text())
+    for _ in range(3):
+        supervisor.step()  # two passes restart an exited child, were restarts allowed
+    assert supervisor.pids() == {}  # a restarted interpreter would still be starting here
     supervisor.stop()
-    assert (tmp_path / "w.log").exists()
-    assert supervisor.pids() == {}
+    assert log_path.read_text().count("ran") == 1
 
 
 def test_sigterm_ignoring_child_is_killed(tmp_path: Path) -> None:
