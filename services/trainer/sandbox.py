@@ -21,8 +21,6 @@ exec), so nothing runs in the trainer between fork and exec.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import itertools
 import json
 import logging
@@ -30,409 +28,53 @@ import os
 import pwd
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+from services.trainer.cgroups import CGROUP_ROOT, CgroupBox, Cgroups
+from services.trainer.job_limits import JobLimits, default_memory_bytes
+from services.trainer.job_user import (
+    JobUser,
+    can_reach,
+    chown_tree,
+    ensure_job_user,
+    is_inside_without_links,
+)
+from services.trainer.process_tree import become_subreaper, descendants, kill_descendants
+
+# Re-exported: the trainer and its tests import these from here.
+__all__ = [
+    "CGROUP_ROOT",
+    "CPU_TIME_EXCEEDED",
+    "DEFAULT_JOB_USER",
+    "OUT_OF_MEMORY",
+    "CgroupBox",
+    "Cgroups",
+    "JobBox",
+    "JobLimits",
+    "JobUser",
+    "Sandbox",
+    "can_reach",
+    "chown_tree",
+    "default_memory_bytes",
+    "descendants",
+    "ensure_job_user",
+    "interpreter_paths",
+    "is_inside_without_links",
+    "kill_descendants",
+    "wrapped",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_JOB_USER = "skmaker-job"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-_PR_SET_CHILD_SUBREAPER = 36
-_KILL_DEADLINE_S = 10.0
-_POLL_S = 0.02
 _box_ids = itertools.count(1)
 
 OUT_OF_MEMORY = "OutOfMemory"
 CPU_TIME_EXCEEDED = "CpuTimeLimitExceeded"
-
-
-@dataclass(frozen=True)
-class JobLimits:
-    """Limits of one job's process tree; 0 means no limit.
-
-    Attributes:
-        memory_bytes: memory of the whole tree (cgroup), else address space per process.
-        max_processes: processes and threads of the tree (cgroup pids), else of the job user.
-        max_open_files: open files per process.
-        cpu_seconds: CPU time per process; SIGXCPU, then SIGKILL 5 s later.
-    """
-
-    memory_bytes: int = 0
-    max_processes: int = 0
-    max_open_files: int = 0
-    cpu_seconds: int = 0
-
-    def describe(self) -> str:
-        """One line for the log, e.g. ``memory 512 MiB, processes 4096, ...``."""
-        parts = [
-            f"memory {self.memory_bytes // 2**20} MiB" if self.memory_bytes else "memory -",
-            f"processes {self.max_processes or '-'}",
-            f"open files {self.max_open_files or '-'}",
-            f"CPU {self.cpu_seconds} s" if self.cpu_seconds else "CPU -",
-        ]
-        return ", ".join(parts)
-
-
-def default_memory_bytes() -> int:
-    """Three quarters of this machine's memory: the trainer itself keeps some headroom."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 3 // 4
-
-
-# --- cgroups ---------------------------------------------------------------------------------
-
-
-class CgroupBox:
-    """One job process tree's cgroup(s)."""
-
-    def __init__(self, dirs: dict[str, Path], version: int) -> None:
-        self._dirs = dirs  # controller (v1) or "unified" (v2) -> folder
-        self.version = version
-
-    @property
-    def procs_files(self) -> list[str]:
-        """Where the first process writes its pid to join."""
-        return [str(d / "cgroup.procs") for d in self._dirs.values()]
-
-    def pids(self) -> set[int]:
-        """Every process in the cgroup(s)."""
-        found: set[int] = set()
-        for folder in self._dirs.values():
-            with contextlib.suppress(OSError):
-                found.update(int(p) for p in (folder / "cgroup.procs").read_text().split())
-        return found
-
-    def kill_all(self) -> None:
-        """Kills every process, forks racing the kill included (freeze first where possible)."""
-        if self.version == 2 and (self._dirs["unified"] / "cgroup.kill").exists():
-            _write(self._dirs["unified"] / "cgroup.kill", "1")
-        else:
-            self._set_frozen(True)
-            for pid in self.pids():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            self._set_frozen(False)  # killed tasks die once thawed
-        deadline = time.monotonic() + _KILL_DEADLINE_S
-        while self.pids():
-            if time.monotonic() > deadline:
-                log.warning("processes %s survived the kill of their cgroup", sorted(self.pids()))
-                return
-            for pid in self.pids():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(_POLL_S)
-
-    def _set_frozen(self, frozen: bool) -> None:
-        if self.version == 1 and "freezer" in self._dirs:
-            _write(self._dirs["freezer"] / "freezer.state", "FROZEN" if frozen else "THAWED")
-        elif self.version == 2:
-            with contextlib.suppress(OSError):
-                _write(self._dirs["unified"] / "cgroup.freeze", "1" if frozen else "0")
-
-    def out_of_memory(self) -> bool:
-        """True when the kernel killed a process of the tree for going over the memory limit."""
-        if self.version == 1:
-            events = _read_keyed(self._dirs.get("memory"), "memory.oom_control")
-        else:
-            events = _read_keyed(self._dirs.get("unified"), "memory.events")
-        return events.get("oom_kill", 0) > 0
-
-    def remove(self) -> None:
-        """Removes the (empty) cgroup folders."""
-        for folder in self._dirs.values():
-            try:
-                folder.rmdir()
-            except OSError as err:
-                log.warning("cannot remove cgroup %s: %s", folder, err)
-
-
-def _write(path: Path, text: str) -> None:
-    with open(path, "w") as handle:
-        handle.write(text)
-
-
-def _read_keyed(folder: Path | None, name: str) -> dict[str, int]:
-    if folder is None:
-        return {}
-    try:
-        lines = (folder / name).read_text().splitlines()
-    except OSError:
-        return {}
-    values = {}
-    for line in lines:
-        key, _, value = line.partition(" ")
-        if value.strip().isdigit():
-            values[key] = int(value)
-    return values
-
-
-class Cgroups:
-    """Where job cgroups are made: under the trainer's own cgroup, in v1 or v2."""
-
-    V1_CONTROLLERS = ("memory", "pids", "freezer")
-
-    def __init__(self, version: int, bases: dict[str, Path]) -> None:
-        self.version = version
-        self._bases = bases
-
-    @classmethod
-    def detect(cls, root: Path = CGROUP_ROOT, own: Path = Path("/proc/self/cgroup")) -> Cgroups:
-        """The cgroups this process can make job cgroups in.
-
-        Raises:
-            OSError: no usable hierarchy (not mounted, read-only, controllers missing).
-        """
-        lines = own.read_text().splitlines()
-        paths = {}
-        for line in lines:
-            _, controllers, path = line.split(":", 2)
-            for controller in controllers.split(",") if controllers else [""]:
-                paths[controller] = path.lstrip("/")
-        if (root / "cgroup.controllers").exists():  # unified (v2) hierarchy
-            return cls._detect_v2(root, root / paths.get("", ""))
-        bases = {}
-        for controller in cls.V1_CONTROLLERS:
-            mount = root / controller
-            if controller not in paths or not (mount / "cgroup.procs").exists():
-                raise OSError(f"cgroup v1 controller {controller} is not mounted at {mount}")
-            bases[controller] = mount / paths[controller]
-        probe = cls(1, bases)
-        probe.create("probe").remove()  # writable?
-        return probe
-
-    @classmethod
-    def _detect_v2(cls, root: Path, own: Path) -> Cgroups:
-        available = (own / "cgroup.controllers").read_text().split()
-        missing = {"memory", "pids"} - set(available)
-        if missing:
-            raise OSError(f"cgroup v2 at {own} does not offer {', '.join(sorted(missing))}")
-        jobs = own / "skmaker-jobs"
-        jobs.mkdir(exist_ok=True)
-        try:
-            _write(own / "cgroup.subtree_control", "+memory +pids")
-        except OSError:
-            # v2 lets a non-root cgroup that holds processes have no controllers for its
-            # children: move this process into a leaf of its own first, as systemd does.
-            leaf = own / "skmaker-trainer"
-            leaf.mkdir(exist_ok=True)
-            _write(leaf / "cgroup.procs", str(os.getpid()))
-            _write(own / "cgroup.subtree_control", "+memory +pids")
-        _write(jobs / "cgroup.subtree_control", "+memory +pids")
-        probe = cls(2, {"unified": jobs})
-        probe.create("probe").remove()
-        return probe
-
-    def create(self, name: str, limits: JobLimits | None = None) -> CgroupBox:
-        """A new cgroup (one per controller in v1) with `limits` applied."""
-        limits = limits or JobLimits()
-        dirs: dict[str, Path] = {}
-        try:
-            for key, base in self._bases.items():
-                folder = base / name
-                folder.mkdir()
-                dirs[key] = folder
-            box = CgroupBox(dirs, self.version)
-            if self.version == 1:
-                if limits.memory_bytes:
-                    _write(dirs["memory"] / "memory.limit_in_bytes", str(limits.memory_bytes))
-                    memsw = dirs["memory"] / "memory.memsw.limit_in_bytes"
-                    if memsw.exists():  # swap counts too, else the limit only moves the pages
-                        _write(memsw, str(limits.memory_bytes))
-                if limits.max_processes:
-                    _write(dirs["pids"] / "pids.max", str(limits.max_processes))
-            else:
-                unified = dirs["unified"]
-                if limits.memory_bytes:
-                    _write(unified / "memory.max", str(limits.memory_bytes))
-                    with contextlib.suppress(OSError):
-                        _write(unified / "memory.swap.max", "0")
-                if limits.max_processes:
-                    _write(unified / "pids.max", str(limits.max_processes))
-            return box
-        except OSError:
-            for folder in dirs.values():
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
-            raise
-
-
-# --- the tree without cgroups ----------------------------------------------------------------
-
-
-def _parents() -> dict[int, int]:
-    parents = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != b"Z":
-            parents[int(entry.name)] = int(fields[1])
-    return parents
-
-
-def descendants(pid: int) -> set[int]:
-    """Live (not zombie) processes below `pid`, from /proc."""
-    children: dict[int, list[int]] = {}
-    for child, parent in _parents().items():
-        children.setdefault(parent, []).append(child)
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def kill_descendants(keep_unreaped: int) -> None:
-    """SIGKILLs every process below this one (a subreaper), reaping all but `keep_unreaped`."""
-    deadline = time.monotonic() + _KILL_DEADLINE_S
-    while True:
-        alive = descendants(os.getpid())
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        _reap_adopted(keep_unreaped)
-        if not alive:
-            return
-        if time.monotonic() > deadline:
-            log.warning("processes %s survived the kill of their job", sorted(alive))
-            return
-        time.sleep(_POLL_S)
-
-
-def _reap_adopted(keep_unreaped: int) -> None:
-    # Orphans re-parented to this subreaper become its zombies; the script's own pid is left
-    # to its Popen.
-    for child in _children_including_zombies():
-        if child != keep_unreaped:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(child, os.WNOHANG)
-
-
-def _children_including_zombies() -> list[int]:
-    me = os.getpid()
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                    fields = handle.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == me:
-                found.append(int(entry.name))
-    return found
-
-
-def _become_subreaper() -> bool:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
-
-
-# --- users and files -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JobUser:
-    """Who job processes run as."""
-
-    name: str
-    uid: int
-    gid: int
-    dedicated: bool  # False: the trainer's own user
-
-
-def ensure_job_user(name: str) -> JobUser:
-    """The system user `name`, created (no home, no login shell) when missing.
-
-    Raises:
-        OSError: the user does not exist and cannot be created.
-    """
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        command = [
-            "useradd",
-            "--system",
-            "--user-group",
-            "--no-create-home",
-            "--home-dir",
-            "/nonexistent",
-            "--shell",
-            "/usr/sbin/nologin",
-            name,
-        ]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-        except OSError as err:
-            raise OSError(f"cannot create the job user {name!r}: {err}") from err
-        try:
-            entry = pwd.getpwnam(name)  # a concurrent trainer may have created it
-        except KeyError:
-            raise OSError(f"cannot create the job user {name!r}: {done.stderr.strip()}") from None
-        log.info("created system user %s (uid %d) for training scripts", name, entry.pw_uid)
-    if entry.pw_uid == 0:
-        raise OSError(f"job user {name!r} is root")
-    return JobUser(name, entry.pw_uid, entry.pw_gid, dedicated=True)
-
-
-def can_reach(path: Path, uid: int, gid: int) -> bool:
-    """True when a process of `uid`/`gid` (no other groups) can traverse to `path`."""
-    for folder in [path, *path.parents]:
-        try:
-            info = folder.stat()
-        except OSError:
-            return False
-        if info.st_uid == uid:
-            bit = stat.S_IXUSR
-        elif info.st_gid == gid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not info.st_mode & bit:
-            return False
-    return True
-
-
-def chown_tree(root: Path, uid: int, gid: int) -> None:
-    """Gives `root` and everything below it to `uid`/`gid`; links are not followed."""
-    os.chown(root, uid, gid, follow_symlinks=False)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in itertools.chain(dirnames, filenames):
-            with contextlib.suppress(FileNotFoundError):
-                os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
-
-
-def is_inside_without_links(path: Path, root: Path) -> bool:
-    """True when `path` is below `root` and no component between them is a symbolic link.
-
-    The trainer checks this before it reads or writes, with its own rights, a file user code
-    could have replaced by a link (``failure``, ``success``, ``model/``).
-    """
-    try:
-        relative = path.relative_to(root)
-    except ValueError:
-        return False
-    current = root
-    for part in relative.parts:
-        current = current / part
-        if current.is_symlink():
-            return False
-    return True
 
 
 def interpreter_paths(python: str) -> list[str]:
@@ -540,7 +182,7 @@ class Sandbox:
                     "processes per user) and the process tree is tracked through /proc",
                     err,
                 )
-        subreaper = cgroups is None and _become_subreaper()
+        subreaper = cgroups is None and become_subreaper()
         sandbox = cls(user, limits, cgroups, subreaper, expose if user.dedicated else ())
         log.info(
             "training scripts run as %s, %s; limits: %s",
