@@ -71,30 +71,13 @@ def training_job_description(job: training_job_pb2.TrainingJob) -> dict[str, Any
         "SourceUri": spec.source_uri,
         "ShellCompat": spec.shell_compat,
     }
-    channels = []
-    for channel in spec.channels:
-        entry: dict[str, Any] = {
-            "ChannelName": channel.name,
-            "DataSource": {
-                "S3DataSource": {
-                    "S3DataType": "S3Prefix",
-                    "S3Uri": channel.uri,
-                    "S3DataDistributionType": "FullyReplicated",
-                }
-            },
-            "CompressionType": "None",
-            "RecordWrapperType": "None",
-        }
-        if channel.content_type:
-            entry["ContentType"] = channel.content_type
-        channels.append(entry)
     description: dict[str, Any] = {
         "TrainingJobName": job.name,
         "TrainingJobStatus": status_name(job.status),
         "SecondaryStatus": job.secondary_status,
         "HyperParameters": dict(spec.hyperparameters),
         "AlgorithmSpecification": algorithm,
-        "InputDataConfig": channels,
+        "InputDataConfig": [_channel_description(channel) for channel in spec.channels],
         "OutputDataConfig": {"S3OutputPath": spec.output_uri},
         "ResourceConfig": {"InstanceCount": 1, "InstanceType": "local"},
         "StoppingCondition": {"MaxRuntimeInSeconds": spec.max_runtime_seconds or 86400},
@@ -119,6 +102,35 @@ def training_job_description(job: training_job_pb2.TrainingJob) -> dict[str, Any
         description["ModelArtifacts"] = {"S3ModelArtifacts": job.model_artifact_uri}
     if job.output_artifact_uri:
         description["OutputArtifacts"] = {"S3OutputArtifacts": job.output_artifact_uri}
+    _set_training_times(description, job)
+    if job.HasField("runtime_versions"):
+        description["RuntimeVersions"] = runtime_description(job.runtime_versions)
+    if job.tuning_job_name:
+        description["TuningJobName"] = job.tuning_job_name
+    return description
+
+
+def _channel_description(channel: training_job_pb2.Channel) -> dict[str, Any]:
+    """An InputDataConfig entry of one of a training job's channels."""
+    entry: dict[str, Any] = {
+        "ChannelName": channel.name,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": channel.uri,
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+        "CompressionType": "None",
+        "RecordWrapperType": "None",
+    }
+    if channel.content_type:
+        entry["ContentType"] = channel.content_type
+    return entry
+
+
+def _set_training_times(description: dict[str, Any], job: training_job_pb2.TrainingJob) -> None:
+    """Fill in the description's status transitions, times and the durations derived from them."""
     for transition in job.secondary_status_transitions:
         entry = {"Status": transition.status, "StatusMessage": transition.message}
         set_time(entry, "StartTime", transition, "start_time")
@@ -146,11 +158,6 @@ def training_job_description(job: training_job_pb2.TrainingJob) -> dict[str, Any
         # No spot capacity: every second trained is "billed", as SageMaker counts it (the
         # SDK's log follower prints it as "Billable seconds").
         description["BillableTimeInSeconds"] = description["TrainingTimeInSeconds"]
-    if job.HasField("runtime_versions"):
-        description["RuntimeVersions"] = runtime_description(job.runtime_versions)
-    if job.tuning_job_name:
-        description["TuningJobName"] = job.tuning_job_name
-    return description
 
 
 def training_job_summary(job: training_job_pb2.TrainingJob) -> dict[str, Any]:

@@ -182,6 +182,38 @@ def _shell_exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+def _exit_result(
+    exit_code: int,
+    stderr_tail: list[str],
+    command: Sequence[str],
+    error_name: str,
+    failure_file: Path | None,
+    failure_folder: str,
+) -> RunResult:
+    """The result of a command that exited on its own: success, or failure with its reason.
+
+    The script's own failure file wins; otherwise the toolkit-style reason is built and written
+    to ``failure_file`` when that file does not exist yet.
+    """
+    if exit_code == 0:
+        return RunResult(0, SUCCEEDED, "", stderr_tail)
+
+    written = _read_failure_file(failure_file, failure_folder)
+    if written is not None:
+        return RunResult(exit_code, FAILED, _with_prefix(written), stderr_tail)
+    reason = format_process_failure(
+        error_name,
+        exit_code,
+        stderr_tail,
+        command,
+        extra_info=OOM_EXTRA_INFO if exit_code == 137 else None,
+        limit=FAILURE_REASON_LIMIT - len(ALGORITHM_ERROR),
+    )
+    if failure_file is not None:
+        _write_failure_file(failure_file, failure_folder, reason)
+    return RunResult(exit_code, FAILED, ALGORITHM_ERROR + reason, stderr_tail)
+
+
 class ScriptRunner:
     """Runs one command at a time and reports its lines live.
 
@@ -306,23 +338,9 @@ class ScriptRunner:
                     f"{max_runtime_s:g} and was stopped"
                 )
             return RunResult(exit_code, ending, reason, stderr_tail)
-        if exit_code == 0:
-            return RunResult(0, SUCCEEDED, "", stderr_tail)
-
-        written = _read_failure_file(failure_file, failure_folder)
-        if written is not None:
-            return RunResult(exit_code, FAILED, _with_prefix(written), stderr_tail)
-        reason = format_process_failure(
-            error_name,
-            exit_code,
-            stderr_tail,
-            command,
-            extra_info=OOM_EXTRA_INFO if exit_code == 137 else None,
-            limit=FAILURE_REASON_LIMIT - len(ALGORITHM_ERROR),
+        return _exit_result(
+            exit_code, stderr_tail, command, error_name, failure_file, failure_folder
         )
-        if failure_file is not None:
-            _write_failure_file(failure_file, failure_folder, reason)
-        return RunResult(exit_code, FAILED, ALGORITHM_ERROR + reason, stderr_tail)
 
     def _supervise(
         self,
