@@ -30,10 +30,6 @@ PRODUCT = ("services", "clients/python/skmaker")
 KNOWN_OVERSIZE = {
     "clients/python/skmaker/boto.py": 1099,
     "clients/python/skmaker/session.py": 709,
-    "clients/python/skmaker/estimator.py": 611,
-    "clients/python/skmaker/descriptions.py:training_job_description": 90,
-    "services/trainer/sandbox.py": 681,
-    "services/sagemaker/scripts/runner.py:run": 92,
 }
 SKIPPED_DIRS = frozenset({".venv", "__pycache__"})
 

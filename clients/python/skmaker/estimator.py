@@ -15,15 +15,14 @@ import inspect
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from skmaker import descriptions, naming, packaging
+from skmaker import descriptions, naming
 from skmaker import hyperparameters as hp
 from skmaker.arguments import warn_ignored
 from skmaker.autoscaling import AutoScalingPolicy
+from skmaker.code_staging import stage_training_code
 from skmaker.deserializers import BaseDeserializer
 from skmaker.inputs import TrainingInput, channels_from_inputs
 from skmaker.model import DEPLOY_SAGEMAKER_ONLY_ARGS, SKLearnModel
@@ -79,13 +78,6 @@ SAGEMAKER_ONLY_ARGS = frozenset(
         "sagemaker_session",
     }
 )
-
-_REMOTE_SOURCE_SCHEMES = ("store://", "s3://")
-_CODE_KEY_PREFIX = "jobs"
-
-
-def _is_remote(source_dir: str | os.PathLike[str] | None) -> bool:
-    return isinstance(source_dir, str) and source_dir.startswith(_REMOTE_SOURCE_SCHEMES)
 
 
 class SKLearn:
@@ -279,21 +271,14 @@ class SKLearn:
         Raises:
             ValueError: the entry point, source_dir or a dependency does not exist.
         """
-        if _is_remote(self.source_dir):
-            return self.entry_point, str(self.source_dir)
-        bundle = packaging.plan(self.entry_point, self.source_dir, self.dependencies)
-        with tempfile.TemporaryDirectory(prefix="skmaker-source-") as scratch:
-            archive = packaging.write(bundle, Path(scratch) / packaging.ARCHIVE_NAME)
-            session = self.sagemaker_session
-            code_prefix = (
-                session.store_key(self.code_location) if self.code_location else _CODE_KEY_PREFIX
-            )
-            source_uri = session.upload_data(
-                archive,
-                bucket=session.default_bucket(),
-                key_prefix=f"{code_prefix}/{job_name}/source",
-            )
-        return bundle.program, source_uri
+        return stage_training_code(
+            self.sagemaker_session,
+            job_name,
+            self.entry_point,
+            self.source_dir,
+            self.dependencies,
+            self.code_location,
+        )
 
     def _require_job(self) -> TrainingJob:
         if self.latest_training_job is None:
