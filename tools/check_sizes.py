@@ -26,10 +26,8 @@ REASON = "Long because"
 PRODUCT = ("services", "clients/python/skmaker")
 # Known debt: modules and functions over the limit when this check arrived, each at the size it
 # had then. They may shrink, not grow; split them when their authors are not mid-change, and
-# take them off this list.
-KNOWN_OVERSIZE = {
-    "clients/python/skmaker/session.py": 709,
-}
+# take them off this list. Empty since the splits of issue 13 (item 4); keep it so.
+KNOWN_OVERSIZE: dict[str, int] = {}
 SKIPPED_DIRS = frozenset({".venv", "__pycache__"})
 
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from skmaker.session import S3_SCHEME, Session
+from skmaker.data_calls import S3_SCHEME
+from skmaker.session import Session
 from skmaker.v1 import transfer
 
 T = TypeVar("T")

@@ -1,10 +1,10 @@
 """`Session`: the connection to skmaker's control service, shaped like SageMaker's Session.
 
-A session owns one gRPC channel. It uploads and downloads data (`upload_data`,
-`download_data`), creates, describes, lists, stops and follows training jobs for the
-estimator, and does the same for hyperparameter tuning jobs for the tuner; models, endpoints
-and invocations come from `skmaker.hosting.HostingCalls`, transform jobs from
-`skmaker.transform_calls.TransformCalls`. Every call has a deadline; only
+A session owns one gRPC channel and the call policy. It creates, describes, lists, stops and
+follows training jobs for the estimator; data transfers (`upload_data`, `download_data`, ...)
+come from `skmaker.data_calls.DataCalls`, models, endpoints and invocations from
+`skmaker.hosting.HostingCalls`, transform jobs from `skmaker.transform_calls.TransformCalls`,
+tuning jobs from `skmaker.tuning_calls.TuningCalls`. Every call has a deadline; only
 idempotent calls (describe, list, download, logs) are retried, and only when the server is
 UNAVAILABLE. Failed calls raise the exceptions in `skmaker.errors`.
 Results are plain dicts shaped like boto3's, never protobuf messages.
@@ -16,20 +16,19 @@ import copy
 import os
 import random
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import grpc
-from tqdm import tqdm
 
 from skmaker import boto, descriptions
-from skmaker.errors import NotFound, UnexpectedStatusException, error_for_rpc
+from skmaker.data_calls import S3_SCHEME, DataCalls
+from skmaker.errors import UnexpectedStatusException, error_for_rpc
 from skmaker.hosting import HostingCalls
 from skmaker.inputs import TrainingInput
 from skmaker.job_specs import training_job_spec
@@ -49,7 +48,6 @@ DEFAULT_ADDRESS = "localhost:50051"
 DEFAULT_BUCKET = "skmaker"
 # What `boto_region_name` answers when $SKMAKER_REGION and $AWS_DEFAULT_REGION are unset.
 DEFAULT_REGION = "local"
-S3_SCHEME = "s3://"
 # The account in ARNs (`Session.arn`): skmaker has no accounts.
 ACCOUNT_ID = "000000000000"
 
@@ -108,7 +106,7 @@ def _is_unavailable(err: grpc.RpcError) -> bool:
     return callable(getattr(err, "code", None)) and err.code() == grpc.StatusCode.UNAVAILABLE
 
 
-class Session(HostingCalls, TransformCalls, TuningCalls):
+class Session(DataCalls, HostingCalls, TransformCalls, TuningCalls):
     """A connection to skmaker, used like `sagemaker.Session`.
 
     Args:
@@ -296,212 +294,6 @@ class Session(HostingCalls, TransformCalls, TuningCalls):
             ValueError: for another scheme or bucket, or a key that is empty or has `..`.
         """
         return transfer.key_of(self.store_uri(uri))
-
-    def _progress(self, total: int, description: str) -> tqdm[Any]:
-        # delay: a bar appears only for transfers that take more than a moment.
-        return tqdm(
-            total=total,
-            desc=description,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            delay=1.0,
-            file=sys.stderr,
-            disable=None,
-            leave=False,
-        )
-
-    def upload_data(
-        self,
-        path: str | os.PathLike[str],
-        bucket: str | None = None,
-        key_prefix: str = "data",
-        extra_args: Mapping[str, Any] | None = None,
-    ) -> str:
-        """Uploads a file or a folder to the artifact store, as SageMaker's `upload_data`.
-
-        A file lands at `store://<key_prefix>/<file name>` and that URI is returned. A folder's
-        files land at `store://<key_prefix>/<path relative to the folder>` and
-        `store://<key_prefix>` is returned, ready to be a channel of `fit()`.
-
-        Args:
-            path: local file or folder.
-            bucket: None or the default bucket (the store); with None, a
-                `default_bucket_prefix` goes before `key_prefix`, as in SageMaker.
-            key_prefix: where in the store the data goes.
-            extra_args: accepted for compatibility; ignored.
-
-        Raises:
-            FileNotFoundError: when `path` does not exist.
-            ValueError: for a key prefix that is not a relative path without "..", or
-                another bucket than the default one.
-        """
-        del extra_args  # SageMaker's S3 upload arguments have no meaning here.
-        if bucket is None:
-            key_prefix = "/".join(p for p in (self.default_bucket_prefix, key_prefix) if p)
-        else:
-            self.store_uri(f"{S3_SCHEME}{bucket}/")  # refuses another bucket
-        local = Path(path)
-        prefix = key_prefix.strip("/")
-        if local.is_file():
-            files = [(local, PurePosixPath(prefix, local.name).as_posix())]
-            result = transfer.store_uri(files[0][1])
-        elif local.is_dir():
-            if not prefix:
-                raise ValueError("key_prefix must not be empty when uploading a folder")
-            files = [
-                (file, PurePosixPath(prefix, *file.relative_to(local).parts).as_posix())
-                for file in sorted(local.rglob("*"))
-                if file.is_file()
-            ]
-            result = transfer.store_uri(prefix)
-        else:
-            raise FileNotFoundError(f"no such file or folder: {str(local)!r}")
-        for _, key in files:
-            transfer.key_of(key)  # fail before sending anything
-        total = sum(file.stat().st_size for file, _ in files)
-        with self._progress(total, f"upload {result}") as bar:
-            for file, key in files:
-                self._call(
-                    lambda file=file, key=key: transfer.upload_file(  # type: ignore[misc]
-                        self._artifacts,
-                        file,
-                        transfer.store_uri(key),
-                        timeout_s=self.transfer_timeout_s,
-                        metadata=self._metadata,
-                        progress=bar.update,
-                    ),
-                    idempotent=False,
-                )
-        return result
-
-    def download_data(
-        self,
-        path: str | os.PathLike[str],
-        bucket: str,
-        key_prefix: str = "",
-        extra_args: Mapping[str, Any] | None = None,
-    ) -> list[str]:
-        """Downloads the objects at or below a key into the local folder `path`, as SageMaker's.
-
-        `download_data(path, session.default_bucket(), "data/train")` is SageMaker's form; a
-        URI in place of the bucket (`download_data(path, "store://data/train")`, or an
-        `s3://<default bucket>/...` one) names the key directly. An object named by the key
-        itself lands as `path/<its base name>`; objects below it keep their layout relative to
-        it (an empty key downloads the whole store, each object at its key). Returns the
-        local paths written, sorted.
-
-        Raises:
-            NotFound: when nothing is stored at or below the key.
-            ValueError: for another bucket than the default one, or a bad key.
-        """
-        del extra_args  # SageMaker's S3 download arguments have no meaning here.
-        if "://" in bucket:
-            if key_prefix:
-                raise ValueError("give either a URI or a bucket and key_prefix, not both")
-            uri = self.store_uri(bucket)
-        else:
-            uri = self.store_uri(f"{S3_SCHEME}{bucket}/{key_prefix.strip('/')}")
-        prefix_key = transfer.key_of(uri) if uri != transfer.SCHEME else ""
-        infos = self._call(
-            lambda: transfer.list_artifacts(
-                self._artifacts, uri, timeout_s=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=True,
-        )
-        if not infos:
-            raise NotFound(f"nothing stored at or below {uri}")
-        destination = Path(path)
-        written = []
-        with self._progress(sum(info.size for info in infos), f"download {uri}") as bar:
-            for info in infos:
-                key = transfer.key_of(info.uri)
-                if not prefix_key:
-                    relative = key
-                elif key == prefix_key:
-                    relative = PurePosixPath(key).name
-                else:
-                    relative = key[len(prefix_key) + 1 :]
-                target = destination.joinpath(*PurePosixPath(relative).parts)
-                self._call(
-                    lambda info=info, target=target: transfer.download_file(  # type: ignore[misc]
-                        self._artifacts,
-                        info.uri,
-                        target,
-                        timeout_s=self.transfer_timeout_s,
-                        metadata=self._metadata,
-                        progress=bar.update,
-                    ),
-                    idempotent=True,
-                )
-                written.append(str(target))
-        return sorted(written)
-
-    def list_s3_files(self, bucket: str, key_prefix: str) -> list[str]:
-        """The keys of the objects at or below `key_prefix` in the default bucket (the store),
-        sorted, as SageMaker's.
-
-        Raises:
-            ValueError: for another bucket or a bad key.
-        """
-        uri = self.store_uri(f"{S3_SCHEME}{bucket}/{key_prefix.strip('/')}")
-        infos = self._call(
-            lambda: transfer.list_artifacts(
-                self._artifacts, uri, timeout_s=self.timeout_s, metadata=self._metadata
-            ),
-            idempotent=True,
-        )
-        return sorted(transfer.key_of(info.uri) for info in infos)
-
-    def read_s3_file(self, bucket: str, key_prefix: str) -> str:
-        """The text (UTF-8) of the object at `key_prefix` in the default bucket, as SageMaker's.
-
-        Raises:
-            NotFound: when there is no such object.
-            ValueError: for another bucket or a bad key.
-        """
-        uri = self.store_uri(f"{S3_SCHEME}{bucket}/{key_prefix.strip('/')}")
-        with tempfile.TemporaryDirectory(prefix="skmaker-read-") as scratch:
-            target = Path(scratch) / "object"
-            self._call(
-                lambda: transfer.download_file(
-                    self._artifacts,
-                    uri,
-                    target,
-                    timeout_s=self.transfer_timeout_s,
-                    metadata=self._metadata,
-                ),
-                idempotent=True,
-            )
-            return target.read_text(encoding="utf-8")
-
-    def upload_string_as_file_body(
-        self, body: str | bytes, bucket: str, key: str, kms_key: str | None = None
-    ) -> str:
-        """Stores `body` (str as UTF-8) as the object `key` of the default bucket, as
-        SageMaker's; returns its `store://` URI.
-
-        Raises:
-            ValueError: for another bucket or a bad key.
-        """
-        del kms_key  # SageMaker's S3 encryption key has no meaning here.
-        uri = self.store_uri(f"{S3_SCHEME}{bucket}/{key.strip('/')}")
-        transfer.key_of(uri)  # fail before sending anything
-        data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
-        with tempfile.TemporaryDirectory(prefix="skmaker-upload-") as scratch:
-            source = Path(scratch) / "object"
-            source.write_bytes(data)
-            self._call(
-                lambda: transfer.upload_file(
-                    self._artifacts,
-                    source,
-                    uri,
-                    timeout_s=self.transfer_timeout_s,
-                    metadata=self._metadata,
-                ),
-                idempotent=False,
-            )
-        return uri
 
     # -- training jobs -----------------------------------------------------------------------
 
