@@ -217,3 +217,27 @@ def test_input_scikit_learn_would_refuse_gets_scikit_learns_error() -> None:
     rows[0, 0] = np.nan  # this model takes no NaN
     with pytest.raises(ValueError, match="NaN"):
         predict(rows)
+
+
+def test_calls_larger_than_the_measured_ones_go_to_scikit_learn() -> None:
+    # The fast path's speed is measured on the verification sample only; a batch worker's
+    # mini-batch of tens of thousands of rows was slower on it than in scikit-learn.
+    features, target = _data("classifier", 0)
+    model = ensemble.RandomForestClassifier(n_estimators=20, random_state=0).fit(features, target)
+    seen: list[int] = []
+    original = model.predict
+
+    def counting_predict(rows: Any) -> Any:
+        seen.append(len(rows))
+        return original(rows)
+
+    model.predict = counting_predict  # the fallback the fast predictor calls
+    predict, path = fast_path.choose(model, {})
+    assert predict is not None and path.is_fast, path.describe()
+    assert path.max_rows is not None
+    seen.clear()  # the timings at load called it
+    predict(features[:1])
+    assert seen == []  # served by the fast path
+    big = np.tile(features, (path.max_rows // len(features) + 2, 1))[: path.max_rows + 1]
+    np.testing.assert_array_equal(predict(big), original(big))
+    assert seen == [path.max_rows + 1]
