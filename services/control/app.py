@@ -25,6 +25,7 @@ from services.control.backends.containers import DockerBackendSettings, DockerRe
 from services.control.backends.local import LocalReplicaBackend
 from services.control.backends.local_process import LocalBackendSettings
 from services.control.backends.replica_runtime import SupervisionSettings
+from services.control.backends.swarm import SwarmBackendSettings, SwarmReplicaBackend
 from services.control.config import ControlSettings
 from services.control.dispatch.credentials import worker_scope
 from services.control.dispatch.scheduler import Scheduler
@@ -163,6 +164,12 @@ def replica_backend(
             issue_token=issue_token,
         )
         return DockerReplicaBackend(containers, EndpointStore(store), on_event)
+    if settings.effective_replica_backend == "swarm":
+        return SwarmReplicaBackend(
+            swarm_settings(settings, supervision, extra_args, script_python, issue_token),
+            EndpointStore(store),
+            on_event,
+        )
     if settings.effective_replica_backend != "local":
         return None
     local = LocalBackendSettings(
@@ -175,6 +182,32 @@ def replica_backend(
         issue_token=issue_token,
     )
     return LocalReplicaBackend(local, EndpointStore(store), on_event)
+
+
+def swarm_settings(
+    settings: ControlSettings,
+    supervision: SupervisionSettings,
+    extra_args: tuple[str, ...],
+    script_python: PythonChoice,
+    issue_token: Callable[[str, str, str], str] | None,
+) -> SwarmBackendSettings:
+    """The swarm backend's settings: the docker backend's flags plus the swarm_* ones."""
+    return SwarmBackendSettings(
+        docker_url=settings.docker_url,
+        image=settings.docker_image,
+        network=settings.docker_network,
+        control_address=settings.docker_control_address,
+        endpoint_address=settings.docker_endpoint_address,
+        auth_token=settings.auth_token,
+        extra_args=extra_args,
+        supervision=supervision,
+        python=script_python.python if script_python.runtime else "python",
+        cpu_reservation=settings.swarm_cpu_reservation,
+        memory_reservation_mb=settings.swarm_memory_reservation_mb,
+        constraints=tuple(c.strip() for c in settings.swarm_constraints.split(",") if c.strip()),
+        spread=settings.swarm_spread,
+        issue_token=issue_token,
+    )
 
 
 def restrict_state(data_dir: Path) -> None:

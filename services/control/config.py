@@ -11,7 +11,7 @@ from services.runtime.settings import ServiceSettings, setting
 
 GIB = 1024**3
 # Where endpoint replicas can run; "none" serves no endpoints (CreateEndpoint is refused).
-REPLICA_BACKENDS = ("local", "docker", "none")
+REPLICA_BACKENDS = ("local", "docker", "swarm", "none")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ class ControlSettings(ServiceSettings):
     )
     max_upload_bytes: int = setting(10 * GIB, "largest artifact UploadArtifact accepts")
     replica_backend: str = setting(
-        "", "where endpoint replicas run: local, docker or none; empty means local with --local"
+        "",
+        "where endpoint replicas run: local, docker, swarm or none; empty means local with --local",
     )
     replica_args: str = setting("", "extra flags (shell syntax) given to each replica")
     replica_start_timeout_s: float = setting(
@@ -79,6 +80,16 @@ class ControlSettings(ServiceSettings):
     docker_endpoint_address: str = setting(
         "", "the Address every endpoint reports with the docker backend (e.g. the gateway's)"
     )
+    swarm_cpu_reservation: float = setting(
+        0.0, "CPUs the swarm backend reserves for each replica on its node; 0: none"
+    )
+    swarm_memory_reservation_mb: int = setting(
+        0, "memory (MiB) the swarm backend reserves for each replica on its node; 0: none"
+    )
+    swarm_constraints: str = setting(
+        "", "placement constraints of swarm replicas, comma-separated (node.labels.x==y)"
+    )
+    swarm_spread: bool = setting(True, "spread each endpoint's swarm replicas across nodes")
     max_endpoint_replicas: int = setting(16, "the most replicas one endpoint may have")
     transform_shard_bytes: int = setting(
         16 * 1024 * 1024, "a Line-split transform input is cut into shards of about this size"

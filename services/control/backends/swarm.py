@@ -1,0 +1,496 @@
+"""The Swarm replica backend: each inference replica a Docker Swarm service with one task.
+
+The control talks to a swarm manager's Engine API (its own node's socket) and creates, per
+replica, a service `<network>-<endpoint>-<replica>` (the same name and labels as the docker
+backend's containers, `containers.replica_labels`) with one task, running `python -m
+services.inference` against the control on the deployment's overlay network. The swarm places
+the task on a node, honouring the settings' constraints and resource reservations. Swarm
+spreads a service's tasks, not tasks of different services, so the spread across an endpoint's
+replicas is done here: a new replica is kept off the nodes that already run more of the
+endpoint's replicas than the least loaded ready node (`placement_constraints`), and the swarm
+chooses among the rest.
+
+The service uses DNS round-robin (`endpoint_mode: dnsrr`): its name resolves to its task's
+address on the overlay, so its gRPC address is `<name>:50051` (health checks, the gateway) and
+its /metrics `<name>:8000` (Prometheus' file-SD list, autoscaling), from any node. No virtual IP
+and no routing mesh: both need the kernel's IPVS, which not every host has.
+
+The swarm restarts nothing (`restart_policy: none`): `supervisor.ReplicaSupervisor` decides when
+replicas start, get replaced and drain, as for the other backends. A replica counts as exited
+once its task ended, or once the node it was placed on is down (its engine stopped or lost), so
+a replica of a lost node is replaced on another. Draining removes the service: the swarm sends
+SIGTERM to its task, and SIGKILL after the stop grace period (the drain timeout). A restarted
+control removes the services a previous control left (found by label).
+
+A replica's failure file lives on whichever node ran it, out of the manager's reach, so a
+replica that cannot load its model is explained by its last log lines (the service's logs)
+and retried once like any other early exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+
+from services.control.backends import EventSink, RecordedReplica, ReplicaLedger
+from services.control.backends.containers import (
+    GRPC_PORT,
+    LABEL_ENDPOINT,
+    LABEL_REPLICA,
+    LABEL_RUN,
+    METRICS_PORT,
+    container_name,
+    leftover_filters,
+    replica_command,
+    replica_labels,
+)
+from services.control.backends.replica_runtime import (
+    EndpointAddress,
+    LaunchError,
+    Leftover,
+    ReplicaSpec,
+    SupervisionSettings,
+)
+from services.control.backends.supervisor import ReplicaSupervisor
+from services.runtime.auth import token_digest
+
+log = logging.getLogger(__name__)
+
+BACKEND_NAME = "swarm"
+NANO = 1_000_000_000
+MIB = 1024 * 1024
+_LOG_TAIL_LINES = 12
+# Task states after which the task's container no longer runs (swarmkit's TaskState).
+ENDED_TASK_STATES = frozenset({"complete", "shutdown", "failed", "rejected", "orphaned", "remove"})
+# Engine API calls go to the manager; one that hangs must not stall the supervisor for long.
+_API_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class SwarmBackendSettings:
+    """How the Swarm backend runs replicas (plain values taken from ControlSettings).
+
+    Attributes:
+        docker_url: a swarm manager's Engine API, e.g. unix:///var/run/docker.sock.
+        image: the replicas' image; empty: the image the control's own container was made
+            from (as the swarm gave it, e.g. `name:tag@sha256:...`).
+        network: the overlay network replicas join (the stack's); required.
+        control_address: where replicas reach the control, e.g. `control:50051`; required.
+        endpoint_address: the Address every endpoint reports (e.g. the gateway's).
+        auth_token: callers' token; replicas get their own through the service's environment.
+        extra_args: extra flags for every replica.
+        supervision: start, health and drain timings.
+        python: the interpreter inside the image that runs replicas.
+        cpu_reservation: CPUs the swarm reserves for each replica on its node (0: none).
+        memory_reservation_mb: memory reserved for each replica (0: none).
+        constraints: placement constraints of every replica (`node.labels.gpu==false`).
+        spread: spread the endpoint's replicas across nodes (the default).
+    """
+
+    docker_url: str = "unix:///var/run/docker.sock"
+    image: str = ""
+    network: str = ""
+    control_address: str = ""
+    endpoint_address: str = ""
+    auth_token: str = ""
+    extra_args: tuple[str, ...] = ()
+    supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
+    python: str = "python"
+    cpu_reservation: float = 0.0
+    memory_reservation_mb: int = 0
+    constraints: tuple[str, ...] = ()
+    spread: bool = True
+    # (endpoint, replica id, model) -> the replica's own token; None gives it `auth_token`.
+    issue_token: Callable[[str, str, str], str] | None = None
+
+
+# ----------------------------------------------------------------- the service, as values
+
+
+def placement_constraints(
+    replicas_per_node: Mapping[str, int], ready_nodes: Sequence[str], configured: Sequence[str]
+) -> list[str]:
+    """The configured constraints, plus `node.id!=N` for every ready node N running more of
+    the endpoint's replicas than the least loaded ready node.
+
+    Args:
+        replicas_per_node: node id -> how many of the endpoint's live replicas run there.
+        ready_nodes: ids of the nodes the swarm may place tasks on now (ready, active).
+        configured: the operator's constraints, kept first and unchanged.
+    """
+    if not ready_nodes:
+        return list(configured)
+    fewest = min(replicas_per_node.get(node, 0) for node in ready_nodes)
+    crowded = sorted(node for node in ready_nodes if replicas_per_node.get(node, 0) > fewest)
+    return [*configured, *(f"node.id!={node}" for node in crowded)]
+
+
+def task_template(
+    settings: SwarmBackendSettings,
+    image: str,
+    command: list[str],
+    environment: Mapping[str, str],
+    constraints: Sequence[str],
+    name: str,
+) -> docker.types.TaskTemplate:
+    """The replica service's task: its container, reservations, placement and network."""
+    drain_ns = int(settings.supervision.drain_timeout_s * NANO)
+    container = docker.types.ContainerSpec(
+        image,
+        command=command,
+        hostname=name,
+        # Through the environment, not argv, so the token never shows in `ps`.
+        env=dict(environment),
+        init=True,  # reaps the orphans of the user's scripts
+        stop_grace_period=drain_ns,
+    )
+    resources = docker.types.Resources(
+        cpu_reservation=int(settings.cpu_reservation * NANO) or None,
+        mem_reservation=settings.memory_reservation_mb * MIB or None,
+    )
+    placement = docker.types.Placement(
+        constraints=list(constraints) or None,
+        preferences=[docker.types.PlacementPreference("spread", "node.id")]
+        if settings.spread
+        else None,
+    )
+    return docker.types.TaskTemplate(
+        container,
+        resources=resources,
+        # The supervisor replaces replicas itself; the swarm must not restart one behind it.
+        restart_policy=docker.types.RestartPolicy(condition="none"),
+        placement=placement,
+        networks=[settings.network],
+    )
+
+
+def latest_task(tasks: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The service's newest task (the swarm may keep older ones of the same slot)."""
+    if not tasks:
+        return None
+    return max(tasks, key=lambda task: (str(task.get("CreatedAt", "")), str(task.get("ID"))))
+
+
+def task_exit_code(task: Mapping[str, Any], node_down: bool) -> int | None:
+    """The exit code of a task that ended, -1 when it ended without one or its node is down;
+    None while it is pending, starting or running on a live node."""
+    status = task.get("Status", {})
+    if status.get("State") in ENDED_TASK_STATES:
+        code = status.get("ContainerStatus", {}).get("ExitCode")
+        return int(code) if isinstance(code, int) else -1
+    return -1 if node_down else None
+
+
+# ----------------------------------------------------------------- running services
+
+
+@dataclass(frozen=True)
+class _FixedAddress:
+    """The Address every endpoint reports; nothing to hold."""
+
+    address: str
+
+    def release(self) -> None:
+        """Nothing to free."""
+
+
+class _SwarmClient:
+    """The manager's Engine API, with what the replica services need from it."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+
+    def tasks(self, service_id: str) -> list[Mapping[str, Any]]:
+        """The service's tasks; empty once the service and its tasks are gone."""
+        try:
+            return list(self.client.api.tasks(filters={"service": service_id}))  # type: ignore[no-untyped-call]
+        except docker.errors.NotFound:
+            return []
+
+    def node_down(self, node_id: str) -> bool:
+        """True when the node left or its engine is lost (the swarm says down or unknown)."""
+        if not node_id:
+            return False
+        try:
+            node = self.client.nodes.get(node_id)
+        except docker.errors.NotFound:
+            return True
+        return str(node.attrs.get("Status", {}).get("State", "")) in ("down", "unknown")
+
+    def ready_nodes(self) -> list[str]:
+        """Ids of the nodes the swarm may place new tasks on."""
+        return [
+            str(node.id)
+            for node in self.client.nodes.list()
+            if node.attrs.get("Status", {}).get("State") == "ready"
+            and node.attrs.get("Spec", {}).get("Availability") == "active"
+        ]
+
+    def remove(self, service_id: str) -> None:
+        """Removes the service (its task is stopped: SIGTERM, SIGKILL after the grace)."""
+        try:
+            self.client.api.remove_service(service_id)  # type: ignore[no-untyped-call]
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as err:
+            log.warning("cannot remove service %s: %s", service_id, err)
+
+
+class _ReplicaService:
+    """A replica's one-task service, as `RunningReplica`."""
+
+    def __init__(self, swarm: _SwarmClient, service_id: str, name: str) -> None:
+        self._swarm = swarm
+        self._service_id = service_id
+        self._name = name
+        self._exit_code: int | None = None
+        self._removed = False
+        self.node_id = ""  # where the swarm placed its task, once it did
+
+    @property
+    def handle(self) -> str:
+        return self._service_id
+
+    @property
+    def label(self) -> str:
+        return f"service {self._name}"
+
+    @property
+    def live(self) -> bool:
+        """Neither removed nor exited: it holds its node's share of the endpoint."""
+        return not self._removed and self._exit_code is None
+
+    def addresses(self) -> tuple[str, str]:
+        return f"{self._name}:{GRPC_PORT}", f"{self._name}:{METRICS_PORT}"
+
+    def poll(self) -> int | None:
+        if self._exit_code is not None:
+            return self._exit_code
+        try:
+            task = latest_task(self._swarm.tasks(self._service_id))
+            if task is None:
+                # Removed, and the swarm already forgot its task; before removal: not yet
+                # scheduled.
+                self._exit_code = -1 if self._removed else None
+                return self._exit_code
+            self.node_id = str(task.get("NodeID", ""))
+            self._exit_code = task_exit_code(task, self._swarm.node_down(self.node_id))
+        except docker.errors.DockerException as err:
+            log.warning("cannot inspect %s: %s", self._name, err)
+        return self._exit_code
+
+    def terminate(self) -> None:
+        self._remove()
+
+    def kill(self) -> None:
+        # The swarm has no signal call for a task on another node: removing the service
+        # stops the task, with SIGKILL after the stop grace period.
+        self._remove()
+
+    def failure_text(self) -> str:
+        return ""  # the failure file is on the task's node; see the module docstring
+
+    def log_tail(self) -> str:
+        try:
+            chunks = self._swarm.client.api.service_logs(
+                self._service_id, stdout=True, stderr=True, tail=str(_LOG_TAIL_LINES)
+            )
+            output = b"".join(chunks).decode(errors="replace")
+        except docker.errors.DockerException as err:
+            return f"(cannot read the logs of {self._name}: {err})"
+        lines = [line for line in output.splitlines() if line.strip()]
+        return " | ".join(lines) or "(nothing)"
+
+    def release(self) -> None:
+        self._remove()
+
+    def _remove(self) -> None:
+        if not self._removed:
+            self._removed = True
+            self._swarm.remove(self._service_id)
+
+
+@dataclass
+class _LeftoverService:
+    """A replica service a previous control run left, being removed."""
+
+    swarm: _SwarmClient
+    service_id: str
+    replica_id: str
+    label: str
+
+    def is_gone(self) -> bool:
+        try:
+            tasks = self.swarm.tasks(self.service_id)
+            return all(
+                task_exit_code(task, self.swarm.node_down(str(task.get("NodeID", "")))) is not None
+                for task in tasks
+            )
+        except docker.errors.DockerException as err:
+            log.warning("cannot inspect leftover %s: %s", self.label, err)
+            return False
+
+
+class SwarmServices:
+    """`ReplicaRuntime` of one-task swarm services created through a manager's Engine API.
+
+    The client connects on first use, so a control whose manager is unreachable still serves
+    everything but endpoints (whose replicas fail with the reason).
+    """
+
+    def __init__(self, settings: SwarmBackendSettings) -> None:
+        """Runs replicas as `settings` say; nothing is contacted yet."""
+        self._settings = settings
+        self._swarm: _SwarmClient | None = None
+        self._image = settings.image
+        # Tells this run's services from those a previous control left.
+        self._run_id = uuid.uuid4().hex
+        self._services: dict[str, list[_ReplicaService]] = {}
+
+    def claim_address(self, endpoint: str, wanted: str) -> tuple[EndpointAddress, str]:
+        """Every endpoint reports the configured address (callers go through the gateway)."""
+        return _FixedAddress(self._settings.endpoint_address), ""
+
+    def launch(self, spec: ReplicaSpec) -> _ReplicaService:
+        """Creates the replica's service; the swarm places and starts its task."""
+        swarm = self._connect()
+        name = container_name(self._settings.network, spec.endpoint_name, spec.replica_id)
+        environment = {}
+        if self._settings.auth_token:
+            # The service's environment is the model code's to read: it gets a token that
+            # can read its own model only, and a digest of the callers' token.
+            own = (
+                self._settings.issue_token(spec.endpoint_name, spec.replica_id, spec.model_name)
+                if self._settings.issue_token
+                else self._settings.auth_token
+            )
+            environment = {
+                "SKMAKER_INFERENCE_AUTH_TOKEN": own,
+                "SKMAKER_INFERENCE_AUTH_TOKEN_SHA256": token_digest(self._settings.auth_token),
+            }
+        command = replica_command(
+            spec,
+            self._settings.control_address,
+            self._settings.supervision.shutdown_grace_s,
+            self._settings.extra_args,
+            self._settings.python,
+        )
+        try:
+            constraints = self._constraints(swarm, spec.endpoint_name)
+            template = task_template(
+                self._settings, self._image, command, environment, constraints, name
+            )
+            created = swarm.client.api.create_service(  # type: ignore[no-untyped-call]
+                template,
+                name=name,
+                labels=replica_labels(self._settings.network, spec, self._run_id),
+                mode=docker.types.ServiceMode("replicated", replicas=1),
+                endpoint_spec=docker.types.EndpointSpec(mode="dnsrr"),
+            )
+        except docker.errors.DockerException as err:
+            raise LaunchError(f"creating service {name}: {err}") from err
+        replica = _ReplicaService(swarm, str(created["ID"]), name)
+        live = [r for r in self._services.get(spec.endpoint_name, []) if r.live]
+        self._services[spec.endpoint_name] = [*live, replica]
+        return replica
+
+    def _constraints(self, swarm: _SwarmClient, endpoint: str) -> list[str]:
+        """The configured constraints, plus the spread across nodes (see the module)."""
+        if not self._settings.spread:
+            return list(self._settings.constraints)
+        per_node = Counter(
+            replica.node_id
+            for replica in self._services.get(endpoint, [])
+            if replica.live and replica.node_id
+        )
+        return placement_constraints(per_node, swarm.ready_nodes(), self._settings.constraints)
+
+    def stop_leftovers(
+        self, endpoint: str, recorded: Sequence[RecordedReplica], kill_after_s: float
+    ) -> list[Leftover]:
+        """Removes the endpoint's services on this network that an earlier run created
+        (found by label, recorded or not); their tasks get the stop grace period."""
+        try:
+            swarm = self._connect()
+            found = swarm.client.services.list(
+                filters=leftover_filters(self._settings.network, endpoint)
+            )
+        except (docker.errors.DockerException, LaunchError) as err:
+            log.warning("cannot look for services an earlier control left: %s", err)
+            return []
+        stopping: list[Leftover] = []
+        for service in found:
+            labels = service.attrs.get("Spec", {}).get("Labels", {})
+            if labels.get(LABEL_RUN) == self._run_id or labels.get(LABEL_ENDPOINT) != endpoint:
+                continue
+            swarm.remove(str(service.id))
+            stopping.append(
+                _LeftoverService(
+                    swarm,
+                    str(service.id),
+                    labels.get(LABEL_REPLICA, "?"),
+                    f"service {service.name}",
+                )
+            )
+        return stopping
+
+    def _connect(self) -> _SwarmClient:
+        """The manager's Engine API client, with the image settled.
+
+        Raises:
+            LaunchError: the manager cannot be reached, or a setting is missing.
+        """
+        if self._swarm is not None:
+            return self._swarm
+        if not (self._settings.network and self._settings.control_address):
+            raise LaunchError(
+                "the swarm backend needs --docker-network (the stack's overlay network) and "
+                "--docker-control-address (e.g. control:50051)"
+            )
+        try:
+            client = docker.DockerClient(base_url=self._settings.docker_url, timeout=_API_TIMEOUT_S)
+            client.swarm.reload()
+            if not client.swarm.attrs.get("ID"):
+                raise LaunchError(f"the engine at {self._settings.docker_url} is no swarm manager")
+        except docker.errors.DockerException as err:
+            raise LaunchError(
+                f"cannot reach a swarm manager at {self._settings.docker_url} ({err}); is the "
+                "socket mounted, does the control run on a manager node, and is it in the "
+                "socket's group?"
+            ) from err
+        if not self._image:
+            self._image = _own_image(client)
+        self._swarm = _SwarmClient(client)
+        return self._swarm
+
+
+def _own_image(client: docker.DockerClient) -> str:
+    """The image reference the control's own container was created from."""
+    try:
+        own = client.containers.get(socket.gethostname())
+    except docker.errors.DockerException as err:
+        raise LaunchError(
+            f"the control does not run in a container this engine knows ({err}): set --docker-image"
+        ) from err
+    return str(own.attrs.get("Config", {}).get("Image") or own.attrs["Image"])
+
+
+class SwarmReplicaBackend(ReplicaSupervisor):
+    """`ReplicaBackend` running replicas as swarm services; see the module docstring."""
+
+    def __init__(
+        self, settings: SwarmBackendSettings, ledger: ReplicaLedger, on_event: EventSink
+    ) -> None:
+        """Prepares the backend; the manager is contacted when the first replica starts."""
+        super().__init__(
+            BACKEND_NAME, SwarmServices(settings), settings.supervision, ledger, on_event
+        )
