@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install protos check-protos lint test test-compose up demo bench bench-predict clean v2client mlserver test-packages prometheus haproxy
+.PHONY: install protos check-protos lint test test-compose test-swarm up demo bench bench-predict clean v2client mlserver test-packages prometheus haproxy
 
 # The script runtime user code runs in (runtimes/*.lock, built into .venv-runtimes/); a no-op
 # when it is already built from the current lock.
@@ -82,6 +82,11 @@ test: install check-protos v2client test-packages
 # Root and Debian only; installs docker.io, debootstrap and prometheus from Debian when missing.
 test-compose: install
 	bash tests/compose/run.sh
+
+# docker-compose.yml as a stack on a two-node Docker Swarm (two dockerds in network namespaces):
+# placement, predict through the gateway, one node's engine stopped under load. Root and Debian.
+test-swarm: install
+	bash tests/swarm/run.sh
 
 up: install
 	$(PY) -m services.control --local

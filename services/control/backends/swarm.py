@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -73,6 +74,8 @@ _LOG_TAIL_LINES = 12
 ENDED_TASK_STATES = frozenset({"complete", "shutdown", "failed", "rejected", "orphaned", "remove"})
 # Engine API calls go to the manager; one that hangs must not stall the supervisor for long.
 _API_TIMEOUT_S = 10
+# How long a launch waits for the endpoint's newest replicas to be placed before spreading.
+_ASSIGN_WAIT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -407,11 +410,16 @@ class SwarmServices:
         """The configured constraints, plus the spread across nodes (see the module)."""
         if not self._settings.spread:
             return list(self._settings.constraints)
-        per_node = Counter(
-            replica.node_id
-            for replica in self._services.get(endpoint, [])
-            if replica.live and replica.node_id
-        )
+        live = [replica for replica in self._services.get(endpoint, []) if replica.live]
+        # Replicas launched a moment ago (the same pass) are spread too: the scheduler assigns
+        # a task within milliseconds, so wait for that briefly rather than place blind.
+        end = time.monotonic() + _ASSIGN_WAIT_S
+        while any(not r.node_id for r in live) and time.monotonic() < end:
+            time.sleep(0.05)
+            for replica in live:
+                if not replica.node_id:
+                    replica.poll()
+        per_node = Counter(replica.node_id for replica in live if replica.node_id)
         return placement_constraints(per_node, swarm.ready_nodes(), self._settings.constraints)
 
     def stop_leftovers(
