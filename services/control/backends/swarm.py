@@ -7,8 +7,9 @@ services.inference` against the control on the deployment's overlay network. The
 the task on a node, honouring the settings' constraints and resource reservations. Swarm
 spreads a service's tasks, not tasks of different services, so the spread across an endpoint's
 replicas is done here: a new replica is kept off the nodes that already run more of the
-endpoint's replicas than the least loaded ready node (`placement_constraints`), and the swarm
-chooses among the rest.
+endpoint's replicas than the least loaded ready node (`placement_constraints`; a replica still
+stopping counts double, so the replacement of one that failed avoids its node, which may be on
+its way down before the swarm noticed), and the swarm chooses among the rest.
 
 The service uses DNS round-robin (`endpoint_mode: dnsrr`): its name resolves to its task's
 address on the overlay, so its gRPC address is `<name>:50051` (health checks, the gateway) and
@@ -76,6 +77,8 @@ ENDED_TASK_STATES = frozenset({"complete", "shutdown", "failed", "rejected", "or
 _API_TIMEOUT_S = 10
 # How long a launch waits for the endpoint's newest replicas to be placed before spreading.
 _ASSIGN_WAIT_S = 3.0
+# How much a replica still stopping counts against its node when spreading (a live one: 1).
+_STOPPING_WEIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -212,10 +215,12 @@ class _SwarmClient:
     def __init__(self, client: docker.DockerClient) -> None:
         self.client = client
 
-    def tasks(self, service_id: str) -> list[Mapping[str, Any]]:
-        """The service's tasks; empty once the service and its tasks are gone."""
+    def tasks(self, service_id: str = "", task_id: str = "") -> list[Mapping[str, Any]]:
+        """The service's tasks, or the one task `task_id` (still listed after its service was
+        removed, until the swarm forgot it); empty once gone."""
+        filters = {"id": task_id} if task_id else {"service": service_id}
         try:
-            return list(self.client.api.tasks(filters={"service": service_id}))  # type: ignore[no-untyped-call]
+            return list(self.client.api.tasks(filters=filters))  # type: ignore[no-untyped-call]
         except docker.errors.NotFound:
             return []
 
@@ -257,6 +262,7 @@ class _ReplicaService:
         self._name = name
         self._exit_code: int | None = None
         self._removed = False
+        self._task_id = ""
         self.node_id = ""  # where the swarm placed its task, once it did
 
     @property
@@ -272,6 +278,11 @@ class _ReplicaService:
         """Neither removed nor exited: it holds its node's share of the endpoint."""
         return not self._removed and self._exit_code is None
 
+    @property
+    def stopping(self) -> bool:
+        """Removed, and its task not known to have ended yet."""
+        return self._removed and self._exit_code is None
+
     def addresses(self) -> tuple[str, str]:
         return f"{self._name}:{GRPC_PORT}", f"{self._name}:{METRICS_PORT}"
 
@@ -279,12 +290,17 @@ class _ReplicaService:
         if self._exit_code is not None:
             return self._exit_code
         try:
-            task = latest_task(self._swarm.tasks(self._service_id))
+            if self._removed:
+                # The service is gone; its task is listed until it stopped and was reaped.
+                found = self._swarm.tasks(task_id=self._task_id) if self._task_id else []
+            else:
+                found = self._swarm.tasks(service_id=self._service_id)
+            task = latest_task(found)
             if task is None:
-                # Removed, and the swarm already forgot its task; before removal: not yet
-                # scheduled.
+                # Before removal: not scheduled yet. After: the swarm forgot it (it ended).
                 self._exit_code = -1 if self._removed else None
                 return self._exit_code
+            self._task_id = str(task.get("ID", ""))
             self.node_id = str(task.get("NodeID", ""))
             self._exit_code = task_exit_code(task, self._swarm.node_down(self.node_id))
         except docker.errors.DockerException as err:
@@ -402,15 +418,17 @@ class SwarmServices:
         except docker.errors.DockerException as err:
             raise LaunchError(f"creating service {name}: {err}") from err
         replica = _ReplicaService(swarm, str(created["ID"]), name)
-        live = [r for r in self._services.get(spec.endpoint_name, []) if r.live]
-        self._services[spec.endpoint_name] = [*live, replica]
+        # Kept until their tasks ended: a stopping replica still weighs on its node.
+        kept = [r for r in self._services.get(spec.endpoint_name, []) if r.live or r.stopping]
+        self._services[spec.endpoint_name] = [*kept, replica]
         return replica
 
     def _constraints(self, swarm: _SwarmClient, endpoint: str) -> list[str]:
         """The configured constraints, plus the spread across nodes (see the module)."""
         if not self._settings.spread:
             return list(self._settings.constraints)
-        live = [replica for replica in self._services.get(endpoint, []) if replica.live]
+        known = self._services.get(endpoint, [])
+        live = [replica for replica in known if replica.live]
         # Replicas launched a moment ago (the same pass) are spread too: the scheduler assigns
         # a task within milliseconds, so wait for that briefly rather than place blind.
         end = time.monotonic() + _ASSIGN_WAIT_S
@@ -419,7 +437,14 @@ class SwarmServices:
             for replica in live:
                 if not replica.node_id:
                     replica.poll()
-        per_node = Counter(replica.node_id for replica in live if replica.node_id)
+        per_node: Counter[str] = Counter()
+        for replica in known:
+            if replica.stopping:
+                replica.poll()  # the supervisor may have let go of it already
+            if replica.node_id and (replica.live or replica.stopping):
+                # A replica still stopping weighs double: it was removed because it failed (or
+                # drains), and its node may be the one going away before the swarm noticed.
+                per_node[replica.node_id] += 1 if replica.live else _STOPPING_WEIGHT
         return placement_constraints(per_node, swarm.ready_nodes(), self._settings.constraints)
 
     def stop_leftovers(
