@@ -332,7 +332,7 @@ def stop_a_node_under_load(ctx: Context) -> None:
         failover_s=round(failover_s, 2),
         requests={"ok": load.ok, "failed": load.failed, "errors": load.errors},
         training_job_during_failover=job_result.get("name", repr(job_result.get("error"))),
-        events=[str(e) for e in _describe(ctx)["Events"][-8:]],
+        events=[str(event["Message"]) for event in _describe(ctx)["Events"][-8:]],
     )
     if "error" in job_result:
         raise AssertionError(f"the training job during the failover failed: {job_result}")
