@@ -63,6 +63,7 @@ build_base_image() {
   key=$( (echo "$SUITE $mirror $BASE_PACKAGES"; "$PY" -c 'import sys; print(sys.base_prefix, sys.version)') \
     | sha256sum | cut -c1-12)
   tarball=$CACHE_DIR/base-$SUITE-$key.tar
+  BASE_TARBALL=$tarball   # part of the images' cache key
   if [ ! -s "$tarball" ]; then
     log "debootstrap $SUITE from $mirror (cached afterwards in $tarball)"
     rootfs=$RUN_DIR/rootfs
@@ -85,6 +86,7 @@ build_wheelhouse() {
   key=$(cat "$REPO/requirements.lock" "$REPO/pyproject.toml" "$REPO/clients/python/pyproject.toml" \
     "$REPO"/runtimes/*.lock | sha256sum | cut -c1-12)
   wheelhouse=$CACHE_DIR/wheelhouse-$("$PY" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')-$key
+  WHEELHOUSE_DIR=$wheelhouse   # part of the images' cache key
   if [ ! -d "$wheelhouse" ]; then
     log "pip wheel: the image's dependencies (cached afterwards in $wheelhouse)"
     rm -rf "$wheelhouse.tmp"
@@ -107,7 +109,41 @@ build_wheelhouse() {
   cp -al "$wheelhouse" "$REPO/$WHEELHOUSE_IN_CONTEXT" 2>/dev/null || cp -a "$wheelhouse" "$REPO/$WHEELHOUSE_IN_CONTEXT"
 }
 
+# The built images are kept in $CACHE_DIR/images-<key>.tar when the caller sets
+# SAVE_IMAGES=1 (make test-compose does), keyed by everything the build reads: the Dockerfiles,
+# the base tarball, the wheelhouse and the source files in the build context (tracked, changed
+# or new). A later run with the same key loads them instead of building (make test-swarm, right
+# after make test-compose in CI). Only the newest such tarball is kept.
+IMAGE_CONTEXT_PATHS=(services clients/python runtimes requirements.lock pyproject.toml deploy/docker)
+CACHED_SKMAKER_TAG=skmaker-test/skmaker:cached
+CACHED_PROMETHEUS_TAG=skmaker-test/prometheus:cached
+IMAGES_TARBALL=""
+
+images_key() {  # prints the key, or fails outside a git checkout
+  git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1 || return 1
+  {
+    echo "$BASE_TARBALL $WHEELHOUSE_DIR $(cat /usr/bin/prometheus | sha256sum)"
+    cat "$REPO/tests/compose/prometheus.Dockerfile"
+    git -C "$REPO" ls-files -s -- "${IMAGE_CONTEXT_PATHS[@]}"
+    git -C "$REPO" diff HEAD -- "${IMAGE_CONTEXT_PATHS[@]}"
+    git -C "$REPO" ls-files -o --exclude-standard -z -- "${IMAGE_CONTEXT_PATHS[@]}" \
+      | (cd "$REPO" && xargs -0 -r sha256sum)
+  } | sha256sum | cut -c1-16
+}
+
 build_images() {
+  local key="" tarball=""
+  if key=$(images_key); then
+    tarball=$CACHE_DIR/images-$key.tar
+    if [ -s "$tarball" ]; then
+      log "loading the images built by an earlier run from $tarball"
+      docker load -q -i "$tarball" >/dev/null
+      docker tag "$CACHED_SKMAKER_TAG" "$SKMAKER_TEST_IMAGE"
+      docker tag "$CACHED_PROMETHEUS_TAG" "$PROMETHEUS_TEST_IMAGE"
+      IMAGES_TARBALL=$tarball
+      return 0
+    fi
+  fi
   in_background "$DOCKER_BIN" build -q --network none -f "$REPO/deploy/docker/Dockerfile" \
     --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg WHEELHOUSE="$WHEELHOUSE_IN_CONTEXT" \
     -t "$SKMAKER_TEST_IMAGE" "$REPO" >/dev/null
@@ -116,5 +152,12 @@ build_images() {
   cp /usr/bin/prometheus /usr/bin/promtool "$context/"
   in_background "$DOCKER_BIN" build -q --network none -f "$REPO/tests/compose/prometheus.Dockerfile" \
     --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$PROMETHEUS_TEST_IMAGE" "$context" >/dev/null
+  if [ -n "$tarball" ] && [ -n "${SAVE_IMAGES:-}" ]; then
+    docker tag "$SKMAKER_TEST_IMAGE" "$CACHED_SKMAKER_TAG"
+    docker tag "$PROMETHEUS_TEST_IMAGE" "$CACHED_PROMETHEUS_TAG"
+    rm -f "$CACHE_DIR"/images-*.tar "$CACHE_DIR"/images-*.tar.tmp
+    in_background "$DOCKER_BIN" save -o "$tarball.tmp" "$CACHED_SKMAKER_TAG" "$CACHED_PROMETHEUS_TAG" \
+      && mv "$tarball.tmp" "$tarball"
+    log "saved the images in $tarball for the next run with the same sources"
+  fi
 }
-

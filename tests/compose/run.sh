@@ -292,7 +292,7 @@ build_base_image
 phase "wheelhouse"
 build_wheelhouse
 phase "building $SKMAKER_TEST_IMAGE and $PROMETHEUS_TEST_IMAGE"
-build_images
+SAVE_IMAGES=1 build_images   # kept for make test-swarm, which CI runs next
 phase "docker compose up --wait"
 export SKMAKER_IMAGE=$SKMAKER_TEST_IMAGE PROMETHEUS_IMAGE=$PROMETHEUS_TEST_IMAGE
 export SKMAKER_CONTROL_PORT="" SKMAKER_GATEWAY_PORT="" PROMETHEUS_PORT=""   # empty: Docker picks

@@ -300,8 +300,14 @@ make_swarm() {
 copy_images() {  # the manager's images to every other node
   local node
   for node in "${NODES[@]:1}"; do
-    in_background bash -c "'$DOCKER_BIN' -H '$(node_socket n1)' save '$SKMAKER_TEST_IMAGE' \
-      '$PROMETHEUS_TEST_IMAGE' | '$DOCKER_BIN' -H '$(node_socket "$node")' load -q" >/dev/null
+    if [ -n "$IMAGES_TARBALL" ]; then   # loaded from the cache: the same file again
+      in_background "$DOCKER_BIN" -H "$(node_socket "$node")" load -q -i "$IMAGES_TARBALL" >/dev/null
+      on_node "$node" tag "$CACHED_SKMAKER_TAG" "$SKMAKER_TEST_IMAGE"
+      on_node "$node" tag "$CACHED_PROMETHEUS_TAG" "$PROMETHEUS_TEST_IMAGE"
+    else
+      in_background bash -c "'$DOCKER_BIN' -H '$(node_socket n1)' save '$SKMAKER_TEST_IMAGE' \
+        '$PROMETHEUS_TEST_IMAGE' | '$DOCKER_BIN' -H '$(node_socket "$node")' load -q" >/dev/null
+    fi
   done
 }
 
@@ -349,8 +355,8 @@ phase "base image $BASE_IMAGE"
 build_base_image
 phase "wheelhouse"
 build_wheelhouse
-phase "building $SKMAKER_TEST_IMAGE and $PROMETHEUS_TEST_IMAGE on n1"
-build_images
+phase "building $SKMAKER_TEST_IMAGE and $PROMETHEUS_TEST_IMAGE on n1 (or loading make test-compose's)"
+SAVE_IMAGES=1 build_images
 phase "copying the images to the other nodes"
 copy_images
 phase "docker stack deploy -c docker-compose.yml $STACK ($STACK_DOCKER)"
