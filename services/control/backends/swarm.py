@@ -35,7 +35,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,6 +138,20 @@ def placement_constraints(
     fewest = min(replicas_per_node.get(node, 0) for node in ready_nodes)
     crowded = sorted(node for node in ready_nodes if replicas_per_node.get(node, 0) > fewest)
     return [*configured, *(f"node.id!={node}" for node in crowded)]
+
+
+def node_loads(replicas: Iterable[tuple[str, bool]]) -> Counter[str]:
+    """How much of an endpoint each node carries, from its replicas' (node id, live) pairs
+    (a replica still stopping is not live; one not placed yet has no node id).
+
+    A stopping replica weighs double: it was removed because it failed or drains, and its node
+    may be the one going away before the swarm noticed.
+    """
+    loads: Counter[str] = Counter()
+    for node_id, live in replicas:
+        if node_id:
+            loads[node_id] += 1 if live else _STOPPING_WEIGHT
+    return loads
 
 
 def task_template(
@@ -437,14 +451,12 @@ class SwarmServices:
             for replica in live:
                 if not replica.node_id:
                     replica.poll()
-        per_node: Counter[str] = Counter()
         for replica in known:
             if replica.stopping:
                 replica.poll()  # the supervisor may have let go of it already
-            if replica.node_id and (replica.live or replica.stopping):
-                # A replica still stopping weighs double: it was removed because it failed (or
-                # drains), and its node may be the one going away before the swarm noticed.
-                per_node[replica.node_id] += 1 if replica.live else _STOPPING_WEIGHT
+        per_node = node_loads(
+            (replica.node_id, replica.live) for replica in known if replica.live or replica.stopping
+        )
         return placement_constraints(per_node, swarm.ready_nodes(), self._settings.constraints)
 
     def stop_leftovers(

@@ -10,6 +10,7 @@ from services.control.backends.swarm import (
     NANO,
     SwarmBackendSettings,
     latest_task,
+    node_loads,
     placement_constraints,
     task_exit_code,
     task_template,
@@ -39,6 +40,18 @@ def test_the_operators_constraints_come_first_and_unchanged() -> None:
     )
 
     assert constraints == ["node.labels.serving==yes", "node.id!=node-a", "node.id!=node-b"]
+
+
+def test_the_replacement_of_a_failed_replica_avoids_the_node_it_is_still_stopping_on() -> None:
+    # r-1 serves on node-a; r-2 failed its health checks on node-b, whose engine is going away
+    # but the swarm still calls ready: the replacement must not land there.
+    loads = node_loads([("node-a", True), ("node-b", False)])
+
+    assert placement_constraints(loads, ["node-a", "node-b"], []) == ["node.id!=node-b"]
+
+
+def test_replicas_not_placed_yet_weigh_on_no_node() -> None:
+    assert node_loads([("", True), ("node-a", True)]) == {"node-a": 1}
 
 
 def test_a_running_task_on_a_live_node_has_not_exited() -> None:
