@@ -3,8 +3,8 @@
 `make test-swarm` runs it from the test's own network (where the nodes' host-mode ports are
 reached) once `docker stack deploy` converged. Train iris and batch-transform it with `s3://`
 URIs, deploy the model with 2 replicas and check through the manager's Engine API that the
-swarm placed them on different nodes, predict through the gateway (equal to the model's own
-predictions), then stop the worker node's engine (SIGTERM to its dockerd) while a bounded load
+swarm placed them on different nodes, check that Prometheus scrapes both, predict through the
+gateway (equal to the batch transform's labels), then stop the worker node's engine (SIGTERM to its dockerd) while a bounded load
 of Predict calls goes through the gateway and a training job runs: the endpoint must be back at
 2 serving replicas, all on the surviving node, and the training job must complete. Prints one
 JSON line: per-node placement before and after, the failover time and the failed requests.
@@ -21,6 +21,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,7 @@ class Context:
     docker_url: str
     stop_pidfile: Path
     deadline_s: float
+    prometheus: str
     session: Session | None = None
     results: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
@@ -232,6 +235,36 @@ def deploy_two_replicas(ctx: Context) -> None:
     print(f"  replicas placed: {placed}")
 
 
+def _inference_targets_up(prometheus: str) -> list[str]:
+    url = f"{prometheus}/api/v1/targets?" + urllib.parse.urlencode({"state": "active"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=5.0) as answer:
+        targets = json.load(answer)["data"]["activeTargets"]
+    return sorted(
+        str(t["labels"]["instance"])
+        for t in targets
+        if t["labels"].get("job") == "inference" and t["health"] == "up"
+    )
+
+
+def prometheus_scrapes_both_replicas(ctx: Context) -> None:
+    """Prometheus (on the manager) scrapes both replicas' /metrics, one of them on the other
+    node, from the control's file_sd list of replica addresses on the overlay."""
+    wanted = sorted(
+        f"skmaker-{ENDPOINT}-{replica}:8000" for replica in ctx.report["placement_before"]
+    )
+
+    def probe() -> str | None:
+        try:
+            up = _inference_targets_up(ctx.prometheus)
+        except OSError as err:
+            return f"Prometheus API: {err}"
+        return None if up == wanted else f"inference targets up: {up}, wanted {wanted}"
+
+    _poll("Prometheus scraping both replicas", ctx.deadline_s, probe)
+    print(f"  Prometheus scrapes {', '.join(wanted)}")
+
+
 def predict_through_gateway(ctx: Context) -> None:
     """Predictions through the gateway equal the batch transform's labels for the same rows."""
     predicted = np.asarray(ctx.results["predictor"].predict(load_iris().data))
@@ -361,6 +394,7 @@ STEPS = [
     train_iris,
     batch_transform_iris,
     deploy_two_replicas,
+    prometheus_scrapes_both_replicas,
     predict_through_gateway,
     stop_a_node_under_load,
     delete_endpoint,
@@ -375,10 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--stop-pidfile", required=True, type=Path, help="pid file of the dockerd to stop"
     )
+    parser.add_argument(
+        "--prometheus", help="Prometheus' URL; default http://<the control's host>:9090"
+    )
     parser.add_argument("--deadline-s", type=float, default=120.0, help="per wait")
     parser.add_argument("--report", type=Path, help="also write the JSON report here")
     args = parser.parse_args(argv)
-    ctx = Context(args.control, args.docker_url, args.stop_pidfile, args.deadline_s)
+    prometheus = args.prometheus or f"http://{args.control.rsplit(':', 1)[0]}:9090"
+    ctx = Context(args.control, args.docker_url, args.stop_pidfile, args.deadline_s, prometheus)
     status = 0
     for step in STEPS:
         started = time.monotonic()
