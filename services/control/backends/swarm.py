@@ -172,6 +172,9 @@ def task_template(
         env=dict(environment),
         init=True,  # reaps the orphans of the user's scripts
         stop_grace_period=drain_ns,
+        # Not the image's HEALTHCHECK: the swarm would replace an unhealthy task behind the
+        # supervisor, which probes the replica itself and decides.
+        healthcheck=docker.types.Healthcheck(test=["NONE"]),
     )
     resources = docker.types.Resources(
         cpu_reservation=int(settings.cpu_reservation * NANO) or None,

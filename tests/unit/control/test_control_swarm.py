@@ -107,6 +107,7 @@ def test_the_task_reserves_resources_spreads_by_node_and_never_restarts() -> Non
     container = template["ContainerSpec"]
     assert container["Env"] == ["K=V"]
     assert container["Init"] is True
+    assert container["Healthcheck"]["Test"] == ["NONE"]
     # The swarm SIGKILLs a draining replica after the drain timeout, as the supervisor would.
     assert container["StopGracePeriod"] == 10 * NANO
 
