@@ -4,10 +4,11 @@
 reached) once `docker stack deploy` converged. Train iris and batch-transform it with `s3://`
 URIs, deploy the model with 2 replicas and check through the manager's Engine API that the
 swarm placed them on different nodes, check that Prometheus scrapes both, predict through the
-gateway (equal to the batch transform's labels), then stop the worker node's engine (SIGTERM to its dockerd) while a bounded load
-of Predict calls goes through the gateway and a training job runs: the endpoint must be back at
-2 serving replicas, all on the surviving node, and the training job must complete. Prints one
-JSON line: per-node placement before and after, the failover time and the failed requests.
+gateway (equal to the batch transform's labels), then stop the worker node's engine (SIGTERM to
+its dockerd) while a bounded load of Predict calls goes through the gateway and a training job
+runs: the endpoint must be back at 2 serving replicas, all on the surviving node, and the
+training job must complete. Prints one JSON line: per-node placement before and after, the
+failover time and the failed requests.
 Exit 0 when every step passed.
 """
 
