@@ -378,6 +378,35 @@ def stop_a_node_under_load(ctx: Context) -> None:
     )
 
 
+def control_restart_replaces_leftovers(ctx: Context) -> None:
+    """The control's container killed (SIGKILL): the swarm starts a new control task, which
+    removes the replica services the killed one left and serves the endpoint with new ones."""
+    old = set(_serving(_describe(ctx)))
+    client = _docker(ctx)
+    (control,) = client.containers.list(
+        filters={"label": "com.docker.swarm.service.name=skmaker_control"}
+    )
+    control.kill("SIGKILL")
+    assert ctx.session is not None
+    ctx.session.close()
+    control_serving(ctx)
+
+    def replaced() -> str | None:
+        try:
+            serving = set(_serving(_describe(ctx)))
+        except Exception as err:  # the endpoint is restored just after the control started
+            return f"DescribeEndpoint: {err}"
+        placed = _placement(ctx)
+        services = [s.name for s in client.services.list(filters={"label": REPLICA_LABELS})]
+        if len(serving) == 2 and not serving & old and sorted(placed) == sorted(serving):
+            return None if len(services) == 2 else f"services {services}"
+        return f"serving {sorted(serving)}, tasks {placed}, services {services}"
+
+    _poll("new replicas replacing the leftovers", ctx.deadline_s, replaced)
+    ctx.report["placement_after_control_restart"] = _placement(ctx)
+    print(f"  replicas {sorted(old)} removed; now {_placement(ctx)}")
+
+
 def delete_endpoint(ctx: Context) -> None:
     """Deleting the endpoint removes its replica services."""
     assert ctx.session is not None
@@ -398,6 +427,7 @@ STEPS = [
     prometheus_scrapes_both_replicas,
     predict_through_gateway,
     stop_a_node_under_load,
+    control_restart_replaces_leftovers,
     delete_endpoint,
 ]
 
