@@ -41,6 +41,11 @@ PROMETHEUS_TEST_IMAGE=skmaker-test/prometheus:swarm
 WHEELHOUSE_IN_CONTEXT=build/swarm-wheelhouse
 APT_PACKAGES=(docker.io debootstrap prometheus)
 STACK=skmaker
+# The S3-compatible store both nodes reach: SeaweedFS (`make s3-server`) in the lan namespace.
+S3_BUCKET=skmaker-swarm
+S3_PORT=8333
+S3_ACCESS_KEY=skmaker-swarm-test
+S3_SECRET_KEY=skmaker-swarm-test-secret
 # `docker stack deploy` of a compose file without `version:` needs a client of 23 or newer;
 # Debian bookworm's is 20.10. The first docker on the caller's PATH that is new enough.
 ORIGINAL_PATH=$PATH
@@ -311,6 +316,31 @@ copy_images() {  # the manager's images to every other node
   done
 }
 
+s3_store_available() {  # this checkout has the S3 artifact store and the test S3 server
+  grep -q '^s3-server:' "$REPO/Makefile" && grep -q 'artifact_store' "$REPO/services/control/config.py"
+}
+
+start_s3_server() {  # SeaweedFS on the lan's address (its own namespace: default ports are free)
+  local dir=$RUN_DIR/s3 end
+  make -C "$REPO" -s s3-server >"$RUN_DIR/s3-install.log" 2>&1 \
+    || { tail -20 "$RUN_DIR/s3-install.log"; die "make s3-server"; }
+  mkdir -p "$dir/data"
+  printf '{"identities": [{"name": "skmaker-swarm-test", "credentials": [{"accessKey": "%s", "secretKey": "%s"}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}\n' \
+    "$S3_ACCESS_KEY" "$S3_SECRET_KEY" >"$dir/identities.json"
+  in_lan "$REPO/.venv-s3server/bin/weed" mini -dir="$dir/data" -ip="$SUBNET_PREFIX.1" \
+    -ip.bind="$SUBNET_PREFIX.1" -s3.port="$S3_PORT" -s3.config="$dir/identities.json" \
+    -admin.ui=false -webdav=false -bucket="$S3_BUCKET" >"$dir/weed.log" 2>&1 9>&- &
+  export AWS_ENDPOINT_URL=http://$SUBNET_PREFIX.1:$S3_PORT AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY
+  export AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY AWS_DEFAULT_REGION=us-east-1
+  end=$(($(date +%s) + 90))
+  until in_lan env S3_BUCKET="$S3_BUCKET" "$PY" -c \
+      'import boto3, os; boto3.client("s3").head_bucket(Bucket=os.environ["S3_BUCKET"])' \
+      >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$end" ] || { tail -20 "$dir/weed.log"; die "SeaweedFS not serving $S3_BUCKET in 90s"; }
+    sleep 0.5
+  done
+}
+
 wait_stack() {
   local end=$(($(date +%s) + 180)) pending
   while :; do
@@ -359,6 +389,16 @@ phase "building $SKMAKER_TEST_IMAGE and $PROMETHEUS_TEST_IMAGE on n1 (or loading
 SAVE_IMAGES=1 build_images
 phase "copying the images to the other nodes"
 copy_images
+SMOKE_S3_ARGS=()
+if s3_store_available; then
+  phase "S3-compatible store: SeaweedFS at $SUBNET_PREFIX.1:$S3_PORT, bucket $S3_BUCKET"
+  start_s3_server
+  # Passed to the control by the compose file; workers and replicas get presigned URLs.
+  export SKMAKER_CONTROL_ARTIFACT_STORE=s3://$S3_BUCKET
+  SMOKE_S3_ARGS=(--s3-bucket "$S3_BUCKET")
+else
+  log "this checkout has no S3 artifact store: the stack keeps artifacts on the control's volume"
+fi
 phase "docker stack deploy -c docker-compose.yml $STACK ($STACK_DOCKER)"
 export SKMAKER_IMAGE=$SKMAKER_TEST_IMAGE PROMETHEUS_IMAGE=$PROMETHEUS_TEST_IMAGE
 export SKMAKER_REPLICA_BACKEND=swarm SKMAKER_NETWORK=skmaker
@@ -377,7 +417,7 @@ manager=$(node_address n1)
 SKMAKER_GATEWAY_ADDRESS=$manager:50052 in_background nsenter --net="/run/netns/$NS-lan" \
   "$PY" "$REPO/tests/swarm/smoke.py" --control "$manager:50051" \
   --docker-url "$(node_socket n1)" --stop-pidfile "$RUN_DIR/n2/dockerd.pid" \
-  --report "$RUN_DIR/report.json"
+  --report "$RUN_DIR/report.json" "${SMOKE_S3_ARGS[@]}"
 passed "smoke test: $(cat "$RUN_DIR/report.json")"
 phase "docker stack rm $STACK"
 DOCKER_HOST=$(node_socket n1) in_background "$STACK_DOCKER" stack rm "$STACK" >/dev/null

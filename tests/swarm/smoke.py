@@ -57,6 +57,7 @@ class Context:
     stop_pidfile: Path
     deadline_s: float
     prometheus: str
+    s3_bucket: str = ""
     session: Session | None = None
     results: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
@@ -407,6 +408,61 @@ def control_restart_replaces_leftovers(ctx: Context) -> None:
     print(f"  replicas {sorted(old)} removed; now {_placement(ctx)}")
 
 
+def _prometheus_query(prometheus: str, query: str) -> list[dict[str, Any]]:
+    url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=5.0) as answer:
+        return list(json.load(answer)["data"]["result"])
+
+
+def artifacts_in_the_bucket(ctx: Context) -> None:
+    """With the S3 store: the data, code, models and transform output are objects in the
+    bucket, the control's artifacts folder is empty, and no artifact byte went through the
+    control (its skmaker_control_artifact_rpc_bytes stayed 0, as Prometheus scraped it)."""
+    if not ctx.s3_bucket:
+        print("  skipped: the stack keeps artifacts on the control's volume (no --s3-bucket)")
+        return
+    import boto3
+
+    keys = [
+        str(item["Key"])
+        for page in boto3.client("s3")
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket=ctx.s3_bucket)
+        for item in page.get("Contents", [])
+    ]
+    wanted = {
+        "training data": "scikit-iris/data/iris.csv",
+        "batch input": "scikit-iris/batch-input/iris.csv",
+        "batch output": "scikit-iris/batch-output/iris.csv.out",
+    }
+    missing = [what for what, key in wanted.items() if key not in keys]
+    assert not missing, f"not in s3://{ctx.s3_bucket}: {missing}; keys {keys}"
+    models = [key for key in keys if key.endswith("/model.tar.gz")]
+    code = [key for key in keys if key.endswith("/sourcedir.tar.gz")]
+    assert models and code, f"no model or code archive in s3://{ctx.s3_bucket}: {keys}"
+    (control,) = _docker(ctx).containers.list(
+        filters={"label": "com.docker.swarm.service.name=skmaker_control"}
+    )
+    found = control.exec_run(
+        ["find", "/var/lib/skmaker/control/artifacts", "-type", "f"],
+        demux=True,
+    )
+    local = (found.output[0] or b"").decode(errors="replace").split()
+    assert not local, f"files in the control's artifacts folder: {local}"
+    through_control = _prometheus_query(
+        ctx.prometheus, "sum(max_over_time(skmaker_control_artifact_rpc_bytes_total[1h]))"
+    )
+    assert through_control, "Prometheus has no skmaker_control_artifact_rpc_bytes_total"
+    carried = float(through_control[0]["value"][1])
+    assert carried == 0, f"{carried:.0f} artifact bytes went through the control"
+    ctx.report["s3_objects"] = len(keys)
+    print(
+        f"  {len(keys)} objects in s3://{ctx.s3_bucket} ({len(models)} models, {len(code)} code "
+        "archives); none in the control's folder; 0 bytes through the control"
+    )
+
+
 def delete_endpoint(ctx: Context) -> None:
     """Deleting the endpoint removes its replica services."""
     assert ctx.session is not None
@@ -428,6 +484,7 @@ STEPS = [
     predict_through_gateway,
     stop_a_node_under_load,
     control_restart_replaces_leftovers,
+    artifacts_in_the_bucket,
     delete_endpoint,
 ]
 
@@ -443,11 +500,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--prometheus", help="Prometheus' URL; default http://<the control's host>:9090"
     )
+    parser.add_argument(
+        "--s3-bucket", default="", help="the S3 store's bucket (boto3 reads the AWS_* variables)"
+    )
     parser.add_argument("--deadline-s", type=float, default=120.0, help="per wait")
     parser.add_argument("--report", type=Path, help="also write the JSON report here")
     args = parser.parse_args(argv)
     prometheus = args.prometheus or f"http://{args.control.rsplit(':', 1)[0]}:9090"
-    ctx = Context(args.control, args.docker_url, args.stop_pidfile, args.deadline_s, prometheus)
+    ctx = Context(
+        args.control,
+        args.docker_url,
+        args.stop_pidfile,
+        args.deadline_s,
+        prometheus,
+        args.s3_bucket,
+    )
     status = 0
     for step in STEPS:
         started = time.monotonic()
