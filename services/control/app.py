@@ -19,7 +19,6 @@ from pathlib import Path
 import optuna
 
 from services.control.artifacts.base import ArtifactStore, use_s3_location
-from services.control.artifacts.s3_store import S3ArtifactStore, parse_store_uri
 from services.control.artifacts.servicer import ArtifactsServicer
 from services.control.artifacts.store import LocalArtifactStore
 from services.control.backends import EventSink, ReplicaBackend
@@ -199,6 +198,9 @@ def open_artifact_store(settings: ControlSettings, data_dir: Path) -> ArtifactSt
     whose bucket and prefix then stand for the store in `s3://` URIs."""
     if not settings.artifact_store:
         return LocalArtifactStore(data_dir / "artifacts", settings.max_upload_bytes)
+    # Imported here: boto3 takes seconds to import, which a control without S3 need not pay.
+    from services.control.artifacts.s3_store import S3ArtifactStore, parse_store_uri
+
     location = parse_store_uri(settings.artifact_store)
     store = S3ArtifactStore(
         location,
