@@ -17,6 +17,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from skmaker import Session
+from skmaker.s3 import S3Downloader, S3Uploader
 from skmaker.v1 import artifacts_pb2, artifacts_pb2_grpc, presigned, transfer
 from tests.harness import ServiceProcess, run_service
 from tests.s3server import S3Server, start_s3_server
@@ -172,3 +174,40 @@ def test_a_missing_bucket_stops_the_control_with_the_reason(s3: S3Server, tmp_pa
             ["--data-dir", str(tmp_path / "data"), "--artifact-store", "s3://no-such-bucket"],
             env=s3.env(),
         )
+
+
+def test_the_session_speaks_the_buckets_s3_uris(
+    s3: S3Server, control: ServiceProcess, tmp_path: Path
+) -> None:
+    root = f"s3://{BUCKET}/{PREFIX}"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "train.csv").write_text("1,2\n")
+    with Session(control.address) as session:
+        assert session.default_bucket() == BUCKET
+        assert session.store_uri(f"{root}/session/x.csv") == "store://session/x.csv"
+        with pytest.raises(ValueError, match=rf"outside skmaker's artifact store {root}/"):
+            session.store_uri(f"s3://{BUCKET}/elsewhere/x.csv")
+
+        uploaded = session.upload_data(tmp_path / "in", key_prefix="session/in")
+        assert uploaded == f"{root}/session/in"
+        # SageMaker's form: the bucket and an object key in it.
+        explicit = session.upload_data(tmp_path / "in" / "train.csv", BUCKET, f"{PREFIX}/session/b")
+        assert explicit == f"{root}/session/b/train.csv"
+        assert (
+            S3Uploader.upload_string_as_file_body(
+                "hello", f"{root}/session/hello.txt", sagemaker_session=session
+            )
+            == f"{root}/session/hello.txt"
+        )
+        assert S3Downloader.read_file(f"{root}/session/hello.txt", sagemaker_session=session) == (
+            "hello"
+        )
+        assert S3Downloader.list(f"{root}/session/in", sagemaker_session=session) == [
+            f"{root}/session/in/train.csv"
+        ]
+        written = session.download_data(str(tmp_path / "out"), BUCKET, f"{PREFIX}/session/b")
+        assert [Path(path).read_text() for path in written] == ["1,2\n"]
+
+    # boto3 finds each object where the URI says.
+    body = s3.client().get_object(Bucket=BUCKET, Key=f"{PREFIX}/session/in/train.csv")["Body"]
+    assert body.read() == b"1,2\n"
