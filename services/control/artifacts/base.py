@@ -10,7 +10,7 @@ Listings skip it, so whoever lists an output path sees only whole `.out` files.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO, BinaryIO, Protocol
@@ -214,6 +214,11 @@ class ArtifactStore(Protocol):
 
     def write(self, key: str, produce: Callable[[BinaryIO], object]) -> ArtifactInfo:
         """Stores what `produce` writes to a file, atomically; the digest is computed."""
+        ...
+
+    def concatenate(self, key: str, part_keys: Sequence[str]) -> ArtifactInfo:
+        """Stores the bytes of the objects `part_keys`, in order, as the object `key`
+        (atomically); the parts stay."""
         ...
 
     def delete(self, key: str) -> bool:

@@ -19,8 +19,9 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, BinaryIO
 
@@ -159,6 +160,22 @@ class LocalArtifactStore:
             self._remove_empty_parents(target)
             raise
         return self._record_digest(key, target, digest.hexdigest())
+
+    def concatenate(self, key: str, part_keys: Sequence[str]) -> ArtifactInfo:
+        """Stores the parts' bytes, in order, as the object `key`, atomically (see `write`).
+
+        Raises:
+            NotFound: a part is missing.
+            InvalidArgument: `key` collides with a folder or an object.
+        """
+        with contextlib.ExitStack() as stack:
+            handles = [stack.enter_context(self.open(part)[1]) for part in part_keys]
+
+            def copy_parts(out: BinaryIO) -> None:
+                for handle in handles:
+                    shutil.copyfileobj(handle, out, CHUNK_BYTES)
+
+            return self.write(key, copy_parts)
 
     def _store(
         self, key: str, chunks: Iterable[bytes], *, size: int, expected: str

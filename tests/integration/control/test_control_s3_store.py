@@ -17,6 +17,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from services.control.artifacts.base import StoreLocation
+from services.control.artifacts.s3_store import S3ArtifactStore
 from skmaker import Session
 from skmaker.s3 import S3Downloader, S3Uploader
 from skmaker.v1 import artifacts_pb2, artifacts_pb2_grpc, presigned, transfer
@@ -211,3 +213,25 @@ def test_the_session_speaks_the_buckets_s3_uris(
     # boto3 finds each object where the URI says.
     body = s3.client().get_object(Bucket=BUCKET, Key=f"{PREFIX}/session/in/train.csv")["Body"]
     assert body.read() == b"1,2\n"
+
+
+def test_the_object_store_concatenates_large_parts_itself(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in s3.env().items():
+        monkeypatch.setenv(name, value)
+    store = S3ArtifactStore(StoreLocation("s3", BUCKET, "concat"), max_upload_bytes=MIB * 100)
+    big, small = os.urandom(5 * MIB + 7), b"tail\n"
+    for key, data in (("p/0", big), ("p/1", big), ("p/2", small), ("q/0", small)):
+        store.put(key, len(data), hashlib.sha256(data).hexdigest(), [data])
+
+    copied = store.concatenate("out/large.out", ["p/0", "p/1", "p/2"])
+    # Copied by the server: the control never saw the bytes, so it knows no digest.
+    assert (copied.size, copied.sha256) == (2 * len(big) + len(small), "")
+    _info, chunks = store.read_chunks("out/large.out")
+    assert b"".join(chunks) == big + big + small
+
+    # Parts under S3's 5 MiB minimum are copied through the control, digest and all.
+    assembled = store.concatenate("out/small.out", ["q/0", "p/2"])
+    assert assembled.sha256 == hashlib.sha256(small + small).hexdigest()
+    assert store.read_range("out/small.out", 0, 100) == small + small
