@@ -15,12 +15,13 @@ import base64
 import hashlib
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 CHUNK_BYTES = 1024 * 1024
 # Uploads larger than this go in parts (S3 takes at most 5 GiB in one PUT; parts also bound
@@ -29,6 +30,29 @@ MULTIPART_THRESHOLD_BYTES = 64 * 1024 * 1024
 PART_BYTES = 16 * 1024 * 1024
 
 ProgressCallback = Callable[[int], object]
+T = TypeVar("T")
+
+# A PUT or GET that failed on the way (connection refused or reset, a 5xx from the store) is
+# tried again, this often, after 0.2 s, 0.4 s, ...: a URL stays valid, so a retry is safe.
+ATTEMPTS = 4
+
+
+def _is_transient(err: OSError) -> bool:
+    if isinstance(err, urllib.error.HTTPError):
+        return err.code >= 500
+    return isinstance(err, (urllib.error.URLError, ConnectionError, TimeoutError))
+
+
+def _retrying(attempt: Callable[[], T]) -> T:
+    """`attempt()`, again after a transient failure, up to ATTEMPTS times."""
+    for number in range(ATTEMPTS):
+        try:
+            return attempt()
+        except OSError as err:
+            if number + 1 == ATTEMPTS or not _is_transient(err):
+                raise
+        time.sleep(0.2 * 2**number)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 @dataclass(frozen=True)
@@ -84,6 +108,8 @@ def _put(
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return str(response.headers.get("ETag", ""))
     except urllib.error.HTTPError as err:
+        if err.code >= 500:
+            raise  # transient: tried again
         raise OSError(f"PUT refused by the object store: {err.code} {_error_text(err)}") from None
 
 
@@ -115,8 +141,13 @@ def put_file(
     progress: ProgressCallback | None = None,
 ) -> None:
     """PUTs the whole file to one presigned URL with the headers it was signed with."""
-    with path.open("rb") as handle:
-        _put(url, _Slice(handle, size, progress), size, headers, timeout_s)  # type: ignore[arg-type]
+
+    def attempt() -> str:
+        with path.open("rb") as handle:
+            view = _Slice(handle, size, progress)
+            return _put(url, view, size, headers, timeout_s)  # type: ignore[arg-type]
+
+    _retrying(attempt)
 
 
 def put_parts(
@@ -132,9 +163,17 @@ def put_parts(
     etags = []
     with path.open("rb") as handle:
         for number, (url, md5) in enumerate(zip(part_urls, digests.part_md5s, strict=True)):
-            length = min(part_bytes, digests.size - number * part_bytes)
-            view = _Slice(handle, length, progress)
-            etags.append(_put(url, view, length, {"Content-MD5": md5}, timeout_s))  # type: ignore[arg-type]
+            start = number * part_bytes
+            length = min(part_bytes, digests.size - start)
+
+            def attempt(
+                url: str = url, md5: str = md5, start: int = start, length: int = length
+            ) -> str:
+                handle.seek(start)
+                view = _Slice(handle, length, progress)
+                return _put(url, view, length, {"Content-MD5": md5}, timeout_s)  # type: ignore[arg-type]
+
+            etags.append(_retrying(attempt))
     return etags
 
 
@@ -149,10 +188,17 @@ def iter_get(url: str, offset: int, length: int, *, timeout_s: float) -> Iterato
         last = "" if length == 0 else str(offset + length - 1)
         headers["Range"] = f"bytes={offset}-{last}"
     request = urllib.request.Request(url, headers=headers)
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout_s)
-    except urllib.error.HTTPError as err:
-        raise OSError(f"GET refused by the object store: {err.code} {_error_text(err)}") from None
+
+    def attempt() -> Any:
+        try:
+            return urllib.request.urlopen(request, timeout=timeout_s)
+        except urllib.error.HTTPError as err:
+            if err.code >= 500:
+                raise  # transient: tried again
+            message = f"GET refused by the object store: {err.code} {_error_text(err)}"
+            raise OSError(message) from None
+
+    response = _retrying(attempt)
     with response:
         if headers and response.status != 206:
             raise OSError(f"the object store answered a ranged GET with {response.status}")
