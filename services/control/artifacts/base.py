@@ -198,6 +198,11 @@ class ArtifactStore(Protocol):
         """Opens an object for reading (NotFound when absent)."""
         ...
 
+    def stat(self, key: str) -> ArtifactInfo:
+        """An object's info, without reading its bytes where the store can (NotFound when
+        absent)."""
+        ...
+
     def read_chunks(
         self, key: str, offset: int = 0, length: int = 0
     ) -> tuple[ArtifactInfo, Iterator[bytes]]:

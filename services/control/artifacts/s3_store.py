@@ -136,6 +136,14 @@ class S3ArtifactStore:
         sha256 = str(head.get("Metadata", {}).get(_SHA256_METADATA, ""))
         return ArtifactInfo(key=key, size=int(head["ContentLength"]), sha256=sha256)
 
+    def stat(self, key: str) -> ArtifactInfo:
+        """The object's info, from a HEAD request.
+
+        Raises:
+            NotFound: when there is no object at `key`.
+        """
+        return self._head(key)
+
     def presign_get(self, key: str) -> tuple[ArtifactInfo, str]:
         """The object's info and a GET URL valid for `url_ttl_s`.
 

@@ -397,6 +397,14 @@ class LocalArtifactStore:
         """True when an object is at `prefix_key` or below it as a folder."""
         return next(iter(self._keys_under(prefix_key)), None) is not None
 
+    def stat(self, key: str) -> ArtifactInfo:
+        """The object's info (its digest recomputed when stale).
+
+        Raises:
+            NotFound: when there is no object at `key`.
+        """
+        return self._info_of_key(key)
+
     def _info_of_key(self, key: str) -> ArtifactInfo:
         info, handle = self.open(key)
         handle.close()
