@@ -141,8 +141,9 @@ def _start_once(folder: Path, buckets: list[str]) -> S3Server:
 def start_s3_server(
     folder: Path, buckets: list[str] | None = None, *, deadline_s: float = 60.0, attempts: int = 3
 ) -> S3Server:
-    """Starts SeaweedFS with its data under `folder` and `buckets` created; returns once its S3
-    gateway is healthy and the buckets exist.
+    """Starts SeaweedFS with its data under `folder` and `buckets` created (S3 bucket names:
+    3 to 63 lower-case letters, digits, '-' and '.'); returns once its S3 gateway is healthy
+    and the buckets exist. Nothing is left running when it raises.
 
     Raises:
         FileNotFoundError: `make s3-server` has not installed weed.
@@ -153,9 +154,13 @@ def start_s3_server(
     folder.mkdir(parents=True, exist_ok=True)
     for _attempt in range(attempts):
         server = _start_once(folder, list(buckets or []))
-        if _wait_healthy(server, deadline_s):
-            _wait_for_buckets(server, list(buckets or []), deadline_s)
-            return server
+        try:
+            if _wait_healthy(server, deadline_s):
+                _wait_for_buckets(server, list(buckets or []), deadline_s)
+                return server
+        except BaseException:
+            server.stop()
+            raise
         server.stop()  # exited: most likely a port taken between picking and binding it
     raise RuntimeError(f"SeaweedFS did not start in {attempts} attempts\n{server.logs()}")
 
