@@ -107,6 +107,7 @@ def test_the_iris_walkthrough_keeps_every_artifact_in_the_bucket(
     root = f"s3://{BUCKET}/{PREFIX}"
     assert f"training data: {root}/scikit-iris/data\n" in printed
     assert re.search(rf"model artifact: {re.escape(root)}/\S+/output/model\.tar\.gz\n", printed)
+    assert re.search(rf"batch transform \S+ wrote {re.escape(root)}/transform-jobs/\S+\n", printed)
     assert "batch accuracy on 30 held-out rows: 1.000" in printed
 
     # Every artifact is an object of the bucket, under the store's prefix.
