@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,3 +236,40 @@ def test_the_object_store_concatenates_large_parts_itself(
     assembled = store.concatenate("out/small.out", ["q/0", "p/2"])
     assert assembled.sha256 == hashlib.sha256(small + small).hexdigest()
     assert store.read_range("out/small.out", 0, 100) == small + small
+
+
+def test_callers_that_cannot_reach_the_store_stream_through_the_control(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        unreachable = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    control = run_service(
+        "control",
+        tmp_path / "control",
+        [
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--replica-backend",
+            "none",
+            "--artifact-store",
+            f"s3://{BUCKET}/unreachable",
+            "--artifact-presign-endpoint",
+            unreachable,
+        ],
+        env=s3.env(),
+    )
+    try:
+        stub = artifacts_pb2_grpc.ArtifactServiceStub(control.channel())
+        source = tmp_path / "f.bin"
+        source.write_bytes(b"x" * 1000)
+        transfer.upload_file(stub, source, "store://f.bin")
+        back = tmp_path / "back.bin"
+        transfer.download_file(stub, "store://f.bin", back)
+        assert back.read_bytes() == source.read_bytes()
+        assert b"".join(transfer.iter_range(stub, "store://f.bin", 10, 5)) == b"x" * 5
+        head = s3.client().head_object(Bucket=BUCKET, Key="unreachable/f.bin")
+        assert head["ContentLength"] == 1000
+        assert _rpc_bytes(control) == {"upload": 1000.0, "download": 1005.0}
+    finally:
+        control.stop()

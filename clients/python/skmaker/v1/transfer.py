@@ -18,8 +18,10 @@ from the client only `skmaker.v1`.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
+import urllib.error
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
@@ -29,6 +31,11 @@ from skmaker.v1 import artifacts_pb2, artifacts_pb2_grpc, presigned
 
 CHUNK_BYTES = 1024 * 1024
 SCHEME = "store://"
+# When the object store cannot be reached at the presigned URLs' address (a misconfigured
+# --artifact-presign-endpoint, a network the caller is not on), the bytes go through the
+# control's streaming calls instead, which still work: slower, and counted on its /metrics.
+_UNREACHABLE = "object store unreachable for the %s of %s (%s): streaming through the control"
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int], object]
 """Called with the number of bytes just transferred."""
@@ -121,22 +128,22 @@ def upload_file(
         if not _is_unimplemented(err):
             raise
         plan = artifacts_pb2.StartUploadResponse()
-    if not (plan.url or plan.upload_id):
+    streamed = not (plan.url or plan.upload_id)
+    if not streamed:
+        try:
+            etags = _put_presigned(path, plan, digests, part_bytes, timeout_s, progress)
+        except urllib.error.URLError as err:
+            if isinstance(err, urllib.error.HTTPError):
+                raise
+            log.warning(_UNREACHABLE, "upload", uri, err.reason)
+            streamed = True
+    if streamed:
         response = stub.UploadArtifact(
             _upload_messages(path, uri, digests.size, digests.sha256, progress),
             timeout=timeout_s,
             metadata=metadata,
         )
         return response.artifact
-    etags: list[str] = []
-    if plan.url:
-        presigned.put_file(
-            path, plan.url, plan.headers, digests.size, timeout_s=timeout_s, progress=progress
-        )
-    else:
-        etags = presigned.put_parts(
-            path, plan.part_urls, digests, part_bytes, timeout_s=timeout_s, progress=progress
-        )
     completed = stub.CompleteUpload(
         artifacts_pb2.CompleteUploadRequest(
             header=header, upload_id=plan.upload_id, part_etags=etags
@@ -145,6 +152,25 @@ def upload_file(
         metadata=metadata,
     )
     return completed.artifact
+
+
+def _put_presigned(
+    path: Path,
+    plan: artifacts_pb2.StartUploadResponse,
+    digests: presigned.FileDigests,
+    part_bytes: int,
+    timeout_s: float,
+    progress: ProgressCallback | None,
+) -> list[str]:
+    """PUTs the file as StartUpload planned; the parts' ETags (none for a single PUT)."""
+    if plan.url:
+        presigned.put_file(
+            path, plan.url, plan.headers, digests.size, timeout_s=timeout_s, progress=progress
+        )
+        return []
+    return presigned.put_parts(
+        path, plan.part_urls, digests, part_bytes, timeout_s=timeout_s, progress=progress
+    )
 
 
 def presign_download(
@@ -187,15 +213,20 @@ def download_file(
     """
     direct = presign_download(stub, uri, timeout_s=timeout_s, metadata=metadata)
     if direct is not None:
-        presigned.get_file(
-            direct[1],
-            dest,
-            direct[0].size,
-            direct[0].sha256,
-            timeout_s=timeout_s,
-            progress=progress,
-        )
-        return direct[0]
+        try:
+            presigned.get_file(
+                direct[1],
+                dest,
+                direct[0].size,
+                direct[0].sha256,
+                timeout_s=timeout_s,
+                progress=progress,
+            )
+            return direct[0]
+        except urllib.error.URLError as err:
+            if isinstance(err, urllib.error.HTTPError):
+                raise
+            log.warning(_UNREACHABLE, "download", uri, err.reason)
     dest.parent.mkdir(parents=True, exist_ok=True)
     info: artifacts_pb2.ArtifactInfo | None = None
     digest = hashlib.sha256()
@@ -263,8 +294,18 @@ def iter_range(
     """
     direct = presign_download(stub, uri, timeout_s=timeout_s, metadata=metadata)
     if direct is not None:
-        yield from _iter_presigned_range(direct[0], direct[1], offset, length, timeout_s)
-        return
+        ranged = _iter_presigned_range(direct[0], direct[1], offset, length, timeout_s)
+        try:
+            first = next(ranged, None)
+        except urllib.error.URLError as err:
+            if isinstance(err, urllib.error.HTTPError):
+                raise
+            log.warning(_UNREACHABLE, "download", uri, err.reason)
+        else:
+            if first is not None:
+                yield first
+                yield from ranged
+            return
     info: artifacts_pb2.ArtifactInfo | None = None
     received = 0
     for message in stub.DownloadArtifact(
