@@ -25,6 +25,7 @@ from services.control.backends.containers import DockerBackendSettings, DockerRe
 from services.control.backends.local import LocalReplicaBackend
 from services.control.backends.local_process import LocalBackendSettings
 from services.control.backends.replica_runtime import SupervisionSettings
+from services.control.call_classes import control_call_limiter
 from services.control.config import ControlSettings
 from services.control.dispatch.credentials import worker_scope
 from services.control.dispatch.scheduler import Scheduler
@@ -242,6 +243,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     # Processes the control starts get tokens of their own, each scoped to what it needs.
     scoped_tokens = ScopedTokens() if settings.auth_token else None
     service.scoped_tokens = scoped_tokens
+    service.call_limiter = control_call_limiter(settings, scoped_tokens)
 
     worker_tokens: dict[str, str] = {}
 

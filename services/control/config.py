@@ -46,6 +46,24 @@ class ControlSettings(ServiceSettings):
         1.0, "delay before a lost task is retried; doubles per attempt"
     )
     max_upload_bytes: int = setting(10 * GIB, "largest artifact UploadArtifact accepts")
+    max_streams: int = setting(
+        128, "log follows, uploads and downloads served at once, on threads of their own"
+    )
+    max_streams_per_caller: int = setting(
+        32, "streams one caller (token, or address without one) may hold open at once"
+    )
+    stream_idle_timeout_s: float = setting(
+        60.0, "an upload that sends nothing for this long is ended and its data discarded"
+    )
+    max_worker_transfers: int = setting(
+        64, "workers' downloads and uploads served at once, apart from users' streams"
+    )
+    max_long_polls: int = setting(
+        128, "workers' task polls (AcquireTask) waiting at once, on threads of their own"
+    )
+    max_long_polls_per_caller: int = setting(
+        64, "task polls one caller (token, or address without one) may have waiting at once"
+    )
     replica_backend: str = setting(
         "", "where endpoint replicas run: local, docker or none; empty means local with --local"
     )
@@ -129,3 +147,11 @@ class ControlSettings(ServiceSettings):
             raise ValueError("--local-trainers and --local-trainers-max must be >= 0")
         if not self.autoscale_interval_s > 0:
             raise ValueError("--autoscale-interval-s must be positive")
+        limits = [self.max_streams, self.max_streams_per_caller, self.max_worker_transfers]
+        limits += [self.max_long_polls, self.max_long_polls_per_caller]
+        if min(limits) < 1 or self.stream_idle_timeout_s < 0:
+            raise ValueError(
+                "--max-streams, --max-long-polls, their per-caller limits and "
+                "--max-worker-transfers must be >= 1, "
+                "--stream-idle-timeout-s >= 0"
+            )

@@ -36,6 +36,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.runtime import reflection
 from services.runtime.auth import BearerTokenInterceptor, ScopedTokens
+from services.runtime.call_limits import CallLimiter
 from services.runtime.components import Component, Components
 from services.runtime.errors import ErrorInterceptor
 from services.runtime.settings import ServiceSettings
@@ -92,6 +93,9 @@ class Service:
     # inference calls sent to it by mistake.
     unlisted_handlers: Sequence[grpc.GenericRpcHandler] = ()
     extra_server_options: Sequence[tuple[str, Any]] = ()
+    # Bounded capacity for long calls (streams, long polls) beside the unary threads; the
+    # pool gets its `reserved_threads` on top of `max_workers` (services.runtime.call_limits).
+    call_limiter: CallLimiter | None = None
 
 
 @dataclass
@@ -151,6 +155,8 @@ class RunningService:
         stop_events = [server.stop(grace) for server in self._servers]
         for event in stop_events:
             event.wait(grace + 1)
+        if self.service.call_limiter is not None:
+            self.service.call_limiter.watchdog.loop.stop()
         self.components.stop()
         if self.service.on_stop is not None:
             self.service.on_stop()
@@ -176,6 +182,11 @@ def _build_server(
     reuse_port: bool,
 ) -> grpc.Server:
     interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor()]
+    threads = settings.max_workers
+    if service.call_limiter is not None:
+        # Outside the error mapping, so a refusal is answered before any handler runs.
+        interceptors.insert(0, service.call_limiter)
+        threads += service.call_limiter.reserved_threads
     if settings.auth_token or settings.auth_token_sha256:
         interceptors.insert(
             0,
@@ -186,9 +197,7 @@ def _build_server(
             ),
         )
     server = grpc.server(
-        futures.ThreadPoolExecutor(
-            max_workers=settings.max_workers, thread_name_prefix=f"{service.name}-rpc"
-        ),
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"{service.name}-rpc"),
         interceptors=interceptors,
         options=_server_options(service, reuse_port),
     )
@@ -244,6 +253,8 @@ def start(service: Service, settings: ServiceSettings) -> RunningService:
     )
     running.set_serving(False)
     server.start()
+    if service.call_limiter is not None:
+        service.call_limiter.watchdog.loop.start()
     ports = {"grpc": grpc_port, "metrics": metrics_port}
     if service.advertised_grpc_port is not None:
         ports.update(grpc=service.advertised_grpc_port, internal=grpc_port)
