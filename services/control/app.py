@@ -58,6 +58,7 @@ from services.control.transform.servicer import TransformServicer
 from services.control.tuning.jobs import TuningJobs
 from services.control.tuning.servicer import TuningServicer
 from services.runtime import lifecycle
+from services.runtime.archives import ArchiveLimits
 from services.runtime.auth import ScopedTokens
 from services.runtime.components import Component
 from services.runtime.errors import NotFound
@@ -223,7 +224,12 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         max_attempts=settings.max_attempts,
         retry_backoff_s=settings.retry_backoff_s,
     )
-    training_jobs = TrainingJobs(store, scheduler, artifacts, metrics)
+    archive_limits = ArchiveLimits(
+        max_bytes=settings.max_archive_bytes, max_members=settings.max_archive_members
+    )
+    training_jobs = TrainingJobs(
+        store, scheduler, artifacts, metrics, archive_limits=archive_limits
+    )
     scheduler.register(TaskKind.TRAINING, training_jobs)
     # Optuna logs every trial at INFO; the tuning loop logs what matters itself.
     optuna.logging.set_verbosity(optuna.logging.WARNING)

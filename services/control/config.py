@@ -46,6 +46,10 @@ class ControlSettings(ServiceSettings):
         1.0, "delay before a lost task is retried; doubles per attempt"
     )
     max_upload_bytes: int = setting(10 * GIB, "largest artifact UploadArtifact accepts")
+    max_archive_bytes: int = setting(
+        GIB, "most bytes a source bundle may unpack to; larger ones are refused at create"
+    )
+    max_archive_members: int = setting(10_000, "most files and folders a source bundle may hold")
     max_streams: int = setting(
         128, "log follows, uploads and downloads served at once, on threads of their own"
     )

@@ -115,6 +115,8 @@ class JobEnvironment:
     sandbox: Sandbox | None = None
     # `file://` channels must lie below one of these folders; none: no file:// channels.
     file_channel_roots: tuple[Path, ...] = ()
+    # How far a source bundle may unpack (bytes, members, ratio to its size).
+    archive_limits: archives.ArchiveLimits = archives.DEFAULT_ARCHIVE_LIMITS
 
 
 class JobClientError(Exception):
@@ -213,7 +215,7 @@ class TrainingJobRun:
         bundle = self.root / "sourcedir.tar.gz"
         try:
             self.artifacts.download_file(self.assignment.source_uri, bundle)
-            archives.safe_extract_tar(bundle, ws.code_dir)
+            archives.safe_extract_tar(bundle, ws.code_dir, self.env.archive_limits)
         except (OSError, ValueError) as err:
             raise JobClientError(f"cannot unpack the source bundle: {err}") from err
         finally:

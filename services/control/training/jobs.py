@@ -51,6 +51,7 @@ from services.control.training.values import (
     TrainingJobStatus,
     truncate_reason,
 )
+from services.runtime.archives import DEFAULT_ARCHIVE_LIMITS, ArchiveLimits
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
@@ -133,8 +134,13 @@ class TrainingJobs:
         artifacts: ArtifactStore,
         metrics: ControlMetrics,
         clock: Callable[[], float] = time.time,
+        archive_limits: ArchiveLimits = DEFAULT_ARCHIVE_LIMITS,
     ) -> None:
-        """Wires the state machine; register it with the scheduler for TaskKind.TRAINING."""
+        """Wires the state machine; register it with the scheduler for TaskKind.TRAINING.
+
+        Source bundles are checked within `archive_limits`.
+        """
+        self.archive_limits = archive_limits
         self._store = store
         self._scheduler = scheduler
         self._artifacts = artifacts
@@ -166,7 +172,7 @@ class TrainingJobs:
         validate_job_name(name)
         if self._store.training_job_exists(name):
             raise AlreadyExists(f"training job {name!r} already exists")
-        spec = validate_training_job(name, spec, self._artifacts)
+        spec = validate_training_job(name, spec, self._artifacts, self.archive_limits)
         now = self._clock()
         job = TrainingJob(
             name=name,

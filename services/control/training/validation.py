@@ -8,14 +8,19 @@ checks come first; the artifact store is only read for a spec that is otherwise 
 from __future__ import annotations
 
 import re
-import tarfile
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from services.control.artifacts.store import DEFAULT_BUCKET, SCHEME, ArtifactStore, key_of
 from services.control.names import Resource, require_channel_name, require_resource_name
 from services.control.training.values import DEFAULT_MAX_RUNTIME_S, TrainingJobSpec
-from services.runtime.errors import InvalidArgument, NotFound
+from services.runtime.archives import (
+    DEFAULT_ARCHIVE_LIMITS,
+    ArchiveLimits,
+    ArchiveTooLarge,
+    list_tar_files,
+)
+from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 
 ENVIRONMENT_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
@@ -42,7 +47,10 @@ def validate_job_name(name: str) -> None:
 
 
 def validate_training_job(
-    name: str, spec: TrainingJobSpec, artifacts: ArtifactStore
+    name: str,
+    spec: TrainingJobSpec,
+    artifacts: ArtifactStore,
+    archive_limits: ArchiveLimits = DEFAULT_ARCHIVE_LIMITS,
 ) -> TrainingJobSpec:
     """Checks a job's spec and returns it with defaults filled in.
 
@@ -50,9 +58,11 @@ def validate_training_job(
         name: the job name (already checked by `validate_job_name`).
         spec: the spec as asked.
         artifacts: the store holding the source bundle and store:// channels.
+        archive_limits: how far the source bundle may unpack.
 
     Raises:
         InvalidArgument: a field breaks a rule, the entry point is not in the bundle.
+        ResourceExhausted: the source bundle unpacks beyond `archive_limits`.
         NotFound: the source bundle, a store:// channel or a file:// path does not exist.
     """
     _check_entry_point_path(spec.entry_point)
@@ -65,7 +75,7 @@ def validate_training_job(
     output_uri = SCHEME + (
         _store_key("output_uri", spec.output_uri) if spec.output_uri else DEFAULT_OUTPUT_KEY
     )
-    _check_bundle_holds_entry_point(spec, source_key, artifacts)
+    _check_bundle_holds_entry_point(spec, source_key, artifacts, archive_limits)
     for channel in spec.channels:
         _check_channel_exists(channel.name, channel.uri, artifacts)
     return replace(spec, max_runtime_seconds=max_runtime_s, output_uri=output_uri)
@@ -173,7 +183,7 @@ def _max_runtime(seconds: int) -> int:
 
 
 def _check_bundle_holds_entry_point(
-    spec: TrainingJobSpec, source_key: str, artifacts: ArtifactStore
+    spec: TrainingJobSpec, source_key: str, artifacts: ArtifactStore, limits: ArchiveLimits
 ) -> None:
     try:
         _info, handle = artifacts.open(source_key)
@@ -181,18 +191,17 @@ def _check_bundle_holds_entry_point(
         raise NotFound(
             f"source bundle {spec.source_uri} not found: upload sourcedir.tar.gz there first"
         ) from None
+    # Read header by header within the limits: a bomb is refused at the header crossing one,
+    # before its data is decompressed.
     with handle:
         try:
-            with tarfile.open(fileobj=handle, mode="r:*") as bundle:
-                members = [
-                    PurePosixPath(member.name).as_posix()
-                    for member in bundle.getmembers()
-                    if not member.isdir()
-                ]
-        except (tarfile.TarError, EOFError, OSError) as err:
-            raise InvalidArgument(
-                f"source bundle {spec.source_uri} is not a readable tar archive: {err}"
+            members = list_tar_files(handle, limits, f"source bundle {spec.source_uri}")
+        except ArchiveTooLarge as err:
+            raise ResourceExhausted(
+                f"{err}; see --max-archive-bytes/--max-archive-members"
             ) from None
+        except ValueError as err:
+            raise InvalidArgument(str(err)) from None
     wanted = PurePosixPath(spec.entry_point).as_posix()
     if wanted in members:
         return
