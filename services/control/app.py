@@ -381,7 +381,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         ),
         lifecycle.Servicer(
             artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server,
-            ArtifactsServicer(artifacts),
+            ArtifactsServicer(artifacts, training_jobs.bound_to),
             artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
         ),
         lifecycle.Servicer(

@@ -43,6 +43,10 @@ _RESERVED_PREFIX = ".skmaker-"
 # workers stage transform shard outputs until the control assembles them), and listings skip it.
 STAGING_FOLDER = ".skmaker-shards"
 _UPLOAD_PREFIX = ".skmaker-upload-"
+# Where the control keeps each training job's source bundle under its sha256, immutable: the
+# job runs that copy whatever happens at the key it was uploaded to. Only the control writes
+# here (ArtifactService refuses uploads below it); anyone may read.
+CODE_BUNDLES_PREFIX = "code-bundles"
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -58,6 +62,11 @@ class ArtifactInfo:
     def uri(self) -> str:
         """`store://<key>`."""
         return SCHEME + self.key
+
+
+def code_bundle_key(sha256: str) -> str:
+    """The key a source bundle with this sha256 is kept under."""
+    return f"{CODE_BUNDLES_PREFIX}/sha256/{sha256}/sourcedir.tar.gz"
 
 
 def store_uri_of(uri: str) -> str:

@@ -21,13 +21,20 @@ and every job end inside the same transaction.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from services.control import paging
-from services.control.artifacts.store import ArtifactStore
+from services.control.artifacts.store import (
+    CHUNK_BYTES,
+    SCHEME,
+    ArtifactStore,
+    code_bundle_key,
+    key_of,
+)
 from services.control.dispatch.scheduler import Scheduler
 from services.control.dispatch.tasks import (
     CompletionReport,
@@ -173,6 +180,8 @@ class TrainingJobs:
         if self._store.training_job_exists(name):
             raise AlreadyExists(f"training job {name!r} already exists")
         spec = validate_training_job(name, spec, self._artifacts, self.archive_limits)
+        source_key = key_of(spec.source_uri)
+        self._keep_bundle(source_key, spec.source_sha256)
         now = self._clock()
         job = TrainingJob(
             name=name,
@@ -183,7 +192,7 @@ class TrainingJobs:
             tuning_job_name=tuning_job_name,
         )
         with self._store.transaction():
-            self._store.insert_training_job(job)
+            self._store.insert_training_job(job, source_key=source_key)
             self._store.append_transition(
                 name,
                 SecondaryStatus.STARTING,
@@ -194,6 +203,35 @@ class TrainingJobs:
         self._metrics.training_jobs.labels(status=TrainingJobStatus.IN_PROGRESS).inc()
         log.info("training job %s created", name)
         return self.describe(name)
+
+    def _keep_bundle(self, source_key: str, sha256: str) -> None:
+        """Keeps the bundle version with `sha256` under its digest (`code_bundle_key`).
+
+        Raises:
+            FailedPrecondition: the bundle at `source_key` was replaced since it was checked.
+        """
+        kept_key = code_bundle_key(sha256)
+        try:
+            kept, handle = self._artifacts.open(kept_key)
+            handle.close()
+            if kept.sha256 == sha256:
+                return
+        except NotFound:
+            pass
+        info, handle = self._artifacts.open(source_key)
+        with handle:
+            if info.sha256 != sha256:
+                raise FailedPrecondition(
+                    f"source bundle {SCHEME}{source_key} was replaced while the job was being "
+                    "created; create it again"
+                )
+            self._artifacts.write(
+                kept_key, lambda out: shutil.copyfileobj(handle, out, CHUNK_BYTES)
+            )
+
+    def bound_to(self, key: str) -> str | None:
+        """The name of a training job whose source bundle is at `key`, or None."""
+        return self._store.training_job_bound_to(key)
 
     def describe(self, name: str) -> TrainingJob:
         """The job.
@@ -309,8 +347,15 @@ class TrainingJobs:
     # ----------------------------------------------------------------- TaskHandler
 
     def payload(self, task: Task) -> TrainingTaskPayload:
-        """The job's stored spec (defaults filled in) for the worker."""
-        return TrainingTaskPayload(job_name=task.job_name, spec=self.describe(task.job_name).spec)
+        """The job's stored spec for the worker, reading the bundle from where it is kept.
+
+        The worker checks what it downloads against `source_sha256`. Jobs created before
+        bundles were kept by digest (no `source_sha256`) read their `source_uri`.
+        """
+        spec = self.describe(task.job_name).spec
+        if spec.source_sha256:
+            spec = replace(spec, source_uri=SCHEME + code_bundle_key(spec.source_sha256))
+        return TrainingTaskPayload(job_name=task.job_name, spec=spec)
 
     def on_leased(self, task: Task, now: float) -> None:
         """Counts the attempt and stamps the training start time on the first lease."""

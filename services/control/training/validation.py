@@ -20,9 +20,15 @@ from services.runtime.archives import (
     ArchiveTooLarge,
     list_tar_files,
 )
-from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted
+from services.runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 
 ENVIRONMENT_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 MAX_CHANNELS = 20
 MAX_HYPERPARAMETERS = 100
@@ -52,7 +58,7 @@ def validate_training_job(
     artifacts: ArtifactStore,
     archive_limits: ArchiveLimits = DEFAULT_ARCHIVE_LIMITS,
 ) -> TrainingJobSpec:
-    """Checks a job's spec and returns it with defaults filled in.
+    """Checks a job's spec; returns it with defaults filled in and the bundle's sha256.
 
     Args:
         name: the job name (already checked by `validate_job_name`).
@@ -63,6 +69,7 @@ def validate_training_job(
     Raises:
         InvalidArgument: a field breaks a rule, the entry point is not in the bundle.
         ResourceExhausted: the source bundle unpacks beyond `archive_limits`.
+        FailedPrecondition: the bundle's sha256 is not the `source_sha256` asked for.
         NotFound: the source bundle, a store:// channel or a file:// path does not exist.
     """
     _check_entry_point_path(spec.entry_point)
@@ -75,10 +82,14 @@ def validate_training_job(
     output_uri = SCHEME + (
         _store_key("output_uri", spec.output_uri) if spec.output_uri else DEFAULT_OUTPUT_KEY
     )
-    _check_bundle_holds_entry_point(spec, source_key, artifacts, archive_limits)
+    if spec.source_sha256 and not _SHA256.fullmatch(spec.source_sha256):
+        raise InvalidArgument(f"source_sha256 {spec.source_sha256[:80]!r} is not 64 hex digits")
+    sha256 = _check_bundle_holds_entry_point(spec, source_key, artifacts, archive_limits)
     for channel in spec.channels:
         _check_channel_exists(channel.name, channel.uri, artifacts)
-    return replace(spec, max_runtime_seconds=max_runtime_s, output_uri=output_uri)
+    return replace(
+        spec, max_runtime_seconds=max_runtime_s, output_uri=output_uri, source_sha256=sha256
+    )
 
 
 def _check_entry_point_path(entry_point: str) -> None:
@@ -184,13 +195,21 @@ def _max_runtime(seconds: int) -> int:
 
 def _check_bundle_holds_entry_point(
     spec: TrainingJobSpec, source_key: str, artifacts: ArtifactStore, limits: ArchiveLimits
-) -> None:
+) -> str:
+    """Checks the bundle (the version there now) and returns that version's sha256."""
     try:
-        _info, handle = artifacts.open(source_key)
+        info, handle = artifacts.open(source_key)
     except NotFound:
         raise NotFound(
             f"source bundle {spec.source_uri} not found: upload sourcedir.tar.gz there first"
         ) from None
+    if spec.source_sha256 and spec.source_sha256 != info.sha256:
+        handle.close()
+        raise FailedPrecondition(
+            f"source bundle {spec.source_uri} has sha256 {info.sha256}, not the "
+            f"{spec.source_sha256} asked for: it was replaced after it was uploaded (by "
+            "another fit with the same job name?); upload it again under a new job name"
+        )
     # Read header by header within the limits: a bomb is refused at the header crossing one,
     # before its data is decompressed.
     with handle:
@@ -204,7 +223,7 @@ def _check_bundle_holds_entry_point(
             raise InvalidArgument(str(err)) from None
     wanted = PurePosixPath(spec.entry_point).as_posix()
     if wanted in members:
-        return
+        return info.sha256
     shown = ", ".join(sorted(members)[:_MEMBERS_SHOWN]) or "nothing"
     more = len(members) - _MEMBERS_SHOWN
     raise InvalidArgument(
