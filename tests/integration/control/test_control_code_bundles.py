@@ -51,6 +51,34 @@ def _describe(control: ServiceProcess, name: str) -> object:
     return stub.DescribeTrainingJob(request, timeout=5).training_job
 
 
+def _race(session: object, tmp_path: Path, name: str) -> str:
+    """Two fits of different code under `name` at once; returns the marker of the one created."""
+    from skmaker import SKLearn
+    from skmaker.errors import SkmakerClientError
+
+    start = threading.Barrier(2)
+    outcome: dict[str, BaseException | None] = {}
+
+    def fit(marker: str) -> None:
+        code = _code(tmp_path / name / marker, marker)
+        estimator = SKLearn(entry_point="train.py", source_dir=str(code), session=session)
+        start.wait(10)
+        try:
+            estimator.fit(job_name=name, wait=False)
+            outcome[marker] = None
+        except SkmakerClientError as err:
+            outcome[marker] = err
+
+    threads = [threading.Thread(target=fit, args=(marker,)) for marker in ("code-A", "code-B")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    created = [marker for marker, error in outcome.items() if error is None]
+    assert len(outcome) == 2 and len(created) == 1, outcome
+    return created[0]
+
+
 def test_racing_fits_each_run_their_own_code_and_a_finished_jobs_bundle_is_kept(
     tmp_path: Path,
 ) -> None:
@@ -64,30 +92,7 @@ def test_racing_fits_each_run_their_own_code_and_a_finished_jobs_bundle_is_kept(
         with Session(control.address, token="") as session:
             winners: dict[str, str] = {}
             for round_ in range(ROUNDS):
-                name = f"same-name-{round_}"
-                start = threading.Barrier(2)
-                outcome: dict[str, BaseException | None] = {}
-
-                def fit(marker: str, name: str = name, start: threading.Barrier = start) -> None:
-                    code = _code(tmp_path / name / marker, marker)
-                    estimator = SKLearn(
-                        entry_point="train.py", source_dir=str(code), session=session
-                    )
-                    start.wait(10)
-                    try:
-                        estimator.fit(job_name=name, wait=False)
-                        outcome[marker] = None
-                    except SkmakerClientError as err:
-                        outcome[marker] = err
-
-                threads = [threading.Thread(target=fit, args=(m,)) for m in ("code-A", "code-B")]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join(60)
-                created = [marker for marker, error in outcome.items() if error is None]
-                assert len(outcome) == 2 and len(created) == 1, outcome
-                winners[name] = created[0]
+                winners[f"same-name-{round_}"] = _race(session, tmp_path, f"same-name-{round_}")
             for name, winner in winners.items():
                 log = _log_text(session, name)
                 loser = "code-B" if winner == "code-A" else "code-A"
