@@ -159,7 +159,7 @@ def test_streams_beyond_the_limits_are_refused_and_idle_uploads_ended(tmp_path: 
             f"--data-dir={data_dir}",
             "--max-streams=3",
             "--max-streams-per-caller=2",
-            "--stream-idle-timeout-s=1",
+            "--stream-idle-timeout-s=3",
         ],
     )
     released = threading.Event()
@@ -182,7 +182,7 @@ def test_streams_beyond_the_limits_are_refused_and_idle_uploads_ended(tmp_path: 
         )
         assert list(listing.artifacts) == []
 
-        # The two stalled uploads are ended after a second without a message...
+        # The two stalled uploads are ended after 3 s without a message...
         for call in held:
             with pytest.raises(grpc.RpcError) as ended:
                 call.result(timeout=10)
