@@ -62,6 +62,8 @@ class TrainingAssignment:
     shell_compat: bool = False
     # The sha256 the job's source bundle must have (empty from a control that sends none).
     source_sha256: str = ""
+    # Where to download the bundle (the copy kept under its digest); empty: source_uri.
+    source_bundle_uri: str = ""
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,8 @@ class TrainingJobRun:
     def _fetch_code(self, ws: workspace.Workspace) -> None:
         bundle = self.root / "sourcedir.tar.gz"
         try:
-            self.artifacts.download_file(self.assignment.source_uri, bundle)
+            bundle_uri = self.assignment.source_bundle_uri or self.assignment.source_uri
+            self.artifacts.download_file(bundle_uri, bundle)
             _check_bundle_digest(bundle, self.assignment.source_sha256)
             archives.safe_extract_tar(bundle, ws.code_dir, self.env.archive_limits)
         except (OSError, ValueError) as err:

@@ -99,6 +99,8 @@ class TrainingTaskPayload:
 
     job_name: str
     spec: TrainingJobSpec
+    # The copy of the source bundle kept under spec.source_sha256; "" for older jobs.
+    source_bundle_uri: str = ""
 
 
 @dataclass(frozen=True)
@@ -347,15 +349,14 @@ class TrainingJobs:
     # ----------------------------------------------------------------- TaskHandler
 
     def payload(self, task: Task) -> TrainingTaskPayload:
-        """The job's stored spec for the worker, reading the bundle from where it is kept.
+        """The job's stored spec and where the bundle it is bound to is kept.
 
         The worker checks what it downloads against `source_sha256`. Jobs created before
         bundles were kept by digest (no `source_sha256`) read their `source_uri`.
         """
         spec = self.describe(task.job_name).spec
-        if spec.source_sha256:
-            spec = replace(spec, source_uri=SCHEME + code_bundle_key(spec.source_sha256))
-        return TrainingTaskPayload(job_name=task.job_name, spec=spec)
+        kept = SCHEME + code_bundle_key(spec.source_sha256) if spec.source_sha256 else ""
+        return TrainingTaskPayload(job_name=task.job_name, spec=spec, source_bundle_uri=kept)
 
     def on_leased(self, task: Task, now: float) -> None:
         """Counts the attempt and stamps the training start time on the first lease."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 
 import pytest
 from conftest import FakeClock
@@ -72,7 +71,8 @@ def test_create_queues_a_task_and_acquire_leases_it(
     digest = created.spec.source_sha256
     kept = f"store://code-bundles/sha256/{digest}/sourcedir.tar.gz"
     assert len(digest) == 64
-    assert lease.payload.spec == replace(created.spec, source_uri=kept)
+    assert lease.payload.spec == created.spec
+    assert lease.payload.source_bundle_uri == kept
     job = jobs.describe("job-1")
     assert (job.attempts, job.training_start_time) == (1, clock.now)
     assert scheduler.acquire("w2", TRAINING, wait_s=0) is None
