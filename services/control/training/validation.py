@@ -8,6 +8,8 @@ checks come first; the artifact store is only read for a spec that is otherwise 
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
@@ -45,6 +47,31 @@ FILE_SCHEME = "file://"
 DEFAULT_OUTPUT_KEY = "jobs"
 # How many bundle members a "not in the bundle" message lists.
 _MEMBERS_SHOWN = 8
+
+
+class _RecentListings:
+    """The file lists of the last few bundle versions read, by sha256 and limits."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lists: OrderedDict[tuple[str, ArchiveLimits], list[str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ArchiveLimits]) -> list[str] | None:
+        with self._lock:
+            found = self._lists.get(key)
+            if found is not None:
+                self._lists.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[str, ArchiveLimits], files: list[str]) -> None:
+        with self._lock:
+            self._lists[key] = files
+            while len(self._lists) > self._size:
+                self._lists.popitem(last=False)
+
+
+_BUNDLE_FILES = _RecentListings(256)
 
 
 def validate_job_name(name: str) -> None:
@@ -211,10 +238,13 @@ def _check_bundle_holds_entry_point(
             "another fit with the same job name?); upload it again under a new job name"
         )
     # Read header by header within the limits: a bomb is refused at the header crossing one,
-    # before its data is decompressed.
+    # before its data is decompressed. A bundle version is read once (tuning trials share one).
     with handle:
         try:
-            members = list_tar_files(handle, limits, f"source bundle {spec.source_uri}")
+            members = _BUNDLE_FILES.get((info.sha256, limits))
+            if members is None:
+                members = list_tar_files(handle, limits, f"source bundle {spec.source_uri}")
+                _BUNDLE_FILES.put((info.sha256, limits), members)
         except ArchiveTooLarge as err:
             raise ResourceExhausted(
                 f"{err}; see --max-archive-bytes/--max-archive-members"
