@@ -25,7 +25,7 @@ from services.control.backends.containers import DockerBackendSettings, DockerRe
 from services.control.backends.local import LocalReplicaBackend
 from services.control.backends.local_process import LocalBackendSettings
 from services.control.backends.replica_runtime import SupervisionSettings
-from services.control.call_classes import control_call_limiter
+from services.control.call_classes import control_call_limiter, worker_or_marked
 from services.control.config import ControlSettings
 from services.control.dispatch.credentials import worker_scope
 from services.control.dispatch.scheduler import Scheduler
@@ -381,7 +381,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         ),
         lifecycle.Servicer(
             artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server,
-            ArtifactsServicer(artifacts, training_jobs.bound_to),
+            ArtifactsServicer(artifacts, training_jobs, worker_or_marked(scoped_tokens)),
             artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
         ),
         lifecycle.Servicer(

@@ -59,6 +59,15 @@ def worker_callers(
     return holds_issued_token
 
 
+def worker_or_marked(
+    scoped_tokens: ScopedTokens | None,
+) -> Callable[[Sequence[tuple[str, Any]]], bool]:
+    """Tells calls that may write a training job's output: a worker's by its issued token
+    or its marker (a remote trainer holds the people's token; those people are trusted)."""
+    issued = worker_callers(scoped_tokens)
+    return lambda metadata: has_worker_marker(metadata) or issued(metadata)
+
+
 def control_call_limiter(
     settings: ControlSettings, scoped_tokens: ScopedTokens | None
 ) -> CallLimiter:

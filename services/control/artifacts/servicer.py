@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 import grpc
 
@@ -11,17 +12,37 @@ from services.control.artifacts.store import CODE_BUNDLES_PREFIX, SCHEME, Artifa
 from services.runtime.errors import FailedPrecondition
 from skmaker.v1 import artifacts_pb2, artifacts_pb2_grpc
 
-# The training job whose source bundle is at a key, if any.
-BoundTo = Callable[[str], "str | None"]
+
+class JobPrefixes(Protocol):
+    """Which training job a key belongs to (services.control.training.jobs.TrainingJobs)."""
+
+    def bound_to(self, key: str) -> str | None:
+        """The job whose source bundle is at `key`."""
+        ...
+
+    def output_owner(self, key: str) -> str | None:
+        """The job whose archives go at or above `key`."""
+        ...
+
+
+# Whether a call (by its metadata) comes from one of skmaker's workers.
+IsWorker = Callable[[Sequence[tuple[str, Any]]], bool]
 
 
 class ArtifactsServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
     """The artifact API clients and remote workers use."""
 
-    def __init__(self, artifacts: ArtifactStore, bound_to: BoundTo | None = None) -> None:
-        """Serves `artifacts`; uploads to a key `bound_to` names a job for are refused."""
+    def __init__(
+        self,
+        artifacts: ArtifactStore,
+        jobs: JobPrefixes | None = None,
+        is_worker: IsWorker = lambda metadata: False,
+    ) -> None:
+        """Serves `artifacts`. Uploads to a job's source bundle are refused, and so are uploads
+        to its output prefix by callers other than workers (`is_worker`)."""
         self._artifacts = artifacts
-        self._bound_to = bound_to
+        self._jobs = jobs
+        self._is_worker = is_worker
 
     def UploadArtifact(
         self,
@@ -30,31 +51,41 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
     ) -> artifacts_pb2.UploadArtifactResponse:
         """Stores an object once its size and digest check out.
 
-        A job's source bundle cannot be replaced (checked at the header and again once the
-        last chunk arrived, before the object appears), nor can the bundles kept by digest.
+        A job's source bundle cannot be replaced, nor can the bundles kept by digest, and only
+        workers write below a job's output prefix (checked at the header and again once the
+        last chunk arrived, before the object appears).
         """
         key, size, sha256, chunks = convert.upload_from_pb(request_iterator)
-        self._refuse_bound(key)
-        info = self._artifacts.put(key, size, sha256, self._checked_at_end(key, chunks))
+        worker = self._is_worker(tuple(context.invocation_metadata() or ()))
+        self._refuse_bound(key, worker)
+        info = self._artifacts.put(key, size, sha256, self._checked_at_end(key, worker, chunks))
         return artifacts_pb2.UploadArtifactResponse(artifact=convert.artifact_info_to_pb(info))
 
-    def _refuse_bound(self, key: str) -> None:
+    def _refuse_bound(self, key: str, worker: bool) -> None:
         if key == CODE_BUNDLES_PREFIX or key.startswith(CODE_BUNDLES_PREFIX + "/"):
             raise FailedPrecondition(
                 f"{SCHEME}{CODE_BUNDLES_PREFIX}/ holds the source bundles of training jobs, "
                 "kept by the control under their sha256; upload elsewhere"
             )
-        job = self._bound_to(key) if self._bound_to is not None else None
+        if self._jobs is None:
+            return
+        job = self._jobs.bound_to(key)
         if job is not None:
             raise FailedPrecondition(
                 f"{SCHEME}{key} is the source bundle of training job {job!r} and cannot be "
                 "replaced; upload new code under a new job name"
             )
+        job = None if worker else self._jobs.output_owner(key)
+        if job is not None:
+            raise FailedPrecondition(
+                f"{SCHEME}{key} lies in the output of training job {job!r}, which only its "
+                "trainer writes; upload elsewhere"
+            )
 
-    def _checked_at_end(self, key: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    def _checked_at_end(self, key: str, worker: bool, chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield from chunks
         # A job may have been created on this key while the chunks arrived.
-        self._refuse_bound(key)
+        self._refuse_bound(key, worker)
 
     def DownloadArtifact(
         self, request: artifacts_pb2.DownloadArtifactRequest, context: grpc.ServicerContext

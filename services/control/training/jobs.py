@@ -183,6 +183,7 @@ class TrainingJobs:
             raise AlreadyExists(f"training job {name!r} already exists")
         spec = validate_training_job(name, spec, self._artifacts, self.archive_limits)
         source_key = key_of(spec.source_uri)
+        output_prefix = f"{key_of(spec.output_uri)}/{name}/output"
         self._keep_bundle(source_key, spec.source_sha256)
         now = self._clock()
         job = TrainingJob(
@@ -194,7 +195,7 @@ class TrainingJobs:
             tuning_job_name=tuning_job_name,
         )
         with self._store.transaction():
-            self._store.insert_training_job(job, source_key=source_key)
+            self._store.insert_training_job(job, source_key=source_key, output_prefix=output_prefix)
             self._store.append_transition(
                 name,
                 SecondaryStatus.STARTING,
@@ -234,6 +235,10 @@ class TrainingJobs:
     def bound_to(self, key: str) -> str | None:
         """The name of a training job whose source bundle is at `key`, or None."""
         return self._store.training_job_bound_to(key)
+
+    def output_owner(self, key: str) -> str | None:
+        """The name of a training job whose archives go at or above `key`, or None."""
+        return self._store.training_job_with_output_at(key)
 
     def describe(self, name: str) -> TrainingJob:
         """The job.

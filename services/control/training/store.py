@@ -73,8 +73,12 @@ def spec_from_json(text: str) -> TrainingJobSpec:
 class TrainingJobTables(Database):
     """Queries of the training-job tables."""
 
-    def insert_training_job(self, job: TrainingJob, source_key: str = "") -> None:
-        """Stores a new job with its first transitions; `source_key` is its bundle's key.
+    def insert_training_job(
+        self, job: TrainingJob, source_key: str = "", output_prefix: str = ""
+    ) -> None:
+        """Stores a new job with its first transitions.
+
+        `source_key` is its bundle's key, `output_prefix` the key prefix its archives go to.
 
         Raises:
             AlreadyExists: when a job with this name exists.
@@ -82,9 +86,9 @@ class TrainingJobTables(Database):
         with self.transaction() as conn:
             try:
                 conn.execute(
-                    f"INSERT INTO training_jobs ({_JOB_COLUMNS}, source_key) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*_job_row(job), source_key),
+                    f"INSERT INTO training_jobs ({_JOB_COLUMNS}, source_key, output_prefix) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*_job_row(job), source_key, output_prefix),
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"training job {job.name!r} already exists") from None
@@ -127,6 +131,18 @@ class TrainingJobTables(Database):
         with self.transaction() as conn:
             row = conn.execute(
                 "SELECT name FROM training_jobs WHERE source_key = ? LIMIT 1", (source_key,)
+            ).fetchone()
+        return None if row is None else str(row["name"])
+
+    def training_job_with_output_at(self, key: str) -> str | None:
+        """The name of a job whose output prefix is `key` or a folder above it, or None."""
+        parts = key.split("/")
+        prefixes = ["/".join(parts[:end]) for end in range(1, len(parts) + 1)]
+        marks = ", ".join("?" * len(prefixes))
+        with self.transaction() as conn:
+            row = conn.execute(
+                f"SELECT name FROM training_jobs WHERE output_prefix IN ({marks}) LIMIT 1",
+                prefixes,
             ).fetchone()
         return None if row is None else str(row["name"])
 

@@ -112,6 +112,11 @@ def test_racing_fits_each_run_their_own_code_and_a_finished_jobs_bundle_is_kept(
             after = _download(control, f"store://jobs/{name}/source/sourcedir.tar.gz")
             assert after == before
             assert hashlib.sha256(after).hexdigest() == _describe(control, name).spec.source_sha256
+            # Nor can anyone but its trainer write where its model is.
+            fake = tmp_path / "model.tar.gz"
+            fake.write_bytes(b"not the model")
+            with pytest.raises(SkmakerClientError, match="only its trainer writes"):
+                session.upload_data(str(fake), bucket="skmaker", key_prefix=f"jobs/{name}/output")
     finally:
         control.stop()
 
