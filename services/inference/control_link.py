@@ -17,6 +17,7 @@ from typing import TypeVar
 import grpc
 
 from services.runtime.auth import token_metadata
+from services.runtime.call_limits import WORKER_MARKER
 from services.runtime.versions import Runtime
 from services.sagemaker.serving.model_loader import ModelLoadFailed, ModelSpec
 from skmaker.v1 import (
@@ -68,7 +69,9 @@ class ControlModelSource:
         self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
         self._artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self._channel)
         self._dispatch = dispatch_pb2_grpc.DispatchServiceStub(self._channel)
-        self._metadata = token_metadata(token)
+        # Marked as a worker's: the model download uses the control's worker capacity, so
+        # users' open streams cannot keep a replica from loading its model.
+        self._metadata = (*token_metadata(token), WORKER_MARKER)
         self._timeout_s = timeout_s
 
     def close(self) -> None:
