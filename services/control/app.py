@@ -249,7 +249,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     # Processes the control starts get tokens of their own, each scoped to what it needs.
     scoped_tokens = ScopedTokens() if settings.auth_token else None
     service.scoped_tokens = scoped_tokens
-    service.call_limiter = control_call_limiter(settings, scoped_tokens)
+    service.call_limiter = control_call_limiter(settings, scoped_tokens, metrics)
 
     worker_tokens: dict[str, str] = {}
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from services.control.config import ControlSettings
+from services.control.metrics import ControlMetrics
 from services.runtime.auth import ScopedTokens
 from services.runtime.call_limits import (
     CallClass,
@@ -69,7 +70,7 @@ def worker_or_marked(
 
 
 def control_call_limiter(
-    settings: ControlSettings, scoped_tokens: ScopedTokens | None
+    settings: ControlSettings, scoped_tokens: ScopedTokens | None, metrics: ControlMetrics
 ) -> CallLimiter:
     """The limiter for the control's streams and long polls, as `settings` size them."""
     worker_transfers = CallClass(
@@ -97,4 +98,7 @@ def control_call_limiter(
         flags=("--max-long-polls", "--max-long-polls-per-caller"),
     )
     interval_s = min(1.0, max(0.05, settings.stream_idle_timeout_s / 4))
-    return CallLimiter([worker_transfers, streams, long_polls], IdleCallWatchdog(interval_s))
+    classes = [worker_transfers, streams, long_polls]
+    limiter = CallLimiter(classes, IdleCallWatchdog(interval_s), metrics.refused_long_call)
+    metrics.track_long_calls(limiter.in_flight, [c.name for c in classes])
+    return limiter

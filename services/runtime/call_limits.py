@@ -162,8 +162,17 @@ def caller_of(metadata: Sequence[tuple[str, Any]] | None, peer: str) -> str:
 class CallLimiter(grpc.ServerInterceptor):
     """Admits the calls of each `CallClass` up to its capacity and per-caller limit."""
 
-    def __init__(self, classes: Sequence[CallClass], watchdog: IdleCallWatchdog) -> None:
-        """Limits the methods of `classes`; `watchdog` ends idle client streams."""
+    def __init__(
+        self,
+        classes: Sequence[CallClass],
+        watchdog: IdleCallWatchdog,
+        on_refused: Callable[[str, str], object] | None = None,
+    ) -> None:
+        """Limits the methods of `classes`; `watchdog` ends idle client streams.
+
+        `on_refused(class name, "capacity" or "per caller")` hears of every refusal.
+        """
+        self._on_refused = on_refused
         self._by_method: dict[str, list[_Occupancy]] = {}
         for call_class in classes:
             occupancy = _Occupancy(call_class)
@@ -205,6 +214,12 @@ class CallLimiter(grpc.ServerInterceptor):
 
     def _admit(self, occupancy: _Occupancy, caller: str) -> str:
         """Takes a slot for `caller`; returns "" or why it was refused."""
+        refused, limit = self._try_admit(occupancy, caller)
+        if refused and self._on_refused is not None:
+            self._on_refused(occupancy.call_class.name, limit)
+        return refused
+
+    def _try_admit(self, occupancy: _Occupancy, caller: str) -> tuple[str, str]:
         call_class = occupancy.call_class
         with self._lock:
             held = occupancy.by_caller.get(caller, 0)
@@ -212,16 +227,16 @@ class CallLimiter(grpc.ServerInterceptor):
                 return (
                     f"the server has {occupancy.total} {call_class.name} calls open, its limit "
                     f"({call_class.flags[0]}={call_class.capacity}); retry later"
-                )
+                ), "capacity"
             if held >= call_class.per_caller:
                 return (
                     f"this caller ({caller.split(' ')[0]}) has {held} {call_class.name} calls "
                     f"open, the limit per caller ({call_class.flags[1]}={call_class.per_caller})"
                     "; end some first"
-                )
+                ), "per caller"
             occupancy.total += 1
             occupancy.by_caller[caller] = held + 1
-            return ""
+            return "", ""
 
     def _release(self, occupancy: _Occupancy, caller: str) -> None:
         with self._lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -176,6 +177,16 @@ def test_streams_beyond_the_limits_are_refused_and_idle_uploads_ended(tmp_path: 
             artifacts.UploadArtifact(_stalled_upload("store://stalled/third", released), timeout=5)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "--max-streams-per-caller=2" in str(refused.value.details())
+        metrics = (
+            urllib.request.urlopen(f"http://127.0.0.1:{control.metrics_port}/metrics", timeout=5)
+            .read()
+            .decode()
+        )
+        assert 'skmaker_control_long_calls{call_class="stream"} 2.0' in metrics
+        refusals = (
+            'skmaker_control_long_calls_refused_total{call_class="stream",limit="per caller"}'
+        )
+        assert f"{refusals} 1.0" in metrics
         # Unary calls are not limited: a listing answers while both streams are held.
         listing = artifacts.ListArtifacts(
             artifacts_pb2.ListArtifactsRequest(uri_prefix=""), timeout=2
