@@ -160,7 +160,7 @@ def test_streams_beyond_the_limits_are_refused_and_idle_uploads_ended(tmp_path: 
             f"--data-dir={data_dir}",
             "--max-streams=3",
             "--max-streams-per-caller=2",
-            "--stream-idle-timeout-s=3",
+            "--stream-idle-timeout-s=5",
         ],
     )
     released = threading.Event()
@@ -187,13 +187,18 @@ def test_streams_beyond_the_limits_are_refused_and_idle_uploads_ended(tmp_path: 
             'skmaker_control_long_calls_refused_total{call_class="stream",limit="per caller"}'
         )
         assert f"{refusals} 1.0" in metrics
+        # A log follow is a stream of the same caller: refused too.
+        training = training_pb2_grpc.TrainingServiceStub(control.channel())
+        with pytest.raises(grpc.RpcError) as follow_refused:
+            list(training.GetTrainingJobLogs(training_pb2.GetTrainingJobLogsRequest(name="x")))
+        assert follow_refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         # Unary calls are not limited: a listing answers while both streams are held.
         listing = artifacts.ListArtifacts(
             artifacts_pb2.ListArtifactsRequest(uri_prefix=""), timeout=2
         )
         assert list(listing.artifacts) == []
 
-        # The two stalled uploads are ended after 3 s without a message...
+        # The two stalled uploads are ended after 5 s without a message...
         for call in held:
             with pytest.raises(grpc.RpcError) as ended:
                 call.result(timeout=10)
@@ -214,8 +219,7 @@ def test_streams_beyond_the_limits_are_refused_and_idle_uploads_ended(tmp_path: 
             timeout=5,
         )
         assert stored.artifact.sha256 == digest
-        # A log follow counts against the same limits; a missing job is still NOT_FOUND.
-        training = training_pb2_grpc.TrainingServiceStub(control.channel())
+        # With the slots free again, a follow is served (a missing job is NOT_FOUND).
         with pytest.raises(grpc.RpcError) as missing:
             list(training.GetTrainingJobLogs(training_pb2.GetTrainingJobLogsRequest(name="nope")))
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
