@@ -104,6 +104,9 @@ def trainer_specs(
                 str(data_dir / "work" / f"trainer-{index}"),
                 "--grpc-port=0",
                 "--metrics-port=0",
+                # The bundles the control accepts, its trainers unpack (--trainer-args may differ).
+                f"--max-archive-bytes={settings.max_archive_bytes}",
+                f"--max-archive-members={settings.max_archive_members}",
                 *extra,
             ),
             log_path=data_dir / "logs" / f"trainer-{index}.log",
