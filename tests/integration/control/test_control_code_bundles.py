@@ -101,6 +101,8 @@ def test_racing_fits_each_run_their_own_code_and_a_finished_jobs_bundle_is_kept(
                 assert job.status == 2, job  # COMPLETED
                 bundle = _download(control, job.spec.source_uri)
                 assert hashlib.sha256(bundle).hexdigest() == job.spec.source_sha256
+                described = session.describe_training_job(name)
+                assert described["AlgorithmSpecification"]["SourceSha256"] == job.spec.source_sha256
 
             # Reusing a finished job's name is refused before its bundle could change.
             name = "same-name-0"
