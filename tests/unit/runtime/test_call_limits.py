@@ -38,7 +38,7 @@ def served() -> Iterator[tuple[grpc.Channel, CallLimiter, threading.Event]]:
     workers = CallClass(
         "worker transfer", frozenset({UPLOAD}), 1, 1, 0.2, ("--w", "--w"), has_worker_marker
     )
-    users = CallClass("stream", frozenset({UPLOAD}), 3, 2, 1.0, ("--max", "--per-caller"))
+    users = CallClass("stream", frozenset({UPLOAD}), 3, 2, 3.0, ("--max", "--per-caller"))
     limiter = CallLimiter([workers, users], IdleCallWatchdog(0.05))
     server = grpc.server(
         futures.ThreadPoolExecutor(2 + limiter.reserved_threads), interceptors=[limiter]
@@ -91,10 +91,14 @@ def test_an_idle_upload_is_ended_with_deadline_exceeded_and_its_slot_freed(
     channel, limiter, release = served
     upload = channel.stream_unary(UPLOAD)
     with pytest.raises(grpc.RpcError) as ended:
-        upload(_held(release), timeout=5)
+        upload(_held(release), timeout=15)
     assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert "no message for 1 s" in str(ended.value.details())
-    assert limiter.in_flight("stream") == 0
+    assert "no message for 3 s" in str(ended.value.details())
+    # The handler lets go of its slot as it unwinds, which may be just after the status left.
+    deadline = time.monotonic() + 5
+    while limiter.in_flight("stream"):
+        assert time.monotonic() < deadline, "the ended upload kept its slot"
+        time.sleep(0.01)
     assert upload(iter([b"x"]), timeout=5) == b"x"
 
 
