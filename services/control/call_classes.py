@@ -4,8 +4,9 @@ Users' streams (log follows, uploads, downloads), workers' transfers (code, data
 the tasks they run) and long polls (workers waiting for a task) each get threads of their own,
 so that however many of them are open, Describe, health checks and the workers' heartbeats
 (which keep leases alive) still find a thread, and users' streams cannot hold up a running
-job's downloads and uploads. Workers are told apart by the token the control issued them
-when tokens are on, else by the marker their calls carry (`WORKER_MARKER`).
+job's downloads and uploads. Workers are told apart by the token the control issued them, or
+by the marker their calls carry (`WORKER_MARKER`): remote workers hold the people's token, and
+the people holding it are trusted.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def worker_callers(
 def worker_or_marked(
     scoped_tokens: ScopedTokens | None,
 ) -> Callable[[Sequence[tuple[str, Any]]], bool]:
-    """Tells calls that may write a training job's output: a worker's by its issued token
-    or its marker (a remote trainer holds the people's token; those people are trusted)."""
+    """Tells a worker's call (a transfer it makes, a write to a training job's output) by its
+    issued token or its marker (a remote trainer holds the people's token; they are trusted)."""
     issued = worker_callers(scoped_tokens)
     return lambda metadata: has_worker_marker(metadata) or issued(metadata)
 
@@ -80,7 +81,7 @@ def control_call_limiter(
         per_caller=settings.max_worker_transfers,
         idle_timeout_s=settings.stream_idle_timeout_s,
         flags=("--max-worker-transfers", "--max-worker-transfers"),
-        callers=worker_callers(scoped_tokens),
+        callers=worker_or_marked(scoped_tokens),
     )
     streams = CallClass(
         name="stream",

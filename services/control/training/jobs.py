@@ -393,7 +393,10 @@ class TrainingJobs:
         is_new_status = reported and reported != job.secondary_status
         if is_new_status and job.status is TrainingJobStatus.IN_PROGRESS:
             self._transition(job, reported, now, _worker_status_message(reported, report.worker_id))
-        self._changed.notify()
+        if report.log_lines:
+            # Log followers wake for new lines (a transition wakes them itself); a beat with
+            # none would wake every follower of every job for nothing.
+            self._changed.notify()
         return job.stop_requested
 
     def on_completed(self, task: Task, report: CompletionReport, now: float) -> None:
