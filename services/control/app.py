@@ -18,6 +18,7 @@ from pathlib import Path
 
 import optuna
 
+from services.control.artifacts.key_locks import KeyLocks
 from services.control.artifacts.servicer import ArtifactsServicer
 from services.control.artifacts.store import LocalArtifactStore
 from services.control.backends import EventSink, ReplicaBackend
@@ -230,8 +231,10 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     archive_limits = ArchiveLimits(
         max_bytes=settings.max_archive_bytes, max_members=settings.max_archive_members
     )
+    # Creates bind a bundle's key while uploads to it end under the same lock.
+    key_locks = KeyLocks()
     training_jobs = TrainingJobs(
-        store, scheduler, artifacts, metrics, archive_limits=archive_limits
+        store, scheduler, artifacts, metrics, archive_limits=archive_limits, key_locks=key_locks
     )
     scheduler.register(TaskKind.TRAINING, training_jobs)
     # Optuna logs every trial at INFO; the tuning loop logs what matters itself.
@@ -384,7 +387,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         ),
         lifecycle.Servicer(
             artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server,
-            ArtifactsServicer(artifacts, training_jobs, worker_or_marked(scoped_tokens)),
+            ArtifactsServicer(artifacts, training_jobs, worker_or_marked(scoped_tokens), key_locks),
             artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
         ),
         lifecycle.Servicer(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from typing import Any, Protocol
 
 import grpc
 
 from services.control.artifacts import convert
+from services.control.artifacts.key_locks import KeyLocks
 from services.control.artifacts.store import CODE_BUNDLES_PREFIX, SCHEME, ArtifactStore, key_of
 from services.runtime.errors import FailedPrecondition
 from skmaker.v1 import artifacts_pb2, artifacts_pb2_grpc
@@ -18,6 +20,10 @@ class JobPrefixes(Protocol):
 
     def bound_to(self, key: str) -> str | None:
         """The job whose source bundle is at `key`."""
+        ...
+
+    def bound_here(self, key: str) -> str | None:
+        """The job a create of this process bound `key` to (no database read)."""
         ...
 
     def output_owner(self, key: str) -> str | None:
@@ -37,9 +43,13 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         artifacts: ArtifactStore,
         jobs: JobPrefixes | None = None,
         is_worker: IsWorker = lambda metadata: False,
+        key_locks: KeyLocks | None = None,
     ) -> None:
         """Serves `artifacts`. Uploads to a job's source bundle are refused, and so are uploads
-        to its output prefix by callers other than workers (`is_worker`)."""
+        to its output prefix by callers other than workers (`is_worker`). An upload's last
+        check and its object's rename hold the key's lock in `key_locks`, which a training
+        job's create holds while it binds the key."""
+        self._key_locks = key_locks or KeyLocks()
         self._artifacts = artifacts
         self._jobs = jobs
         self._is_worker = is_worker
@@ -52,13 +62,15 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         """Stores an object once its size and digest check out.
 
         A job's source bundle cannot be replaced, nor can the bundles kept by digest, and only
-        workers write below a job's output prefix (checked at the header and again once the
-        last chunk arrived, before the object appears).
+        workers write below a job's output prefix (checked at the header; a bundle key bound
+        while the chunks arrived is refused again once the last one did, under its lock).
         """
         key, size, sha256, chunks = convert.upload_from_pb(request_iterator)
         worker = self._is_worker(tuple(context.invocation_metadata() or ()))
         self._refuse_bound(key, worker)
-        info = self._artifacts.put(key, size, sha256, self._checked_at_end(key, worker, chunks))
+        with ExitStack() as held:
+            checked = self._checked_at_end(key, chunks, held)
+            info = self._artifacts.put(key, size, sha256, checked)
         return artifacts_pb2.UploadArtifactResponse(artifact=convert.artifact_info_to_pb(info))
 
     def _refuse_bound(self, key: str, worker: bool) -> None:
@@ -82,10 +94,20 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
                 "trainer writes; upload elsewhere"
             )
 
-    def _checked_at_end(self, key: str, worker: bool, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    def _checked_at_end(
+        self, key: str, chunks: Iterator[bytes], held: ExitStack
+    ) -> Iterator[bytes]:
         yield from chunks
-        # A job may have been created on this key while the chunks arrived.
-        self._refuse_bound(key, worker)
+        # A job may have been created on this key while the chunks arrived; from here until
+        # the object is renamed into place (`held` ends after `put`), none can be. Under the
+        # lock only memory is read: a create may hold the database while it waits for it.
+        held.enter_context(self._key_locks.holding(key))
+        job = self._jobs.bound_here(key) if self._jobs is not None else None
+        if job is not None:
+            raise FailedPrecondition(
+                f"{SCHEME}{key} became the source bundle of training job {job!r} while it was "
+                "uploaded and cannot be replaced; upload new code under a new job name"
+            )
 
     def DownloadArtifact(
         self, request: artifacts_pb2.DownloadArtifactRequest, context: grpc.ServicerContext

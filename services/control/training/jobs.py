@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from services.control import paging
+from services.control.artifacts.key_locks import KeyLocks
 from services.control.artifacts.store import (
     CHUNK_BYTES,
     SCHEME,
@@ -144,11 +145,18 @@ class TrainingJobs:
         metrics: ControlMetrics,
         clock: Callable[[], float] = time.time,
         archive_limits: ArchiveLimits = DEFAULT_ARCHIVE_LIMITS,
+        key_locks: KeyLocks | None = None,
     ) -> None:
         """Wires the state machine; register it with the scheduler for TaskKind.TRAINING.
 
-        Source bundles are checked within `archive_limits`.
+        Source bundles are checked within `archive_limits`; a create holds its bundle key's
+        lock in `key_locks` (shared with the artifact API's uploads) while it binds it.
         """
+        self._key_locks = key_locks or KeyLocks()
+        # Bundle keys bound by creates in this process, by key: what an upload ending under the
+        # key's lock checks, without the database (a tuning trial's create holds the database
+        # while it takes the key's lock; the other order would deadlock).
+        self._bound_here: dict[str, str] = {}
         self.archive_limits = archive_limits
         self._store = store
         self._scheduler = scheduler
@@ -181,6 +189,11 @@ class TrainingJobs:
         validate_job_name(name)
         if self._store.training_job_exists(name):
             raise AlreadyExists(f"training job {name!r} already exists")
+        # No upload to the bundle's key lands between its check and the job's record.
+        with self._key_locks.holding(_key_or_empty(spec.source_uri)):
+            return self._create_bound(name, spec, tuning_job_name)
+
+    def _create_bound(self, name: str, spec: TrainingJobSpec, tuning_job_name: str) -> TrainingJob:
         spec = validate_training_job(name, spec, self._artifacts, self.archive_limits)
         source_key = key_of(spec.source_uri)
         output_prefix = f"{key_of(spec.output_uri)}/{name}/output"
@@ -203,6 +216,7 @@ class TrainingJobs:
                 "Starting the training job; pending in the queue",
             )
             self._scheduler.enqueue(TaskKind.TRAINING, name)
+        self._bound_here[source_key] = name
         self._metrics.training_jobs.labels(status=TrainingJobStatus.IN_PROGRESS).inc()
         log.info("training job %s created", name)
         return self.describe(name)
@@ -235,6 +249,10 @@ class TrainingJobs:
     def bound_to(self, key: str) -> str | None:
         """The name of a training job whose source bundle is at `key`, or None."""
         return self._store.training_job_bound_to(key)
+
+    def bound_here(self, key: str) -> str | None:
+        """The job a create in this process bound `key` to, from memory (no database)."""
+        return self._bound_here.get(key)
 
     def output_owner(self, key: str) -> str | None:
         """The name of a training job whose archives go at or above `key`, or None."""
@@ -490,6 +508,14 @@ class TrainingJobs:
         log.info("training job %s ended: %s/%s", job.name, status.value, secondary.value)
         for listener in self._listeners:
             listener.on_training_job_ended(ended)
+
+
+def _key_or_empty(uri: str) -> str:
+    """The key of `uri`, or "" for a URI validation will refuse."""
+    try:
+        return key_of(uri)
+    except InvalidArgument:
+        return ""
 
 
 def _worker_status_message(status: str, worker_id: str) -> str:
