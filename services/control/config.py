@@ -68,6 +68,18 @@ class ControlSettings(ServiceSettings):
     max_long_polls_per_caller: int = setting(
         64, "task polls one caller (token, or address without one) may have waiting at once"
     )
+    artifact_store: str = setting(
+        "",
+        "where artifacts live: empty for <data-dir>/artifacts, or s3://BUCKET[/PREFIX] in an "
+        "S3-compatible store (endpoint and credentials from AWS_ENDPOINT_URL, "
+        "AWS_ACCESS_KEY_ID, ... or ~/.aws, as boto3 reads them)",
+    )
+    artifact_presign_endpoint: str = setting(
+        "",
+        "the S3 endpoint presigned URLs name, when workers and clients reach the store at "
+        "another address than the control; empty for the control's",
+    )
+    artifact_url_ttl_s: int = setting(3600, "how long a presigned artifact URL works")
     replica_backend: str = setting(
         "", "where endpoint replicas run: local, docker or none; empty means local with --local"
     )

@@ -60,7 +60,5 @@ def stage_training_code(
         with archive.open("rb") as packed:
             sha256 = hashlib.file_digest(packed, "sha256").hexdigest()
         code_prefix = session.store_key(code_location) if code_location else _CODE_KEY_PREFIX
-        source_uri = session.upload_data(
-            archive, bucket=session.default_bucket(), key_prefix=f"{code_prefix}/{job_name}/source"
-        )
+        source_uri = session.upload_to_store(archive, f"{code_prefix}/{job_name}/source")
     return StagedCode(bundle.program, source_uri, sha256)

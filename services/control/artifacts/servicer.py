@@ -1,4 +1,5 @@
-"""ArtifactService: chunked upload, download and listing over the artifact store."""
+"""ArtifactService: chunked upload, download and listing over the artifact store, and the
+presigned URLs through which callers move bytes to and from an object store directly."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any, Protocol
 import grpc
 
 from services.control.artifacts import convert
+from services.control.artifacts.base import CODE_BUNDLES_PREFIX, SCHEME, ArtifactStore, key_of
 from services.control.artifacts.key_locks import KeyLocks
-from services.control.artifacts.store import CODE_BUNDLES_PREFIX, SCHEME, ArtifactStore, key_of
+from services.control.metrics import ControlMetrics
 from services.runtime.errors import FailedPrecondition
 from skmaker.v1 import artifacts_pb2, artifacts_pb2_grpc
 
@@ -41,18 +43,23 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
     def __init__(
         self,
         artifacts: ArtifactStore,
+        metrics: ControlMetrics,
         jobs: JobPrefixes | None = None,
         is_worker: IsWorker = lambda metadata: False,
         key_locks: KeyLocks | None = None,
     ) -> None:
-        """Serves `artifacts`. Uploads to a job's source bundle are refused, and so are uploads
-        to its output prefix by callers other than workers (`is_worker`). An upload's last
-        check and its object's rename hold the key's lock in `key_locks`, which a training
-        job's create holds while it binds the key."""
-        self._key_locks = key_locks or KeyLocks()
+        """Serves `artifacts`; counts the bytes its streaming calls carry in `metrics`.
+
+        Uploads to a job's source bundle are refused, and so are uploads to its output prefix
+        by callers other than workers (`is_worker`). An upload's last check and its object's
+        rename hold the key's lock in `key_locks`, which a training job's create holds while
+        it binds the key.
+        """
         self._artifacts = artifacts
+        self._metrics = metrics
         self._jobs = jobs
         self._is_worker = is_worker
+        self._key_locks = key_locks or KeyLocks()
 
     def UploadArtifact(
         self,
@@ -66,12 +73,15 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         while the chunks arrived is refused again once the last one did, under its lock).
         """
         key, size, sha256, chunks = convert.upload_from_pb(request_iterator)
-        worker = self._is_worker(tuple(context.invocation_metadata() or ()))
-        self._refuse_bound(key, worker)
+        self._refuse_bound(key, self._worker(context))
+        counted = self._metrics.count_artifact_bytes("upload", chunks)
         with ExitStack() as held:
-            checked = self._checked_at_end(key, chunks, held)
+            checked = self._checked_at_end(key, counted, held)
             info = self._artifacts.put(key, size, sha256, checked)
         return artifacts_pb2.UploadArtifactResponse(artifact=convert.artifact_info_to_pb(info))
+
+    def _worker(self, context: grpc.ServicerContext) -> bool:
+        return self._is_worker(tuple(context.invocation_metadata() or ()))
 
     def _refuse_bound(self, key: str, worker: bool) -> None:
         if key == CODE_BUNDLES_PREFIX or key.startswith(CODE_BUNDLES_PREFIX + "/"):
@@ -102,6 +112,9 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         # the object is renamed into place (`held` ends after `put`), none can be. Under the
         # lock only memory is read: a create may hold the database while it waits for it.
         held.enter_context(self._key_locks.holding(key))
+        self._refuse_bound_here(key)
+
+    def _refuse_bound_here(self, key: str) -> None:
         job = self._jobs.bound_here(key) if self._jobs is not None else None
         if job is not None:
             raise FailedPrecondition(
@@ -117,7 +130,7 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
             key_of(request.uri), request.offset, request.length
         )
         yield artifacts_pb2.DownloadArtifactResponse(info=convert.artifact_info_to_pb(info))
-        for chunk in chunks:
+        for chunk in self._metrics.count_artifact_bytes("download", chunks):
             yield artifacts_pb2.DownloadArtifactResponse(chunk=chunk)
 
     def ListArtifacts(
@@ -128,3 +141,48 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         return artifacts_pb2.ListArtifactsResponse(
             artifacts=[convert.artifact_info_to_pb(info) for info in infos]
         )
+
+    def DescribeArtifactStore(
+        self, request: artifacts_pb2.DescribeArtifactStoreRequest, context: grpc.ServicerContext
+    ) -> artifacts_pb2.DescribeArtifactStoreResponse:
+        """The store's kind, and the bucket and prefix its `s3://` URIs name."""
+        location = self._artifacts.location
+        return artifacts_pb2.DescribeArtifactStoreResponse(
+            kind=location.kind, bucket=location.bucket, prefix=location.prefix
+        )
+
+    def PresignDownload(
+        self, request: artifacts_pb2.PresignDownloadRequest, context: grpc.ServicerContext
+    ) -> artifacts_pb2.PresignDownloadResponse:
+        """The object's info and a GET URL (empty when the store has none)."""
+        info, url = self._artifacts.presign_get(key_of(request.uri))
+        return artifacts_pb2.PresignDownloadResponse(
+            info=convert.artifact_info_to_pb(info), url=url
+        )
+
+    def StartUpload(
+        self, request: artifacts_pb2.StartUploadRequest, context: grpc.ServicerContext
+    ) -> artifacts_pb2.StartUploadResponse:
+        """Where to PUT an upload's bytes (nothing when the store takes them streamed)."""
+        upload = convert.upload_request_from_pb(request)
+        self._refuse_bound(upload.key, self._worker(context))
+        plan = self._artifacts.start_upload(upload)
+        return artifacts_pb2.StartUploadResponse(
+            url=plan.url,
+            headers=dict(plan.headers),
+            upload_id=plan.upload_id,
+            part_urls=plan.part_urls,
+        )
+
+    def CompleteUpload(
+        self, request: artifacts_pb2.CompleteUploadRequest, context: grpc.ServicerContext
+    ) -> artifacts_pb2.UploadArtifactResponse:
+        """Ends a presigned upload once the stored object matches its header."""
+        upload = convert.upload_request_from_pb(
+            artifacts_pb2.StartUploadRequest(header=request.header)
+        )
+        self._refuse_bound(upload.key, self._worker(context))
+        with self._key_locks.holding(upload.key):
+            self._refuse_bound_here(upload.key)
+            info = self._artifacts.complete_upload(upload, request.upload_id, request.part_etags)
+        return artifacts_pb2.UploadArtifactResponse(artifact=convert.artifact_info_to_pb(info))

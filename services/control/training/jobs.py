@@ -28,14 +28,14 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from services.control import paging
-from services.control.artifacts.key_locks import KeyLocks
-from services.control.artifacts.store import (
+from services.control.artifacts.base import (
     CHUNK_BYTES,
     SCHEME,
     ArtifactStore,
     code_bundle_key,
     key_of,
 )
+from services.control.artifacts.key_locks import KeyLocks
 from services.control.dispatch.scheduler import Scheduler
 from services.control.dispatch.tasks import (
     CompletionReport,
