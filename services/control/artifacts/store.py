@@ -3,7 +3,10 @@
 Layout under the root (`<data_dir>/artifacts`):
   objects/<key>             the object's bytes
   objects/<dir>/.skmaker-upload-*   an upload in flight (same folder, so the rename is atomic)
-  digests/<key>.json        {"sha256", "size", "mtime_ns", "inode"} of the object
+  object-digests/<key>      {"sha256", "size", "mtime_ns", "inode"} of the object: the same
+                            path as the object's, so two keys collide here only where their
+                            objects would (`a` beside `a/x`, refused); the former `digests/`
+                            layout (`<key>.json`) made `a` and `a.json/x` collide
 
 An upload is written to a temporary file next to its destination, fsynced, checked against the
 announced size and sha256, then renamed over the key; on any error the temporary file is
@@ -11,7 +14,10 @@ removed, so an object is either absent or complete. A digest file that does not 
 object's stat (a crash between the two renames) is recomputed on the next read.
 
 Keys are relative POSIX paths (`store://` URIs or bare keys) without `.`/`..` segments, as in
-`skmaker.v1.transfer.key_of`; segments starting with `.skmaker-` are reserved. One reserved folder
+`skmaker.v1.transfer.key_of`, of at most `MAX_KEY_BYTES` (S3's limit) with segments of at most
+`MAX_SEGMENT_BYTES` (a file name's) in UTF-8; segments starting with `.skmaker-` are reserved.
+A key cannot be both an object and a folder of objects (`a` and `a/x`): the second one stored
+is refused with FAILED_PRECONDITION. One reserved folder
 name is writable, `STAGING_FOLDER` (`.skmaker-shards`), for work in progress: batch workers stage
 the outputs of transform shards there until the control assembles them into `.out` files.
 Listings skip it, so whoever lists an output path sees only whole `.out` files.
@@ -23,13 +29,19 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO, Protocol
 
-from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted
+from services.runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 
 SCHEME = "store://"
 # The bucket that stands for this store in `s3://` URIs (the client's
@@ -44,6 +56,11 @@ _RESERVED_PREFIX = ".skmaker-"
 STAGING_FOLDER = ".skmaker-shards"
 _UPLOAD_PREFIX = ".skmaker-upload-"
 _HEX = frozenset("0123456789abcdef")
+# S3's limit on a key, in UTF-8 bytes.
+MAX_KEY_BYTES = 1024
+# A key's segment is a file or folder name on disk: NAME_MAX of Linux file systems.
+MAX_SEGMENT_BYTES = 255
+_OLD_DIGESTS_FOLDER = "digests"
 
 
 @dataclass(frozen=True)
@@ -73,7 +90,7 @@ def key_of(uri: str) -> str:
 
     Raises:
         InvalidArgument: for another scheme, an empty key, `.`/`..` segments, a backslash,
-            a NUL, or a reserved `.skmaker-` segment.
+            a NUL, a reserved `.skmaker-` segment, or a key or segment over its length limit.
     """
     uri = store_uri_of(uri)
     if "://" in uri and not uri.startswith(SCHEME):
@@ -89,11 +106,39 @@ def key_of(uri: str) -> str:
         raise InvalidArgument(
             f"bad artifact key {raw!r}: use a relative path without '.' or '..' segments"
         )
-    return "/".join(parts)
+    key = "/".join(parts)
+    _check_key_lengths(key, parts)
+    return key
+
+
+def _check_key_lengths(key: str, parts: tuple[str, ...]) -> None:
+    size = len(key.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        raise InvalidArgument(
+            f"artifact key {key[:64]!r}... is {size} bytes long; the limit is {MAX_KEY_BYTES} "
+            "bytes (UTF-8)"
+        )
+    for part in parts:
+        part_size = len(part.encode("utf-8", errors="surrogatepass"))
+        if part_size > MAX_SEGMENT_BYTES:
+            raise InvalidArgument(
+                f"artifact key {key[:64]!r}... has a {part_size}-byte segment between '/'; the "
+                f"limit is {MAX_SEGMENT_BYTES} bytes (UTF-8)"
+            )
 
 
 def _is_reserved(segment: str) -> bool:
     return segment.startswith(_RESERVED_PREFIX) and segment != STAGING_FOLDER
+
+
+def _replace_object(tmp_name: str, target: Path, key: str) -> None:
+    """Renames a finished upload over `target`; a folder there is the caller's collision."""
+    try:
+        os.replace(tmp_name, target)
+    except IsADirectoryError:
+        raise FailedPrecondition(
+            f"cannot store {key!r}: objects exist below it (it is a folder)"
+        ) from None
 
 
 def _validate_sha256(sha256: str) -> str:
@@ -155,10 +200,12 @@ class LocalArtifactStore:
     def __init__(self, root: Path, max_upload_bytes: int) -> None:
         """Creates the folders under `root`; uploads over `max_upload_bytes` are refused."""
         self._objects = root / "objects"
-        self._digests = root / "digests"
+        self._digests = root / "object-digests"
         self._max_upload_bytes = max_upload_bytes
         self._objects.mkdir(parents=True, exist_ok=True)
         self._digests.mkdir(parents=True, exist_ok=True)
+        # Digests in the former layout are recomputed on demand: dropping them loses nothing.
+        shutil.rmtree(root / _OLD_DIGESTS_FOLDER, ignore_errors=True)
 
     def _object_path(self, key: str) -> Path:
         return self._objects.joinpath(*key.split("/"))
@@ -169,7 +216,7 @@ class LocalArtifactStore:
         return str(self._object_path(key).absolute())
 
     def _digest_path(self, key: str) -> Path:
-        return self._digests.joinpath(*key.split("/")).with_name(key.rsplit("/", 1)[-1] + ".json")
+        return self._digests.joinpath(*key.split("/"))
 
     # ----------------------------------------------------------------- writing
 
@@ -181,7 +228,8 @@ class LocalArtifactStore:
         Raises:
             ResourceExhausted: `size` is over the upload limit.
             InvalidArgument: bad size or digest in the header; more or fewer bytes than
-                announced; a digest mismatch; `key` collides with a folder or an object.
+                announced; a digest mismatch.
+            FailedPrecondition: `key` collides with a folder or an object.
         """
         if size < 0:
             raise InvalidArgument(f"header size {size} is negative")
@@ -201,7 +249,7 @@ class LocalArtifactStore:
         the upload limit does not apply.
 
         Raises:
-            InvalidArgument: `key` collides with a folder or an object.
+            FailedPrecondition: `key` collides with a folder or an object.
         """
         target = self._object_path(key)
         self._make_parent_folders(key, target)
@@ -215,7 +263,7 @@ class LocalArtifactStore:
                 handle.seek(0)
                 for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
                     digest.update(block)
-            os.replace(tmp_name, target)
+            _replace_object(tmp_name, target, key)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             self._remove_empty_parents(target)
@@ -252,12 +300,7 @@ class LocalArtifactStore:
                     f"upload of {key!r} is corrupt: sha256 {digest.hexdigest()}, "
                     f"header said {expected}"
                 )
-            try:
-                os.replace(tmp_name, target)
-            except IsADirectoryError:
-                raise InvalidArgument(
-                    f"cannot store {key!r}: objects exist below it (it is a folder)"
-                ) from None
+            _replace_object(tmp_name, target, key)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             self._remove_empty_parents(target)
@@ -304,12 +347,20 @@ class LocalArtifactStore:
             folder = folder / part
             if folder.is_file():
                 blocking = folder.relative_to(self._objects).as_posix()
-                raise InvalidArgument(
+                raise FailedPrecondition(
                     f"cannot store {key!r}: {blocking!r} is an object, not a folder"
                 )
         if target.is_dir():
-            raise InvalidArgument(f"cannot store {key!r}: objects exist below it (it is a folder)")
-        target.parent.mkdir(parents=True, exist_ok=True)
+            raise FailedPrecondition(
+                f"cannot store {key!r}: objects exist below it (it is a folder)"
+            )
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            # An object appeared on the path since the check above (a concurrent upload).
+            raise FailedPrecondition(
+                f"cannot store {key!r}: an object is stored on its path"
+            ) from None
 
     def _remove_empty_parents(self, target: Path, root: Path | None = None) -> None:
         root = self._objects if root is None else root
