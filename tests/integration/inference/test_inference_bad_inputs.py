@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import struct
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import joblib
