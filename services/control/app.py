@@ -228,7 +228,8 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tuning_jobs = TuningJobs(store, training_jobs, artifacts, metrics)
     metrics.track_queue_depth(scheduler.queue_depth)
-    supervisor = WorkerSupervisor()
+    # Its pid file lets a restarted control stop children a killed run left still draining.
+    supervisor = WorkerSupervisor(pid_file=data_dir / "work" / "local-workers.json")
     models = ModelRegistry(store, artifacts)
     transform_jobs = TransformJobs(
         store,

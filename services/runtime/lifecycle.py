@@ -34,7 +34,7 @@ import grpc
 import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from services.runtime import reflection
+from services.runtime import lifeline, reflection
 from services.runtime.auth import BearerTokenInterceptor, ScopedTokens
 from services.runtime.components import Component, Components
 from services.runtime.errors import ErrorInterceptor
@@ -323,7 +323,8 @@ def hide_process_memory() -> bool:
 def serve(service: Service, settings: ServiceSettings) -> int:
     """Starts `service`, blocks until SIGTERM or SIGINT, shuts down gracefully.
 
-    The process is first made not dumpable (`hide_process_memory`).
+    The process is first made not dumpable (`hide_process_memory`). A process started with a
+    lifeline (`services.runtime.lifeline`) also stops when the process that started it dies.
 
     Returns:
         0, or what `service.exit_code` says once stopped.
@@ -338,6 +339,8 @@ def serve(service: Service, settings: ServiceSettings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # A process the control started stops with it, even after its SIGKILL (see lifeline).
+    lifeline.watch_parent(stop_requested.set, exit_after_s=settings.shutdown_grace_s + 30.0)
     running = start(service, settings)
     stop_requested.wait()
     running.stop()
