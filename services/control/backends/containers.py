@@ -271,7 +271,9 @@ def _signal(container: Container, signal_name: str) -> None:
 
 
 def _remove(container: Container) -> None:
-    _tolerating_gone("remove", container, lambda: container.remove(force=True))
+    # Its work dir is in its own file system, which goes with it; `v` takes anonymous volumes
+    # (an image's VOLUME) along too, so nothing of a gone replica stays on the host.
+    _tolerating_gone("remove", container, lambda: container.remove(force=True, v=True))
 
 
 def _tolerating_gone(what: str, container: Container, call: Callable[[], object]) -> None:
