@@ -60,6 +60,7 @@ from services.runtime import lifecycle
 from services.runtime.auth import ScopedTokens
 from services.runtime.components import Component
 from services.runtime.errors import NotFound
+from services.runtime.job_user import JobUser, model_code_user
 from services.runtime.script_runtimes import PythonChoice, choose_python
 from skmaker.v1 import (
     artifacts_pb2,
@@ -133,10 +134,12 @@ def replica_backend(
     on_event: EventSink,
     script_python: PythonChoice | None = None,
     issue_token: Callable[[str, str, str], str] | None = None,
+    run_as: JobUser | None = None,
 ) -> ReplicaBackend | None:
     """The backend `settings` ask for (None for `none`), reporting events to `on_event`.
 
-    `issue_token(endpoint, replica id, model)` gives each replica a token of its own.
+    `issue_token(endpoint, replica id, model)` gives each replica a token of its own; local
+    replicas run as `run_as` when given.
     """
     supervision = SupervisionSettings(
         start_timeout_s=settings.replica_start_timeout_s,
@@ -173,6 +176,7 @@ def replica_backend(
         supervision=supervision,
         python=script_python.python,
         issue_token=issue_token,
+        run_as=run_as,
     )
     return LocalReplicaBackend(local, EndpointStore(store), on_event)
 
@@ -189,6 +193,24 @@ def restrict_state(data_dir: Path) -> None:
         folder.chmod(0o700)
     for database in data_dir.glob("control.db*"):
         database.chmod(0o600)
+
+
+def model_code_user_of(
+    settings: ControlSettings, data_dir: Path, script_python: PythonChoice
+) -> JobUser | None:
+    """The user local replicas and batch workers run as: the job user under a root control
+    that starts them (`model_code_user`), else None (the control's own)."""
+    if not (settings.local or settings.effective_replica_backend == "local"):
+        return None
+    work = data_dir.resolve() / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    # The runtime's python runs replicas and batch workers, the control's the port helper.
+    user = model_code_user(settings.job_user, work, (script_python.python, sys.executable))
+    if user is not None:
+        logging.getLogger(__name__).info(
+            "local replicas and batch workers run model code as %s (uid %d)", user.name, user.uid
+        )
+    return user
 
 
 def load_source(settings: ControlSettings) -> LoadSource:
@@ -214,6 +236,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     store = ControlStore(data_dir / "control.db")
     artifacts = LocalArtifactStore(data_dir / "artifacts", settings.max_upload_bytes)
     restrict_state(data_dir)
+    model_user = model_code_user_of(settings, data_dir, script_python)
     scheduler = Scheduler(
         store,
         metrics,
@@ -265,6 +288,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
             extra_args=settings.batch_args,
             auth_token=_worker_token(settings, f"batch-{index}", issue_worker_token),
             python=script_python.python,
+            run_as=model_user,
         )
 
     local_batch = LocalBatchWorkers(
@@ -307,6 +331,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         on_replica_event,
         script_python,
         credentials.issue if credentials else None,
+        model_user,
     )
     endpoints = Endpoints(
         store, models, backend, metrics, max_replicas=settings.max_endpoint_replicas

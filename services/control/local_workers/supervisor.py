@@ -29,6 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.runtime.components import StepLoop
+from services.runtime.job_user import (
+    JobUser,
+    allowed_environment,
+    as_user_command,
+    hand_over,
+)
 from services.runtime.lifeline import child_lifeline
 from services.runtime.settings import pass_secret
 
@@ -50,6 +56,11 @@ class WorkerSpec:
     # environment, where the child's user code could read it from /proc.
     token: str = ""
     token_fd_env: str = ""
+    # Another user to run as (a root control's job user; argv[0] is a python), through
+    # `as_user_command`, with an allow-listed environment (`allowed_environment`) and `HOME` in
+    # the first of `owned_dirs`, which are given to it.
+    run_as: JobUser | None = None
+    owned_dirs: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -255,6 +266,14 @@ class WorkerSupervisor:
             spec.cwd.mkdir(parents=True, exist_ok=True)
         lifeline_env, lifeline_fds = child_lifeline()
         env = {**os.environ, **spec.extra_env, **lifeline_env}
+        command = list(spec.argv)
+        if spec.run_as is not None:
+            for folder in spec.owned_dirs:
+                hand_over(folder, spec.run_as)
+            env = allowed_environment(env)
+            if spec.owned_dirs:
+                env["HOME"] = str(spec.owned_dirs[0])
+            command = as_user_command(spec.run_as, spec.argv)
         token_fd = -1
         if spec.token:
             token_fd = pass_secret(spec.token)
@@ -263,7 +282,7 @@ class WorkerSupervisor:
             with spec.log_path.open("ab") as log_file:
                 # The child keeps its own copy of the descriptor; ours closes with the block.
                 child.process = subprocess.Popen(
-                    spec.argv,
+                    command,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     cwd=spec.cwd,
