@@ -164,6 +164,7 @@ def replica_backend(
             # The control runs in the replicas' image, so its runtime's path is theirs too.
             python=script_python.python if script_python.runtime else "python",
             issue_token=issue_token,
+            control_lost_exit_s=settings.replica_control_lost_exit_s,
         )
         return DockerReplicaBackend(containers, EndpointStore(store), on_event)
     if settings.effective_replica_backend != "local":

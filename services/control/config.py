@@ -50,6 +50,9 @@ class ControlSettings(ServiceSettings):
         "", "where endpoint replicas run: local, docker or none; empty means local with --local"
     )
     replica_args: str = setting("", "extra flags (shell syntax) given to each replica")
+    replica_control_lost_exit_s: float = setting(
+        120.0, "a Docker replica stops once the control has not answered this long (0: never)"
+    )
     job_user: str = setting(
         "skmaker-job",
         "with the control running as root, the user local replicas and batch workers run model "

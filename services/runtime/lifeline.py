@@ -17,8 +17,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import threading
+import time
 from collections.abc import Callable
+
+from services.runtime.components import StepLoop
 
 log = logging.getLogger(__name__)
 
@@ -79,3 +83,53 @@ def watch_parent(
 def _exit_late(exit_now: Callable[[int], None], waited_s: float) -> None:
     log.error("still running %.0fs after the parent died; exiting", waited_s)
     exit_now(1)
+
+
+class ControlWatchdog:
+    """Stops this process once its control has not answered for `exit_after_s` (a container's
+    lifeline: a replica container the control started cannot inherit a pipe from it).
+
+    Every `interval_s` it asks `control_answers()`; once no answer came for `exit_after_s` it
+    calls `stop()` (SIGTERM to this process by default: the usual drain). A control that
+    restarts within the window is not noticed; a restarted one stops what a killed run left
+    anyway. `loop` is the component to run.
+    """
+
+    def __init__(
+        self,
+        control_answers: Callable[[], bool],
+        exit_after_s: float,
+        *,
+        interval_s: float = 2.0,
+        stop: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._control_answers = control_answers
+        self._exit_after_s = exit_after_s
+        self._stop = stop if stop is not None else _terminate_self
+        self._clock = clock
+        self._last_answer = clock()
+        self._stopped = False
+        self.loop = StepLoop("control-watchdog", self.step, interval_s, step_at_start=False)
+
+    def step(self) -> bool:
+        """One check; True once it asked the process to stop."""
+        if self._stopped:
+            return True
+        now = self._clock()
+        if self._control_answers():
+            self._last_answer = now
+            return False
+        if now - self._last_answer < self._exit_after_s:
+            return False
+        log.error(
+            "the control has not answered for %.0fs (--control-lost-exit-s); stopping",
+            now - self._last_answer,
+        )
+        self._stopped = True
+        self._stop()
+        return True
+
+
+def _terminate_self() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
