@@ -183,13 +183,17 @@ def replica_backend(
 
 
 def restrict_state(data_dir: Path) -> None:
-    """Makes the database, the artifacts and the logs readable by the control's user alone.
+    """Makes the database, the artifacts and the logs readable by the control's user alone, and
+    the data folder and its work folder traversable but not listable by others.
 
-    Training scripts run as another user may still pass through the data folder (the local
-    trainers' workspaces live below it): other jobs' data, models and logs must be closed to
-    them. Replicas and batch workers run as the control's user, so nothing they need changes.
+    User code run as another user (training scripts; a root control's replicas and batch
+    workers) passes through the data folder to its own work folder below it: other jobs' data,
+    models and logs must be closed to it, and what else lies there is none of its business.
     """
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    (data_dir / "work").mkdir(parents=True, exist_ok=True)
+    for folder in (data_dir, data_dir / "work"):
+        folder.chmod(0o711)
     for folder in (data_dir / "artifacts", data_dir / "logs"):
         folder.chmod(0o700)
     for database in data_dir.glob("control.db*"):

@@ -161,6 +161,7 @@ def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
 def _secrets(control: ServiceProcess) -> dict[str, str]:
     """What model code must not read: the control's state, its environment and memory."""
     return {
+        "data folder": str(DATA_DIR),
         "database": str(DATA_DIR / "control.db"),
         "artifacts": str(DATA_DIR / "artifacts"),
         "logs": str(DATA_DIR / "logs"),
@@ -174,6 +175,7 @@ def _assert_runs_without_the_controls_power(found: dict[str, Any]) -> None:
         pytest.skip("model code runs as the control's own user unless the control is root")
     assert found["user"] == "skmaker-job"
     assert found["reads"] == {
+        "data folder": "PermissionError",
         "database": "PermissionError",
         "artifacts": "PermissionError",
         "logs": "PermissionError",
