@@ -193,7 +193,10 @@ def restrict_state(data_dir: Path) -> None:
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     (data_dir / "work").mkdir(parents=True, exist_ok=True)
     for folder in (data_dir, data_dir / "work"):
-        folder.chmod(0o711)
+        try:
+            folder.chmod(0o711)
+        except PermissionError:  # a folder someone else owns (a mount point): left as it is
+            logging.getLogger(__name__).warning("cannot restrict %s: not its owner", folder)
     for folder in (data_dir / "artifacts", data_dir / "logs"):
         folder.chmod(0o700)
     for database in data_dir.glob("control.db*"):
