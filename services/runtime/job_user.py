@@ -261,6 +261,8 @@ def model_code_user(
 
 
 def hand_over(folder: Path, user: JobUser) -> None:
-    """Creates `folder` when missing and gives it (not what is inside) to `user`."""
+    """Creates `folder` when missing and gives it to `user`, with everything inside when it was
+    someone else's (files an earlier run made as root), so the user can change what it finds."""
     folder.mkdir(parents=True, exist_ok=True)
-    os.chown(folder, user.uid, user.gid, follow_symlinks=False)
+    if folder.stat().st_uid != user.uid:
+        chown_tree(folder, user.uid, user.gid)
