@@ -136,7 +136,7 @@ def test_keys_that_only_look_alike_are_both_stored(
 
 
 def test_keys_over_the_length_limits_are_refused() -> None:
-    from services.control.artifacts.store import MAX_KEY_BYTES, MAX_SEGMENT_BYTES, key_of
+    from services.control.artifacts.base import MAX_KEY_BYTES, MAX_SEGMENT_BYTES, key_of
 
     assert key_of("/".join(["s" * 200] * 5)) == "/".join(["s" * 200] * 5)
     for key, limit in [
