@@ -84,6 +84,14 @@ class ControlSettings(ServiceSettings):
         "", "where endpoint replicas run: local, docker or none; empty means local with --local"
     )
     replica_args: str = setting("", "extra flags (shell syntax) given to each replica")
+    replica_control_lost_exit_s: float = setting(
+        120.0, "a Docker replica stops once the control has not answered this long (0: never)"
+    )
+    job_user: str = setting(
+        "skmaker-job",
+        "with the control running as root, the user local replicas and batch workers run model "
+        "code as (created when missing); empty: root",
+    )
     replica_start_timeout_s: float = setting(
         180.0, "a replica not SERVING this long after its start is killed and retried"
     )

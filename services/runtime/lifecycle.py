@@ -39,7 +39,7 @@ import grpc
 import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from services.runtime import reflection
+from services.runtime import lifeline, reflection
 from services.runtime.auth import BearerTokenInterceptor, ScopedTokens
 from services.runtime.call_limits import CallLimiter
 from services.runtime.components import Component, Components
@@ -349,8 +349,9 @@ def hide_process_memory() -> bool:
 def serve(service: Service, settings: ServiceSettings) -> NoReturn:
     """Starts `service`, blocks until SIGTERM or SIGINT, shuts down gracefully, exits the process.
 
-    The process is first made not dumpable (`hide_process_memory`). Once stopped, the process
-    exits (`exit_now`) with 0, or with what `service.exit_code` says.
+    The process is first made not dumpable (`hide_process_memory`). A process started with a
+    lifeline (`services.runtime.lifeline`) also stops when the process that started it dies.
+    Once stopped, the process exits (`exit_now`) with 0, or with what `service.exit_code` says.
     """
     if not hide_process_memory():
         log.warning("cannot mark the process not dumpable: same-user processes can read it")
@@ -362,6 +363,8 @@ def serve(service: Service, settings: ServiceSettings) -> NoReturn:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # A process the control started stops with it, even after its SIGKILL (see lifeline).
+    lifeline.watch_parent(stop_requested.set, exit_after_s=settings.shutdown_grace_s + 30.0)
     running = start(service, settings)
     stop_requested.wait()
     running.stop()
