@@ -100,6 +100,8 @@ class SwarmBackendSettings:
         memory_reservation_mb: memory reserved for each replica (0: none).
         constraints: placement constraints of every replica (`node.labels.gpu==false`).
         spread: spread the endpoint's replicas across nodes (the default).
+        control_lost_exit_s: a replica stops once the control has not answered this long (its
+            `--control-lost-exit-s`; a task on another node cannot hold the control's lifeline).
     """
 
     docker_url: str = "unix:///var/run/docker.sock"
@@ -115,6 +117,7 @@ class SwarmBackendSettings:
     memory_reservation_mb: int = 0
     constraints: tuple[str, ...] = ()
     spread: bool = True
+    control_lost_exit_s: float = 120.0
     # (endpoint, replica id, model) -> the replica's own token; None gives it `auth_token`.
     issue_token: Callable[[str, str, str], str] | None = None
 
@@ -419,6 +422,7 @@ class SwarmServices:
             self._settings.supervision.shutdown_grace_s,
             self._settings.extra_args,
             self._settings.python,
+            self._settings.control_lost_exit_s,
         )
         try:
             constraints = self._constraints(swarm, spec.endpoint_name)
