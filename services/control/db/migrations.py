@@ -221,4 +221,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 9: a model deleted while endpoints serve it is kept, hidden, for their replicas (as a
     # SageMaker endpoint keeps serving a deleted model) until no endpoint uses it.
     ("ALTER TABLE models ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",),
+    # 10: what answers each replica's predict calls (the verified fast path's runtime, the
+    # model's scikit-learn predict or the user's handler), as the replica reported it with its
+    # runtime, for DescribeEndpoint.
+    (
+        """CREATE TABLE replica_predict_paths (
+            endpoint_name TEXT NOT NULL,
+            replica_id TEXT NOT NULL,
+            model_name TEXT NOT NULL,
+            path TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            refused INTEGER NOT NULL,
+            max_rows INTEGER NOT NULL,
+            PRIMARY KEY (endpoint_name, replica_id)
+        ) WITHOUT ROWID""",
+    ),
 )

@@ -48,7 +48,8 @@ FAST_PATH_VARIABLE = "SKMAKER_FAST_PATH"
 SCIKIT_LEARN = "scikit-learn"
 ONNXRUNTIME = "onnxruntime"
 TREELITE = "treelite-gtil"
-PATHS = (SCIKIT_LEARN, ONNXRUNTIME, TREELITE)
+USER_HANDLER = "user-handler"  # the user's own predict_fn or transform_fn serves
+PATHS = (SCIKIT_LEARN, ONNXRUNTIME, TREELITE, USER_HANDLER)
 # Largest difference accepted between a fast path's and scikit-learn's probability or value.
 TOLERANCE = 1e-6
 # Decision-path nodes sampled for verification (each gives five rows, and a NaN row when
@@ -66,14 +67,17 @@ class PredictPath:
     """Which path serves a model's predict step, and why.
 
     Attributes:
-        name: `scikit-learn`, `onnxruntime` or `treelite-gtil`.
+        name: `scikit-learn`, `onnxruntime`, `treelite-gtil` or `user-handler`.
         reason: What was verified, or why scikit-learn serves.
         max_rows: Calls with more rows go to scikit-learn (faster there); None: no limit.
+        refused: Every runtime tried was refused (its answers differed from scikit-learn's,
+            it failed to convert, or it was not faster), so scikit-learn serves.
     """
 
     name: str
     reason: str
     max_rows: int | None = None
+    refused: bool = False
 
     @property
     def is_fast(self) -> bool:
@@ -136,7 +140,7 @@ def choose(
         if target.accepts_nan and backend not in _NAN_BACKENDS:
             verified += "; rows with NaN go to scikit-learn"
         return target.predictor(fast, max_rows, backend), PredictPath(backend, verified, max_rows)
-    return None, PredictPath(SCIKIT_LEARN, "; ".join(refusals))
+    return None, PredictPath(SCIKIT_LEARN, "; ".join(refusals), refused=True)
 
 
 def apply(handler: ModelHandler, environ: Mapping[str, str]) -> tuple[ModelHandler, PredictPath]:
@@ -149,7 +153,7 @@ def apply(handler: ModelHandler, environ: Mapping[str, str]) -> tuple[ModelHandl
         The handler to serve (this one when scikit-learn keeps serving) and the path chosen.
     """
     if not handler.uses_default_predict:
-        return handler, PredictPath(SCIKIT_LEARN, "the model's own predict_fn or transform_fn")
+        return handler, PredictPath(USER_HANDLER, "the model's own predict_fn or transform_fn")
     fast, path = choose(handler.model, environ)
     if fast is None:
         return handler, path

@@ -132,6 +132,7 @@ def test_regression_values_float32_cannot_hold_stay_on_scikit_learn() -> None:
     # ONNX Runtime answers regression in float32 and Treelite does not take single trees.
     assert predict is None
     assert path.name == fast_path.SCIKIT_LEARN
+    assert path.refused
     assert "values differ from scikit-learn's" in path.reason
 
 
@@ -178,6 +179,7 @@ def test_switched_off_by_the_environment() -> None:
     predict, path = fast_path.choose(model, {"SKMAKER_FAST_PATH": "0"})
     assert predict is None
     assert path.name == fast_path.SCIKIT_LEARN
+    assert not path.refused  # switched off, not refused: nothing for the endpoint's events
     assert "SKMAKER_FAST_PATH" in path.reason
 
 
@@ -187,7 +189,8 @@ def test_a_users_predict_fn_is_never_replaced() -> None:
     handler = ModelHandler(model, predict_fn=lambda data, m: m.predict_proba(data))
     served, path = fast_path.apply(handler, {})
     assert served is handler
-    assert path.name == fast_path.SCIKIT_LEARN
+    assert path.name == fast_path.USER_HANDLER
+    assert not path.refused
 
 
 def test_unsupported_models_and_steps_keep_scikit_learn() -> None:
@@ -201,6 +204,7 @@ def test_unsupported_models_and_steps_keep_scikit_learn() -> None:
     ).fit(features, target)
     _, path = fast_path.choose(custom, {})
     assert path.name == fast_path.SCIKIT_LEARN
+    assert not path.refused
     assert "FunctionTransformer" in path.reason
 
 
