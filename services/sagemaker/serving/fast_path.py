@@ -336,9 +336,9 @@ class _Target:
         (a large call split over the calling thread's cores, `split_over_threads`)."""
         # Histogram gradient boosting parallelises its own predict (OpenMP); the others walk
         # their trees on one thread.
-        model_predict = (
-            split_over_threads(self.model.predict) if self.kind != "hist" else (self.model.predict)
-        )
+        model_predict = self.model.predict
+        if self.kind != "hist":
+            model_predict = split_over_threads(model_predict)
         prefix_transform = None if self.prefix is None else self.prefix.transform
         tree_predict = self.tree.predict
         n_features = self.n_features
