@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.runtime.auth import PeopleTokens, people_tokens
 from services.runtime.settings import ServiceSettings, setting
 
 GIB = 1024**3
@@ -101,6 +102,15 @@ class ControlSettings(ServiceSettings):
     )
 
     @property
+    def auth_enabled(self) -> bool:
+        """True when callers need a token (a single one, a tokens file or digests)."""
+        return bool(self.auth_token or self.auth_tokens_file or self.auth_token_sha256)
+
+    def people(self) -> PeopleTokens:
+        """The people's tokens callers may present (already checked by `settings.load`)."""
+        return people_tokens(self.auth_token, self.auth_tokens_file, self.auth_token_sha256)
+
+    @property
     def effective_replica_backend(self) -> str:
         """The backend in use: `replica_backend`, else local with --local, else none."""
         if self.replica_backend:
@@ -129,3 +139,9 @@ class ControlSettings(ServiceSettings):
             raise ValueError("--local-trainers and --local-trainers-max must be >= 0")
         if not self.autoscale_interval_s > 0:
             raise ValueError("--autoscale-interval-s must be positive")
+        starts_children = self.local or self.effective_replica_backend != "none"
+        if self.tls_cert_file and not self.tls_ca_file and starts_children:
+            raise ValueError(
+                "--tls-cert-file: the workers and replicas the control starts check it with "
+                "--tls-ca-file (the CA that signed it); give that too"
+            )

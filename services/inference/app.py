@@ -26,6 +26,7 @@ from services.inference.replica import Replica
 from services.inference.servicer import InferenceServicer
 from services.inference.v2_servicer import OpenInferenceServicer
 from services.runtime import lifecycle, native_threads, script_runtimes
+from services.runtime.tls import ClientTls
 from services.runtime.version import services_version
 from services.runtime.versions import serving_runtime
 from services.sagemaker.serving import fast_path
@@ -102,6 +103,7 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
             token=settings.auth_token,
             timeout_s=settings.control_timeout_s,
             endpoint_name=settings.endpoint_name,
+            tls=ClientTls.from_settings(settings),
         )
         try:
             loaded = loader.load_model(source, settings.model_name)

@@ -17,6 +17,7 @@ from typing import TypeVar
 import grpc
 
 from services.runtime.auth import token_metadata
+from services.runtime.tls import ClientTls, open_channel
 from services.runtime.versions import Runtime
 from services.sagemaker.serving.model_loader import ModelLoadFailed, ModelSpec
 from skmaker.v1 import (
@@ -49,15 +50,23 @@ class ControlModelSource:
             control.
         endpoint_name: The endpoint this replica serves, sent with DescribeModel so that a
             model deleted while the endpoint serves it is still described for it.
+        tls: TLS towards the control; None for plaintext.
     """
 
     def __init__(
-        self, address: str, *, token: str = "", timeout_s: float = 300.0, endpoint_name: str = ""
+        self,
+        address: str,
+        *,
+        token: str = "",
+        timeout_s: float = 300.0,
+        endpoint_name: str = "",
+        tls: ClientTls | None = None,
     ) -> None:
         self._address = address
         self._endpoint_name = endpoint_name
-        self._channel = grpc.insecure_channel(
+        self._channel = open_channel(
             address,
+            tls=tls,
             options=[
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 1000),

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,9 +40,13 @@ class LocalBackendSettings:
         data_dir: the control's data folder; replicas work under `work/endpoints/` and log
             under `logs/endpoints/`.
         host: the loopback or host address replicas bind (own, metrics and shared ports).
-        auth_token: callers of the replicas must present it; each replica gets only its
-            digest, and its own token from `issue_token` for the control (through an
-            inherited pipe, never argv or environment).
+        auth_token: the control's single token, given to replicas to call it with when
+            there is no `issue_token`.
+        caller_token_sha256: the digests (hex, comma-separated) of the people's tokens
+            replicas accept from callers; empty: replicas take no token. Each replica gets
+            its own token from `issue_token` for the control (through an inherited pipe,
+            never argv or environment).
+        environment: added to each replica's (TLS file paths, the metrics token).
         issue_token: issues a replica's own, model-scoped token.
         extra_args: extra flags for every replica.
         supervision: start, health and drain timings.
@@ -53,18 +57,23 @@ class LocalBackendSettings:
     data_dir: Path
     host: str = "127.0.0.1"
     auth_token: str = ""
+    caller_token_sha256: str = ""
     extra_args: tuple[str, ...] = ()
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     python: str = sys.executable
     # (endpoint, replica id, model) -> the replica's own token; None gives it `auth_token`.
     issue_token: Callable[[str, str, str], str] | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
 
     def replica_tokens(self, endpoint: str, replica_id: str, model: str) -> tuple[str, str]:
-        """(token the replica calls the control with, digest it checks its callers against)."""
-        if not self.auth_token:
+        """(token the replica calls the control with, digests it checks its callers against)."""
+        digests = self.caller_token_sha256 or (
+            token_digest(self.auth_token) if self.auth_token else ""
+        )
+        if not digests:
             return "", ""
         own = self.issue_token(endpoint, replica_id, model) if self.issue_token else ""
-        return own or self.auth_token, token_digest(self.auth_token)
+        return own or self.auth_token, digests
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,7 @@ class ReplicaLaunch:
     caller_token_sha256: str = ""
     extra_args: Sequence[str] = ()
     python: str = sys.executable
+    environment: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -173,7 +183,7 @@ def launch_replica(launch: ReplicaLaunch) -> ReplicaProcess:
         str(failure_file),
         *launch.extra_args,
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **launch.environment, "PYTHONUNBUFFERED": "1"}
     token_fd = -1
     if launch.auth_token:
         # Through an inherited pipe the replica reads at start, never argv or the environment:

@@ -14,7 +14,7 @@ import logging
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from services.control.local_workers.supervisor import WorkerSpec, WorkerSupervisor
@@ -33,6 +33,7 @@ def batch_worker_spec(
     extra_args: str = "",
     auth_token: str = "",
     python: str = sys.executable,
+    extra_env: Mapping[str, str] | None = None,
 ) -> WorkerSpec:
     """The child process of local batch worker `index`.
 
@@ -43,6 +44,7 @@ def batch_worker_spec(
         extra_args: Flags (shell syntax) added to the worker's command line.
         auth_token: The control's bearer token, passed through an inherited pipe.
         python: The interpreter the worker runs on (the script runtime's: it runs handlers).
+        extra_env: Environment added to the worker's (TLS file paths, the metrics token).
     """
     data_dir = data_dir.resolve()
     name = f"{_NAME_PREFIX}{index}"
@@ -63,6 +65,7 @@ def batch_worker_spec(
         log_path=data_dir / "logs" / f"{name}.log",
         token=auth_token,
         token_fd_env="SKMAKER_BATCH_AUTH_TOKEN_FD",
+        extra_env=dict(extra_env or {}),
     )
 
 
