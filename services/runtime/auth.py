@@ -159,12 +159,15 @@ def read_tokens_file(path: Path) -> dict[str, str]:
 def people_tokens(token: str, tokens_file: str, digests: str) -> PeopleTokens:
     """The accepted people's tokens: `token` (named `ADMIN`), the file's, and the digests.
 
+    With `digests`, `token` is not accepted from callers: it is the process's own credential
+    for the calls it makes (a replica's, scoped to its model), checked against nothing here.
+
     Raises:
         ValueError, OSError: as `read_tokens_file`; also when the file names `ADMIN` while
             `token` is set too.
     """
     named = read_tokens_file(Path(tokens_file)) if tokens_file else {}
-    if token:
+    if token and not digests:
         if ADMIN in named and named[ADMIN] != token:
             raise ValueError(f"{tokens_file} names {ADMIN!r}, which the single token is called")
         named[ADMIN] = token
@@ -180,8 +183,10 @@ def is_audited(method: str) -> bool:
     return method.rsplit("/", 1)[-1].startswith(_AUDITED_VERBS)
 
 
-def resource_name(request: Any) -> str:
-    """The name of what `request` is about: its `name` or first non-empty `*_name` field."""
+def resource_name(request: Any, depth: int = 1) -> str:
+    """The name of what `request` is about: its `name` or first non-empty `*_name` field,
+    else that of a message field it holds (CreateModel's `model`); "-" when none.
+    """
     try:
         fields = request.DESCRIPTOR.fields
     except AttributeError:
@@ -191,6 +196,13 @@ def resource_name(request: Any) -> str:
             value = getattr(request, field.name, "")
             if isinstance(value, str) and value:
                 return value
+    if depth > 0:
+        for field in fields:
+            value = getattr(request, field.name, None)
+            if hasattr(value, "DESCRIPTOR") and value is not None:
+                found = resource_name(value, depth - 1)
+                if found != "-":
+                    return found
     return "-"
 
 
