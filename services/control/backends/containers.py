@@ -199,6 +199,8 @@ def tls_files(tls_settings: Mapping[str, str]) -> tuple[dict[str, str], bytes]:
             member.uid, member.gid = os.getuid(), os.getgid()
             archive.addfile(member, io.BytesIO(data))
             environment[variable] = f"{TLS_DIR}/{name.removesuffix('_file')}.pem"
+            if name == "tls_ca_file":  # for the image's HEALTHCHECK (services.runtime.healthcheck)
+                environment["SKMAKER_HEALTHCHECK_TLS_CA_FILE"] = environment[variable]
     if not environment:
         return {}, b""
     return environment, buffer.getvalue()
