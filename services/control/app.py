@@ -57,7 +57,7 @@ from services.control.transform.servicer import TransformServicer
 from services.control.tuning.jobs import TuningJobs
 from services.control.tuning.servicer import TuningServicer
 from services.runtime import lifecycle, tls
-from services.runtime.auth import ScopedTokens
+from services.runtime.auth import ScopedTokens, read_tokens_file
 from services.runtime.components import Component
 from services.runtime.errors import NotFound
 from services.runtime.script_runtimes import PythonChoice, choose_python
@@ -271,6 +271,9 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     # Processes the control starts get tokens of their own, each scoped to what it needs.
     scoped_tokens = ScopedTokens() if settings.auth_enabled else None
     service.scoped_tokens = scoped_tokens
+    if scoped_tokens is not None and settings.worker_tokens_file:
+        for name, token in read_tokens_file(Path(settings.worker_tokens_file)).items():
+            scoped_tokens.grant(token, worker_scope(f"worker {name}"))
 
     worker_tokens: dict[str, str] = {}
 

@@ -6,8 +6,9 @@ Each field is a flag (`lease_s` -> `--lease-s`) with `SKMAKER_CONTROL_<NAME>` be
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from services.runtime.auth import PeopleTokens, people_tokens
+from services.runtime.auth import PeopleTokens, people_tokens, read_tokens_file, token_sha256
 from services.runtime.settings import ServiceSettings, setting
 
 GIB = 1024**3
@@ -94,6 +95,11 @@ class ControlSettings(ServiceSettings):
     autoscale_interval_s: float = setting(
         1.0, "how often endpoints with a scaling policy are measured and scaled"
     )
+    worker_tokens_file: str = setting(
+        "",
+        "tokens of workers the control does not start (trainer and batch containers), one "
+        "'name:token' a line: each may lease and report tasks and move artifacts, nothing else",
+    )
     prometheus_url: str = setting(
         "", "read replica load by PromQL from this Prometheus (http://host:9090); empty: scrape"
     )
@@ -139,6 +145,16 @@ class ControlSettings(ServiceSettings):
             raise ValueError("--local-trainers and --local-trainers-max must be >= 0")
         if not self.autoscale_interval_s > 0:
             raise ValueError("--autoscale-interval-s must be positive")
+        if self.worker_tokens_file and not (self.auth_token or self.auth_tokens_file):
+            raise ValueError(
+                "--worker-tokens-file needs people's tokens (--auth-token-file or "
+                "--auth-tokens-file): without them every call is open anyway"
+            )
+        if self.worker_tokens_file:
+            workers = read_tokens_file(Path(self.worker_tokens_file))
+            people = self.people()
+            if any(people.who(token_sha256(token)) for token in workers.values()):
+                raise ValueError(f"{self.worker_tokens_file}: a worker has a person's token")
         starts_children = self.local or self.effective_replica_backend != "none"
         if self.tls_cert_file and not self.tls_ca_file and starts_children:
             raise ValueError(

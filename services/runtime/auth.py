@@ -59,6 +59,11 @@ class ScopedTokens:
             self._scopes[_digest(token.encode())] = scope
         return token
 
+    def grant(self, token: str, scope: Scope) -> None:
+        """Accepts `token` (one the operator made, e.g. a worker container's) within `scope`."""
+        with self._lock:
+            self._scopes[_digest(token.encode())] = scope
+
     def revoke(self, token: str) -> None:
         """Forgets `token`; a call with it is then UNAUTHENTICATED."""
         with self._lock:
@@ -68,6 +73,11 @@ class ScopedTokens:
         """The scope of the token whose digest this is, if any."""
         with self._lock:
             return self._scopes.get(token_digest)
+
+
+def token_sha256(token: str) -> bytes:
+    """The sha256 of `token` as bytes (`PeopleTokens.who` takes it)."""
+    return _digest(token.encode())
 
 
 def token_digest(token: str) -> str:

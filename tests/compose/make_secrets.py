@@ -3,10 +3,11 @@
     python tests/compose/make_secrets.py FOLDER
 
 One CA (trustme) and one service certificate for skmaker, control, gateway, localhost and
-127.0.0.1; random tokens: admin, workers, metrics, and a people's file naming `smoke` (whose
-token the smoke test calls with) and `workers`. The files skmaker reads belong to uid 10001 (the
-image's user), Prometheus' copies under prometheus/ to 65534 (nobody), each readable by its
-owner alone; certificates are readable by all. Prints nothing; smoke.py reads the files.
+127.0.0.1; random tokens: admin, workers (the control's worker tokens file names it
+`containers`), metrics, and a people's file naming `smoke`, whose token the smoke test calls
+with. The files skmaker reads belong to uid 10001 (the image's user), Prometheus' copies under
+prometheus/ to 65534 (nobody), each readable by its owner alone; certificates are readable by
+all. Prints nothing; smoke.py reads the files.
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ def main(folder: Path) -> None:
     tokens = {name: secrets.token_urlsafe(24) for name in ("admin", "workers", "metrics", "smoke")}
     for name in ("admin", "workers", "metrics"):
         _write(folder / f"{name}.token", tokens[name].encode() + b"\n", SKMAKER_UID, 0o400)
-    people = f"# name:token\nsmoke:{tokens['smoke']}\nworkers:{tokens['workers']}\n"
+    people = f"# name:token\nsmoke:{tokens['smoke']}\n"
     _write(folder / "people.tokens", people.encode(), SKMAKER_UID, 0o400)
+    workers = f"containers:{tokens['workers']}\n"
+    _write(folder / "workers.tokens", workers.encode(), SKMAKER_UID, 0o400)
     # For the smoke test on the host (root).
     _write(folder / "smoke.token", tokens["smoke"].encode() + b"\n", 0, 0o400)
     _write(folder / "prometheus" / "ca.pem", ca, PROMETHEUS_UID, 0o444)

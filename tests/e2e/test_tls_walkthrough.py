@@ -28,7 +28,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sklearn.datasets import load_iris
 
 from skmaker import Session, SKLearn
-from skmaker.v1 import inference_pb2, inference_pb2_grpc, training_pb2, training_pb2_grpc
+from skmaker.v1 import (
+    artifacts_pb2,
+    artifacts_pb2_grpc,
+    inference_pb2,
+    inference_pb2_grpc,
+    training_pb2,
+    training_pb2_grpc,
+)
 from tests.certificates import Certificates, make_certificates
 from tests.harness import REPO_ROOT, ServiceProcess, run_service
 
@@ -37,6 +44,7 @@ pytestmark = pytest.mark.integration
 EXAMPLE_DIR = REPO_ROOT / "examples" / "iris"
 PEOPLE = {"alice": "alice-7f3c9e1b2d", "bob": "bob-0a8d4c6e5f"}
 ADMIN_TOKEN = "admin-5e2b7d9c1a"
+WORKER_TOKEN = "worker-9b4e2f7a1c"
 METRICS_TOKEN = "scrape-3c1f8a2e6b"
 
 
@@ -101,12 +109,20 @@ def stack(
         "--metrics-token-file",
         _secret_file(tmp / "metrics.token", METRICS_TOKEN),
     ]
+    workers = _secret_file(tmp / "workers.tokens", f"outside:{WORKER_TOKEN}")
     tls_args = certs.server_args(mutual=mode == "mutual-tls")
     health = Stack(mode, certs, None, None).credentials()  # type: ignore[arg-type]
     control = run_service(
         "control",
         tmp,
-        ["--local", "--data-dir", str(tmp / "data"), *tls_args, *secrets],
+        [
+            "--local",
+            "--data-dir",
+            str(tmp / "data"),
+            *tls_args,
+            *secrets,
+            f"--worker-tokens-file={workers}",
+        ],
         credentials=health,
     )
     gateway: ServiceProcess | None = None
@@ -204,9 +220,24 @@ def test_a_wrong_token_is_unauthenticated_and_audited(stack: Stack) -> None:
             predict(inference_pb2.PredictRequest(endpoint_name="any"), metadata=wrong)
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     audit = stack.control.stderr_path.read_text()
+    assert WORKER_TOKEN not in audit
     assert "who=? method=StopTrainingJob outcome=UNAUTHENTICATED" in audit
     assert "who=bob method=StopTrainingJob resource=no-such-job outcome=NOT_FOUND" in audit
     assert "not-a-token" not in audit and PEOPLE["bob"] not in audit
+
+
+def test_a_worker_token_only_leases_and_moves_artifacts(stack: Stack) -> None:
+    worker = (("authorization", f"Bearer {WORKER_TOKEN}"),)
+    with grpc.secure_channel(stack.control.address, stack.credentials()) as channel:
+        artifacts = artifacts_pb2_grpc.ArtifactServiceStub(channel)
+        artifacts.ListArtifacts(
+            artifacts_pb2.ListArtifactsRequest(uri_prefix="store://tls"), metadata=worker, timeout=5
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            training_pb2_grpc.TrainingServiceStub(channel).ListTrainingJobs(
+                training_pb2.ListTrainingJobsRequest(), metadata=worker, timeout=5
+            )
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 def _scrape(url: str, context: ssl.SSLContext, token: str = "") -> tuple[int, bytes]:
