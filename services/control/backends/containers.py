@@ -194,11 +194,12 @@ def tls_files(tls_settings: Mapping[str, str]) -> tuple[dict[str, str], bytes]:
                     environment[variable] = value
                 continue
             data = Path(value).read_bytes()
-            member = tarfile.TarInfo(f"{folder.name}/{name.removesuffix('_file')}.pem")
+            stem = name.removeprefix("tls_").removesuffix("_file")  # cert, key, ca, client_ca
+            member = tarfile.TarInfo(f"{folder.name}/{stem}.pem")
             member.size, member.mode = len(data), 0o600
             member.uid, member.gid = os.getuid(), os.getgid()
             archive.addfile(member, io.BytesIO(data))
-            environment[variable] = f"{TLS_DIR}/{name.removesuffix('_file')}.pem"
+            environment[variable] = f"{TLS_DIR}/{stem}.pem"
             if name == "tls_ca_file":  # for the image's HEALTHCHECK (services.runtime.healthcheck)
                 environment["SKMAKER_HEALTHCHECK_TLS_CA_FILE"] = environment[variable]
     if not environment:
