@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import logging
 import socket
 import ssl
@@ -29,11 +30,24 @@ _BEARER = "Bearer "
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+class _DebugLog(io.TextIOBase):
+    """A text stream into this module's log at DEBUG level."""
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            log.debug("metrics request: %s", text.rstrip())
+        return len(text)
+
+
 class _QuietHandler(WSGIRequestHandler):
-    """No access log line per scrape."""
+    """No access log line per scrape, and no traceback on stderr when a scraper hangs up
+    during the answer (wsgiref ignores that for plain sockets but prints TLS's SSLEOFError)."""
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def get_stderr(self) -> Any:
+        return _DebugLog()
 
 
 def token_checked(app: WsgiApp, token: str) -> WsgiApp:
