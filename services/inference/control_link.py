@@ -12,11 +12,13 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.runtime.auth import token_metadata
+from services.runtime.call_limits import WORKER_MARKER
 from services.runtime.tls import ClientTls, open_channel
 from services.runtime.versions import Runtime
 from services.sagemaker.serving.model_loader import ModelLoadFailed, ModelSpec
@@ -77,12 +79,27 @@ class ControlModelSource:
         self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
         self._artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self._channel)
         self._dispatch = dispatch_pb2_grpc.DispatchServiceStub(self._channel)
-        self._metadata = token_metadata(token)
+        # grpc_health's type stubs declare no methods on its stub.
+        self._health: Any = health_pb2_grpc.HealthStub(self._channel)
+        # Marked as a worker's: the model download uses the control's worker capacity, so
+        # users' open streams cannot keep a replica from loading its model.
+        self._metadata = (*token_metadata(token), WORKER_MARKER)
         self._timeout_s = timeout_s
 
     def close(self) -> None:
         """Closes the channel."""
         self._channel.close()
+
+    def control_answers(self, timeout_s: float = 2.0) -> bool:
+        """True when the control answers a health check at all (whatever its status: a
+        draining or starting control is there); False when unreachable or silent."""
+        try:
+            self._health.Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout_s, metadata=self._metadata
+            )
+        except grpc.RpcError as err:
+            return err.code() not in _RETRYABLE
+        return True
 
     def describe_model(self, name: str) -> ModelSpec:
         """DescribeModel(name), as a `ModelSpec`."""

@@ -69,6 +69,8 @@ def training_job_description(job: training_job_pb2.TrainingJob) -> dict[str, Any
         "EnableSageMakerMetricsTimeSeries": False,
         "EntryPoint": spec.entry_point,
         "SourceUri": spec.source_uri,
+        # skmaker's: the sha256 of the bundle the job is bound to (and ran).
+        "SourceSha256": spec.source_sha256,
         "ShellCompat": spec.shell_compat,
     }
     description: dict[str, Any] = {

@@ -380,6 +380,7 @@ class Session(DataCalls, HostingCalls, TransformCalls, TuningCalls):
         max_run: int = 86400,
         output_uri: str = "",
         shell_compat: bool = False,
+        source_sha256: str = "",
     ) -> dict[str, Any]:
         """Creates a training job and returns its description (not retried).
 
@@ -394,9 +395,12 @@ class Session(DataCalls, HostingCalls, TransformCalls, TuningCalls):
             max_run: maximum run time in seconds.
             output_uri: folder for model.tar.gz and output.tar.gz; empty for the default.
             shell_compat: run the script through /bin/sh as SageMaker's toolkit does.
+            source_sha256: the sha256 of the bundle the caller uploaded; the job is created
+                only if that is the bundle at `source_uri` (empty: whatever is there).
 
         Raises:
-            AlreadyExists, InvalidArgument, NotFound: as the server decides.
+            AlreadyExists, InvalidArgument, NotFound, FailedPrecondition: as the server
+                decides (FailedPrecondition: the bundle is not the one with `source_sha256`).
         """
         spec = training_job_spec(
             entry_point=entry_point,
@@ -408,6 +412,7 @@ class Session(DataCalls, HostingCalls, TransformCalls, TuningCalls):
             max_run=max_run,
             output_uri=self.store_uri(output_uri),
             shell_compat=shell_compat,
+            source_sha256=source_sha256,
         )
         request = training_pb2.CreateTrainingJobRequest(name=name, spec=spec)
         response = self._rpc(self._training.CreateTrainingJob, request, idempotent=False)

@@ -86,6 +86,8 @@ class DockerBackendSettings:
         extra_args: extra flags for every replica.
         supervision: start, health and drain timings.
         python: the interpreter inside the image that runs replicas (the script runtime's).
+        control_lost_exit_s: a replica stops once the control has not answered this long
+            (its `--control-lost-exit-s`; a container cannot hold the control's lifeline).
     """
 
     docker_url: str = "unix:///var/run/docker.sock"
@@ -102,6 +104,7 @@ class DockerBackendSettings:
     python: str = "python"
     # (endpoint, replica id, model) -> the replica's own token; None gives it `auth_token`.
     issue_token: Callable[[str, str, str], str] | None = None
+    control_lost_exit_s: float = 120.0
 
 
 # ----------------------------------------------------------------- the container, as values
@@ -145,6 +148,7 @@ def replica_command(
     shutdown_grace_s: float,
     extra_args: Sequence[str],
     python: str = "python",
+    control_lost_exit_s: float = 0.0,
 ) -> list[str]:
     """The replica container's command (the image's conventions: ports 50051 and 8000)."""
     return [
@@ -169,6 +173,8 @@ def replica_command(
         str(shutdown_grace_s),
         "--failure-file",
         FAILURE_FILE,
+        "--control-lost-exit-s",
+        str(control_lost_exit_s),
         *extra_args,
     ]
 
@@ -317,7 +323,9 @@ def _signal(container: Container, signal_name: str) -> None:
 
 
 def _remove(container: Container) -> None:
-    _tolerating_gone("remove", container, lambda: container.remove(force=True))
+    # Its work dir is in its own file system, which goes with it; `v` takes anonymous volumes
+    # (an image's VOLUME) along too, so nothing of a gone replica stays on the host.
+    _tolerating_gone("remove", container, lambda: container.remove(force=True, v=True))
 
 
 def _tolerating_gone(what: str, container: Container, call: Callable[[], object]) -> None:
@@ -381,6 +389,7 @@ class DockerContainers:
                     self._settings.supervision.shutdown_grace_s,
                     self._settings.extra_args,
                     self._settings.python,
+                    self._settings.control_lost_exit_s,
                 ),
                 name=name,
                 hostname=name,

@@ -221,4 +221,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 9: a model deleted while endpoints serve it is kept, hidden, for their replicas (as a
     # SageMaker endpoint keeps serving a deleted model) until no endpoint uses it.
     ("ALTER TABLE models ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",),
+    # 10: the artifact key of each training job's source bundle and the prefix its archives
+    # go to, so writes to a bundle a job is bound to, or by others than workers to a job's
+    # output, can be refused; jobs created before get them from their spec.
+    (
+        "ALTER TABLE training_jobs ADD COLUMN source_key TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE training_jobs ADD COLUMN output_prefix TEXT NOT NULL DEFAULT ''",
+        """UPDATE training_jobs SET source_key = substr(json_extract(spec_json, '$.source_uri'), 9)
+            WHERE json_extract(spec_json, '$.source_uri') LIKE 'store://%'""",
+        """UPDATE training_jobs SET output_prefix =
+            rtrim(substr(json_extract(spec_json, '$.output_uri'), 9), '/')
+            || '/' || name || '/output'
+            WHERE json_extract(spec_json, '$.output_uri') LIKE 'store://%'""",
+        "CREATE INDEX training_jobs_by_source_key ON training_jobs (source_key)",
+        "CREATE INDEX training_jobs_by_output_prefix ON training_jobs (output_prefix)",
+    ),
 )

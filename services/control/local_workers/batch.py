@@ -19,6 +19,7 @@ from pathlib import Path
 
 from services.control.local_workers.supervisor import WorkerSpec, WorkerSupervisor
 from services.runtime.components import StepLoop
+from services.runtime.job_user import JobUser
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def batch_worker_spec(
     auth_token: str = "",
     python: str = sys.executable,
     extra_env: Mapping[str, str] | None = None,
+    run_as: JobUser | None = None,
 ) -> WorkerSpec:
     """The child process of local batch worker `index`.
 
@@ -45,6 +47,7 @@ def batch_worker_spec(
         auth_token: The control's bearer token, passed through an inherited pipe.
         python: The interpreter the worker runs on (the script runtime's: it runs handlers).
         extra_env: Environment added to the worker's (TLS file paths, the metrics token).
+        run_as: The user it runs as (it owns its work folder), when not the control's.
     """
     data_dir = data_dir.resolve()
     name = f"{_NAME_PREFIX}{index}"
@@ -66,6 +69,8 @@ def batch_worker_spec(
         token=auth_token,
         token_fd_env="SKMAKER_BATCH_AUTH_TOKEN_FD",
         extra_env=dict(extra_env or {}),
+        run_as=run_as,
+        owned_dirs=(data_dir / "work" / name,),
     )
 
 

@@ -85,6 +85,8 @@ class TrainingJobSpec:
     max_runtime_seconds: int = 0
     output_uri: str = ""
     shell_compat: bool = False
+    # The source bundle's sha256: asked for by the caller, then the one the job is bound to.
+    source_sha256: str = ""
 
 
 @dataclass(frozen=True)

@@ -161,8 +161,13 @@ class TrainingTask(_message.Message):
 
     JOB_NAME_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
+    SOURCE_BUNDLE_URI_FIELD_NUMBER: _builtins.int
     job_name: _builtins.str
     """Job name."""
+    source_bundle_uri: _builtins.str
+    """Where to download the source bundle: the copy kept under spec.source_sha256, which the
+    worker checks it against. Empty (jobs from before bundles were kept): spec.source_uri.
+    """
     @_builtins.property
     def spec(self) -> _training_job_pb2.TrainingJobSpec:
         """What to run."""
@@ -172,10 +177,11 @@ class TrainingTask(_message.Message):
         *,
         job_name: _builtins.str = ...,
         spec: _training_job_pb2.TrainingJobSpec | None = ...,
+        source_bundle_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_name", b"job_name", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_name", b"job_name", "source_bundle_uri", b"source_bundle_uri", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

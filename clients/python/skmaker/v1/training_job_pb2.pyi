@@ -275,6 +275,7 @@ class TrainingJobSpec(_message.Message):
     MAX_RUNTIME_SECONDS_FIELD_NUMBER: _builtins.int
     OUTPUT_URI_FIELD_NUMBER: _builtins.int
     SHELL_COMPAT_FIELD_NUMBER: _builtins.int
+    SOURCE_SHA256_FIELD_NUMBER: _builtins.int
     entry_point: _builtins.str
     """Entry point, relative to the root of the source bundle (e.g. train.py or src/train.py)."""
     source_uri: _builtins.str
@@ -287,6 +288,12 @@ class TrainingJobSpec(_message.Message):
     """
     shell_compat: _builtins.bool
     """Run the entry point through /bin/sh as the SageMaker toolkit does (word splitting)."""
+    source_sha256: _builtins.str
+    """Lower-case hex sha256 of the source bundle. On create: when given, the bundle at
+    source_uri must have this digest (FAILED_PRECONDITION if it was replaced since the caller
+    uploaded it). In answers: the digest the job is bound to; the job runs exactly that
+    bundle, kept under its digest, and writes to source_uri are refused from then on.
+    """
     @_builtins.property
     def hyperparameters(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """User hyperparameters, each value JSON-encoded as the SageMaker SDK does (30 -> "30",
@@ -317,10 +324,11 @@ class TrainingJobSpec(_message.Message):
         max_runtime_seconds: _builtins.int = ...,
         output_uri: _builtins.str = ...,
         shell_compat: _builtins.bool = ...,
+        source_sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "entry_point", b"entry_point", "environment", b"environment", "hyperparameters", b"hyperparameters", "max_runtime_seconds", b"max_runtime_seconds", "metric_definitions", b"metric_definitions", "output_uri", b"output_uri", "shell_compat", b"shell_compat", "source_uri", b"source_uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "entry_point", b"entry_point", "environment", b"environment", "hyperparameters", b"hyperparameters", "max_runtime_seconds", b"max_runtime_seconds", "metric_definitions", b"metric_definitions", "output_uri", b"output_uri", "shell_compat", b"shell_compat", "source_sha256", b"source_sha256", "source_uri", b"source_uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
