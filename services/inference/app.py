@@ -111,11 +111,12 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
             loaded = loader.load_model(source, settings.model_name)
             if settings.endpoint_name:
                 # After the load: the versions of the modules the model really imported.
-                mismatch = source.report_runtime(
+                mismatch, _ = source.report_runtime(
                     settings.endpoint_name,
                     replica.replica_id,
                     settings.model_name,
                     serving_runtime(),
+                    loaded.predict_path,
                 )
                 if mismatch:
                     log.warning("%s", mismatch)

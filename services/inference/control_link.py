@@ -1,5 +1,5 @@
 """The replica's gRPC link to the control: describe its model, download archives, read versions,
-report the runtime it serves with.
+report the runtime it serves with and what answers its predicts.
 
 Implements `model_loader.ModelSource`. Every call has a deadline and is retried while the
 control answers UNAVAILABLE (it may be restarting), so a replica started during a control
@@ -21,11 +21,13 @@ from services.runtime.auth import token_metadata
 from services.runtime.call_limits import WORKER_MARKER
 from services.runtime.tls import ClientTls, open_channel
 from services.runtime.versions import Runtime
+from services.sagemaker.serving.fast_path import PredictPath
 from services.sagemaker.serving.model_loader import ModelLoadFailed, ModelSpec
 from skmaker.v1 import (
     artifacts_pb2_grpc,
     dispatch_pb2,
     dispatch_pb2_grpc,
+    model_pb2,
     serving_pb2,
     serving_pb2_grpc,
     training_job_pb2,
@@ -152,19 +154,31 @@ class ControlModelSource:
         return response.training_job.runtime_versions.sklearn or None
 
     def report_runtime(
-        self, endpoint_name: str, replica_id: str, model_name: str, runtime: Runtime
-    ) -> str:
-        """Tells the control the runtime this replica serves `model_name` with.
+        self,
+        endpoint_name: str,
+        replica_id: str,
+        model_name: str,
+        runtime: Runtime,
+        predict_path: PredictPath,
+    ) -> tuple[str, str]:
+        """Tells the control the runtime this replica serves `model_name` with, and its path.
 
         Returns:
-            The control's mismatch event, empty when the runtimes agree, are not known, or the
-            report failed (it only feeds an event, so a failure never stops the replica).
+            The control's runtime mismatch event and fast path refusal event, each empty when
+            there was none or the report failed (they only feed events and DescribeEndpoint, so
+            a failure never stops the replica).
         """
         request = dispatch_pb2.ReportReplicaRuntimeRequest(
             endpoint_name=endpoint_name,
             replica_id=replica_id,
             model_name=model_name,
             runtime_versions=training_job_pb2.RuntimeVersions(**runtime.as_dict()),
+            predict_path=model_pb2.PredictPath(
+                name=predict_path.name,
+                reason=predict_path.reason,
+                refused=predict_path.refused,
+                max_rows=predict_path.max_rows or 0,
+            ),
         )
         try:
             response = self._dispatch.ReportReplicaRuntime(
@@ -172,8 +186,8 @@ class ControlModelSource:
             )
         except grpc.RpcError as err:
             log.warning("cannot report this replica's runtime: %s", err.details())
-            return ""
-        return response.mismatch
+            return "", ""
+        return response.mismatch, response.refusal
 
     def _call(self, call: Callable[[], T], what: str) -> T:
         deadline = time.monotonic() + self._timeout_s

@@ -236,4 +236,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX training_jobs_by_source_key ON training_jobs (source_key)",
         "CREATE INDEX training_jobs_by_output_prefix ON training_jobs (output_prefix)",
     ),
+    # 11: what answers each replica's predict calls (the verified fast path's runtime, the
+    # model's scikit-learn predict or the user's handler), as the replica reported it with its
+    # runtime, for DescribeEndpoint.
+    (
+        """CREATE TABLE replica_predict_paths (
+            endpoint_name TEXT NOT NULL,
+            replica_id TEXT NOT NULL,
+            model_name TEXT NOT NULL,
+            path TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            refused INTEGER NOT NULL,
+            max_rows INTEGER NOT NULL,
+            PRIMARY KEY (endpoint_name, replica_id)
+        ) WITHOUT ROWID""",
+    ),
 )

@@ -711,6 +711,7 @@ class ReportReplicaRuntimeRequest(_message.Message):
     REPLICA_ID_FIELD_NUMBER: _builtins.int
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     RUNTIME_VERSIONS_FIELD_NUMBER: _builtins.int
+    PREDICT_PATH_FIELD_NUMBER: _builtins.int
     endpoint_name: _builtins.str
     """The endpoint the replica serves."""
     replica_id: _builtins.str
@@ -721,6 +722,10 @@ class ReportReplicaRuntimeRequest(_message.Message):
     def runtime_versions(self) -> _training_job_pb2.RuntimeVersions:
         """Its interpreter and libraries."""
 
+    @_builtins.property
+    def predict_path(self) -> _model_pb2.PredictPath:
+        """What answers its predict calls; unset from replicas that do not say."""
+
     def __init__(
         self,
         *,
@@ -728,10 +733,11 @@ class ReportReplicaRuntimeRequest(_message.Message):
         replica_id: _builtins.str = ...,
         model_name: _builtins.str = ...,
         runtime_versions: _training_job_pb2.RuntimeVersions | None = ...,
+        predict_path: _model_pb2.PredictPath | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["runtime_versions", b"runtime_versions"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["predict_path", b"predict_path", "runtime_versions", b"runtime_versions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_name", b"endpoint_name", "model_name", b"model_name", "replica_id", b"replica_id", "runtime_versions", b"runtime_versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_name", b"endpoint_name", "model_name", b"model_name", "predict_path", b"predict_path", "replica_id", b"replica_id", "runtime_versions", b"runtime_versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -744,18 +750,24 @@ class ReportReplicaRuntimeResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MISMATCH_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     mismatch: _builtins.str
     """The endpoint event recorded when the runtimes differ; empty when they agree or the
     model's training runtime is not known.
+    """
+    refusal: _builtins.str
+    """The endpoint event recorded when the fast path was refused for this model (once per
+    endpoint, model and reason); empty otherwise.
     """
     def __init__(
         self,
         *,
         mismatch: _builtins.str = ...,
+        refusal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mismatch", b"mismatch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mismatch", b"mismatch", "refusal", b"refusal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
