@@ -14,6 +14,7 @@ import prometheus_client
 from services.runtime.archives import ArchiveLimits
 from services.runtime.lifecycle import Service
 from services.runtime.script_runtimes import choose_python
+from services.runtime.tls import ClientTls
 from services.trainer.config import TrainerSettings
 from services.trainer.control_link import ControlLink
 from services.trainer.job import JobEnvironment
@@ -66,6 +67,7 @@ def build(settings: TrainerSettings, environ: Mapping[str, str]) -> Service:
         worker_id=f"{socket.gethostname()}/{os.getpid()}",
         token=settings.auth_token,
         control_timeout_s=settings.control_timeout_s,
+        tls=ClientTls.from_settings(settings),
     )
     job_env = JobEnvironment(
         python=script_python.python,

@@ -95,6 +95,8 @@ build_wheelhouse() {
       "setuptools==$(grep -i '^setuptools==' "$REPO/requirements.lock" | cut -d= -f3)" \
       >"$RUN_DIR/pip-wheel.log" 2>&1 || { tail -20 "$RUN_DIR/pip-wheel.log"; die "pip wheel"; }
     rm -f "$wheelhouse.tmp"/skmaker-*.whl "$wheelhouse.tmp"/skmaker_services-*.whl
+    # setuptools builds the client in its tree; a build/ copy of skmaker there confuses mypy.
+    rm -rf "$REPO/clients/python/build"
     log "pip wheel: the script runtimes' wheels (sdists built once, into .venv-runtimes/wheelhouse)"
     in_background "$PY" -m services.runtime.script_runtimes wheels --all \
       --wheelhouse "$REPO/.venv-runtimes/wheelhouse" >>"$RUN_DIR/pip-wheel.log" 2>&1 \

@@ -14,7 +14,7 @@ import logging
 import shlex
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from services.control.local_workers.supervisor import WorkerSpec, WorkerSupervisor
@@ -34,6 +34,7 @@ def batch_worker_spec(
     extra_args: str = "",
     auth_token: str = "",
     python: str = sys.executable,
+    extra_env: Mapping[str, str] | None = None,
     run_as: JobUser | None = None,
 ) -> WorkerSpec:
     """The child process of local batch worker `index`.
@@ -45,6 +46,7 @@ def batch_worker_spec(
         extra_args: Flags (shell syntax) added to the worker's command line.
         auth_token: The control's bearer token, passed through an inherited pipe.
         python: The interpreter the worker runs on (the script runtime's: it runs handlers).
+        extra_env: Environment added to the worker's (TLS file paths, the metrics token).
         run_as: The user it runs as (it owns its work folder), when not the control's.
     """
     data_dir = data_dir.resolve()
@@ -66,6 +68,7 @@ def batch_worker_spec(
         log_path=data_dir / "logs" / f"{name}.log",
         token=auth_token,
         token_fd_env="SKMAKER_BATCH_AUTH_TOKEN_FD",
+        extra_env=dict(extra_env or {}),
         run_as=run_as,
         owned_dirs=(data_dir / "work" / name,),
     )
