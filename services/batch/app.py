@@ -40,6 +40,8 @@ def build(settings: BatchSettings, environ: MutableMapping[str, str]) -> Service
         worker_id=f"{socket.gethostname()}/{os.getpid()}",
         token=settings.auth_token,
         control_timeout_s=settings.control_timeout_s,
+        # Handlers run in this process: only shards of models on this runtime are ours.
+        script_runtime=script_runtimes.current_name(),
     )
     models = ModelCache(
         work_dir,

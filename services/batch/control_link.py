@@ -173,10 +173,18 @@ class ControlLink(DispatchLink):
         worker_id: This worker's stable id (host/pid).
         token: Bearer token, empty when the control has none.
         control_timeout_s: How long to keep retrying while the control is unreachable.
+        script_runtime: The script runtime this worker runs on; it takes only shards of
+            models on it (empty: any).
     """
 
     def __init__(
-        self, address: str, worker_id: str, *, token: str = "", control_timeout_s: float = 120.0
+        self,
+        address: str,
+        worker_id: str,
+        *,
+        token: str = "",
+        control_timeout_s: float = 120.0,
+        script_runtime: str = "",
     ) -> None:
         super().__init__(
             address,
@@ -184,6 +192,7 @@ class ControlLink(DispatchLink):
             dispatch_pb2.TASK_KIND_TRANSFORM,
             token=token,
             control_timeout_s=control_timeout_s,
+            script_runtime=script_runtime,
         )
         self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
 

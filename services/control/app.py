@@ -24,7 +24,7 @@ from services.control.backends import EventSink, ReplicaBackend
 from services.control.backends.containers import DockerBackendSettings, DockerReplicaBackend
 from services.control.backends.local import LocalReplicaBackend
 from services.control.backends.local_process import LocalBackendSettings
-from services.control.backends.replica_runtime import SupervisionSettings
+from services.control.backends.replica_runtime import ReplicaPython, SupervisionSettings
 from services.control.config import ControlSettings
 from services.control.dispatch.credentials import worker_scope
 from services.control.dispatch.scheduler import Scheduler
@@ -49,6 +49,8 @@ from services.control.local_workers.trainers import (
     default_max_trainers,
 )
 from services.control.metrics import ControlMetrics
+from services.control.runtimes import ControlRuntimes
+from services.control.runtimes_servicer import RuntimeServicer
 from services.control.state import ControlStore
 from services.control.training.jobs import TrainingJobs
 from services.control.training.servicer import TrainingServicer
@@ -56,7 +58,7 @@ from services.control.transform.jobs import TransformJobs
 from services.control.transform.servicer import TransformServicer
 from services.control.tuning.jobs import TuningJobs
 from services.control.tuning.servicer import TuningServicer
-from services.runtime import lifecycle
+from services.runtime import lifecycle, script_runtimes
 from services.runtime.auth import ScopedTokens
 from services.runtime.components import Component
 from services.runtime.errors import NotFound
@@ -66,6 +68,8 @@ from skmaker.v1 import (
     artifacts_pb2_grpc,
     dispatch_pb2,
     dispatch_pb2_grpc,
+    runtimes_pb2,
+    runtimes_pb2_grpc,
     serving_pb2,
     serving_pb2_grpc,
     training_pb2,
@@ -133,10 +137,12 @@ def replica_backend(
     on_event: EventSink,
     script_python: PythonChoice | None = None,
     issue_token: Callable[[str, str, str], str] | None = None,
+    python_for: ReplicaPython | None = None,
 ) -> ReplicaBackend | None:
     """The backend `settings` ask for (None for `none`), reporting events to `on_event`.
 
-    `issue_token(endpoint, replica id, model)` gives each replica a token of its own.
+    `issue_token(endpoint, replica id, model)` gives each replica a token of its own;
+    `python_for(endpoint, model)` the interpreter of its model's script runtime.
     """
     supervision = SupervisionSettings(
         start_timeout_s=settings.replica_start_timeout_s,
@@ -161,6 +167,9 @@ def replica_backend(
             # The control runs in the replicas' image, so its runtime's path is theirs too.
             python=script_python.python if script_python.runtime else "python",
             issue_token=issue_token,
+            python_for=python_for,
+            runtimes_volume=settings.docker_runtimes_volume,
+            runtimes_path=str(script_runtimes.runtimes_dir(settings.runtimes_dir)),
         )
         return DockerReplicaBackend(containers, EndpointStore(store), on_event)
     if settings.effective_replica_backend != "local":
@@ -173,8 +182,27 @@ def replica_backend(
         supervision=supervision,
         python=script_python.python,
         issue_token=issue_token,
+        python_for=python_for,
     )
     return LocalReplicaBackend(local, EndpointStore(store), on_event)
+
+
+def _build_events(
+    runtimes: ControlRuntimes, endpoints: Endpoints, models: ModelRegistry
+) -> Callable[[str, str], None]:
+    """Tells the endpoints whose replicas wait for a runtime how its build goes."""
+
+    def tell(runtime: str, message: str) -> None:
+        for view in endpoints.list(""):
+            name = view.endpoint.name
+            try:
+                model = models.describe(view.endpoint.model_name, endpoint_name=name)
+            except NotFound:
+                continue
+            if (model.script_runtime or runtimes.default_name()) == runtime:
+                endpoints.record_event(name, message)
+
+    return tell
 
 
 def restrict_state(data_dir: Path) -> None:
@@ -222,14 +250,18 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         max_attempts=settings.max_attempts,
         retry_backoff_s=settings.retry_backoff_s,
     )
-    training_jobs = TrainingJobs(store, scheduler, artifacts, metrics)
+    # The runtime each job, model and transform runs on (framework_version), built on demand.
+    runtimes = ControlRuntimes(settings.runtimes_dir, settings.script_runtime)
+    training_jobs = TrainingJobs(
+        store, scheduler, artifacts, metrics, resolve_runtime=runtimes.resolve
+    )
     scheduler.register(TaskKind.TRAINING, training_jobs)
     # Optuna logs every trial at INFO; the tuning loop logs what matters itself.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tuning_jobs = TuningJobs(store, training_jobs, artifacts, metrics)
     metrics.track_queue_depth(scheduler.queue_depth)
     supervisor = WorkerSupervisor()
-    models = ModelRegistry(store, artifacts)
+    models = ModelRegistry(store, artifacts, resolve_runtime=runtimes.resolve)
     transform_jobs = TransformJobs(
         store,
         scheduler,
@@ -237,6 +269,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         models,
         metrics,
         target_shard_bytes=settings.transform_shard_bytes,
+        resolve_runtime=runtimes.resolve,
     )
     scheduler.register(TaskKind.TRANSFORM, transform_jobs)
     # Processes the control starts get tokens of their own, each scoped to what it needs.
@@ -256,14 +289,19 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     control_address = ""
     bound_port = 0
 
-    def batch_spec(index: int) -> WorkerSpec:
+    def batch_spec(runtime: str, index: int) -> WorkerSpec | None:
+        # A worker runs handlers in-process: on its models' runtime, once that is built.
+        python = runtimes.python_if_ready(runtime) if runtime else script_python.python
+        if python is None:
+            return None
         return batch_worker_spec(
             index,
             data_dir=data_dir,
             control_address=control_address,
             extra_args=settings.batch_args,
-            auth_token=_worker_token(settings, f"batch-{index}", issue_worker_token),
-            python=script_python.python,
+            auth_token=_worker_token(settings, f"batch-{runtime}-{index}", issue_worker_token),
+            python=python,
+            runtime=runtime,
         )
 
     local_batch = LocalBatchWorkers(
@@ -300,16 +338,23 @@ def build(settings: ControlSettings) -> lifecycle.Service:
 
     # Replicas run the model's code in-process: each gets a token that reads its model only.
     credentials = ReplicaCredentials(scoped_tokens, models) if scoped_tokens else None
+
+    def replica_python(endpoint: str, model_name: str) -> str | None:
+        model = models.describe(model_name, endpoint_name=endpoint)
+        return runtimes.python_if_ready(model.script_runtime)
+
     backend = replica_backend(
         settings,
         store,
         on_replica_event,
         script_python,
         credentials.issue if credentials else None,
+        replica_python,
     )
     endpoints = Endpoints(
         store, models, backend, metrics, max_replicas=settings.max_endpoint_replicas
     )
+    runtimes.add_listener(_build_events(runtimes, endpoints, models))
     sd_file = (
         ScrapeTargetsFile(Path(settings.prometheus_sd_file))
         if settings.prometheus_sd_file
@@ -385,6 +430,11 @@ def build(settings: ControlSettings) -> lifecycle.Service:
             serving_pb2_grpc.add_EndpointServiceServicer_to_server,
             EndpointServicer(endpoints),
             serving_pb2.DESCRIPTOR.services_by_name["EndpointService"].full_name,
+        ),
+        lifecycle.Servicer(
+            runtimes_pb2_grpc.add_RuntimeServiceServicer_to_server,
+            RuntimeServicer(runtimes),
+            runtimes_pb2.DESCRIPTOR.services_by_name["RuntimeService"].full_name,
         ),
         lifecycle.Servicer(
             dispatch_pb2_grpc.add_DispatchServiceServicer_to_server,

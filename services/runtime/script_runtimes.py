@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -171,6 +171,16 @@ def this_python() -> str:
             "`python -m services.runtime.script_runtimes list`)"
         )
     return f"user code runs on script runtime {stamp.get('name', '?')} ({sys.executable})"
+
+
+def current_name() -> str:
+    """The script runtime this process runs on (e.g. `sklearn-1.2`); empty when it is none."""
+    try:
+        stamp = json.loads((Path(sys.prefix) / STAMP_FILE).read_text())
+    except (OSError, ValueError):
+        return ""
+    name = stamp.get("name", "") if isinstance(stamp, dict) else ""
+    return name if isinstance(name, str) else ""
 
 
 def runtimes_dir(configured: str = "") -> Path:
@@ -310,7 +320,7 @@ def fetch_wheels(
 
     Only pins without a wheel there are fetched, so a second call needs no network.
     """
-    pins = read_lock(_lock_of(rt))
+    pins = read_lock(lock_of(rt))
     missing = missing_wheels(pins, wheelhouse)
     if not missing:
         log.info("%s: all %d wheels already in %s", rt.name, len(pins), wheelhouse)
@@ -334,7 +344,12 @@ def fetch_wheels(
     log.info("%s: wheels ready in %.0fs", rt.name, time.monotonic() - started)
 
 
-def _lock_of(rt: ScriptRuntime) -> Path:
+def lock_of(rt: ScriptRuntime) -> Path:
+    """The lock `rt` is built from: `runtimes/<name>.lock`, else the copy inside its build.
+
+    Raises:
+        UnknownRuntime: neither exists.
+    """
     if rt.lock.is_file():
         return rt.lock
     copy = rt.root / LOCK_COPY
@@ -359,6 +374,8 @@ def build(
     find_links: Sequence[Path] = (),
     no_index: bool = False,
     force: bool = False,
+    any_mode: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> bool:
     """Builds `rt` from its lock unless it is already current; returns True when it built.
 
@@ -374,22 +391,32 @@ def build(
         find_links: More folders of wheels to take pins from (an air-gapped build).
         no_index: Never ask the package index (every wheel must be in the folders).
         force: Rebuild even when current.
+        any_mode: A build from the current lock counts as current whichever way its worker
+            code was installed (an on-demand build never replaces an image's copies).
+        progress: Also told each step's line (a training job's log, an endpoint's events).
     """
-    lock = _lock_of(rt)
+    lock = lock_of(rt)
+
+    def say(text: str) -> None:
+        log.info("%s", text)
+        if progress is not None:
+            progress(text)
+
     with _build_lock(rt.root.parent, rt.name):
-        if not force and rt.is_current(editable=editable):
+        if not force and rt.is_current(editable=None if any_mode else editable):
             log.info("%s: up to date in %s", rt.name, rt.root)
             return False
         started = time.monotonic()
         wheels = wheelhouse or rt.root.parent / WHEELHOUSE
+        say(f"{rt.name}: building from {lock.name}: wheels into {wheels}")
         fetch_wheels(rt, wheels, find_links=find_links, no_index=no_index)
-        log.info("%s: creating the environment %s", rt.name, rt.root)
+        say(f"{rt.name}: creating the environment {rt.root}")
         shutil.rmtree(rt.root, ignore_errors=True)
         _run([sys.executable, "-m", "venv", str(rt.root)])
-        log.info("%s: installing %s", rt.name, lock.name)
+        say(f"{rt.name}: installing {lock.name}")
         _run(_pip(rt.python, "install", "--no-index", "--find-links", str(wheels), "-r", str(lock)))
         mode = "editable links to" if editable else "copies of"
-        log.info("%s: installing %s the worker code from %s", rt.name, mode, REPO_ROOT)
+        say(f"{rt.name}: installing {mode} the worker code from {REPO_ROOT}")
         projects = [REPO_ROOT / "clients" / "python", REPO_ROOT, COMPAT_PROJECT]
         install_args = [
             arg for path in projects for arg in (("-e", str(path)) if editable else (str(path),))
@@ -405,7 +432,7 @@ def build(
             )
         )
         shutil.copyfile(lock, rt.root / LOCK_COPY)
-        log.info("%s: checking that scripts can import %s", rt.name, ", ".join(_CHECK_IMPORTS))
+        say(f"{rt.name}: checking that scripts can import {', '.join(_CHECK_IMPORTS)}")
         check = "; ".join(f"import {module}" for module in _CHECK_IMPORTS)
         with tempfile.TemporaryDirectory() as base_dir:
             # sagemaker_training creates SageMaker's folders under SAGEMAKER_BASE_DIR on import.
@@ -417,8 +444,41 @@ def build(
             "python": ".".join(map(str, sys.version_info[:3])),
         }
         (rt.root / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n")
-        log.info("%s: built in %.0fs (%s)", rt.name, time.monotonic() - started, rt.python)
+        say(f"{rt.name}: built in {time.monotonic() - started:.0f}s ({rt.python})")
         return True
+
+
+def ensure_built(
+    rt: ScriptRuntime,
+    *,
+    progress: Callable[[str], None] | None = None,
+    find_links: Sequence[Path] = (),
+    no_index: bool = False,
+) -> Path:
+    """`rt`'s interpreter, building the runtime first when it is not built from its lock.
+
+    For first use by a worker: the build is shared (the runtimes folder), concurrency-safe
+    (a file lock per runtime; a second caller waits, then finds it built) and accepts an
+    existing build whichever way its worker code was installed. The worker code is linked to
+    the checkout when this is one, else copied.
+
+    Raises:
+        UnknownRuntime: `rt` has no lock.
+        subprocess.CalledProcessError: a build step failed (its output went to stderr).
+    """
+    if rt.is_current():
+        return rt.python
+    if progress is not None:
+        progress(f"building runtime {rt.name} (first use; later jobs reuse it) ...")
+    build(
+        rt,
+        editable=(REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / ".git").exists(),
+        find_links=find_links,
+        no_index=no_index,
+        any_mode=True,
+        progress=progress,
+    )
+    return rt.python
 
 
 def lock(name: str, locks_dir: Path = LOCKS_DIR) -> Path:

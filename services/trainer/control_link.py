@@ -46,6 +46,7 @@ def assignment_from_task(task: dispatch_pb2.Task) -> TrainingAssignment:
         max_runtime_s=float(spec.max_runtime_seconds),
         output_uri=spec.output_uri,
         shell_compat=spec.shell_compat,
+        script_runtime=spec.script_runtime,
     )
 
 

@@ -37,9 +37,12 @@ from services.control.backends.replica_runtime import (
     EndpointAddress,
     LaunchError,
     Leftover,
+    ReplicaPython,
     ReplicaSpec,
     SupervisionSettings,
     port_of,
+    python_ready,
+    replica_python,
 )
 from services.control.backends.supervisor import ReplicaSupervisor
 from services.runtime.auth import token_digest
@@ -76,7 +79,13 @@ class DockerBackendSettings:
         auth_token: given to replicas through their environment, never argv.
         extra_args: extra flags for every replica.
         supervision: start, health and drain timings.
-        python: the interpreter inside the image that runs replicas (the script runtime's).
+        python: the interpreter inside the image that runs replicas (the script runtime's)
+            when `python_for` is not given.
+        python_for: the interpreter of each model's replicas (its own script runtime's, on
+            the runtimes volume mounted at the same path in the replicas).
+        runtimes_volume: a volume mounted into every replica at `runtimes_path` (where
+            runtimes built on demand live); empty mounts none.
+        runtimes_path: where the runtimes folder is, in the control and the replicas.
     """
 
     docker_url: str = "unix:///var/run/docker.sock"
@@ -90,6 +99,9 @@ class DockerBackendSettings:
     python: str = "python"
     # (endpoint, replica id, model) -> the replica's own token; None gives it `auth_token`.
     issue_token: Callable[[str, str, str], str] | None = None
+    python_for: ReplicaPython | None = None
+    runtimes_volume: str = ""
+    runtimes_path: str = ""
 
 
 # ----------------------------------------------------------------- the container, as values
@@ -307,8 +319,13 @@ class DockerContainers:
         """Every endpoint reports the configured address (callers go through the gateway)."""
         return _FixedAddress(self._settings.endpoint_address), ""
 
+    def ready_to_launch(self, endpoint: str, model: str) -> bool:
+        """False while the model's script runtime is being built."""
+        return python_ready(self._settings.python_for, endpoint, model)
+
     def launch(self, spec: ReplicaSpec) -> _ReplicaContainer:
         """Creates and starts the replica's container."""
+        python = replica_python(self._settings.python_for, spec, self._settings.python)
         client = self._connect()
         name = container_name(self._network, spec.endpoint_name, spec.replica_id)
         control = self._settings.control_address or (
@@ -335,7 +352,7 @@ class DockerContainers:
                     control,
                     self._settings.supervision.shutdown_grace_s,
                     self._settings.extra_args,
-                    self._settings.python,
+                    python,
                 ),
                 name=name,
                 hostname=name,
@@ -345,6 +362,17 @@ class DockerContainers:
                 network=self._network,
                 init=True,  # reaps the orphans of the user's scripts
                 detach=True,
+                # Runtimes built on demand live on a volume, at the control's own path.
+                volumes=(
+                    {
+                        self._settings.runtimes_volume: {
+                            "bind": self._settings.runtimes_path,
+                            "mode": "ro",
+                        }
+                    }
+                    if self._settings.runtimes_volume and self._settings.runtimes_path
+                    else None
+                ),
             )
         except docker.errors.DockerException as err:
             raise LaunchError(f"creating container {name}: {err}") from err

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.control.backends.replica_runtime import SupervisionSettings
+from services.control.backends.replica_runtime import ReplicaPython, SupervisionSettings
 from services.runtime.auth import token_digest
 from services.runtime.settings import pass_secret
 
@@ -47,7 +47,8 @@ class LocalBackendSettings:
         extra_args: extra flags for every replica.
         supervision: start, health and drain timings.
         python: the interpreter replicas run on (the script runtime's, which has the
-            libraries handlers import).
+            libraries handlers import) when `python_for` is not given.
+        python_for: the interpreter of each model's replicas (its own script runtime's).
     """
 
     data_dir: Path
@@ -58,6 +59,7 @@ class LocalBackendSettings:
     python: str = sys.executable
     # (endpoint, replica id, model) -> the replica's own token; None gives it `auth_token`.
     issue_token: Callable[[str, str, str], str] | None = None
+    python_for: ReplicaPython | None = None
 
     def replica_tokens(self, endpoint: str, replica_id: str, model: str) -> tuple[str, str]:
         """(token the replica calls the control with, digest it checks its callers against)."""

@@ -221,4 +221,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 9: a model deleted while endpoints serve it is kept, hidden, for their replicas (as a
     # SageMaker endpoint keeps serving a deleted model) until no endpoint uses it.
     ("ALTER TABLE models ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",),
+    # 10: the scikit-learn a model was asked for and the script runtime it is served on, kept
+    # for its lifetime; the runtime a transform task needs, so only a batch worker on it takes
+    # the task. '' for rows from before: the control's default runtime, any worker.
+    (
+        "ALTER TABLE models ADD COLUMN framework_version TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE models ADD COLUMN script_runtime TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE tasks ADD COLUMN script_runtime TEXT NOT NULL DEFAULT ''",
+    ),
 )

@@ -133,8 +133,14 @@ class TrainingJobs:
         artifacts: ArtifactStore,
         metrics: ControlMetrics,
         clock: Callable[[], float] = time.time,
+        resolve_runtime: Callable[[str], str] | None = None,
     ) -> None:
-        """Wires the state machine; register it with the scheduler for TaskKind.TRAINING."""
+        """Wires the state machine; register it with the scheduler for TaskKind.TRAINING.
+
+        `resolve_runtime(framework_version)` names the script runtime a job runs on (raising
+        InvalidArgument for a version no runtime serves); None leaves it to the trainer.
+        """
+        self._resolve_runtime = resolve_runtime
         self._store = store
         self._scheduler = scheduler
         self._artifacts = artifacts
@@ -167,6 +173,8 @@ class TrainingJobs:
         if self._store.training_job_exists(name):
             raise AlreadyExists(f"training job {name!r} already exists")
         spec = validate_training_job(name, spec, self._artifacts)
+        if self._resolve_runtime is not None:
+            spec = replace(spec, script_runtime=self._resolve_runtime(spec.framework_version))
         now = self._clock()
         job = TrainingJob(
             name=name,

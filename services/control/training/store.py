@@ -46,6 +46,8 @@ def spec_to_json(spec: TrainingJobSpec) -> str:
         "max_runtime_seconds": spec.max_runtime_seconds,
         "output_uri": spec.output_uri,
         "shell_compat": spec.shell_compat,
+        "framework_version": spec.framework_version,
+        "script_runtime": spec.script_runtime,
     }
     return json.dumps(values, sort_keys=True)
 
@@ -65,6 +67,8 @@ def spec_from_json(text: str) -> TrainingJobSpec:
         max_runtime_seconds=int(values.get("max_runtime_seconds", 0)),
         output_uri=values.get("output_uri", ""),
         shell_compat=bool(values.get("shell_compat", False)),
+        framework_version=values.get("framework_version", ""),
+        script_runtime=values.get("script_runtime", ""),
     )
 
 

@@ -85,6 +85,10 @@ class TrainingJobSpec:
     max_runtime_seconds: int = 0
     output_uri: str = ""
     shell_compat: bool = False
+    # What the user asked ("1.2-1"; empty: the newest) and the script runtime the control
+    # resolved it to at create (e.g. sklearn-1.2; empty for jobs created before runtimes).
+    framework_version: str = ""
+    script_runtime: str = ""
 
 
 @dataclass(frozen=True)
