@@ -192,7 +192,7 @@ def test_a_sagemaker_notebook_runs_unchanged(
     messages = [str(w.message) for w in warned]
     unknown = [m for m in messages if "SKLearn() does not know: script_mode" in m]
     assert len(unknown) == 1, messages
-    assert "SageMaker-only arguments: framework_version, instance_type" in unknown[0]
+    assert "SageMaker-only arguments: instance_type" in unknown[0]
     assert region == "local"
 
     # The s3:// paths were the store: code, output and data where the notebook put them.

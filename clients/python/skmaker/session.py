@@ -32,6 +32,7 @@ from skmaker.errors import UnexpectedStatusException, error_for_rpc
 from skmaker.hosting import HostingCalls
 from skmaker.inputs import TrainingInput
 from skmaker.job_specs import training_job_spec
+from skmaker.runtime_calls import RuntimeCalls
 from skmaker.transform_calls import TransformCalls
 from skmaker.tuning_calls import TuningCalls
 from skmaker.v1 import (
@@ -106,7 +107,7 @@ def _is_unavailable(err: grpc.RpcError) -> bool:
     return callable(getattr(err, "code", None)) and err.code() == grpc.StatusCode.UNAVAILABLE
 
 
-class Session(DataCalls, HostingCalls, TransformCalls, TuningCalls):
+class Session(DataCalls, HostingCalls, RuntimeCalls, TransformCalls, TuningCalls):
     """A connection to skmaker, used like `sagemaker.Session`.
 
     Args:
@@ -193,6 +194,7 @@ class Session(DataCalls, HostingCalls, TransformCalls, TuningCalls):
         self._init_hosting(self._channel, credentials, self.gateway_address)
         self._init_transform(self._channel)
         self._init_tuning(self._channel)
+        self._init_runtimes(self._channel)
         self.sagemaker_client = boto.SageMakerClient(self)
         self.sagemaker_runtime_client = boto.SageMakerRuntimeClient(self)
 
@@ -310,6 +312,7 @@ class Session(DataCalls, HostingCalls, TransformCalls, TuningCalls):
         max_run: int = 86400,
         output_uri: str = "",
         shell_compat: bool = False,
+        framework_version: str = "",
     ) -> dict[str, Any]:
         """Creates a training job and returns its description (not retried).
 
@@ -324,9 +327,12 @@ class Session(DataCalls, HostingCalls, TransformCalls, TuningCalls):
             max_run: maximum run time in seconds.
             output_uri: folder for model.tar.gz and output.tar.gz; empty for the default.
             shell_compat: run the script through /bin/sh as SageMaker's toolkit does.
+            framework_version: the scikit-learn to train with ("1.2-1", "1.5"); empty: the
+                newest the server has.
 
         Raises:
-            AlreadyExists, InvalidArgument, NotFound: as the server decides.
+            AlreadyExists, InvalidArgument, NotFound: as the server decides (InvalidArgument
+                for a framework_version it has no runtime for).
         """
         spec = training_job_spec(
             entry_point=entry_point,
@@ -338,6 +344,7 @@ class Session(DataCalls, HostingCalls, TransformCalls, TuningCalls):
             max_run=max_run,
             output_uri=self.store_uri(output_uri),
             shell_compat=shell_compat,
+            framework_version=framework_version,
         )
         request = training_pb2.CreateTrainingJobRequest(name=name, spec=spec)
         response = self._rpc(self._training.CreateTrainingJob, request, idempotent=False)
