@@ -146,9 +146,8 @@ def _most_overlapping(trials: list[dict[str, Any]]) -> int:
     return most
 
 
-def _fit_and_watch(tuner: HyperparameterTuner, data_uri: str) -> tuple[float, list[int]]:
-    """Runs the tuning job; returns its wall time and the InProgress counts seen meanwhile."""
-    started = time.monotonic()
+def _fit_and_watch(tuner: HyperparameterTuner, data_uri: str) -> list[int]:
+    """Runs the tuning job; returns the InProgress counts seen meanwhile."""
     tuner.fit({"train": data_uri}, wait=False)
     in_progress = []
     while True:
@@ -157,18 +156,18 @@ def _fit_and_watch(tuner: HyperparameterTuner, data_uri: str) -> tuple[float, li
         if description["HyperParameterTuningJobStatus"] in {"Completed", "Failed", "Stopped"}:
             break
         time.sleep(0.1)
-    return time.monotonic() - started, in_progress
+    return in_progress
 
 
-def test_parallel_trials_keep_two_running_and_take_about_half_the_serial_time(
+def test_parallel_trials_keep_two_running_and_refill_a_freed_slot(
     session: Session, source_dir: Path, data_uri: str
 ) -> None:
     ranges = {"x": ContinuousParameter(0.1, 1.0)}
     options = {"static": {"sleep": 1.0}, "max_jobs": 4, "random_seed": 1}
     serial = _tuner(session, source_dir, ranges, max_parallel_jobs=1, **options)  # type: ignore[arg-type]
-    serial_s, serial_counts = _fit_and_watch(serial, data_uri)
+    serial_counts = _fit_and_watch(serial, data_uri)
     parallel = _tuner(session, source_dir, ranges, max_parallel_jobs=2, **options)  # type: ignore[arg-type]
-    parallel_s, parallel_counts = _fit_and_watch(parallel, data_uri)
+    parallel_counts = _fit_and_watch(parallel, data_uri)
 
     assert max(serial_counts) == 1
     assert max(parallel_counts) == 2
@@ -179,10 +178,12 @@ def test_parallel_trials_keep_two_running_and_take_about_half_the_serial_time(
     assert [trial["TrialNumber"] for trial in trials] == [1, 2, 3, 4]
     assert _most_overlapping(trials) == 2
     assert _most_overlapping(_trials(serial)) == 1
-    # A freed slot is refilled at once: trial 3 starts right after the first of 1 and 2 ends.
+    # A freed slot is refilled, and only a freed one: trial 3 starts once one of 1 and 2 has
+    # ended, and runs beside the other (how soon is a matter for a benchmark, not a test).
     first_end = min(t["TrainingEndTime"] for t in trials[:2])
-    assert (trials[2]["TrainingStartTime"] - first_end).total_seconds() < 1.0
-    assert parallel_s < 0.8 * serial_s, (parallel_s, serial_s)
+    assert trials[2]["TrainingStartTime"] >= first_end
+    # Trial 4 needs a second freed slot: two of trials 1-3 have ended by its start.
+    assert trials[3]["TrainingStartTime"] >= sorted(t["TrainingEndTime"] for t in trials[:3])[1]
 
     # Each trial is an ordinary training job with the contract's hyperparameters.
     job = session.describe_training_job(trials[0]["TrainingJobName"])

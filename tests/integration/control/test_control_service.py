@@ -566,8 +566,9 @@ def test_job_fails_after_every_attempt_is_lost(control: ServiceProcess) -> None:
 
 
 def test_kill_9_and_restart_keeps_jobs_and_leases(tmp_path: Path) -> None:
-    # A longer lease here: the surviving worker must get back in before it expires.
-    service = _start(tmp_path, "--lease-s", "3")
+    # A longer lease here: the surviving worker must get back in before it expires, and a
+    # control restart on a busy machine (module imports alone) has taken more than 3 s.
+    service = _start(tmp_path, "--lease-s", "8")
     clients = _clients(service)
     _seed_inputs(clients)
     _create(clients, "survivor")
@@ -578,13 +579,13 @@ def test_kill_9_and_restart_keeps_jobs_and_leases(tmp_path: Path) -> None:
     _heartbeat(clients, survivor, "before the crash", status="Training")
     service.kill()
 
-    restarted = _start(tmp_path, "--lease-s", "3", label="control-restarted")
+    restarted = _start(tmp_path, "--lease-s", "8", label="control-restarted")
     try:
         clients = _clients(restarted)
         assert _describe(clients, "survivor").secondary_status == "Training"
         _heartbeat(clients, survivor, "after the crash")  # the lease stood
         # worker-2 never comes back: its task is retried with the next attempt.
-        retried = _acquire(clients, "worker-3", wait_s=15)
+        retried = _acquire(clients, "worker-3", wait_s=30)
         assert (retried.training.job_name, retried.attempt) == ("orphan", 2)
         _complete(clients, survivor, dispatch_pb2.TASK_OUTCOME_SUCCEEDED)
         job = _describe(clients, "survivor")
