@@ -31,6 +31,7 @@ warnings are scikit-learn's own. `SKMAKER_FAST_PATH=0` in the environment turns 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import logging
 import time
 import warnings
@@ -48,6 +49,8 @@ FAST_PATH_VARIABLE = "SKMAKER_FAST_PATH"
 SCIKIT_LEARN = "scikit-learn"
 ONNXRUNTIME = "onnxruntime"
 TREELITE = "treelite-gtil"
+# The libraries each backend imports; a runtime without them serves through scikit-learn.
+_LIBRARIES = {ONNXRUNTIME: ("onnxruntime", "skl2onnx"), TREELITE: ("treelite",)}
 PATHS = (SCIKIT_LEARN, ONNXRUNTIME, TREELITE)
 # Largest difference accepted between a fast path's and scikit-learn's probability or value.
 TOLERANCE = 1e-6
@@ -116,6 +119,10 @@ def choose(
         return None, PredictPath(SCIKIT_LEARN, f"cannot read the model: {err}")
     refusals = []
     for backend in target.backends():
+        missing = [name for name in _LIBRARIES[backend] if importlib.util.find_spec(name) is None]
+        if missing:  # an older script runtime (sklearn-1.2) has no fast path libraries
+            refusals.append(f"{backend}: this script runtime lacks {', '.join(missing)}")
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
