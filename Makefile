@@ -75,7 +75,11 @@ test-packages:
 
 prometheus haproxy: test-packages
 
+# Every runtime (runtimes/*.lock; `make install` builds only the newest) is built first, once
+# and kept in .venv-runtimes/: the e2e tests run on the oldest and the newest. A first build
+# logs its time (`script-runtimes: sklearn-1.2: built in ...s`); later runs find it current.
 test: install check-protos v2client test-packages
+	$(PY) -m services.runtime.script_runtimes build --all
 	$(PY) -m pytest -n 2 -q
 
 # docker-compose.yml for real: a private dockerd, images built here, the iris story from the host.
