@@ -54,7 +54,11 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """The checkout this module runs from (in an installed copy: the folder holding `services/`)."""
 
-LOCKS_DIR = REPO_ROOT / "runtimes"
+SOURCE_ROOT = Path(os.environ.get("SKMAKER_SOURCE_DIR") or REPO_ROOT)
+"""The source tree runtimes are built from (locks, worker code): this checkout, or in an image,
+where the code is installed, the copy `SKMAKER_SOURCE_DIR` names (for builds on first use)."""
+
+LOCKS_DIR = SOURCE_ROOT / "runtimes"
 """Where `<name>.in` and `<name>.lock` live."""
 
 COMPAT_PROJECT = LOCKS_DIR / "sagemaker_containers_compat"
@@ -416,8 +420,8 @@ def build(
         say(f"{rt.name}: installing {lock.name}")
         _run(_pip(rt.python, "install", "--no-index", "--find-links", str(wheels), "-r", str(lock)))
         mode = "editable links to" if editable else "copies of"
-        say(f"{rt.name}: installing {mode} the worker code from {REPO_ROOT}")
-        projects = [REPO_ROOT / "clients" / "python", REPO_ROOT, COMPAT_PROJECT]
+        say(f"{rt.name}: installing {mode} the worker code from {SOURCE_ROOT}")
+        projects = [SOURCE_ROOT / "clients" / "python", SOURCE_ROOT, COMPAT_PROJECT]
         install_args = [
             arg for path in projects for arg in (("-e", str(path)) if editable else (str(path),))
         ]
@@ -472,7 +476,8 @@ def ensure_built(
         progress(f"building runtime {rt.name} (first use; later jobs reuse it) ...")
     build(
         rt,
-        editable=(REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / ".git").exists(),
+        # A checkout links its worker code; an image's source copy is installed as copies.
+        editable=(SOURCE_ROOT / ".git").exists(),
         find_links=find_links,
         no_index=no_index,
         any_mode=True,
