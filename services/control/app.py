@@ -61,7 +61,7 @@ from services.control.tuning.servicer import TuningServicer
 from services.runtime import lifecycle, script_runtimes
 from services.runtime.auth import ScopedTokens
 from services.runtime.components import Component
-from services.runtime.errors import NotFound
+from services.runtime.errors import InvalidArgument, NotFound
 from services.runtime.script_runtimes import PythonChoice, choose_python
 from skmaker.v1 import (
     artifacts_pb2,
@@ -291,7 +291,11 @@ def build(settings: ControlSettings) -> lifecycle.Service:
 
     def batch_spec(runtime: str, index: int) -> WorkerSpec | None:
         # A worker runs handlers in-process: on its models' runtime, once that is built.
-        python = runtimes.python_if_ready(runtime) if runtime else script_python.python
+        try:
+            python = runtimes.python_if_ready(runtime) if runtime else script_python.python
+        except (InvalidArgument, RuntimeError) as err:
+            logging.getLogger(__name__).warning("no batch worker on %s: %s", runtime, err)
+            return None  # asked again each pass: a failed build is retried after a while
         if python is None:
             return None
         return batch_worker_spec(

@@ -50,19 +50,25 @@ class ControlRuntimes:
         *,
         locks_dir: Path = script_runtimes.LOCKS_DIR,
         build: Callable[..., Path] = script_runtimes.ensure_built,
+        retry_after_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Runtimes in `runtimes_dir` (default `.venv-runtimes/`), locks in `locks_dir`.
 
         `default` (the `--script-runtime` setting) is what an empty framework_version selects;
-        empty means the newest runtime. `build` is `script_runtimes.ensure_built`.
+        empty means the newest runtime. `build` is `script_runtimes.ensure_built`. A failed
+        build is reported for `retry_after_s`, then tried again.
         """
+        self._retry_after_s = retry_after_s
+        self._clock = clock
         self._dir = runtimes_dir
         self._default = default
         self._locks_dir = locks_dir
         self._build = build
         self._lock = threading.Lock()
         self._building: dict[str, threading.Thread] = {}
-        self._failed: dict[str, str] = {}
+        # Runtime -> (why its last build failed, when).
+        self._failed: dict[str, tuple[str, float]] = {}
         self._listeners: list[BuildListener] = []
 
     def add_listener(self, listener: BuildListener) -> None:
@@ -101,15 +107,16 @@ class ControlRuntimes:
         """Runtime `name`'s python when it is built; else None, and its build runs (once).
 
         An empty name is the default runtime. Raises InvalidArgument for an unknown runtime
-        and RuntimeError when its last build failed (the next call tries again).
+        and RuntimeError while its last build failed (for `retry_after_s`; then it is retried).
         """
         rt = self.runtime(name)
         if rt.is_current():
             return str(rt.python)
         with self._lock:
-            failure = self._failed.pop(rt.name, "")
-            if failure:
+            failure, failed_at = self._failed.get(rt.name, ("", 0.0))
+            if failure and self._clock() - failed_at < self._retry_after_s:
                 raise RuntimeError(failure)
+            self._failed.pop(rt.name, None)
             if rt.name not in self._building:
                 thread = threading.Thread(
                     target=self._run_build, args=(rt,), name=f"build-{rt.name}", daemon=True
@@ -203,7 +210,7 @@ class ControlRuntimes:
             message = f"building runtime {rt.name} failed: {err}"
             log.error("%s", message)
             with self._lock:
-                self._failed[rt.name] = message
+                self._failed[rt.name] = (message, self._clock())
             self._tell(rt.name, message)
         else:
             self._tell(rt.name, f"runtime {rt.name} ready in {time.monotonic() - started:.0f}s")

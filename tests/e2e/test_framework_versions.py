@@ -3,9 +3,9 @@
 One real `--local` control trains iris with `framework_version="1.2-1"` (the oldest runtime)
 and with none (the newest). Each script prints the `sklearn.__version__` it runs on; the two
 models are deployed at once and each endpoint's handler answers with its own version; a batch
-transform of the 1.2 model runs on 1.2; after a restart of the control, the models, the jobs
-and the endpoints' fresh replicas are still on their recorded runtimes. A version no runtime
-serves is refused at create with the versions available (issue 16, acceptance 1-3).
+transform of each model runs on its own runtime; after a restart of the control, the models,
+the jobs and the endpoints' fresh replicas are still on their recorded runtimes. A version no
+runtime serves is refused at create with the versions available (issue 16, acceptance 1-3).
 """
 
 from __future__ import annotations
@@ -150,22 +150,20 @@ def test_each_model_trains_serves_and_scores_on_its_own_scikit_learn(
             model_name = described["ModelName"]
             assert session.describe_model(model_name)["ScriptRuntime"] == "sklearn-1.2"
 
-            # A batch transform of the 1.2 model scores on 1.2.
+            # A batch transform of each model scores on its runtime (batch workers per runtime).
             batch = data_dir / "batch"
             batch.mkdir()
             (batch / "rows.csv").write_text("".join(",".join(map(str, r)) + "\n" for r in ROWS))
-            transformer = old.transformer(instance_count=1, assemble_with="Line")
-            transformer.transform(
-                session.upload_data(str(batch), key_prefix="fv/batch"),
-                content_type="text/csv",
-                split_type="Line",
-            )
-            out = data_dir / "out"
-            session.download_data(str(out), transformer.output_path)
-            lines = (out / "rows.csv.out").read_text().splitlines()
-            outputs = [json.loads(line) for line in lines if line]
-            assert {answer["sklearn"] for answer in outputs} == {old_version}
-            assert [label for answer in outputs for label in answer["labels"]] == [0, 2]
+            batch_uri = session.upload_data(str(batch), key_prefix="fv/batch")
+            for trained, version in ((old, old_version), (new, new_version)):
+                transformer = trained.transformer(instance_count=1, assemble_with="Line")
+                transformer.transform(batch_uri, content_type="text/csv", split_type="Line")
+                out = data_dir / f"out-{version}"
+                session.download_data(str(out), transformer.output_path)
+                lines = (out / "rows.csv.out").read_text().splitlines()
+                outputs = [json.loads(line) for line in lines if line]
+                assert {answer["sklearn"] for answer in outputs} == {version}
+                assert [label for answer in outputs for label in answer["labels"]] == [0, 2]
         control.stop(timeout_s=60)
 
         # A restarted control keeps every model, job and endpoint on its recorded runtime.

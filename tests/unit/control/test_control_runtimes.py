@@ -112,15 +112,21 @@ def test_a_runtime_is_built_once_in_the_background(
     assert heard[-1][1].startswith("runtime sklearn-1.2 ready in")
 
 
-def test_a_failed_build_is_reported_once_then_retried(
-    runtimes: ControlRuntimes, builds: FakeBuilds
+def test_a_failed_build_is_reported_then_retried_after_a_delay(
+    tmp_path: Path, locks: Path, builds: FakeBuilds
 ) -> None:
+    clock = FakeClock(100.0)
+    runtimes = ControlRuntimes(
+        str(tmp_path / "built"), locks_dir=locks, build=builds, retry_after_s=60, clock=clock
+    )
     builds.fail = True
     builds.release.set()
     assert runtimes.python_if_ready("sklearn-1.2") is None
     _wait_until_built(runtimes, "sklearn-1.2")
-    with pytest.raises(RuntimeError, match="no space left on device"):
-        runtimes.python_if_ready("sklearn-1.2")
+    for _ in range(2):  # whoever asks (the launch check, the launch) hears why
+        with pytest.raises(RuntimeError, match="no space left on device"):
+            runtimes.python_if_ready("sklearn-1.2")
+    clock.advance(60)
     assert runtimes.python_if_ready("sklearn-1.2") is None  # a new attempt
     assert builds.calls == ["sklearn-1.2", "sklearn-1.2"]
 
