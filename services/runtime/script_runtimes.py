@@ -13,7 +13,7 @@ name, with a shared wheelhouse (`wheelhouse/`) so every wheel, including the two
 built into wheels, is downloaded or built once. A runtime counts as built once its stamp file
 (written last) records the lock it was built from, so an interrupted build is never used.
 
-    python -m services.runtime.script_runtimes build [NAME ...|--all]  # default: the newest
+    python -m services.runtime.script_runtimes build [NAME ...|--all]  # NAME: sklearn-1.2, 1.2-1
     python -m services.runtime.script_runtimes list
     python -m services.runtime.script_runtimes python [NAME]   # the interpreter user code runs on
     python -m services.runtime.script_runtimes wheels --wheelhouse DIR  # for an offline build
@@ -46,8 +46,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from packaging.version import Version
 
-# `packaging` is imported where it is used: the main environment has it, while the runtimes,
-# whose workers call `this_python`, need not.
+# `packaging` is imported where used: the main environment has it, the runtimes need not.
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +179,9 @@ def this_python() -> str:
 def current_name() -> str:
     """The script runtime this process runs on (e.g. `sklearn-1.2`); empty when it is none."""
     try:
-        stamp = json.loads((Path(sys.prefix) / STAMP_FILE).read_text())
-    except (OSError, ValueError):
+        name = json.loads((Path(sys.prefix) / STAMP_FILE).read_text()).get("name", "")
+    except (OSError, ValueError, AttributeError):
         return ""
-    name = stamp.get("name", "") if isinstance(stamp, dict) else ""
     return name if isinstance(name, str) else ""
 
 
@@ -459,12 +457,10 @@ def ensure_built(
     find_links: Sequence[Path] = (),
     no_index: bool = False,
 ) -> Path:
-    """`rt`'s interpreter, building the runtime first when it is not built from its lock.
+    """`rt`'s interpreter, built first when it is not built from its lock (a worker's first use).
 
-    For first use by a worker: the build is shared (the runtimes folder), concurrency-safe
-    (a file lock per runtime; a second caller waits, then finds it built) and accepts an
-    existing build whichever way its worker code was installed. The worker code is linked to
-    the checkout when this is one, else copied.
+    The build is shared (the runtimes folder) and file-locked (a second caller waits, then finds
+    it built); a build counts whichever way its worker code was installed.
 
     Raises:
         UnknownRuntime: `rt` has no lock.
@@ -539,7 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     build_parser = commands.add_parser("build", help="build runtimes (default: the newest)")
     wheels_parser = commands.add_parser("wheels", help="put a runtime's wheels into a folder")
     for sub in (build_parser, wheels_parser):
-        sub.add_argument("names", nargs="*", help="runtime names (default: the newest)")
+        sub.add_argument(
+            "names", nargs="*", help="runtime names or framework versions (default: the newest)"
+        )
         sub.add_argument("--all", action="store_true", help="every runtime that has a lock")
         sub.add_argument("--wheelhouse", type=Path, help="wheel folder (default: <dir>/wheelhouse)")
         sub.add_argument("--find-links", type=Path, action="append", default=[])
@@ -571,6 +569,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             chosen = names(args.runtimes_dir) if args.all else args.names or [""]
             for name in chosen:
+                if name and not _NAME.match(name):  # a framework_version, e.g. 1.2-1
+                    from services.runtime.framework_versions import resolve  # imports us
+
+                    name = resolve(name, args.runtimes_dir)
                 rt = runtime(name, args.runtimes_dir)
                 base = rt.root.parent
                 wheelhouse = args.wheelhouse or base / WHEELHOUSE
