@@ -14,6 +14,7 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -298,15 +299,16 @@ def build(settings: ControlSettings) -> lifecycle.Service:
             return None  # asked again each pass: a failed build is retried after a while
         if python is None:
             return None
-        return batch_worker_spec(
+        spec = batch_worker_spec(
             index,
             data_dir=data_dir,
             control_address=control_address,
             extra_args=settings.batch_args,
-            auth_token=_worker_token(settings, f"batch-{runtime}-{index}", issue_worker_token),
             python=python,
             runtime=runtime,
         )
+        token = _worker_token(settings, spec.name, issue_worker_token)
+        return replace(spec, token=token)
 
     local_batch = LocalBatchWorkers(
         supervisor,
