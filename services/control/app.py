@@ -19,6 +19,7 @@ from pathlib import Path
 
 import optuna
 
+from services.control.artifacts.base import ArtifactStore, use_s3_location
 from services.control.artifacts.servicer import ArtifactsServicer
 from services.control.artifacts.store import LocalArtifactStore
 from services.control.backends import EventSink, ReplicaBackend
@@ -215,9 +216,29 @@ def restrict_state(data_dir: Path) -> None:
     """
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     for folder in (data_dir / "artifacts", data_dir / "logs"):
-        folder.chmod(0o700)
+        if folder.exists():  # no artifacts/ with an S3 store
+            folder.chmod(0o700)
     for database in data_dir.glob("control.db*"):
         database.chmod(0o600)
+
+
+def open_artifact_store(settings: ControlSettings, data_dir: Path) -> ArtifactStore:
+    """`<data-dir>/artifacts`, or the S3 bucket of `--artifact-store s3://BUCKET[/PREFIX]`,
+    whose bucket and prefix then stand for the store in `s3://` URIs."""
+    if not settings.artifact_store:
+        return LocalArtifactStore(data_dir / "artifacts", settings.max_upload_bytes)
+    # Imported here: boto3 takes seconds to import, which a control without S3 need not pay.
+    from services.control.artifacts.s3_store import S3ArtifactStore, parse_store_uri
+
+    location = parse_store_uri(settings.artifact_store)
+    store = S3ArtifactStore(
+        location,
+        settings.max_upload_bytes,
+        presign_endpoint_url=settings.artifact_presign_endpoint,
+        url_ttl_s=settings.artifact_url_ttl_s,
+    )
+    use_s3_location(location)
+    return store
 
 
 def load_source(settings: ControlSettings) -> LoadSource:
@@ -241,7 +262,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     service = lifecycle.Service(name="control", servicers=[])
     metrics = ControlMetrics(service.registry)
     store = ControlStore(data_dir / "control.db")
-    artifacts = LocalArtifactStore(data_dir / "artifacts", settings.max_upload_bytes)
+    artifacts = open_artifact_store(settings, data_dir)
     restrict_state(data_dir)
     scheduler = Scheduler(
         store,
@@ -424,7 +445,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         ),
         lifecycle.Servicer(
             artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server,
-            ArtifactsServicer(artifacts),
+            ArtifactsServicer(artifacts, metrics),
             artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
         ),
         lifecycle.Servicer(

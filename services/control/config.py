@@ -46,6 +46,18 @@ class ControlSettings(ServiceSettings):
         1.0, "delay before a lost task is retried; doubles per attempt"
     )
     max_upload_bytes: int = setting(10 * GIB, "largest artifact UploadArtifact accepts")
+    artifact_store: str = setting(
+        "",
+        "where artifacts live: empty for <data-dir>/artifacts, or s3://BUCKET[/PREFIX] in an "
+        "S3-compatible store (endpoint and credentials from AWS_ENDPOINT_URL, "
+        "AWS_ACCESS_KEY_ID, ... or ~/.aws, as boto3 reads them)",
+    )
+    artifact_presign_endpoint: str = setting(
+        "",
+        "the S3 endpoint presigned URLs name, when workers and clients reach the store at "
+        "another address than the control; empty for the control's",
+    )
+    artifact_url_ttl_s: int = setting(3600, "how long a presigned artifact URL works")
     replica_backend: str = setting(
         "", "where endpoint replicas run: local, docker or none; empty means local with --local"
     )

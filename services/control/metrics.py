@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import prometheus_client
 
@@ -64,6 +64,23 @@ class ControlMetrics:
             ["endpoint", "direction"],
             registry=registry,
         )
+
+        self.artifact_rpc_bytes = prometheus_client.Counter(
+            "skmaker_control_artifact_rpc_bytes",
+            "Object bytes carried by UploadArtifact and DownloadArtifact, by direction: the "
+            "bytes that went through the control instead of straight to the object store.",
+            ["direction"],
+            registry=registry,
+        )
+        for direction in ("upload", "download"):
+            self.artifact_rpc_bytes.labels(direction)  # exported at 0 from the start
+
+    def count_artifact_bytes(self, direction: str, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """`chunks` as they are, each one's size added to the artifact RPC bytes of `direction`."""
+        counter = self.artifact_rpc_bytes.labels(direction)
+        for chunk in chunks:
+            counter.inc(len(chunk))
+            yield chunk
 
     def forget_scaling_decisions(self, endpoint: str) -> None:
         """Drops a deleted endpoint's decision counters (label values stay bounded)."""

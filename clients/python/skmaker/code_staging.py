@@ -46,7 +46,5 @@ def stage_training_code(
     with tempfile.TemporaryDirectory(prefix="skmaker-source-") as scratch:
         archive = packaging.write(bundle, Path(scratch) / packaging.ARCHIVE_NAME)
         code_prefix = session.store_key(code_location) if code_location else _CODE_KEY_PREFIX
-        source_uri = session.upload_data(
-            archive, bucket=session.default_bucket(), key_prefix=f"{code_prefix}/{job_name}/source"
-        )
+        source_uri = session.upload_to_store(archive, f"{code_prefix}/{job_name}/source")
     return bundle.program, source_uri

@@ -35,6 +35,7 @@ class DataCalls:
     transfer_timeout_s: float
     default_bucket_prefix: str | None
     store_uri: Callable[[str], str]
+    public_uri: Callable[[str], str]
 
     def _progress(self, total: int, description: str) -> tqdm[Any]:
         # delay: a bar appears only for transfers that take more than a moment.
@@ -61,7 +62,9 @@ class DataCalls:
 
         A file lands at `store://<key_prefix>/<file name>` and that URI is returned. A folder's
         files land at `store://<key_prefix>/<path relative to the folder>` and
-        `store://<key_prefix>` is returned, ready to be a channel of `fit()`.
+        `store://<key_prefix>` is returned, ready to be a channel of `fit()`. When the control
+        keeps artifacts in an S3 store, the URI returned is the object's real `s3://` one
+        (`s3://<bucket>/<store prefix>/<key>`, see `Session.public_uri`).
 
         Args:
             path: local file or folder.
@@ -78,8 +81,14 @@ class DataCalls:
         del extra_args  # SageMaker's S3 upload arguments have no meaning here.
         if bucket is None:
             key_prefix = "/".join(p for p in (self.default_bucket_prefix, key_prefix) if p)
-        else:
-            self.store_uri(f"{S3_SCHEME}{bucket}/")  # refuses another bucket
+        else:  # an object key of the bucket: its key in the store (refuses another bucket)
+            key_prefix = self.store_uri(f"{S3_SCHEME}{bucket}/{key_prefix.strip('/')}")
+            key_prefix = key_prefix[len(transfer.SCHEME) :]
+        return self.upload_to_store(path, key_prefix)
+
+    def upload_to_store(self, path: str | os.PathLike[str], key_prefix: str) -> str:
+        """`upload_data` with `key_prefix` a key of the store (no bucket or prefix mapping);
+        returns the URI as `upload_data` does."""
         local = Path(path)
         prefix = key_prefix.strip("/")
         if local.is_file():
@@ -112,7 +121,7 @@ class DataCalls:
                     ),
                     idempotent=False,
                 )
-        return result
+        return self.public_uri(result)
 
     def download_data(
         self,
@@ -240,4 +249,4 @@ class DataCalls:
                 ),
                 idempotent=False,
             )
-        return uri
+        return self.public_uri(uri)

@@ -290,7 +290,7 @@ class SKLearn:
 
     @property
     def model_data(self) -> str:
-        """URI of the latest job's model.tar.gz.
+        """URI of the latest job's model.tar.gz (`s3://` when the store is S3).
 
         Raises:
             ValueError: before `fit()`, or when the job has no model artifact (yet).
@@ -302,7 +302,7 @@ class SKLearn:
                 f"training job {description['TrainingJobName']} has no model artifact "
                 f"(status {description['TrainingJobStatus']})"
             )
-        return str(uri)
+        return self.sagemaker_session.public_uri(str(uri))
 
     def logs(self) -> None:
         """Prints the latest job's whole log to stdout, following it while the job runs."""

@@ -215,9 +215,7 @@ class SKLearnModel:
                 f"model_data {str(self.model_data)!r} is neither a store:// URI nor a local file"
             )
         session = self.sagemaker_session
-        return session.upload_data(
-            local, bucket=session.default_bucket(), key_prefix=f"{_MODEL_KEY_PREFIX}/{name}"
-        )
+        return session.upload_to_store(local, f"{_MODEL_KEY_PREFIX}/{name}")
 
     def _upload_code(self, name: str) -> tuple[str, str]:
         """(entry point relative to the code root, source_uri; "" for code in the archive)."""
@@ -242,9 +240,7 @@ class SKLearnModel:
             code_prefix = (
                 session.store_key(self.code_location) if self.code_location else _MODEL_KEY_PREFIX
             )
-            uri = session.upload_data(
-                archive, bucket=session.default_bucket(), key_prefix=f"{code_prefix}/{name}/source"
-            )
+            uri = session.upload_to_store(archive, f"{code_prefix}/{name}/source")
         return bundle.program, uri
 
     def create(self) -> dict[str, Any]:

@@ -61,13 +61,13 @@ def _bucket_and_key(session: Session, uri: str) -> tuple[str, str]:
     store = session.store_uri(uri)
     if not store.startswith(transfer.SCHEME):
         raise ValueError(f"{uri!r} is not an s3:// or store:// URI")
-    return session.default_bucket(), store[len(transfer.SCHEME) :]
+    return parse_s3_url(session.s3_uri(store))
 
 
 def _as_given(uri: str, session: Session, key: str) -> str:
-    """`key` in the scheme `uri` was given in."""
+    """The store key `key` in the scheme `uri` was given in."""
     if uri.startswith(S3_SCHEME):
-        return f"{S3_SCHEME}{session.default_bucket()}/{key}"
+        return session.s3_uri(key)
     return transfer.store_uri(key)
 
 
@@ -89,7 +89,7 @@ class S3Uploader:
         with _session(sagemaker_session) as session:
             bucket, key = _bucket_and_key(session, desired_s3_uri)
             uploaded = session.upload_data(local_path, bucket, key)
-            return _as_given(desired_s3_uri, session, transfer.key_of(uploaded))
+            return _as_given(desired_s3_uri, session, session.store_key(uploaded))
 
     @staticmethod
     def upload_string_as_file_body(
@@ -101,8 +101,8 @@ class S3Uploader:
         """Stores `body` as the object `desired_s3_uri`; returns that URI."""
         with _session(sagemaker_session) as session:
             bucket, key = _bucket_and_key(session, desired_s3_uri)
-            session.upload_string_as_file_body(body, bucket, key, kms_key)
-            return _as_given(desired_s3_uri, session, key)
+            uploaded = session.upload_string_as_file_body(body, bucket, key, kms_key)
+            return _as_given(desired_s3_uri, session, session.store_key(uploaded))
 
 
 class S3Downloader:

@@ -28,7 +28,7 @@ import grpc
 
 from skmaker import boto, descriptions
 from skmaker.data_calls import S3_SCHEME, DataCalls
-from skmaker.errors import UnexpectedStatusException, error_for_rpc
+from skmaker.errors import SkmakerClientError, UnexpectedStatusException, error_for_rpc
 from skmaker.hosting import HostingCalls
 from skmaker.inputs import TrainingInput
 from skmaker.job_specs import training_job_spec
@@ -36,6 +36,7 @@ from skmaker.runtime_calls import RuntimeCalls
 from skmaker.transform_calls import TransformCalls
 from skmaker.tuning_calls import TuningCalls
 from skmaker.v1 import (
+    artifacts_pb2,
     artifacts_pb2_grpc,
     training_pb2,
     training_pb2_grpc,
@@ -161,9 +162,11 @@ class Session(DataCalls, HostingCalls, RuntimeCalls, TransformCalls, TuningCalls
                 stacklevel=2,
             )
         self.address = address or os.environ.get("SKMAKER_ADDRESS") or DEFAULT_ADDRESS
-        self._default_bucket = default_bucket or DEFAULT_BUCKET
-        if "/" in self._default_bucket or not self._default_bucket.strip():
+        if default_bucket is not None and ("/" in default_bucket or not default_bucket.strip()):
             raise ValueError(f"default_bucket {default_bucket!r} is not a bucket name")
+        # Asked from the control on first use when not given (DescribeArtifactStore).
+        self._default_bucket = default_bucket
+        self._store_location: tuple[str, str, str] | None = None
         self.default_bucket_prefix = (default_bucket_prefix or "").strip("/") or None
         self.boto_region_name = (
             os.environ.get("SKMAKER_REGION")
@@ -261,10 +264,50 @@ class Session(DataCalls, HostingCalls, RuntimeCalls, TransformCalls, TuningCalls
                 return summaries[:max_results] if max_results else summaries
 
     def default_bucket(self) -> str:
-        """The bucket name that stands for the artifact store: `s3://<it>/<key>` is
-        `store://<key>` wherever a URI is taken (fit inputs, model data, output paths, ...).
+        """The bucket of the artifact store: `s3://<it>/<key>` is `store://<key>` wherever a
+        URI is taken (fit inputs, model data, output paths, ...).
+
+        The control tells it: the bucket of its S3 store (`--artifact-store s3://BUCKET/...`,
+        whose `s3://` URIs then include the store's prefix), else `skmaker`.
+        `Session(default_bucket=...)` names another one, standing for the whole store.
         """
-        return self._default_bucket
+        return self._default_bucket or self._artifact_store()[1]
+
+    def _artifact_store(self) -> tuple[str, str, str]:
+        """(kind, bucket, prefix) of the control's artifact store, asked once."""
+        if self._store_location is None:
+            try:
+                answer = self._rpc(
+                    self._artifacts.DescribeArtifactStore,
+                    artifacts_pb2.DescribeArtifactStoreRequest(),
+                    idempotent=True,
+                )
+                self._store_location = (answer.kind, answer.bucket, answer.prefix)
+            except SkmakerClientError as err:
+                if err.code != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                # An older control: the local store, as it always was.
+                self._store_location = ("local", DEFAULT_BUCKET, "")
+        return self._store_location
+
+    def _s3_root(self) -> str:
+        """`s3://<bucket>` or `s3://<bucket>/<prefix>`: the `s3://` form of `store://`."""
+        if self._default_bucket:  # named by the caller: the bucket stands for the whole store
+            return f"{S3_SCHEME}{self._default_bucket}"
+        _kind, bucket, prefix = self._artifact_store()
+        return f"{S3_SCHEME}{bucket}" + (f"/{prefix}" if prefix else "")
+
+    def s3_uri(self, uri: str) -> str:
+        """The `s3://` URI of a `store://` URI (or a key): where the object is in the bucket."""
+        key = uri[len(transfer.SCHEME) :] if uri.startswith(transfer.SCHEME) else uri
+        return self._s3_root() + ("/" + key.strip("/") if key.strip("/") else "")
+
+    def public_uri(self, uri: str) -> str:
+        """A `store://` URI in the form users see: `s3://` when the control keeps artifacts in
+        an S3 store (where boto3 and other tools find the object), `store://` otherwise."""
+        if uri.startswith(transfer.SCHEME) and self._artifact_store()[0] == "s3":
+            return self.s3_uri(uri)
+        return uri
 
     def arn(self, kind: str, name: str) -> str:
         """A SageMaker-style ARN of a resource (`training-job`, `model`, `endpoint`, ...), in
@@ -280,14 +323,15 @@ class Session(DataCalls, HostingCalls, RuntimeCalls, TransformCalls, TuningCalls
         """
         if not uri.startswith(S3_SCHEME):
             return uri
-        bucket, _, key = uri[len(S3_SCHEME) :].partition("/")
-        if bucket != self._default_bucket:
+        root = self._s3_root()
+        if uri.rstrip("/") != root and not uri.startswith(root + "/"):
+            bucket = uri[len(S3_SCHEME) :].partition("/")[0]
             raise ValueError(
-                f"{uri!r} is in bucket {bucket!r}, but skmaker's artifact store is "
-                f"s3://{self._default_bucket}/ (Session.default_bucket()); upload the data "
-                "with Session.upload_data() or use that bucket"
+                f"{uri!r} is in bucket {bucket!r}, outside skmaker's artifact store {root}/ "
+                "(Session.default_bucket()); upload the data with Session.upload_data() or "
+                "use that bucket"
             )
-        return transfer.SCHEME + key.strip("/")
+        return transfer.SCHEME + uri[len(root) :].strip("/")
 
     def store_key(self, uri: str) -> str:
         """The artifact-store key of a `store://` or `s3://<default bucket>/` URI.

@@ -359,8 +359,9 @@ class Transformer:
             record_errors=record_errors,
             skip_header=skip_header,
         )
-        if self.output_path is None:
-            self.output_path = str(description["TransformOutput"]["S3OutputPath"])
+        if self.output_path is None:  # the default one, in the form users see
+            output = str(description["TransformOutput"]["S3OutputPath"])
+            self.output_path = self.sagemaker_session.public_uri(output)
             self._reset_output_path = True
         self._current_job_name = name
         self.latest_transform_job = TransformJob(self.sagemaker_session, name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from services.control.artifacts.store import ArtifactInfo, key_of, store_uri_of
+from services.control.artifacts.base import ArtifactInfo, UploadRequest, key_of, store_uri_of
 from services.runtime.errors import InvalidArgument
 from skmaker.v1 import (
     artifacts_pb2,
@@ -46,3 +46,20 @@ def list_prefix_from_pb(uri_prefix: str) -> str:
     if uri_prefix.rstrip("/") in {"", "store:"}:
         return ""
     return key_of(uri_prefix)
+
+
+def upload_request_from_pb(request: artifacts_pb2.StartUploadRequest) -> UploadRequest:
+    """The store's view of a StartUpload (or CompleteUpload's header).
+
+    Raises:
+        InvalidArgument: a bad key.
+    """
+    header = request.header
+    return UploadRequest(
+        key=key_of(header.uri),
+        size=header.size,
+        sha256=header.sha256,
+        content_md5=request.content_md5,
+        part_md5s=tuple(request.part_md5s),
+        part_bytes=request.part_bytes,
+    )

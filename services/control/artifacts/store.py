@@ -10,11 +10,7 @@ announced size and sha256, then renamed over the key; on any error the temporary
 removed, so an object is either absent or complete. A digest file that does not match its
 object's stat (a crash between the two renames) is recomputed on the next read.
 
-Keys are relative POSIX paths (`store://` URIs or bare keys) without `.`/`..` segments, as in
-`skmaker.v1.transfer.key_of`; segments starting with `.skmaker-` are reserved. One reserved folder
-name is writable, `STAGING_FOLDER` (`.skmaker-shards`), for work in progress: batch workers stage
-the outputs of transform shards there until the control assembles them into `.out` files.
-Listings skip it, so whoever lists an output path sees only whole `.out` files.
+Keys and the interface every store implements are in `base` (re-exported here).
 """
 
 from __future__ import annotations
@@ -23,130 +19,42 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import IO, BinaryIO, Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, BinaryIO
 
-from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted
+from services.control.artifacts.base import (
+    CHUNK_BYTES,
+    DEFAULT_BUCKET,
+    LOCAL_LOCATION,
+    RESERVED_PREFIX,
+    SCHEME,
+    STAGING_FOLDER,
+    UPLOAD_PREFIX,
+    ArtifactInfo,
+    ArtifactStore,
+    StoreLocation,
+    UploadPlan,
+    UploadRequest,
+    check_upload_header,
+    key_of,
+    store_uri_of,
+)
+from services.runtime.errors import InvalidArgument, NotFound
 
-SCHEME = "store://"
-# The bucket that stands for this store in `s3://` URIs (the client's
-# `Session.default_bucket()`): `s3://skmaker/<key>` is `store://<key>` in every URI the API
-# takes, so grpcurl callers and notebooks may use either. Another bucket is not this store.
-DEFAULT_BUCKET = "skmaker"
-_DEFAULT_BUCKET_URI = f"s3://{DEFAULT_BUCKET}"
-CHUNK_BYTES = 1024 * 1024
-_RESERVED_PREFIX = ".skmaker-"
-# The one reserved folder name that may be written: work in progress is staged there (batch
-# workers stage transform shard outputs until the control assembles them), and listings skip it.
-STAGING_FOLDER = ".skmaker-shards"
-_UPLOAD_PREFIX = ".skmaker-upload-"
-_HEX = frozenset("0123456789abcdef")
-
-
-@dataclass(frozen=True)
-class ArtifactInfo:
-    """Metadata of one stored object."""
-
-    key: str
-    size: int
-    sha256: str
-
-    @property
-    def uri(self) -> str:
-        """`store://<key>`."""
-        return SCHEME + self.key
-
-
-def store_uri_of(uri: str) -> str:
-    """`store://<key>` for `s3://<DEFAULT_BUCKET>/<key>`; any other URI as it is."""
-    if uri == _DEFAULT_BUCKET_URI or uri.startswith(_DEFAULT_BUCKET_URI + "/"):
-        return SCHEME + uri[len(_DEFAULT_BUCKET_URI) :].strip("/")
-    return uri
-
-
-def key_of(uri: str) -> str:
-    """The key of a `store://` (or `s3://<DEFAULT_BUCKET>/`) URI or a bare key, normalized (no
-    leading/trailing or double '/').
-
-    Raises:
-        InvalidArgument: for another scheme, an empty key, `.`/`..` segments, a backslash,
-            a NUL, or a reserved `.skmaker-` segment.
-    """
-    uri = store_uri_of(uri)
-    if "://" in uri and not uri.startswith(SCHEME):
-        raise InvalidArgument(f"not an artifact-store URI: {uri!r} (expected store://...)")
-    raw = uri[len(SCHEME) :] if uri.startswith(SCHEME) else uri
-    parts = PurePosixPath(raw.strip("/")).parts if raw.strip("/") else ()
-    if (
-        not parts
-        or any(part in {".", ".."} or _is_reserved(part) for part in parts)
-        or "\\" in raw
-        or "\0" in raw
-    ):
-        raise InvalidArgument(
-            f"bad artifact key {raw!r}: use a relative path without '.' or '..' segments"
-        )
-    return "/".join(parts)
-
-
-def _is_reserved(segment: str) -> bool:
-    return segment.startswith(_RESERVED_PREFIX) and segment != STAGING_FOLDER
-
-
-def _validate_sha256(sha256: str) -> str:
-    digest = sha256.strip().lower()
-    if len(digest) != 64 or not set(digest) <= _HEX:
-        raise InvalidArgument(f"header sha256 {sha256!r} is not 64 hex digits")
-    return digest
-
-
-class ArtifactStore(Protocol):
-    """Where artifacts live: this local directory store today, an object store later."""
-
-    def put(self, key: str, size: int, sha256: str, chunks: Iterable[bytes]) -> ArtifactInfo:
-        """Stores an object atomically once its size and digest are verified."""
-        ...
-
-    def open(self, key: str) -> tuple[ArtifactInfo, IO[bytes]]:
-        """Opens an object for reading (NotFound when absent)."""
-        ...
-
-    def read_chunks(
-        self, key: str, offset: int = 0, length: int = 0
-    ) -> tuple[ArtifactInfo, Iterator[bytes]]:
-        """An object's info and its bytes (or a byte range of them) in chunks."""
-        ...
-
-    def read_range(self, key: str, offset: int, length: int) -> bytes:
-        """Up to `length` bytes of an object from `offset` (fewer at its end)."""
-        ...
-
-    def local_path(self, key: str) -> str:
-        """The object's file on this machine's disk, or "" when the store keeps no such file."""
-        ...
-
-    def write(self, key: str, produce: Callable[[BinaryIO], object]) -> ArtifactInfo:
-        """Stores what `produce` writes to a file, atomically; the digest is computed."""
-        ...
-
-    def delete(self, key: str) -> bool:
-        """Removes an object; False when there was none."""
-        ...
-
-    def delete_tree(self, prefix_key: str) -> int:
-        """Removes every object at or below `prefix_key`, staged ones included."""
-        ...
-
-    def list(self, prefix_key: str) -> list[ArtifactInfo]:
-        """Objects at or below `prefix_key`, sorted by key."""
-        ...
-
-    def exists_at_or_under(self, prefix_key: str) -> bool:
-        """True when an object is at or below `prefix_key`."""
-        ...
+__all__ = [
+    "CHUNK_BYTES",
+    "DEFAULT_BUCKET",
+    "SCHEME",
+    "STAGING_FOLDER",
+    "ArtifactInfo",
+    "ArtifactStore",
+    "LocalArtifactStore",
+    "key_of",
+    "store_uri_of",
+]
 
 
 class LocalArtifactStore:
@@ -162,6 +70,43 @@ class LocalArtifactStore:
 
     def _object_path(self, key: str) -> Path:
         return self._objects.joinpath(*key.split("/"))
+
+    @property
+    def location(self) -> StoreLocation:
+        """A local folder, named `s3://skmaker/` in URIs."""
+        return LOCAL_LOCATION
+
+    def presign_get(self, key: str) -> tuple[ArtifactInfo, str]:
+        """The object's info and no URL: its bytes stream through DownloadArtifact.
+
+        Raises:
+            NotFound: when there is no object at `key`.
+        """
+        return self._info_of_key(key), ""
+
+    def start_upload(self, upload: UploadRequest) -> UploadPlan:
+        """Checks the upload's size and digest, and plans nothing: the bytes stream through
+        UploadArtifact.
+
+        Raises:
+            ResourceExhausted: over the upload limit.
+            InvalidArgument: a bad size or digest.
+        """
+        check_upload_header(upload.key, upload.size, upload.sha256, self._max_upload_bytes)
+        return UploadPlan()
+
+    def complete_upload(
+        self, upload: UploadRequest, upload_id: str, part_etags: Iterable[str]
+    ) -> ArtifactInfo:
+        """Refused: nothing was presigned (StartUpload planned a streamed upload).
+
+        Raises:
+            InvalidArgument: always.
+        """
+        raise InvalidArgument(
+            f"the local artifact store takes {upload.key!r} through UploadArtifact, "
+            "not a presigned upload"
+        )
 
     def local_path(self, key: str) -> str:
         """The object's file, absolute. Every write replaces it by a rename, so a reader that
@@ -183,13 +128,7 @@ class LocalArtifactStore:
             InvalidArgument: bad size or digest in the header; more or fewer bytes than
                 announced; a digest mismatch; `key` collides with a folder or an object.
         """
-        if size < 0:
-            raise InvalidArgument(f"header size {size} is negative")
-        if size > self._max_upload_bytes:
-            raise ResourceExhausted(
-                f"artifact {key!r} is {size} bytes; the limit is {self._max_upload_bytes} bytes"
-            )
-        expected = _validate_sha256(sha256)
+        expected = check_upload_header(key, size, sha256, self._max_upload_bytes)
         return self._store(key, chunks, size=size, expected=expected)
 
     def write(self, key: str, produce: Callable[[BinaryIO], object]) -> ArtifactInfo:
@@ -205,7 +144,7 @@ class LocalArtifactStore:
         """
         target = self._object_path(key)
         self._make_parent_folders(key, target)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_UPLOAD_PREFIX)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=UPLOAD_PREFIX)
         try:
             digest = hashlib.sha256()
             with os.fdopen(fd, "w+b") as handle:
@@ -222,13 +161,29 @@ class LocalArtifactStore:
             raise
         return self._record_digest(key, target, digest.hexdigest())
 
+    def concatenate(self, key: str, part_keys: Sequence[str]) -> ArtifactInfo:
+        """Stores the parts' bytes, in order, as the object `key`, atomically (see `write`).
+
+        Raises:
+            NotFound: a part is missing.
+            InvalidArgument: `key` collides with a folder or an object.
+        """
+        with contextlib.ExitStack() as stack:
+            handles = [stack.enter_context(self.open(part)[1]) for part in part_keys]
+
+            def copy_parts(out: BinaryIO) -> None:
+                for handle in handles:
+                    shutil.copyfileobj(handle, out, CHUNK_BYTES)
+
+            return self.write(key, copy_parts)
+
     def _store(
         self, key: str, chunks: Iterable[bytes], *, size: int, expected: str
     ) -> ArtifactInfo:
         """Writes a temporary file beside the target, checks it, fsyncs and renames it."""
         target = self._object_path(key)
         self._make_parent_folders(key, target)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_UPLOAD_PREFIX)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=UPLOAD_PREFIX)
         try:
             digest = hashlib.sha256()
             received = 0
@@ -293,7 +248,7 @@ class LocalArtifactStore:
         for folder, _subfolders, files in os.walk(start, topdown=False):
             relative = Path(folder).relative_to(self._objects).as_posix()
             for name in files:
-                if name.startswith(_UPLOAD_PREFIX):
+                if name.startswith(UPLOAD_PREFIX):
                     continue  # an upload in flight cleans up after itself
                 removed += int(self.delete(f"{relative}/{name}"))
         return removed
@@ -331,7 +286,7 @@ class LocalArtifactStore:
         }
         digest_path = self._digest_path(key)
         digest_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=digest_path.parent, prefix=_UPLOAD_PREFIX)
+        fd, tmp_name = tempfile.mkstemp(dir=digest_path.parent, prefix=UPLOAD_PREFIX)
         try:
             with os.fdopen(fd, "w") as handle:
                 json.dump(record, handle)
@@ -442,6 +397,14 @@ class LocalArtifactStore:
         """True when an object is at `prefix_key` or below it as a folder."""
         return next(iter(self._keys_under(prefix_key)), None) is not None
 
+    def stat(self, key: str) -> ArtifactInfo:
+        """The object's info (its digest recomputed when stale).
+
+        Raises:
+            NotFound: when there is no object at `key`.
+        """
+        return self._info_of_key(key)
+
     def _info_of_key(self, key: str) -> ArtifactInfo:
         info, handle = self.open(key)
         handle.close()
@@ -459,6 +422,6 @@ class LocalArtifactStore:
             subfolders[:] = sorted(name for name in subfolders if name != STAGING_FOLDER)
             relative = Path(folder).relative_to(self._objects).as_posix()
             for name in sorted(files):
-                if name.startswith(_RESERVED_PREFIX):
+                if name.startswith(RESERVED_PREFIX):
                     continue
                 yield name if relative == "." else f"{relative}/{name}"

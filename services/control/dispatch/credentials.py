@@ -20,6 +20,10 @@ WORKER_METHODS = frozenset(
         "/skmaker.v1.ArtifactService/DownloadArtifact",
         "/skmaker.v1.ArtifactService/UploadArtifact",
         "/skmaker.v1.ArtifactService/ListArtifacts",
+        "/skmaker.v1.ArtifactService/DescribeArtifactStore",
+        "/skmaker.v1.ArtifactService/PresignDownload",
+        "/skmaker.v1.ArtifactService/StartUpload",
+        "/skmaker.v1.ArtifactService/CompleteUpload",
         "/skmaker.v1.ModelService/DescribeModel",
         "/skmaker.v1.TrainingService/DescribeTrainingJob",
     }

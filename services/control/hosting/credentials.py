@@ -1,8 +1,9 @@
 """Credentials the control issues to the replicas it starts: each may read its own model only.
 
 A replica needs three calls on the control while it loads: DescribeModel of its model,
-DownloadArtifact of that model's archive and code bundle, and DescribeTrainingJob of the job the
-model came from (for a version warning). Its token allows exactly these, for exactly that model,
+DownloadArtifact (or PresignDownload, for a URL to fetch them from the object store) of that
+model's archive and code bundle, and DescribeTrainingJob of the job the model came from (for a
+version warning). Its token allows exactly these, for exactly that model,
 and nothing else (PERMISSION_DENIED), so the model's code, which runs inside the replica, holds
 no credential worth stealing.
 """
@@ -16,7 +17,10 @@ from services.control.hosting.model_registry import ModelRegistry
 from services.runtime.auth import Scope, ScopedTokens
 
 _DESCRIBE_MODEL = "/skmaker.v1.ModelService/DescribeModel"
-_DOWNLOAD = "/skmaker.v1.ArtifactService/DownloadArtifact"
+_DOWNLOADS = (
+    "/skmaker.v1.ArtifactService/DownloadArtifact",
+    "/skmaker.v1.ArtifactService/PresignDownload",
+)
 _DESCRIBE_JOB = "/skmaker.v1.TrainingService/DescribeTrainingJob"
 
 
@@ -26,10 +30,10 @@ def replica_scope(models: ModelRegistry, model_name: str, holder: str) -> Scope:
     def allows(method: str, request: Any) -> bool:
         if method == _DESCRIBE_MODEL:
             return bool(request.name == model_name)
-        if method not in (_DOWNLOAD, _DESCRIBE_JOB):
+        if method not in (*_DOWNLOADS, _DESCRIBE_JOB):
             return False
         model = models.describe(model_name)  # read per call: a model may be re-created
-        if method == _DOWNLOAD:
+        if method in _DOWNLOADS:
             return request.uri in {model.model_data_uri, model.source_uri} - {""}
         return bool(model.training_job_name) and request.name == model.training_job_name
 

@@ -141,10 +141,9 @@ class ModelRegistry:
         except InvalidArgument as err:
             raise InvalidArgument(f"{field}: {err}") from None
         try:
-            _info, handle = self._artifacts.open(key)
+            self._artifacts.stat(key)
         except NotFound:
             raise NotFound(f"{field}: no artifact at {uri}; upload {what} there first") from None
-        handle.close()
 
 
 def _check_entry_point(entry_point: str) -> None:

@@ -12,7 +12,7 @@ import tarfile
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-from services.control.artifacts.store import DEFAULT_BUCKET, SCHEME, ArtifactStore, key_of
+from services.control.artifacts.base import SCHEME, ArtifactStore, key_of, s3_bucket_uri
 from services.control.names import Resource, require_channel_name, require_resource_name
 from services.control.training.values import DEFAULT_MAX_RUNTIME_S, TrainingJobSpec
 from services.runtime.errors import InvalidArgument, NotFound
@@ -224,5 +224,5 @@ def _check_channel_exists(name: str, uri: str, artifacts: ArtifactStore) -> None
         return
     raise InvalidArgument(
         f"channel {name!r}: unsupported URI {uri!r}; use store://... (or "
-        f"s3://{DEFAULT_BUCKET}/..., the same store) or file:///absolute/path"
+        f"{s3_bucket_uri()}/..., the same store) or file:///absolute/path"
     )

@@ -79,6 +79,10 @@ def predict_fn(data, model):
                 artifacts_pb2.DownloadArtifactRequest(uri=data["own_uri"]), metadata=metadata)),
             "other archive": lambda: list(artifacts.DownloadArtifact(
                 artifacts_pb2.DownloadArtifactRequest(uri=data["other_uri"]), metadata=metadata)),
+            "own archive URL": lambda: artifacts.PresignDownload(
+                artifacts_pb2.PresignDownloadRequest(uri=data["own_uri"]), metadata=metadata),
+            "other archive URL": lambda: artifacts.PresignDownload(
+                artifacts_pb2.PresignDownloadRequest(uri=data["other_uri"]), metadata=metadata),
         }
         for what, call in attempts.items():
             try:
@@ -183,6 +187,8 @@ def test_a_replicas_credential_reads_its_own_model_and_nothing_else(
         "list jobs": "PERMISSION_DENIED",
         "own archive": "OK",
         "other archive": "PERMISSION_DENIED",
+        "own archive URL": "OK",
+        "other archive URL": "PERMISSION_DENIED",
     }
     # Callers still need the admin token, which the replica checks by its digest.
     with pytest.raises(grpc.RpcError) as refused:
@@ -228,4 +234,6 @@ def test_a_batch_workers_credential_cannot_act_as_a_user(
         "list jobs": "PERMISSION_DENIED",
         "own archive": "OK",
         "other archive": "OK",
+        "own archive URL": "OK",
+        "other archive URL": "OK",
     }

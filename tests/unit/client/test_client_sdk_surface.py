@@ -25,7 +25,9 @@ def session(monkeypatch: pytest.MonkeyPatch) -> Iterator[Session]:
         yield client
 
 
-def test_s3_uris_of_the_default_bucket_name_store_keys(session: Session) -> None:
+def test_s3_uris_of_the_default_bucket_name_store_keys() -> None:
+    # Named here: without a name the session asks the control (see the integration tests).
+    session = Session("127.0.0.1:9", default_bucket="skmaker")
     bucket = session.default_bucket()
     assert bucket == "skmaker"
     assert session.store_uri(f"s3://{bucket}/iris/train") == "store://iris/train"

@@ -26,7 +26,6 @@ def test_default_address(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SKMAKER_ADDRESS", raising=False)
     with Session() as session:
         assert session.address == "localhost:50051"
-        assert session.default_bucket() == "skmaker"
 
 
 def test_upload_of_a_missing_path_raises(session: Session, tmp_path: Path) -> None:

@@ -9,10 +9,12 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+import prometheus_client
 import pytest
 
 from services.control.artifacts.servicer import ArtifactsServicer
 from services.control.artifacts.store import LocalArtifactStore, key_of
+from services.control.metrics import ControlMetrics
 from services.runtime.errors import ErrorInterceptor, InvalidArgument, NotFound
 from skmaker.v1 import artifacts_pb2_grpc, transfer
 
@@ -29,7 +31,9 @@ def store(tmp_path: Path) -> LocalArtifactStore:
 @pytest.fixture
 def stub(store: LocalArtifactStore) -> Iterator[artifacts_pb2_grpc.ArtifactServiceStub]:
     server = grpc.server(futures.ThreadPoolExecutor(4), interceptors=[ErrorInterceptor()])
-    artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactsServicer(store), server)
+    artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(
+        ArtifactsServicer(store, ControlMetrics(prometheus_client.CollectorRegistry())), server
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

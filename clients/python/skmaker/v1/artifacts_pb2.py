@@ -24,29 +24,47 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1askmaker/v1/artifacts.proto\x12\nskmaker.v1\"9\n\x0c\x41rtifactInfo\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"9\n\x0cUploadHeader\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"\\\n\x15UploadArtifactRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.skmaker.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"D\n\x16UploadArtifactResponse\x12*\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x18.skmaker.v1.ArtifactInfo\"F\n\x17\x44ownloadArtifactRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\"]\n\x18\x44ownloadArtifactResponse\x12(\n\x04info\x18\x01 \x01(\x0b\x32\x18.skmaker.v1.ArtifactInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"*\n\x14ListArtifactsRequest\x12\x12\n\nuri_prefix\x18\x01 \x01(\t\"D\n\x15ListArtifactsResponse\x12+\n\tartifacts\x18\x01 \x03(\x0b\x32\x18.skmaker.v1.ArtifactInfo2\xa3\x02\n\x0f\x41rtifactService\x12Y\n\x0eUploadArtifact\x12!.skmaker.v1.UploadArtifactRequest\x1a\".skmaker.v1.UploadArtifactResponse(\x01\x12_\n\x10\x44ownloadArtifact\x12#.skmaker.v1.DownloadArtifactRequest\x1a$.skmaker.v1.DownloadArtifactResponse0\x01\x12T\n\rListArtifacts\x12 .skmaker.v1.ListArtifactsRequest\x1a!.skmaker.v1.ListArtifactsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1askmaker/v1/artifacts.proto\x12\nskmaker.v1\"\x1e\n\x1c\x44\x65scribeArtifactStoreRequest\"M\n\x1d\x44\x65scribeArtifactStoreResponse\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06\x62ucket\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\"%\n\x16PresignDownloadRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\"N\n\x17PresignDownloadResponse\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.skmaker.v1.ArtifactInfo\x12\x0b\n\x03url\x18\x02 \x01(\t\"z\n\x12StartUploadRequest\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x18.skmaker.v1.UploadHeader\x12\x13\n\x0b\x63ontent_md5\x18\x02 \x01(\t\x12\x11\n\tpart_md5s\x18\x03 \x03(\t\x12\x12\n\npart_bytes\x18\x04 \x01(\x03\"\xb7\x01\n\x13StartUploadResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12=\n\x07headers\x18\x02 \x03(\x0b\x32,.skmaker.v1.StartUploadResponse.HeadersEntry\x12\x11\n\tupload_id\x18\x03 \x01(\t\x12\x11\n\tpart_urls\x18\x04 \x03(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"h\n\x15\x43ompleteUploadRequest\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x18.skmaker.v1.UploadHeader\x12\x11\n\tupload_id\x18\x02 \x01(\t\x12\x12\n\npart_etags\x18\x03 \x03(\t\"9\n\x0c\x41rtifactInfo\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"9\n\x0cUploadHeader\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"\\\n\x15UploadArtifactRequest\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.skmaker.v1.UploadHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"D\n\x16UploadArtifactResponse\x12*\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x18.skmaker.v1.ArtifactInfo\"F\n\x17\x44ownloadArtifactRequest\x12\x0b\n\x03uri\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06length\x18\x03 \x01(\x03\"]\n\x18\x44ownloadArtifactResponse\x12(\n\x04info\x18\x01 \x01(\x0b\x32\x18.skmaker.v1.ArtifactInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"*\n\x14ListArtifactsRequest\x12\x12\n\nuri_prefix\x18\x01 \x01(\t\"D\n\x15ListArtifactsResponse\x12+\n\tartifacts\x18\x01 \x03(\x0b\x32\x18.skmaker.v1.ArtifactInfo2\x96\x05\n\x0f\x41rtifactService\x12Y\n\x0eUploadArtifact\x12!.skmaker.v1.UploadArtifactRequest\x1a\".skmaker.v1.UploadArtifactResponse(\x01\x12_\n\x10\x44ownloadArtifact\x12#.skmaker.v1.DownloadArtifactRequest\x1a$.skmaker.v1.DownloadArtifactResponse0\x01\x12T\n\rListArtifacts\x12 .skmaker.v1.ListArtifactsRequest\x1a!.skmaker.v1.ListArtifactsResponse\x12l\n\x15\x44\x65scribeArtifactStore\x12(.skmaker.v1.DescribeArtifactStoreRequest\x1a).skmaker.v1.DescribeArtifactStoreResponse\x12Z\n\x0fPresignDownload\x12\".skmaker.v1.PresignDownloadRequest\x1a#.skmaker.v1.PresignDownloadResponse\x12N\n\x0bStartUpload\x12\x1e.skmaker.v1.StartUploadRequest\x1a\x1f.skmaker.v1.StartUploadResponse\x12W\n\x0e\x43ompleteUpload\x12!.skmaker.v1.CompleteUploadRequest\x1a\".skmaker.v1.UploadArtifactResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skmaker.v1.artifacts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ARTIFACTINFO']._serialized_start=42
-  _globals['_ARTIFACTINFO']._serialized_end=99
-  _globals['_UPLOADHEADER']._serialized_start=101
-  _globals['_UPLOADHEADER']._serialized_end=158
-  _globals['_UPLOADARTIFACTREQUEST']._serialized_start=160
-  _globals['_UPLOADARTIFACTREQUEST']._serialized_end=252
-  _globals['_UPLOADARTIFACTRESPONSE']._serialized_start=254
-  _globals['_UPLOADARTIFACTRESPONSE']._serialized_end=322
-  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_start=324
-  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_end=394
-  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_start=396
-  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_end=489
-  _globals['_LISTARTIFACTSREQUEST']._serialized_start=491
-  _globals['_LISTARTIFACTSREQUEST']._serialized_end=533
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=535
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=603
-  _globals['_ARTIFACTSERVICE']._serialized_start=606
-  _globals['_ARTIFACTSERVICE']._serialized_end=897
+  _globals['_STARTUPLOADRESPONSE_HEADERSENTRY']._loaded_options = None
+  _globals['_STARTUPLOADRESPONSE_HEADERSENTRY']._serialized_options = b'8\001'
+  _globals['_DESCRIBEARTIFACTSTOREREQUEST']._serialized_start=42
+  _globals['_DESCRIBEARTIFACTSTOREREQUEST']._serialized_end=72
+  _globals['_DESCRIBEARTIFACTSTORERESPONSE']._serialized_start=74
+  _globals['_DESCRIBEARTIFACTSTORERESPONSE']._serialized_end=151
+  _globals['_PRESIGNDOWNLOADREQUEST']._serialized_start=153
+  _globals['_PRESIGNDOWNLOADREQUEST']._serialized_end=190
+  _globals['_PRESIGNDOWNLOADRESPONSE']._serialized_start=192
+  _globals['_PRESIGNDOWNLOADRESPONSE']._serialized_end=270
+  _globals['_STARTUPLOADREQUEST']._serialized_start=272
+  _globals['_STARTUPLOADREQUEST']._serialized_end=394
+  _globals['_STARTUPLOADRESPONSE']._serialized_start=397
+  _globals['_STARTUPLOADRESPONSE']._serialized_end=580
+  _globals['_STARTUPLOADRESPONSE_HEADERSENTRY']._serialized_start=534
+  _globals['_STARTUPLOADRESPONSE_HEADERSENTRY']._serialized_end=580
+  _globals['_COMPLETEUPLOADREQUEST']._serialized_start=582
+  _globals['_COMPLETEUPLOADREQUEST']._serialized_end=686
+  _globals['_ARTIFACTINFO']._serialized_start=688
+  _globals['_ARTIFACTINFO']._serialized_end=745
+  _globals['_UPLOADHEADER']._serialized_start=747
+  _globals['_UPLOADHEADER']._serialized_end=804
+  _globals['_UPLOADARTIFACTREQUEST']._serialized_start=806
+  _globals['_UPLOADARTIFACTREQUEST']._serialized_end=898
+  _globals['_UPLOADARTIFACTRESPONSE']._serialized_start=900
+  _globals['_UPLOADARTIFACTRESPONSE']._serialized_end=968
+  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_start=970
+  _globals['_DOWNLOADARTIFACTREQUEST']._serialized_end=1040
+  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_start=1042
+  _globals['_DOWNLOADARTIFACTRESPONSE']._serialized_end=1135
+  _globals['_LISTARTIFACTSREQUEST']._serialized_start=1137
+  _globals['_LISTARTIFACTSREQUEST']._serialized_end=1179
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=1181
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=1249
+  _globals['_ARTIFACTSERVICE']._serialized_start=1252
+  _globals['_ARTIFACTSERVICE']._serialized_end=1914
 # @@protoc_insertion_point(module_scope)

@@ -19,6 +19,239 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class DescribeArtifactStoreRequest(_message.Message):
+    """DescribeArtifactStore input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeArtifactStoreRequest: _TypeAlias = DescribeArtifactStoreRequest  # noqa: Y015
+
+@_typing.final
+class DescribeArtifactStoreResponse(_message.Message):
+    """DescribeArtifactStore output."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    BUCKET_FIELD_NUMBER: _builtins.int
+    PREFIX_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"local" (a folder on the control's machine) or "s3" (an S3-compatible object store)."""
+    bucket: _builtins.str
+    """The bucket `s3://` URIs name for this store (`skmaker` for the local store)."""
+    prefix: _builtins.str
+    """The key prefix inside the bucket under which the store's keys live ("" for none):
+    `s3://<bucket>/<prefix>/<key>` is `store://<key>`.
+    """
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        bucket: _builtins.str = ...,
+        prefix: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "kind", b"kind", "prefix", b"prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeArtifactStoreResponse: _TypeAlias = DescribeArtifactStoreResponse  # noqa: Y015
+
+@_typing.final
+class PresignDownloadRequest(_message.Message):
+    """PresignDownload input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URI_FIELD_NUMBER: _builtins.int
+    uri: _builtins.str
+    """store://key URI (or s3://<bucket>/<prefix>/key)."""
+    def __init__(
+        self,
+        *,
+        uri: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["uri", b"uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresignDownloadRequest: _TypeAlias = PresignDownloadRequest  # noqa: Y015
+
+@_typing.final
+class PresignDownloadResponse(_message.Message):
+    """PresignDownload output."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INFO_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """The presigned GET URL; empty when the store has none (stream DownloadArtifact instead)."""
+    @_builtins.property
+    def info(self) -> Global___ArtifactInfo:
+        """The object's size and, when the store knows it, sha256 ("" when it was written around
+        skmaker, e.g. by a script's own boto3 call).
+        """
+
+    def __init__(
+        self,
+        *,
+        info: Global___ArtifactInfo | None = ...,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["info", b"info", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresignDownloadResponse: _TypeAlias = PresignDownloadResponse  # noqa: Y015
+
+@_typing.final
+class StartUploadRequest(_message.Message):
+    """StartUpload input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CONTENT_MD5_FIELD_NUMBER: _builtins.int
+    PART_MD5S_FIELD_NUMBER: _builtins.int
+    PART_BYTES_FIELD_NUMBER: _builtins.int
+    content_md5: _builtins.str
+    """Base64 MD5 of the whole content (a single PUT): the object store refuses other bytes."""
+    part_bytes: _builtins.int
+    """Size of each part but the last, for a multipart upload."""
+    @_builtins.property
+    def header(self) -> Global___UploadHeader:
+        """Destination, size and sha256 of the whole content."""
+
+    @_builtins.property
+    def part_md5s(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Base64 MD5 of each part, in order, for a multipart upload of parts of part_bytes each
+        (the last one shorter); empty for a single PUT.
+        """
+
+    def __init__(
+        self,
+        *,
+        header: Global___UploadHeader | None = ...,
+        content_md5: _builtins.str = ...,
+        part_md5s: _abc.Iterable[_builtins.str] | None = ...,
+        part_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_md5", b"content_md5", "header", b"header", "part_bytes", b"part_bytes", "part_md5s", b"part_md5s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartUploadRequest: _TypeAlias = StartUploadRequest  # noqa: Y015
+
+@_typing.final
+class StartUploadResponse(_message.Message):
+    """StartUpload output."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    URL_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    PART_URLS_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """The presigned PUT URL of a single-PUT upload; empty for a multipart one."""
+    upload_id: _builtins.str
+    """The multipart upload's id; empty for a single PUT."""
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Headers the PUTs must carry as given (they are part of the signatures)."""
+
+    @_builtins.property
+    def part_urls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One presigned PUT URL per part, in order (each PUT carries its part's Content-MD5)."""
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        upload_id: _builtins.str = ...,
+        part_urls: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["headers", b"headers", "part_urls", b"part_urls", "upload_id", b"upload_id", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartUploadResponse: _TypeAlias = StartUploadResponse  # noqa: Y015
+
+@_typing.final
+class CompleteUploadRequest(_message.Message):
+    """CompleteUpload input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    PART_ETAGS_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    """StartUpload's upload_id; empty for a single PUT."""
+    @_builtins.property
+    def header(self) -> Global___UploadHeader:
+        """The header StartUpload was given."""
+
+    @_builtins.property
+    def part_etags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The ETag each part's PUT answered, in order."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___UploadHeader | None = ...,
+        upload_id: _builtins.str = ...,
+        part_etags: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "part_etags", b"part_etags", "upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteUploadRequest: _TypeAlias = CompleteUploadRequest  # noqa: Y015
+
+@_typing.final
 class ArtifactInfo(_message.Message):
     """Metadata of one stored object."""
 

@@ -50,6 +50,26 @@ class ArtifactServiceStub:
                 request_serializer=skmaker_dot_v1_dot_artifacts__pb2.ListArtifactsRequest.SerializeToString,
                 response_deserializer=skmaker_dot_v1_dot_artifacts__pb2.ListArtifactsResponse.FromString,
                 _registered_method=True)
+        self.DescribeArtifactStore = channel.unary_unary(
+                '/skmaker.v1.ArtifactService/DescribeArtifactStore',
+                request_serializer=skmaker_dot_v1_dot_artifacts__pb2.DescribeArtifactStoreRequest.SerializeToString,
+                response_deserializer=skmaker_dot_v1_dot_artifacts__pb2.DescribeArtifactStoreResponse.FromString,
+                _registered_method=True)
+        self.PresignDownload = channel.unary_unary(
+                '/skmaker.v1.ArtifactService/PresignDownload',
+                request_serializer=skmaker_dot_v1_dot_artifacts__pb2.PresignDownloadRequest.SerializeToString,
+                response_deserializer=skmaker_dot_v1_dot_artifacts__pb2.PresignDownloadResponse.FromString,
+                _registered_method=True)
+        self.StartUpload = channel.unary_unary(
+                '/skmaker.v1.ArtifactService/StartUpload',
+                request_serializer=skmaker_dot_v1_dot_artifacts__pb2.StartUploadRequest.SerializeToString,
+                response_deserializer=skmaker_dot_v1_dot_artifacts__pb2.StartUploadResponse.FromString,
+                _registered_method=True)
+        self.CompleteUpload = channel.unary_unary(
+                '/skmaker.v1.ArtifactService/CompleteUpload',
+                request_serializer=skmaker_dot_v1_dot_artifacts__pb2.CompleteUploadRequest.SerializeToString,
+                response_deserializer=skmaker_dot_v1_dot_artifacts__pb2.UploadArtifactResponse.FromString,
+                _registered_method=True)
 
 
 class ArtifactServiceServicer:
@@ -79,6 +99,40 @@ class ArtifactServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeArtifactStore(self, request, context):
+        """Where the store keeps objects: its kind, and the bucket and prefix `s3://` URIs name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PresignDownload(self, request, context):
+        """A presigned GET URL of an object (a ranged GET reads a byte range), so its bytes go from
+        the object store to the caller directly. An empty url: this store has none; use
+        DownloadArtifact. NOT_FOUND when absent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartUpload(self, request, context):
+        """Presigned PUT URLs for an upload (one, or one per part of a multipart upload), checked
+        against the announced size; the caller PUTs the bytes, then calls CompleteUpload. An empty
+        url and upload_id: this store has none; use UploadArtifact. INVALID_ARGUMENT for a bad key,
+        RESOURCE_EXHAUSTED over the size limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteUpload(self, request, context):
+        """Ends a presigned upload: completes the multipart upload from its parts' ETags, then checks
+        the stored object's size and digest. INVALID_ARGUMENT when they differ from the header.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArtifactServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +150,26 @@ def add_ArtifactServiceServicer_to_server(servicer, server):
                     servicer.ListArtifacts,
                     request_deserializer=skmaker_dot_v1_dot_artifacts__pb2.ListArtifactsRequest.FromString,
                     response_serializer=skmaker_dot_v1_dot_artifacts__pb2.ListArtifactsResponse.SerializeToString,
+            ),
+            'DescribeArtifactStore': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeArtifactStore,
+                    request_deserializer=skmaker_dot_v1_dot_artifacts__pb2.DescribeArtifactStoreRequest.FromString,
+                    response_serializer=skmaker_dot_v1_dot_artifacts__pb2.DescribeArtifactStoreResponse.SerializeToString,
+            ),
+            'PresignDownload': grpc.unary_unary_rpc_method_handler(
+                    servicer.PresignDownload,
+                    request_deserializer=skmaker_dot_v1_dot_artifacts__pb2.PresignDownloadRequest.FromString,
+                    response_serializer=skmaker_dot_v1_dot_artifacts__pb2.PresignDownloadResponse.SerializeToString,
+            ),
+            'StartUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartUpload,
+                    request_deserializer=skmaker_dot_v1_dot_artifacts__pb2.StartUploadRequest.FromString,
+                    response_serializer=skmaker_dot_v1_dot_artifacts__pb2.StartUploadResponse.SerializeToString,
+            ),
+            'CompleteUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteUpload,
+                    request_deserializer=skmaker_dot_v1_dot_artifacts__pb2.CompleteUploadRequest.FromString,
+                    response_serializer=skmaker_dot_v1_dot_artifacts__pb2.UploadArtifactResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +254,114 @@ class ArtifactService:
             '/skmaker.v1.ArtifactService/ListArtifacts',
             skmaker_dot_v1_dot_artifacts__pb2.ListArtifactsRequest.SerializeToString,
             skmaker_dot_v1_dot_artifacts__pb2.ListArtifactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeArtifactStore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skmaker.v1.ArtifactService/DescribeArtifactStore',
+            skmaker_dot_v1_dot_artifacts__pb2.DescribeArtifactStoreRequest.SerializeToString,
+            skmaker_dot_v1_dot_artifacts__pb2.DescribeArtifactStoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PresignDownload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skmaker.v1.ArtifactService/PresignDownload',
+            skmaker_dot_v1_dot_artifacts__pb2.PresignDownloadRequest.SerializeToString,
+            skmaker_dot_v1_dot_artifacts__pb2.PresignDownloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skmaker.v1.ArtifactService/StartUpload',
+            skmaker_dot_v1_dot_artifacts__pb2.StartUploadRequest.SerializeToString,
+            skmaker_dot_v1_dot_artifacts__pb2.StartUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/skmaker.v1.ArtifactService/CompleteUpload',
+            skmaker_dot_v1_dot_artifacts__pb2.CompleteUploadRequest.SerializeToString,
+            skmaker_dot_v1_dot_artifacts__pb2.UploadArtifactResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,23 @@ class ArtifactServiceStub:
     """Server-streaming download: a header, then chunks. NOT_FOUND when absent."""
     ListArtifacts: _grpc.UnaryUnaryMultiCallable[_artifacts_pb2.ListArtifactsRequest, _artifacts_pb2.ListArtifactsResponse]
     """Lists objects under a prefix."""
+    DescribeArtifactStore: _grpc.UnaryUnaryMultiCallable[_artifacts_pb2.DescribeArtifactStoreRequest, _artifacts_pb2.DescribeArtifactStoreResponse]
+    """Where the store keeps objects: its kind, and the bucket and prefix `s3://` URIs name."""
+    PresignDownload: _grpc.UnaryUnaryMultiCallable[_artifacts_pb2.PresignDownloadRequest, _artifacts_pb2.PresignDownloadResponse]
+    """A presigned GET URL of an object (a ranged GET reads a byte range), so its bytes go from
+    the object store to the caller directly. An empty url: this store has none; use
+    DownloadArtifact. NOT_FOUND when absent.
+    """
+    StartUpload: _grpc.UnaryUnaryMultiCallable[_artifacts_pb2.StartUploadRequest, _artifacts_pb2.StartUploadResponse]
+    """Presigned PUT URLs for an upload (one, or one per part of a multipart upload), checked
+    against the announced size; the caller PUTs the bytes, then calls CompleteUpload. An empty
+    url and upload_id: this store has none; use UploadArtifact. INVALID_ARGUMENT for a bad key,
+    RESOURCE_EXHAUSTED over the size limit.
+    """
+    CompleteUpload: _grpc.UnaryUnaryMultiCallable[_artifacts_pb2.CompleteUploadRequest, _artifacts_pb2.UploadArtifactResponse]
+    """Ends a presigned upload: completes the multipart upload from its parts' ETags, then checks
+    the stored object's size and digest. INVALID_ARGUMENT when they differ from the header.
+    """
 
 @_typing.type_check_only
 class ArtifactServiceAsyncStub(ArtifactServiceStub):
@@ -57,6 +74,23 @@ class ArtifactServiceAsyncStub(ArtifactServiceStub):
     """Server-streaming download: a header, then chunks. NOT_FOUND when absent."""
     ListArtifacts: _aio.UnaryUnaryMultiCallable[_artifacts_pb2.ListArtifactsRequest, _artifacts_pb2.ListArtifactsResponse]  # type: ignore[assignment]
     """Lists objects under a prefix."""
+    DescribeArtifactStore: _aio.UnaryUnaryMultiCallable[_artifacts_pb2.DescribeArtifactStoreRequest, _artifacts_pb2.DescribeArtifactStoreResponse]  # type: ignore[assignment]
+    """Where the store keeps objects: its kind, and the bucket and prefix `s3://` URIs name."""
+    PresignDownload: _aio.UnaryUnaryMultiCallable[_artifacts_pb2.PresignDownloadRequest, _artifacts_pb2.PresignDownloadResponse]  # type: ignore[assignment]
+    """A presigned GET URL of an object (a ranged GET reads a byte range), so its bytes go from
+    the object store to the caller directly. An empty url: this store has none; use
+    DownloadArtifact. NOT_FOUND when absent.
+    """
+    StartUpload: _aio.UnaryUnaryMultiCallable[_artifacts_pb2.StartUploadRequest, _artifacts_pb2.StartUploadResponse]  # type: ignore[assignment]
+    """Presigned PUT URLs for an upload (one, or one per part of a multipart upload), checked
+    against the announced size; the caller PUTs the bytes, then calls CompleteUpload. An empty
+    url and upload_id: this store has none; use UploadArtifact. INVALID_ARGUMENT for a bad key,
+    RESOURCE_EXHAUSTED over the size limit.
+    """
+    CompleteUpload: _aio.UnaryUnaryMultiCallable[_artifacts_pb2.CompleteUploadRequest, _artifacts_pb2.UploadArtifactResponse]  # type: ignore[assignment]
+    """Ends a presigned upload: completes the multipart upload from its parts' ETags, then checks
+    the stored object's size and digest. INVALID_ARGUMENT when they differ from the header.
+    """
 
 class ArtifactServiceServicer(metaclass=_abc_1.ABCMeta):
     """Chunked upload and download of artifacts with sha256 checks."""
@@ -87,5 +121,46 @@ class ArtifactServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_artifacts_pb2.ListArtifactsResponse, _abc.Awaitable[_artifacts_pb2.ListArtifactsResponse]]:
         """Lists objects under a prefix."""
+
+    @_abc_1.abstractmethod
+    def DescribeArtifactStore(
+        self,
+        request: _artifacts_pb2.DescribeArtifactStoreRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifacts_pb2.DescribeArtifactStoreResponse, _abc.Awaitable[_artifacts_pb2.DescribeArtifactStoreResponse]]:
+        """Where the store keeps objects: its kind, and the bucket and prefix `s3://` URIs name."""
+
+    @_abc_1.abstractmethod
+    def PresignDownload(
+        self,
+        request: _artifacts_pb2.PresignDownloadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifacts_pb2.PresignDownloadResponse, _abc.Awaitable[_artifacts_pb2.PresignDownloadResponse]]:
+        """A presigned GET URL of an object (a ranged GET reads a byte range), so its bytes go from
+        the object store to the caller directly. An empty url: this store has none; use
+        DownloadArtifact. NOT_FOUND when absent.
+        """
+
+    @_abc_1.abstractmethod
+    def StartUpload(
+        self,
+        request: _artifacts_pb2.StartUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifacts_pb2.StartUploadResponse, _abc.Awaitable[_artifacts_pb2.StartUploadResponse]]:
+        """Presigned PUT URLs for an upload (one, or one per part of a multipart upload), checked
+        against the announced size; the caller PUTs the bytes, then calls CompleteUpload. An empty
+        url and upload_id: this store has none; use UploadArtifact. INVALID_ARGUMENT for a bad key,
+        RESOURCE_EXHAUSTED over the size limit.
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteUpload(
+        self,
+        request: _artifacts_pb2.CompleteUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_artifacts_pb2.UploadArtifactResponse, _abc.Awaitable[_artifacts_pb2.UploadArtifactResponse]]:
+        """Ends a presigned upload: completes the multipart upload from its parts' ETags, then checks
+        the stored object's size and digest. INVALID_ARGUMENT when they differ from the header.
+        """
 
 def add_ArtifactServiceServicer_to_server(servicer: ArtifactServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
