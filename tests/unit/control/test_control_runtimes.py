@@ -25,6 +25,8 @@ from services.control.runtimes import ControlRuntimes
 from services.control.state import ControlStore
 from services.control.training.jobs import TrainingJobs
 from services.control.training.values import TrainingJobSpec
+from services.control.transform.jobs import TransformJobs
+from services.control.transform.values import TransformJobSpec
 from services.runtime import script_runtimes
 from services.runtime.errors import InvalidArgument
 from tests.unit.control.conftest import FakeClock, put_bytes
@@ -200,3 +202,31 @@ def test_a_worker_on_a_runtime_gets_only_that_runtimes_tasks(scheduler: Schedule
     assert scheduler.acquire("w19", [TaskKind.TRANSFORM], 0, script_runtime="sklearn-1.9") is None
     lease = scheduler.acquire("w12", [TaskKind.TRANSFORM], 0, script_runtime="sklearn-1.2")
     assert lease is not None and lease.task.task_id == old.task_id
+
+
+def test_a_transform_scores_on_its_models_runtime_or_the_one_asked_for(
+    store: ControlStore,
+    scheduler: Scheduler,
+    artifacts: LocalArtifactStore,
+    metrics: Any,
+    clock: FakeClock,
+    runtimes: ControlRuntimes,
+) -> None:
+    put_bytes(artifacts, "m/model.tar.gz", b"x")
+    put_bytes(artifacts, "in/rows.csv", b"1,2\n3,4\n")
+    models = ModelRegistry(store, artifacts, clock=clock, resolve_runtime=runtimes.resolve)
+    models.create(Model("old", "store://m/model.tar.gz", "inference.py", framework_version="1.2"))
+    transforms = TransformJobs(
+        store, scheduler, artifacts, models, metrics, clock=clock, resolve_runtime=runtimes.resolve
+    )
+    scheduler.register(TaskKind.TRANSFORM, transforms)
+    spec = TransformJobSpec(model_name="old", input_uri="store://in", split_type="Line")
+    transforms.create("as-trained", spec)
+    transforms.create("moved", replace(spec, framework_version="1.9-1"))
+    assert transforms.wanted_workers() == {"sklearn-1.2": 1, "sklearn-1.9": 1}
+    assert transforms.describe("moved").model.script_runtime == "sklearn-1.9"
+    lease = scheduler.acquire("w12", [TaskKind.TRANSFORM], 0, script_runtime="sklearn-1.2")
+    assert lease is not None and lease.task.job_name == "as-trained"
+    assert scheduler.acquire("w12", [TaskKind.TRANSFORM], 0, script_runtime="sklearn-1.2") is None
+    with pytest.raises(InvalidArgument, match=r"0\.23"):
+        transforms.create("bad", replace(spec, framework_version="0.23-1"))
