@@ -30,6 +30,15 @@ table of rows/s, then as the LAST line one JSON object with `rf_1worker_vs_inpro
 rate. Targets: one worker >= 0.7x in-process, two workers >= 1.5x one (two cores); with the
 workers' fast path for trees (on by default, `--fast-path off` measures scikit-learn in the
 workers too), `rf_1worker_vs_inprocess` >= 1.5.
+
+With the fast path on, a worker scoring one mini-batch at a time splits a tree model's
+mini-batch predict by rows over all its cores (services/sagemaker/serving/fast_path.py), while
+the in-process reference stays on one core: on a 100-tree forest scikit-learn's own predict is
+the cheapest per row (ONNX Runtime and Treelite cost more CPU per row on 30,000-row
+mini-batches), so that ratio measures the worker's use of the machine. On a machine shared with
+other busy sessions (Linux autogroup scheduling shares CPU per session, not per thread) the
+extra cores are not there to take and the ratio falls back towards the one-core figure: note
+`uptime` beside any figure.
 """
 
 from __future__ import annotations

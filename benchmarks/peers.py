@@ -2,8 +2,11 @@
 
 Called by `benchmarks/predict.py` (on by default; `--no-peers` skips it). For a DecisionTree, a
 100-tree RandomForest and a HistGradientBoosting classifier (20 features, make_classification),
-each server serves the model in turn, pinned to one core (`taskset -c 0`; the load generators
-run on the other cores), and one-row calls are measured at concurrency 1 and 32:
+every server serves the model, pinned to one core (`taskset -c 0`; the load generators run on
+the other cores), and one-row calls are measured at concurrency 1 and 32, one server at a time
+(the others idle). `--rounds N` repeats the sequence of every server's cells N times and each
+cell is the median over the rounds (`rounds_p50_ms` lists each round's p50), so background load
+that drifts during the run hits every server alike:
 
 * raw: predict.py's baseline server (plain grpcio, CSV -> float array -> model.predict -> JSON);
 * skmaker: `python -m services.inference` standalone, default settings (fast path and
@@ -123,7 +126,7 @@ def _wait_v2_ready(process: subprocess.Popen[bytes], port: int, model: str, log:
     raise RuntimeError(f"MLServer not ready within 180 s: {log.read_text()[-2000:]}")
 
 
-def _mlserver_folder(folder: Path, kind: str, model_dir: Path) -> tuple[Path, int]:
+def _mlserver_folder(folder: Path, kind: str, model_dir: Path) -> Path:
     root = folder / f"mlserver-{kind}"
     (root / kind).mkdir(parents=True)
     grpc_port = _free_port()
@@ -145,13 +148,19 @@ def _mlserver_folder(folder: Path, kind: str, model_dir: Path) -> tuple[Path, in
         "parameters": {"uri": str(model_dir / "model.joblib")},
     }
     (root / kind / "model-settings.json").write_text(json.dumps(model_settings))
-    return root, grpc_port
+    return root
 
 
 def measure_peers(
     args: Any, measure: Callable[..., dict], wait_serving: Callable[..., int]
 ) -> dict:
-    """Runs every peer cell (see the module docstring); returns the figures and ratios."""
+    """Runs every peer cell (see the module docstring); returns the figures and ratios.
+
+    For each model every server is started (all pinned to the same core, idle but for the one
+    measured), then `args.rounds` rounds each measure every server's cells in turn, so that
+    drifting background load hits every side of each ratio; each cell is the median over the
+    rounds (`rounds_p50_ms` keeps every round's p50).
+    """
     import joblib
 
     server_pin, client_pin = _pins()
@@ -161,7 +170,7 @@ def measure_peers(
             f"MLServer is not installed ({MLSERVER}): run `make mlserver`; its cells are skipped",
             flush=True,
         )
-    figures: dict[str, dict[str, dict]] = {}
+    figures: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="skmaker-peers-") as tmp:
         folder = Path(tmp)
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -171,107 +180,169 @@ def measure_peers(
             code_dir.mkdir(parents=True)
             joblib.dump(_train(kind), model_dir / "model.joblib")
             (code_dir / "serve.py").write_text(SERVE_SCRIPT)
-            inprocess = subprocess.run(
-                [
-                    *server_pin,
-                    sys.executable,
-                    str(REPO_ROOT / "benchmarks" / "predict.py"),
-                    "inprocess",
-                    f"--model-dir={model_dir}",
-                    f"--seconds={args.seconds}",
-                ],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                check=True,
-            )
-            figures.setdefault(kind, {})["inprocess"] = json.loads(inprocess.stdout.decode())
-            servers: dict[str, tuple[list[str], dict[str, str], tuple[str, ...]]] = {
-                "raw": (
-                    [
-                        sys.executable,
-                        str(REPO_ROOT / "benchmarks" / "predict.py"),
-                        "baseline-server",
-                        f"--model-dir={model_dir}",
-                        f"--port-file={folder / kind / 'raw.port'}",
-                        f"--max-workers={args.max_workers}",
-                    ],
-                    {},
-                    ("predict",),
-                ),
-            }
-            for name, extra_env in (
-                ("skmaker", {}),
-                ("skmaker-sklearn", {"SKMAKER_FAST_PATH": "0"}),
-            ):
-                servers[name] = (
-                    [
-                        sys.executable,
-                        "-m",
-                        "services.inference",
-                        f"--model-dir={model_dir}",
-                        f"--code-dir={code_dir}",
-                        "--entry-point=serve.py",
-                        f"--endpoint-name={kind}",
-                        f"--work-dir={folder / kind / name}",
-                        "--grpc-port=0",
-                        "--metrics-port=0",
-                        f"--port-file={folder / kind / (name + '.port')}",
-                        f"--max-workers={args.max_workers}",
-                        "--log-level=INFO",
-                    ],
-                    extra_env,
-                    ("predict", "v2") if name == "skmaker" else ("predict",),
+            figures[kind] = {"inprocess": _inprocess_rounds(args, model_dir, server_pin, env)}
+            servers = _servers(args, kind, folder, model_dir, code_dir, have_mlserver)
+            processes: dict[str, subprocess.Popen[bytes]] = {}
+            try:
+                ports = _start(
+                    servers, processes, folder / kind, kind, server_pin, env, wait_serving
                 )
-            if have_mlserver:
-                root, _ = _mlserver_folder(folder, kind, model_dir)
-                servers["mlserver"] = ([str(MLSERVER), "start", str(root)], {}, ("v2",))
-            for name, (command, extra_env, protocols) in servers.items():
-                log_path = folder / kind / f"{name}.log"
-                with log_path.open("wb") as log:
-                    process = subprocess.Popen(
-                        [*server_pin, *command],
-                        cwd=REPO_ROOT,
-                        env={**env, **extra_env},
-                        stdout=log,
-                        stderr=log,
-                    )
-                try:
-                    if name == "mlserver":
-                        port = json.loads((root / "settings.json").read_text())["grpc_port"]
-                        _wait_v2_ready(process, port, kind, log_path)
-                    else:
-                        port = wait_serving(process, folder / kind / f"{name}.port", name)
-                    for protocol in protocols:
-                        label = (
-                            name if protocol == "predict" or name == "mlserver" else name + "-v2"
-                        )
-                        for concurrency in (1, 32):
-                            cell = measure(port, concurrency, 1, args, protocol, kind, client_pin)
-                            figures[kind].setdefault(label, {})[f"c{concurrency}"] = cell
-                            print(
-                                f"{kind:4} {label:16} c={concurrency:<3} "
-                                f"p50={cell['p50_ms']:8.3f} ms  p99={cell['p99_ms']:8.3f} ms"
-                                f"  {cell['rps']:8.0f} req/s"
-                                + (f"  errors={cell['errors']}" if cell["errors"] else ""),
-                                flush=True,
+                rounds: dict[str, dict[str, list[dict]]] = {}
+                for _ in range(args.rounds):
+                    for name, (_, _, protocols) in servers.items():
+                        for protocol in protocols:
+                            label = (
+                                name
+                                if protocol == "predict" or name == "mlserver"
+                                else name + "-v2"
                             )
-                    if name.startswith("skmaker"):
-                        paths = [
-                            line
-                            for line in log_path.read_text().splitlines()
-                            if "predict path" in line
-                        ]
-                        figures[kind].setdefault("paths", {})[name] = (
-                            paths[-1][-300:] if paths else ""
-                        )
-                finally:
-                    process.terminate()
-                    try:
-                        process.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
+                            for concurrency in (1, 32):
+                                cell = measure(
+                                    ports[name], concurrency, 1, args, protocol, kind, client_pin
+                                )
+                                rounds.setdefault(label, {}).setdefault(
+                                    f"c{concurrency}", []
+                                ).append(cell)
+                                _print_cell(kind, label, concurrency, cell)
+                for label, cells in rounds.items():
+                    figures[kind][label] = {key: _median_cell(c) for key, c in cells.items()}
+                figures[kind]["paths"] = {
+                    name: _predict_path(folder / kind / f"{name}.log")
+                    for name in servers
+                    if name.startswith("skmaker")
+                }
+            finally:
+                _stop(processes)
     return _ratios(figures, have_mlserver)
+
+
+Servers = dict[str, tuple[list[str], dict[str, str], tuple[str, ...]]]
+
+
+def _servers(
+    args: Any, kind: str, folder: Path, model_dir: Path, code_dir: Path, have_mlserver: bool
+) -> Servers:
+    """name -> (command, extra environment, protocols measured)."""
+    servers: Servers = {
+        "raw": (
+            [
+                sys.executable,
+                str(REPO_ROOT / "benchmarks" / "predict.py"),
+                "baseline-server",
+                f"--model-dir={model_dir}",
+                f"--port-file={folder / kind / 'raw.port'}",
+                f"--max-workers={args.max_workers}",
+            ],
+            {},
+            ("predict",),
+        ),
+    }
+    for name, extra_env in (("skmaker", {}), ("skmaker-sklearn", {"SKMAKER_FAST_PATH": "0"})):
+        servers[name] = (
+            [
+                sys.executable,
+                "-m",
+                "services.inference",
+                f"--model-dir={model_dir}",
+                f"--code-dir={code_dir}",
+                "--entry-point=serve.py",
+                f"--endpoint-name={kind}",
+                f"--work-dir={folder / kind / name}",
+                "--grpc-port=0",
+                "--metrics-port=0",
+                f"--port-file={folder / kind / (name + '.port')}",
+                f"--max-workers={args.max_workers}",
+                "--log-level=INFO",
+            ],
+            extra_env,
+            ("predict", "v2") if name == "skmaker" else ("predict",),
+        )
+    if have_mlserver:
+        root = _mlserver_folder(folder, kind, model_dir)
+        servers["mlserver"] = ([str(MLSERVER), "start", str(root)], {}, ("v2",))
+    return servers
+
+
+def _start(
+    servers: Servers,
+    processes: dict[str, subprocess.Popen[bytes]],
+    folder: Path,
+    kind: str,
+    pin: list[str],
+    env: dict[str, str],
+    wait_serving: Callable[..., int],
+) -> dict[str, int]:
+    """Starts every server (into `processes`, for the caller to stop); returns their ports."""
+    for name, (command, extra_env, _) in servers.items():
+        with (folder / f"{name}.log").open("wb") as log:
+            processes[name] = subprocess.Popen(
+                [*pin, *command], cwd=REPO_ROOT, env={**env, **extra_env}, stdout=log, stderr=log
+            )
+    ports = {}
+    for name, process in processes.items():
+        if name == "mlserver":
+            settings = folder.parent / f"mlserver-{kind}" / "settings.json"
+            ports[name] = json.loads(settings.read_text())["grpc_port"]
+            _wait_v2_ready(process, ports[name], kind, folder / f"{name}.log")
+        else:
+            ports[name] = wait_serving(process, folder / f"{name}.port", name)
+    return ports
+
+
+def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    for process in processes.values():
+        process.terminate()
+    for process in processes.values():
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _inprocess_rounds(args: Any, model_dir: Path, pin: list[str], env: dict[str, str]) -> dict:
+    """In-process p50 of one row, the median over `args.rounds` runs."""
+    cells = []
+    for _ in range(args.rounds):
+        done = subprocess.run(
+            [
+                *pin,
+                sys.executable,
+                str(REPO_ROOT / "benchmarks" / "predict.py"),
+                "inprocess",
+                f"--model-dir={model_dir}",
+                f"--seconds={args.seconds}",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            check=True,
+        )
+        cells.append(json.loads(done.stdout.decode()))
+    return _median_cell(cells)
+
+
+def _median_cell(cells: list[dict]) -> dict:
+    """One cell over the rounds: the median of each figure, and every round's p50."""
+    merged: dict[str, Any] = {
+        key: statistics.median(cell[key] for cell in cells) for key in cells[0]
+    }
+    merged["rounds_p50_ms"] = [cell["p50_ms"] for cell in cells]
+    return merged
+
+
+def _print_cell(kind: str, label: str, concurrency: int, cell: dict) -> None:
+    print(
+        f"{kind:4} {label:16} c={concurrency:<3} "
+        f"p50={cell['p50_ms']:8.3f} ms  p99={cell['p99_ms']:8.3f} ms"
+        f"  {cell['rps']:8.0f} req/s" + (f"  errors={cell['errors']}" if cell["errors"] else ""),
+        flush=True,
+    )
+
+
+def _predict_path(log_path: Path) -> str:
+    """The replica's last `predict path ...` log line (which path served, and why)."""
+    lines = [line for line in log_path.read_text().splitlines() if "predict path" in line]
+    return lines[-1][-300:] if lines else ""
 
 
 def _ratios(figures: dict[str, dict[str, Any]], have_mlserver: bool) -> dict:

@@ -227,19 +227,25 @@ def _scored(
     should_stop: Callable[[], bool],
 ) -> Iterator[tuple[MiniBatch, bytes, list[RecordFailure]]]:
     """(mini-batch, output, bad records) in input order, scored up to `max_concurrent` at once."""
-    if settings.max_concurrent <= 1:
-        for batch in batches:
-            if should_stop():
-                raise ShardStopped
-            yield (batch, *_score_one(batch, score, settings.record_errors))
-        return
     # Each scoring thread gets its share of the cores for the model's native pools (OpenMP's
-    # size is per thread), so MaxConcurrentTransforms threads do not oversubscribe them.
+    # size is per thread), so MaxConcurrentTransforms threads do not oversubscribe them; the
+    # fast path splits a large predict of a tree model over the same share.
     share = native_threads.threads_per_call(settings.max_concurrent)
+    if settings.max_concurrent <= 1:
+        before = native_threads.call_threads()
+        native_threads.set_call_threads(share)
+        try:
+            for batch in batches:
+                if should_stop():
+                    raise ShardStopped
+                yield (batch, *_score_one(batch, score, settings.record_errors))
+        finally:
+            native_threads.set_call_threads(before)
+        return
     with ThreadPoolExecutor(
         settings.max_concurrent,
         thread_name_prefix="score",
-        initializer=native_threads.limit_current_thread,
+        initializer=_size_scoring_thread,
         initargs=(share,),
     ) as pool:
         pending: deque[tuple[MiniBatch, Future[bytes]]] = deque()
@@ -257,6 +263,11 @@ def _scored(
         finally:
             for _batch, future in pending:
                 future.cancel()
+
+
+def _size_scoring_thread(share: int) -> None:
+    native_threads.limit_current_thread(share)
+    native_threads.set_call_threads(share)
 
 
 def _collect(

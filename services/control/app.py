@@ -20,6 +20,7 @@ from pathlib import Path
 import optuna
 
 from services.control.artifacts.base import ArtifactStore, use_s3_location
+from services.control.artifacts.key_locks import KeyLocks
 from services.control.artifacts.servicer import ArtifactsServicer
 from services.control.artifacts.store import LocalArtifactStore
 from services.control.backends import EventSink, ReplicaBackend
@@ -27,6 +28,7 @@ from services.control.backends.containers import DockerBackendSettings, DockerRe
 from services.control.backends.local import LocalReplicaBackend
 from services.control.backends.local_process import LocalBackendSettings
 from services.control.backends.replica_runtime import ReplicaPython, SupervisionSettings
+from services.control.call_classes import control_call_limiter, worker_or_marked
 from services.control.config import ControlSettings
 from services.control.dispatch.credentials import worker_scope
 from services.control.dispatch.scheduler import Scheduler
@@ -61,9 +63,11 @@ from services.control.transform.servicer import TransformServicer
 from services.control.tuning.jobs import TuningJobs
 from services.control.tuning.servicer import TuningServicer
 from services.runtime import lifecycle, script_runtimes
+from services.runtime.archives import ArchiveLimits
 from services.runtime.auth import ScopedTokens
 from services.runtime.components import Component
 from services.runtime.errors import InvalidArgument, NotFound
+from services.runtime.job_user import JobUser, model_code_user
 from services.runtime.script_runtimes import PythonChoice, choose_python
 from skmaker.v1 import (
     artifacts_pb2,
@@ -108,6 +112,9 @@ def trainer_specs(
                 str(data_dir / "work" / f"trainer-{index}"),
                 "--grpc-port=0",
                 "--metrics-port=0",
+                # The bundles the control accepts, its trainers unpack (--trainer-args may differ).
+                f"--max-archive-bytes={settings.max_archive_bytes}",
+                f"--max-archive-members={settings.max_archive_members}",
                 *extra,
             ),
             log_path=data_dir / "logs" / f"trainer-{index}.log",
@@ -139,12 +146,14 @@ def replica_backend(
     on_event: EventSink,
     script_python: PythonChoice | None = None,
     issue_token: Callable[[str, str, str], str] | None = None,
+    run_as: JobUser | None = None,
     python_for: ReplicaPython | None = None,
 ) -> ReplicaBackend | None:
     """The backend `settings` ask for (None for `none`), reporting events to `on_event`.
 
-    `issue_token(endpoint, replica id, model)` gives each replica a token of its own;
-    `python_for(endpoint, model)` the interpreter of its model's script runtime.
+    `issue_token(endpoint, replica id, model)` gives each replica a token of its own; local
+    replicas run as `run_as` when given; `python_for(endpoint, model)` is the interpreter of
+    its model's script runtime.
     """
     supervision = SupervisionSettings(
         start_timeout_s=settings.replica_start_timeout_s,
@@ -169,6 +178,7 @@ def replica_backend(
             # The control runs in the replicas' image, so its runtime's path is theirs too.
             python=script_python.python if script_python.runtime else "python",
             issue_token=issue_token,
+            control_lost_exit_s=settings.replica_control_lost_exit_s,
             python_for=python_for,
             runtimes_volume=settings.docker_runtimes_volume,
             runtimes_path=str(script_runtimes.runtimes_dir(settings.runtimes_dir)),
@@ -184,6 +194,7 @@ def replica_backend(
         supervision=supervision,
         python=script_python.python,
         issue_token=issue_token,
+        run_as=run_as,
         python_for=python_for,
     )
     return LocalReplicaBackend(local, EndpointStore(store), on_event)
@@ -208,18 +219,43 @@ def _build_events(
 
 
 def restrict_state(data_dir: Path) -> None:
-    """Makes the database, the artifacts and the logs readable by the control's user alone.
+    """Makes the database, the artifacts and the logs readable by the control's user alone, and
+    the data folder and its work folder traversable but not listable by others.
 
-    Training scripts run as another user may still pass through the data folder (the local
-    trainers' workspaces live below it): other jobs' data, models and logs must be closed to
-    them. Replicas and batch workers run as the control's user, so nothing they need changes.
+    User code run as another user (training scripts; a root control's replicas and batch
+    workers) passes through the data folder to its own work folder below it: other jobs' data,
+    models and logs must be closed to it, and what else lies there is none of its business.
     """
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    (data_dir / "work").mkdir(parents=True, exist_ok=True)
+    for folder in (data_dir, data_dir / "work"):
+        try:
+            folder.chmod(0o711)
+        except PermissionError:  # a folder someone else owns (a mount point): left as it is
+            logging.getLogger(__name__).warning("cannot restrict %s: not its owner", folder)
     for folder in (data_dir / "artifacts", data_dir / "logs"):
         if folder.exists():  # no artifacts/ with an S3 store
             folder.chmod(0o700)
     for database in data_dir.glob("control.db*"):
         database.chmod(0o600)
+
+
+def model_code_user_of(
+    settings: ControlSettings, data_dir: Path, script_python: PythonChoice
+) -> JobUser | None:
+    """The user local replicas and batch workers run as: the job user under a root control
+    that starts them (`model_code_user`), else None (the control's own)."""
+    if not (settings.local or settings.effective_replica_backend == "local"):
+        return None
+    work = data_dir.resolve() / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    # The runtime's python runs replicas and batch workers, the control's the port helper.
+    user = model_code_user(settings.job_user, work, (script_python.python, sys.executable))
+    if user is not None:
+        logging.getLogger(__name__).info(
+            "local replicas and batch workers run model code as %s (uid %d)", user.name, user.uid
+        )
+    return user
 
 
 def open_artifact_store(settings: ControlSettings, data_dir: Path) -> ArtifactStore:
@@ -264,6 +300,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     store = ControlStore(data_dir / "control.db")
     artifacts = open_artifact_store(settings, data_dir)
     restrict_state(data_dir)
+    model_user = model_code_user_of(settings, data_dir, script_python)
     scheduler = Scheduler(
         store,
         metrics,
@@ -272,17 +309,29 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         max_attempts=settings.max_attempts,
         retry_backoff_s=settings.retry_backoff_s,
     )
+    archive_limits = ArchiveLimits(
+        max_bytes=settings.max_archive_bytes, max_members=settings.max_archive_members
+    )
+    # Creates bind a bundle's key while uploads to it end under the same lock.
+    key_locks = KeyLocks()
     # The runtime each job, model and transform runs on (framework_version), built on demand.
     runtimes = ControlRuntimes(settings.runtimes_dir, settings.script_runtime)
     training_jobs = TrainingJobs(
-        store, scheduler, artifacts, metrics, resolve_runtime=runtimes.resolve
+        store,
+        scheduler,
+        artifacts,
+        metrics,
+        archive_limits=archive_limits,
+        key_locks=key_locks,
+        resolve_runtime=runtimes.resolve,
     )
     scheduler.register(TaskKind.TRAINING, training_jobs)
     # Optuna logs every trial at INFO; the tuning loop logs what matters itself.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tuning_jobs = TuningJobs(store, training_jobs, artifacts, metrics)
     metrics.track_queue_depth(scheduler.queue_depth)
-    supervisor = WorkerSupervisor()
+    # Its pid file lets a restarted control stop children a killed run left still draining.
+    supervisor = WorkerSupervisor(pid_file=data_dir / "work" / "local-workers.json")
     models = ModelRegistry(store, artifacts, resolve_runtime=runtimes.resolve)
     transform_jobs = TransformJobs(
         store,
@@ -297,6 +346,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     # Processes the control starts get tokens of their own, each scoped to what it needs.
     scoped_tokens = ScopedTokens() if settings.auth_token else None
     service.scoped_tokens = scoped_tokens
+    service.call_limiter = control_call_limiter(settings, scoped_tokens, metrics)
 
     worker_tokens: dict[str, str] = {}
 
@@ -327,6 +377,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
             extra_args=settings.batch_args,
             python=python,
             runtime=runtime,
+            run_as=model_user,
         )
         token = _worker_token(settings, spec.name, issue_worker_token)
         return replace(spec, token=token)
@@ -376,6 +427,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         on_replica_event,
         script_python,
         credentials.issue if credentials else None,
+        model_user,
         replica_python,
     )
     endpoints = Endpoints(
@@ -445,7 +497,9 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         ),
         lifecycle.Servicer(
             artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server,
-            ArtifactsServicer(artifacts, metrics),
+            ArtifactsServicer(
+                artifacts, metrics, training_jobs, worker_or_marked(scoped_tokens), key_locks
+            ),
             artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
         ),
         lifecycle.Servicer(

@@ -46,6 +46,28 @@ class ControlSettings(ServiceSettings):
         1.0, "delay before a lost task is retried; doubles per attempt"
     )
     max_upload_bytes: int = setting(10 * GIB, "largest artifact UploadArtifact accepts")
+    max_archive_bytes: int = setting(
+        GIB, "most bytes a source bundle may unpack to; larger ones are refused at create"
+    )
+    max_archive_members: int = setting(10_000, "most files and folders a source bundle may hold")
+    max_streams: int = setting(
+        128, "log follows, uploads and downloads served at once, on threads of their own"
+    )
+    max_streams_per_caller: int = setting(
+        32, "streams one caller (token, or address without one) may hold open at once"
+    )
+    stream_idle_timeout_s: float = setting(
+        60.0, "an upload that sends nothing for this long is ended and its data discarded"
+    )
+    max_worker_transfers: int = setting(
+        64, "workers' downloads and uploads served at once, apart from users' streams"
+    )
+    max_long_polls: int = setting(
+        128, "workers' task polls (AcquireTask) waiting at once, on threads of their own"
+    )
+    max_long_polls_per_caller: int = setting(
+        64, "task polls one caller (token, or address without one) may have waiting at once"
+    )
     artifact_store: str = setting(
         "",
         "where artifacts live: empty for <data-dir>/artifacts, or s3://BUCKET[/PREFIX] in an "
@@ -62,6 +84,14 @@ class ControlSettings(ServiceSettings):
         "", "where endpoint replicas run: local, docker or none; empty means local with --local"
     )
     replica_args: str = setting("", "extra flags (shell syntax) given to each replica")
+    replica_control_lost_exit_s: float = setting(
+        120.0, "a Docker replica stops once the control has not answered this long (0: never)"
+    )
+    job_user: str = setting(
+        "skmaker-job",
+        "with the control running as root, the user local replicas and batch workers run model "
+        "code as (created when missing); empty: root",
+    )
     replica_start_timeout_s: float = setting(
         180.0, "a replica not SERVING this long after its start is killed and retried"
     )
@@ -146,3 +176,11 @@ class ControlSettings(ServiceSettings):
             raise ValueError("--local-trainers and --local-trainers-max must be >= 0")
         if not self.autoscale_interval_s > 0:
             raise ValueError("--autoscale-interval-s must be positive")
+        limits = [self.max_streams, self.max_streams_per_caller, self.max_worker_transfers]
+        limits += [self.max_long_polls, self.max_long_polls_per_caller]
+        if min(limits) < 1 or self.stream_idle_timeout_s < 0:
+            raise ValueError(
+                "--max-streams, --max-long-polls, their per-caller limits and "
+                "--max-worker-transfers must be >= 1, "
+                "--stream-idle-timeout-s >= 0"
+            )

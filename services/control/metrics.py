@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterable, Iterator
 
 import prometheus_client
@@ -16,6 +17,13 @@ class ControlMetrics:
 
     def __init__(self, registry: prometheus_client.CollectorRegistry) -> None:
         """Registers every metric in `registry`."""
+        self._registry = registry
+        self.long_calls_refused = prometheus_client.Counter(
+            "skmaker_control_long_calls_refused",
+            "Long calls refused with RESOURCE_EXHAUSTED, by class and the limit they hit.",
+            ["call_class", "limit"],
+            registry=registry,
+        )
         self.training_jobs = prometheus_client.Counter(
             "skmaker_control_training_jobs",
             "Training jobs that entered a status (InProgress on create, then a terminal one).",
@@ -81,6 +89,22 @@ class ControlMetrics:
         for chunk in chunks:
             counter.inc(len(chunk))
             yield chunk
+
+    def track_long_calls(self, in_flight: Callable[[str], int], classes: list[str]) -> None:
+        """Long calls (streams, long polls) in flight per class, read at each scrape, and a
+        counter of the ones refused; `refused_long_call` counts one."""
+        open_calls = prometheus_client.Gauge(
+            "skmaker_control_long_calls",
+            "Long calls (streams, workers' transfers, long polls) in flight, by class.",
+            ["call_class"],
+            registry=self._registry,
+        )
+        for name in classes:
+            open_calls.labels(call_class=name).set_function(functools.partial(in_flight, name))
+
+    def refused_long_call(self, class_name: str, limit: str) -> None:
+        """Counts a long call refused at `limit` ("capacity" or "per caller")."""
+        self.long_calls_refused.labels(call_class=class_name, limit=limit).inc()
 
     def forget_scaling_decisions(self, endpoint: str) -> None:
         """Drops a deleted endpoint's decision counters (label values stay bounded)."""

@@ -37,6 +37,10 @@ from services.runtime import lifecycle
 from services.runtime.auth import token_metadata
 from services.runtime.version import services_version
 
+# A replica's gRPC message limit sits this far above its payload limit (services.inference: the
+# rest of a Predict call, so its own check can name the payload limit).
+REPLICA_MESSAGE_HEADROOM = 1024 * 1024
+
 
 def _add_generic(handler: grpc.GenericRpcHandler, server: grpc.Server) -> None:
     server.add_generic_rpc_handlers((handler,))
@@ -101,6 +105,11 @@ def build(
                 retries=settings.retries,
                 server_timeout_s=settings.default_timeout_s,
                 hard_stop_after_s=settings.shutdown_grace_s,
+                max_message_bytes=settings.replica_max_payload_bytes + REPLICA_MESSAGE_HEADROOM,
+                max_message_reason=(
+                    f" (the replicas' payload limit, {settings.replica_max_payload_bytes} bytes,"
+                    " plus 1 MiB: the gateway's --replica-max-payload-bytes)"
+                ),
             ),
         )
         registry.register(HaproxyStatsCollector(front.process.command, front.routes))

@@ -59,6 +59,11 @@ class GatewaySettings(ServiceSettings):
     haproxy_replica_slots: int = setting(
         16, "replicas of one endpoint HAProxy routes to; further ones get no calls from it"
     )
+    replica_max_payload_bytes: int = setting(
+        6 * 1024 * 1024,
+        "the replicas' --max-payload-bytes: HAProxy answers RESOURCE_EXHAUSTED itself for a "
+        "call whose message is over it by more than the 1 MiB the rest of a call may take",
+    )
     default_timeout_s: float = setting(
         60.0, "deadline of a forwarded call when the caller gave none (or a longer one)"
     )
@@ -77,6 +82,8 @@ class GatewaySettings(ServiceSettings):
             raise ValueError("--retries, --eject-s and --miss-gap-s must not be negative")
         if self.default_timeout_s <= 0:
             raise ValueError("--default-timeout-s must be positive")
+        if self.replica_max_payload_bytes <= 0:
+            raise ValueError("--replica-max-payload-bytes must be positive")
         if self.data_plane not in ("auto", "haproxy", "python"):
             raise ValueError("--data-plane must be auto, haproxy or python")
         if self.data_plane == "haproxy" and shutil.which(self.haproxy_binary) is None:

@@ -84,3 +84,19 @@ end
 core.register_fetches("skmaker_endpoint", function(txn)
   return endpoint_of(txn.sf:req_body())
 end)
+
+-- The HTTP service `lua.skmaker_too_large`: the answer to a call whose first message is over
+-- the gateway's limit, RESOURCE_EXHAUSTED with the text the configuration put in
+-- `txn.message_refusal`. It reads the rest of the request and drops it first: HAProxy resets
+-- (RST_STREAM CANCEL) a stream whose answer is complete while its request is still arriving,
+-- and the caller would see CANCELLED instead of the answer.
+core.register_service("skmaker_too_large", "http", function(applet)
+  repeat
+    local chunk = applet:receive(65536)
+  until chunk == nil or #chunk == 0
+  applet:set_status(200)
+  applet:add_header("content-type", "application/grpc")
+  applet:add_header("grpc-status", "8")
+  applet:add_header("grpc-message", applet:get_var("txn.message_refusal") or "")
+  applet:start_response()
+end)

@@ -76,6 +76,10 @@ class HaproxyOptions:
         retries: how many times a call whose connection failed or was refused is sent again.
         server_timeout_s: the longest a replica may take to answer.
         hard_stop_after_s: how long a soft stop may last before HAProxy closes what is left.
+        max_message_bytes: a routed call whose first message is longer is answered
+            RESOURCE_EXHAUSTED by HAProxy itself (0: no check). A replica's gRPC server refuses
+            such a message too, but HAProxy turns that refusal into CANCELLED for the caller.
+        max_message_reason: what the refusal adds after the sizes (which setting sets it).
     """
 
     listen_fd: int
@@ -86,6 +90,8 @@ class HaproxyOptions:
     retries: int
     server_timeout_s: float
     hard_stop_after_s: float
+    max_message_bytes: int = 0
+    max_message_reason: str = ""
 
 
 def max_connections(ceiling: int = 10_000) -> int:
@@ -150,6 +156,7 @@ def render_config(options: HaproxyOptions, *, map_path: Path, socket_path: Path)
         # Both take the first field 1 where protobuf says the last wins: a message carrying
         # the name twice (two serialized messages concatenated) may reach a replica of the
         # first name, which refuses a call for another endpoint (NOT_FOUND), never answers it.
+        *_message_limit_rules(options, f"routed{token_condition}"),
         f"  http-request set-var(txn.endpoint) req.body,ungrpc(1) if routed{token_condition}",
         f"  http-request set-var(txn.endpoint) lua.skmaker_endpoint if routed{token_condition}"
         " !{ var(txn.endpoint) -m found }",
@@ -173,6 +180,27 @@ def render_config(options: HaproxyOptions, *, map_path: Path, socket_path: Path)
             f"  server-template {servers} 127.0.0.1:1 proto h2 disabled",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _message_limit_rules(options: HaproxyOptions, condition: str) -> list[str]:
+    """Rules answering RESOURCE_EXHAUSTED for a first message over `max_message_bytes`.
+
+    The length is the 4-byte big-endian field after the compressed-flag byte that starts every
+    gRPC message, read from the buffered start of the body. Nothing is forwarded: the Lua
+    service `skmaker_too_large` (grpc_route.lua) reads and drops the body and answers with a
+    trailers-only gRPC response (HTTP 200, grpc-status 8 in the headers).
+    """
+    if options.max_message_bytes <= 0:
+        return []
+    reason = options.max_message_reason.replace('"', "'")
+    too_large = f"{{ var(txn.message_bytes) -m int gt {options.max_message_bytes} }}"
+    return [
+        f"  http-request set-var(txn.message_bytes) req.body,bytes(1,4),hex,hex2i if {condition}",
+        '  http-request set-var-fmt(txn.message_refusal) "the request message is'
+        f" %[var(txn.message_bytes)] bytes; the limit is {options.max_message_bytes} bytes"
+        f'{reason}" if {condition} {too_large}',
+        f"  http-request use-service lua.skmaker_too_large if {condition} {too_large}",
+    ]
 
 
 class HaproxyCommandError(RuntimeError):

@@ -26,6 +26,8 @@ from services.inference.replica import Replica
 from services.inference.servicer import InferenceServicer
 from services.inference.v2_servicer import OpenInferenceServicer
 from services.runtime import lifecycle, native_threads, script_runtimes
+from services.runtime.components import Component
+from services.runtime.lifeline import ControlWatchdog
 from services.runtime.version import services_version
 from services.runtime.versions import serving_runtime
 from services.sagemaker.serving import fast_path
@@ -107,11 +109,12 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
             loaded = loader.load_model(source, settings.model_name)
             if settings.endpoint_name:
                 # After the load: the versions of the modules the model really imported.
-                mismatch = source.report_runtime(
+                mismatch, _ = source.report_runtime(
                     settings.endpoint_name,
                     replica.replica_id,
                     settings.model_name,
                     serving_runtime(),
+                    loaded.predict_path,
                 )
                 if mismatch:
                     log.warning("%s", mismatch)
@@ -167,6 +170,11 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
             # connection through the shared port) reconnects elsewhere after the stop.
             replica.wait_until_quiet(settings.drain_quiet_s, settings.drain_quiet_timeout_s)
 
+    components: list[Component] = []
+    if settings.control and settings.control_lost_exit_s > 0:
+        link = ControlModelSource(settings.control, token=settings.auth_token)
+        components.append(ControlWatchdog(link.control_answers, settings.control_lost_exit_s).loop)
+
     age_ms = int(settings.max_connection_age_s * 1000)
     return lifecycle.Service(
         name="inference",
@@ -185,6 +193,7 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
         registry=registry,
         on_start=on_start,
         on_drain=on_drain,
+        components=components,
         shared_port_address=(
             f"{settings.host}:{settings.shared_port}" if settings.shared_port else None
         ),

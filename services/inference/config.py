@@ -92,6 +92,11 @@ class InferenceSettings(ServiceSettings):
     region: str = setting("local", "SAGEMAKER_REGION given to the user's code")
     pip_timeout_s: float = setting(900.0, "time limit for installing requirements.txt")
     control_timeout_s: float = setting(300.0, "deadline of each call to the control (download)")
+    control_lost_exit_s: float = setting(
+        0.0,
+        "with --control: stop (drain and exit) once the control has not answered for this "
+        "long; 0: never (a control's containers get it; local replicas stop with it anyway)",
+    )
     native_threads: int = setting(
         0,
         "threads one call's native code (OpenMP, BLAS) may use; 0 divides the cores among the "

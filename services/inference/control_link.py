@@ -1,5 +1,5 @@
 """The replica's gRPC link to the control: describe its model, download archives, read versions,
-report the runtime it serves with.
+report the runtime it serves with and what answers its predicts.
 
 Implements `model_loader.ModelSource`. Every call has a deadline and is retried while the
 control answers UNAVAILABLE (it may be restarting), so a replica started during a control
@@ -12,17 +12,21 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.runtime.auth import token_metadata
+from services.runtime.call_limits import WORKER_MARKER
 from services.runtime.versions import Runtime
+from services.sagemaker.serving.fast_path import PredictPath
 from services.sagemaker.serving.model_loader import ModelLoadFailed, ModelSpec
 from skmaker.v1 import (
     artifacts_pb2_grpc,
     dispatch_pb2,
     dispatch_pb2_grpc,
+    model_pb2,
     serving_pb2,
     serving_pb2_grpc,
     training_job_pb2,
@@ -68,12 +72,27 @@ class ControlModelSource:
         self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
         self._artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self._channel)
         self._dispatch = dispatch_pb2_grpc.DispatchServiceStub(self._channel)
-        self._metadata = token_metadata(token)
+        # grpc_health's type stubs declare no methods on its stub.
+        self._health: Any = health_pb2_grpc.HealthStub(self._channel)
+        # Marked as a worker's: the model download uses the control's worker capacity, so
+        # users' open streams cannot keep a replica from loading its model.
+        self._metadata = (*token_metadata(token), WORKER_MARKER)
         self._timeout_s = timeout_s
 
     def close(self) -> None:
         """Closes the channel."""
         self._channel.close()
+
+    def control_answers(self, timeout_s: float = 2.0) -> bool:
+        """True when the control answers a health check at all (whatever its status: a
+        draining or starting control is there); False when unreachable or silent."""
+        try:
+            self._health.Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout_s, metadata=self._metadata
+            )
+        except grpc.RpcError as err:
+            return err.code() not in _RETRYABLE
+        return True
 
     def describe_model(self, name: str) -> ModelSpec:
         """DescribeModel(name), as a `ModelSpec`."""
@@ -126,19 +145,31 @@ class ControlModelSource:
         return response.training_job.runtime_versions.sklearn or None
 
     def report_runtime(
-        self, endpoint_name: str, replica_id: str, model_name: str, runtime: Runtime
-    ) -> str:
-        """Tells the control the runtime this replica serves `model_name` with.
+        self,
+        endpoint_name: str,
+        replica_id: str,
+        model_name: str,
+        runtime: Runtime,
+        predict_path: PredictPath,
+    ) -> tuple[str, str]:
+        """Tells the control the runtime this replica serves `model_name` with, and its path.
 
         Returns:
-            The control's mismatch event, empty when the runtimes agree, are not known, or the
-            report failed (it only feeds an event, so a failure never stops the replica).
+            The control's runtime mismatch event and fast path refusal event, each empty when
+            there was none or the report failed (they only feed events and DescribeEndpoint, so
+            a failure never stops the replica).
         """
         request = dispatch_pb2.ReportReplicaRuntimeRequest(
             endpoint_name=endpoint_name,
             replica_id=replica_id,
             model_name=model_name,
             runtime_versions=training_job_pb2.RuntimeVersions(**runtime.as_dict()),
+            predict_path=model_pb2.PredictPath(
+                name=predict_path.name,
+                reason=predict_path.reason,
+                refused=predict_path.refused,
+                max_rows=predict_path.max_rows or 0,
+            ),
         )
         try:
             response = self._dispatch.ReportReplicaRuntime(
@@ -146,8 +177,8 @@ class ControlModelSource:
             )
         except grpc.RpcError as err:
             log.warning("cannot report this replica's runtime: %s", err.details())
-            return ""
-        return response.mismatch
+            return "", ""
+        return response.mismatch, response.refusal
 
     def _call(self, call: Callable[[], T], what: str) -> T:
         deadline = time.monotonic() + self._timeout_s

@@ -21,6 +21,7 @@ from typing import TypeVar
 import grpc
 
 from services.runtime.auth import token_metadata
+from services.runtime.call_limits import WORKER_MARKER
 from skmaker.v1 import artifacts_pb2_grpc, dispatch_pb2, dispatch_pb2_grpc, transfer
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ class DispatchLink:
         )
         self._dispatch = dispatch_pb2_grpc.DispatchServiceStub(self._channel)
         self._artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self._channel)
-        self._metadata = token_metadata(token)
+        # The marker puts a worker's transfers in the control's worker capacity, apart from
+        # users' streams (with tokens, the control tells workers by their issued token).
+        self._metadata = (*token_metadata(token), WORKER_MARKER)
         self._task_kind = task_kind
         self.worker_id = worker_id
         self._control_timeout_s = control_timeout_s

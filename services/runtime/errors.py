@@ -77,12 +77,33 @@ class ModelError(SkmakerError):
     code = grpc.StatusCode.UNKNOWN
 
 
+# The most a status message may take on the wire (grpc-message, percent-encoded): callers'
+# metadata limit is 8 KiB by default, and a message echoing a 10,000-character name would make
+# the caller drop the answer ("metadata size exceeds soft limit") and see no status of ours.
+MAX_STATUS_MESSAGE_BYTES = 2048
+_CUT_MARK = " [...]"
+
+
+def status_message(text: str) -> str:
+    """`text`, cut (with a mark) where it would take over `MAX_STATUS_MESSAGE_BYTES` once
+    percent-encoded as gRPC does: printable ASCII but `%` as is, every other UTF-8 byte as 3."""
+    budget = MAX_STATUS_MESSAGE_BYTES - len(_CUT_MARK)
+    used = 0
+    for index, char in enumerate(text):
+        used += (
+            1 if " " <= char <= "~" and char != "%" else 3 * len(char.encode("utf-8", "replace"))
+        )
+        if used > budget:
+            return text[:index] + _CUT_MARK
+    return text
+
+
 def _wrap_unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
     def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return behavior(request, context)
         except SkmakerError as err:
-            context.abort(err.code, str(err))
+            context.abort(err.code, status_message(str(err)))
         except Exception:
             request_id = uuid.uuid4().hex[:12]
             log.exception("internal error (request id %s)", request_id)
@@ -96,7 +117,7 @@ def _wrap_streaming(behavior: Callable[..., Any]) -> Callable[..., Any]:
         try:
             yield from behavior(request, context)
         except SkmakerError as err:
-            context.abort(err.code, str(err))
+            context.abort(err.code, status_message(str(err)))
         except Exception:
             request_id = uuid.uuid4().hex[:12]
             log.exception("internal error (request id %s)", request_id)

@@ -39,8 +39,9 @@ import grpc
 import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from services.runtime import reflection
+from services.runtime import lifeline, reflection
 from services.runtime.auth import BearerTokenInterceptor, ScopedTokens
+from services.runtime.call_limits import CallLimiter
 from services.runtime.components import Component, Components
 from services.runtime.errors import ErrorInterceptor
 from services.runtime.settings import ServiceSettings
@@ -97,6 +98,9 @@ class Service:
     # inference calls sent to it by mistake.
     unlisted_handlers: Sequence[grpc.GenericRpcHandler] = ()
     extra_server_options: Sequence[tuple[str, Any]] = ()
+    # Bounded capacity for long calls (streams, long polls) beside the unary threads; the
+    # pool gets its `reserved_threads` on top of `max_workers` (services.runtime.call_limits).
+    call_limiter: CallLimiter | None = None
 
 
 @dataclass
@@ -160,6 +164,8 @@ class RunningService:
             event.wait(grace + 1)
         for executor in self._executors:
             executor.shutdown(wait=False, cancel_futures=True)
+        if self.service.call_limiter is not None:
+            self.service.call_limiter.watchdog.loop.stop()
         self.components.stop()
         if self.service.on_stop is not None:
             self.service.on_stop()
@@ -187,6 +193,11 @@ def _build_server(
 ) -> grpc.Server:
     """The service's gRPC server; its handler pool is appended to `executors`."""
     interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor()]
+    threads = settings.max_workers
+    if service.call_limiter is not None:
+        # Outside the error mapping, so a refusal is answered before any handler runs.
+        interceptors.insert(0, service.call_limiter)
+        threads += service.call_limiter.reserved_threads
     if settings.auth_token or settings.auth_token_sha256:
         interceptors.insert(
             0,
@@ -197,7 +208,7 @@ def _build_server(
             ),
         )
     executor = futures.ThreadPoolExecutor(
-        max_workers=settings.max_workers, thread_name_prefix=f"{service.name}-rpc"
+        max_workers=threads, thread_name_prefix=f"{service.name}-rpc"
     )
     server = grpc.server(
         executor, interceptors=interceptors, options=_server_options(service, reuse_port)
@@ -257,6 +268,8 @@ def start(service: Service, settings: ServiceSettings) -> RunningService:
     )
     running.set_serving(False)
     server.start()
+    if service.call_limiter is not None:
+        service.call_limiter.watchdog.loop.start()
     ports = {"grpc": grpc_port, "metrics": metrics_port}
     if service.advertised_grpc_port is not None:
         ports.update(grpc=service.advertised_grpc_port, internal=grpc_port)
@@ -336,8 +349,9 @@ def hide_process_memory() -> bool:
 def serve(service: Service, settings: ServiceSettings) -> NoReturn:
     """Starts `service`, blocks until SIGTERM or SIGINT, shuts down gracefully, exits the process.
 
-    The process is first made not dumpable (`hide_process_memory`). Once stopped, the process
-    exits (`exit_now`) with 0, or with what `service.exit_code` says.
+    The process is first made not dumpable (`hide_process_memory`). A process started with a
+    lifeline (`services.runtime.lifeline`) also stops when the process that started it dies.
+    Once stopped, the process exits (`exit_now`) with 0, or with what `service.exit_code` says.
     """
     if not hide_process_memory():
         log.warning("cannot mark the process not dumpable: same-user processes can read it")
@@ -349,6 +363,8 @@ def serve(service: Service, settings: ServiceSettings) -> NoReturn:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # A process the control started stops with it, even after its SIGKILL (see lifeline).
+    lifeline.watch_parent(stop_requested.set, exit_after_s=settings.shutdown_grace_s + 30.0)
     running = start(service, settings)
     stop_requested.wait()
     running.stop()

@@ -12,6 +12,11 @@ OpenMP's thread count is a per-thread setting whose default every new thread tak
 numpy or scikit-learn is imported (`limit_process`); a thread pool created later for a known
 concurrency sets its own threads' limit (`limit_current_thread`). A variable the operator (or
 the model's environment) already set is left as it is.
+
+The same share is the per-call budget of Python-level parallelism (`set_call_threads`,
+`call_threads`): a batch worker scoring one mini-batch at a time gives that call every core, and
+the fast path splits a large predict of a single-threaded tree model over them; a replica's RPC
+threads keep the default of 1.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from collections.abc import MutableMapping
 from pathlib import Path
 
@@ -35,6 +41,7 @@ THREAD_VARIABLES = (
 """The variables the native libraries scikit-learn's stack loads read for their pool size."""
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
+_CALL = threading.local()
 
 
 def available_cpus(cgroup_root: Path = _CGROUP_ROOT) -> int:
@@ -93,6 +100,16 @@ def limit_current_thread(threads: int) -> None:
     import threadpoolctl  # imported here: it inspects every loaded library when used
 
     threadpoolctl.threadpool_limits(limits=threads)
+
+
+def set_call_threads(threads: int) -> None:
+    """How many cores a predict call made on this thread may use (at least 1)."""
+    _CALL.threads = max(1, threads)
+
+
+def call_threads() -> int:
+    """The calling thread's budget set by `set_call_threads`; 1 when never set."""
+    return int(getattr(_CALL, "threads", 1))
 
 
 def describe_pools() -> str:

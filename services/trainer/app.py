@@ -13,6 +13,7 @@ from pathlib import Path
 import prometheus_client
 
 from services.runtime import script_runtimes
+from services.runtime.archives import ArchiveLimits
 from services.runtime.lifecycle import Service
 from services.runtime.script_runtimes import choose_python
 from services.trainer.config import TrainerSettings
@@ -90,6 +91,9 @@ def build(settings: TrainerSettings, environ: Mapping[str, str]) -> Service:
         stop_grace_s=settings.stop_grace_s,
         pip_timeout_s=settings.pip_timeout_s,
         sandbox=sandbox,
+        archive_limits=ArchiveLimits(
+            max_bytes=settings.max_archive_bytes, max_members=settings.max_archive_members
+        ),
         file_channel_roots=tuple(
             Path(os.path.realpath(root))
             for root in settings.file_channel_roots.split(os.pathsep)

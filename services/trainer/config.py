@@ -47,6 +47,10 @@ class TrainerSettings(ServiceSettings):
         "the trainer's environment variables (comma-separated, * globs) training scripts and "
         "pip see; the job's own environment is always added",
     )
+    max_archive_bytes: int = setting(
+        1024**3, "most bytes a source bundle may unpack to (larger: the job fails, saying so)"
+    )
+    max_archive_members: int = setting(10_000, "most files and folders a source bundle may hold")
     max_heartbeat_log_bytes: int = setting(
         1024 * 1024, "most output (characters) one heartbeat carries; more goes with the next"
     )

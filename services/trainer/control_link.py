@@ -46,6 +46,8 @@ def assignment_from_task(task: dispatch_pb2.Task) -> TrainingAssignment:
         max_runtime_s=float(spec.max_runtime_seconds),
         output_uri=spec.output_uri,
         shell_compat=spec.shell_compat,
+        source_sha256=spec.source_sha256,
+        source_bundle_uri=task.training.source_bundle_uri,
         script_runtime=spec.script_runtime,
     )
 

@@ -9,6 +9,7 @@ only through the two small protocols below, so it can be exercised without a con
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -59,6 +60,10 @@ class TrainingAssignment:
     max_runtime_s: float
     output_uri: str = ""
     shell_compat: bool = False
+    # The sha256 the job's source bundle must have (empty from a control that sends none).
+    source_sha256: str = ""
+    # Where to download the bundle (the copy kept under its digest); empty: source_uri.
+    source_bundle_uri: str = ""
     # The script runtime the control chose (framework_version); empty: the worker's default.
     script_runtime: str = ""
 
@@ -117,6 +122,8 @@ class JobEnvironment:
     sandbox: Sandbox | None = None
     # `file://` channels must lie below one of these folders; none: no file:// channels.
     file_channel_roots: tuple[Path, ...] = ()
+    # How far a source bundle may unpack (bytes, members, ratio to its size).
+    archive_limits: archives.ArchiveLimits = archives.DEFAULT_ARCHIVE_LIMITS
     # (runtime name, progress line sink) -> its interpreter, built first when it is not
     # (RuntimeUnavailable when it cannot be had); None runs every job on `python`.
     python_for: Callable[[str, Callable[[str], None]], str] | None = None
@@ -128,6 +135,21 @@ class RuntimeUnavailable(Exception):
 
 class JobClientError(Exception):
     """The job's own inputs are unusable (missing data, entry point not in the bundle)."""
+
+
+def _check_bundle_digest(bundle: Path, expected: str) -> None:
+    """Raises ValueError unless the downloaded bundle has the sha256 the job is bound to."""
+    if not expected:
+        return
+    digest = hashlib.sha256()
+    with bundle.open("rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise ValueError(
+            f"the downloaded bundle has sha256 {digest.hexdigest()}, but the job is bound to "
+            f"{expected}: it is not the job's code"
+        )
 
 
 def _write_marker(path: Path, root: Path) -> None:
@@ -234,8 +256,10 @@ class TrainingJobRun:
     def _fetch_code(self, ws: workspace.Workspace) -> None:
         bundle = self.root / "sourcedir.tar.gz"
         try:
-            self.artifacts.download_file(self.assignment.source_uri, bundle)
-            archives.safe_extract_tar(bundle, ws.code_dir)
+            bundle_uri = self.assignment.source_bundle_uri or self.assignment.source_uri
+            self.artifacts.download_file(bundle_uri, bundle)
+            _check_bundle_digest(bundle, self.assignment.source_sha256)
+            archives.safe_extract_tar(bundle, ws.code_dir, self.env.archive_limits)
         except (OSError, ValueError) as err:
             raise JobClientError(f"cannot unpack the source bundle: {err}") from err
         finally:

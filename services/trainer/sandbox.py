@@ -22,27 +22,27 @@ exec), so nothing runs in the trainer between fork and exec.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import pwd
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from services.trainer.cgroups import CGROUP_ROOT, CgroupBox, Cgroups
-from services.trainer.job_limits import JobLimits, default_memory_bytes
-from services.trainer.job_user import (
+from services.runtime.job_user import (
     JobUser,
     can_reach,
     chown_tree,
     ensure_job_user,
+    interpreter_paths,
     is_inside_without_links,
+    probe_box,
+    wrapped,
 )
+from services.trainer.cgroups import CGROUP_ROOT, CgroupBox, Cgroups
+from services.trainer.job_limits import JobLimits, default_memory_bytes
 from services.trainer.process_tree import become_subreaper, descendants, kill_descendants
 
 # Re-exported: the trainer and its tests import these from here.
@@ -75,39 +75,6 @@ _box_ids = itertools.count(1)
 
 OUT_OF_MEMORY = "OutOfMemory"
 CPU_TIME_EXCEEDED = "CpuTimeLimitExceeded"
-
-
-def interpreter_paths(python: str) -> list[str]:
-    """The folders `python` needs: its binary's, its prefix and base prefix (real paths)."""
-    code = "import sys; print(sys.prefix); print(sys.base_prefix)"
-    try:
-        done = subprocess.run(
-            [python, "-I", "-c", code], capture_output=True, text=True, timeout=60, check=True
-        )
-        prefixes = done.stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        prefixes = []
-    paths = [os.path.dirname(os.path.realpath(python)), *prefixes]
-    return sorted({os.path.realpath(p) for p in paths})
-
-
-def wrapped(plan: dict[str, object], command: Sequence[str]) -> list[str]:
-    """`command` started through `box_exec` with `plan`."""
-    wrapper = str(Path(__file__).with_name("box_exec.py"))
-    return [sys.executable, "-I", "-S", wrapper, json.dumps(plan), *command]
-
-
-def _probe(user: JobUser, expose: list[str], python: str) -> str:
-    """Empty when `user` can start `python` through the box; else what went wrong."""
-    plan = {"uid": user.uid, "gid": user.gid, "expose": expose}
-    command = wrapped(plan, [python, "-c", "import sys"])
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=60, check=False, cwd="/"
-        )
-    except (OSError, subprocess.SubprocessError) as err:
-        return str(err)
-    return "" if done.returncode == 0 else (done.stderr.strip() or f"exit {done.returncode}")
 
 
 # --- the sandbox -----------------------------------------------------------------------------
@@ -152,7 +119,7 @@ class Sandbox:
         if os.geteuid() == 0:
             user = ensure_job_user(job_user)
             expose = interpreter_paths(python)
-            problem = _probe(user, expose, python)
+            problem = probe_box(user, expose, python)
             if problem:
                 log.warning(
                     "job user %s cannot start %s (%s): training scripts run as root, "

@@ -413,7 +413,9 @@ def test_kill_9_of_the_control_keeps_the_job_and_it_finishes_after_restart(
     tmp_path: Path,
 ) -> None:
     data_dir = str(tmp_path / "data")
-    args = ["--local", "--data-dir", data_dir, "--lease-s", "5", "--trainer-args", TRAINER_ARGS]
+    # The trainer runs on its own, as a deployment runs it: a --local trainer would stop with the
+    # control it is a child of.
+    args = ["--data-dir", data_dir, "--lease-s", "5"]
     release = script_visible_dir() / "release"
     script = f"""
         import os, time
@@ -423,7 +425,14 @@ def test_kill_9_of_the_control_keeps_the_job_and_it_finishes_after_restart(
         open(os.path.join(os.environ["SM_MODEL_DIR"], "done.txt"), "w").write("finished")
     """
     first = run_service("control", tmp_path / "first", args)
-    old_group = first.process.pid
+    trainer = run_service(
+        "trainer",
+        tmp_path / "trainer",
+        [
+            *("--control", first.address, "--work-dir", str(tmp_path / "trainer-work")),
+            *TRAINER_ARGS.split(),
+        ],
+    )
     try:
         with Session(first.address) as session:
             folder = tmp_path / "rows"
@@ -439,7 +448,7 @@ def test_kill_9_of_the_control_keeps_the_job_and_it_finishes_after_restart(
             name = estimator.latest_training_job.name
             _wait_for_log_line(session, name, lambda text: text == "started")
         port = first.grpc_port
-        first.kill_leader_only()  # kill -9 of the control; its trainer keeps running the job
+        first.kill()  # kill -9 of the control; the trainer keeps running the job
         # Same port: the running trainer reconnects and its heartbeats are accepted again.
         second = run_service("control", tmp_path / "second", [*args, f"--port={port}"])
         try:
@@ -455,7 +464,5 @@ def test_kill_9_of_the_control_keeps_the_job_and_it_finishes_after_restart(
         finally:
             second.stop()
     finally:
-        try:
-            os.killpg(old_group, signal.SIGKILL)  # the first control's orphaned trainer
-        except ProcessLookupError:
-            pass
+        first.kill()
+        trainer.stop()

@@ -10,8 +10,6 @@ of the control loses and double-counts no trial; the analytics table has SageMak
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -315,9 +313,22 @@ def test_kill_9_of_the_control_mid_tuning_loses_and_double_counts_no_trial(
     tmp_path: Path, source_dir: Path
 ) -> None:
     release = script_visible_dir() / "release"
-    args = [*_control_args(tmp_path / "data"), "--lease-s", "5"]
+    # Two trainers of their own, as a deployment runs them: --local trainers would stop with the
+    # control they are children of.
+    args = ["--data-dir", str(tmp_path / "data"), "--lease-s", "5"]
     first = run_service("control", tmp_path / "first", args)
-    old_group = first.process.pid
+    trainers = [
+        run_service(
+            "trainer",
+            tmp_path / f"trainer-{index}",
+            [
+                *("--control", first.address, "--work-dir", str(tmp_path / f"work-{index}")),
+                *TRAINER_ARGS.split(),
+            ],
+            label=f"trainer-{index}",
+        )
+        for index in (0, 1)
+    ]
     try:
         with Session(first.address) as session:
             folder = tmp_path / "rows"
@@ -338,7 +349,7 @@ def test_kill_9_of_the_control_mid_tuning_loses_and_double_counts_no_trial(
             _wait_for(lambda: tuner.describe()["TrainingJobStatusCounters"]["InProgress"] == 2)
             _wait_for(lambda: _all_started(session, tuner))
         port = first.grpc_port
-        first.kill_leader_only()  # kill -9 of the control; its trainers keep running the trials
+        first.kill()  # kill -9 of the control; the trainers keep running the trials
         second = run_service("control", tmp_path / "second", [*args, f"--port={port}"])
         try:
             wait_for_serving(second.address, 30)
@@ -366,10 +377,9 @@ def test_kill_9_of_the_control_mid_tuning_loses_and_double_counts_no_trial(
         finally:
             second.stop()
     finally:
-        try:
-            os.killpg(old_group, signal.SIGKILL)  # the first control's orphaned trainers
-        except ProcessLookupError:
-            pass
+        first.kill()
+        for trainer in trainers:
+            trainer.stop()
 
 
 def _all_started(session: Session, tuner: HyperparameterTuner) -> bool:

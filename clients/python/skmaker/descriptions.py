@@ -70,6 +70,8 @@ def training_job_description(job: training_job_pb2.TrainingJob) -> dict[str, Any
         "EnableSageMakerMetricsTimeSeries": False,
         "EntryPoint": spec.entry_point,
         "SourceUri": spec.source_uri,
+        # skmaker's: the sha256 of the bundle the job is bound to (and ran).
+        "SourceSha256": spec.source_sha256,
         "ShellCompat": spec.shell_compat,
     }
     description: dict[str, Any] = {
@@ -275,14 +277,26 @@ def scaling_policy_description(policy: model_pb2.ScalingPolicy) -> dict[str, Any
     }
 
 
+def predict_path_description(path: model_pb2.PredictPath) -> dict[str, Any]:
+    """What answers a replica's predicts: `Name`, `Reason`, `Refused` (every fast runtime was
+    refused by verification), and `MaxRows` (larger calls go to scikit-learn) when limited."""
+    described: dict[str, Any] = {"Name": path.name, "Reason": path.reason, "Refused": path.refused}
+    if path.max_rows:
+        described["MaxRows"] = path.max_rows
+    return described
+
+
 def endpoint_description(endpoint: model_pb2.Endpoint) -> dict[str, Any]:
     """A DescribeEndpoint-shaped dict of an endpoint.
 
     Besides SageMaker's keys (`EndpointName`, `EndpointStatus`, `FailureReason`,
     `ProductionVariants` with one "AllTraffic" variant, times) it carries skmaker's:
     `ModelName`, `Address` (the stable host:port), `Replicas` (`[{Id, Address, State,
-    MetricsAddress, ModelName}]`, State one of Starting, Serving, Draining, Failed),
-    `DesiredReplicas`, `ScalingPolicy` (only when set) and `Events` (`[{Timestamp, Message}]`).
+    MetricsAddress, ModelName, PredictPath}]`, State one of Starting, Serving, Draining,
+    Failed; `PredictPath` once the replica loaded its model: `{Name, Reason, Refused,
+    MaxRows}`, Name one of onnxruntime, treelite-gtil (the verified fast path), scikit-learn,
+    user-handler), `DesiredReplicas`, `ScalingPolicy` (only when set) and `Events`
+    (`[{Timestamp, Message}]`).
     """
     replicas = []
     for replica in endpoint.replicas:
@@ -295,6 +309,8 @@ def endpoint_description(endpoint: model_pb2.Endpoint) -> dict[str, Any]:
             entry["MetricsAddress"] = replica.metrics_address
         if replica.model_name:
             entry["ModelName"] = replica.model_name
+        if replica.HasField("predict_path"):
+            entry["PredictPath"] = predict_path_description(replica.predict_path)
         replicas.append(entry)
     serving = sum(1 for replica in replicas if replica["State"] == "Serving")
     description: dict[str, Any] = {

@@ -1,12 +1,11 @@
 """`SKLearn`: the estimator a SageMaker notebook uses, training on skmaker instead.
 
 `SKLearn(entry_point=..., hyperparameters=...).fit({"train": uri})` packs the code into
-`sourcedir.tar.gz`, uploads it, creates a training job with SageMaker's hyperparameter
-encoding and streams the job's log until it ends. `deploy()` then serves the job's model on an
-endpoint and returns an `SKLearnPredictor`, `transformer()` returns a `Transformer` that scores
-files with it in batch; `create_model()` gives the `SKLearnModel` in between. `framework_version`
-picks the scikit-learn; arguments that only mean something on AWS (`role`, `instance_type`, ...)
-are accepted and ignored with one warning.
+`sourcedir.tar.gz`, uploads it, creates a training job with SageMaker's hyperparameter encoding
+and streams the job's log until it ends. `deploy()` serves the job's model on an endpoint and
+returns an `SKLearnPredictor`, `transformer()` a `Transformer` that scores files with it in batch;
+`create_model()` gives the `SKLearnModel` in between. `framework_version` picks the scikit-learn;
+arguments that only mean something on AWS (`role`, ...) are ignored with one warning.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from skmaker import descriptions, naming
 from skmaker import hyperparameters as hp
 from skmaker.arguments import warn_ignored
 from skmaker.autoscaling import AutoScalingPolicy
-from skmaker.code_staging import stage_training_code
+from skmaker.code_staging import StagedCode, stage_training_code
 from skmaker.deserializers import BaseDeserializer
 from skmaker.inputs import TrainingInput, channels_from_inputs
 from skmaker.model import DEPLOY_SAGEMAKER_ONLY_ARGS, SKLearnModel
@@ -235,7 +234,7 @@ class SKLearn:
             name = naming.name_from_base(self.base_job_name or naming.DEFAULT_BASE_NAME)
         encoded_user_hyperparameters = hp.encode(self._hyperparameters)
         session = self.sagemaker_session
-        program, source_uri = self._stage_code(name)
+        program, source_uri, source_sha256 = self._stage_code(name)
         reserved = hp.reserved(
             entry_point=program,
             submit_directory=source_uri,
@@ -254,6 +253,7 @@ class SKLearn:
             max_run=self.max_run,
             output_uri=self.output_path or "",
             shell_compat=self.shell_compat,
+            source_sha256=source_sha256,
             framework_version=self.framework_version or "",
         )
         self._reserved_hyperparameters = reserved
@@ -262,14 +262,14 @@ class SKLearn:
         if wait:
             self.latest_training_job.wait(logs=logs)
 
-    def _stage_code(self, job_name: str) -> tuple[str, str]:
+    def _stage_code(self, job_name: str) -> StagedCode:
         """Packs and uploads the code for `job_name` (the tuner's fit uses it too).
 
         A remote `source_dir` (store:// or s3://) is used as it is; a local one is archived
         with the dependencies into sourcedir.tar.gz under `store://jobs/<job_name>/source/`.
 
         Returns:
-            The entry point relative to the archive's root, and the archive's URI.
+            The entry point relative to the archive's root, the archive's URI and sha256.
 
         Raises:
             ValueError: the entry point, source_dir or a dependency does not exist.

@@ -23,6 +23,7 @@ def training_job_spec(
     max_run: int = 86400,
     output_uri: str = "",
     shell_compat: bool = False,
+    source_sha256: str = "",
     framework_version: str = "",
 ) -> training_job_pb2.TrainingJobSpec:
     """The wire spec of a training job (arguments as `Session.create_training_job`'s)."""
@@ -44,6 +45,7 @@ def training_job_spec(
         max_runtime_seconds=max_run,
         output_uri=output_uri,
         shell_compat=shell_compat,
+        source_sha256=source_sha256,
         framework_version=framework_version,
     )
 

@@ -356,6 +356,7 @@ class Session(DataCalls, HostingCalls, RuntimeCalls, TransformCalls, TuningCalls
         max_run: int = 86400,
         output_uri: str = "",
         shell_compat: bool = False,
+        source_sha256: str = "",
         framework_version: str = "",
     ) -> dict[str, Any]:
         """Creates a training job and returns its description (not retried).
@@ -371,12 +372,15 @@ class Session(DataCalls, HostingCalls, RuntimeCalls, TransformCalls, TuningCalls
             max_run: maximum run time in seconds.
             output_uri: folder for model.tar.gz and output.tar.gz; empty for the default.
             shell_compat: run the script through /bin/sh as SageMaker's toolkit does.
+            source_sha256: the sha256 of the bundle the caller uploaded; the job is created
+                only if that is the bundle at `source_uri` (empty: whatever is there).
             framework_version: the scikit-learn to train with ("1.2-1", "1.5"); empty: the
                 newest the server has.
 
         Raises:
-            AlreadyExists, InvalidArgument, NotFound: as the server decides (InvalidArgument
-                for a framework_version it has no runtime for).
+            AlreadyExists, InvalidArgument, NotFound, FailedPrecondition: as the server
+                decides (FailedPrecondition: the bundle is not the one with `source_sha256`;
+                InvalidArgument: a framework_version it has no runtime for).
         """
         spec = training_job_spec(
             entry_point=entry_point,
@@ -388,6 +392,7 @@ class Session(DataCalls, HostingCalls, RuntimeCalls, TransformCalls, TuningCalls
             max_run=max_run,
             output_uri=self.store_uri(output_uri),
             shell_compat=shell_compat,
+            source_sha256=source_sha256,
             framework_version=framework_version,
         )
         request = training_pb2.CreateTrainingJobRequest(name=name, spec=spec)

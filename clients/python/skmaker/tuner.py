@@ -227,7 +227,7 @@ class HyperparameterTuner:
             )
         )
         estimator = self.estimator
-        program, source_uri = estimator._stage_code(name)
+        program, source_uri, _sha256 = estimator._stage_code(name)
         static = {
             key: value
             for key, value in hp.encode(estimator._hyperparameters).items()

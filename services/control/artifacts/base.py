@@ -2,9 +2,11 @@
 URIs, object metadata, upload checks, presigned transfer plans.
 
 Keys are relative POSIX paths (`store://` URIs or bare keys) without `.`/`..` segments, as in
-`skmaker.v1.transfer.key_of`; segments starting with `.skmaker-` are reserved. One reserved folder
-name is writable, `STAGING_FOLDER` (`.skmaker-shards`), for work in progress: batch workers stage
-the outputs of transform shards there until the control assembles them into `.out` files.
+`skmaker.v1.transfer.key_of`, of at most `MAX_KEY_BYTES` (S3's limit) with segments of at most
+`MAX_SEGMENT_BYTES` (a file name's) in UTF-8; segments starting with `.skmaker-` are reserved.
+One reserved folder name is writable, `STAGING_FOLDER` (`.skmaker-shards`), for work in
+progress: batch workers stage the outputs of transform shards there until the control
+assembles them into `.out` files.
 Listings skip it, so whoever lists an output path sees only whole `.out` files.
 """
 
@@ -32,6 +34,10 @@ RESERVED_PREFIX = ".skmaker-"
 STAGING_FOLDER = ".skmaker-shards"
 UPLOAD_PREFIX = ".skmaker-upload-"
 _HEX = frozenset("0123456789abcdef")
+# S3's limit on a key, in UTF-8 bytes.
+MAX_KEY_BYTES = 1024
+# A key's segment is a file or folder name in the local store: NAME_MAX of Linux file systems.
+MAX_SEGMENT_BYTES = 255
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,17 @@ def use_s3_location(location: StoreLocation) -> None:
     _s3_location_uri = location.s3_uri
 
 
+# Where the control keeps each training job's source bundle under its sha256, immutable: the
+# job runs that copy whatever happens at the key it was uploaded to. Only the control writes
+# here (ArtifactService refuses uploads below it); anyone may read.
+CODE_BUNDLES_PREFIX = "code-bundles"
+
+
+def code_bundle_key(sha256: str) -> str:
+    """The key a source bundle with this sha256 is kept under."""
+    return f"{CODE_BUNDLES_PREFIX}/sha256/{sha256}/sourcedir.tar.gz"
+
+
 def store_uri_of(uri: str) -> str:
     """`store://<key>` for `s3://<bucket>[/<prefix>]/<key>` of this store; any other URI as
     it is."""
@@ -91,7 +108,7 @@ def key_of(uri: str) -> str:
 
     Raises:
         InvalidArgument: for another scheme, an empty key, `.`/`..` segments, a backslash,
-            a NUL, or a reserved `.skmaker-` segment.
+            a NUL, a reserved `.skmaker-` segment, or a key or segment over its length limit.
     """
     uri = store_uri_of(uri)
     if "://" in uri and not uri.startswith(SCHEME):
@@ -107,7 +124,25 @@ def key_of(uri: str) -> str:
         raise InvalidArgument(
             f"bad artifact key {raw!r}: use a relative path without '.' or '..' segments"
         )
-    return "/".join(parts)
+    key = "/".join(parts)
+    _check_key_lengths(key, parts)
+    return key
+
+
+def _check_key_lengths(key: str, parts: tuple[str, ...]) -> None:
+    size = len(key.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        raise InvalidArgument(
+            f"artifact key {key[:64]!r}... is {size} bytes long; the limit is {MAX_KEY_BYTES} "
+            "bytes (UTF-8)"
+        )
+    for part in parts:
+        part_size = len(part.encode("utf-8", errors="surrogatepass"))
+        if part_size > MAX_SEGMENT_BYTES:
+            raise InvalidArgument(
+                f"artifact key {key[:64]!r}... has a {part_size}-byte segment between '/'; the "
+                f"limit is {MAX_SEGMENT_BYTES} bytes (UTF-8)"
+            )
 
 
 def _is_reserved(segment: str) -> bool:

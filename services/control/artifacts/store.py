@@ -3,14 +3,19 @@
 Layout under the root (`<data_dir>/artifacts`):
   objects/<key>             the object's bytes
   objects/<dir>/.skmaker-upload-*   an upload in flight (same folder, so the rename is atomic)
-  digests/<key>.json        {"sha256", "size", "mtime_ns", "inode"} of the object
+  object-digests/<key>      {"sha256", "size", "mtime_ns", "inode"} of the object: the same
+                            path as the object's, so two keys collide here only where their
+                            objects would (`a` beside `a/x`, refused); the former `digests/`
+                            layout (`<key>.json`) made `a` and `a.json/x` collide
 
 An upload is written to a temporary file next to its destination, fsynced, checked against the
 announced size and sha256, then renamed over the key; on any error the temporary file is
 removed, so an object is either absent or complete. A digest file that does not match its
 object's stat (a crash between the two renames) is recomputed on the next read.
 
-Keys and the interface every store implements are in `base` (re-exported here).
+Keys and the interface every store implements are in `base` (re-exported here). A key cannot
+be both an object and a folder of objects here (`a` and `a/x`): the second one stored is
+refused with FAILED_PRECONDITION.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from services.control.artifacts.base import (
     key_of,
     store_uri_of,
 )
-from services.runtime.errors import InvalidArgument, NotFound
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 __all__ = [
     "CHUNK_BYTES",
@@ -56,6 +61,19 @@ __all__ = [
     "store_uri_of",
 ]
 
+# Digests in the former layout (`digests/<key>.json`, where `a` and `a.json/x` collided).
+_OLD_DIGESTS_FOLDER = "digests"
+
+
+def _replace_object(tmp_name: str, target: Path, key: str) -> None:
+    """Renames a finished upload over `target`; a folder there is the caller's collision."""
+    try:
+        os.replace(tmp_name, target)
+    except IsADirectoryError:
+        raise FailedPrecondition(
+            f"cannot store {key!r}: objects exist below it (it is a folder)"
+        ) from None
+
 
 class LocalArtifactStore:
     """Objects in a local directory. Thread-safe: every write is a rename."""
@@ -63,10 +81,12 @@ class LocalArtifactStore:
     def __init__(self, root: Path, max_upload_bytes: int) -> None:
         """Creates the folders under `root`; uploads over `max_upload_bytes` are refused."""
         self._objects = root / "objects"
-        self._digests = root / "digests"
+        self._digests = root / "object-digests"
         self._max_upload_bytes = max_upload_bytes
         self._objects.mkdir(parents=True, exist_ok=True)
         self._digests.mkdir(parents=True, exist_ok=True)
+        # Digests in the former layout are recomputed on demand: dropping them loses nothing.
+        shutil.rmtree(root / _OLD_DIGESTS_FOLDER, ignore_errors=True)
 
     def _object_path(self, key: str) -> Path:
         return self._objects.joinpath(*key.split("/"))
@@ -114,7 +134,7 @@ class LocalArtifactStore:
         return str(self._object_path(key).absolute())
 
     def _digest_path(self, key: str) -> Path:
-        return self._digests.joinpath(*key.split("/")).with_name(key.rsplit("/", 1)[-1] + ".json")
+        return self._digests.joinpath(*key.split("/"))
 
     # ----------------------------------------------------------------- writing
 
@@ -126,7 +146,8 @@ class LocalArtifactStore:
         Raises:
             ResourceExhausted: `size` is over the upload limit.
             InvalidArgument: bad size or digest in the header; more or fewer bytes than
-                announced; a digest mismatch; `key` collides with a folder or an object.
+                announced; a digest mismatch.
+            FailedPrecondition: `key` collides with a folder or an object.
         """
         expected = check_upload_header(key, size, sha256, self._max_upload_bytes)
         return self._store(key, chunks, size=size, expected=expected)
@@ -140,7 +161,7 @@ class LocalArtifactStore:
         the upload limit does not apply.
 
         Raises:
-            InvalidArgument: `key` collides with a folder or an object.
+            FailedPrecondition: `key` collides with a folder or an object.
         """
         target = self._object_path(key)
         self._make_parent_folders(key, target)
@@ -154,7 +175,7 @@ class LocalArtifactStore:
                 handle.seek(0)
                 for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
                     digest.update(block)
-            os.replace(tmp_name, target)
+            _replace_object(tmp_name, target, key)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             self._remove_empty_parents(target)
@@ -207,12 +228,7 @@ class LocalArtifactStore:
                     f"upload of {key!r} is corrupt: sha256 {digest.hexdigest()}, "
                     f"header said {expected}"
                 )
-            try:
-                os.replace(tmp_name, target)
-            except IsADirectoryError:
-                raise InvalidArgument(
-                    f"cannot store {key!r}: objects exist below it (it is a folder)"
-                ) from None
+            _replace_object(tmp_name, target, key)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             self._remove_empty_parents(target)
@@ -259,12 +275,20 @@ class LocalArtifactStore:
             folder = folder / part
             if folder.is_file():
                 blocking = folder.relative_to(self._objects).as_posix()
-                raise InvalidArgument(
+                raise FailedPrecondition(
                     f"cannot store {key!r}: {blocking!r} is an object, not a folder"
                 )
         if target.is_dir():
-            raise InvalidArgument(f"cannot store {key!r}: objects exist below it (it is a folder)")
-        target.parent.mkdir(parents=True, exist_ok=True)
+            raise FailedPrecondition(
+                f"cannot store {key!r}: objects exist below it (it is a folder)"
+            )
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            # An object appeared on the path since the check above (a concurrent upload).
+            raise FailedPrecondition(
+                f"cannot store {key!r}: an object is stored on its path"
+            ) from None
 
     def _remove_empty_parents(self, target: Path, root: Path | None = None) -> None:
         root = self._objects if root is None else root

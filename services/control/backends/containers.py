@@ -81,6 +81,8 @@ class DockerBackendSettings:
         supervision: start, health and drain timings.
         python: the interpreter inside the image that runs replicas (the script runtime's)
             when `python_for` is not given.
+        control_lost_exit_s: a replica stops once the control has not answered this long
+            (its `--control-lost-exit-s`; a container cannot hold the control's lifeline).
         python_for: the interpreter of each model's replicas (its own script runtime's, on
             the runtimes volume mounted at the same path in the replicas).
         runtimes_volume: a volume mounted into every replica at `runtimes_path` (where
@@ -99,6 +101,7 @@ class DockerBackendSettings:
     python: str = "python"
     # (endpoint, replica id, model) -> the replica's own token; None gives it `auth_token`.
     issue_token: Callable[[str, str, str], str] | None = None
+    control_lost_exit_s: float = 120.0
     python_for: ReplicaPython | None = None
     runtimes_volume: str = ""
     runtimes_path: str = ""
@@ -145,6 +148,7 @@ def replica_command(
     shutdown_grace_s: float,
     extra_args: Sequence[str],
     python: str = "python",
+    control_lost_exit_s: float = 0.0,
 ) -> list[str]:
     """The replica container's command (the image's conventions: ports 50051 and 8000)."""
     return [
@@ -169,6 +173,8 @@ def replica_command(
         str(shutdown_grace_s),
         "--failure-file",
         FAILURE_FILE,
+        "--control-lost-exit-s",
+        str(control_lost_exit_s),
         *extra_args,
     ]
 
@@ -283,7 +289,9 @@ def _signal(container: Container, signal_name: str) -> None:
 
 
 def _remove(container: Container) -> None:
-    _tolerating_gone("remove", container, lambda: container.remove(force=True))
+    # Its work dir is in its own file system, which goes with it; `v` takes anonymous volumes
+    # (an image's VOLUME) along too, so nothing of a gone replica stays on the host.
+    _tolerating_gone("remove", container, lambda: container.remove(force=True, v=True))
 
 
 def _tolerating_gone(what: str, container: Container, call: Callable[[], object]) -> None:
@@ -353,6 +361,7 @@ class DockerContainers:
                     self._settings.supervision.shutdown_grace_s,
                     self._settings.extra_args,
                     python,
+                    self._settings.control_lost_exit_s,
                 ),
                 name=name,
                 hostname=name,

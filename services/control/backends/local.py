@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from services.control.backends import EventSink, RecordedReplica, ReplicaLedger
 from services.control.backends.local_process import (
     LocalBackendSettings,
+    ReplicaFiles,
     ReplicaLaunch,
     ReplicaProcess,
     launch_replica,
+    remove_files_of_gone_replicas,
     stop_leftover,
 )
 from services.control.backends.replica_runtime import (
@@ -89,7 +91,9 @@ class _LocalReplica:
         return self.started.log_tail()
 
     def release(self) -> None:
-        """Nothing to free: the exited process was reaped by `poll`."""
+        """Removes its work dir, port file and failure file (the process was reaped by `poll`,
+        and the supervisor read its failure text)."""
+        self.started.files.remove()
 
 
 class LocalProcesses:
@@ -99,16 +103,19 @@ class LocalProcesses:
         """Runs replicas as `settings` say (their files under its data folder)."""
         self._settings = settings
         self._data_dir = settings.data_dir.resolve()
+        # What a killed control left behind, but the folders of replicas still draining.
+        remove_files_of_gone_replicas(self._data_dir)
 
     def claim_address(self, endpoint: str, wanted: str) -> tuple[EndpointAddress, str]:
         """Reserves the endpoint's port (`wanted`'s again when it is still free)."""
         host = self._settings.host
         try:
-            return _SharedPort(host, reserve_shared_port(host, port_of(wanted))), ""
+            owner = self._settings.run_as
+            return _SharedPort(host, reserve_shared_port(host, port_of(wanted), owner)), ""
         except OSError as err:
             # Another program took the port while no replica held it: moving beats not
             # serving, and the new address is in DescribeEndpoint and the events.
-            moved = _SharedPort(host, reserve_shared_port(host, 0))
+            moved = _SharedPort(host, reserve_shared_port(host, 0, self._settings.run_as))
             return moved, (
                 f"stable address {wanted} is no longer free ({err.strerror}); "
                 f"the endpoint moved to port {moved.port}"
@@ -139,6 +146,7 @@ class LocalProcesses:
                 caller_token_sha256=caller_digest,
                 extra_args=self._settings.extra_args,
                 python=python,
+                run_as=self._settings.run_as,
             )
         )
         return _LocalReplica(started, self._settings.host)
@@ -149,7 +157,10 @@ class LocalProcesses:
         """SIGTERMs the recorded replicas whose pids still run them."""
         stopping: list[Leftover] = []
         for replica in recorded:
-            leftover = stop_leftover(endpoint, replica.replica_id, replica.handle, kill_after_s)
+            files = ReplicaFiles(self._data_dir, endpoint, replica.replica_id)
+            leftover = stop_leftover(
+                endpoint, replica.replica_id, replica.handle, kill_after_s, files
+            )
             if leftover is not None:
                 stopping.append(leftover)
         return stopping

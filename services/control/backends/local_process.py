@@ -1,7 +1,8 @@
 """Local inference replica processes: how they run, starting one, reading its files, and
 stopping the ones a previous control run left.
 
-Files of replica R of endpoint E under the control's data folder:
+Files of replica R of endpoint E under the control's data folder (all but the log removed once
+R is gone: when it exited, or at the control's start for replicas a previous run left):
   work/endpoints/E/R/            its work dir (model and code unpacked), emptied at each start
   work/endpoints/E/R.ports.json  its port file: {"grpc": p, "metrics": p[, "shared": p]}
   work/endpoints/E/R.failure.txt why it could not load its model (written by the replica)
@@ -26,6 +27,13 @@ from pathlib import Path
 
 from services.control.backends.replica_runtime import ReplicaPython, SupervisionSettings
 from services.runtime.auth import token_digest
+from services.runtime.job_user import (
+    JobUser,
+    allowed_environment,
+    as_user_command,
+    hand_over,
+)
+from services.runtime.lifeline import child_lifeline
 from services.runtime.settings import pass_secret
 
 _LOG_TAIL_LINES = 12
@@ -48,6 +56,8 @@ class LocalBackendSettings:
         supervision: start, health and drain timings.
         python: the interpreter replicas run on (the script runtime's, which has the
             libraries handlers import) when `python_for` is not given.
+        issue_token: issues a replica's own, model-scoped token.
+        run_as: the user replicas run as (see `launch_replica`); None: the control's.
         python_for: the interpreter of each model's replicas (its own script runtime's).
     """
 
@@ -59,6 +69,8 @@ class LocalBackendSettings:
     python: str = sys.executable
     # (endpoint, replica id, model) -> the replica's own token; None gives it `auth_token`.
     issue_token: Callable[[str, str, str], str] | None = None
+    # The user replicas run as when not the control's (a root control's job user).
+    run_as: JobUser | None = None
     python_for: ReplicaPython | None = None
 
     def replica_tokens(self, endpoint: str, replica_id: str, model: str) -> tuple[str, str]:
@@ -67,6 +79,93 @@ class LocalBackendSettings:
             return "", ""
         own = self.issue_token(endpoint, replica_id, model) if self.issue_token else ""
         return own or self.auth_token, token_digest(self.auth_token)
+
+
+@dataclass(frozen=True)
+class ReplicaFiles:
+    """The files of one replica under the control's data folder (see the module docstring)."""
+
+    data_dir: Path
+    endpoint_name: str
+    replica_id: str
+
+    @property
+    def endpoint_dir(self) -> Path:
+        """work/endpoints/<endpoint>/, shared by the endpoint's replicas."""
+        return self.data_dir / "work" / "endpoints" / self.endpoint_name
+
+    @property
+    def work_dir(self) -> Path:
+        """Where its model and code are unpacked."""
+        return self.endpoint_dir / self.replica_id
+
+    @property
+    def port_file(self) -> Path:
+        """Where it reports its ports."""
+        return self.endpoint_dir / f"{self.replica_id}.ports.json"
+
+    @property
+    def failure_file(self) -> Path:
+        """Where it says why it could not load its model."""
+        return self.endpoint_dir / f"{self.replica_id}.failure.txt"
+
+    def remove(self) -> None:
+        """Removes its work dir, port file and failure file (its log stays), and the endpoint's
+        folder once empty."""
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        self.port_file.unlink(missing_ok=True)
+        self.failure_file.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: other replicas of the endpoint
+            self.endpoint_dir.rmdir()
+
+
+def remove_files_of_gone_replicas(data_dir: Path) -> int:
+    """Removes the files of every replica under `data_dir` that no running process works in.
+
+    A control that was killed left its replicas' work dirs; those still draining are kept
+    (their `Leftover` removes them once gone).
+
+    Returns:
+        How many replicas' files were removed.
+    """
+    root = data_dir / "work" / "endpoints"
+    if not root.is_dir():
+        return 0
+    in_use = _replica_work_dirs_in_use()
+    removed = 0
+    for endpoint_dir in sorted(root.iterdir()):
+        if not endpoint_dir.is_dir():
+            continue
+        replica_ids = {
+            entry.name.removesuffix(".ports.json").removesuffix(".failure.txt")
+            for entry in endpoint_dir.iterdir()
+            if not entry.name.startswith(".")
+        }
+        for replica_id in sorted(replica_ids):
+            files = ReplicaFiles(data_dir, endpoint_dir.name, replica_id)
+            if str(files.work_dir) not in in_use:
+                files.remove()
+                removed += 1
+    return removed
+
+
+def _replica_work_dirs_in_use() -> set[str]:
+    """The `--work-dir` of every running `services.inference` process on this machine."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            words = [
+                w.decode(errors="replace") for w in (entry / "cmdline").read_bytes().split(b"\0")
+            ]
+        except OSError:
+            continue
+        if "services.inference" in words:
+            flags = dict(itertools.pairwise(words))
+            if "--work-dir" in flags:
+                found.add(flags["--work-dir"])
+    return found
 
 
 @dataclass(frozen=True)
@@ -85,6 +184,7 @@ class ReplicaLaunch:
     caller_token_sha256: str = ""
     extra_args: Sequence[str] = ()
     python: str = sys.executable
+    run_as: JobUser | None = None
 
 
 @dataclass(frozen=True)
@@ -92,10 +192,19 @@ class ReplicaProcess:
     """A started replica process and the files it reports through."""
 
     process: subprocess.Popen[bytes]
-    port_file: Path
-    failure_file: Path
+    files: ReplicaFiles
     log_path: Path
     log_offset: int  # where this start's output begins in the (appended) log
+
+    @property
+    def port_file(self) -> Path:
+        """Where it reports its ports."""
+        return self.files.port_file
+
+    @property
+    def failure_file(self) -> Path:
+        """Where it says why it could not load its model."""
+        return self.files.failure_file
 
     def read_ports(self) -> dict[str, int]:
         """The port file's ports; empty until the replica wrote it (replaced atomically)."""
@@ -128,22 +237,28 @@ class ReplicaProcess:
 def launch_replica(launch: ReplicaLaunch) -> ReplicaProcess:
     """Starts `python -m services.inference` for `launch` in its own session.
 
+    With `run_as` it runs as that user, with an allow-listed environment (`allowed_environment`,
+    `HOME` in its work dir), owning its work dir, the endpoint's folder (its port and failure
+    files) and the shared requirements folder, and nothing else of the control's.
+
     Its own session: a signal to the control's process group (Ctrl-C) must not reach it, since
-    the control drains its replicas itself, and a replica must outlive a control crash so the
-    next control finds and stops it deliberately.
+    the control drains its replicas itself. It holds the control's lifeline
+    (`services.runtime.lifeline`): when the control dies, even by SIGKILL, it drains and exits;
+    the next control starts the endpoint's replicas afresh (and stops any left still draining).
     """
-    endpoint_dir = launch.data_dir / "work" / "endpoints" / launch.endpoint_name
-    work_dir = endpoint_dir / launch.replica_id
-    port_file = endpoint_dir / f"{launch.replica_id}.ports.json"
-    failure_file = endpoint_dir / f"{launch.replica_id}.failure.txt"
+    files = ReplicaFiles(launch.data_dir, launch.endpoint_name, launch.replica_id)
+    work_dir = files.work_dir
     log_path = (
         launch.data_dir / "logs" / "endpoints" / launch.endpoint_name / (f"{launch.replica_id}.log")
     )
+    deps_dir = launch.data_dir / "work" / "inference-deps"
     # A previous run may have used this id; its files must not be read as this start's.
-    shutil.rmtree(work_dir, ignore_errors=True)
-    port_file.unlink(missing_ok=True)
-    failure_file.unlink(missing_ok=True)
+    files.remove()
     work_dir.mkdir(parents=True, exist_ok=True)
+    if launch.run_as is not None:
+        # It writes its work dir, its port and failure files, and requirements installs.
+        for folder in (files.endpoint_dir, work_dir, deps_dir):
+            hand_over(folder, launch.run_as)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [
         launch.python,
@@ -160,7 +275,7 @@ def launch_replica(launch: ReplicaLaunch) -> ReplicaProcess:
         "--work-dir",
         str(work_dir),
         "--deps-dir",
-        str(launch.data_dir / "work" / "inference-deps"),
+        str(deps_dir),
         "--host",
         launch.host,
         "--shared-port",
@@ -170,12 +285,17 @@ def launch_replica(launch: ReplicaLaunch) -> ReplicaProcess:
         "--shutdown-grace-s",
         str(launch.shutdown_grace_s),
         "--port-file",
-        str(port_file),
+        str(files.port_file),
         "--failure-file",
-        str(failure_file),
+        str(files.failure_file),
         *launch.extra_args,
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    lifeline_env, lifeline_fds = child_lifeline()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **lifeline_env}
+    command = argv
+    if launch.run_as is not None:
+        env = {**allowed_environment(env), "HOME": str(work_dir)}
+        command = as_user_command(launch.run_as, argv)
     token_fd = -1
     if launch.auth_token:
         # Through an inherited pipe the replica reads at start, never argv or the environment:
@@ -189,18 +309,18 @@ def launch_replica(launch: ReplicaLaunch) -> ReplicaProcess:
             log_offset = log_file.tell()
             # The child keeps its own copy of the descriptor; ours closes with the block.
             process = subprocess.Popen(
-                argv,
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                pass_fds=(token_fd,) if token_fd >= 0 else (),
+                pass_fds=(*lifeline_fds, *((token_fd,) if token_fd >= 0 else ())),
             )
     finally:
         if token_fd >= 0:
             os.close(token_fd)
-    return ReplicaProcess(process, port_file, failure_file, log_path, log_offset)
+    return ReplicaProcess(process, files, log_path, log_offset)
 
 
 def runs_replica(pid: int, endpoint_name: str, replica_id: str) -> bool:
@@ -241,6 +361,7 @@ class Leftover:
     replica_id: str
     pid: int
     kill_at: float  # monotonic time after which it gets SIGKILL
+    files: ReplicaFiles | None = None  # removed once it is gone
     killed: bool = False
 
     @property
@@ -249,8 +370,11 @@ class Leftover:
         return f"pid {self.pid}"
 
     def is_gone(self) -> bool:
-        """True once it exited; SIGKILLs it (once) when it overran `kill_at`."""
+        """True once it exited (its files then removed); SIGKILLs it (once) when it overran
+        `kill_at`."""
         if not is_alive(self.pid):
+            if self.files is not None:
+                self.files.remove()
             return True
         if time.monotonic() >= self.kill_at and not self.killed:
             send_signal(self.pid, signal.SIGKILL)
@@ -259,9 +383,15 @@ class Leftover:
 
 
 def stop_leftover(
-    endpoint_name: str, replica_id: str, handle: str, kill_after_s: float
+    endpoint_name: str,
+    replica_id: str,
+    handle: str,
+    kill_after_s: float,
+    files: ReplicaFiles | None = None,
 ) -> Leftover | None:
     """SIGTERMs (drains) a recorded replica that still runs; None when it is already gone.
+
+    Its `files` are removed once it is gone (at once when it is).
 
     Args:
         endpoint_name: the endpoint it served.
@@ -271,6 +401,8 @@ def stop_leftover(
     """
     pid = int(handle) if handle.isdigit() else 0
     if not pid or not runs_replica(pid, endpoint_name, replica_id):
+        if files is not None:
+            files.remove()
         return None  # exited, or the pid now belongs to another program
     send_signal(pid, signal.SIGTERM)
-    return Leftover(replica_id, pid, time.monotonic() + kill_after_s)
+    return Leftover(replica_id, pid, time.monotonic() + kill_after_s, files)

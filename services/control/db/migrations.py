@@ -221,7 +221,37 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 9: a model deleted while endpoints serve it is kept, hidden, for their replicas (as a
     # SageMaker endpoint keeps serving a deleted model) until no endpoint uses it.
     ("ALTER TABLE models ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",),
-    # 10: the scikit-learn a model was asked for and the script runtime it is served on, kept
+    # 10: the artifact key of each training job's source bundle and the prefix its archives
+    # go to, so writes to a bundle a job is bound to, or by others than workers to a job's
+    # output, can be refused; jobs created before get them from their spec.
+    (
+        "ALTER TABLE training_jobs ADD COLUMN source_key TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE training_jobs ADD COLUMN output_prefix TEXT NOT NULL DEFAULT ''",
+        """UPDATE training_jobs SET source_key = substr(json_extract(spec_json, '$.source_uri'), 9)
+            WHERE json_extract(spec_json, '$.source_uri') LIKE 'store://%'""",
+        """UPDATE training_jobs SET output_prefix =
+            rtrim(substr(json_extract(spec_json, '$.output_uri'), 9), '/')
+            || '/' || name || '/output'
+            WHERE json_extract(spec_json, '$.output_uri') LIKE 'store://%'""",
+        "CREATE INDEX training_jobs_by_source_key ON training_jobs (source_key)",
+        "CREATE INDEX training_jobs_by_output_prefix ON training_jobs (output_prefix)",
+    ),
+    # 11: what answers each replica's predict calls (the verified fast path's runtime, the
+    # model's scikit-learn predict or the user's handler), as the replica reported it with its
+    # runtime, for DescribeEndpoint.
+    (
+        """CREATE TABLE replica_predict_paths (
+            endpoint_name TEXT NOT NULL,
+            replica_id TEXT NOT NULL,
+            model_name TEXT NOT NULL,
+            path TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            refused INTEGER NOT NULL,
+            max_rows INTEGER NOT NULL,
+            PRIMARY KEY (endpoint_name, replica_id)
+        ) WITHOUT ROWID""",
+    ),
+    # 12: the scikit-learn a model was asked for and the script runtime it is served on, kept
     # for its lifetime; the runtime a transform task needs, so only a batch worker on it takes
     # the task. '' for rows from before: the control's default runtime, any worker.
     (

@@ -65,7 +65,9 @@ def lease_to_pb(lease: Lease) -> dispatch_pb2.Task:
     if isinstance(lease.payload, TrainingTaskPayload):
         message.training.CopyFrom(
             dispatch_pb2.TrainingTask(
-                job_name=lease.payload.job_name, spec=spec_to_pb(lease.payload.spec)
+                job_name=lease.payload.job_name,
+                spec=spec_to_pb(lease.payload.spec),
+                source_bundle_uri=lease.payload.source_bundle_uri,
             )
         )
     elif isinstance(lease.payload, TransformTaskPayload):

@@ -9,13 +9,16 @@ import grpc
 
 from services.control.dispatch import convert
 from services.control.dispatch.scheduler import Scheduler
+from services.control.hosting.convert import predict_path_from_pb
+from services.control.hosting.endpoint_values import PredictPath
 from services.control.training.convert import runtime_from_pb
 from services.control.training.values import RuntimeVersions
 from services.runtime.errors import Unimplemented
 from skmaker.v1 import dispatch_pb2, dispatch_pb2_grpc
 
-# (endpoint name, replica id, model name, serving runtime) -> the mismatch event, or "".
-RuntimeReport = Callable[[str, str, str, RuntimeVersions], str]
+# (endpoint name, replica id, model name, serving runtime, predict path) -> the runtime
+# mismatch event and the fast path refusal event, each "" when there was none.
+RuntimeReport = Callable[[str, str, str, RuntimeVersions, PredictPath | None], tuple[str, str]]
 
 
 class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
@@ -58,14 +61,18 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
     def ReportReplicaRuntime(
         self, request: dispatch_pb2.ReportReplicaRuntimeRequest, context: grpc.ServicerContext
     ) -> dispatch_pb2.ReportReplicaRuntimeResponse:
-        """Compares a replica's runtime with its model's training runtime
-        (services.control.hosting.runtime_versions)."""
+        """Compares a replica's runtime with its model's training runtime and keeps what
+        answers its predicts (services.control.hosting.runtime_versions)."""
         if self._report_runtime is None:
             raise Unimplemented("this control keeps no endpoints")
-        mismatch = self._report_runtime(
+        path = None
+        if request.HasField("predict_path"):
+            path = predict_path_from_pb(request.model_name, request.predict_path)
+        mismatch, refusal = self._report_runtime(
             request.endpoint_name,
             request.replica_id,
             request.model_name,
             runtime_from_pb(request.runtime_versions),
+            path,
         )
-        return dispatch_pb2.ReportReplicaRuntimeResponse(mismatch=mismatch)
+        return dispatch_pb2.ReportReplicaRuntimeResponse(mismatch=mismatch, refusal=refusal)

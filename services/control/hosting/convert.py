@@ -10,6 +10,7 @@ from services.control.backends import ReplicaInfo, ReplicaState
 from services.control.hosting.endpoint_values import (
     EndpointStatus,
     EndpointView,
+    PredictPath,
     ScalingMetric,
     ScalingPolicy,
 )
@@ -112,14 +113,33 @@ def scaling_policy_from_pb(message: model_pb2.ScalingPolicy, is_set: bool) -> Sc
     )
 
 
-def _replica_to_pb(replica: ReplicaInfo) -> model_pb2.Replica:
-    return model_pb2.Replica(
+def predict_path_from_pb(model_name: str, message: model_pb2.PredictPath) -> PredictPath:
+    """The domain form of the predict path a replica reported for `model_name`."""
+    return PredictPath(
+        model_name=model_name,
+        name=message.name,
+        reason=message.reason,
+        refused=message.refused,
+        max_rows=max(0, message.max_rows),
+    )
+
+
+def _replica_to_pb(replica: ReplicaInfo, path: PredictPath | None) -> model_pb2.Replica:
+    message = model_pb2.Replica(
         id=replica.id,
         address=replica.address,
         state=_REPLICA_STATE_TO_PB[replica.state],
         metrics_address=replica.metrics_address,
         model_name=replica.model_name,
     )
+    # A report for another model (before a replica id's model changed) does not apply.
+    if path is not None and path.model_name == replica.model_name:
+        message.predict_path.CopyFrom(
+            model_pb2.PredictPath(
+                name=path.name, reason=path.reason, refused=path.refused, max_rows=path.max_rows
+            )
+        )
+    return message
 
 
 def endpoint_to_pb(view: EndpointView) -> model_pb2.Endpoint:
@@ -131,7 +151,9 @@ def endpoint_to_pb(view: EndpointView) -> model_pb2.Endpoint:
         status=_ENDPOINT_STATUS_TO_PB[endpoint.status],
         failure_reason=endpoint.failure_reason,
         address=endpoint.address,
-        replicas=[_replica_to_pb(replica) for replica in view.replicas],
+        replicas=[
+            _replica_to_pb(replica, view.predict_paths.get(replica.id)) for replica in view.replicas
+        ],
         desired_replicas=endpoint.desired_replicas,
         creation_time=timestamp(endpoint.creation_time),
         last_modified_time=timestamp(endpoint.last_modified_time),

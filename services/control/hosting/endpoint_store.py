@@ -1,4 +1,5 @@
-"""Queries of the endpoint tables (endpoints, their events, their recorded replicas).
+"""Queries of the endpoint tables (endpoints, their events, their recorded replicas, what
+answers each replica's predict calls).
 
 Shares `ControlStore`'s connection and transactions. Also the `ReplicaLedger` of the replica
 backends: the replicas they started, so a restarted control can stop the ones left running.
@@ -16,6 +17,7 @@ from services.control.hosting.endpoint_values import (
     Endpoint,
     EndpointEvent,
     EndpointStatus,
+    PredictPath,
     ScalingMetric,
     ScalingPolicy,
 )
@@ -96,6 +98,7 @@ class EndpointStore:
         """Removes the endpoint and its events (its replicas must be gone already)."""
         with self._store.transaction() as conn:
             conn.execute("DELETE FROM endpoint_events WHERE endpoint_name = ?", (name,))
+            conn.execute("DELETE FROM replica_predict_paths WHERE endpoint_name = ?", (name,))
             conn.execute("DELETE FROM endpoints WHERE name = ?", (name,))
 
     # ----------------------------------------------------------------- events
@@ -129,6 +132,51 @@ class EndpointStore:
             ).fetchall()
         return [EndpointEvent(row["timestamp"], row["message"]) for row in reversed(rows)]
 
+    # ----------------------------------------------------------------- predict paths
+
+    def record_predict_path(self, endpoint_name: str, replica_id: str, path: PredictPath) -> bool:
+        """Stores what answers a replica's predict calls (replacing its previous report).
+
+        Returns:
+            True when no other replica of the endpoint reported the same model, path and reason
+            (the news is worth an event once, not once per replica).
+        """
+        with self._store.transaction() as conn:
+            seen = conn.execute(
+                "SELECT 1 FROM replica_predict_paths WHERE endpoint_name = ? AND replica_id != ? "
+                "AND model_name = ? AND path = ? AND reason = ? LIMIT 1",
+                (endpoint_name, replica_id, path.model_name, path.name, path.reason),
+            ).fetchone()
+            conn.execute(
+                "INSERT OR REPLACE INTO replica_predict_paths (endpoint_name, replica_id, "
+                "model_name, path, reason, refused, max_rows) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    endpoint_name,
+                    replica_id,
+                    path.model_name,
+                    path.name,
+                    path.reason,
+                    int(path.refused),
+                    path.max_rows,
+                ),
+            )
+        return seen is None
+
+    def predict_paths(self, endpoint_name: str) -> dict[str, PredictPath]:
+        """Replica id -> its reported predict path, for the replicas that reported one."""
+        with self._store.transaction() as conn:
+            rows = conn.execute(
+                "SELECT replica_id, model_name, path, reason, refused, max_rows "
+                "FROM replica_predict_paths WHERE endpoint_name = ?",
+                (endpoint_name,),
+            ).fetchall()
+        return {
+            row["replica_id"]: PredictPath(
+                row["model_name"], row["path"], row["reason"], bool(row["refused"]), row["max_rows"]
+            )
+            for row in rows
+        }
+
     # ----------------------------------------------------------------- ReplicaLedger
 
     def record_replica(self, replica: RecordedReplica) -> None:
@@ -149,10 +197,14 @@ class EndpointStore:
             )
 
     def forget_replica(self, endpoint_name: str, replica_id: str) -> None:
-        """Forgets a replica that is gone."""
+        """Forgets a replica that is gone (and what it served predicts with)."""
         with self._store.transaction() as conn:
             conn.execute(
                 "DELETE FROM endpoint_replicas WHERE endpoint_name = ? AND replica_id = ?",
+                (endpoint_name, replica_id),
+            )
+            conn.execute(
+                "DELETE FROM replica_predict_paths WHERE endpoint_name = ? AND replica_id = ?",
                 (endpoint_name, replica_id),
             )
 

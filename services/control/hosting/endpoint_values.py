@@ -7,7 +7,7 @@ comes from the replica backend (`backends.ReplicaInfo`) and is joined in `Endpoi
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.control.backends import ReplicaInfo
 
@@ -89,12 +89,36 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class PredictPath:
+    """What answers a replica's predict calls, as the replica reported it at model load.
+
+    Attributes:
+        model_name: the model it was reported for.
+        name: `onnxruntime`, `treelite-gtil` (a verified fast path), `scikit-learn` or
+            `user-handler` (services/sagemaker/serving/fast_path.py).
+        reason: what was verified, or why scikit-learn serves.
+        refused: every fast runtime tried was refused, so scikit-learn serves.
+        max_rows: calls with more rows go to scikit-learn; 0 for no limit or no fast path.
+    """
+
+    model_name: str
+    name: str
+    reason: str
+    refused: bool = False
+    max_rows: int = 0
+
+
+@dataclass(frozen=True)
 class EndpointView:
-    """What DescribeEndpoint shows: the endpoint, its replicas now and its recent events."""
+    """What DescribeEndpoint shows: the endpoint, its replicas now and its recent events.
+
+    `predict_paths` maps a replica id to what its replica reported serving predicts with.
+    """
 
     endpoint: Endpoint
     replicas: tuple[ReplicaInfo, ...]
     events: tuple[EndpointEvent, ...]
+    predict_paths: dict[str, PredictPath] = field(default_factory=dict)
 
 
 def truncate_reason(reason: str) -> str:

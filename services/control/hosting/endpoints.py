@@ -35,6 +35,7 @@ from services.control.hosting.endpoint_values import (
     EndpointEvent,
     EndpointStatus,
     EndpointView,
+    PredictPath,
     ScalingPolicy,
     truncate_reason,
 )
@@ -156,6 +157,7 @@ class Endpoints:
             endpoint,
             self._replicas(name),
             tuple(self._endpoints.recent_events(name, EVENTS_SHOWN)),
+            self._endpoints.predict_paths(name),
         )
 
     def list(self, name_prefix: str) -> list[EndpointView]:
@@ -293,6 +295,30 @@ class Endpoints:
         if self._endpoints.get(endpoint_name) is not None:
             self._endpoints.append_event(endpoint_name, EndpointEvent(self._clock(), message))
         self._reconciler.wake()
+
+    def record_predict_path(self, endpoint_name: str, replica_id: str, path: PredictPath) -> str:
+        """Stores what answers a replica's predict calls; a refused fast path is an event.
+
+        The event ("fast path refused for model M: <reasons>; scikit-learn serves") is recorded
+        once per model and reason, not once per replica.
+
+        Returns:
+            The event recorded, or "" when there was none.
+
+        Raises:
+            NotFound: no such endpoint.
+        """
+        self._get(endpoint_name)
+        is_news = self._endpoints.record_predict_path(endpoint_name, replica_id, path)
+        if not (path.refused and is_news):
+            return ""
+        message = truncate_reason(
+            f"fast path refused for model {path.model_name}: {path.reason}; "
+            f"{path.name} serves (replica {replica_id})"
+        )
+        log.warning("endpoint %s: %s", endpoint_name, message)
+        self.record_event(endpoint_name, message)
+        return message
 
     # ----------------------------------------------------------------- lifecycle
 

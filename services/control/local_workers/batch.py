@@ -20,6 +20,7 @@ from pathlib import Path
 
 from services.control.local_workers.supervisor import WorkerSpec, WorkerSupervisor
 from services.runtime.components import StepLoop
+from services.runtime.job_user import JobUser
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def batch_worker_spec(
     extra_args: str = "",
     auth_token: str = "",
     python: str = sys.executable,
+    run_as: JobUser | None = None,
     runtime: str = "",
 ) -> WorkerSpec:
     """The child process of local batch worker `index` (of script runtime `runtime`).
@@ -46,6 +48,7 @@ def batch_worker_spec(
         extra_args: Flags (shell syntax) added to the worker's command line.
         auth_token: The control's bearer token, passed through an inherited pipe.
         python: The interpreter the worker runs on (the script runtime's: it runs handlers).
+        run_as: The user it runs as (it owns its work folder), when not the control's.
         runtime: The script runtime `python` belongs to; the worker takes only its tasks
             (it reads the name from its interpreter's build).
     """
@@ -68,6 +71,8 @@ def batch_worker_spec(
         log_path=data_dir / "logs" / f"{name}.log",
         token=auth_token,
         token_fd_env="SKMAKER_BATCH_AUTH_TOKEN_FD",
+        run_as=run_as,
+        owned_dirs=(data_dir / "work" / name,),
     )
 
 

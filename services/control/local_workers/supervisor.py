@@ -2,14 +2,22 @@
 
 Each `WorkerSpec` names one child: its argv and the log file its stdout and stderr are appended
 to. Children stay in the control's process group, so a signal to the group (Ctrl-C, `kill --
--pgid`) reaches them too. A watcher thread restarts a child that exits while the supervisor is
-running, after a backoff that doubles while the child keeps dying young. `stop()` sends SIGTERM
-to every child, waits, then SIGKILLs the stragglers. Nothing here knows what a child does:
-trainers and batch workers (`add` and `remove` as jobs need them).
+-pgid`) reaches them too, and hold its lifeline (`services.runtime.lifeline`), so they stop
+when the control dies, even by SIGKILL. A watcher thread restarts a child that exits while
+the supervisor is running, after a backoff that doubles while the child keeps dying young.
+`stop()` sends SIGTERM to every child, waits, then SIGKILLs the stragglers. Nothing here knows
+what a child does: trainers and batch workers (`add` and `remove` as jobs need them).
+
+With a pid file, the children's process ids (and start times, which tell a reused pid) are
+kept there; `start()` first stops whatever a previous run recorded that still runs (a child
+still draining after that run was killed), so a restarted control never runs more children
+than it was told to.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import signal
@@ -21,6 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.runtime.components import StepLoop
+from services.runtime.job_user import (
+    JobUser,
+    allowed_environment,
+    as_user_command,
+    hand_over,
+)
+from services.runtime.lifeline import child_lifeline
 from services.runtime.settings import pass_secret
 
 log = logging.getLogger(__name__)
@@ -41,6 +56,11 @@ class WorkerSpec:
     # environment, where the child's user code could read it from /proc.
     token: str = ""
     token_fd_env: str = ""
+    # Another user to run as (a root control's job user; argv[0] is a python), through
+    # `as_user_command`, with an allow-listed environment (`allowed_environment`) and `HOME` in
+    # the first of `owned_dirs`, which are given to it.
+    run_as: JobUser | None = None
+    owned_dirs: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -64,6 +84,7 @@ class WorkerSupervisor:
         stable_after_s: float = 60.0,
         stop_timeout_s: float = 10.0,
         watch_interval_s: float = 0.2,
+        pid_file: Path | None = None,
     ) -> None:
         """Prepares the children; nothing starts before `start()`.
 
@@ -75,12 +96,14 @@ class WorkerSupervisor:
             stable_after_s: a child that ran this long gets the initial backoff again.
             stop_timeout_s: how long `stop()` waits after SIGTERM before SIGKILL.
             watch_interval_s: how often the watcher looks at the children.
+            pid_file: where the children's process ids are kept across runs (None: nowhere).
         """
         self._children = {spec.name: _Child(spec) for spec in specs}
         self._restart_backoff_s = restart_backoff_s
         self._max_restart_backoff_s = max_restart_backoff_s
         self._stable_after_s = stable_after_s
         self._stop_timeout_s = stop_timeout_s
+        self._pid_file = pid_file
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._started = False
@@ -102,14 +125,67 @@ class WorkerSupervisor:
             self._children[spec.name] = child
             if self._started and not self._stopping.is_set():
                 self._spawn(child)
+                self._record_pids()
 
     def start(self) -> None:
-        """Starts every child and the watcher thread."""
+        """Stops the children a previous run left (see the pid file), then starts every child
+        and the watcher thread."""
+        self.stop_leftovers()
         with self._lock:
             for child in self._children.values():
                 self._spawn(child)
             self._started = True
+            self._record_pids()
         self._watcher.start()
+
+    def stop_leftovers(self) -> int:
+        """SIGTERMs every process the pid file names that still runs (the same process: same
+        start time), SIGKILLs those still there after `stop_timeout_s`.
+
+        Returns:
+            How many there were.
+        """
+        if self._pid_file is None:
+            return 0
+        try:
+            recorded = json.loads(self._pid_file.read_text())
+        except (OSError, ValueError):
+            return 0
+        leftovers = [
+            (str(name), int(entry["pid"]))
+            for name, entry in (recorded.items() if isinstance(recorded, dict) else [])
+            if isinstance(entry, dict)
+            and isinstance(entry.get("pid"), int)
+            and start_ticks(int(entry["pid"])) == entry.get("start_ticks")
+        ]
+        for name, pid in leftovers:
+            log.warning("%s (pid %d) of a previous run still runs; stopping it", name, pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self._stop_timeout_s
+        while any(start_ticks(pid) is not None for _, pid in leftovers):
+            if time.monotonic() >= deadline:
+                for _, pid in leftovers:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        return len(leftovers)
+
+    def _record_pids(self) -> None:
+        """Writes the running children's pids and start times to the pid file (lock held)."""
+        if self._pid_file is None:
+            return
+        entries = {}
+        for name, child in self._children.items():
+            if child.process is not None and child.process.poll() is None:
+                ticks = start_ticks(child.process.pid)
+                if ticks is not None:
+                    entries[name] = {"pid": child.process.pid, "start_ticks": ticks}
+        self._pid_file.parent.mkdir(parents=True, exist_ok=True)
+        scratch = self._pid_file.with_name(self._pid_file.name + ".tmp")
+        scratch.write_text(json.dumps(entries))
+        os.replace(scratch, self._pid_file)
 
     def pids(self) -> dict[str, int]:
         """Process id of each running child, by name."""
@@ -136,6 +212,7 @@ class WorkerSupervisor:
         """
         with self._lock:
             child = self._children.pop(name, None)
+            self._record_pids()
         if child is None:
             return False
         process = child.process
@@ -178,6 +255,8 @@ class WorkerSupervisor:
                 )
                 process.kill()
                 process.wait()
+        if self._pid_file is not None:
+            self._pid_file.unlink(missing_ok=True)
         log.info("stopped %d local worker(s)", len(running))
 
     def _spawn(self, child: _Child) -> None:
@@ -185,7 +264,16 @@ class WorkerSupervisor:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         if spec.cwd is not None:
             spec.cwd.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **spec.extra_env}
+        lifeline_env, lifeline_fds = child_lifeline()
+        env = {**os.environ, **spec.extra_env, **lifeline_env}
+        command = list(spec.argv)
+        if spec.run_as is not None:
+            for folder in spec.owned_dirs:
+                hand_over(folder, spec.run_as)
+            env = allowed_environment(env)
+            if spec.owned_dirs:
+                env["HOME"] = str(spec.owned_dirs[0])
+            command = as_user_command(spec.run_as, spec.argv)
         token_fd = -1
         if spec.token:
             token_fd = pass_secret(spec.token)
@@ -194,12 +282,12 @@ class WorkerSupervisor:
             with spec.log_path.open("ab") as log_file:
                 # The child keeps its own copy of the descriptor; ours closes with the block.
                 child.process = subprocess.Popen(
-                    spec.argv,
+                    command,
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     cwd=spec.cwd,
                     env=env,
-                    pass_fds=(token_fd,) if token_fd >= 0 else (),
+                    pass_fds=(*lifeline_fds, *((token_fd,) if token_fd >= 0 else ())),
                 )
         finally:
             if token_fd >= 0:
@@ -221,6 +309,7 @@ class WorkerSupervisor:
         if child.restart_at is not None:
             if now >= child.restart_at and not self._stopping.is_set():
                 self._spawn(child)
+                self._record_pids()
             return
         if child.process is None or child.process.poll() is None:
             return
@@ -239,3 +328,19 @@ class WorkerSupervisor:
             child.backoff_s,
             child.spec.log_path,
         )
+
+
+def start_ticks(pid: int) -> int | None:
+    """When process `pid` started (clock ticks after boot), or None when it does not run.
+
+    With its pid it names one process: a pid reused by another program has another start time.
+    A zombie counts as not running.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])  # field 22 of stat; the two before the parenthesis are cut

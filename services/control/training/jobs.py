@@ -21,13 +21,21 @@ and every job end inside the same transaction.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from services.control import paging
-from services.control.artifacts.store import ArtifactStore
+from services.control.artifacts.base import (
+    CHUNK_BYTES,
+    SCHEME,
+    ArtifactStore,
+    code_bundle_key,
+    key_of,
+)
+from services.control.artifacts.key_locks import KeyLocks
 from services.control.dispatch.scheduler import Scheduler
 from services.control.dispatch.tasks import (
     CompletionReport,
@@ -51,6 +59,7 @@ from services.control.training.values import (
     TrainingJobStatus,
     truncate_reason,
 )
+from services.runtime.archives import DEFAULT_ARCHIVE_LIMITS, ArchiveLimits
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
@@ -91,6 +100,8 @@ class TrainingTaskPayload:
 
     job_name: str
     spec: TrainingJobSpec
+    # The copy of the source bundle kept under spec.source_sha256; "" for older jobs.
+    source_bundle_uri: str = ""
 
 
 @dataclass(frozen=True)
@@ -133,14 +144,24 @@ class TrainingJobs:
         artifacts: ArtifactStore,
         metrics: ControlMetrics,
         clock: Callable[[], float] = time.time,
+        archive_limits: ArchiveLimits = DEFAULT_ARCHIVE_LIMITS,
+        key_locks: KeyLocks | None = None,
         resolve_runtime: Callable[[str], str] | None = None,
     ) -> None:
         """Wires the state machine; register it with the scheduler for TaskKind.TRAINING.
 
+        Source bundles are checked within `archive_limits`; a create holds its bundle key's
+        lock in `key_locks` (shared with the artifact API's uploads) while it binds it.
         `resolve_runtime(framework_version)` names the script runtime a job runs on (raising
         InvalidArgument for a version no runtime serves); None leaves it to the trainer.
         """
         self._resolve_runtime = resolve_runtime
+        self._key_locks = key_locks or KeyLocks()
+        # Bundle keys bound by creates in this process, by key: what an upload ending under the
+        # key's lock checks, without the database (a tuning trial's create holds the database
+        # while it takes the key's lock; the other order would deadlock).
+        self._bound_here: dict[str, str] = {}
+        self.archive_limits = archive_limits
         self._store = store
         self._scheduler = scheduler
         self._artifacts = artifacts
@@ -172,7 +193,15 @@ class TrainingJobs:
         validate_job_name(name)
         if self._store.training_job_exists(name):
             raise AlreadyExists(f"training job {name!r} already exists")
-        spec = validate_training_job(name, spec, self._artifacts)
+        # No upload to the bundle's key lands between its check and the job's record.
+        with self._key_locks.holding(_key_or_empty(spec.source_uri)):
+            return self._create_bound(name, spec, tuning_job_name)
+
+    def _create_bound(self, name: str, spec: TrainingJobSpec, tuning_job_name: str) -> TrainingJob:
+        spec = validate_training_job(name, spec, self._artifacts, self.archive_limits)
+        source_key = key_of(spec.source_uri)
+        output_prefix = f"{key_of(spec.output_uri)}/{name}/output"
+        self._keep_bundle(source_key, spec.source_sha256)
         if self._resolve_runtime is not None:
             spec = replace(spec, script_runtime=self._resolve_runtime(spec.framework_version))
         now = self._clock()
@@ -185,7 +214,7 @@ class TrainingJobs:
             tuning_job_name=tuning_job_name,
         )
         with self._store.transaction():
-            self._store.insert_training_job(job)
+            self._store.insert_training_job(job, source_key=source_key, output_prefix=output_prefix)
             self._store.append_transition(
                 name,
                 SecondaryStatus.STARTING,
@@ -193,9 +222,47 @@ class TrainingJobs:
                 "Starting the training job; pending in the queue",
             )
             self._scheduler.enqueue(TaskKind.TRAINING, name)
+        self._bound_here[source_key] = name
         self._metrics.training_jobs.labels(status=TrainingJobStatus.IN_PROGRESS).inc()
         log.info("training job %s created", name)
         return self.describe(name)
+
+    def _keep_bundle(self, source_key: str, sha256: str) -> None:
+        """Keeps the bundle version with `sha256` under its digest (`code_bundle_key`).
+
+        Raises:
+            FailedPrecondition: the bundle at `source_key` was replaced since it was checked.
+        """
+        kept_key = code_bundle_key(sha256)
+        try:
+            kept, handle = self._artifacts.open(kept_key)
+            handle.close()
+            if kept.sha256 == sha256:
+                return
+        except NotFound:
+            pass
+        info, handle = self._artifacts.open(source_key)
+        with handle:
+            if info.sha256 != sha256:
+                raise FailedPrecondition(
+                    f"source bundle {SCHEME}{source_key} was replaced while the job was being "
+                    "created; create it again"
+                )
+            self._artifacts.write(
+                kept_key, lambda out: shutil.copyfileobj(handle, out, CHUNK_BYTES)
+            )
+
+    def bound_to(self, key: str) -> str | None:
+        """The name of a training job whose source bundle is at `key`, or None."""
+        return self._store.training_job_bound_to(key)
+
+    def bound_here(self, key: str) -> str | None:
+        """The job a create in this process bound `key` to, from memory (no database)."""
+        return self._bound_here.get(key)
+
+    def output_owner(self, key: str) -> str | None:
+        """The name of a training job whose archives go at or above `key`, or None."""
+        return self._store.training_job_with_output_at(key)
 
     def describe(self, name: str) -> TrainingJob:
         """The job.
@@ -311,8 +378,14 @@ class TrainingJobs:
     # ----------------------------------------------------------------- TaskHandler
 
     def payload(self, task: Task) -> TrainingTaskPayload:
-        """The job's stored spec (defaults filled in) for the worker."""
-        return TrainingTaskPayload(job_name=task.job_name, spec=self.describe(task.job_name).spec)
+        """The job's stored spec and where the bundle it is bound to is kept.
+
+        The worker checks what it downloads against `source_sha256`. Jobs created before
+        bundles were kept by digest (no `source_sha256`) read their `source_uri`.
+        """
+        spec = self.describe(task.job_name).spec
+        kept = SCHEME + code_bundle_key(spec.source_sha256) if spec.source_sha256 else ""
+        return TrainingTaskPayload(job_name=task.job_name, spec=spec, source_bundle_uri=kept)
 
     def on_leased(self, task: Task, now: float) -> None:
         """Counts the attempt and stamps the training start time on the first lease."""
@@ -344,7 +417,10 @@ class TrainingJobs:
         is_new_status = reported and reported != job.secondary_status
         if is_new_status and job.status is TrainingJobStatus.IN_PROGRESS:
             self._transition(job, reported, now, _worker_status_message(reported, report.worker_id))
-        self._changed.notify()
+        if report.log_lines:
+            # Log followers wake for new lines (a transition wakes them itself); a beat with
+            # none would wake every follower of every job for nothing.
+            self._changed.notify()
         return job.stop_requested
 
     def on_completed(self, task: Task, report: CompletionReport, now: float) -> None:
@@ -438,6 +514,14 @@ class TrainingJobs:
         log.info("training job %s ended: %s/%s", job.name, status.value, secondary.value)
         for listener in self._listeners:
             listener.on_training_job_ended(ended)
+
+
+def _key_or_empty(uri: str) -> str:
+    """The key of `uri`, or "" for a URI validation will refuse."""
+    try:
+        return key_of(uri)
+    except InvalidArgument:
+        return ""
 
 
 def _worker_status_message(status: str, worker_id: str) -> str:

@@ -46,6 +46,7 @@ def spec_to_json(spec: TrainingJobSpec) -> str:
         "max_runtime_seconds": spec.max_runtime_seconds,
         "output_uri": spec.output_uri,
         "shell_compat": spec.shell_compat,
+        "source_sha256": spec.source_sha256,
         "framework_version": spec.framework_version,
         "script_runtime": spec.script_runtime,
     }
@@ -67,6 +68,7 @@ def spec_from_json(text: str) -> TrainingJobSpec:
         max_runtime_seconds=int(values.get("max_runtime_seconds", 0)),
         output_uri=values.get("output_uri", ""),
         shell_compat=bool(values.get("shell_compat", False)),
+        source_sha256=str(values.get("source_sha256", "")),
         framework_version=values.get("framework_version", ""),
         script_runtime=values.get("script_runtime", ""),
     )
@@ -75,8 +77,12 @@ def spec_from_json(text: str) -> TrainingJobSpec:
 class TrainingJobTables(Database):
     """Queries of the training-job tables."""
 
-    def insert_training_job(self, job: TrainingJob) -> None:
+    def insert_training_job(
+        self, job: TrainingJob, source_key: str = "", output_prefix: str = ""
+    ) -> None:
         """Stores a new job with its first transitions.
+
+        `source_key` is its bundle's key, `output_prefix` the key prefix its archives go to.
 
         Raises:
             AlreadyExists: when a job with this name exists.
@@ -84,9 +90,9 @@ class TrainingJobTables(Database):
         with self.transaction() as conn:
             try:
                 conn.execute(
-                    f"INSERT INTO training_jobs ({_JOB_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    _job_row(job),
+                    f"INSERT INTO training_jobs ({_JOB_COLUMNS}, source_key, output_prefix) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*_job_row(job), source_key, output_prefix),
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"training job {job.name!r} already exists") from None
@@ -123,6 +129,26 @@ class TrainingJobTables(Database):
         with self.transaction() as conn:
             row = conn.execute("SELECT 1 FROM training_jobs WHERE name = ?", (name,)).fetchone()
         return row is not None
+
+    def training_job_bound_to(self, source_key: str) -> str | None:
+        """The name of a job whose source bundle is at `source_key`, or None."""
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT name FROM training_jobs WHERE source_key = ? LIMIT 1", (source_key,)
+            ).fetchone()
+        return None if row is None else str(row["name"])
+
+    def training_job_with_output_at(self, key: str) -> str | None:
+        """The name of a job whose output prefix is `key` or a folder above it, or None."""
+        parts = key.split("/")
+        prefixes = ["/".join(parts[:end]) for end in range(1, len(parts) + 1)]
+        marks = ", ".join("?" * len(prefixes))
+        with self.transaction() as conn:
+            row = conn.execute(
+                f"SELECT name FROM training_jobs WHERE output_prefix IN ({marks}) LIMIT 1",
+                prefixes,
+            ).fetchone()
+        return None if row is None else str(row["name"])
 
     def get_training_job(self, name: str) -> TrainingJob | None:
         """The job with its transitions and final metrics, or None."""

@@ -8,16 +8,29 @@ checks come first; the artifact store is only read for a spec that is otherwise 
 from __future__ import annotations
 
 import re
-import tarfile
+import threading
+from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from services.control.artifacts.base import SCHEME, ArtifactStore, key_of, s3_bucket_uri
 from services.control.names import Resource, require_channel_name, require_resource_name
 from services.control.training.values import DEFAULT_MAX_RUNTIME_S, TrainingJobSpec
-from services.runtime.errors import InvalidArgument, NotFound
+from services.runtime.archives import (
+    DEFAULT_ARCHIVE_LIMITS,
+    ArchiveLimits,
+    ArchiveTooLarge,
+    list_tar_files,
+)
+from services.runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 
 ENVIRONMENT_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 MAX_CHANNELS = 20
 MAX_HYPERPARAMETERS = 100
@@ -36,23 +49,54 @@ DEFAULT_OUTPUT_KEY = "jobs"
 _MEMBERS_SHOWN = 8
 
 
+class _RecentListings:
+    """The file lists of the last few bundle versions read, by sha256 and limits."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lists: OrderedDict[tuple[str, ArchiveLimits], list[str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ArchiveLimits]) -> list[str] | None:
+        with self._lock:
+            found = self._lists.get(key)
+            if found is not None:
+                self._lists.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[str, ArchiveLimits], files: list[str]) -> None:
+        with self._lock:
+            self._lists[key] = files
+            while len(self._lists) > self._size:
+                self._lists.popitem(last=False)
+
+
+_BUNDLE_FILES = _RecentListings(256)
+
+
 def validate_job_name(name: str) -> None:
     """Raises InvalidArgument unless `name` follows SageMaker's training-job name rule."""
     require_resource_name(Resource.TRAINING_JOB, name)
 
 
 def validate_training_job(
-    name: str, spec: TrainingJobSpec, artifacts: ArtifactStore
+    name: str,
+    spec: TrainingJobSpec,
+    artifacts: ArtifactStore,
+    archive_limits: ArchiveLimits = DEFAULT_ARCHIVE_LIMITS,
 ) -> TrainingJobSpec:
-    """Checks a job's spec and returns it with defaults filled in.
+    """Checks a job's spec; returns it with defaults filled in and the bundle's sha256.
 
     Args:
         name: the job name (already checked by `validate_job_name`).
         spec: the spec as asked.
         artifacts: the store holding the source bundle and store:// channels.
+        archive_limits: how far the source bundle may unpack.
 
     Raises:
         InvalidArgument: a field breaks a rule, the entry point is not in the bundle.
+        ResourceExhausted: the source bundle unpacks beyond `archive_limits`.
+        FailedPrecondition: the bundle's sha256 is not the `source_sha256` asked for.
         NotFound: the source bundle, a store:// channel or a file:// path does not exist.
     """
     _check_entry_point_path(spec.entry_point)
@@ -65,10 +109,14 @@ def validate_training_job(
     output_uri = SCHEME + (
         _store_key("output_uri", spec.output_uri) if spec.output_uri else DEFAULT_OUTPUT_KEY
     )
-    _check_bundle_holds_entry_point(spec, source_key, artifacts)
+    if spec.source_sha256 and not _SHA256.fullmatch(spec.source_sha256):
+        raise InvalidArgument(f"source_sha256 {spec.source_sha256[:80]!r} is not 64 hex digits")
+    sha256 = _check_bundle_holds_entry_point(spec, source_key, artifacts, archive_limits)
     for channel in spec.channels:
         _check_channel_exists(channel.name, channel.uri, artifacts)
-    return replace(spec, max_runtime_seconds=max_runtime_s, output_uri=output_uri)
+    return replace(
+        spec, max_runtime_seconds=max_runtime_s, output_uri=output_uri, source_sha256=sha256
+    )
 
 
 def _check_entry_point_path(entry_point: str) -> None:
@@ -173,29 +221,39 @@ def _max_runtime(seconds: int) -> int:
 
 
 def _check_bundle_holds_entry_point(
-    spec: TrainingJobSpec, source_key: str, artifacts: ArtifactStore
-) -> None:
+    spec: TrainingJobSpec, source_key: str, artifacts: ArtifactStore, limits: ArchiveLimits
+) -> str:
+    """Checks the bundle (the version there now) and returns that version's sha256."""
     try:
-        _info, handle = artifacts.open(source_key)
+        info, handle = artifacts.open(source_key)
     except NotFound:
         raise NotFound(
             f"source bundle {spec.source_uri} not found: upload sourcedir.tar.gz there first"
         ) from None
+    if spec.source_sha256 and spec.source_sha256 != info.sha256:
+        handle.close()
+        raise FailedPrecondition(
+            f"source bundle {spec.source_uri} has sha256 {info.sha256}, not the "
+            f"{spec.source_sha256} asked for: it was replaced after it was uploaded (by "
+            "another fit with the same job name?); upload it again under a new job name"
+        )
+    # Read header by header within the limits: a bomb is refused at the header crossing one,
+    # before its data is decompressed. A bundle version is read once (tuning trials share one).
     with handle:
         try:
-            with tarfile.open(fileobj=handle, mode="r:*") as bundle:
-                members = [
-                    PurePosixPath(member.name).as_posix()
-                    for member in bundle.getmembers()
-                    if not member.isdir()
-                ]
-        except (tarfile.TarError, EOFError, OSError) as err:
-            raise InvalidArgument(
-                f"source bundle {spec.source_uri} is not a readable tar archive: {err}"
+            members = _BUNDLE_FILES.get((info.sha256, limits))
+            if members is None:
+                members = list_tar_files(handle, limits, f"source bundle {spec.source_uri}")
+                _BUNDLE_FILES.put((info.sha256, limits), members)
+        except ArchiveTooLarge as err:
+            raise ResourceExhausted(
+                f"{err}; see --max-archive-bytes/--max-archive-members"
             ) from None
+        except ValueError as err:
+            raise InvalidArgument(str(err)) from None
     wanted = PurePosixPath(spec.entry_point).as_posix()
     if wanted in members:
-        return
+        return info.sha256
     shown = ", ".join(sorted(members)[:_MEMBERS_SHOWN]) or "nothing"
     more = len(members) - _MEMBERS_SHOWN
     raise InvalidArgument(

@@ -489,7 +489,9 @@ class TuningJobs:
         """The template validated as a trial's training job would be, defaults filled in."""
         placeholders = {parameter.name: "0" for parameter in spec.ranges}
         probe = replace(spec.template, hyperparameters=trial_hyperparameters(spec, placeholders))
-        validated = validate_training_job(f"{name}-000-00000000", probe, self._artifacts)
+        validated = validate_training_job(
+            f"{name}-000-00000000", probe, self._artifacts, self._training_jobs.archive_limits
+        )
         return replace(validated, hyperparameters=dict(spec.template.hyperparameters))
 
     def _warm_start_trials(self, spec: TuningJobSpec) -> Sequence[WarmStartTrial]:

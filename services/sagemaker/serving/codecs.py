@@ -349,6 +349,11 @@ def _decode_npy(body: bytes | str) -> np.ndarray[Any, Any]:
     shape, fortran_order, dtype, offset = layout
     if dtype.hasobject:
         raise InvalidArgument(_NPY_OBJECT_REFUSED)
+    if any(size < 0 for size in shape):
+        raise InvalidArgument(
+            f"cannot read the application/x-npy body: its header's shape {shape} has a "
+            "negative dimension"
+        )
     count = math.prod(shape)
     # Checked before any allocation, so a header claiming a huge shape costs nothing.
     if len(body) - offset != count * dtype.itemsize:
@@ -357,7 +362,10 @@ def _decode_npy(body: bytes | str) -> np.ndarray[Any, Any]:
             f"{dtype} ({count * dtype.itemsize} bytes), the body holds {len(body) - offset}"
         )
     if not dtype.itemsize:
-        return np.empty(shape, dtype=dtype, order="F" if fortran_order else "C")
+        try:
+            return np.empty(shape, dtype=dtype, order="F" if fortran_order else "C")
+        except (ValueError, MemoryError) as err:  # a shape past what NumPy can index
+            raise InvalidArgument(f"cannot read the application/x-npy body: {err}") from None
     # The copy makes the array writable and aligned, as np.load's is.
     flat = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
     return flat.reshape(shape, order="F" if fortran_order else "C").copy(order="K")

@@ -20,8 +20,10 @@ along the trees' own decision paths with the split feature at each threshold and
 and float64 neighbours either side, rows spanning the thresholds' range, edge values and NaN
 where the model accepts it. Labels must be equal, probabilities and regression values within
 `TOLERANCE`. Then both paths are timed on one row and on the sample; calls with more rows than
-where scikit-learn becomes faster go to scikit-learn (`PredictPath.max_rows`). Preprocessing in
-a pipeline always runs in scikit-learn (so it is exact); only the tree is replaced.
+where scikit-learn becomes faster go to scikit-learn (`PredictPath.max_rows`), split by rows
+over the cores the calling thread may use (a batch worker's mini-batches; not a replica's
+calls). Preprocessing in a pipeline always runs in scikit-learn (so it is exact); only the tree
+is replaced.
 
 At serving time the fast predictor takes only a plain 2-D numeric array of the model's width
 with finite values (NaN too when verified); anything else goes to scikit-learn, so errors and
@@ -33,15 +35,19 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 
+from services.runtime import native_threads
 from services.sagemaker.serving.handler import ModelHandler
+from services.sagemaker.serving.verification_sample import verification_sample
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +55,14 @@ FAST_PATH_VARIABLE = "SKMAKER_FAST_PATH"
 SCIKIT_LEARN = "scikit-learn"
 ONNXRUNTIME = "onnxruntime"
 TREELITE = "treelite-gtil"
+USER_HANDLER = "user-handler"  # the user's own predict_fn or transform_fn serves
+PATHS = (SCIKIT_LEARN, ONNXRUNTIME, TREELITE, USER_HANDLER)
 # The libraries each backend imports; a runtime without them serves through scikit-learn.
 _LIBRARIES = {ONNXRUNTIME: ("onnxruntime", "skl2onnx"), TREELITE: ("treelite",)}
-PATHS = (SCIKIT_LEARN, ONNXRUNTIME, TREELITE)
 # Largest difference accepted between a fast path's and scikit-learn's probability or value.
 TOLERANCE = 1e-6
-# Decision-path nodes sampled for verification (each gives five rows, and a NaN row when
-# the model accepts NaN); random rows spanning the thresholds' range.
-_PATH_NODES = 400
-_RANGE_ROWS = 256
+# A call goes to scikit-learn split over threads only in parts of at least this many rows.
+SPLIT_MIN_ROWS = 2048
 # Runtimes that send NaN down the same branch as scikit-learn (verified on NaN rows).
 _NAN_BACKENDS = frozenset({TREELITE})
 
@@ -69,14 +74,17 @@ class PredictPath:
     """Which path serves a model's predict step, and why.
 
     Attributes:
-        name: `scikit-learn`, `onnxruntime` or `treelite-gtil`.
+        name: `scikit-learn`, `onnxruntime`, `treelite-gtil` or `user-handler`.
         reason: What was verified, or why scikit-learn serves.
         max_rows: Calls with more rows go to scikit-learn (faster there); None: no limit.
+        refused: Every runtime tried was refused (its answers differed from scikit-learn's,
+            it failed to convert, or it was not faster), so scikit-learn serves.
     """
 
     name: str
     reason: str
     max_rows: int | None = None
+    refused: bool = False
 
     @property
     def is_fast(self) -> bool:
@@ -143,7 +151,7 @@ def choose(
         if target.accepts_nan and backend not in _NAN_BACKENDS:
             verified += "; rows with NaN go to scikit-learn"
         return target.predictor(fast, max_rows, backend), PredictPath(backend, verified, max_rows)
-    return None, PredictPath(SCIKIT_LEARN, "; ".join(refusals))
+    return None, PredictPath(SCIKIT_LEARN, "; ".join(refusals), refused=True)
 
 
 def apply(handler: ModelHandler, environ: Mapping[str, str]) -> tuple[ModelHandler, PredictPath]:
@@ -156,7 +164,7 @@ def apply(handler: ModelHandler, environ: Mapping[str, str]) -> tuple[ModelHandl
         The handler to serve (this one when scikit-learn keeps serving) and the path chosen.
     """
     if not handler.uses_default_predict:
-        return handler, PredictPath(SCIKIT_LEARN, "the model's own predict_fn or transform_fn")
+        return handler, PredictPath(USER_HANDLER, "the model's own predict_fn or transform_fn")
     fast, path = choose(handler.model, environ)
     if fast is None:
         return handler, path
@@ -210,7 +218,7 @@ class _Target:
         # to float32 first, so the fast path must see the same float32 values.
         self.dtype = np.float64 if kind == "hist" else np.float32
         self.accepts_nan = _accepts_nan(tree, self.n_features)
-        self.sample = _verification_sample(tree, kind, self.n_features, self.accepts_nan)
+        self.sample = verification_sample(tree, kind, self.n_features, self.accepts_nan)
 
     @classmethod
     def of(cls, model: Any) -> _Target:
@@ -331,8 +339,13 @@ class _Target:
     def predictor(
         self, fast: Callable[[Array], Array], max_rows: int | None, backend: str
     ) -> Callable[[Any], Any]:
-        """The replacement for `model.predict`: the fast path where it applies, else sklearn."""
+        """The replacement for `model.predict`: the fast path where it applies, else sklearn
+        (a large call split over the calling thread's cores, `split_over_threads`)."""
+        # Histogram gradient boosting parallelises its own predict (OpenMP); the others walk
+        # their trees on one thread.
         model_predict = self.model.predict
+        if self.kind != "hist":
+            model_predict = split_over_threads(model_predict)
         prefix_transform = None if self.prefix is None else self.prefix.transform
         tree_predict = self.tree.predict
         n_features = self.n_features
@@ -382,6 +395,50 @@ class _Target:
 
         predict.__doc__ = f"model.predict, on a verified fast path ({tree_predict.__qualname__})"
         return predict
+
+
+def split_over_threads(predict: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`predict` with a large array split by rows over the calling thread's core budget.
+
+    The budget is `native_threads.call_threads()`: a batch worker scoring one mini-batch at a
+    time gives it every core, a replica's RPC threads 1 (no split). Tree walks release the GIL,
+    so the parts run in parallel; every row is predicted exactly as in one call, and the parts'
+    answers are joined in order. Should a part fail, the whole call is made again unsplit, so
+    any error is scikit-learn's own for the call.
+    """
+
+    def predict_split(rows: Any) -> Any:
+        threads = native_threads.call_threads()
+        if threads < 2 or type(rows) is not np.ndarray or rows.ndim != 2:
+            return predict(rows)
+        parts = min(threads, rows.shape[0] // SPLIT_MIN_ROWS)
+        if parts < 2:
+            return predict(rows)
+        chunks = np.array_split(rows, parts)
+        pool = _split_pool()
+        futures = [pool.submit(predict, chunk) for chunk in chunks[1:]]
+        try:
+            first = predict(chunks[0])
+            answers = [first, *(future.result() for future in futures)]
+        except Exception:
+            for future in futures:
+                future.cancel()
+            return predict(rows)
+        return np.concatenate(answers)
+
+    return predict_split
+
+
+_SPLIT_POOL: list[ThreadPoolExecutor] = []
+_SPLIT_POOL_LOCK = threading.Lock()
+
+
+def _split_pool() -> ThreadPoolExecutor:
+    with _SPLIT_POOL_LOCK:
+        if not _SPLIT_POOL:
+            workers = max(1, native_threads.available_cpus() - 1)
+            _SPLIT_POOL.append(ThreadPoolExecutor(workers, thread_name_prefix="predict-part"))
+        return _SPLIT_POOL[0]
 
 
 def _best_time(function: Callable[[Array], Any], rows: Array) -> float:
@@ -486,106 +543,3 @@ def _treelite_scorer(tree: Any, is_classifier: bool) -> Callable[[Array], Array]
         return cast(np.ndarray, out)
 
     return score
-
-
-# --- the verification sample --------------------------------------------------------------------
-
-
-def _split_nodes(tree: Any, kind: str) -> list[tuple[Array, Array, Array, Array]]:
-    """(left, right, feature, threshold) arrays per tree; a leaf has left == -1."""
-    if kind == "hist":
-        found = []
-        for iteration in tree._predictors:
-            for predictor in iteration:
-                nodes = predictor.nodes
-                left = np.where(nodes["is_leaf"].astype(bool), -1, nodes["left"].astype(np.int64))
-                found.append(
-                    (
-                        left,
-                        nodes["right"].astype(np.int64),
-                        nodes["feature_idx"],
-                        nodes["num_threshold"],
-                    )
-                )
-        return found
-    if kind == "tree":
-        estimators = [tree]
-    else:
-        estimators = list(np.ravel(tree.estimators_))
-    found = []
-    for estimator in estimators:
-        inner = estimator.tree_
-        found.append((inner.children_left, inner.children_right, inner.feature, inner.threshold))
-    return found
-
-
-def _verification_sample(tree: Any, kind: str, n_features: int, accepts_nan: bool) -> Array:
-    rng = np.random.default_rng(0)
-    trees = _split_nodes(tree, kind)
-    thresholds: list[list[float]] = [[] for _ in range(n_features)]
-    for left, _, feature, threshold in trees:
-        inner = left >= 0
-        for f, t in zip(feature[inner], threshold[inner], strict=True):
-            if np.isfinite(t):  # a split sending only NaN one way has an infinite threshold
-                thresholds[int(f)].append(float(t))
-    low = np.array([min(t) if t else 0.0 for t in thresholds])
-    high = np.array([max(t) if t else 1.0 for t in thresholds])
-    span = np.maximum(high - low, 1.0)
-    low, high = low - 0.1 * span, high + 0.1 * span
-    rows = [rng.uniform(low, high, size=(_RANGE_ROWS, n_features))]
-    # Rows that follow a decision path down to a split, with the split feature at the threshold
-    # and just either side of it in float32 and float64.
-    picks = rng.integers(len(trees), size=_PATH_NODES)
-    for pick in picks:
-        row = _path_row(trees[pick], rng, low, high)
-        if row is not None:
-            rows.append(row)
-    edges = [np.zeros(n_features), np.full(n_features, 1e38), np.full(n_features, -1e38)]
-    edges += [low, high]
-    rows.append(np.array(edges))
-    sample = np.vstack(rows)
-    if accepts_nan:
-        holes = sample[rng.integers(len(sample), size=min(len(sample), 256))].copy()
-        holes[rng.random(holes.shape) < 0.3] = np.nan
-        sample = np.vstack([sample, holes, np.full((1, n_features), np.nan)])
-    return sample
-
-
-def _path_row(
-    tree: tuple[Array, Array, Array, Array], rng: np.random.Generator, low: Array, high: Array
-) -> Array | None:
-    left, right, feature, threshold = tree
-    if left[0] < 0:
-        return None
-    lower, upper = low.copy(), high.copy()
-    node = 0
-    depth = rng.integers(1, 64)
-    # Walk down a random branch, narrowing each feature's interval to keep to the path.
-    for _ in range(depth):
-        f, t = int(feature[node]), float(threshold[node])
-        goes_left = rng.random() < 0.5
-        child = left[node] if goes_left else right[node]
-        if left[child] < 0:
-            break
-        if goes_left:
-            upper[f] = min(upper[f], t)
-        else:
-            lower[f] = max(lower[f], t)
-        if not np.isfinite(t):
-            lower[f], upper[f] = low[f], high[f]
-        node = child
-    base = rng.uniform(lower, np.maximum(upper, lower))
-    f, t = int(feature[node]), float(threshold[node])
-    if not np.isfinite(t):
-        return None
-    t32 = np.float32(t)
-    values = [
-        t,
-        float(np.nextafter(t32, np.float32(-np.inf))),
-        float(np.nextafter(t32, np.float32(np.inf))),
-        float(np.nextafter(t, -np.inf)),
-        float(np.nextafter(t, np.inf)),
-    ]
-    variants = np.repeat(base[None, :], len(values), axis=0)
-    variants[:, f] = values
-    return variants

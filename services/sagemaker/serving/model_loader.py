@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from services.runtime.archives import safe_extract_tar
+from services.runtime.archives import MODEL_ARCHIVE_LIMITS, safe_extract_tar
 from services.sagemaker.scripts.requirements import RequirementsInstallError, install_requirements
 from services.sagemaker.serving import fast_path
 from services.sagemaker.serving.codecs import DEFAULT_ACCEPT
@@ -171,7 +171,7 @@ class ModelLoader:
         # A replacement replica may reuse the folder: leftovers of an older model must not mix in.
         shutil.rmtree(dest, ignore_errors=True)
         try:
-            safe_extract_tar(archive, dest)
+            safe_extract_tar(archive, dest, MODEL_ARCHIVE_LIMITS)
         except ValueError as err:
             raise ModelLoadFailed(f"cannot unpack {file_name} from {uri}: {err}") from err
         finally:

@@ -67,11 +67,24 @@ class RestartableControl:
         args: flags of every run (the data directory is added).
     """
 
-    def __init__(self, workdir: Path, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, workdir: Path, args: Sequence[str] = (), *, own_trainer: bool = False
+    ) -> None:
         self._workdir = workdir
         self._args = [*args, f"--data-dir={workdir / 'data'}"]
         self.runs = [run_service("control", workdir / "run-0", self._args)]
         self.port = self.runs[0].grpc_port
+        # A trainer of its own (not a --local child, which stops with the control): it runs on
+        # across a kill -9 of the control and reconnects to the restarted one.
+        self.trainer = (
+            run_service(
+                "trainer",
+                workdir / "trainer",
+                ["--control", self.address, "--work-dir", str(workdir / "trainer-work")],
+            )
+            if own_trainer
+            else None
+        )
         self._restarter: threading.Thread | None = None
         self._restart_error: BaseException | None = None
         self._orphan_groups: list[int] = []
@@ -91,7 +104,8 @@ class RestartableControl:
         self.current.kill()
 
     def kill_control_only(self) -> None:
-        """kill -9 of the control alone: its trainers live on and reconnect after a restart."""
+        """kill -9 of the control alone: its --local children stop by themselves (lifeline),
+        a trainer of its own (`own_trainer`) lives on and reconnects after a restart."""
         self._orphan_groups.append(self.current.process.pid)
         self.current.kill_leader_only()
 
@@ -133,6 +147,8 @@ class RestartableControl:
         finally:
             if self.current.process.poll() is None:
                 self.current.stop()
+            if self.trainer is not None:
+                self.trainer.stop()
             for group in self._orphan_groups:
                 _terminate_group(group)
 

@@ -338,7 +338,9 @@ def test_followed_log_resumes_after_a_control_restart_without_loss_or_repeat(
             print(f"line {{i}}", flush=True)
             time.sleep(0.02)
     """
-    control = RestartableControl(tmp_path / "control", ["--local", "--heartbeat-interval-s=0.2"])
+    control = RestartableControl(
+        tmp_path / "control", ["--heartbeat-interval-s=0.2"], own_trainer=True
+    )
     try:
         with Session(control.address) as session:
             estimator = SKLearn(
@@ -353,7 +355,7 @@ def test_followed_log_resumes_after_a_control_restart_without_loss_or_repeat(
                 if line.text == "line 4":
                     ticking.touch()
                 elif line.text == "tick" and not release.exists():
-                    control.kill_control_only()  # its trainer keeps running the job
+                    control.kill_control_only()  # the trainer keeps running the job
                     release.touch()
                     control.restart_in_background()
             control.join_restart()

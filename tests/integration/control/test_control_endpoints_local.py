@@ -170,6 +170,18 @@ def _replica_pids(data_dir: Path) -> dict[tuple[str, str], int]:
     return found
 
 
+def _replica_files(data_dir: Path, endpoint: str) -> set[str]:
+    """Ids of the replicas of `endpoint` with a work dir, port file or failure file left."""
+    folder = data_dir / "work" / "endpoints" / endpoint
+    if not folder.is_dir():
+        return set()
+    return {
+        entry.name.removesuffix(".ports.json").removesuffix(".failure.txt")
+        for entry in folder.iterdir()
+        if not entry.name.startswith(".")
+    }
+
+
 def _refuses_connections(address: str) -> bool:
     host, _, port = address.rpartition(":")
     try:
@@ -271,6 +283,13 @@ def test_endpoint_serves_survives_a_killed_replica_updates_and_deletes(
         _wait_for(
             lambda: all(_refuses_connections(a) for a in old_addresses), 20, "old replicas gone"
         )
+        # Work dirs, port and failure files of the replicas that are gone are removed.
+        current = {r.id for r in _describe(control, "iris").replicas}
+        _wait_for(
+            lambda: _replica_files(data_dir, "iris") == current,
+            20,
+            "files of gone replicas removed",
+        )
 
         # Delete: replicas stop and their ports, own and shared, are free.
         addresses = [r.address for r in updated.replicas] + [updated.address]
@@ -285,6 +304,7 @@ def test_endpoint_serves_survives_a_killed_replica_updates_and_deletes(
 
         _wait_for(deleted, 20, "deletion")
         assert not any(endpoint == "iris" for endpoint, _ in _replica_pids(data_dir))
+        assert not (data_dir / "work" / "endpoints" / "iris").exists()
         assert all(_refuses_connections(address) for address in addresses)
     finally:
         control.stop()
@@ -305,19 +325,19 @@ def test_control_killed_and_restarted_serves_its_endpoint_again(
         before = _wait_for_status(control, "iris", IN_SERVICE)
     finally:
         control.kill()  # kill -9 of the control's process group; replicas run in their own
-    leftovers = _replica_pids(data_dir)
-    assert list(leftovers) == [("iris", before.replicas[0].id)]
+    # Their lifeline to the control broke: they drain and exit by themselves.
+    _wait_for(lambda: _replica_pids(data_dir) == {}, 15, "the replicas to stop with the control")
 
     control = _start_control(tmp_path, data_dir)
     try:
-        after = _wait_for_status(control, "iris", IN_SERVICE)
+        # A fresh replica loads the model again (its fast path verification takes a while on a
+        # busy machine).
+        after = _wait_for_status(control, "iris", IN_SERVICE, timeout_s=120)
         assert after.address == before.address
         assert before.replicas[0].id not in {r.id for r in after.replicas}
-        _wait_for(
-            lambda: not set(leftovers.values()) & set(_replica_pids(data_dir).values()),
-            20,
-            "the previous run's replica to be stopped",
-        )
+        assert list(_replica_pids(data_dir)) == [("iris", after.replicas[0].id)]
+        # The killed run's replica left its work dir; this run removed it.
+        assert _replica_files(data_dir, "iris") == {after.replicas[0].id}
         assert _predict(after.address) == _expected(model)
     finally:
         control.stop()  # SIGTERM: exit 0, asserted by the harness

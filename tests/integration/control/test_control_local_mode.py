@@ -69,6 +69,47 @@ def test_local_trainers_are_supervised_and_stopped(tmp_path: Path) -> None:
         assert info is None or info[0] == "Z", f"trainer {pid} outlived the control"
 
 
+def test_kill_9_of_the_control_stops_its_trainers_and_a_restart_runs_as_many(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    args = ["--local", "--local-trainers", "2", "--data-dir", str(data_dir)]
+    control = run_service("control", tmp_path / "first", args)
+    try:
+        _wait_until(lambda: len(_children(control.process.pid)) == 2)
+        first = _children(control.process.pid)
+    finally:
+        control.kill_leader_only()  # kill -9 of the control alone: its children get no signal
+    # Their lifeline to the control broke: they drain and exit by themselves.
+    _wait_until(lambda: not any(_is_live(pid) for pid in first), timeout_s=15)
+
+    restarted = run_service("control", tmp_path / "second", args)
+    try:
+        _wait_until(lambda: len(_children(restarted.process.pid)) == 2)
+        assert len(_trainers_working_in(data_dir)) == 2
+    finally:
+        restarted.stop()
+
+
+def _is_live(pid: int) -> bool:
+    info = _state_and_parent(pid)
+    return info is not None and info[0] != "Z"
+
+
+def _trainers_working_in(data_dir: Path) -> set[int]:
+    """Live trainer processes with a work dir under `data_dir`, whoever their parent is."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if entry.name.isdigit() and _is_live(int(entry.name)) and "services.trainer" in args:
+            if any(arg.startswith(str(data_dir)) for arg in args):
+                found.add(int(entry.name))
+    return found
+
+
 # Waits until as many trials as `--expect` have started (each leaves a file in --barrier), so
 # it only completes when the jobs really run side by side.
 BARRIER_SCRIPT = """\

@@ -3,14 +3,17 @@
 A real `--local` control with a token starts real replicas and batch workers. The model's
 `predict_fn` plays the unkind model author: it looks for the token in its environment and /proc,
 digs the process's credential out of its memory (the settings object) and calls the control
-with it. A replica's reads its own model and nothing else; a batch worker's leases and reports
-tasks and moves artifacts, but cannot list, create or delete anything.
+with it, and tries to read the control's database, artifacts, logs, environment and memory
+(which a root control's replicas and batch workers, run as its job user, cannot). A replica's
+credential reads its own model and nothing else; a batch worker's leases and reports tasks and
+moves artifacts, but cannot list, create or delete anything.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import secrets
 import tarfile
 import time
@@ -30,7 +33,7 @@ from skmaker.v1 import (
     serving_pb2,
     serving_pb2_grpc,
 )
-from tests.harness import ServiceProcess, run_service
+from tests.harness import ServiceProcess, run_service, script_visible_dir
 
 pytestmark = pytest.mark.integration
 
@@ -54,8 +57,11 @@ def predict_fn(data, model):
     import grpc
     from skmaker.v1 import artifacts_pb2, artifacts_pb2_grpc, serving_pb2, serving_pb2_grpc
     from skmaker.v1 import training_pb2, training_pb2_grpc
-    with open("/proc/self/environ", "rb") as handle:
-        proc_environ = handle.read().decode("utf-8", "replace")
+    try:
+        with open("/proc/self/environ", "rb") as handle:
+            proc_environ = handle.read().decode("utf-8", "replace")
+    except OSError as err:  # not dumpable, and not root: /proc/self is root's
+        proc_environ = type(err).__name__
     kinds = ("InferenceSettings", "BatchSettings")
     settings = [o for o in gc.get_objects() if type(o).__name__ in kinds]
     stolen = settings[0].auth_token
@@ -91,6 +97,20 @@ def predict_fn(data, model):
             except grpc.RpcError as err:
                 calls[what] = err.code().name
     found["calls"] = calls
+    import pwd
+    reads = {}
+    for what, path in data.get("secrets", {}).items():
+        try:
+            if os.path.isdir(path):
+                os.listdir(path)
+            else:
+                with open(path, "rb") as handle:
+                    handle.read(1)
+            reads[what] = "read"
+        except OSError as err:
+            reads[what] = type(err).__name__
+    found["reads"] = reads
+    found["user"] = pwd.getpwuid(os.getuid()).pw_name
     return found
 """
 
@@ -122,6 +142,11 @@ def _create_model(control: ServiceProcess, folder: Path, name: str) -> str:
     return uri
 
 
+# A root control runs replicas and batch workers as its job user, which must reach the data
+# folder (pytest's tmp_path is closed to other users).
+DATA_DIR = script_visible_dir() / "data"
+
+
 @pytest.fixture(scope="module")
 def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     workdir = tmp_path_factory.mktemp("credentials")
@@ -131,10 +156,38 @@ def control(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
     service = run_service(
         "control",
         workdir,
-        ["--local", f"--data-dir={workdir / 'data'}", f"--auth-token-file={token_file}"],
+        ["--local", f"--data-dir={DATA_DIR}", f"--auth-token-file={token_file}"],
     )
     yield service
     service.stop()
+
+
+def _secrets(control: ServiceProcess) -> dict[str, str]:
+    """What model code must not read: the control's state, its environment and memory."""
+    return {
+        "data folder": str(DATA_DIR),
+        "database": str(DATA_DIR / "control.db"),
+        "artifacts": str(DATA_DIR / "artifacts"),
+        "logs": str(DATA_DIR / "logs"),
+        "control environ": f"/proc/{control.process.pid}/environ",
+        "control memory": f"/proc/{control.process.pid}/mem",
+    }
+
+
+def _assert_runs_without_the_controls_power(found: dict[str, Any]) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("model code runs as the control's own user unless the control is root")
+    assert found["user"] == "skmaker-job"
+    assert found["reads"] == {
+        "data folder": "PermissionError",
+        "database": "PermissionError",
+        "artifacts": "PermissionError",
+        "logs": "PermissionError",
+        "control environ": "PermissionError",
+        "control memory": "PermissionError",
+    }
+    names = set(found["environ"])
+    assert not {name for name in names if name.endswith(("AUTH_TOKEN", "_TOKEN"))}, names
 
 
 def _serving_address(control: ServiceProcess, endpoint: str) -> str:
@@ -174,7 +227,8 @@ def test_a_replicas_credential_reads_its_own_model_and_nothing_else(
         metadata=METADATA,
     )
     address = _serving_address(control, "probe")
-    body = {"own": "probe-a", "other": "probe-b", "own_uri": own_uri, "other_uri": other_uri}
+    body: dict[str, Any] = {"own": "probe-a", "other": "probe-b"}
+    body |= {"own_uri": own_uri, "other_uri": other_uri, "secrets": _secrets(control)}
 
     found = _probe(address, body)
 
@@ -194,6 +248,7 @@ def test_a_replicas_credential_reads_its_own_model_and_nothing_else(
     with pytest.raises(grpc.RpcError) as refused:
         _probe(address, body, metadata=(("authorization", "Bearer " + found["stolen"]),))
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    _assert_runs_without_the_controls_power(found)
 
 
 def test_a_batch_workers_credential_cannot_act_as_a_user(
@@ -214,8 +269,8 @@ def test_a_batch_workers_credential_cannot_act_as_a_user(
         model.create()
         own_uri = session.describe_model("probe-batch")["PrimaryContainer"]["ModelDataUrl"]
         other_uri = _create_model(control, tmp_path, "probe-other")
-        body = {"own": "probe-batch", "other": "probe-other"}
-        body |= {"own_uri": own_uri, "other_uri": other_uri}
+        body: dict[str, Any] = {"own": "probe-batch", "other": "probe-other"}
+        body |= {"own_uri": own_uri, "other_uri": other_uri, "secrets": _secrets(control)}
         inputs = tmp_path / "inputs"
         inputs.mkdir()
         (inputs / "probe.json").write_text(json.dumps(body))
@@ -237,3 +292,4 @@ def test_a_batch_workers_credential_cannot_act_as_a_user(
         "own archive URL": "OK",
         "other archive URL": "OK",
     }
+    _assert_runs_without_the_controls_power(found)

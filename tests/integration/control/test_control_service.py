@@ -22,6 +22,7 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.runtime.call_limits import WORKER_MARKER
 from skmaker.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
@@ -91,8 +92,13 @@ def _upload_messages(
         yield artifacts_pb2.UploadArtifactRequest(chunk=data[start : start + 4096])
 
 
-def _upload(clients: Clients, uri: str, data: bytes) -> artifacts_pb2.ArtifactInfo:
-    return clients.artifacts.UploadArtifact(_upload_messages(uri, data), timeout=10).artifact
+def _upload(
+    clients: Clients, uri: str, data: bytes, as_worker: bool = False
+) -> artifacts_pb2.ArtifactInfo:
+    # Workers mark their calls; only they may write below a training job's output.
+    metadata = [WORKER_MARKER] if as_worker else []
+    messages = _upload_messages(uri, data)
+    return clients.artifacts.UploadArtifact(messages, metadata=metadata, timeout=10).artifact
 
 
 def _bundle(members: dict[str, bytes]) -> bytes:
@@ -474,7 +480,11 @@ def test_worker_flow_with_followed_logs(control: ServiceProcess) -> None:
 
     _heartbeat(clients, task, "saving", status="Uploading")
     model_uri = "store://jobs/flow/output/model.tar.gz"
-    _upload(clients, model_uri, b"model")
+    # A user may not put a model there; the job's trainer may.
+    with pytest.raises(grpc.RpcError) as refused:
+        _upload(clients, model_uri, b"not the model")
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    _upload(clients, model_uri, b"model", as_worker=True)
     completion = {
         "model_artifact_uri": model_uri,
         "runtime_versions": training_job_pb2.RuntimeVersions(

@@ -257,6 +257,28 @@ def test_a_request_larger_than_haproxys_buffer_is_routed_by_haproxy(stack: Stack
     assert after - before == 1
 
 
+@pytest.mark.parametrize("megabytes", [10, 100])
+def test_an_oversized_predict_is_resource_exhausted_with_the_limit(
+    stack: Stack, megabytes: int
+) -> None:
+    # The replicas' gRPC servers refuse such a message as RESOURCE_EXHAUSTED, which HAProxy
+    # would turn into CANCELLED; it answers itself before forwarding anything.
+    request = inference_pb2.PredictRequest(
+        endpoint_name="iris", content_type="text/csv", body=b"1" * (megabytes * 1024 * 1024)
+    )
+    with grpc.insecure_channel(stack.gateway.address) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Predict(request, timeout=60, metadata=AUTH)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
+        details = refused.value.details() or ""
+        assert f"is {request.ByteSize()} bytes" in details, details
+        assert f"the limit is {7 * 1024 * 1024} bytes" in details, details
+        assert "--replica-max-payload-bytes" in details, details
+        answer = stub.Predict(_request(), timeout=30, metadata=AUTH)
+    assert _labels(answer) == [int(v) for v in _model().predict(ROWS)]
+
+
 def _haproxy_pid(gateway: ServiceProcess) -> int:
     found = re.search(r"haproxy started: \S+ \(pid (\d+)\)", gateway.logs())
     assert found, gateway.logs()

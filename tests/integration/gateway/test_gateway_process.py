@@ -276,6 +276,22 @@ def test_the_log_names_the_port_callers_use(stack: Stack) -> None:
     assert f"gateway listening grpc={stack.gateway.grpc_port} " in log, stack.gateway.logs()
 
 
+@pytest.mark.parametrize("megabytes", [10, 100])
+def test_an_oversized_predict_is_resource_exhausted_on_either_data_plane(
+    stack: Stack, megabytes: int
+) -> None:
+    # 10 MB: over the replicas' 6 MiB payload limit; 100 MB: over the Python gateway's own
+    # message limit too. Through HAProxy both used to reach the caller as CANCELLED.
+    request = inference_pb2.PredictRequest(
+        endpoint_name="iris", content_type="text/csv", body=b"1" * (megabytes * 1024 * 1024)
+    )
+    with grpc.insecure_channel(stack.gateway.address) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            inference_pb2_grpc.InferenceServiceStub(channel).Predict(request, timeout=60)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
+        assert _labels(_predict_on(channel, "iris")) == _expected(0)
+
+
 def test_an_unknown_endpoint_is_not_found(stack: Stack) -> None:
     with pytest.raises(grpc.RpcError) as refused:
         _predict(stack.gateway.address, "no-such-endpoint")

@@ -184,3 +184,21 @@ def test_concurrent_scoring_threads_share_the_cores(csv_bytes: bytes) -> None:
 
     _score(csv_bytes, type("H", (), {"invoke": staticmethod(invoke)})(), max_concurrent=2)
     assert sizes == {native_threads.threads_per_call(2)}
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_each_scored_mini_batch_may_use_its_share_of_the_cores(
+    csv_bytes: bytes, concurrency: int
+) -> None:
+    # The fast path splits a large predict over this budget (one mini-batch at a time: every
+    # core); the thread's own budget is back to 1 once the shard is scored.
+    budgets: set[int] = set()
+
+    def invoke(body: bytes, content_type: str, accept: str) -> tuple[bytes, str]:
+        budgets.add(native_threads.call_threads())
+        return b"0\n" * len(body.splitlines()), "text/csv"
+
+    handler = type("H", (), {"invoke": staticmethod(invoke)})()
+    _score(csv_bytes, handler, max_concurrent=concurrency, max_payload_mb=1)
+    assert budgets == {native_threads.threads_per_call(concurrency)}
+    assert native_threads.call_threads() == 1

@@ -32,6 +32,9 @@ def _endpoint(**fields: object) -> model_pb2.Endpoint:
                 state=model_pb2.REPLICA_STATE_SERVING,
                 metrics_address="127.0.0.1:9001",
                 model_name="iris-model",
+                predict_path=model_pb2.PredictPath(
+                    name="onnxruntime", reason="verified on 2401 rows", max_rows=2401
+                ),
             ),
             model_pb2.Replica(
                 id="r2", address="127.0.0.1:7002", state=model_pb2.REPLICA_STATE_STARTING
@@ -65,6 +68,12 @@ def test_endpoint_description_is_shaped_like_describe_endpoint() -> None:
             "State": "Serving",
             "MetricsAddress": "127.0.0.1:9001",
             "ModelName": "iris-model",
+            "PredictPath": {
+                "Name": "onnxruntime",
+                "Reason": "verified on 2401 rows",
+                "Refused": False,
+                "MaxRows": 2401,
+            },
         },
         {"Id": "r2", "Address": "127.0.0.1:7002", "State": "Starting"},
     ]

@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from services.control.artifacts.store import LocalArtifactStore, key_of
-from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted
+from services.runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 
 
 def _sha(data: bytes) -> str:
@@ -106,11 +111,42 @@ def test_an_aborted_stream_leaves_nothing_behind(store: LocalArtifactStore, tmp_
 
 def test_object_and_folder_cannot_share_a_key(store: LocalArtifactStore) -> None:
     store.put("a", 1, _sha(b"1"), [b"1"])
-    with pytest.raises(InvalidArgument, match="'a' is an object"):
+    with pytest.raises(FailedPrecondition, match="'a' is an object"):
         store.put("a/b", 1, _sha(b"1"), [b"1"])
     store.put("c/d", 1, _sha(b"1"), [b"1"])
-    with pytest.raises(InvalidArgument, match="objects exist below it"):
+    with pytest.raises(FailedPrecondition, match="objects exist below it"):
         store.put("c", 1, _sha(b"1"), [b"1"])
+    assert [info.key for info in store.list("")] == ["a", "c/d"]
+
+
+@pytest.mark.parametrize("first, second", [("a", "a.json/x"), ("a.json/x", "a")])
+def test_keys_that_only_look_alike_are_both_stored(
+    store: LocalArtifactStore, first: str, second: str
+) -> None:
+    # The former digest layout kept `a`'s digest in the file `a.json`, where `a.json/x` needs a
+    # folder.
+    store.put(first, 1, _sha(b"1"), [b"1"])
+    store.put(second, 2, _sha(b"22"), [b"22"])
+    assert {info.key: info.sha256 for info in store.list("")} == {
+        first: _sha(b"1"),
+        second: _sha(b"22"),
+    }
+    assert store.delete("a") and store.delete("a.json/x")
+    assert store.list("") == []
+
+
+def test_keys_over_the_length_limits_are_refused() -> None:
+    from services.control.artifacts.base import MAX_KEY_BYTES, MAX_SEGMENT_BYTES, key_of
+
+    assert key_of("/".join(["s" * 200] * 5)) == "/".join(["s" * 200] * 5)
+    for key, limit in [
+        ("k" * 10_000, MAX_KEY_BYTES),
+        ("/".join(["s" * 200] * 6), MAX_KEY_BYTES),
+        ("x/" + "s" * 256, MAX_SEGMENT_BYTES),
+        ("é" * 128, MAX_SEGMENT_BYTES),
+    ]:
+        with pytest.raises(InvalidArgument, match=f"the limit is {limit} bytes"):
+            key_of(key)
 
 
 def test_a_stale_digest_is_recomputed(store: LocalArtifactStore, tmp_path: Path) -> None:
@@ -121,7 +157,7 @@ def test_a_stale_digest_is_recomputed(store: LocalArtifactStore, tmp_path: Path)
     tmp.write_bytes(b"22")
     os.replace(tmp, object_path)
     assert store.list("k")[0].sha256 == _sha(b"22")
-    (tmp_path / "artifacts" / "digests" / "k.json").unlink()
+    (tmp_path / "artifacts" / "object-digests" / "k").unlink()
     assert store.list("k")[0].sha256 == _sha(b"22")
 
 

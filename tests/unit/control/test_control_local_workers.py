@@ -84,3 +84,42 @@ def test_extra_env_reaches_the_child(tmp_path: Path) -> None:
         _wait_for(lambda: log_path.exists() and "hello" in log_path.read_text())
     finally:
         supervisor.stop()
+
+
+def test_a_restarted_supervisor_stops_the_children_a_killed_run_left(tmp_path: Path) -> None:
+    pid_file = tmp_path / "work" / "local-workers.json"
+    # The children ignore SIGTERM, like a worker still draining: the new run must SIGKILL them.
+    stubborn = (
+        sys.executable,
+        "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('up', flush=True); time.sleep(60)",
+    )
+    specs = [WorkerSpec(f"w-{i}", stubborn, tmp_path / f"w-{i}.log") for i in (0, 1)]
+    first = WorkerSupervisor(specs, pid_file=pid_file, watch_interval_s=3600.0)
+    first.start()
+    first.begin_shutdown()  # a killed run restarts nothing and stops nothing
+    # Up means the SIGTERM handler is in place.
+    _wait_for(lambda: all(_says_up(spec.log_path) for spec in specs))
+    left = set(first.pids().values())
+    assert len(left) == 2
+    second = WorkerSupervisor(specs, pid_file=pid_file, watch_interval_s=3600.0, stop_timeout_s=0.5)
+    second.start()
+    try:
+        for pid in left:
+            _wait_for(lambda pid=pid: not _runs(pid))  # type: ignore[misc]
+        assert len(second.pids()) == 2
+        assert not left & set(second.pids().values())
+    finally:
+        second.stop()
+    assert not pid_file.exists()
+
+
+def _runs(pid: int) -> bool:
+    from services.control.local_workers.supervisor import start_ticks
+
+    return start_ticks(pid) is not None
+
+
+def _says_up(log_path: Path) -> bool:
+    return log_path.exists() and "up" in log_path.read_text()

@@ -67,7 +67,12 @@ def test_create_queues_a_task_and_acquire_leases_it(
     assert lease.task.lease_expires == clock.now + 10.0
     assert lease.heartbeat_interval_s == 2.0
     assert isinstance(lease.payload, TrainingTaskPayload)
+    # The trainer reads the bundle kept under the digest the job is bound to.
+    digest = created.spec.source_sha256
+    kept = f"store://code-bundles/sha256/{digest}/sourcedir.tar.gz"
+    assert len(digest) == 64
     assert lease.payload.spec == created.spec
+    assert lease.payload.source_bundle_uri == kept
     job = jobs.describe("job-1")
     assert (job.attempts, job.training_start_time) == (1, clock.now)
     assert scheduler.acquire("w2", TRAINING, wait_s=0) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,32 @@ def test_a_resent_heartbeat_does_not_store_its_lines_twice(store: ControlStore) 
     store.append_attempt_log_lines("a", "t-1", 2, 0, [WorkerLogLine(2.0, "stdout", "retry")])
     texts = [line.text for line in store.read_log_lines("a", 0, 100)]
     assert texts == ["line 0", "line 1", "line 2", "line 3", "retry"]
+
+
+def test_jobs_stored_before_bundles_were_bound_get_their_keys(tmp_path: Path) -> None:
+    # A database as migration 9 left it, holding one job.
+    path = tmp_path / "control.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
+        for version, statements in enumerate(MIGRATIONS[:9], start=1):
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version VALUES (?, 0)", (version,))
+        spec = TrainingJobSpec(
+            entry_point="train.py",
+            source_uri="store://jobs/old/source/sourcedir.tar.gz",
+            output_uri="store://models/",
+        )
+        conn.execute(
+            "INSERT INTO training_jobs (name, spec_json, status, secondary_status, "
+            "creation_time) VALUES ('old', ?, 'Completed', 'Completed', 1.0)",
+            (spec_to_json(spec),),
+        )
+    store = ControlStore(path)
+    try:
+        assert store.training_job_bound_to("jobs/old/source/sourcedir.tar.gz") == "old"
+        assert store.training_job_with_output_at("models/old/output/model.tar.gz") == "old"
+        assert store.training_job_with_output_at("models/older/output/model.tar.gz") is None
+        assert store.training_job_bound_to("jobs/old/source/other.tar.gz") is None
+    finally:
+        store.close()

@@ -11,7 +11,8 @@ from conftest import bundle_bytes, put_bytes
 from services.control.artifacts.store import LocalArtifactStore
 from services.control.training.validation import validate_job_name, validate_training_job
 from services.control.training.values import Channel, MetricDefinition, TrainingJobSpec
-from services.runtime.errors import InvalidArgument, NotFound, SkmakerError
+from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted, SkmakerError
+from tests.archive_bombs import write_zero_bomb
 
 BASE = TrainingJobSpec(
     entry_point="train.py",
@@ -196,6 +197,17 @@ def test_entry_point_in_a_subfolder_of_a_dot_slash_bundle(artifacts: LocalArtifa
 def test_a_bundle_that_is_not_a_tar_is_invalid(artifacts: LocalArtifactStore) -> None:
     put_bytes(artifacts, "b/sourcedir.tar.gz", b"not a tar")
     with pytest.raises(InvalidArgument, match="not a readable tar"):
+        validate_training_job(
+            "job", replace(BASE, source_uri="store://b/sourcedir.tar.gz"), artifacts
+        )
+
+
+def test_a_bundle_that_unpacks_to_gigabytes_is_refused_naming_the_limit(tmp_path: Path) -> None:
+    artifacts = LocalArtifactStore(tmp_path / "store", max_upload_bytes=2**30)
+    bomb = tmp_path / "bomb.tar.gz"
+    write_zero_bomb(bomb, 2 * 1024**3, member="train.py")
+    put_bytes(artifacts, "b/sourcedir.tar.gz", bomb.read_bytes())
+    with pytest.raises(ResourceExhausted, match=r"archive size limit.*--max-archive-bytes"):
         validate_training_job(
             "job", replace(BASE, source_uri="store://b/sourcedir.tar.gz"), artifacts
         )

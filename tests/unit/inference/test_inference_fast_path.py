@@ -7,6 +7,7 @@ the model accepts it; a converter that gets the model wrong is refused, with the
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from services.runtime import native_threads
 from services.sagemaker.serving import fast_path
 from services.sagemaker.serving.handler import ModelHandler
 from services.sagemaker.serving.model_loader import ModelLoader
@@ -132,6 +134,7 @@ def test_regression_values_float32_cannot_hold_stay_on_scikit_learn() -> None:
     # ONNX Runtime answers regression in float32 and Treelite does not take single trees.
     assert predict is None
     assert path.name == fast_path.SCIKIT_LEARN
+    assert path.refused
     assert "values differ from scikit-learn's" in path.reason
 
 
@@ -178,6 +181,7 @@ def test_switched_off_by_the_environment() -> None:
     predict, path = fast_path.choose(model, {"SKMAKER_FAST_PATH": "0"})
     assert predict is None
     assert path.name == fast_path.SCIKIT_LEARN
+    assert not path.refused  # switched off, not refused: nothing for the endpoint's events
     assert "SKMAKER_FAST_PATH" in path.reason
 
 
@@ -187,7 +191,8 @@ def test_a_users_predict_fn_is_never_replaced() -> None:
     handler = ModelHandler(model, predict_fn=lambda data, m: m.predict_proba(data))
     served, path = fast_path.apply(handler, {})
     assert served is handler
-    assert path.name == fast_path.SCIKIT_LEARN
+    assert path.name == fast_path.USER_HANDLER
+    assert not path.refused
 
 
 def test_unsupported_models_and_steps_keep_scikit_learn() -> None:
@@ -201,6 +206,7 @@ def test_unsupported_models_and_steps_keep_scikit_learn() -> None:
     ).fit(features, target)
     _, path = fast_path.choose(custom, {})
     assert path.name == fast_path.SCIKIT_LEARN
+    assert not path.refused
     assert "FunctionTransformer" in path.reason
 
 
@@ -241,3 +247,51 @@ def test_calls_larger_than_the_measured_ones_go_to_scikit_learn() -> None:
     big = np.tile(features, (path.max_rows // len(features) + 2, 1))[: path.max_rows + 1]
     np.testing.assert_array_equal(predict(big), original(big))
     assert seen == [path.max_rows + 1]
+
+
+@pytest.fixture
+def two_cores_for_this_call() -> Any:
+    # What a batch worker scoring one mini-batch at a time on two cores sets.
+    native_threads.set_call_threads(2)
+    yield
+    native_threads.set_call_threads(1)
+
+
+@pytest.mark.usefixtures("two_cores_for_this_call")
+def test_a_large_call_is_split_over_the_calls_cores_in_order() -> None:
+    threads: list[str] = []
+
+    def first_column(rows: np.ndarray) -> np.ndarray:
+        threads.append(threading.current_thread().name)
+        return rows[:, 0].copy()
+
+    rows = np.arange(6 * fast_path.SPLIT_MIN_ROWS, dtype=np.float64).reshape(-1, 2)
+    answers = fast_path.split_over_threads(first_column)(rows)
+    assert answers.tolist() == rows[:, 0].tolist()
+    assert len(threads) == 2
+    assert threading.current_thread().name in threads
+    assert any(name.startswith("predict-part") for name in threads)
+    threads.clear()
+    fast_path.split_over_threads(first_column)(rows[: fast_path.SPLIT_MIN_ROWS])
+    assert len(threads) == 1  # too small to be worth a second thread
+
+
+@pytest.mark.usefixtures("two_cores_for_this_call")
+def test_a_split_call_answers_and_fails_as_scikit_learn() -> None:
+    features, target = _data("classifier", 3)
+    model = ensemble.RandomForestClassifier(20, random_state=0).fit(features, target)
+    predict, path = fast_path.choose(model, {})
+    assert predict is not None and path.max_rows is not None
+    rows = _unseen(np.tile(features, (8, 1)), with_nan=False)
+    assert len(rows) > max(path.max_rows, 2 * fast_path.SPLIT_MIN_ROWS)
+    assert predict(rows).tolist() == model.predict(rows).tolist()
+    boosting = ensemble.GradientBoostingClassifier(n_estimators=5, random_state=0)
+    boosting.fit(features, target)
+    predict, _ = fast_path.choose(boosting, {})
+    assert predict is not None
+    rows[-1, 0] = np.nan  # GradientBoosting takes no NaN: the error of the whole call
+    with pytest.raises(ValueError) as split_error:
+        predict(rows)
+    with pytest.raises(ValueError) as own_error:
+        boosting.predict(rows)
+    assert str(split_error.value) == str(own_error.value)

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 
-from services.runtime.archives import make_tar_gz, safe_extract_tar
+from services.runtime.archives import (
+    MODEL_ARCHIVE_LIMITS,
+    ArchiveLimits,
+    ArchiveTooLarge,
+    list_tar_files,
+    make_tar_gz,
+    safe_extract_tar,
+)
+from tests.archive_bombs import write_zero_bomb
 
 
 def test_members_are_relative_to_the_folder_and_sorted(tmp_path: Path) -> None:
@@ -116,3 +125,45 @@ def test_not_a_tar_archive(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="not a readable tar archive"):
         safe_extract_tar(bogus, tmp_path / "dest")
+
+
+def test_a_zip_bomb_is_refused_at_its_header_naming_the_limit(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.tar.gz"
+    write_zero_bomb(bomb, 2 * 1024**3)
+    assert bomb.stat().st_size < 4 * 1024 * 1024
+
+    started = time.monotonic()
+    with pytest.raises(ArchiveTooLarge, match="archive size limit"):
+        safe_extract_tar(bomb, tmp_path / "out")
+    assert time.monotonic() - started < 2, "the bomb was unpacked before being refused"
+    assert not list((tmp_path / "out").iterdir())
+    # Within the byte limit (a model.tar.gz may unpack to 16 GiB), the ratio limit still tells
+    # a bomb from data.
+    with pytest.raises(ArchiveTooLarge, match="ratio limit"):
+        safe_extract_tar(bomb, tmp_path / "out", MODEL_ARCHIVE_LIMITS)
+
+
+def test_too_many_members_are_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(11):
+        (folder / f"f{index}").write_text("x")
+    archive = tmp_path / "many.tar.gz"
+    make_tar_gz(folder, archive)
+    with pytest.raises(ArchiveTooLarge, match="more than 10 members"):
+        safe_extract_tar(archive, tmp_path / "out", ArchiveLimits(max_members=10))
+    with archive.open("rb") as source:
+        assert len(list_tar_files(source, ArchiveLimits(max_members=11))) == 11
+
+
+def test_bzip2_and_plain_tars_are_read_within_limits(tmp_path: Path) -> None:
+    for mode, name in (("w:bz2", "a.tar.bz2"), ("w:xz", "a.tar.xz"), ("w", "a.tar")):
+        payload = io.BytesIO(b"print('hi')\n")
+        info = tarfile.TarInfo("train.py")
+        info.size = len(payload.getvalue())
+        with tarfile.open(tmp_path / name, mode) as tar:
+            tar.addfile(info, payload)
+        with (tmp_path / name).open("rb") as source:
+            assert list_tar_files(source, ArchiveLimits()) == ["train.py"]
+        with pytest.raises(ArchiveTooLarge, match="size limit"):
+            safe_extract_tar(tmp_path / name, tmp_path / "out", ArchiveLimits(max_bytes=4))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -149,6 +150,40 @@ def test_missing_entry_point_is_a_client_error(tmp_path: Path) -> None:
     outcome = run.run()
     assert outcome.outcome == runner.FAILED
     assert outcome.failure_reason.startswith("ClientError: entry point 'nope.py'")
+
+
+def test_a_bundle_that_is_not_the_one_the_job_is_bound_to_is_not_run(tmp_path: Path) -> None:
+    # The kept copy holds other code than the digest the job is bound to.
+    run, store, _reporter = _run(
+        tmp_path,
+        "open('/dev/null').close()\n",
+        source_sha256="0" * 64,
+        source_bundle_uri="store://code-bundles/sha256/x/sourcedir.tar.gz",
+    )
+    _bundle(store, "code-bundles/sha256/x/sourcedir.tar.gz", {"train.py": "print('other')\n"})
+    outcome = run.run()
+    assert outcome.outcome == runner.FAILED
+    assert "is not the job's code" in outcome.failure_reason
+
+
+def test_the_kept_bundle_with_the_bound_digest_is_the_one_run(tmp_path: Path) -> None:
+    run, store, reporter = _run(
+        tmp_path,
+        "print('from jobs/')\n",
+        source_bundle_uri="store://code-bundles/sha256/d/sourcedir.tar.gz",
+    )
+    _bundle(store, "code-bundles/sha256/d/sourcedir.tar.gz", {"train.py": "print('kept')\n"})
+    kept = (store.root / "code-bundles/sha256/d/sourcedir.tar.gz").read_bytes()
+    run = TrainingJobRun(
+        replace(run.assignment, source_sha256=hashlib.sha256(kept).hexdigest()),
+        tmp_path / "ws2",
+        reporter,
+        store,
+        run.env,
+    )
+    outcome = run.run()
+    assert outcome.outcome == runner.SUCCEEDED, outcome.failure_reason
+    assert ("stdout", "kept") in reporter.lines
 
 
 def test_missing_channel_data_is_a_client_error(tmp_path: Path) -> None:

@@ -161,8 +161,13 @@ class TrainingTask(_message.Message):
 
     JOB_NAME_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
+    SOURCE_BUNDLE_URI_FIELD_NUMBER: _builtins.int
     job_name: _builtins.str
     """Job name."""
+    source_bundle_uri: _builtins.str
+    """Where to download the source bundle: the copy kept under spec.source_sha256, which the
+    worker checks it against. Empty (jobs from before bundles were kept): spec.source_uri.
+    """
     @_builtins.property
     def spec(self) -> _training_job_pb2.TrainingJobSpec:
         """What to run."""
@@ -172,10 +177,11 @@ class TrainingTask(_message.Message):
         *,
         job_name: _builtins.str = ...,
         spec: _training_job_pb2.TrainingJobSpec | None = ...,
+        source_bundle_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_name", b"job_name", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_name", b"job_name", "source_bundle_uri", b"source_bundle_uri", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -712,6 +718,7 @@ class ReportReplicaRuntimeRequest(_message.Message):
     REPLICA_ID_FIELD_NUMBER: _builtins.int
     MODEL_NAME_FIELD_NUMBER: _builtins.int
     RUNTIME_VERSIONS_FIELD_NUMBER: _builtins.int
+    PREDICT_PATH_FIELD_NUMBER: _builtins.int
     endpoint_name: _builtins.str
     """The endpoint the replica serves."""
     replica_id: _builtins.str
@@ -722,6 +729,10 @@ class ReportReplicaRuntimeRequest(_message.Message):
     def runtime_versions(self) -> _training_job_pb2.RuntimeVersions:
         """Its interpreter and libraries."""
 
+    @_builtins.property
+    def predict_path(self) -> _model_pb2.PredictPath:
+        """What answers its predict calls; unset from replicas that do not say."""
+
     def __init__(
         self,
         *,
@@ -729,10 +740,11 @@ class ReportReplicaRuntimeRequest(_message.Message):
         replica_id: _builtins.str = ...,
         model_name: _builtins.str = ...,
         runtime_versions: _training_job_pb2.RuntimeVersions | None = ...,
+        predict_path: _model_pb2.PredictPath | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["runtime_versions", b"runtime_versions"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["predict_path", b"predict_path", "runtime_versions", b"runtime_versions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_name", b"endpoint_name", "model_name", b"model_name", "replica_id", b"replica_id", "runtime_versions", b"runtime_versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["endpoint_name", b"endpoint_name", "model_name", b"model_name", "predict_path", b"predict_path", "replica_id", b"replica_id", "runtime_versions", b"runtime_versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -745,18 +757,24 @@ class ReportReplicaRuntimeResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MISMATCH_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     mismatch: _builtins.str
     """The endpoint event recorded when the runtimes differ; empty when they agree or the
     model's training runtime is not known.
+    """
+    refusal: _builtins.str
+    """The endpoint event recorded when the fast path was refused for this model (once per
+    endpoint, model and reason); empty otherwise.
     """
     def __init__(
         self,
         *,
         mismatch: _builtins.str = ...,
+        refusal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mismatch", b"mismatch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mismatch", b"mismatch", "refusal", b"refusal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -267,6 +267,7 @@ class Replica(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     METRICS_ADDRESS_FIELD_NUMBER: _builtins.int
     MODEL_NAME_FIELD_NUMBER: _builtins.int
+    PREDICT_PATH_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Replica id, unique within the endpoint."""
     address: _builtins.str
@@ -277,6 +278,10 @@ class Replica(_message.Message):
     """Prometheus /metrics address (host:port)."""
     model_name: _builtins.str
     """Model the replica serves."""
+    @_builtins.property
+    def predict_path(self) -> Global___PredictPath:
+        """What answers its predict calls; unset until the replica loaded the model and reported it."""
+
     def __init__(
         self,
         *,
@@ -285,14 +290,53 @@ class Replica(_message.Message):
         state: Global___ReplicaState.ValueType = ...,
         metrics_address: _builtins.str = ...,
         model_name: _builtins.str = ...,
+        predict_path: Global___PredictPath | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["predict_path", b"predict_path"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "id", b"id", "metrics_address", b"metrics_address", "model_name", b"model_name", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "id", b"id", "metrics_address", b"metrics_address", "model_name", b"model_name", "predict_path", b"predict_path", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Replica: _TypeAlias = Replica  # noqa: Y015
+
+@_typing.final
+class PredictPath(_message.Message):
+    """Which code answers a replica's predict calls: a verified fast path for tree models, the
+    model's own scikit-learn predict, or the user's handler (docs/architecture.md).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    MAX_ROWS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"onnxruntime", "treelite-gtil", "scikit-learn" or "user-handler"."""
+    reason: _builtins.str
+    """What was verified (and timed), or why scikit-learn serves."""
+    refused: _builtins.bool
+    """True when every fast runtime tried was refused (answers differing from scikit-learn's, a
+    failed conversion, not faster), so scikit-learn serves; the reason says why.
+    """
+    max_rows: _builtins.int
+    """Calls with more rows than this go to scikit-learn; 0: no limit (or no fast path)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        refused: _builtins.bool = ...,
+        max_rows: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_rows", b"max_rows", "name", b"name", "reason", b"reason", "refused", b"refused"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PredictPath: _TypeAlias = PredictPath  # noqa: Y015
 
 @_typing.final
 class EndpointEvent(_message.Message):

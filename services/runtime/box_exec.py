@@ -1,13 +1,16 @@
 """The first program of a boxed job process: joins its cgroups, sets limits, drops to the job
 user, then execs the real command.
 
-Run as ``python -I -S box_exec.py '<json plan>' command...`` by `sandbox.JobBox.wrap`. It is
-started by the trainer (as root when the trainer is) with the job's scrubbed environment and
-its workspace as cwd; ``-I -S`` keep that environment and folder from putting user code on its
-import path while it still has the trainer's rights. Standard library only, so it starts fast.
-The plan (JSON): ``cgroup_procs`` (files to write our pid to), ``rlimits`` (name to
-``[soft, hard]``), ``uid``/``gid`` (null: keep ours), ``expose`` (paths the job user must reach,
-e.g. an interpreter under /root, and their folders it cannot traverse).
+Run as ``python -I -S box_exec.py '<json plan>' command...`` by the trainer's
+`sandbox.JobBox.wrap`, and by a root control for the replicas and batch workers it runs as its
+job user (`job_user.as_user_command`). It is started (as root when its starter is) with the
+scrubbed environment of what it runs; ``-I -S`` keep that environment and the working folder
+from putting user code on its import path while it still has its starter's rights. Standard
+library only, so it starts fast. The plan (JSON): ``cgroup_procs`` (files to write our pid to),
+``rlimits`` (name to ``[soft, hard]``), ``uid``/``gid`` (null: keep ours), ``expose`` (paths
+the job user must reach, e.g. an interpreter under /root, and their folders it cannot
+traverse), ``die_with_parent`` (default true: SIGKILL when the starting thread ends; false for
+long-lived services, which stop with the control through their lifeline instead).
 
 Exposing happens in a mount namespace of the job's own: each closed folder on the way gets an
 empty tmpfs laid over it, holding only bind mounts of the entries on the way. The job then sees
@@ -119,7 +122,8 @@ def main(argv: list[str]) -> int:
             os.setgid(plan["gid"])
             os.setuid(plan["uid"])
         # After the uid change, which clears it: the script dies with the trainer.
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if plan.get("die_with_parent", True):
+            _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         os.execvpe(command[0], command, os.environ)
     except OSError as err:
         print(f"skmaker: cannot start the job in its box: {err}", file=sys.stderr)
