@@ -41,6 +41,7 @@ lint: install
 	$(PY) tools/check_sizes.py
 	$(PY) tools/check_contract_references.py
 	$(COMPOSE) -f docker-compose.yml config --quiet
+	SKMAKER_SECRETS=/run/skmaker-secrets $(COMPOSE) -f docker-compose.yml -f docker-compose.tls.yml config --quiet
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 # A V2 client skmaker did not write: tritonclient needs protobuf<7, so it gets its own venv.

@@ -46,6 +46,8 @@ class ServiceProcess:
     stderr_path: Path
     port_file: Path
     _channels: list[grpc.Channel] = field(default_factory=list)
+    # TLS credentials of `channel()` when the service serves TLS; None: plaintext.
+    credentials: grpc.ChannelCredentials | None = None
 
     @property
     def address(self) -> str:
@@ -54,7 +56,7 @@ class ServiceProcess:
 
     def channel(self) -> grpc.Channel:
         """A channel to the service, closed when the service is stopped."""
-        channel = grpc.insecure_channel(self.address, options=FAST_RECONNECT_OPTIONS)
+        channel = _open(self.address, self.credentials)
         self._channels.append(channel)
         return channel
 
@@ -123,11 +125,22 @@ def is_running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def wait_for_serving(address: str, deadline_s: float, service: str = "") -> None:
+def _open(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
+    if credentials is None:
+        return grpc.insecure_channel(address, options=FAST_RECONNECT_OPTIONS)
+    return grpc.secure_channel(address, credentials, options=FAST_RECONNECT_OPTIONS)
+
+
+def wait_for_serving(
+    address: str,
+    deadline_s: float,
+    service: str = "",
+    credentials: grpc.ChannelCredentials | None = None,
+) -> None:
     """Polls grpc.health.v1 Check until SERVING or the deadline passes (then raises)."""
     end = time.monotonic() + deadline_s
     last_error = "no answer"
-    with grpc.insecure_channel(address, options=FAST_RECONNECT_OPTIONS) as channel:
+    with _open(address, credentials) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < end:
             try:
@@ -149,6 +162,7 @@ def run_service(
     env: Mapping[str, str] | None = None,
     deadline_s: float = 60.0,
     label: str | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> ServiceProcess:
     """Starts `python -m services.<name>` on port 0 and returns once it is SERVING.
 
@@ -159,6 +173,7 @@ def run_service(
         env: extra environment variables.
         deadline_s: how long the process may take to become SERVING.
         label: file-name stem for logs and port file (default: name).
+        credentials: TLS credentials to check its health with (it serves TLS); None: plain.
     """
     label = label or name
     workdir.mkdir(parents=True, exist_ok=True)
@@ -193,6 +208,7 @@ def run_service(
         stdout_path=stdout_path,
         stderr_path=stderr_path,
         port_file=port_file,
+        credentials=credentials,
     )
     end = time.monotonic() + deadline_s
     while not port_file.exists():
@@ -205,7 +221,7 @@ def run_service(
     ports = json.loads(port_file.read_text())
     handle.grpc_port, handle.metrics_port = int(ports["grpc"]), int(ports["metrics"])
     try:
-        wait_for_serving(handle.address, max(1.0, end - time.monotonic()))
+        wait_for_serving(handle.address, max(1.0, end - time.monotonic()), credentials=credentials)
     except TimeoutError as err:
         alive = process.poll() is None
         handle.kill()

@@ -22,6 +22,7 @@ from services.batch.models import ModelCache
 from services.batch.worker import BatchWorker
 from services.runtime import script_runtimes
 from services.runtime.lifecycle import Service
+from services.runtime.tls import ClientTls
 
 
 def build(settings: BatchSettings, environ: MutableMapping[str, str]) -> Service:
@@ -40,6 +41,7 @@ def build(settings: BatchSettings, environ: MutableMapping[str, str]) -> Service
         worker_id=f"{socket.gethostname()}/{os.getpid()}",
         token=settings.auth_token,
         control_timeout_s=settings.control_timeout_s,
+        tls=ClientTls.from_settings(settings),
         # Handlers run in this process: only shards of models on this runtime are ours.
         script_runtime=script_runtimes.current_name(),
     )

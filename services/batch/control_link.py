@@ -17,6 +17,7 @@ from typing import cast
 import grpc
 
 from services.runtime.dispatch_link import RPC_TIMEOUT_S, AttemptSuperseded, DispatchLink
+from services.runtime.tls import ClientTls
 from services.sagemaker.serving.model_loader import ModelLoadFailed, ModelSpec
 from services.sagemaker.transform.bad_records import RecordFailure
 from services.sagemaker.transform.data_processing import AssembleWith, JoinSource
@@ -184,6 +185,7 @@ class ControlLink(DispatchLink):
         *,
         token: str = "",
         control_timeout_s: float = 120.0,
+        tls: ClientTls | None = None,
         script_runtime: str = "",
     ) -> None:
         super().__init__(
@@ -192,6 +194,7 @@ class ControlLink(DispatchLink):
             dispatch_pb2.TASK_KIND_TRANSFORM,
             token=token,
             control_timeout_s=control_timeout_s,
+            tls=tls,
             script_runtime=script_runtime,
         )
         self._training = training_pb2_grpc.TrainingServiceStub(self._channel)

@@ -62,9 +62,9 @@ from services.control.transform.jobs import TransformJobs
 from services.control.transform.servicer import TransformServicer
 from services.control.tuning.jobs import TuningJobs
 from services.control.tuning.servicer import TuningServicer
-from services.runtime import lifecycle, script_runtimes
+from services.runtime import lifecycle, script_runtimes, tls
 from services.runtime.archives import ArchiveLimits
-from services.runtime.auth import ScopedTokens
+from services.runtime.auth import ScopedTokens, read_tokens_file
 from services.runtime.components import Component
 from services.runtime.errors import InvalidArgument, NotFound
 from services.runtime.job_user import JobUser, model_code_user
@@ -120,7 +120,10 @@ def trainer_specs(
             log_path=data_dir / "logs" / f"trainer-{index}.log",
             token=_worker_token(settings, f"trainer-{index}", issue_token),
             token_fd_env="SKMAKER_TRAINER_AUTH_TOKEN_FD",
-            extra_env=_script_runtime_env("SKMAKER_TRAINER_", settings),
+            extra_env={
+                **_script_runtime_env("SKMAKER_TRAINER_", settings),
+                **child_environment("SKMAKER_TRAINER_", settings),
+            },
         )
         for index in indices
     ]
@@ -129,9 +132,21 @@ def trainer_specs(
 def _worker_token(
     settings: ControlSettings, name: str, issue_token: Callable[[str], str] | None
 ) -> str:
-    if not settings.auth_token:
+    if not settings.auth_enabled:
         return ""
     return issue_token(name) if issue_token is not None else settings.auth_token
+
+
+def child_environment(prefix: str, settings: ControlSettings) -> dict[str, str]:
+    """What a child service (`prefix`: its variables') inherits of the control's settings.
+
+    The TLS files by path (it serves TLS with the control's certificate and checks the control
+    with its CA) and the metrics token, which the child drops from its environment once read.
+    """
+    values = tls.child_environment(prefix, settings)
+    if settings.metrics_token:
+        values[prefix + "METRICS_TOKEN"] = settings.metrics_token
+    return values
 
 
 def _script_runtime_env(prefix: str, settings: ControlSettings) -> dict[str, str]:
@@ -162,6 +177,7 @@ def replica_backend(
         health_timeout_s=settings.replica_health_timeout_s,
         unhealthy_checks=settings.replica_unhealthy_checks,
         shutdown_grace_s=settings.replica_shutdown_grace_s,
+        tls=tls.ClientTls.from_settings(settings),
     )
     extra_args = tuple(shlex.split(settings.replica_args))
     script_python = script_python or PythonChoice(sys.executable, "")
@@ -173,6 +189,13 @@ def replica_backend(
             control_address=settings.docker_control_address,
             endpoint_address=settings.docker_endpoint_address,
             auth_token=settings.auth_token,
+            caller_token_sha256=",".join(settings.people().digests()),
+            environment={
+                name: value
+                for name, value in child_environment("SKMAKER_INFERENCE_", settings).items()
+                if not name.startswith("SKMAKER_INFERENCE_TLS_")
+            },
+            tls={name: str(getattr(settings, name)) for name in tls.TLS_FIELDS},
             extra_args=extra_args,
             supervision=supervision,
             # The control runs in the replicas' image, so its runtime's path is theirs too.
@@ -190,10 +213,12 @@ def replica_backend(
         data_dir=Path(settings.data_dir),
         host="127.0.0.1",
         auth_token=settings.auth_token,
+        caller_token_sha256=",".join(settings.people().digests()),
         extra_args=extra_args,
         supervision=supervision,
         python=script_python.python,
         issue_token=issue_token,
+        environment=child_environment("SKMAKER_INFERENCE_", settings),
         run_as=run_as,
         python_for=python_for,
     )
@@ -281,7 +306,11 @@ def load_source(settings: ControlSettings) -> LoadSource:
     """PromQL against `--prometheus-url` when set; otherwise the replicas' /metrics."""
     if settings.prometheus_url:
         return PromQLSource(settings.prometheus_url)
-    return ScrapeSource()
+    client_tls = tls.ClientTls.from_settings(settings)
+    return ScrapeSource(
+        ssl_context=client_tls.ssl_context() if client_tls is not None else None,
+        token=settings.metrics_token,
+    )
 
 
 def build(settings: ControlSettings) -> lifecycle.Service:
@@ -344,8 +373,11 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     )
     scheduler.register(TaskKind.TRANSFORM, transform_jobs)
     # Processes the control starts get tokens of their own, each scoped to what it needs.
-    scoped_tokens = ScopedTokens() if settings.auth_token else None
+    scoped_tokens = ScopedTokens() if settings.auth_enabled else None
     service.scoped_tokens = scoped_tokens
+    if scoped_tokens is not None and settings.worker_tokens_file:
+        for name, token in read_tokens_file(Path(settings.worker_tokens_file)).items():
+            scoped_tokens.grant(token, worker_scope(f"worker {name}"))
     service.call_limiter = control_call_limiter(settings, scoped_tokens, metrics)
 
     worker_tokens: dict[str, str] = {}
@@ -377,6 +409,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
             extra_args=settings.batch_args,
             python=python,
             runtime=runtime,
+            extra_env=child_environment("SKMAKER_BATCH_", settings),
             run_as=model_user,
         )
         token = _worker_token(settings, spec.name, issue_worker_token)

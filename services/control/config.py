@@ -6,7 +6,9 @@ Each field is a flag (`lease_s` -> `--lease-s`) with `SKMAKER_CONTROL_<NAME>` be
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from services.runtime.auth import PeopleTokens, people_tokens, read_tokens_file, token_sha256
 from services.runtime.settings import ServiceSettings, setting
 
 GIB = 1024**3
@@ -140,12 +142,26 @@ class ControlSettings(ServiceSettings):
     autoscale_interval_s: float = setting(
         1.0, "how often endpoints with a scaling policy are measured and scaled"
     )
+    worker_tokens_file: str = setting(
+        "",
+        "tokens of workers the control does not start (trainer and batch containers), one "
+        "'name:token' a line: each may lease and report tasks and move artifacts, nothing else",
+    )
     prometheus_url: str = setting(
         "", "read replica load by PromQL from this Prometheus (http://host:9090); empty: scrape"
     )
     prometheus_sd_file: str = setting(
         "", "keep a Prometheus file_sd JSON of every replica's /metrics address at this path"
     )
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when callers need a token (a single one, a tokens file or digests)."""
+        return bool(self.auth_token or self.auth_tokens_file or self.auth_token_sha256)
+
+    def people(self) -> PeopleTokens:
+        """The people's tokens callers may present (already checked by `settings.load`)."""
+        return people_tokens(self.auth_token, self.auth_tokens_file, self.auth_token_sha256)
 
     @property
     def effective_replica_backend(self) -> str:
@@ -183,4 +199,20 @@ class ControlSettings(ServiceSettings):
                 "--max-streams, --max-long-polls, their per-caller limits and "
                 "--max-worker-transfers must be >= 1, "
                 "--stream-idle-timeout-s >= 0"
+            )
+        if self.worker_tokens_file and not (self.auth_token or self.auth_tokens_file):
+            raise ValueError(
+                "--worker-tokens-file needs people's tokens (--auth-token-file or "
+                "--auth-tokens-file): without them every call is open anyway"
+            )
+        if self.worker_tokens_file:
+            workers = read_tokens_file(Path(self.worker_tokens_file))
+            people = self.people()
+            if any(people.who(token_sha256(token)) for token in workers.values()):
+                raise ValueError(f"{self.worker_tokens_file}: a worker has a person's token")
+        starts_children = self.local or self.effective_replica_backend != "none"
+        if self.tls_cert_file and not self.tls_ca_file and starts_children:
+            raise ValueError(
+                "--tls-cert-file: the workers and replicas the control starts check it with "
+                "--tls-ca-file (the CA that signed it); give that too"
             )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import prometheus_client
@@ -26,7 +27,7 @@ from services.gateway.endpoint_source import (
     parse_routes,
 )
 from services.gateway.forwarder import INFERENCE_SERVICE, V2_SERVICE, Forwarder, ReplicaChannel
-from services.gateway.haproxy import HaproxyOptions
+from services.gateway.haproxy import HaproxyOptions, HaproxyTls
 from services.gateway.haproxy_front import HaproxyFront
 from services.gateway.haproxy_metrics import HaproxyStatsCollector
 from services.gateway.metrics import GatewayMetrics
@@ -34,7 +35,8 @@ from services.gateway.routing_table import RoutingTable
 from services.gateway.servicer import inference_handler, open_inference_handler
 from services.gateway.table_keeper import TableKeeper
 from services.runtime import lifecycle
-from services.runtime.auth import token_metadata
+from services.runtime.auth import people_tokens, token_metadata
+from services.runtime.tls import ClientTls
 from services.runtime.version import services_version
 
 # A replica's gRPC message limit sits this far above its payload limit (services.inference: the
@@ -55,7 +57,25 @@ def endpoint_source(settings: GatewaySettings) -> EndpointSource:
     if settings.routes:
         return StaticEndpointSource(parse_routes(settings.routes))
     return ControlEndpointSource(
-        settings.control, token=settings.auth_token, timeout_s=settings.control_timeout_s
+        settings.control,
+        token=settings.auth_token,
+        timeout_s=settings.control_timeout_s,
+        tls=ClientTls.from_settings(settings),
+    )
+
+
+def haproxy_tls(settings: GatewaySettings) -> HaproxyTls | None:
+    """HAProxy's TLS from the gateway's settings; None when the gateway serves plaintext."""
+    if not settings.tls_cert_file:
+        return None
+    return HaproxyTls(
+        cert_file=str(Path(settings.tls_cert_file).resolve()),
+        key_file=str(Path(settings.tls_key_file).resolve()),
+        client_ca_file=(
+            str(Path(settings.tls_client_ca_file).resolve()) if settings.tls_client_ca_file else ""
+        ),
+        ca_file=str(Path(settings.tls_ca_file).resolve()) if settings.tls_ca_file else "",
+        server_name=settings.tls_server_name,
     )
 
 
@@ -63,7 +83,7 @@ def build(
     settings: GatewaySettings,
     *,
     source: EndpointSource | None = None,
-    connect: Callable[[str], ReplicaChannel] = ReplicaChannel,
+    connect: Callable[[str], ReplicaChannel] | None = None,
 ) -> lifecycle.Service:
     """Builds the gateway service.
 
@@ -86,9 +106,13 @@ def build(
         if front is not None:
             front.table_changed()
 
-    if settings.uses_haproxy and connect is ReplicaChannel:
+    if connect is None:
         # HAProxy must learn within milliseconds that a replica stopped serving.
-        connect = functools.partial(ReplicaChannel, on_health_change=table_changed)
+        connect = functools.partial(
+            ReplicaChannel,
+            on_health_change=table_changed if settings.uses_haproxy else None,
+            tls=ClientTls.from_settings(settings),
+        )
     table: RoutingTable[ReplicaChannel] = RoutingTable(
         connect, on_removed=metrics.forget, on_replaced=table_changed
     )
@@ -101,7 +125,11 @@ def build(
                 fallback_port=0,  # known once the Python gateway listens (on_bound)
                 endpoint_slots=settings.haproxy_endpoint_slots,
                 replica_slots=settings.haproxy_replica_slots,
-                auth_token=settings.auth_token,
+                header_digests=tuple(
+                    people_tokens(
+                        settings.auth_token, settings.auth_tokens_file, settings.auth_token_sha256
+                    ).header_digests()
+                ),
                 retries=settings.retries,
                 server_timeout_s=settings.default_timeout_s,
                 hard_stop_after_s=settings.shutdown_grace_s,
@@ -110,6 +138,7 @@ def build(
                     f" (the replicas' payload limit, {settings.replica_max_payload_bytes} bytes,"
                     " plus 1 MiB: the gateway's --replica-max-payload-bytes)"
                 ),
+                tls=haproxy_tls(settings),
             ),
         )
         registry.register(HaproxyStatsCollector(front.process.command, front.routes))

@@ -17,11 +17,6 @@ from services.runtime.settings import ServiceSettings, setting
 ENV_PREFIX = "SKMAKER_GATEWAY_"
 
 
-def _fits_haproxy_quotes(token: str) -> bool:
-    """True when `token` can stand verbatim in HAProxy's single-quoted configuration string."""
-    return all("!" <= char <= "~" and char != "'" for char in token)
-
-
 @dataclass(frozen=True)
 class GatewaySettings(ServiceSettings):
     """skmaker gateway: Predict and Open Inference V2 for every endpoint on one port."""
@@ -91,10 +86,10 @@ class GatewaySettings(ServiceSettings):
                 f"--data-plane haproxy: {self.haproxy_binary!r} is not installed "
                 "(apt-get install haproxy, or --data-plane python)"
             )
-        if self.uses_haproxy and not _fits_haproxy_quotes(self.auth_token):
+        if (self.auth_tokens_file or self.auth_token_sha256) and not self.auth_token:
             raise ValueError(
-                "with --data-plane haproxy the auth token must be printable ASCII without ' "
-                "or spaces (or use --data-plane python)"
+                "the gateway calls the control and the replicas with its own token: give "
+                "--auth-token-file (or SKMAKER_GATEWAY_AUTH_TOKEN) besides the people's tokens"
             )
         if self.haproxy_endpoint_slots < 1 or self.haproxy_replica_slots < 1:
             raise ValueError("--haproxy-endpoint-slots and --haproxy-replica-slots must be >= 1")

@@ -15,6 +15,7 @@ import grpc
 
 from services.gateway.routing_table import EndpointState
 from services.runtime.auth import token_metadata
+from services.runtime.tls import ClientTls, open_channel
 from skmaker.v1 import model_pb2, serving_pb2, serving_pb2_grpc
 
 _STATUS_PREFIX = "ENDPOINT_STATUS_"
@@ -75,11 +76,20 @@ class ControlEndpointSource:
         address: the control's gRPC address.
         token: bearer token, empty when the control has none.
         timeout_s: deadline of each call.
+        tls: TLS towards the control; None for plaintext.
     """
 
-    def __init__(self, address: str, *, token: str = "", timeout_s: float = 2.0) -> None:
-        self._channel = grpc.insecure_channel(
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str = "",
+        timeout_s: float = 2.0,
+        tls: ClientTls | None = None,
+    ) -> None:
+        self._channel = open_channel(
             address,
+            tls=tls,
             options=[
                 # Reconnect quickly after a control restart: the table goes stale meanwhile.
                 ("grpc.initial_reconnect_backoff_ms", 100),

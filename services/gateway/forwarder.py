@@ -29,6 +29,7 @@ from services.gateway.routing_table import Replica
 from services.gateway.table_keeper import TableKeeper
 from services.runtime.errors import SkmakerError, Unavailable
 from services.runtime.health_calls import health_watch
+from services.runtime.tls import ClientTls, open_channel
 from skmaker.v1 import inference_pb2, open_inference_pb2
 
 INFERENCE_SERVICE = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name
@@ -74,8 +75,13 @@ class ReplicaChannel:
 
     __slots__ = ("_channel", "_closed", "_on_health_change", "calls", "serving")
 
-    def __init__(self, address: str, on_health_change: Callable[[], None] | None = None) -> None:
-        self._channel = grpc.insecure_channel(address, _CHANNEL_OPTIONS)
+    def __init__(
+        self,
+        address: str,
+        on_health_change: Callable[[], None] | None = None,
+        tls: ClientTls | None = None,
+    ) -> None:
+        self._channel = open_channel(address, _CHANNEL_OPTIONS, tls)
         # No serializers: bytes go out and come back untouched.
         self.calls: dict[str, grpc.UnaryUnaryMultiCallable[bytes, bytes]] = {
             method: self._channel.unary_unary(method) for method in FORWARDED_METHODS

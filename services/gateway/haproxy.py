@@ -72,7 +72,8 @@ class HaproxyOptions:
         fallback_port: the Python gateway's loopback gRPC port.
         endpoint_slots: how many endpoints HAProxy can route at once (the rest go via Python).
         replica_slots: how many replicas of one endpoint HAProxy can route to.
-        auth_token: the bearer token callers must send; empty for none.
+        header_digests: hex sha256 of each `Bearer <token>` callers may send; empty: no
+            token is asked for.
         retries: how many times a call whose connection failed or was refused is sent again.
         server_timeout_s: the longest a replica may take to answer.
         hard_stop_after_s: how long a soft stop may last before HAProxy closes what is left.
@@ -80,18 +81,41 @@ class HaproxyOptions:
             RESOURCE_EXHAUSTED by HAProxy itself (0: no check). A replica's gRPC server refuses
             such a message too, but HAProxy turns that refusal into CANCELLED for the caller.
         max_message_reason: what the refusal adds after the sizes (which setting sets it).
+        tls: TLS on the callers' port and towards replicas; None: plaintext.
     """
 
     listen_fd: int
     fallback_port: int
     endpoint_slots: int
     replica_slots: int
-    auth_token: str
+    header_digests: tuple[str, ...]
     retries: int
     server_timeout_s: float
     hard_stop_after_s: float
     max_message_bytes: int = 0
     max_message_reason: str = ""
+    tls: HaproxyTls | None = None
+
+
+@dataclass(frozen=True)
+class HaproxyTls:
+    """HAProxy's TLS: its certificate, who may call it, how it checks the replicas.
+
+    Attributes:
+        cert_file: the gateway's certificate (PEM), shown to callers and, under mutual TLS,
+            to replicas and the Python gateway.
+        key_file: its private key; HAProxy reads both from one file `HaproxyProcess` writes.
+        client_ca_file: mutual TLS: callers must show a certificate signed by this CA.
+        ca_file: the CA replicas' certificates are checked with (their links are TLS then).
+        server_name: the name replicas' certificates are checked against; empty: the chain
+            alone (replicas are reached by IP address).
+    """
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str = ""
+    ca_file: str = ""
+    server_name: str = ""
 
 
 def max_connections(ceiling: int = 10_000) -> int:
@@ -112,10 +136,41 @@ def _ms(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 
 
-def render_config(options: HaproxyOptions, *, map_path: Path, socket_path: Path) -> str:
-    """HAProxy's configuration for `options` (see the module docstring for its shape)."""
+def _tls_words(options: HaproxyOptions, pem_path: Path) -> tuple[str, str, str]:
+    """(bind, replica server, Python gateway server) TLS words of the configuration."""
+    tls = options.tls
+    if tls is None:
+        return "", "", ""
+    bind = f" ssl crt {pem_path} alpn h2"
+    if tls.client_ca_file:
+        bind += f" ca-file {tls.client_ca_file} verify required"
+    own = f" crt {pem_path}" if tls.client_ca_file else ""
+    replicas = ""
+    if tls.ca_file:
+        replicas = f" ssl alpn h2 ca-file {tls.ca_file} verify required{own}"
+        if tls.server_name:
+            replicas += f" verifyhost {tls.server_name}"
+    # The Python gateway on loopback serves with the same certificate; it is this process.
+    fallback = f" ssl alpn h2 verify none{own}"
+    return bind, replicas, fallback
+
+
+def render_config(
+    options: HaproxyOptions,
+    *,
+    map_path: Path,
+    socket_path: Path,
+    tokens_path: Path | None = None,
+    pem_path: Path | None = None,
+) -> str:
+    """HAProxy's configuration for `options` (see the module docstring for its shape).
+
+    `tokens_path` is the file of `options.header_digests` (one a line, upper-case hex),
+    `pem_path` the certificate and key in one file (with `options.tls`).
+    """
     routed_paths = " ".join(FORWARDED_METHODS)
     token_condition = ""
+    tls_bind, tls_replicas, tls_fallback = _tls_words(options, pem_path or Path("-"))
     lines = [
         "global",
         f"  stats socket {socket_path} mode 600 level admin",
@@ -138,14 +193,14 @@ def render_config(options: HaproxyOptions, *, map_path: Path, socket_path: Path)
         "  http-reuse always",
         "",
         "frontend grpc",
-        f"  bind fd@{options.listen_fd} proto h2",
+        f"  bind fd@{options.listen_fd} proto h2{tls_bind}",
         f"  acl routed path {routed_paths}",
     ]
-    if options.auth_token:
-        # A call without the token goes to the Python gateway, which refuses it (UNAUTHENTICATED).
-        # Single quotes: HAProxy reads the token verbatim (no escapes, no ${} expansion).
+    if options.header_digests:
+        # A call without a person's token goes to the Python gateway, which refuses it
+        # (UNAUTHENTICATED). HAProxy holds digests only: the header's sha256 is looked up.
         lines.append(
-            f"  acl authenticated req.hdr(authorization) -m str 'Bearer {options.auth_token}'"
+            f"  acl authenticated req.hdr(authorization),sha2(256),hex -m str -f {tokens_path}"
         )
         token_condition = " authenticated"
     lines += [
@@ -165,7 +220,7 @@ def render_config(options: HaproxyOptions, *, map_path: Path, socket_path: Path)
         f"  default_backend {FALLBACK_BACKEND}",
         "",
         f"backend {FALLBACK_BACKEND}",
-        f"  server gateway 127.0.0.1:{options.fallback_port} proto h2",
+        f"  server gateway 127.0.0.1:{options.fallback_port} proto h2{tls_fallback}",
     ]
     servers = f"{_SERVER_PREFIX} 1-{options.replica_slots}"
     for slot in range(options.endpoint_slots):
@@ -177,7 +232,7 @@ def render_config(options: HaproxyOptions, *, map_path: Path, socket_path: Path)
             # Outstanding calls: with HTTP/2 to the replica, HAProxy counts streams, not
             # connections.
             "  balance leastconn",
-            f"  server-template {servers} 127.0.0.1:1 proto h2 disabled",
+            f"  server-template {servers} 127.0.0.1:1 proto h2 disabled{tls_replicas}",
         ]
     return "\n".join(lines) + "\n"
 
@@ -234,6 +289,8 @@ class HaproxyProcess:
         self.config_path = folder / "haproxy.cfg"
         self.map_path = folder / "endpoints.map"
         self.socket_path = folder / "admin.sock"
+        self.tokens_path = folder / "tokens.sha256"
+        self.pem_path = folder / "gateway.pem"
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
         self._api_lock = threading.Lock()
@@ -256,11 +313,25 @@ class HaproxyProcess:
                 answer within `ready_timeout_s`.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.chmod(0o700)
         self.map_path.write_text("")
+        self.tokens_path.write_text("".join(f"{d.upper()}\n" for d in options.header_digests))
+        if options.tls is not None:
+            self.pem_path.touch(mode=0o600)
+            self.pem_path.write_bytes(
+                Path(options.tls.cert_file).read_bytes().rstrip(b"\n")
+                + b"\n"
+                + Path(options.tls.key_file).read_bytes()
+            )
         self.config_path.write_text(
-            render_config(options, map_path=self.map_path, socket_path=self.socket_path)
+            render_config(
+                options,
+                map_path=self.map_path,
+                socket_path=self.socket_path,
+                tokens_path=self.tokens_path,
+                pem_path=self.pem_path,
+            )
         )
-        self.config_path.chmod(0o600)  # it holds the bearer token
         binary = shutil.which(self._binary) or self._binary
         process = subprocess.Popen(
             _with_parent_death_signal([binary, "-db", "-f", str(self.config_path)]),

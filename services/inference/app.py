@@ -28,6 +28,7 @@ from services.inference.v2_servicer import OpenInferenceServicer
 from services.runtime import lifecycle, native_threads, script_runtimes
 from services.runtime.components import Component
 from services.runtime.lifeline import ControlWatchdog
+from services.runtime.tls import ClientTls
 from services.runtime.version import services_version
 from services.runtime.versions import serving_runtime
 from services.sagemaker.serving import fast_path
@@ -104,6 +105,7 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
             token=settings.auth_token,
             timeout_s=settings.control_timeout_s,
             endpoint_name=settings.endpoint_name,
+            tls=ClientTls.from_settings(settings),
         )
         try:
             loaded = loader.load_model(source, settings.model_name)
@@ -172,7 +174,9 @@ def build(settings: InferenceSettings, environ: MutableMapping[str, str]) -> lif
 
     components: list[Component] = []
     if settings.control and settings.control_lost_exit_s > 0:
-        link = ControlModelSource(settings.control, token=settings.auth_token)
+        link = ControlModelSource(
+            settings.control, token=settings.auth_token, tls=ClientTls.from_settings(settings)
+        )
         components.append(ControlWatchdog(link.control_answers, settings.control_lost_exit_s).loop)
 
     age_ms = int(settings.max_connection_age_s * 1000)

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.runtime.auth import token_metadata
 from services.runtime.call_limits import WORKER_MARKER
+from services.runtime.tls import ClientTls, open_channel
 from services.runtime.versions import Runtime
 from services.sagemaker.serving.fast_path import PredictPath
 from services.sagemaker.serving.model_loader import ModelLoadFailed, ModelSpec
@@ -53,15 +54,23 @@ class ControlModelSource:
             control.
         endpoint_name: The endpoint this replica serves, sent with DescribeModel so that a
             model deleted while the endpoint serves it is still described for it.
+        tls: TLS towards the control; None for plaintext.
     """
 
     def __init__(
-        self, address: str, *, token: str = "", timeout_s: float = 300.0, endpoint_name: str = ""
+        self,
+        address: str,
+        *,
+        token: str = "",
+        timeout_s: float = 300.0,
+        endpoint_name: str = "",
+        tls: ClientTls | None = None,
     ) -> None:
         self._address = address
         self._endpoint_name = endpoint_name
-        self._channel = grpc.insecure_channel(
+        self._channel = open_channel(
             address,
+            tls=tls,
             options=[
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 1000),

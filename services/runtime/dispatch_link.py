@@ -22,6 +22,7 @@ import grpc
 
 from services.runtime.auth import token_metadata
 from services.runtime.call_limits import WORKER_MARKER
+from services.runtime.tls import ClientTls, open_channel
 from skmaker.v1 import artifacts_pb2_grpc, dispatch_pb2, dispatch_pb2_grpc, transfer
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class DispatchLink:
         task_kind: The `dispatch_pb2.TaskKind` this worker leases.
         token: Bearer token, empty when the control has none.
         control_timeout_s: How long to keep retrying while the control is unreachable.
+        tls: TLS towards the control; None for plaintext.
     """
 
     def __init__(
@@ -59,12 +61,14 @@ class DispatchLink:
         *,
         token: str = "",
         control_timeout_s: float = 120.0,
+        tls: ClientTls | None = None,
         script_runtime: str = "",
     ) -> None:
         # The runtime this worker runs user code on in-process; it is given only its tasks.
         self._script_runtime = script_runtime
-        self._channel = grpc.insecure_channel(
+        self._channel = open_channel(
             address,
+            tls=tls,
             options=[
                 # Reconnect quickly after a control restart: a task is waiting on us.
                 ("grpc.initial_reconnect_backoff_ms", 100),

@@ -39,11 +39,12 @@ import grpc
 import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from services.runtime import lifeline, reflection
-from services.runtime.auth import BearerTokenInterceptor, ScopedTokens
+from services.runtime import lifeline, reflection, tls
+from services.runtime.auth import BearerTokenInterceptor, ScopedTokens, people_tokens
 from services.runtime.call_limits import CallLimiter
 from services.runtime.components import Component, Components
 from services.runtime.errors import ErrorInterceptor
+from services.runtime.metrics_server import start_metrics_server
 from services.runtime.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -198,15 +199,11 @@ def _build_server(
         # Outside the error mapping, so a refusal is answered before any handler runs.
         interceptors.insert(0, service.call_limiter)
         threads += service.call_limiter.reserved_threads
-    if settings.auth_token or settings.auth_token_sha256:
-        interceptors.insert(
-            0,
-            BearerTokenInterceptor(
-                settings.auth_token,
-                digest=settings.auth_token_sha256,
-                scoped=service.scoped_tokens,
-            ),
-        )
+    people = people_tokens(
+        settings.auth_token, settings.auth_tokens_file, settings.auth_token_sha256
+    )
+    if people:
+        interceptors.insert(0, BearerTokenInterceptor(scoped=service.scoped_tokens, people=people))
     executor = futures.ThreadPoolExecutor(
         max_workers=threads, thread_name_prefix=f"{service.name}-rpc"
     )
@@ -223,6 +220,14 @@ def _build_server(
     names += [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
     return server
+
+
+def _bind(server: grpc.Server, address: str, settings: ServiceSettings) -> int:
+    """Binds `address` with TLS when the settings have a certificate; returns the port."""
+    credentials = tls.server_credentials(settings)
+    if credentials is None:
+        return int(server.add_insecure_port(address))
+    return int(server.add_secure_port(address, credentials))
 
 
 def write_port_file(path: str, ports: dict[str, int]) -> None:
@@ -249,13 +254,16 @@ def start(service: Service, settings: ServiceSettings) -> RunningService:
     executors: list[futures.ThreadPoolExecutor] = []
     server = _build_server(service, settings, health_servicer, False, executors)
     address = service.grpc_address or f"{settings.host}:{settings.grpc_port}"
-    grpc_port = server.add_insecure_port(address)
+    grpc_port = _bind(server, address, settings)
     if grpc_port == 0:
         raise RuntimeError(f"{service.name}: cannot bind gRPC address {address}")
-    httpd, _thread = prometheus_client.start_http_server(
-        settings.metrics_port, addr=settings.host, registry=service.registry
+    httpd, metrics_port = start_metrics_server(
+        settings.host,
+        settings.metrics_port,
+        service.registry,
+        token=settings.metrics_token,
+        ssl_context=tls.server_ssl_context(settings),
     )
-    metrics_port = int(httpd.server_port)
     running = RunningService(
         service=service,
         settings=settings,
@@ -311,7 +319,7 @@ def _start_shared(
 ) -> int:
     """Binds and starts the SO_REUSEPORT server at `address`; returns the bound port."""
     shared = _build_server(service, settings, health_servicer, True, running._executors)
-    port = int(shared.add_insecure_port(address))
+    port = _bind(shared, address, settings)
     if port == 0:
         raise RuntimeError(f"{service.name}: cannot bind {address}")
     # Registered before start so that stop() always stops it, even if start fails half-way.

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from services.runtime import tls
+from services.runtime.auth import people_tokens
+
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound="ServiceSettings")
@@ -56,10 +59,37 @@ class ServiceSettings:
     )
     auth_token_file: str = setting("", "read the bearer token from this file (its first line)")
     auth_token_sha256: str = setting(
-        "", "check callers against this sha256 (hex) of the token rather than the token itself"
+        "",
+        "check callers against these sha256 digests (hex, comma-separated) of the accepted "
+        "tokens rather than the tokens themselves",
+    )
+    auth_tokens_file: str = setting(
+        "",
+        "people's tokens, one 'name:token' a line ('#' comments); each caller's name is in "
+        "the audit log; read at start",
     )
     auth_token_fd: int = setting(
         -1, "read the bearer token from this inherited descriptor (how the control passes it)"
+    )
+    metrics_token: str = setting(
+        "",
+        "when set, /metrics answers 401 without 'Authorization: Bearer <token>'; from the "
+        "environment or --metrics-token-file only",
+        secret=True,
+    )
+    metrics_token_file: str = setting("", "read the /metrics token from this file (first line)")
+    tls_cert_file: str = setting(
+        "", "serve gRPC and /metrics over TLS with this certificate (PEM; chain first)"
+    )
+    tls_key_file: str = setting("", "the private key (PEM) of --tls-cert-file")
+    tls_client_ca_file: str = setting(
+        "", "mutual TLS: callers must present a certificate signed by this CA (PEM)"
+    )
+    tls_ca_file: str = setting(
+        "", "call other skmaker services over TLS, checking their certificates with this CA"
+    )
+    tls_server_name: str = setting(
+        "", "check every called server's certificate against this name, not the address's host"
     )
 
 
@@ -142,16 +172,22 @@ def load(
                 values[f.name] = _parse_bool(raw) if kind is bool else kind(raw)
             except ValueError as err:
                 parser.error(f"{env_name}={raw!r}: {err}")
-    digest = values.get("auth_token_sha256", "")
-    if digest and not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
-        parser.error(f"--auth-token-sha256 {digest!r} is not a sha256 in hex (64 characters)")
+    for digest in filter(None, values.get("auth_token_sha256", "").split(",")):
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", digest.strip()):
+            parser.error(f"--auth-token-sha256 {digest!r} is not a sha256 in hex (64 characters)")
     for f in dataclasses.fields(settings_cls):
         if f.metadata.get("secret"):
             try:
                 _resolve_secret(f.name, values, environ, env_prefix)
             except (OSError, ValueError) as err:
                 parser.error(str(err))
-    return settings_cls(**values)
+    built = settings_cls(**values)
+    try:
+        tls.check(built)
+        people_tokens(built.auth_token, built.auth_tokens_file, built.auth_token_sha256)
+    except (OSError, ValueError) as err:
+        parser.error(str(err))
+    return built
 
 
 def _refuse_secret_flag(env_name: str) -> type[argparse.Action]:

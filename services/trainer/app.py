@@ -16,6 +16,7 @@ from services.runtime import script_runtimes
 from services.runtime.archives import ArchiveLimits
 from services.runtime.lifecycle import Service
 from services.runtime.script_runtimes import choose_python
+from services.runtime.tls import ClientTls
 from services.trainer.config import TrainerSettings
 from services.trainer.control_link import ControlLink
 from services.trainer.job import JobEnvironment, RuntimeUnavailable
@@ -68,6 +69,7 @@ def build(settings: TrainerSettings, environ: Mapping[str, str]) -> Service:
         worker_id=f"{socket.gethostname()}/{os.getpid()}",
         token=settings.auth_token,
         control_timeout_s=settings.control_timeout_s,
+        tls=ClientTls.from_settings(settings),
     )
 
     def runtime_python(name: str, progress: Callable[[str], None]) -> str:

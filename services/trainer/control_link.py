@@ -12,6 +12,7 @@ from pathlib import Path
 from google.protobuf import timestamp_pb2
 
 from services.runtime.dispatch_link import AttemptSuperseded, DispatchLink
+from services.runtime.tls import ClientTls
 from services.trainer.job import ChannelSpec, JobOutcome, TrainingAssignment
 from skmaker.v1 import dispatch_pb2, training_job_pb2, transfer
 
@@ -56,7 +57,13 @@ class ControlLink(DispatchLink):
     """Calls to the control's DispatchService and ArtifactService for one trainer."""
 
     def __init__(
-        self, address: str, worker_id: str, *, token: str = "", control_timeout_s: float = 120.0
+        self,
+        address: str,
+        worker_id: str,
+        *,
+        token: str = "",
+        control_timeout_s: float = 120.0,
+        tls: ClientTls | None = None,
     ) -> None:
         super().__init__(
             address,
@@ -64,6 +71,7 @@ class ControlLink(DispatchLink):
             dispatch_pb2.TASK_KIND_TRAINING,
             token=token,
             control_timeout_s=control_timeout_s,
+            tls=tls,
         )
 
     def heartbeat(

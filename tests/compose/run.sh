@@ -9,7 +9,8 @@
 # parent), a base image standing in for python:3.11-slim (debootstrap from the apt mirror plus
 # .venv's CPython, `docker import`), a wheelhouse made on the host, the skmaker image built from
 # it (pip inside a build cannot reach the index here), a Prometheus image from Debian's
-# binaries, `docker compose up --wait`, tests/compose/smoke.py from the host (train, batch
+# binaries, `docker compose up --wait` with docker-compose.tls.yml (certificates and tokens made
+# by tests/compose/make_secrets.py), tests/compose/smoke.py from the host (train, batch
 # transform, deploy, predict through the gateway, scale out to 2 replica containers), `docker
 # compose down -v` with every container's stop time (replicas included), and a cleanup (also on failure, Ctrl-C or SIGTERM)
 # that leaves no process, mount, link, iptables rule or folder behind. The base tarball and the
@@ -37,6 +38,9 @@ APT_PACKAGES=(docker.io debootstrap prometheus)
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 export DOCKER_HOST=unix://$RUN_DIR/docker.sock
 export COMPOSE_PROJECT_NAME=skmaker
+# With tokens and TLS (docker-compose.tls.yml); its certificates and tokens are made on the tmpfs.
+COMPOSE_FILES=(-f "$REPO/docker-compose.yml" -f "$REPO/docker-compose.tls.yml")
+export SKMAKER_SECRETS=$RUN_DIR/secrets
 
 started_at=$(date +%s)
 phase_started_at=$started_at
@@ -61,7 +65,7 @@ in_background() {
   CHILD=""
   return "$status"
 }
-compose() { "$COMPOSE_BIN" -f "$REPO/docker-compose.yml" "$@"; }
+compose() { "$COMPOSE_BIN" "${COMPOSE_FILES[@]}" "$@"; }
 
 # -- what exists before, so cleanup removes exactly what this run added -------------------------
 
@@ -189,7 +193,7 @@ on_exit() {
     tail -15 "$RUN_DIR/dockerd.log" | sed 's/^/    /'
     if [ -n "${COMPOSE_BIN:-}" ]; then
       log "logs of the compose services (last 40 lines each):"
-      timeout 30 "$COMPOSE_BIN" -f "$REPO/docker-compose.yml" logs --no-color --tail 40 2>&1 \
+      timeout 30 "$COMPOSE_BIN" "${COMPOSE_FILES[@]}" logs --no-color --tail 40 2>&1 \
         | sed 's/^/    /'
     fi
   fi
@@ -346,6 +350,8 @@ build_wheelhouse() {
       "setuptools==$(grep -i '^setuptools==' "$REPO/requirements.lock" | cut -d= -f3)" \
       >"$RUN_DIR/pip-wheel.log" 2>&1 || { tail -20 "$RUN_DIR/pip-wheel.log"; die "pip wheel"; }
     rm -f "$wheelhouse.tmp"/skmaker-*.whl "$wheelhouse.tmp"/skmaker_services-*.whl
+    # setuptools builds the client in its tree; a build/ copy of skmaker there confuses mypy.
+    rm -rf "$REPO/clients/python/build"
     log "pip wheel: the script runtimes' wheels (sdists built once, into .venv-runtimes/wheelhouse)"
     in_background "$PY" -m services.runtime.script_runtimes wheels --all \
       --wheelhouse "$REPO/.venv-runtimes/wheelhouse" >>"$RUN_DIR/pip-wheel.log" 2>&1 \
@@ -403,13 +409,14 @@ build_wheelhouse
 phase "building $SKMAKER_TEST_IMAGE and $PROMETHEUS_TEST_IMAGE"
 build_images
 phase "docker compose up --wait"
+"$PY" "$REPO/tests/compose/make_secrets.py" "$SKMAKER_SECRETS" || die "making certificates and tokens"
 export SKMAKER_IMAGE=$SKMAKER_TEST_IMAGE PROMETHEUS_IMAGE=$PROMETHEUS_TEST_IMAGE
 export SKMAKER_CONTROL_PORT="" SKMAKER_GATEWAY_PORT="" PROMETHEUS_PORT=""   # empty: Docker picks
 # The control starts replica containers through this run's dockerd, as a member of its group.
 export DOCKER_SOCKET=$RUN_DIR/docker.sock
 DOCKER_GID=$(stat -c %g "$DOCKER_SOCKET")
 export DOCKER_GID
-in_background "$COMPOSE_BIN" -f "$REPO/docker-compose.yml" up --pull never --wait --wait-timeout 180 >"$RUN_DIR/compose-up.log" 2>&1 \
+in_background "$COMPOSE_BIN" "${COMPOSE_FILES[@]}" up --pull never --wait --wait-timeout 180 >"$RUN_DIR/compose-up.log" 2>&1 \
   || { cat "$RUN_DIR/compose-up.log"; compose ps -a; die "docker compose up --wait"; }
 compose ps --format 'table {{.Name}}\t{{.Status}}\t{{.Ports}}' | sed 's/^/    /'
 passed "docker compose up --wait: every service healthy"
@@ -426,6 +433,9 @@ gateway=$(published gateway 50051)
 prometheus=$(published prometheus 9090)
 phase "smoke test against control $control, gateway $gateway and Prometheus $prometheus"
 export SKMAKER_GATEWAY_ADDRESS=$gateway   # the client sends Predict through the gateway
+# The client checks the services' certificates and calls as the person named "smoke".
+SKMAKER_TOKEN=$(cat "$SKMAKER_SECRETS/smoke.token") SKMAKER_TLS_CA=$SKMAKER_SECRETS/ca.pem
+export SKMAKER_TOKEN SKMAKER_TLS_CA
 in_background "$PY" "$REPO/tests/compose/smoke.py" \
   --control "$control" --prometheus "http://$prometheus" --trainers 2 --batch-workers 2
 passed "smoke test from the host"
@@ -441,12 +451,12 @@ phase "docker compose down -v"
 # exited (the control removes the replicas it started while it stops); `down -v` then removes
 # them, the network and the volumes.
 down_started=$(date +%s.%N)
-in_background "$COMPOSE_BIN" -f "$REPO/docker-compose.yml" stop --timeout 10 >"$RUN_DIR/compose-down.log" 2>&1 \
+in_background "$COMPOSE_BIN" "${COMPOSE_FILES[@]}" stop --timeout 10 >"$RUN_DIR/compose-down.log" 2>&1 \
   || { cat "$RUN_DIR/compose-down.log"; die "docker compose stop"; }
 docker ps -aq | xargs -r docker inspect --format '{{.Name}} {{.State.FinishedAt}}' >"$RUN_DIR/exited.txt"
-timeout 30 "$COMPOSE_BIN" -f "$REPO/docker-compose.yml" logs --no-color --timestamps \
+timeout 30 "$COMPOSE_BIN" "${COMPOSE_FILES[@]}" logs --no-color --timestamps \
   >"$RUN_DIR/compose-logs.txt" 2>&1 || true
-in_background "$COMPOSE_BIN" -f "$REPO/docker-compose.yml" down -v --timeout 10 >>"$RUN_DIR/compose-down.log" 2>&1 \
+in_background "$COMPOSE_BIN" "${COMPOSE_FILES[@]}" down -v --timeout 10 >>"$RUN_DIR/compose-down.log" 2>&1 \
   || { cat "$RUN_DIR/compose-down.log"; die "docker compose down"; }
 down_ended=$(date +%s.%N)
 log "docker compose stop + down -v took $(awk "BEGIN { printf \"%.2f\", $down_ended - $down_started }")s; per container:"

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import os
 import re
 import sys
 import tarfile
@@ -47,6 +48,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sklearn.datasets import load_iris
 
 from skmaker import AutoScalingPolicy, Session, SKLearn, SkmakerClientError
+from skmaker.v1 import training_pb2, training_pb2_grpc
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_DIR = REPO_ROOT / "examples" / "iris"
@@ -61,11 +63,29 @@ HAPROXY_STARTED = re.compile(r"haproxy started: \S+ \(pid \d+\)")
 # The gateway's log lines worth showing when HAProxy exited.
 _NOTABLE = re.compile(r"haproxy|Error|RAW:|fork|listening|stopped", re.IGNORECASE)
 DATA_PLANE_CALLS = 100
-# Reads the Python gateway's own /metrics from inside its container (port 8000 is not published).
-_READ_GATEWAY_METRICS = (
-    "import urllib.request; "
-    "print(urllib.request.urlopen('http://127.0.0.1:8000/metrics', timeout=5).read().decode())"
-)
+# Reads the Python gateway's own /metrics from inside its container (port 8000 is not published),
+# over HTTPS with the metrics token when the container has them (docker-compose.tls.yml); with
+# argument "no-token", without the token: prints the HTTP status.
+_READ_GATEWAY_METRICS = """
+import os, ssl, sys, urllib.error, urllib.request
+ca = os.environ.get("SKMAKER_GATEWAY_TLS_CA_FILE")
+token_file = os.environ.get("SKMAKER_GATEWAY_METRICS_TOKEN_FILE")
+context = None
+if ca:
+    context = ssl.create_default_context(cafile=ca)
+    context.check_hostname = False
+headers = {}
+if token_file and sys.argv[1:] != ["no-token"]:
+    headers["Authorization"] = "Bearer " + open(token_file).read().strip()
+url = ("https" if ca else "http") + "://127.0.0.1:8000/metrics"
+try:
+    answer = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5,
+                                    context=context)
+except urllib.error.HTTPError as err:
+    print(err.code)
+else:
+    print(answer.read().decode() if sys.argv[1:] != ["no-token"] else answer.status)
+"""
 
 
 @dataclass
@@ -94,11 +114,20 @@ def _poll(what: str, deadline_s: float, probe: Callable[[], str | None]) -> None
     raise AssertionError(f"{what} within {deadline_s:.0f}s: {complaint}")
 
 
+def _channel(address: str) -> grpc.Channel:
+    """TLS, checked with $SKMAKER_TLS_CA, when it is set (as the client session does)."""
+    ca = os.environ.get("SKMAKER_TLS_CA", "")
+    if not ca:
+        return grpc.insecure_channel(address)
+    credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
+    return grpc.secure_channel(address, credentials)
+
+
 def control_serving(ctx: Context) -> None:
     """The published control port answers grpc.health.v1 with SERVING."""
 
     def probe() -> str | None:
-        with grpc.insecure_channel(ctx.control) as channel:
+        with _channel(ctx.control) as channel:
             try:
                 answer = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(), timeout=2.0
@@ -191,6 +220,44 @@ def batch_transform_iris(ctx: Context) -> None:
     )
     assert "input read in place" in logs and "input downloaded" not in logs, logs[-2000:]
     print("  batch workers read the input from the shared artifact volume")
+
+
+def tokens_and_tls_hold(ctx: Context) -> None:
+    """With docker-compose.tls.yml: the control's audit log names the smoke test's person for
+    the training job it created; a wrong token is UNAUTHENTICATED, a plaintext client gets no
+    answer, and the gateway's /metrics answers 401 without the metrics token."""
+    assert os.environ.get("SKMAKER_TLS_CA") and os.environ.get("SKMAKER_TOKEN"), (
+        "the compose test runs with tokens and TLS: SKMAKER_TLS_CA and SKMAKER_TOKEN"
+    )
+    job = ctx.results["estimator"].latest_training_job
+    with _channel(ctx.control) as channel:
+        try:
+            training_pb2_grpc.TrainingServiceStub(channel).ListTrainingJobs(
+                training_pb2.ListTrainingJobsRequest(),
+                timeout=5,
+                metadata=(("authorization", "Bearer not-a-token"),),
+            )
+            raise AssertionError("a wrong token was accepted")
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.UNAUTHENTICATED, err
+    with grpc.insecure_channel(ctx.control) as plain:
+        try:
+            health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            raise AssertionError("a plaintext client got an answer")
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+    client = docker.from_env()
+    try:
+        (control,) = client.containers.list(filters={"label": "com.docker.compose.service=control"})
+        (gateway,) = client.containers.list(filters={"label": "com.docker.compose.service=gateway"})
+        logs = control.logs().decode(errors="replace")
+        code, output = gateway.exec_run(["python", "-c", _READ_GATEWAY_METRICS, "no-token"])
+    finally:
+        client.close()
+    audit = f"who=smoke method=CreateTrainingJob resource={job.name} outcome=OK"
+    assert audit in logs, f"no {audit!r} in the control's log"
+    assert (code, output.decode().strip()) == (0, "401"), output.decode(errors="replace")
+    print(f"  audit: {audit}; wrong token UNAUTHENTICATED; plaintext refused; /metrics 401")
 
 
 def _active_targets(prometheus: str) -> list[dict[str, Any]]:
@@ -358,7 +425,7 @@ def replicas_scraped_and_balanced(ctx: Context) -> None:
 def _python_forwarded(gateway: Any) -> float:
     """Calls to ENDPOINT the Python gateway answered itself (skmaker_gateway_requests_total):
     with HAProxy in front, only what HAProxy did not route."""
-    code, output = gateway.exec_run(["python", "-c", _READ_GATEWAY_METRICS])
+    code, output = gateway.exec_run(["python", "-c", _READ_GATEWAY_METRICS, "with-token"])
     text = output.decode(errors="replace")
     assert code == 0, f"reading the gateway's /metrics in its container: {text[-1000:]}"
     total = 0.0
@@ -504,6 +571,7 @@ def oldest_runtime_built_on_first_use(ctx: Context) -> None:
 STEPS: list[Callable[[Context], None]] = [
     control_serving,
     train_iris,
+    tokens_and_tls_hold,
     batch_transform_iris,
     prometheus_scraped,
     deploy_and_predict,

@@ -108,6 +108,25 @@ def _is_unavailable(err: grpc.RpcError) -> bool:
     return callable(getattr(err, "code", None)) and err.code() == grpc.StatusCode.UNAVAILABLE
 
 
+def _tls_credentials(ca: str, cert: str, key: str) -> grpc.ChannelCredentials | None:
+    """TLS channel credentials from PEM files; None without a CA (plaintext).
+
+    Raises:
+        ValueError: a certificate without its key or CA, or the other way round.
+    """
+    if bool(cert) != bool(key):
+        raise ValueError("tls_cert and tls_key go together (SKMAKER_TLS_CERT, SKMAKER_TLS_KEY)")
+    if not ca:
+        if cert:
+            raise ValueError("tls_cert needs tls_ca (SKMAKER_TLS_CA): the CA to check servers")
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(ca).read_bytes(),
+        private_key=Path(key).read_bytes() if key else None,
+        certificate_chain=Path(cert).read_bytes() if cert else None,
+    )
+
+
 class Session(DataCalls, HostingCalls, RuntimeCalls, TransformCalls, TuningCalls):
     """A connection to skmaker, used like `sagemaker.Session`.
 
@@ -120,8 +139,11 @@ class Session(DataCalls, HostingCalls, RuntimeCalls, TransformCalls, TuningCalls
             invocations have their own, 60 s by default).
         transfer_timeout_s: deadline of each file upload or download.
         tls_ca: root certificate (PEM file) to verify the server with; default $SKMAKER_TLS_CA.
-            When set the channels (to the control and to replicas) use TLS, otherwise they
-            are plaintext.
+            When set the channels (to the control, the gateway and replicas) use TLS,
+            otherwise they are plaintext.
+        tls_cert: this client's certificate (PEM file), for servers that require one (mutual
+            TLS); default $SKMAKER_TLS_CERT. Needs `tls_ca` and `tls_key`.
+        tls_key: the private key (PEM file) of `tls_cert`; default $SKMAKER_TLS_KEY.
         gateway_address: host:port of a gateway (`python -m services.gateway`); default
             $SKMAKER_GATEWAY_ADDRESS. When set, invocations go to the gateway, which routes
             them by endpoint name, instead of straight to the replicas: the way in when the
@@ -149,6 +171,8 @@ class Session(DataCalls, HostingCalls, RuntimeCalls, TransformCalls, TuningCalls
         timeout_s: float = 60.0,
         transfer_timeout_s: float = 3600.0,
         tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
         gateway_address: str | None = None,
         default_bucket: str | None = None,
         default_bucket_prefix: str | None = None,
@@ -179,10 +203,12 @@ class Session(DataCalls, HostingCalls, RuntimeCalls, TransformCalls, TuningCalls
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
-        tls_ca = tls_ca if tls_ca is not None else os.environ.get("SKMAKER_TLS_CA", "")
-        credentials = None
-        if tls_ca:
-            credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
+        credentials = _tls_credentials(
+            tls_ca if tls_ca is not None else os.environ.get("SKMAKER_TLS_CA", ""),
+            tls_cert if tls_cert is not None else os.environ.get("SKMAKER_TLS_CERT", ""),
+            tls_key if tls_key is not None else os.environ.get("SKMAKER_TLS_KEY", ""),
+        )
+        if credentials is not None:
             self._channel = grpc.secure_channel(self.address, credentials, _CHANNEL_OPTIONS)
         else:
             self._channel = grpc.insecure_channel(self.address, _CHANNEL_OPTIONS)

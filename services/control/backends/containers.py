@@ -20,12 +20,14 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import socket
 import tarfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -45,7 +47,6 @@ from services.control.backends.replica_runtime import (
     replica_python,
 )
 from services.control.backends.supervisor import ReplicaSupervisor
-from services.runtime.auth import token_digest
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ GRPC_PORT = 50051
 METRICS_PORT = 8000
 # Inside the replica's container; read back with the archive call once it exited.
 FAILURE_FILE = "/tmp/skmaker-replica-failure.txt"
+# Inside the replica's container: the control's TLS files, copied in before it starts.
+TLS_DIR = "/tmp/skmaker-tls"
 LABEL_MANAGED = "skmaker.managed"
 LABEL_NETWORK = "skmaker.network"
 LABEL_ENDPOINT = "skmaker.endpoint"
@@ -76,7 +79,13 @@ class DockerBackendSettings:
         control_address: where replicas reach the control; empty: the control's container
             name and gRPC port.
         endpoint_address: the Address every endpoint reports (e.g. the gateway's).
-        auth_token: given to replicas through their environment, never argv.
+        auth_token: given to replicas through their environment, never argv, when there is no
+            `issue_token`.
+        caller_token_sha256: digests (hex, comma-separated) of the people's tokens replicas
+            accept; empty: replicas take no token.
+        environment: added to each replica's environment (the metrics token).
+        tls: the control's TLS settings as `tls.TLS_FIELDS` name -> value; the files are
+            copied into each replica's container (`TLS_DIR`) before it starts.
         extra_args: extra flags for every replica.
         supervision: start, health and drain timings.
         python: the interpreter inside the image that runs replicas (the script runtime's)
@@ -96,6 +105,9 @@ class DockerBackendSettings:
     control_address: str = ""
     endpoint_address: str = ""
     auth_token: str = ""
+    caller_token_sha256: str = ""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    tls: Mapping[str, str] = field(default_factory=dict)
     extra_args: tuple[str, ...] = ()
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     python: str = "python"
@@ -177,6 +189,40 @@ def replica_command(
         str(control_lost_exit_s),
         *extra_args,
     ]
+
+
+def tls_files(tls_settings: Mapping[str, str]) -> tuple[dict[str, str], bytes]:
+    """A replica's TLS environment and the tar archive of its files (for `put_archive`).
+
+    Each file setting (`tls_cert_file`, ...) becomes `TLS_DIR/<name>.pem` inside the container,
+    readable by the control's user (the image's, which the replica runs as) alone; the
+    environment points the replica's settings there. Empty without TLS settings.
+    """
+    environment: dict[str, str] = {}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        folder = tarfile.TarInfo(TLS_DIR.rsplit("/", 1)[1])
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o700
+        folder.uid, folder.gid = os.getuid(), os.getgid()
+        archive.addfile(folder)
+        for name, value in sorted(tls_settings.items()):
+            variable = "SKMAKER_INFERENCE_" + name.upper()
+            if not value or not name.endswith("_file"):
+                if value:
+                    environment[variable] = value
+                continue
+            data = Path(value).read_bytes()
+            stem = name.removeprefix("tls_").removesuffix("_file")  # cert, key, ca, client_ca
+            member = tarfile.TarInfo(f"{folder.name}/{stem}.pem")
+            member.size, member.mode = len(data), 0o600
+            member.uid, member.gid = os.getuid(), os.getgid()
+            archive.addfile(member, io.BytesIO(data))
+            environment[variable] = f"{TLS_DIR}/{stem}.pem"
+            if name == "tls_ca_file":  # for the image's HEALTHCHECK (services.runtime.healthcheck)
+                environment["SKMAKER_HEALTHCHECK_TLS_CA_FILE"] = environment[variable]
+    if not environment:
+        return {}, b""
+    return environment, buffer.getvalue()
 
 
 def exit_code_of(state: Mapping[str, Any]) -> int | None:
@@ -339,8 +385,9 @@ class DockerContainers:
         control = self._settings.control_address or (
             f"{self._control_host}:{port_of(spec.control_address)}"
         )
-        environment = {}
-        if self._settings.auth_token:
+        tls_environment, tls_archive = tls_files(self._settings.tls)
+        environment = {**self._settings.environment, **tls_environment}
+        if self._settings.caller_token_sha256:
             # The container's environment is the model code's to read: it gets a token that
             # can read its own model only, and a digest of the callers' token.
             own = (
@@ -348,10 +395,8 @@ class DockerContainers:
                 if self._settings.issue_token
                 else self._settings.auth_token
             )
-            environment = {
-                "SKMAKER_INFERENCE_AUTH_TOKEN": own,
-                "SKMAKER_INFERENCE_AUTH_TOKEN_SHA256": token_digest(self._settings.auth_token),
-            }
+            environment["SKMAKER_INFERENCE_AUTH_TOKEN"] = own
+            environment["SKMAKER_INFERENCE_AUTH_TOKEN_SHA256"] = self._settings.caller_token_sha256
         try:
             container = client.containers.create(
                 self._image,
@@ -386,6 +431,8 @@ class DockerContainers:
         except docker.errors.DockerException as err:
             raise LaunchError(f"creating container {name}: {err}") from err
         try:
+            if tls_archive:
+                container.put_archive(TLS_DIR.rsplit("/", 1)[0], tls_archive)
             container.start()
         except docker.errors.DockerException as err:
             _remove(container)

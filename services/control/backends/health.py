@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from services.runtime.health_calls import health_check
+from services.runtime.tls import ClientTls, open_channel
 
 if TYPE_CHECKING:
     from services.runtime.health_calls import HealthCheckCall
@@ -26,9 +27,13 @@ _CHANNEL_OPTIONS = (
 class HealthProber:
     """Checks many replicas at once: each probe is a Check("") with a short deadline."""
 
-    def __init__(self, timeout_s: float) -> None:
-        """Probes must answer within `timeout_s`. Health is open without a token (runtime.auth)."""
+    def __init__(self, timeout_s: float, tls: ClientTls | None = None) -> None:
+        """Probes must answer within `timeout_s`. Health is open without a token (runtime.auth).
+
+        `tls`: how replicas serving TLS are reached; None for plaintext.
+        """
         self._timeout_s = timeout_s
+        self._tls = tls
         self._lock = threading.Lock()
         self._channels: dict[str, tuple[grpc.Channel, HealthCheckCall]] = {}
 
@@ -67,7 +72,7 @@ class HealthProber:
         with self._lock:
             entry = self._channels.get(address)
             if entry is None:
-                channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+                channel = open_channel(address, _CHANNEL_OPTIONS, self._tls)
                 entry = (channel, health_check(channel))
                 self._channels[address] = entry
             return entry[1]

@@ -146,6 +146,7 @@ class LocalProcesses:
                 caller_token_sha256=caller_digest,
                 extra_args=self._settings.extra_args,
                 python=python,
+                environment=self._settings.environment,
                 run_as=self._settings.run_as,
             )
         )

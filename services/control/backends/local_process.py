@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,9 +48,13 @@ class LocalBackendSettings:
         data_dir: the control's data folder; replicas work under `work/endpoints/` and log
             under `logs/endpoints/`.
         host: the loopback or host address replicas bind (own, metrics and shared ports).
-        auth_token: callers of the replicas must present it; each replica gets only its
-            digest, and its own token from `issue_token` for the control (through an
-            inherited pipe, never argv or environment).
+        auth_token: the control's single token, given to replicas to call it with when
+            there is no `issue_token`.
+        caller_token_sha256: the digests (hex, comma-separated) of the people's tokens
+            replicas accept from callers; empty: replicas take no token. Each replica gets
+            its own token from `issue_token` for the control (through an inherited pipe,
+            never argv or environment).
+        environment: added to each replica's (TLS file paths, the metrics token).
         issue_token: issues a replica's own, model-scoped token.
         extra_args: extra flags for every replica.
         supervision: start, health and drain timings.
@@ -64,21 +68,26 @@ class LocalBackendSettings:
     data_dir: Path
     host: str = "127.0.0.1"
     auth_token: str = ""
+    caller_token_sha256: str = ""
     extra_args: tuple[str, ...] = ()
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     python: str = sys.executable
     # (endpoint, replica id, model) -> the replica's own token; None gives it `auth_token`.
     issue_token: Callable[[str, str, str], str] | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
     # The user replicas run as when not the control's (a root control's job user).
     run_as: JobUser | None = None
     python_for: ReplicaPython | None = None
 
     def replica_tokens(self, endpoint: str, replica_id: str, model: str) -> tuple[str, str]:
-        """(token the replica calls the control with, digest it checks its callers against)."""
-        if not self.auth_token:
+        """(token the replica calls the control with, digests it checks its callers against)."""
+        digests = self.caller_token_sha256 or (
+            token_digest(self.auth_token) if self.auth_token else ""
+        )
+        if not digests:
             return "", ""
         own = self.issue_token(endpoint, replica_id, model) if self.issue_token else ""
-        return own or self.auth_token, token_digest(self.auth_token)
+        return own or self.auth_token, digests
 
 
 @dataclass(frozen=True)
@@ -184,6 +193,7 @@ class ReplicaLaunch:
     caller_token_sha256: str = ""
     extra_args: Sequence[str] = ()
     python: str = sys.executable
+    environment: Mapping[str, str] = field(default_factory=dict)
     run_as: JobUser | None = None
 
 
@@ -291,10 +301,11 @@ def launch_replica(launch: ReplicaLaunch) -> ReplicaProcess:
         *launch.extra_args,
     ]
     lifeline_env, lifeline_fds = child_lifeline()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **lifeline_env}
+    env = {**os.environ, **launch.environment, "PYTHONUNBUFFERED": "1", **lifeline_env}
     command = argv
     if launch.run_as is not None:
-        env = {**allowed_environment(env), "HOME": str(work_dir)}
+        # The TLS file paths and metrics token survive the allow-list (they are skmaker's own).
+        env = {**allowed_environment(env), **launch.environment, "HOME": str(work_dir)}
         command = as_user_command(launch.run_as, argv)
     token_fd = -1
     if launch.auth_token:

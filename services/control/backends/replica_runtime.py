@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from services.control.backends import RecordedReplica
+from services.runtime.tls import ClientTls
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,10 @@ class SupervisionSettings:
         replace_backoff_s: first wait before replacing a replica that died young.
         max_replace_backoff_s: the longest such wait.
         stable_after_s: a replica that served this long resets the replacement backoff.
+        tls: how the control reaches replicas serving TLS (health probes); None: plaintext.
     """
 
+    tls: ClientTls | None = None
     start_timeout_s: float = 180.0
     start_attempts: int = 2
     health_interval_s: float = 0.5

@@ -106,7 +106,7 @@ class ReplicaSupervisor:
         self._settings = settings
         self._ledger = ledger
         self._on_event = on_event
-        self._prober = HealthProber(settings.health_timeout_s)
+        self._prober = HealthProber(settings.health_timeout_s, settings.tls)
         self._lock = threading.RLock()
         self._endpoints: dict[str, _EndpointReplicas] = {}
         self._events: list[tuple[str, str]] = []

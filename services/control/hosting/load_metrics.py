@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import time
 import urllib.error
@@ -96,16 +97,33 @@ def parse_replica_metrics(text: str, endpoint: str) -> tuple[float, float]:
 
 
 class ScrapeSource:
-    """Scrapes replicas' /metrics directly (no Prometheus server needed)."""
+    """Scrapes replicas' /metrics directly (no Prometheus server needed).
 
-    def __init__(self, timeout_s: float = 1.0) -> None:
+    With `ssl_context` (replicas serving TLS) the scrape is HTTPS; with `token`, it carries
+    `Authorization: Bearer <token>` (replicas asking for a metrics token).
+    """
+
+    def __init__(
+        self,
+        timeout_s: float = 1.0,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        token: str = "",
+    ) -> None:
         self._timeout_s = timeout_s
+        self._ssl_context = ssl_context
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._previous: dict[tuple[str, str], _Reading] = {}
         self._lock = threading.Lock()
 
     def _read(self, endpoint: str, target: ReplicaTarget) -> _Reading:
-        url = f"http://{target.metrics_address}/metrics"
-        with urllib.request.urlopen(url, timeout=self._timeout_s) as response:
+        scheme = "https" if self._ssl_context is not None else "http"
+        request = urllib.request.Request(
+            f"{scheme}://{target.metrics_address}/metrics", headers=self._headers
+        )
+        with urllib.request.urlopen(
+            request, timeout=self._timeout_s, context=self._ssl_context
+        ) as response:
             text = response.read().decode("utf-8")
         in_flight, total = parse_replica_metrics(text, endpoint)
         return _Reading(in_flight, total, time.monotonic())

@@ -35,6 +35,7 @@ def batch_worker_spec(
     extra_args: str = "",
     auth_token: str = "",
     python: str = sys.executable,
+    extra_env: Mapping[str, str] | None = None,
     run_as: JobUser | None = None,
     runtime: str = "",
 ) -> WorkerSpec:
@@ -48,6 +49,7 @@ def batch_worker_spec(
         extra_args: Flags (shell syntax) added to the worker's command line.
         auth_token: The control's bearer token, passed through an inherited pipe.
         python: The interpreter the worker runs on (the script runtime's: it runs handlers).
+        extra_env: Environment added to the worker's (TLS file paths, the metrics token).
         run_as: The user it runs as (it owns its work folder), when not the control's.
         runtime: The script runtime `python` belongs to; the worker takes only its tasks
             (it reads the name from its interpreter's build).
@@ -71,6 +73,7 @@ def batch_worker_spec(
         log_path=data_dir / "logs" / f"{name}.log",
         token=auth_token,
         token_fd_env="SKMAKER_BATCH_AUTH_TOKEN_FD",
+        extra_env=dict(extra_env or {}),
         run_as=run_as,
         owned_dirs=(data_dir / "work" / name,),
     )

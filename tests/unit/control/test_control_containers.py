@@ -5,6 +5,10 @@ The Engine API itself is exercised for real by `make test-compose` (tests/compos
 
 from __future__ import annotations
 
+import io
+import tarfile
+from pathlib import Path
+
 import pytest
 
 from services.control.backends.containers import (
@@ -14,15 +18,18 @@ from services.control.backends.containers import (
     LABEL_NETWORK,
     LABEL_REPLICA,
     LABEL_RUN,
+    TLS_DIR,
     container_name,
     exit_code_of,
     leftover_filters,
     replica_command,
     replica_labels,
+    tls_files,
 )
 from services.control.backends.replica_runtime import ReplicaSpec, port_of
 from services.inference.config import ENV_PREFIX, InferenceSettings
 from services.runtime.settings import load
+from tests.certificates import make_certificates
 
 
 class _Address:
@@ -104,3 +111,28 @@ def test_exit_code_comes_from_the_inspected_state(
 def test_port_of() -> None:
     assert port_of("control:50051") == 50051
     assert port_of("gateway") == 0
+
+
+def test_tls_files_go_into_the_container_and_the_replica_settings_find_them(
+    tmp_path: Path,
+) -> None:
+    certs = make_certificates(tmp_path)
+    environment, archive = tls_files(
+        {
+            "tls_cert_file": str(certs.cert),
+            "tls_key_file": str(certs.key),
+            "tls_ca_file": str(certs.ca),
+            "tls_client_ca_file": "",
+            "tls_server_name": "skmaker",
+        }
+    )
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        members = {member.name: member for member in tar.getmembers()}
+        assert tar.extractfile(members["skmaker-tls/key.pem"]).read() == certs.key.read_bytes()  # type: ignore[union-attr]
+    assert members["skmaker-tls"].mode == 0o700 and members["skmaker-tls/key.pem"].mode == 0o600
+    assert environment["SKMAKER_INFERENCE_TLS_KEY_FILE"] == f"{TLS_DIR}/key.pem"
+    assert environment["SKMAKER_INFERENCE_TLS_SERVER_NAME"] == "skmaker"
+    assert environment["SKMAKER_HEALTHCHECK_TLS_CA_FILE"] == f"{TLS_DIR}/ca.pem"
+    assert "SKMAKER_INFERENCE_TLS_CLIENT_CA_FILE" not in environment
+    assert certs.key.read_text() not in repr(environment), "paths only, never key material"
+    assert tls_files({"tls_cert_file": "", "tls_ca_file": ""}) == ({}, b"")
