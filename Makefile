@@ -85,7 +85,11 @@ test-packages:
 
 prometheus haproxy: test-packages
 
+# Every runtime (runtimes/*.lock; `make install` builds only the newest) is built first, once
+# and kept in .venv-runtimes/: the e2e tests run on the oldest and the newest. A first build
+# logs its time (`script-runtimes: sklearn-1.2: built in ...s`); later runs find it current.
 test: install check-protos v2client s3-server test-packages
+	$(PY) -m services.runtime.script_runtimes build --all
 	$(PY) -m pytest -n 2 -q --ignore=tests/s3
 
 # The iris walkthrough on a control whose artifacts are in a real S3-compatible server

@@ -42,6 +42,8 @@ def build(settings: BatchSettings, environ: MutableMapping[str, str]) -> Service
         token=settings.auth_token,
         control_timeout_s=settings.control_timeout_s,
         tls=ClientTls.from_settings(settings),
+        # Handlers run in this process: only shards of models on this runtime are ours.
+        script_runtime=script_runtimes.current_name(),
     )
     models = ModelCache(
         work_dir,

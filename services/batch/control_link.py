@@ -174,6 +174,8 @@ class ControlLink(DispatchLink):
         worker_id: This worker's stable id (host/pid).
         token: Bearer token, empty when the control has none.
         control_timeout_s: How long to keep retrying while the control is unreachable.
+        script_runtime: The script runtime this worker runs on; it takes only shards of
+            models on it (empty: any).
     """
 
     def __init__(
@@ -184,6 +186,7 @@ class ControlLink(DispatchLink):
         token: str = "",
         control_timeout_s: float = 120.0,
         tls: ClientTls | None = None,
+        script_runtime: str = "",
     ) -> None:
         super().__init__(
             address,
@@ -192,6 +195,7 @@ class ControlLink(DispatchLink):
             token=token,
             control_timeout_s=control_timeout_s,
             tls=tls,
+            script_runtime=script_runtime,
         )
         self._training = training_pb2_grpc.TrainingServiceStub(self._channel)
 

@@ -14,6 +14,7 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -26,8 +27,8 @@ from services.control.backends import EventSink, ReplicaBackend
 from services.control.backends.containers import DockerBackendSettings, DockerReplicaBackend
 from services.control.backends.local import LocalReplicaBackend
 from services.control.backends.local_process import LocalBackendSettings
-from services.control.backends.replica_runtime import SupervisionSettings
-from services.control.backends.swarm import SwarmBackendSettings, SwarmReplicaBackend
+from services.control.backends.replica_runtime import ReplicaPython, SupervisionSettings
+from services.control.backends.swarm import SwarmReplicaBackend, swarm_settings
 from services.control.call_classes import control_call_limiter, worker_or_marked
 from services.control.config import ControlSettings
 from services.control.dispatch.credentials import worker_scope
@@ -53,6 +54,8 @@ from services.control.local_workers.trainers import (
     default_max_trainers,
 )
 from services.control.metrics import ControlMetrics
+from services.control.runtimes import ControlRuntimes
+from services.control.runtimes_servicer import RuntimeServicer
 from services.control.state import ControlStore
 from services.control.training.jobs import TrainingJobs
 from services.control.training.servicer import TrainingServicer
@@ -60,11 +63,11 @@ from services.control.transform.jobs import TransformJobs
 from services.control.transform.servicer import TransformServicer
 from services.control.tuning.jobs import TuningJobs
 from services.control.tuning.servicer import TuningServicer
-from services.runtime import lifecycle, tls
+from services.runtime import lifecycle, script_runtimes, tls
 from services.runtime.archives import ArchiveLimits
 from services.runtime.auth import ScopedTokens, read_tokens_file
 from services.runtime.components import Component
-from services.runtime.errors import NotFound
+from services.runtime.errors import InvalidArgument, NotFound
 from services.runtime.job_user import JobUser, model_code_user
 from services.runtime.script_runtimes import PythonChoice, choose_python
 from skmaker.v1 import (
@@ -72,6 +75,8 @@ from skmaker.v1 import (
     artifacts_pb2_grpc,
     dispatch_pb2,
     dispatch_pb2_grpc,
+    runtimes_pb2,
+    runtimes_pb2_grpc,
     serving_pb2,
     serving_pb2_grpc,
     training_pb2,
@@ -158,11 +163,13 @@ def replica_backend(
     script_python: PythonChoice | None = None,
     issue_token: Callable[[str, str, str], str] | None = None,
     run_as: JobUser | None = None,
+    python_for: ReplicaPython | None = None,
 ) -> ReplicaBackend | None:
     """The backend `settings` ask for (None for `none`), reporting events to `on_event`.
 
     `issue_token(endpoint, replica id, model)` gives each replica a token of its own; local
-    replicas run as `run_as` when given.
+    replicas run as `run_as` when given; `python_for(endpoint, model)` is the interpreter of
+    its model's script runtime.
     """
     supervision = SupervisionSettings(
         start_timeout_s=settings.replica_start_timeout_s,
@@ -196,11 +203,20 @@ def replica_backend(
             python=script_python.python if script_python.runtime else "python",
             issue_token=issue_token,
             control_lost_exit_s=settings.replica_control_lost_exit_s,
+            python_for=python_for,
+            runtimes_volume=settings.docker_runtimes_volume,
+            runtimes_path=str(script_runtimes.runtimes_dir(settings.runtimes_dir)),
         )
         return DockerReplicaBackend(containers, EndpointStore(store), on_event)
     if settings.effective_replica_backend == "swarm":
         return SwarmReplicaBackend(
-            swarm_settings(settings, supervision, extra_args, script_python, issue_token),
+            swarm_settings(
+                settings,
+                supervision,
+                extra_args,
+                script_python.python if script_python.runtime else "python",
+                issue_token,
+            ),
             EndpointStore(store),
             on_event,
         )
@@ -217,35 +233,27 @@ def replica_backend(
         issue_token=issue_token,
         environment=child_environment("SKMAKER_INFERENCE_", settings),
         run_as=run_as,
+        python_for=python_for,
     )
     return LocalReplicaBackend(local, EndpointStore(store), on_event)
 
 
-def swarm_settings(
-    settings: ControlSettings,
-    supervision: SupervisionSettings,
-    extra_args: tuple[str, ...],
-    script_python: PythonChoice,
-    issue_token: Callable[[str, str, str], str] | None,
-) -> SwarmBackendSettings:
-    """The swarm backend's settings: the docker backend's flags plus the swarm_* ones."""
-    return SwarmBackendSettings(
-        docker_url=settings.docker_url,
-        image=settings.docker_image,
-        network=settings.docker_network,
-        control_address=settings.docker_control_address,
-        endpoint_address=settings.docker_endpoint_address,
-        auth_token=settings.auth_token,
-        extra_args=extra_args,
-        supervision=supervision,
-        python=script_python.python if script_python.runtime else "python",
-        cpu_reservation=settings.swarm_cpu_reservation,
-        memory_reservation_mb=settings.swarm_memory_reservation_mb,
-        constraints=tuple(c.strip() for c in settings.swarm_constraints.split(",") if c.strip()),
-        spread=settings.swarm_spread,
-        issue_token=issue_token,
-        control_lost_exit_s=settings.replica_control_lost_exit_s,
-    )
+def _build_events(
+    runtimes: ControlRuntimes, endpoints: Endpoints, models: ModelRegistry
+) -> Callable[[str, str], None]:
+    """Tells the endpoints whose replicas wait for a runtime how its build goes."""
+
+    def tell(runtime: str, message: str) -> None:
+        for view in endpoints.list(""):
+            name = view.endpoint.name
+            try:
+                model = models.describe(view.endpoint.model_name, endpoint_name=name)
+            except NotFound:
+                continue
+            if (model.script_runtime or runtimes.default_name()) == runtime:
+                endpoints.record_event(name, message)
+
+    return tell
 
 
 def restrict_state(data_dir: Path) -> None:
@@ -348,8 +356,16 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     )
     # Creates bind a bundle's key while uploads to it end under the same lock.
     key_locks = KeyLocks()
+    # The runtime each job, model and transform runs on (framework_version), built on demand.
+    runtimes = ControlRuntimes(settings.runtimes_dir, settings.script_runtime)
     training_jobs = TrainingJobs(
-        store, scheduler, artifacts, metrics, archive_limits=archive_limits, key_locks=key_locks
+        store,
+        scheduler,
+        artifacts,
+        metrics,
+        archive_limits=archive_limits,
+        key_locks=key_locks,
+        resolve_runtime=runtimes.resolve,
     )
     scheduler.register(TaskKind.TRAINING, training_jobs)
     # Optuna logs every trial at INFO; the tuning loop logs what matters itself.
@@ -358,7 +374,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     metrics.track_queue_depth(scheduler.queue_depth)
     # Its pid file lets a restarted control stop children a killed run left still draining.
     supervisor = WorkerSupervisor(pid_file=data_dir / "work" / "local-workers.json")
-    models = ModelRegistry(store, artifacts)
+    models = ModelRegistry(store, artifacts, resolve_runtime=runtimes.resolve)
     transform_jobs = TransformJobs(
         store,
         scheduler,
@@ -366,6 +382,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         models,
         metrics,
         target_shard_bytes=settings.transform_shard_bytes,
+        resolve_runtime=runtimes.resolve,
     )
     scheduler.register(TaskKind.TRANSFORM, transform_jobs)
     # Processes the control starts get tokens of their own, each scoped to what it needs.
@@ -389,17 +406,27 @@ def build(settings: ControlSettings) -> lifecycle.Service:
     control_address = ""
     bound_port = 0
 
-    def batch_spec(index: int) -> WorkerSpec:
-        return batch_worker_spec(
+    def batch_spec(runtime: str, index: int) -> WorkerSpec | None:
+        # A worker runs handlers in-process: on its models' runtime, once that is built.
+        try:
+            python = runtimes.python_if_ready(runtime) if runtime else script_python.python
+        except (InvalidArgument, RuntimeError) as err:
+            logging.getLogger(__name__).warning("no batch worker on %s: %s", runtime, err)
+            return None  # asked again each pass: a failed build is retried after a while
+        if python is None:
+            return None
+        spec = batch_worker_spec(
             index,
             data_dir=data_dir,
             control_address=control_address,
             extra_args=settings.batch_args,
-            auth_token=_worker_token(settings, f"batch-{index}", issue_worker_token),
-            python=script_python.python,
+            python=python,
+            runtime=runtime,
             extra_env=child_environment("SKMAKER_BATCH_", settings),
             run_as=model_user,
         )
+        token = _worker_token(settings, spec.name, issue_worker_token)
+        return replace(spec, token=token)
 
     local_batch = LocalBatchWorkers(
         supervisor,
@@ -435,6 +462,11 @@ def build(settings: ControlSettings) -> lifecycle.Service:
 
     # Replicas run the model's code in-process: each gets a token that reads its model only.
     credentials = ReplicaCredentials(scoped_tokens, models) if scoped_tokens else None
+
+    def replica_python(endpoint: str, model_name: str) -> str | None:
+        model = models.describe(model_name, endpoint_name=endpoint)
+        return runtimes.python_if_ready(model.script_runtime)
+
     backend = replica_backend(
         settings,
         store,
@@ -442,10 +474,12 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         script_python,
         credentials.issue if credentials else None,
         model_user,
+        replica_python,
     )
     endpoints = Endpoints(
         store, models, backend, metrics, max_replicas=settings.max_endpoint_replicas
     )
+    runtimes.add_listener(_build_events(runtimes, endpoints, models))
     sd_file = (
         ScrapeTargetsFile(Path(settings.prometheus_sd_file))
         if settings.prometheus_sd_file
@@ -523,6 +557,11 @@ def build(settings: ControlSettings) -> lifecycle.Service:
             serving_pb2_grpc.add_EndpointServiceServicer_to_server,
             EndpointServicer(endpoints),
             serving_pb2.DESCRIPTOR.services_by_name["EndpointService"].full_name,
+        ),
+        lifecycle.Servicer(
+            runtimes_pb2_grpc.add_RuntimeServiceServicer_to_server,
+            RuntimeServicer(runtimes),
+            runtimes_pb2.DESCRIPTOR.services_by_name["RuntimeService"].full_name,
         ),
         lifecycle.Servicer(
             dispatch_pb2_grpc.add_DispatchServiceServicer_to_server,

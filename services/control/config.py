@@ -134,6 +134,11 @@ class ControlSettings(ServiceSettings):
         "", "placement constraints of swarm replicas, comma-separated (node.labels.x==y)"
     )
     swarm_spread: bool = setting(True, "spread each endpoint's swarm replicas across nodes")
+    docker_runtimes_volume: str = setting(
+        "",
+        "a Docker volume holding the runtimes folder (--runtimes-dir), mounted at that path "
+        "into replica containers so runtimes built on demand serve; empty mounts none",
+    )
     max_endpoint_replicas: int = setting(16, "the most replicas one endpoint may have")
     transform_shard_bytes: int = setting(
         16 * 1024 * 1024, "a Line-split transform input is cut into shards of about this size"

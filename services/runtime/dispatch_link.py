@@ -62,7 +62,10 @@ class DispatchLink:
         token: str = "",
         control_timeout_s: float = 120.0,
         tls: ClientTls | None = None,
+        script_runtime: str = "",
     ) -> None:
+        # The runtime this worker runs user code on in-process; it is given only its tasks.
+        self._script_runtime = script_runtime
         self._channel = open_channel(
             address,
             tls=tls,
@@ -121,7 +124,10 @@ class DispatchLink:
         Setting `cancel` (a drain) ends the long poll at once instead of after `wait_s`.
         """
         request = dispatch_pb2.AcquireTaskRequest(
-            worker_id=self.worker_id, kinds=[self._task_kind], wait_seconds=wait_s
+            worker_id=self.worker_id,
+            kinds=[self._task_kind],
+            wait_seconds=wait_s,
+            script_runtime=self._script_runtime,
         )
 
         def long_poll() -> dispatch_pb2.AcquireTaskResponse | None:

@@ -13,7 +13,7 @@ name, with a shared wheelhouse (`wheelhouse/`) so every wheel, including the two
 built into wheels, is downloaded or built once. A runtime counts as built once its stamp file
 (written last) records the lock it was built from, so an interrupted build is never used.
 
-    python -m services.runtime.script_runtimes build [NAME ...|--all]  # default: the newest
+    python -m services.runtime.script_runtimes build [NAME ...|--all]  # NAME: sklearn-1.2, 1.2-1
     python -m services.runtime.script_runtimes list
     python -m services.runtime.script_runtimes python [NAME]   # the interpreter user code runs on
     python -m services.runtime.script_runtimes wheels --wheelhouse DIR  # for an offline build
@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,15 +46,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from packaging.version import Version
 
-# `packaging` is imported where it is used: the main environment has it, while the runtimes,
-# whose workers call `this_python`, need not.
+# `packaging` is imported where used: the main environment has it, the runtimes need not.
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """The checkout this module runs from (in an installed copy: the folder holding `services/`)."""
 
-LOCKS_DIR = REPO_ROOT / "runtimes"
+SOURCE_ROOT = Path(os.environ.get("SKMAKER_SOURCE_DIR") or REPO_ROOT)
+"""The source tree runtimes are built from (locks, worker code): this checkout, or in an image,
+where the code is installed, the copy `SKMAKER_SOURCE_DIR` names (for builds on first use)."""
+
+LOCKS_DIR = SOURCE_ROOT / "runtimes"
 """Where `<name>.in` and `<name>.lock` live."""
 
 COMPAT_PROJECT = LOCKS_DIR / "sagemaker_containers_compat"
@@ -171,6 +174,15 @@ def this_python() -> str:
             "`python -m services.runtime.script_runtimes list`)"
         )
     return f"user code runs on script runtime {stamp.get('name', '?')} ({sys.executable})"
+
+
+def current_name() -> str:
+    """The script runtime this process runs on (e.g. `sklearn-1.2`); empty when it is none."""
+    try:
+        name = json.loads((Path(sys.prefix) / STAMP_FILE).read_text()).get("name", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return name if isinstance(name, str) else ""
 
 
 def runtimes_dir(configured: str = "") -> Path:
@@ -310,7 +322,7 @@ def fetch_wheels(
 
     Only pins without a wheel there are fetched, so a second call needs no network.
     """
-    pins = read_lock(_lock_of(rt))
+    pins = read_lock(lock_of(rt))
     missing = missing_wheels(pins, wheelhouse)
     if not missing:
         log.info("%s: all %d wheels already in %s", rt.name, len(pins), wheelhouse)
@@ -334,7 +346,12 @@ def fetch_wheels(
     log.info("%s: wheels ready in %.0fs", rt.name, time.monotonic() - started)
 
 
-def _lock_of(rt: ScriptRuntime) -> Path:
+def lock_of(rt: ScriptRuntime) -> Path:
+    """The lock `rt` is built from: `runtimes/<name>.lock`, else the copy inside its build.
+
+    Raises:
+        UnknownRuntime: neither exists.
+    """
     if rt.lock.is_file():
         return rt.lock
     copy = rt.root / LOCK_COPY
@@ -359,6 +376,8 @@ def build(
     find_links: Sequence[Path] = (),
     no_index: bool = False,
     force: bool = False,
+    any_mode: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> bool:
     """Builds `rt` from its lock unless it is already current; returns True when it built.
 
@@ -374,23 +393,33 @@ def build(
         find_links: More folders of wheels to take pins from (an air-gapped build).
         no_index: Never ask the package index (every wheel must be in the folders).
         force: Rebuild even when current.
+        any_mode: A build from the current lock counts as current whichever way its worker
+            code was installed (an on-demand build never replaces an image's copies).
+        progress: Also told each step's line (a training job's log, an endpoint's events).
     """
-    lock = _lock_of(rt)
+    lock = lock_of(rt)
+
+    def say(text: str) -> None:
+        log.info("%s", text)
+        if progress is not None:
+            progress(text)
+
     with _build_lock(rt.root.parent, rt.name):
-        if not force and rt.is_current(editable=editable):
+        if not force and rt.is_current(editable=None if any_mode else editable):
             log.info("%s: up to date in %s", rt.name, rt.root)
             return False
         started = time.monotonic()
         wheels = wheelhouse or rt.root.parent / WHEELHOUSE
+        say(f"{rt.name}: building from {lock.name}: wheels into {wheels}")
         fetch_wheels(rt, wheels, find_links=find_links, no_index=no_index)
-        log.info("%s: creating the environment %s", rt.name, rt.root)
+        say(f"{rt.name}: creating the environment {rt.root}")
         shutil.rmtree(rt.root, ignore_errors=True)
         _run([sys.executable, "-m", "venv", str(rt.root)])
-        log.info("%s: installing %s", rt.name, lock.name)
+        say(f"{rt.name}: installing {lock.name}")
         _run(_pip(rt.python, "install", "--no-index", "--find-links", str(wheels), "-r", str(lock)))
         mode = "editable links to" if editable else "copies of"
-        log.info("%s: installing %s the worker code from %s", rt.name, mode, REPO_ROOT)
-        projects = [REPO_ROOT / "clients" / "python", REPO_ROOT, COMPAT_PROJECT]
+        say(f"{rt.name}: installing {mode} the worker code from {SOURCE_ROOT}")
+        projects = [SOURCE_ROOT / "clients" / "python", SOURCE_ROOT, COMPAT_PROJECT]
         install_args = [
             arg for path in projects for arg in (("-e", str(path)) if editable else (str(path),))
         ]
@@ -405,7 +434,7 @@ def build(
             )
         )
         shutil.copyfile(lock, rt.root / LOCK_COPY)
-        log.info("%s: checking that scripts can import %s", rt.name, ", ".join(_CHECK_IMPORTS))
+        say(f"{rt.name}: checking that scripts can import {', '.join(_CHECK_IMPORTS)}")
         check = "; ".join(f"import {module}" for module in _CHECK_IMPORTS)
         with tempfile.TemporaryDirectory() as base_dir:
             # sagemaker_training creates SageMaker's folders under SAGEMAKER_BASE_DIR on import.
@@ -417,8 +446,40 @@ def build(
             "python": ".".join(map(str, sys.version_info[:3])),
         }
         (rt.root / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n")
-        log.info("%s: built in %.0fs (%s)", rt.name, time.monotonic() - started, rt.python)
+        say(f"{rt.name}: built in {time.monotonic() - started:.0f}s ({rt.python})")
         return True
+
+
+def ensure_built(
+    rt: ScriptRuntime,
+    *,
+    progress: Callable[[str], None] | None = None,
+    find_links: Sequence[Path] = (),
+    no_index: bool = False,
+) -> Path:
+    """`rt`'s interpreter, built first when it is not built from its lock (a worker's first use).
+
+    The build is shared (the runtimes folder) and file-locked (a second caller waits, then finds
+    it built); a build counts whichever way its worker code was installed.
+
+    Raises:
+        UnknownRuntime: `rt` has no lock.
+        subprocess.CalledProcessError: a build step failed (its output went to stderr).
+    """
+    if rt.is_current():
+        return rt.python
+    if progress is not None:
+        progress(f"building runtime {rt.name} (first use; later jobs reuse it) ...")
+    build(
+        rt,
+        # A checkout links its worker code; an image's source copy is installed as copies.
+        editable=(SOURCE_ROOT / ".git").exists(),
+        find_links=find_links,
+        no_index=no_index,
+        any_mode=True,
+        progress=progress,
+    )
+    return rt.python
 
 
 def lock(name: str, locks_dir: Path = LOCKS_DIR) -> Path:
@@ -474,7 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     build_parser = commands.add_parser("build", help="build runtimes (default: the newest)")
     wheels_parser = commands.add_parser("wheels", help="put a runtime's wheels into a folder")
     for sub in (build_parser, wheels_parser):
-        sub.add_argument("names", nargs="*", help="runtime names (default: the newest)")
+        sub.add_argument(
+            "names", nargs="*", help="runtime names or framework versions (default: the newest)"
+        )
         sub.add_argument("--all", action="store_true", help="every runtime that has a lock")
         sub.add_argument("--wheelhouse", type=Path, help="wheel folder (default: <dir>/wheelhouse)")
         sub.add_argument("--find-links", type=Path, action="append", default=[])
@@ -506,6 +569,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             chosen = names(args.runtimes_dir) if args.all else args.names or [""]
             for name in chosen:
+                if name and not _NAME.match(name):  # a framework_version, e.g. 1.2-1
+                    from services.runtime.framework_versions import resolve  # imports us
+
+                    name = resolve(name, args.runtimes_dir)
                 rt = runtime(name, args.runtimes_dir)
                 base = rt.root.parent
                 wheelhouse = args.wheelhouse or base / WHEELHOUSE

@@ -6,18 +6,20 @@ import fnmatch
 import logging
 import os
 import socket
-from collections.abc import Mapping
+import subprocess
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import prometheus_client
 
+from services.runtime import script_runtimes
 from services.runtime.archives import ArchiveLimits
 from services.runtime.lifecycle import Service
 from services.runtime.script_runtimes import choose_python
 from services.runtime.tls import ClientTls
 from services.trainer.config import TrainerSettings
 from services.trainer.control_link import ControlLink
-from services.trainer.job import JobEnvironment
+from services.trainer.job import JobEnvironment, RuntimeUnavailable
 from services.trainer.metrics import TrainerMetrics
 from services.trainer.sandbox import JobLimits, Sandbox, default_memory_bytes
 from services.trainer.worker import TrainerWorker
@@ -69,7 +71,22 @@ def build(settings: TrainerSettings, environ: Mapping[str, str]) -> Service:
         control_timeout_s=settings.control_timeout_s,
         tls=ClientTls.from_settings(settings),
     )
+
+    def runtime_python(name: str, progress: Callable[[str], None]) -> str:
+        # A job's runtime other than this trainer's default: built here on its first use (a
+        # file lock makes concurrent builders wait for one build), then reused.
+        try:
+            rt = script_runtimes.runtime(name, settings.runtimes_dir)
+            python = str(script_runtimes.ensure_built(rt, progress=progress))
+        except script_runtimes.UnknownRuntime as err:
+            raise RuntimeUnavailable(f"{err} (this trainer has no such runtime)") from err
+        except (subprocess.CalledProcessError, OSError) as err:
+            raise RuntimeUnavailable(f"building script runtime {name} failed: {err}") from err
+        sandbox.allow_python(python)
+        return python
+
     job_env = JobEnvironment(
+        python_for=runtime_python,
         python=script_python.python,
         deps_root=work_dir / "deps",
         base_environment=script_base_environment(environ, settings.script_env_allow),

@@ -49,6 +49,7 @@ def assignment_from_task(task: dispatch_pb2.Task) -> TrainingAssignment:
         shell_compat=spec.shell_compat,
         source_sha256=spec.source_sha256,
         source_bundle_uri=task.training.source_bundle_uri,
+        script_runtime=spec.script_runtime,
     )
 
 

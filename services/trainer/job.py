@@ -16,8 +16,8 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlparse
@@ -64,6 +64,8 @@ class TrainingAssignment:
     source_sha256: str = ""
     # Where to download the bundle (the copy kept under its digest); empty: source_uri.
     source_bundle_uri: str = ""
+    # The script runtime the control chose (framework_version); empty: the worker's default.
+    script_runtime: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,13 @@ class JobEnvironment:
     file_channel_roots: tuple[Path, ...] = ()
     # How far a source bundle may unpack (bytes, members, ratio to its size).
     archive_limits: archives.ArchiveLimits = archives.DEFAULT_ARCHIVE_LIMITS
+    # (runtime name, progress line sink) -> its interpreter, built first when it is not
+    # (RuntimeUnavailable when it cannot be had); None runs every job on `python`.
+    python_for: Callable[[str, Callable[[str], None]], str] | None = None
+
+
+class RuntimeUnavailable(Exception):
+    """A job's script runtime is unknown to this worker, or could not be built."""
 
 
 class JobClientError(Exception):
@@ -188,6 +197,7 @@ class TrainingJobRun:
     def run(self) -> JobOutcome:
         """Downloads, trains and uploads; returns how the attempt ended."""
         try:
+            self._choose_python()
             ws = self._prepare()
             result = self._train(ws)
         except JobClientError as err:
@@ -204,6 +214,18 @@ class TrainingJobRun:
         return JobOutcome(
             result.outcome, result.failure_reason, model_uri, output_uri, self.runtime
         )
+
+    def _choose_python(self) -> None:
+        """Runs the script on its job's runtime, built first on its first use (logged)."""
+        name = self.assignment.script_runtime
+        if not name or self.env.python_for is None:
+            return
+        try:
+            python = self.env.python_for(name, self._platform_line)
+        except RuntimeUnavailable as err:
+            raise JobClientError(str(err)) from err
+        self._platform_line(f"script runtime {name}: {python}")
+        self.env = replace(self.env, python=python)
 
     def _prepare(self) -> workspace.Workspace:
         """Lays out the workspace and fetches code and data (secondary status Downloading)."""

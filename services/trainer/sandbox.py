@@ -159,6 +159,14 @@ class Sandbox:
         )
         return sandbox
 
+    def allow_python(self, python: str) -> None:
+        """Lets the job user start `python` too (another script runtime's interpreter)."""
+        if not self.user.dedicated:
+            return
+        for path in interpreter_paths(python):
+            if path not in self.expose:
+                self.expose.append(path)
+
     @property
     def tracks_descendants(self) -> bool:
         """True when job trees are found below this process (no cgroup; a subreaper)."""

@@ -12,7 +12,9 @@ both, and the gateway spreads calls over both (each one's request counter grows)
 runs its HAProxy data plane: its log says HAProxy started, an haproxy process runs in its
 container, and calls through it reach the replicas without the Python forwarder. Last, the
 control is killed (SIGKILL) and started again: the new control stops and removes the replica
-containers its predecessor left and serves the endpoint with new ones. The endpoint is left
+containers its predecessor left and serves the endpoint with new ones. Last, iris is trained with
+framework_version="1.2-1": its runtime is built on first use into the shared volume and the
+model's replica container runs on it. The endpoint is left
 running, so `docker compose down` must remove its containers. Each step is one
 function in `STEPS`, run in order with its time printed. Exit 0 when every step passed.
 """
@@ -150,6 +152,7 @@ def train_iris(ctx: Context) -> None:
             folder / "iris.csv", header=False, index=False
         )
         train_uri = ctx.session.upload_data(str(folder), key_prefix="scikit-iris/data")
+    ctx.results["train_uri"] = train_uri
     estimator = SKLearn(
         entry_point="scikit_learn_iris.py",
         source_dir=str(EXAMPLE_DIR),
@@ -519,6 +522,52 @@ def control_restart_replaces_leftovers(ctx: Context) -> None:
     print(f"  replicas {sorted(old)} removed; now {_replica_containers()}")
 
 
+OLD_ENDPOINT = "iris-compose-oldest"
+OLD_PYTHON = "/opt/skmaker-runtimes/sklearn-1.2/bin/python"
+
+
+def oldest_runtime_built_on_first_use(ctx: Context) -> None:
+    """framework_version="1.2-1": a trainer builds runtime sklearn-1.2 into the runtimes volume
+    on its first use (from the image's wheelhouse: the build has no network), the job's log
+    says so and the script runs on scikit-learn 1.2; the model deployed from it is served by a
+    replica container started on that runtime's python, from the volume."""
+    assert ctx.session is not None
+    session = ctx.session
+    estimator = SKLearn(
+        entry_point="scikit_learn_iris.py",
+        source_dir=str(EXAMPLE_DIR),
+        hyperparameters={"max_leaf_nodes": 30},
+        session=session,
+        framework_version="1.2-1",
+    )
+    estimator.fit({"train": ctx.results["train_uri"]}, wait=False)
+    job = estimator.latest_training_job
+    assert job is not None
+    described = session.wait_for_job(job.name)
+    log = "\n".join(line.text for line in session.training_job_log_lines(job.name))
+    assert described["TrainingJobStatus"] == "Completed", described.get("FailureReason", log)
+    version = described["RuntimeVersions"]["ScikitLearn"]
+    assert version.startswith("1.2."), f"trained on scikit-learn {version}"
+    built_here = "building runtime sklearn-1.2" in log
+    estimator.deploy(initial_instance_count=1, endpoint_name=OLD_ENDPOINT, wait=True)
+    client = docker.from_env()
+    try:
+        (replica,) = client.containers.list(
+            filters={"label": ["skmaker.managed=true", f"skmaker.endpoint={OLD_ENDPOINT}"]}
+        )
+        command = replica.attrs["Config"]["Cmd"]
+    finally:
+        client.close()
+    assert command[0] == OLD_PYTHON, command
+    answer, _ = session.invoke_endpoint(OLD_ENDPOINT, "5.1,3.5,1.4,0.2\n", "text/csv")
+    assert json.loads(answer) == [0], answer
+    session.delete_endpoint(OLD_ENDPOINT)
+    print(
+        f"  {job.name} on scikit-learn {version}"
+        f"{' (runtime built on first use)' if built_here else ''}; replica ran {command[0]}"
+    )
+
+
 STEPS: list[Callable[[Context], None]] = [
     control_serving,
     train_iris,
@@ -531,6 +580,7 @@ STEPS: list[Callable[[Context], None]] = [
     replicas_scraped_and_balanced,
     gateway_runs_haproxy,
     control_restart_replaces_leftovers,
+    oldest_runtime_built_on_first_use,
 ]
 
 

@@ -18,6 +18,8 @@
     skmaker endpoints delete NAME [--no-wait]
     skmaker endpoints invoke NAME [--content-type T] (--body TEXT | --file PATH) [--accept A]
                      [--custom-attributes C] [--base64]
+    skmaker runtimes list                      # scikit-learn versions (framework_version)
+    skmaker runtimes build [VERSION]           # e.g. 1.2-1: build now, not on first use
 
 `invoke` writes the answer's body to stdout: a textual answer (text/*, JSON) as is, a binary
 one (e.g. application/x-npy) as raw bytes, or as base64 with --base64; it refuses to write
@@ -301,6 +303,48 @@ def _add_models(resources: argparse._SubParsersAction[_ExactFlagsParser]) -> Non
     delete.set_defaults(handler=_delete_model)
 
 
+# -- runtimes --------------------------------------------------------------------------------
+
+
+def _list_runtimes(session: Session, args: argparse.Namespace) -> int:
+    rows = [
+        [
+            runtime["Name"] + (" (default)" if runtime["IsDefault"] else ""),
+            runtime["SageMakerFrameworkVersion"],
+            runtime["FrameworkVersion"],
+            runtime["State"],
+        ]
+        for runtime in session.list_runtimes()
+    ]
+    print_table(["NAME", "FRAMEWORK_VERSION", "SCIKIT-LEARN", "STATE"], rows)
+    return 0
+
+
+def _build_runtime(session: Session, args: argparse.Namespace) -> int:
+    for line in session.build_runtime(args.framework_version):
+        print(line, flush=True)
+    return 0
+
+
+def _add_runtimes(resources: argparse._SubParsersAction[_ExactFlagsParser]) -> None:
+    group = resources.add_parser(
+        "runtimes", help="list the scikit-learn versions the server runs, or pre-build one"
+    )
+    verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
+    list_runtimes = verbs.add_parser("list", help="list the runtimes, oldest first")
+    list_runtimes.set_defaults(handler=_list_runtimes)
+    build = verbs.add_parser(
+        "build", help="build a runtime now instead of on its first use, printing its progress"
+    )
+    build.add_argument(
+        "framework_version",
+        nargs="?",
+        default="",
+        help="e.g. 1.2-1, 1.2 or sklearn-1.2 (default: the newest)",
+    )
+    build.set_defaults(handler=_build_runtime)
+
+
 # -- endpoints -------------------------------------------------------------------------------
 
 
@@ -451,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_transform_jobs(resources)
     _add_models(resources)
     _add_endpoints(resources)
+    _add_runtimes(resources)
     return parser
 
 

@@ -3,10 +3,11 @@
 The keys follow SageMaker's API (`TrainingJobName`, `TrainingJobStatus`, `ModelArtifacts`,
 `EndpointStatus`...), timestamps are timezone-aware UTC datetimes, and fields the server left
 unset are omitted as boto3 omits them. skmaker-only facts get their own keys (`RuntimeVersions`,
-`AttemptCount`, `OutputArtifacts`, `EntryPoint`/`SourceUri`/`ShellCompat` in
-`AlgorithmSpecification`; a model's `EntryPoint`/`SourceUri`; an endpoint's `Address`,
-`Replicas`, `DesiredReplicas`, `ScalingPolicy`, `Events`; a transform job's `Files`,
-`ShardsTotal`/`ShardsDone`, `RecordErrors`, `SkipHeader`).
+`FrameworkVersion`, `ScriptRuntime`, `AttemptCount`, `OutputArtifacts`,
+`EntryPoint`/`SourceUri`/`ShellCompat` in `AlgorithmSpecification`; a model's
+`EntryPoint`/`SourceUri`; an endpoint's `Address`, `Replicas`, `DesiredReplicas`,
+`ScalingPolicy`, `Events`; a transform job's `Files`, `ShardsTotal`/`ShardsDone`,
+`RecordErrors`, `SkipHeader`).
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def training_job_description(job: training_job_pb2.TrainingJob) -> dict[str, Any
     _set_training_times(description, job)
     if job.HasField("runtime_versions"):
         description["RuntimeVersions"] = runtime_description(job.runtime_versions)
+    _set_runtime_choice(description, spec.framework_version, spec.script_runtime)
     if job.tuning_job_name:
         description["TuningJobName"] = job.tuning_job_name
     return description
@@ -212,6 +214,14 @@ def endpoint_status_name(status: int) -> str:
     return ENDPOINT_STATUS_NAMES.get(status, "Unknown")
 
 
+def _set_runtime_choice(description: dict[str, Any], asked: str, runtime: str) -> None:
+    """skmaker's `FrameworkVersion` (as asked) and `ScriptRuntime` (what runs) keys."""
+    if asked:
+        description["FrameworkVersion"] = asked
+    if runtime:
+        description["ScriptRuntime"] = runtime
+
+
 def runtime_description(versions: training_job_pb2.RuntimeVersions) -> dict[str, str]:
     """skmaker's `RuntimeVersions` key: what a job ran with ("" where not known)."""
     return {
@@ -242,6 +252,7 @@ def model_description(model: model_pb2.Model) -> dict[str, Any]:
         description["TrainingJobName"] = model.training_job_name
     if model.HasField("runtime_versions"):
         description["RuntimeVersions"] = runtime_description(model.runtime_versions)
+    _set_runtime_choice(description, model.framework_version, model.script_runtime)
     set_time(description, "CreationTime", model, "creation_time")
     return description
 

@@ -1,12 +1,11 @@
 """`SKLearn`: the estimator a SageMaker notebook uses, training on skmaker instead.
 
 `SKLearn(entry_point=..., hyperparameters=...).fit({"train": uri})` packs the code into
-`sourcedir.tar.gz`, uploads it, creates a training job with SageMaker's hyperparameter
-encoding and streams the job's log until it ends. `deploy()` then serves the job's model on an
-endpoint and returns an `SKLearnPredictor`, `transformer()` returns a `Transformer` that scores
-files with it in batch; `create_model()` gives the `SKLearnModel` in between.
-Arguments that only mean something on AWS (`role`, `instance_type`, `framework_version`, ...)
-are accepted and ignored with one warning.
+`sourcedir.tar.gz`, uploads it, creates a training job with SageMaker's hyperparameter encoding
+and streams the job's log until it ends. `deploy()` serves the job's model on an endpoint and
+returns an `SKLearnPredictor`, `transformer()` a `Transformer` that scores files with it in batch;
+`create_model()` gives the `SKLearnModel` in between. `framework_version` picks the scikit-learn;
+arguments that only mean something on AWS (`role`, ...) are ignored with one warning.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ SAGEMAKER_ONLY_ARGS = frozenset(
     {
         "role",
         "instance_type",
-        "framework_version",
         "py_version",
         "image_uri",
         "image_uri_region",
@@ -104,9 +102,10 @@ class SKLearn:
         code_location: where the code archive goes, as in SageMaker:
             `<code_location>/<job name>/source/sourcedir.tar.gz` (a `store://` or
             `s3://<default bucket>/` prefix); default `store://jobs`.
-        **sagemaker_only_args: `role`, `instance_type`, `framework_version` and the other
-            SageMaker arguments in `SAGEMAKER_ONLY_ARGS`; accepted and ignored with a warning,
-            as are arguments SageMaker's SKLearn does not have (`script_mode=True`, ...).
+        framework_version: the scikit-learn the script (and its models) runs on: `"1.2-1"`,
+            `"1.5"`, `"1.5.2"`; default the server's newest (InvalidArgument if it has none).
+        **sagemaker_only_args: `role`, `instance_type` and the rest of `SAGEMAKER_ONLY_ARGS`,
+            and ones SageMaker's SKLearn lacks (`script_mode=True`): ignored with a warning.
 
     Raises:
         AttributeError: when `instance_count` is not 1 (SageMaker's error).
@@ -129,6 +128,7 @@ class SKLearn:
         container_log_level: int = logging.INFO,
         instance_count: int = 1,
         code_location: str | None = None,
+        framework_version: str | None = None,
         **sagemaker_only_args: Any,
     ) -> None:
         if instance_count != 1:
@@ -159,6 +159,7 @@ class SKLearn:
         self.base_job_name = base_job_name
         self.output_path = output_path
         self.code_location = code_location
+        self.framework_version = framework_version
         self.shell_compat = shell_compat
         self.container_log_level = container_log_level
         self.instance_count = 1
@@ -253,6 +254,7 @@ class SKLearn:
             output_uri=self.output_path or "",
             shell_compat=self.shell_compat,
             source_sha256=source_sha256,
+            framework_version=self.framework_version or "",
         )
         self._reserved_hyperparameters = reserved
         self._current_job_name = name
@@ -360,6 +362,7 @@ class SKLearn:
             dependencies=dependencies,
             session=self.sagemaker_session,
             training_job_name=job.name,
+            framework_version=sagemaker_only_args.pop("framework_version", self.framework_version),
             **sagemaker_only_args,
         )
 

@@ -73,6 +73,7 @@ class HostingCalls:
         source_uri: str = "",
         environment: Mapping[str, str] | None = None,
         training_job_name: str = "",
+        framework_version: str = "",
     ) -> dict[str, Any]:
         """Creates a model and returns its description (not retried).
 
@@ -84,6 +85,8 @@ class HostingCalls:
                 the code sits in the model archive under `code/`.
             environment: environment variables for the serving process.
             training_job_name: the training job the model came from, if any.
+            framework_version: the scikit-learn to serve with; empty: the training job's,
+                else the newest the server has.
 
         Raises:
             AlreadyExists, InvalidArgument, NotFound: as the server decides.
@@ -96,6 +99,7 @@ class HostingCalls:
                 source_uri=self.store_uri(source_uri),
                 environment=dict(environment or {}),
                 training_job_name=training_job_name,
+                framework_version=framework_version,
             )
         )
         response = self._rpc(self._models.CreateModel, request, idempotent=False)

@@ -24,6 +24,7 @@ def training_job_spec(
     output_uri: str = "",
     shell_compat: bool = False,
     source_sha256: str = "",
+    framework_version: str = "",
 ) -> training_job_pb2.TrainingJobSpec:
     """The wire spec of a training job (arguments as `Session.create_training_job`'s)."""
     return training_job_pb2.TrainingJobSpec(
@@ -45,6 +46,7 @@ def training_job_spec(
         output_uri=output_uri,
         shell_compat=shell_compat,
         source_sha256=source_sha256,
+        framework_version=framework_version,
     )
 
 

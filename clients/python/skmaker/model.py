@@ -36,7 +36,6 @@ log = logging.getLogger("skmaker")
 MODEL_SAGEMAKER_ONLY_ARGS = frozenset(
     {
         "role",
-        "framework_version",
         "py_version",
         "image_uri",
         "git_config",
@@ -102,7 +101,10 @@ class SKLearnModel:
             `predict_fn`, `output_fn` or `transform_fn`); relative to `source_dir` when that
             is given. Without `source_dir`, a local file is packed alone; a path that is not
             a local file names the script inside the model archive's `code/` folder.
-        framework_version: SageMaker-only; ignored.
+        framework_version: the scikit-learn its replicas and batch workers run on (`"1.2-1"`,
+            `"1.5"`); default its training job's, else the newest the server has. Another
+            one than the training job's is allowed: the endpoint's events then name what
+            differs.
         py_version: SageMaker-only; ignored.
         image_uri: SageMaker-only; ignored.
         predictor_cls: what `deploy()` returns, built as `predictor_cls(endpoint_name,
@@ -155,7 +157,6 @@ class SKLearnModel:
         warn_ignored(
             {
                 "role": role,
-                "framework_version": framework_version,
                 "py_version": py_version,
                 "image_uri": image_uri,
                 **sagemaker_only_args,
@@ -182,6 +183,7 @@ class SKLearnModel:
         self.model_server_workers = model_server_workers
         self.container_log_level = container_log_level
         self.training_job_name = training_job_name
+        self.framework_version = framework_version
         self.code_location = code_location
         self.endpoint_name: str | None = None
         self._session = session
@@ -271,6 +273,7 @@ class SKLearnModel:
             source_uri=source_uri,
             environment=self._environment(),
             training_job_name=self.training_job_name,
+            framework_version=self.framework_version or "",
         )
         self.name = name
         self._created = True

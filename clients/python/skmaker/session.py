@@ -32,6 +32,7 @@ from skmaker.errors import SkmakerClientError, UnexpectedStatusException, error_
 from skmaker.hosting import HostingCalls
 from skmaker.inputs import TrainingInput
 from skmaker.job_specs import training_job_spec
+from skmaker.runtime_calls import RuntimeCalls
 from skmaker.transform_calls import TransformCalls
 from skmaker.tuning_calls import TuningCalls
 from skmaker.v1 import (
@@ -126,7 +127,7 @@ def _tls_credentials(ca: str, cert: str, key: str) -> grpc.ChannelCredentials | 
     )
 
 
-class Session(DataCalls, HostingCalls, TransformCalls, TuningCalls):
+class Session(DataCalls, HostingCalls, RuntimeCalls, TransformCalls, TuningCalls):
     """A connection to skmaker, used like `sagemaker.Session`.
 
     Args:
@@ -222,6 +223,7 @@ class Session(DataCalls, HostingCalls, TransformCalls, TuningCalls):
         self._init_hosting(self._channel, credentials, self.gateway_address)
         self._init_transform(self._channel)
         self._init_tuning(self._channel)
+        self._init_runtimes(self._channel)
         self.sagemaker_client = boto.SageMakerClient(self)
         self.sagemaker_runtime_client = boto.SageMakerRuntimeClient(self)
 
@@ -381,6 +383,7 @@ class Session(DataCalls, HostingCalls, TransformCalls, TuningCalls):
         output_uri: str = "",
         shell_compat: bool = False,
         source_sha256: str = "",
+        framework_version: str = "",
     ) -> dict[str, Any]:
         """Creates a training job and returns its description (not retried).
 
@@ -397,10 +400,13 @@ class Session(DataCalls, HostingCalls, TransformCalls, TuningCalls):
             shell_compat: run the script through /bin/sh as SageMaker's toolkit does.
             source_sha256: the sha256 of the bundle the caller uploaded; the job is created
                 only if that is the bundle at `source_uri` (empty: whatever is there).
+            framework_version: the scikit-learn to train with ("1.2-1", "1.5"); empty: the
+                newest the server has.
 
         Raises:
             AlreadyExists, InvalidArgument, NotFound, FailedPrecondition: as the server
-                decides (FailedPrecondition: the bundle is not the one with `source_sha256`).
+                decides (FailedPrecondition: the bundle is not the one with `source_sha256`;
+                InvalidArgument: a framework_version it has no runtime for).
         """
         spec = training_job_spec(
             entry_point=entry_point,
@@ -413,6 +419,7 @@ class Session(DataCalls, HostingCalls, TransformCalls, TuningCalls):
             output_uri=self.store_uri(output_uri),
             shell_compat=shell_compat,
             source_sha256=source_sha256,
+            framework_version=framework_version,
         )
         request = training_pb2.CreateTrainingJobRequest(name=name, spec=spec)
         response = self._rpc(self._training.CreateTrainingJob, request, idempotent=False)

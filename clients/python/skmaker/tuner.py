@@ -264,6 +264,7 @@ class HyperparameterTuner:
                 "max_run": estimator.max_run,
                 "output_uri": estimator.output_path or "",
                 "shell_compat": estimator.shell_compat,
+                "framework_version": estimator.framework_version or "",
             },
             objective_metric_name=self.objective_metric_name,
             parameter_ranges=self.hyperparameter_ranges(),

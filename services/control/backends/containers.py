@@ -39,9 +39,12 @@ from services.control.backends.replica_runtime import (
     EndpointAddress,
     LaunchError,
     Leftover,
+    ReplicaPython,
     ReplicaSpec,
     SupervisionSettings,
     port_of,
+    python_ready,
+    replica_python,
 )
 from services.control.backends.supervisor import ReplicaSupervisor
 
@@ -85,9 +88,15 @@ class DockerBackendSettings:
             copied into each replica's container (`TLS_DIR`) before it starts.
         extra_args: extra flags for every replica.
         supervision: start, health and drain timings.
-        python: the interpreter inside the image that runs replicas (the script runtime's).
+        python: the interpreter inside the image that runs replicas (the script runtime's)
+            when `python_for` is not given.
         control_lost_exit_s: a replica stops once the control has not answered this long
             (its `--control-lost-exit-s`; a container cannot hold the control's lifeline).
+        python_for: the interpreter of each model's replicas (its own script runtime's, on
+            the runtimes volume mounted at the same path in the replicas).
+        runtimes_volume: a volume mounted into every replica at `runtimes_path` (where
+            runtimes built on demand live); empty mounts none.
+        runtimes_path: where the runtimes folder is, in the control and the replicas.
     """
 
     docker_url: str = "unix:///var/run/docker.sock"
@@ -105,6 +114,9 @@ class DockerBackendSettings:
     # (endpoint, replica id, model) -> the replica's own token; None gives it `auth_token`.
     issue_token: Callable[[str, str, str], str] | None = None
     control_lost_exit_s: float = 120.0
+    python_for: ReplicaPython | None = None
+    runtimes_volume: str = ""
+    runtimes_path: str = ""
 
 
 # ----------------------------------------------------------------- the container, as values
@@ -361,8 +373,13 @@ class DockerContainers:
         """Every endpoint reports the configured address (callers go through the gateway)."""
         return _FixedAddress(self._settings.endpoint_address), ""
 
+    def ready_to_launch(self, endpoint: str, model: str) -> bool:
+        """False while the model's script runtime is being built."""
+        return python_ready(self._settings.python_for, endpoint, model)
+
     def launch(self, spec: ReplicaSpec) -> _ReplicaContainer:
         """Creates and starts the replica's container."""
+        python = replica_python(self._settings.python_for, spec, self._settings.python)
         client = self._connect()
         name = container_name(self._network, spec.endpoint_name, spec.replica_id)
         control = self._settings.control_address or (
@@ -388,7 +405,7 @@ class DockerContainers:
                     control,
                     self._settings.supervision.shutdown_grace_s,
                     self._settings.extra_args,
-                    self._settings.python,
+                    python,
                     self._settings.control_lost_exit_s,
                 ),
                 name=name,
@@ -399,6 +416,17 @@ class DockerContainers:
                 network=self._network,
                 init=True,  # reaps the orphans of the user's scripts
                 detach=True,
+                # Runtimes built on demand live on a volume, at the control's own path.
+                volumes=(
+                    {
+                        self._settings.runtimes_volume: {
+                            "bind": self._settings.runtimes_path,
+                            "mode": "ro",
+                        }
+                    }
+                    if self._settings.runtimes_volume and self._settings.runtimes_path
+                    else None
+                ),
             )
         except docker.errors.DockerException as err:
             raise LaunchError(f"creating container {name}: {err}") from err

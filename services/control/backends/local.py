@@ -30,6 +30,8 @@ from services.control.backends.replica_runtime import (
     Leftover,
     ReplicaSpec,
     port_of,
+    python_ready,
+    replica_python,
 )
 from services.control.backends.shared_ports import reserve_shared_port
 from services.control.backends.supervisor import ReplicaSupervisor
@@ -119,9 +121,14 @@ class LocalProcesses:
                 f"the endpoint moved to port {moved.port}"
             )
 
+    def ready_to_launch(self, endpoint: str, model: str) -> bool:
+        """False while the model's script runtime is being built."""
+        return python_ready(self._settings.python_for, endpoint, model)
+
     def launch(self, spec: ReplicaSpec) -> _LocalReplica:
         """Starts `python -m services.inference` for `spec` (see `launch_replica`)."""
         assert isinstance(spec.endpoint_address, _SharedPort)
+        python = replica_python(self._settings.python_for, spec, self._settings.python)
         token, caller_digest = self._settings.replica_tokens(
             spec.endpoint_name, spec.replica_id, spec.model_name
         )
@@ -138,7 +145,7 @@ class LocalProcesses:
                 auth_token=token,
                 caller_token_sha256=caller_digest,
                 extra_args=self._settings.extra_args,
-                python=self._settings.python,
+                python=python,
                 environment=self._settings.environment,
                 run_as=self._settings.run_as,
             )

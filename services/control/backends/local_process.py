@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.control.backends.replica_runtime import SupervisionSettings
+from services.control.backends.replica_runtime import ReplicaPython, SupervisionSettings
 from services.runtime.auth import token_digest
 from services.runtime.job_user import (
     JobUser,
@@ -59,9 +59,10 @@ class LocalBackendSettings:
         extra_args: extra flags for every replica.
         supervision: start, health and drain timings.
         python: the interpreter replicas run on (the script runtime's, which has the
-            libraries handlers import).
+            libraries handlers import) when `python_for` is not given.
         issue_token: issues a replica's own, model-scoped token.
         run_as: the user replicas run as (see `launch_replica`); None: the control's.
+        python_for: the interpreter of each model's replicas (its own script runtime's).
     """
 
     data_dir: Path
@@ -76,6 +77,7 @@ class LocalBackendSettings:
     environment: Mapping[str, str] = field(default_factory=dict)
     # The user replicas run as when not the control's (a root control's job user).
     run_as: JobUser | None = None
+    python_for: ReplicaPython | None = None
 
     def replica_tokens(self, endpoint: str, replica_id: str, model: str) -> tuple[str, str]:
         """(token the replica calls the control with, digests it checks its callers against)."""

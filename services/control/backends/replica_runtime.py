@@ -8,7 +8,7 @@ is a `RunningReplica` the supervisor polls, signals and finally releases.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,6 +51,11 @@ class SupervisionSettings:
     def drain_timeout_s(self) -> float:
         """How long a draining replica may take before it is killed."""
         return self.shutdown_grace_s + self.kill_margin_s
+
+
+# (endpoint, model) -> the interpreter the model's replicas run on (its script runtime's), or
+# None while that runtime is being built. Raises for a model or runtime that cannot be had.
+ReplicaPython = Callable[[str, str], "str | None"]
 
 
 class LaunchError(Exception):
@@ -153,6 +158,11 @@ class ReplicaRuntime(Protocol):
         """
         ...
 
+    def ready_to_launch(self, endpoint: str, model: str) -> bool:
+        """Whether replicas of `model` can start now: False while the script runtime they
+        run on is being built (they start once it is ready)."""
+        ...
+
     def launch(self, spec: ReplicaSpec) -> RunningReplica:
         """Starts one replica; it loads its model, then reports SERVING on its health.
 
@@ -167,6 +177,33 @@ class ReplicaRuntime(Protocol):
         """Starts draining the replicas of `endpoint` a previous run left (the recorded ones,
         and any other the runtime can find); returns those not gone yet."""
         ...
+
+
+def python_ready(python_for: ReplicaPython | None, endpoint: str, model: str) -> bool:
+    """`ready_to_launch` over a `ReplicaPython`; True when it fails (launch then says why)."""
+    if python_for is None:
+        return True
+    try:
+        return python_for(endpoint, model) is not None
+    except Exception:
+        return True
+
+
+def replica_python(python_for: ReplicaPython | None, spec: ReplicaSpec, default: str) -> str:
+    """The interpreter `spec`'s replica runs on: `python_for`'s answer, else `default`.
+
+    Raises:
+        LaunchError: its runtime is unknown, still being built or failed to build.
+    """
+    if python_for is None:
+        return default
+    try:
+        python = python_for(spec.endpoint_name, spec.model_name)
+    except Exception as err:
+        raise LaunchError(f"no script runtime for model {spec.model_name}: {err}") from err
+    if python is None:
+        raise LaunchError(f"the script runtime of model {spec.model_name} is being built")
+    return python
 
 
 def port_of(address: str) -> int:

@@ -470,7 +470,13 @@ class ReplicaSupervisor:
         current = [r for r in group.replicas.values() if r.model_name == group.model_name]
         self._remove_surplus(group, ())
         missing = group.desired - len(self._slots(group))
-        if missing > 0 and now >= group.replace_not_before and self._control_address:
+        if (
+            missing > 0
+            and now >= group.replace_not_before
+            and self._control_address
+            # Replicas start once the model's script runtime is built (built on first use).
+            and self._runtime.ready_to_launch(group.name, group.model_name)
+        ):
             for _ in range(missing):
                 self._spawn(group, group.model_name, attempt=1)
         # Replicas of a previous model keep serving until enough new ones serve (no loss).

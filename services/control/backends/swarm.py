@@ -63,6 +63,7 @@ from services.control.backends.replica_runtime import (
     SupervisionSettings,
 )
 from services.control.backends.supervisor import ReplicaSupervisor
+from services.control.config import ControlSettings
 from services.runtime.auth import token_digest
 
 log = logging.getLogger(__name__)
@@ -399,6 +400,11 @@ class SwarmServices:
         """Every endpoint reports the configured address (callers go through the gateway)."""
         return _FixedAddress(self._settings.endpoint_address), ""
 
+    def ready_to_launch(self, endpoint: str, model: str) -> bool:
+        """Always: swarm replicas run on the image's own script runtime (runtimes built on
+        demand live in a volume on the control's node, out of other nodes' reach)."""
+        return True
+
     def launch(self, spec: ReplicaSpec) -> _ReplicaService:
         """Creates the replica's service; the swarm places and starts its task."""
         swarm = self._connect()
@@ -546,3 +552,30 @@ class SwarmReplicaBackend(ReplicaSupervisor):
         super().__init__(
             BACKEND_NAME, SwarmServices(settings), settings.supervision, ledger, on_event
         )
+
+
+def swarm_settings(
+    settings: ControlSettings,
+    supervision: SupervisionSettings,
+    extra_args: tuple[str, ...],
+    python: str,
+    issue_token: Callable[[str, str, str], str] | None,
+) -> SwarmBackendSettings:
+    """The swarm backend's settings: the docker backend's flags plus the swarm_* ones."""
+    return SwarmBackendSettings(
+        docker_url=settings.docker_url,
+        image=settings.docker_image,
+        network=settings.docker_network,
+        control_address=settings.docker_control_address,
+        endpoint_address=settings.docker_endpoint_address,
+        auth_token=settings.auth_token,
+        extra_args=extra_args,
+        supervision=supervision,
+        python=python,
+        cpu_reservation=settings.swarm_cpu_reservation,
+        memory_reservation_mb=settings.swarm_memory_reservation_mb,
+        constraints=tuple(c.strip() for c in settings.swarm_constraints.split(",") if c.strip()),
+        spread=settings.swarm_spread,
+        issue_token=issue_token,
+        control_lost_exit_s=settings.replica_control_lost_exit_s,
+    )

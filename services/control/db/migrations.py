@@ -251,4 +251,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (endpoint_name, replica_id)
         ) WITHOUT ROWID""",
     ),
+    # 12: the scikit-learn a model was asked for and the script runtime it is served on, kept
+    # for its lifetime; the runtime a transform task needs, so only a batch worker on it takes
+    # the task. '' for rows from before: the control's default runtime, any worker.
+    (
+        "ALTER TABLE models ADD COLUMN framework_version TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE models ADD COLUMN script_runtime TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE tasks ADD COLUMN script_runtime TEXT NOT NULL DEFAULT ''",
+    ),
 )

@@ -140,11 +140,14 @@ class Scheduler:
 
     # ----------------------------------------------------------------- queue
 
-    def enqueue(self, kind: TaskKind, job_name: str, *, max_leased: int = 0) -> Task:
+    def enqueue(
+        self, kind: TaskKind, job_name: str, *, max_leased: int = 0, script_runtime: str = ""
+    ) -> Task:
         """Queues a new task for `job_name` (joins the caller's transaction, if any).
 
         `max_leased` caps how many of the job's tasks of this kind are leased at once (a
-        transform job's instance count); 0 means no cap.
+        transform job's instance count); 0 means no cap. `script_runtime` leaves the task to
+        workers that run that runtime (or say they run any).
         """
         task = Task(
             task_id=uuid.uuid4().hex,
@@ -152,6 +155,7 @@ class Scheduler:
             job_name=job_name,
             state=TaskState.QUEUED,
             max_leased=max_leased,
+            script_runtime=script_runtime,
         )
         self._store.insert_task(task)
         # Waiters that wake before the caller's transaction commits block on the store lock
@@ -214,6 +218,7 @@ class Scheduler:
         kinds: Sequence[TaskKind],
         wait_s: float,
         is_active: Callable[[], bool] = lambda: True,
+        script_runtime: str = "",
     ) -> Lease | None:
         """Leases the oldest ready task of `kinds`, waiting up to `wait_s` (≤30 s) for one.
 
@@ -222,6 +227,8 @@ class Scheduler:
             kinds: task kinds the worker takes.
             wait_s: long-poll time; 0 answers at once.
             is_active: False once the caller went away (then the poll ends without a lease).
+            script_runtime: the runtime the worker runs user code on in-process; tasks that
+                need another are left to other workers. Empty: it takes any.
 
         Returns:
             The lease, or None when no task became ready in time.
@@ -238,7 +245,7 @@ class Scheduler:
             seen = self._queue_changed.generation()
             if self._queue_changed.is_closed:
                 return None
-            lease = self._lease_oldest_ready(worker_id, kinds)
+            lease = self._lease_oldest_ready(worker_id, kinds, script_runtime)
             if lease is not None:
                 return lease
             remaining = deadline - time.monotonic()
@@ -250,10 +257,12 @@ class Scheduler:
                 timeout = min(timeout, max(0.01, next_ready - self._clock()))
             self._queue_changed.wait(seen, timeout)
 
-    def _lease_oldest_ready(self, worker_id: str, kinds: Sequence[TaskKind]) -> Lease | None:
+    def _lease_oldest_ready(
+        self, worker_id: str, kinds: Sequence[TaskKind], script_runtime: str
+    ) -> Lease | None:
         with self._store.transaction():
             now = self._clock()
-            task = self._store.oldest_ready_task(kinds, now)
+            task = self._store.oldest_ready_task(kinds, now, script_runtime)
             if task is None:
                 return None
             task = replace(

@@ -38,6 +38,7 @@ class DispatchServicer(dispatch_pb2_grpc.DispatchServiceServicer):
             convert.task_kinds_from_pb(request.kinds),
             request.wait_seconds,
             is_active=context.is_active,
+            script_runtime=request.script_runtime,
         )
         if lease is None:
             return dispatch_pb2.AcquireTaskResponse()

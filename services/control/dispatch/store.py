@@ -14,7 +14,7 @@ from services.control.dispatch.tasks import Task, TaskKind, TaskOutcome, TaskSta
 
 _TASK_COLUMNS = (
     "task_id, kind, job_name, state, attempt, worker_id, lease_expires, not_before, outcome, "
-    "max_leased"
+    "max_leased, script_runtime"
 )
 
 
@@ -25,7 +25,7 @@ class TaskTables(Database):
         """Adds a task to the queue table."""
         with self.transaction() as conn:
             conn.execute(
-                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 _task_row(task),
             )
 
@@ -54,19 +54,23 @@ class TaskTables(Database):
             ).fetchall()
         return [_task_from_row(row) for row in rows]
 
-    def oldest_ready_task(self, kinds: Sequence[TaskKind], now: float) -> Task | None:
+    def oldest_ready_task(
+        self, kinds: Sequence[TaskKind], now: float, script_runtime: str = ""
+    ) -> Task | None:
         """The oldest queued task of one of `kinds` whose backoff has passed and whose job has
-        fewer than its `max_leased` tasks leased, or None."""
+        fewer than its `max_leased` tasks leased, or None; with `script_runtime`, only tasks
+        that need that runtime or none."""
         if not kinds:
             return None
         marks = ", ".join("?" for _ in kinds)
         with self.transaction() as conn:
             row = conn.execute(
                 f"SELECT {_TASK_COLUMNS} FROM tasks AS queued WHERE state = 'queued' "
-                f"AND kind IN ({marks}) AND not_before <= ? AND (max_leased = 0 OR max_leased > "
+                f"AND kind IN ({marks}) AND not_before <= ? "
+                "AND (? = '' OR script_runtime IN ('', ?)) AND (max_leased = 0 OR max_leased > "
                 "(SELECT COUNT(*) FROM tasks AS leased WHERE leased.job_name = queued.job_name "
                 "AND leased.kind = queued.kind AND leased.state = 'leased')) ORDER BY seq LIMIT 1",
-                (*[kind.value for kind in kinds], now),
+                (*[kind.value for kind in kinds], now, script_runtime, script_runtime),
             ).fetchone()
         return None if row is None else _task_from_row(row)
 
@@ -130,6 +134,7 @@ def _task_row(task: Task) -> tuple[Any, ...]:
         task.not_before,
         None if task.outcome is None else task.outcome.value,
         task.max_leased,
+        task.script_runtime,
     )
 
 
@@ -145,4 +150,5 @@ def _task_from_row(row: Mapping[str, Any]) -> Task:
         not_before=row["not_before"],
         outcome=None if row["outcome"] is None else TaskOutcome(row["outcome"]),
         max_leased=row["max_leased"],
+        script_runtime=row["script_runtime"],
     )

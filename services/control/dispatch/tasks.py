@@ -56,6 +56,9 @@ class Task:
     outcome: TaskOutcome | None = None
     # At most this many tasks of the job (and kind) are leased at once; 0 means no cap.
     max_leased: int = 0
+    # The script runtime a worker must run user code on in-process to take it (a transform
+    # task: its model's); empty means any worker.
+    script_runtime: str = ""
 
 
 @dataclass(frozen=True)

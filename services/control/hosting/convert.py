@@ -65,6 +65,8 @@ def model_from_pb(model: model_pb2.Model) -> Model:
         source_uri=store_uri_of(model.source_uri),
         environment=dict(model.environment),
         training_job_name=model.training_job_name,
+        framework_version=model.framework_version,
+        # script_runtime is the control's to set.
     )
 
 
@@ -83,6 +85,8 @@ def model_to_pb(model: Model) -> model_pb2.Model:
             if model.runtime_versions != RuntimeVersions()
             else None
         ),
+        framework_version=model.framework_version,
+        script_runtime=model.script_runtime,
     )
 
 

@@ -40,8 +40,14 @@ class ModelRegistry:
         artifacts: ArtifactStore,
         *,
         clock: Callable[[], float] = time.time,
+        resolve_runtime: Callable[[str], str] | None = None,
     ) -> None:
-        """Serves models stored in `store` whose archives live in `artifacts`."""
+        """Serves models stored in `store` whose archives live in `artifacts`.
+
+        `resolve_runtime(framework_version)` names the script runtime a model is served on
+        (raising InvalidArgument for a version no runtime serves); None records none.
+        """
+        self._resolve_runtime = resolve_runtime
         self._store = store
         self._models = ModelStore(store)
         self._endpoints = EndpointStore(store)
@@ -63,16 +69,22 @@ class ModelRegistry:
         if model.source_uri:
             self._check_artifact("source_uri", model.source_uri, "the code bundle")
         runtime = RuntimeVersions()
+        script_runtime = ""
         if model.training_job_name:
             job = self._store.get_training_job(model.training_job_name)
             if job is None:
                 raise NotFound(f"training job {model.training_job_name!r} not found")
             runtime = job.runtime_versions
+            script_runtime = job.spec.script_runtime
+        if self._resolve_runtime is not None and (model.framework_version or not script_runtime):
+            # Asked for, else the training job's, else the newest.
+            script_runtime = self._resolve_runtime(model.framework_version)
         stored = replace(
             model,
             environment=dict(model.environment),
             creation_time=self._clock(),
             runtime_versions=runtime,
+            script_runtime=script_runtime,
         )
         with self._store.transaction():
             self._models.purge_released()

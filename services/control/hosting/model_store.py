@@ -13,7 +13,7 @@ from services.runtime.errors import AlreadyExists
 
 _COLUMNS = (
     "name, model_data_uri, entry_point, source_uri, environment_json, training_job_name, "
-    "creation_time, runtime_versions_json"
+    "creation_time, runtime_versions_json, framework_version, script_runtime"
 )
 
 
@@ -33,7 +33,7 @@ class ModelStore:
         with self._store.transaction() as conn:
             try:
                 conn.execute(
-                    f"INSERT INTO models ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO models ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         model.name,
                         model.model_data_uri,
@@ -43,6 +43,8 @@ class ModelStore:
                         model.training_job_name,
                         model.creation_time,
                         json.dumps(asdict(model.runtime_versions)),
+                        model.framework_version,
+                        model.script_runtime,
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -111,4 +113,6 @@ def _model_from_row(row: sqlite3.Row) -> Model:
         training_job_name=row["training_job_name"],
         creation_time=row["creation_time"],
         runtime_versions=RuntimeVersions(**json.loads(row["runtime_versions_json"])),
+        framework_version=row["framework_version"],
+        script_runtime=row["script_runtime"],
     )

@@ -23,6 +23,11 @@ class Model:
         creation_time: Unix seconds.
         runtime_versions: what its training job ran with (set by the control from the job;
             all empty when the model names no job, or the job reported none).
+        framework_version: the scikit-learn asked for (empty: its training job's, else the
+            newest).
+        script_runtime: the runtime its replicas and batch workers run on (set by the
+            control at create, e.g. `sklearn-1.2`; empty for models created before runtimes,
+            which run on the control's default).
     """
 
     name: str
@@ -33,3 +38,5 @@ class Model:
     training_job_name: str = ""
     creation_time: float = 0.0
     runtime_versions: RuntimeVersions = field(default_factory=RuntimeVersions)
+    framework_version: str = ""
+    script_runtime: str = ""

@@ -58,6 +58,8 @@ def spec_from_pb(spec: training_job_pb2.TrainingJobSpec) -> tj.TrainingJobSpec:
         output_uri=store_uri_of(spec.output_uri),
         shell_compat=spec.shell_compat,
         source_sha256=spec.source_sha256.strip().lower(),
+        framework_version=spec.framework_version,
+        # script_runtime is the control's to set.
     )
 
 
@@ -80,6 +82,8 @@ def spec_to_pb(spec: tj.TrainingJobSpec) -> training_job_pb2.TrainingJobSpec:
         output_uri=spec.output_uri,
         shell_compat=spec.shell_compat,
         source_sha256=spec.source_sha256,
+        framework_version=spec.framework_version,
+        script_runtime=spec.script_runtime,
     )
 
 

@@ -146,12 +146,16 @@ class TrainingJobs:
         clock: Callable[[], float] = time.time,
         archive_limits: ArchiveLimits = DEFAULT_ARCHIVE_LIMITS,
         key_locks: KeyLocks | None = None,
+        resolve_runtime: Callable[[str], str] | None = None,
     ) -> None:
         """Wires the state machine; register it with the scheduler for TaskKind.TRAINING.
 
         Source bundles are checked within `archive_limits`; a create holds its bundle key's
         lock in `key_locks` (shared with the artifact API's uploads) while it binds it.
+        `resolve_runtime(framework_version)` names the script runtime a job runs on (raising
+        InvalidArgument for a version no runtime serves); None leaves it to the trainer.
         """
+        self._resolve_runtime = resolve_runtime
         self._key_locks = key_locks or KeyLocks()
         # Bundle keys bound by creates in this process, by key: what an upload ending under the
         # key's lock checks, without the database (a tuning trial's create holds the database
@@ -198,6 +202,8 @@ class TrainingJobs:
         source_key = key_of(spec.source_uri)
         output_prefix = f"{key_of(spec.output_uri)}/{name}/output"
         self._keep_bundle(source_key, spec.source_sha256)
+        if self._resolve_runtime is not None:
+            spec = replace(spec, script_runtime=self._resolve_runtime(spec.framework_version))
         now = self._clock()
         job = TrainingJob(
             name=name,

@@ -47,6 +47,8 @@ def spec_to_json(spec: TrainingJobSpec) -> str:
         "output_uri": spec.output_uri,
         "shell_compat": spec.shell_compat,
         "source_sha256": spec.source_sha256,
+        "framework_version": spec.framework_version,
+        "script_runtime": spec.script_runtime,
     }
     return json.dumps(values, sort_keys=True)
 
@@ -67,6 +69,8 @@ def spec_from_json(text: str) -> TrainingJobSpec:
         output_uri=values.get("output_uri", ""),
         shell_compat=bool(values.get("shell_compat", False)),
         source_sha256=str(values.get("source_sha256", "")),
+        framework_version=values.get("framework_version", ""),
+        script_runtime=values.get("script_runtime", ""),
     )
 
 

@@ -87,6 +87,10 @@ class TrainingJobSpec:
     shell_compat: bool = False
     # The source bundle's sha256: asked for by the caller, then the one the job is bound to.
     source_sha256: str = ""
+    # What the user asked ("1.2-1"; empty: the newest) and the script runtime the control
+    # resolved it to at create (e.g. sklearn-1.2; empty for jobs created before runtimes).
+    framework_version: str = ""
+    script_runtime: str = ""
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ def spec_from_pb(spec: transform_job_pb2.TransformJobSpec) -> TransformJobSpec:
         environment=dict(spec.environment),
         record_errors=spec.record_errors,
         skip_header=spec.skip_header,
+        framework_version=spec.framework_version,
     )
 
 
@@ -148,6 +149,7 @@ def transform_spec_to_pb(spec: TransformJobSpec) -> transform_job_pb2.TransformJ
         environment=dict(spec.environment),
         record_errors=spec.record_errors,
         skip_header=spec.skip_header,
+        framework_version=spec.framework_version,
     )
 
 

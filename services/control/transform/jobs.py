@@ -146,6 +146,7 @@ class TransformJobs:
         *,
         target_shard_bytes: int = DEFAULT_TARGET_SHARD_BYTES,
         clock: Callable[[], float] = time.time,
+        resolve_runtime: Callable[[str], str] | None = None,
     ) -> None:
         """Wires the state machine; register it with the scheduler for TaskKind.TRANSFORM.
 
@@ -157,9 +158,12 @@ class TransformJobs:
             metrics: `transform_jobs{status}` is counted here.
             target_shard_bytes: Size a Line-split file's shards should have.
             clock: Wall-clock time in Unix seconds.
+            resolve_runtime: The script runtime a spec's framework_version selects (raising
+                InvalidArgument); None ignores framework_version.
         """
         if target_shard_bytes < 1:
             raise ValueError(f"target_shard_bytes must be positive, got {target_shard_bytes}")
+        self._resolve_runtime = resolve_runtime
         self._store = store
         self._transforms = TransformStore(store)
         self._scheduler = scheduler
@@ -192,6 +196,9 @@ class TransformJobs:
             raise InvalidArgument("model_name is empty: name the model to score with")
         model = self._models.describe(spec.model_name)
         spec = validate_transform_job(name, spec, model.environment)
+        if spec.framework_version and self._resolve_runtime is not None:
+            # Scored on the runtime asked for instead of the model's; the job's copy says so.
+            model = replace(model, script_runtime=self._resolve_runtime(spec.framework_version))
         files = list_input_files(self._artifacts, spec)
         shards = plan_job_shards(self._artifacts, spec, files, self._target_shard_bytes)
         now = self._clock()
@@ -211,7 +218,10 @@ class TransformJobs:
                     start=shard.start,
                     end=shard.end,
                     task_id=self._scheduler.enqueue(
-                        TaskKind.TRANSFORM, name, max_leased=spec.instance_count
+                        TaskKind.TRANSFORM,
+                        name,
+                        max_leased=spec.instance_count,
+                        script_runtime=model.script_runtime,
                     ).task_id,
                 )
                 for position, shard in shards
@@ -284,9 +294,14 @@ class TransformJobs:
         log.info("stop of transform job %s requested", name)
         return self.describe(name)
 
-    def wanted_workers(self) -> int:
-        """Batch workers the running jobs ask for: the largest instance count, 0 when idle."""
-        return max((job.spec.instance_count for job in self._transforms.active_jobs()), default=0)
+    def wanted_workers(self) -> dict[str, int]:
+        """Batch workers the running jobs ask for, per script runtime (their models'; empty
+        for the default): the largest instance count; empty when idle."""
+        wanted: dict[str, int] = {}
+        for job in self._transforms.active_jobs():
+            runtime = job.model.script_runtime
+            wanted[runtime] = max(wanted.get(runtime, 0), job.spec.instance_count)
+        return wanted
 
     # ----------------------------------------------------------------- TaskHandler
 

@@ -108,6 +108,8 @@ class TransformJobSpec:
     environment: Mapping[str, str] = field(default_factory=dict)
     record_errors: bool = False
     skip_header: bool = False
+    # Score on another scikit-learn than the model's runtime; empty: the model's.
+    framework_version: str = ""
 
 
 @dataclass(frozen=True)

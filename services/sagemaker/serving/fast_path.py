@@ -33,6 +33,7 @@ warnings are scikit-learn's own. `SKMAKER_FAST_PATH=0` in the environment turns 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import logging
 import threading
 import time
@@ -56,6 +57,8 @@ ONNXRUNTIME = "onnxruntime"
 TREELITE = "treelite-gtil"
 USER_HANDLER = "user-handler"  # the user's own predict_fn or transform_fn serves
 PATHS = (SCIKIT_LEARN, ONNXRUNTIME, TREELITE, USER_HANDLER)
+# The libraries each backend imports; a runtime without them serves through scikit-learn.
+_LIBRARIES = {ONNXRUNTIME: ("onnxruntime", "skl2onnx"), TREELITE: ("treelite",)}
 # Largest difference accepted between a fast path's and scikit-learn's probability or value.
 TOLERANCE = 1e-6
 # A call goes to scikit-learn split over threads only in parts of at least this many rows.
@@ -124,6 +127,10 @@ def choose(
         return None, PredictPath(SCIKIT_LEARN, f"cannot read the model: {err}")
     refusals = []
     for backend in target.backends():
+        missing = [name for name in _LIBRARIES[backend] if importlib.util.find_spec(name) is None]
+        if missing:  # an older script runtime (sklearn-1.2) has no fast path libraries
+            refusals.append(f"{backend}: this script runtime lacks {', '.join(missing)}")
+            continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -41,9 +41,15 @@ def test_sagemaker_only_args_give_one_warning_naming_them(script: Path) -> None:
         )
     assert len(caught) == 1
     assert str(caught[0].message) == (
-        "skmaker ignores these SageMaker-only arguments: "
-        "framework_version, instance_type, py_version, role"
+        "skmaker ignores these SageMaker-only arguments: instance_type, py_version, role"
     )
+
+
+def test_framework_version_is_kept_for_the_training_job(script: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        estimator = SKLearn(entry_point=str(script), framework_version="1.2-1")
+    assert estimator.framework_version == "1.2-1"
 
 
 def test_a_real_sagemaker_session_is_ignored_with_the_warning(script: Path) -> None:

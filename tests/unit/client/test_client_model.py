@@ -42,8 +42,8 @@ def test_an_entry_point_is_required() -> None:
 
 
 def test_sagemaker_only_and_unknown_arguments_warn_once() -> None:
-    with pytest.warns(UserWarning, match="framework_version, image_uri") as warned:
-        SKLearnModel(
+    with pytest.warns(UserWarning, match="image_uri") as warned:
+        model = SKLearnModel(
             "store://m/model.tar.gz",
             entry_point="inference.py",
             framework_version="1.2-1",
@@ -51,6 +51,8 @@ def test_sagemaker_only_and_unknown_arguments_warn_once() -> None:
             vpc_config=None,
         )
     assert len(warned) == 1
+    assert "framework_version" not in str(warned[0].message)  # it selects the runtime
+    assert model.framework_version == "1.2-1"
     with pytest.warns(UserWarning, match="SKLearnModel\\(\\) does not know: colour$"):
         SKLearnModel("store://m/model.tar.gz", entry_point="inference.py", colour="red")
 

@@ -59,8 +59,8 @@ def test_workers_start_at_once_and_stop_after_the_idle_delay(tmp_path: Path) -> 
     wanted = [0]
     workers = LocalBatchWorkers(
         supervisor,
-        lambda index: batch_worker_spec(index, data_dir=tmp_path, control_address="a:1"),
-        lambda: wanted[0],
+        lambda runtime, index: batch_worker_spec(index, data_dir=tmp_path, control_address="a:1"),
+        lambda: {"": wanted[0]},
         max_workers=2,
         idle_s=5.0,
         clock=clock,
@@ -108,3 +108,36 @@ def test_supervisor_remove_stops_the_child_for_good(tmp_path: Path) -> None:
         assert not supervisor.remove("sleeper")
     finally:
         supervisor.stop()
+
+
+def test_each_runtime_gets_its_own_workers_once_it_is_built(tmp_path: Path) -> None:
+    supervisor = FakeSupervisor()
+    clock = FakeClock(0.0)
+    wanted = {"sklearn-1.9": 1, "sklearn-1.2": 2}
+    built = {"sklearn-1.9"}
+
+    def spec_for(runtime: str, index: int) -> WorkerSpec | None:
+        if runtime not in built:
+            return None  # still being built
+        python = f"/rt/{runtime}/bin/python"
+        return batch_worker_spec(
+            index, data_dir=tmp_path, control_address="a:1", python=python, runtime=runtime
+        )
+
+    workers = LocalBatchWorkers(
+        supervisor, spec_for, lambda: wanted, max_workers=4, idle_s=5.0, clock=clock
+    )
+    assert workers.reconcile() == 1
+    assert workers.running() == ["batch-sklearn-1.9-0"]
+    built.add("sklearn-1.2")
+    assert workers.reconcile() == 3
+    assert workers.running() == [
+        "batch-sklearn-1.2-0",
+        "batch-sklearn-1.2-1",
+        "batch-sklearn-1.9-0",
+    ]
+    wanted = {"sklearn-1.9": 1}  # the 1.2 job ended: its workers go after the idle delay
+    workers.reconcile()
+    clock.advance(5.1)
+    assert workers.reconcile() == 1
+    assert workers.running() == ["batch-sklearn-1.9-0"]

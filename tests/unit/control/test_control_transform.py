@@ -322,7 +322,7 @@ def test_shards_are_assembled_in_order_and_the_job_completes(
     ]
     assert not (artifacts._objects / "transform-jobs" / "t1" / ".skmaker-shards").exists()
     assert _metric(metrics, "InProgress") == 1 and _metric(metrics, "Completed") == 1
-    assert transforms.wanted_workers() == 0
+    assert transforms.wanted_workers() == {}
 
 
 def test_a_failed_shard_fails_its_file_only(
@@ -570,12 +570,13 @@ def test_list_pages_newest_first(transforms: TransformJobs) -> None:
 
 
 def test_wanted_workers_is_the_largest_instance_count(transforms: TransformJobs) -> None:
-    assert transforms.wanted_workers() == 0
+    # The fixture's models record no runtime: their workers are the default runtime's ("").
+    assert transforms.wanted_workers() == {}
     transforms.create("t1", _spec(instance_count=1))
     transforms.create("t2", _spec(instance_count=3))
-    assert transforms.wanted_workers() == 3
+    assert transforms.wanted_workers() == {"": 3}
     transforms.stop("t2")
-    assert transforms.wanted_workers() == 1
+    assert transforms.wanted_workers() == {"": 1}
 
 
 def test_stopping_a_training_job_of_the_same_name_leaves_the_shards_queued(

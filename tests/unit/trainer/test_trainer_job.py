@@ -9,6 +9,7 @@ import shutil
 import sys
 import tarfile
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from services.trainer.job import (
     ChannelSpec,
     JobEnvironment,
     JobOutcome,
+    RuntimeUnavailable,
     TrainingAssignment,
     TrainingJobRun,
 )
@@ -269,3 +271,41 @@ def test_links_a_script_plants_are_not_followed_with_the_trainers_rights(tmp_pat
     outcome = run.run()
     assert outcome.outcome == runner.FAILED
     assert "s3cret" not in outcome.failure_reason and "ExitCode 3" in outcome.failure_reason
+
+
+def test_the_script_runs_on_its_jobs_runtime_announced_in_the_log(tmp_path: Path) -> None:
+    # Another interpreter: a link to this one, so the test needs no runtime built.
+    other = tmp_path / "runtimes" / "sklearn-1.2" / "bin" / "python"
+    other.parent.mkdir(parents=True)
+    other.symlink_to(sys.executable)
+    asked: list[str] = []
+
+    def python_for(name: str, progress: Callable[[str], None]) -> str:
+        asked.append(name)
+        progress(f"building runtime {name} (first use; later jobs reuse it) ...")
+        return str(other)
+
+    script = "import sys\nprint('python', sys.executable)\n"
+    run, _, reporter = _run(tmp_path, script, script_runtime="sklearn-1.2")
+    run.env = replace(run.env, python_for=python_for)
+    outcome = run.run()
+    assert outcome.outcome == runner.SUCCEEDED, outcome.failure_reason
+    assert asked == ["sklearn-1.2"]
+    assert ("stdout", f"python {other}") in reporter.lines
+    platform = [text for stream, text in reporter.lines if stream == "platform"]
+    assert platform[0] == "building runtime sklearn-1.2 (first use; later jobs reuse it) ..."
+    assert platform[1] == f"script runtime sklearn-1.2: {other}"
+
+
+def test_a_runtime_the_worker_cannot_have_fails_the_job_before_the_script(
+    tmp_path: Path,
+) -> None:
+    def python_for(name: str, progress: Callable[[str], None]) -> str:
+        raise RuntimeUnavailable(f"unknown script runtime {name!r}; known: sklearn-1.9")
+
+    run, _, reporter = _run(tmp_path, "print('ran')\n", script_runtime="sklearn-0.23")
+    run.env = replace(run.env, python_for=python_for)
+    outcome = run.run()
+    assert outcome.outcome == runner.FAILED
+    assert outcome.failure_reason.startswith("ClientError: unknown script runtime 'sklearn-0.23'")
+    assert ("stdout", "ran") not in reporter.lines

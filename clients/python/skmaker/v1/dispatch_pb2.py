@@ -28,23 +28,23 @@ from skmaker.v1 import training_job_pb2 as skmaker_dot_v1_dot_training__job__pb2
 from skmaker.v1 import transform_job_pb2 as skmaker_dot_v1_dot_transform__job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19skmaker/v1/dispatch.proto\x12\nskmaker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16skmaker/v1/model.proto\x1a\x1dskmaker/v1/training_job.proto\x1a\x1eskmaker/v1/transform_job.proto\"f\n\x0cTrainingTask\x12\x10\n\x08job_name\x18\x01 \x01(\t\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x1b.skmaker.v1.TrainingJobSpec\x12\x19\n\x11source_bundle_uri\x18\x03 \x01(\t\"\xb3\x03\n\rTransformTask\x12\x10\n\x08job_name\x18\x01 \x01(\t\x12*\n\x04spec\x18\x02 \x01(\x0b\x32\x1c.skmaker.v1.TransformJobSpec\x12 \n\x05model\x18\x03 \x01(\x0b\x32\x11.skmaker.v1.Model\x12\x11\n\tinput_uri\x18\x04 \x01(\t\x12\x13\n\x0bshard_index\x18\x05 \x01(\x05\x12\x14\n\x0cstart_offset\x18\x06 \x01(\x03\x12\x12\n\nend_offset\x18\x07 \x01(\x03\x12\x12\n\noutput_uri\x18\x08 \x01(\t\x12\x16\n\x0eis_first_shard\x18\t \x01(\x08\x12\x12\n\ninput_path\x18\n \x01(\t\x12\x12\n\ninput_size\x18\x0b \x01(\x03\x12\x12\n\nerrors_uri\x18\x0c \x01(\t\x12)\n\nsplit_type\x18\r \x01(\x0e\x32\x15.skmaker.v1.SplitType\x12,\n\x0b\x63ompression\x18\x0e \x01(\x0e\x32\x17.skmaker.v1.Compression\x12/\n\rassemble_with\x18\x0f \x01(\x0e\x32\x18.skmaker.v1.AssembleWith\"\x8c\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.skmaker.v1.TaskKind\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x31\n\rlease_expires\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x1aheartbeat_interval_seconds\x18\x05 \x01(\x01\x12,\n\x08training\x18\n \x01(\x0b\x32\x18.skmaker.v1.TrainingTaskH\x00\x12.\n\ttransform\x18\x0b \x01(\x0b\x32\x19.skmaker.v1.TransformTaskH\x00\x42\t\n\x07payload\"b\n\x12\x41\x63quireTaskRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12#\n\x05kinds\x18\x02 \x03(\x0e\x32\x14.skmaker.v1.TaskKind\x12\x14\n\x0cwait_seconds\x18\x03 \x01(\x01\"5\n\x13\x41\x63quireTaskResponse\x12\x1e\n\x04task\x18\x01 \x01(\x0b\x32\x10.skmaker.v1.Task\"Z\n\x0cMetricSample\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\rWorkerLogLine\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x8c\x02\n\x10HeartbeatRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12,\n\tlog_lines\x18\x04 \x03(\x0b\x32\x19.skmaker.v1.WorkerLogLine\x12)\n\x07metrics\x18\x05 \x03(\x0b\x32\x18.skmaker.v1.MetricSample\x12\x18\n\x10secondary_status\x18\x06 \x01(\t\x12\x14\n\x0crecords_done\x18\x07 \x01(\x03\x12\x12\n\nbytes_done\x18\x08 \x01(\x03\x12\x17\n\nlog_offset\x18\t \x01(\x03H\x00\x88\x01\x01\x42\r\n\x0b_log_offset\"^\n\x11HeartbeatResponse\x12\x16\n\x0estop_requested\x18\x01 \x01(\x08\x12\x31\n\rlease_expires\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x0bRecordError\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x88\x01\n\x14TransformShardResult\x12\x14\n\x0crecords_done\x18\x01 \x01(\x03\x12\x12\n\nbytes_done\x18\x02 \x01(\x03\x12.\n\rrecord_errors\x18\x03 \x03(\x0b\x32\x17.skmaker.v1.RecordError\x12\x16\n\x0erecords_failed\x18\x04 \x01(\x03\"\xb9\x03\n\x13\x43ompleteTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12(\n\x07outcome\x18\x04 \x01(\x0e\x32\x17.skmaker.v1.TaskOutcome\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t\x12\x1a\n\x12model_artifact_uri\x18\x06 \x01(\t\x12\x1b\n\x13output_artifact_uri\x18\x07 \x01(\t\x12\x35\n\x10runtime_versions\x18\x08 \x01(\x0b\x32\x1b.skmaker.v1.RuntimeVersions\x12,\n\tlog_lines\x18\t \x03(\x0b\x32\x19.skmaker.v1.WorkerLogLine\x12)\n\x07metrics\x18\n \x03(\x0b\x32\x18.skmaker.v1.MetricSample\x12:\n\x10transform_result\x18\x0b \x01(\x0b\x32 .skmaker.v1.TransformShardResult\x12\x17\n\nlog_offset\x18\x0c \x01(\x03H\x00\x88\x01\x01\x42\r\n\x0b_log_offset\"\x16\n\x14\x43ompleteTaskResponse\"\xc2\x01\n\x1bReportReplicaRuntimeRequest\x12\x15\n\rendpoint_name\x18\x01 \x01(\t\x12\x12\n\nreplica_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x35\n\x10runtime_versions\x18\x04 \x01(\x0b\x32\x1b.skmaker.v1.RuntimeVersions\x12-\n\x0cpredict_path\x18\x05 \x01(\x0b\x32\x17.skmaker.v1.PredictPath\"A\n\x1cReportReplicaRuntimeResponse\x12\x10\n\x08mismatch\x18\x01 \x01(\t\x12\x0f\n\x07refusal\x18\x02 \x01(\t*V\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_KIND_TRAINING\x10\x01\x12\x17\n\x13TASK_KIND_TRANSFORM\x10\x02*\xa1\x01\n\x0bTaskOutcome\x12\x1c\n\x18TASK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16TASK_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13TASK_OUTCOME_FAILED\x10\x02\x12\x18\n\x14TASK_OUTCOME_STOPPED\x10\x03\x12%\n!TASK_OUTCOME_MAX_RUNTIME_EXCEEDED\x10\x04*Q\n\tSplitType\x12\x1a\n\x16SPLIT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSPLIT_TYPE_NONE\x10\x01\x12\x13\n\x0fSPLIT_TYPE_LINE\x10\x02*V\n\x0b\x43ompression\x12\x1b\n\x17\x43OMPRESSION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x01\x12\x14\n\x10\x43OMPRESSION_GZIP\x10\x02*]\n\x0c\x41ssembleWith\x12\x1d\n\x19\x41SSEMBLE_WITH_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41SSEMBLE_WITH_NONE\x10\x01\x12\x16\n\x12\x41SSEMBLE_WITH_LINE\x10\x02\x32\xe9\x02\n\x0f\x44ispatchService\x12N\n\x0b\x41\x63quireTask\x12\x1e.skmaker.v1.AcquireTaskRequest\x1a\x1f.skmaker.v1.AcquireTaskResponse\x12H\n\tHeartbeat\x12\x1c.skmaker.v1.HeartbeatRequest\x1a\x1d.skmaker.v1.HeartbeatResponse\x12Q\n\x0c\x43ompleteTask\x12\x1f.skmaker.v1.CompleteTaskRequest\x1a .skmaker.v1.CompleteTaskResponse\x12i\n\x14ReportReplicaRuntime\x12\'.skmaker.v1.ReportReplicaRuntimeRequest\x1a(.skmaker.v1.ReportReplicaRuntimeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19skmaker/v1/dispatch.proto\x12\nskmaker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16skmaker/v1/model.proto\x1a\x1dskmaker/v1/training_job.proto\x1a\x1eskmaker/v1/transform_job.proto\"f\n\x0cTrainingTask\x12\x10\n\x08job_name\x18\x01 \x01(\t\x12)\n\x04spec\x18\x02 \x01(\x0b\x32\x1b.skmaker.v1.TrainingJobSpec\x12\x19\n\x11source_bundle_uri\x18\x03 \x01(\t\"\xb3\x03\n\rTransformTask\x12\x10\n\x08job_name\x18\x01 \x01(\t\x12*\n\x04spec\x18\x02 \x01(\x0b\x32\x1c.skmaker.v1.TransformJobSpec\x12 \n\x05model\x18\x03 \x01(\x0b\x32\x11.skmaker.v1.Model\x12\x11\n\tinput_uri\x18\x04 \x01(\t\x12\x13\n\x0bshard_index\x18\x05 \x01(\x05\x12\x14\n\x0cstart_offset\x18\x06 \x01(\x03\x12\x12\n\nend_offset\x18\x07 \x01(\x03\x12\x12\n\noutput_uri\x18\x08 \x01(\t\x12\x16\n\x0eis_first_shard\x18\t \x01(\x08\x12\x12\n\ninput_path\x18\n \x01(\t\x12\x12\n\ninput_size\x18\x0b \x01(\x03\x12\x12\n\nerrors_uri\x18\x0c \x01(\t\x12)\n\nsplit_type\x18\r \x01(\x0e\x32\x15.skmaker.v1.SplitType\x12,\n\x0b\x63ompression\x18\x0e \x01(\x0e\x32\x17.skmaker.v1.Compression\x12/\n\rassemble_with\x18\x0f \x01(\x0e\x32\x18.skmaker.v1.AssembleWith\"\x8c\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\"\n\x04kind\x18\x02 \x01(\x0e\x32\x14.skmaker.v1.TaskKind\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x31\n\rlease_expires\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x1aheartbeat_interval_seconds\x18\x05 \x01(\x01\x12,\n\x08training\x18\n \x01(\x0b\x32\x18.skmaker.v1.TrainingTaskH\x00\x12.\n\ttransform\x18\x0b \x01(\x0b\x32\x19.skmaker.v1.TransformTaskH\x00\x42\t\n\x07payload\"z\n\x12\x41\x63quireTaskRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12#\n\x05kinds\x18\x02 \x03(\x0e\x32\x14.skmaker.v1.TaskKind\x12\x14\n\x0cwait_seconds\x18\x03 \x01(\x01\x12\x16\n\x0escript_runtime\x18\x04 \x01(\t\"5\n\x13\x41\x63quireTaskResponse\x12\x1e\n\x04task\x18\x01 \x01(\x0b\x32\x10.skmaker.v1.Task\"Z\n\x0cMetricSample\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\rWorkerLogLine\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stream\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"\x8c\x02\n\x10HeartbeatRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12,\n\tlog_lines\x18\x04 \x03(\x0b\x32\x19.skmaker.v1.WorkerLogLine\x12)\n\x07metrics\x18\x05 \x03(\x0b\x32\x18.skmaker.v1.MetricSample\x12\x18\n\x10secondary_status\x18\x06 \x01(\t\x12\x14\n\x0crecords_done\x18\x07 \x01(\x03\x12\x12\n\nbytes_done\x18\x08 \x01(\x03\x12\x17\n\nlog_offset\x18\t \x01(\x03H\x00\x88\x01\x01\x42\r\n\x0b_log_offset\"^\n\x11HeartbeatResponse\x12\x16\n\x0estop_requested\x18\x01 \x01(\x08\x12\x31\n\rlease_expires\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x0bRecordError\x12\x0c\n\x04line\x18\x01 \x01(\x03\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x88\x01\n\x14TransformShardResult\x12\x14\n\x0crecords_done\x18\x01 \x01(\x03\x12\x12\n\nbytes_done\x18\x02 \x01(\x03\x12.\n\rrecord_errors\x18\x03 \x03(\x0b\x32\x17.skmaker.v1.RecordError\x12\x16\n\x0erecords_failed\x18\x04 \x01(\x03\"\xb9\x03\n\x13\x43ompleteTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12(\n\x07outcome\x18\x04 \x01(\x0e\x32\x17.skmaker.v1.TaskOutcome\x12\x16\n\x0e\x66\x61ilure_reason\x18\x05 \x01(\t\x12\x1a\n\x12model_artifact_uri\x18\x06 \x01(\t\x12\x1b\n\x13output_artifact_uri\x18\x07 \x01(\t\x12\x35\n\x10runtime_versions\x18\x08 \x01(\x0b\x32\x1b.skmaker.v1.RuntimeVersions\x12,\n\tlog_lines\x18\t \x03(\x0b\x32\x19.skmaker.v1.WorkerLogLine\x12)\n\x07metrics\x18\n \x03(\x0b\x32\x18.skmaker.v1.MetricSample\x12:\n\x10transform_result\x18\x0b \x01(\x0b\x32 .skmaker.v1.TransformShardResult\x12\x17\n\nlog_offset\x18\x0c \x01(\x03H\x00\x88\x01\x01\x42\r\n\x0b_log_offset\"\x16\n\x14\x43ompleteTaskResponse\"\xc2\x01\n\x1bReportReplicaRuntimeRequest\x12\x15\n\rendpoint_name\x18\x01 \x01(\t\x12\x12\n\nreplica_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x35\n\x10runtime_versions\x18\x04 \x01(\x0b\x32\x1b.skmaker.v1.RuntimeVersions\x12-\n\x0cpredict_path\x18\x05 \x01(\x0b\x32\x17.skmaker.v1.PredictPath\"A\n\x1cReportReplicaRuntimeResponse\x12\x10\n\x08mismatch\x18\x01 \x01(\t\x12\x0f\n\x07refusal\x18\x02 \x01(\t*V\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_KIND_TRAINING\x10\x01\x12\x17\n\x13TASK_KIND_TRANSFORM\x10\x02*\xa1\x01\n\x0bTaskOutcome\x12\x1c\n\x18TASK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16TASK_OUTCOME_SUCCEEDED\x10\x01\x12\x17\n\x13TASK_OUTCOME_FAILED\x10\x02\x12\x18\n\x14TASK_OUTCOME_STOPPED\x10\x03\x12%\n!TASK_OUTCOME_MAX_RUNTIME_EXCEEDED\x10\x04*Q\n\tSplitType\x12\x1a\n\x16SPLIT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSPLIT_TYPE_NONE\x10\x01\x12\x13\n\x0fSPLIT_TYPE_LINE\x10\x02*V\n\x0b\x43ompression\x12\x1b\n\x17\x43OMPRESSION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x01\x12\x14\n\x10\x43OMPRESSION_GZIP\x10\x02*]\n\x0c\x41ssembleWith\x12\x1d\n\x19\x41SSEMBLE_WITH_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41SSEMBLE_WITH_NONE\x10\x01\x12\x16\n\x12\x41SSEMBLE_WITH_LINE\x10\x02\x32\xe9\x02\n\x0f\x44ispatchService\x12N\n\x0b\x41\x63quireTask\x12\x1e.skmaker.v1.AcquireTaskRequest\x1a\x1f.skmaker.v1.AcquireTaskResponse\x12H\n\tHeartbeat\x12\x1c.skmaker.v1.HeartbeatRequest\x1a\x1d.skmaker.v1.HeartbeatResponse\x12Q\n\x0c\x43ompleteTask\x12\x1f.skmaker.v1.CompleteTaskRequest\x1a .skmaker.v1.CompleteTaskResponse\x12i\n\x14ReportReplicaRuntime\x12\'.skmaker.v1.ReportReplicaRuntimeRequest\x1a(.skmaker.v1.ReportReplicaRuntimeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'skmaker.v1.dispatch_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKKIND']._serialized_start=2599
-  _globals['_TASKKIND']._serialized_end=2685
-  _globals['_TASKOUTCOME']._serialized_start=2688
-  _globals['_TASKOUTCOME']._serialized_end=2849
-  _globals['_SPLITTYPE']._serialized_start=2851
-  _globals['_SPLITTYPE']._serialized_end=2932
-  _globals['_COMPRESSION']._serialized_start=2934
-  _globals['_COMPRESSION']._serialized_end=3020
-  _globals['_ASSEMBLEWITH']._serialized_start=3022
-  _globals['_ASSEMBLEWITH']._serialized_end=3115
+  _globals['_TASKKIND']._serialized_start=2623
+  _globals['_TASKKIND']._serialized_end=2709
+  _globals['_TASKOUTCOME']._serialized_start=2712
+  _globals['_TASKOUTCOME']._serialized_end=2873
+  _globals['_SPLITTYPE']._serialized_start=2875
+  _globals['_SPLITTYPE']._serialized_end=2956
+  _globals['_COMPRESSION']._serialized_start=2958
+  _globals['_COMPRESSION']._serialized_end=3044
+  _globals['_ASSEMBLEWITH']._serialized_start=3046
+  _globals['_ASSEMBLEWITH']._serialized_end=3139
   _globals['_TRAININGTASK']._serialized_start=161
   _globals['_TRAININGTASK']._serialized_end=263
   _globals['_TRANSFORMTASK']._serialized_start=266
@@ -52,29 +52,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASK']._serialized_start=704
   _globals['_TASK']._serialized_end=972
   _globals['_ACQUIRETASKREQUEST']._serialized_start=974
-  _globals['_ACQUIRETASKREQUEST']._serialized_end=1072
-  _globals['_ACQUIRETASKRESPONSE']._serialized_start=1074
-  _globals['_ACQUIRETASKRESPONSE']._serialized_end=1127
-  _globals['_METRICSAMPLE']._serialized_start=1129
-  _globals['_METRICSAMPLE']._serialized_end=1219
-  _globals['_WORKERLOGLINE']._serialized_start=1221
-  _globals['_WORKERLOGLINE']._serialized_end=1313
-  _globals['_HEARTBEATREQUEST']._serialized_start=1316
-  _globals['_HEARTBEATREQUEST']._serialized_end=1584
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1586
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1680
-  _globals['_RECORDERROR']._serialized_start=1682
-  _globals['_RECORDERROR']._serialized_end=1726
-  _globals['_TRANSFORMSHARDRESULT']._serialized_start=1729
-  _globals['_TRANSFORMSHARDRESULT']._serialized_end=1865
-  _globals['_COMPLETETASKREQUEST']._serialized_start=1868
-  _globals['_COMPLETETASKREQUEST']._serialized_end=2309
-  _globals['_COMPLETETASKRESPONSE']._serialized_start=2311
-  _globals['_COMPLETETASKRESPONSE']._serialized_end=2333
-  _globals['_REPORTREPLICARUNTIMEREQUEST']._serialized_start=2336
-  _globals['_REPORTREPLICARUNTIMEREQUEST']._serialized_end=2530
-  _globals['_REPORTREPLICARUNTIMERESPONSE']._serialized_start=2532
-  _globals['_REPORTREPLICARUNTIMERESPONSE']._serialized_end=2597
-  _globals['_DISPATCHSERVICE']._serialized_start=3118
-  _globals['_DISPATCHSERVICE']._serialized_end=3479
+  _globals['_ACQUIRETASKREQUEST']._serialized_end=1096
+  _globals['_ACQUIRETASKRESPONSE']._serialized_start=1098
+  _globals['_ACQUIRETASKRESPONSE']._serialized_end=1151
+  _globals['_METRICSAMPLE']._serialized_start=1153
+  _globals['_METRICSAMPLE']._serialized_end=1243
+  _globals['_WORKERLOGLINE']._serialized_start=1245
+  _globals['_WORKERLOGLINE']._serialized_end=1337
+  _globals['_HEARTBEATREQUEST']._serialized_start=1340
+  _globals['_HEARTBEATREQUEST']._serialized_end=1608
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1610
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1704
+  _globals['_RECORDERROR']._serialized_start=1706
+  _globals['_RECORDERROR']._serialized_end=1750
+  _globals['_TRANSFORMSHARDRESULT']._serialized_start=1753
+  _globals['_TRANSFORMSHARDRESULT']._serialized_end=1889
+  _globals['_COMPLETETASKREQUEST']._serialized_start=1892
+  _globals['_COMPLETETASKREQUEST']._serialized_end=2333
+  _globals['_COMPLETETASKRESPONSE']._serialized_start=2335
+  _globals['_COMPLETETASKRESPONSE']._serialized_end=2357
+  _globals['_REPORTREPLICARUNTIMEREQUEST']._serialized_start=2360
+  _globals['_REPORTREPLICARUNTIMEREQUEST']._serialized_end=2554
+  _globals['_REPORTREPLICARUNTIMERESPONSE']._serialized_start=2556
+  _globals['_REPORTREPLICARUNTIMERESPONSE']._serialized_end=2621
+  _globals['_DISPATCHSERVICE']._serialized_start=3142
+  _globals['_DISPATCHSERVICE']._serialized_end=3503
 # @@protoc_insertion_point(module_scope)

@@ -340,10 +340,16 @@ class AcquireTaskRequest(_message.Message):
     WORKER_ID_FIELD_NUMBER: _builtins.int
     KINDS_FIELD_NUMBER: _builtins.int
     WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    SCRIPT_RUNTIME_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Stable id of the worker process (host/pid)."""
     wait_seconds: _builtins.float
     """Long-poll time; 0 returns at once."""
+    script_runtime: _builtins.str
+    """The script runtime this worker runs user code on in-process (a batch worker, e.g.
+    sklearn-1.2): transform tasks of another runtime are left to other workers. Empty: the
+    worker runs any runtime (a trainer starts each script on its job's runtime).
+    """
     @_builtins.property
     def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___TaskKind.ValueType]:
         """Kinds the worker takes."""
@@ -354,10 +360,11 @@ class AcquireTaskRequest(_message.Message):
         worker_id: _builtins.str = ...,
         kinds: _abc.Iterable[Global___TaskKind.ValueType] | None = ...,
         wait_seconds: _builtins.float = ...,
+        script_runtime: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "wait_seconds", b"wait_seconds", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "script_runtime", b"script_runtime", "wait_seconds", b"wait_seconds", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

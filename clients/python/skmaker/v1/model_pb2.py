@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from skmaker.v1 import training_job_pb2 as skmaker_dot_v1_dot_training__job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16skmaker/v1/model.proto\x12\nskmaker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dskmaker/v1/training_job.proto\"\xc8\x02\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0emodel_data_uri\x18\x02 \x01(\t\x12\x13\n\x0b\x65ntry_point\x18\x03 \x01(\t\x12\x12\n\nsource_uri\x18\x04 \x01(\t\x12\x37\n\x0b\x65nvironment\x18\x05 \x03(\x0b\x32\".skmaker.v1.Model.EnvironmentEntry\x12\x31\n\rcreation_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11training_job_name\x18\x07 \x01(\t\x12\x35\n\x10runtime_versions\x18\x08 \x01(\x0b\x32\x1b.skmaker.v1.RuntimeVersions\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd9\x01\n\rScalingPolicy\x12\x14\n\x0cmin_replicas\x18\x01 \x01(\x05\x12\x14\n\x0cmax_replicas\x18\x02 \x01(\x05\x12)\n\x06metric\x18\x03 \x01(\x0e\x32\x19.skmaker.v1.ScalingMetric\x12\x14\n\x0ctarget_value\x18\x04 \x01(\x01\x12 \n\x18scale_out_window_seconds\x18\x05 \x01(\x01\x12\x1f\n\x17scale_in_window_seconds\x18\x06 \x01(\x01\x12\x18\n\x10\x64isable_scale_in\x18\x07 \x01(\x08\"\xab\x01\n\x07Replica\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.skmaker.v1.ReplicaState\x12\x17\n\x0fmetrics_address\x18\x04 \x01(\t\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12-\n\x0cpredict_path\x18\x06 \x01(\x0b\x32\x17.skmaker.v1.PredictPath\"N\n\x0bPredictPath\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07refused\x18\x03 \x01(\x08\x12\x10\n\x08max_rows\x18\x04 \x01(\x05\"O\n\rEndpointEvent\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8b\x03\n\x08\x45ndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.skmaker.v1.EndpointStatus\x12\x16\n\x0e\x66\x61ilure_reason\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12%\n\x08replicas\x18\x06 \x03(\x0b\x32\x13.skmaker.v1.Replica\x12\x18\n\x10\x64\x65sired_replicas\x18\x07 \x01(\x05\x12\x31\n\x0escaling_policy\x18\x08 \x01(\x0b\x32\x19.skmaker.v1.ScalingPolicy\x12\x31\n\rcreation_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12last_modified_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06\x65vents\x18\x0b \x03(\x0b\x32\x19.skmaker.v1.EndpointEvent*\xec\x01\n\x0e\x45ndpointStatus\x12\x1f\n\x1b\x45NDPOINT_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45NDPOINT_STATUS_CREATING\x10\x01\x12\x1e\n\x1a\x45NDPOINT_STATUS_IN_SERVICE\x10\x02\x12\x1c\n\x18\x45NDPOINT_STATUS_UPDATING\x10\x03\x12\x1c\n\x18\x45NDPOINT_STATUS_DELETING\x10\x04\x12\x1a\n\x16\x45NDPOINT_STATUS_FAILED\x10\x05\x12#\n\x1f\x45NDPOINT_STATUS_SYSTEM_UPDATING\x10\x06*\x9a\x01\n\rScalingMetric\x12\x1e\n\x1aSCALING_METRIC_UNSPECIFIED\x10\x00\x12\x32\n.SCALING_METRIC_CONCURRENT_REQUESTS_PER_REPLICA\x10\x01\x12\x35\n1SCALING_METRIC_INVOCATIONS_PER_REPLICA_PER_MINUTE\x10\x02*\x9a\x01\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REPLICA_STATE_STARTING\x10\x01\x12\x19\n\x15REPLICA_STATE_SERVING\x10\x02\x12\x1a\n\x16REPLICA_STATE_DRAINING\x10\x03\x12\x18\n\x14REPLICA_STATE_FAILED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16skmaker/v1/model.proto\x12\nskmaker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dskmaker/v1/training_job.proto\"\xfb\x02\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0emodel_data_uri\x18\x02 \x01(\t\x12\x13\n\x0b\x65ntry_point\x18\x03 \x01(\t\x12\x12\n\nsource_uri\x18\x04 \x01(\t\x12\x37\n\x0b\x65nvironment\x18\x05 \x03(\x0b\x32\".skmaker.v1.Model.EnvironmentEntry\x12\x31\n\rcreation_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11training_job_name\x18\x07 \x01(\t\x12\x35\n\x10runtime_versions\x18\x08 \x01(\x0b\x32\x1b.skmaker.v1.RuntimeVersions\x12\x19\n\x11\x66ramework_version\x18\t \x01(\t\x12\x16\n\x0escript_runtime\x18\n \x01(\t\x1a\x32\n\x10\x45nvironmentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd9\x01\n\rScalingPolicy\x12\x14\n\x0cmin_replicas\x18\x01 \x01(\x05\x12\x14\n\x0cmax_replicas\x18\x02 \x01(\x05\x12)\n\x06metric\x18\x03 \x01(\x0e\x32\x19.skmaker.v1.ScalingMetric\x12\x14\n\x0ctarget_value\x18\x04 \x01(\x01\x12 \n\x18scale_out_window_seconds\x18\x05 \x01(\x01\x12\x1f\n\x17scale_in_window_seconds\x18\x06 \x01(\x01\x12\x18\n\x10\x64isable_scale_in\x18\x07 \x01(\x08\"\xab\x01\n\x07Replica\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.skmaker.v1.ReplicaState\x12\x17\n\x0fmetrics_address\x18\x04 \x01(\t\x12\x12\n\nmodel_name\x18\x05 \x01(\t\x12-\n\x0cpredict_path\x18\x06 \x01(\x0b\x32\x17.skmaker.v1.PredictPath\"N\n\x0bPredictPath\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07refused\x18\x03 \x01(\x08\x12\x10\n\x08max_rows\x18\x04 \x01(\x05\"O\n\rEndpointEvent\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8b\x03\n\x08\x45ndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.skmaker.v1.EndpointStatus\x12\x16\n\x0e\x66\x61ilure_reason\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12%\n\x08replicas\x18\x06 \x03(\x0b\x32\x13.skmaker.v1.Replica\x12\x18\n\x10\x64\x65sired_replicas\x18\x07 \x01(\x05\x12\x31\n\x0escaling_policy\x18\x08 \x01(\x0b\x32\x19.skmaker.v1.ScalingPolicy\x12\x31\n\rcreation_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12last_modified_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06\x65vents\x18\x0b \x03(\x0b\x32\x19.skmaker.v1.EndpointEvent*\xec\x01\n\x0e\x45ndpointStatus\x12\x1f\n\x1b\x45NDPOINT_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x45NDPOINT_STATUS_CREATING\x10\x01\x12\x1e\n\x1a\x45NDPOINT_STATUS_IN_SERVICE\x10\x02\x12\x1c\n\x18\x45NDPOINT_STATUS_UPDATING\x10\x03\x12\x1c\n\x18\x45NDPOINT_STATUS_DELETING\x10\x04\x12\x1a\n\x16\x45NDPOINT_STATUS_FAILED\x10\x05\x12#\n\x1f\x45NDPOINT_STATUS_SYSTEM_UPDATING\x10\x06*\x9a\x01\n\rScalingMetric\x12\x1e\n\x1aSCALING_METRIC_UNSPECIFIED\x10\x00\x12\x32\n.SCALING_METRIC_CONCURRENT_REQUESTS_PER_REPLICA\x10\x01\x12\x35\n1SCALING_METRIC_INVOCATIONS_PER_REPLICA_PER_MINUTE\x10\x02*\x9a\x01\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REPLICA_STATE_STARTING\x10\x01\x12\x19\n\x15REPLICA_STATE_SERVING\x10\x02\x12\x1a\n\x16REPLICA_STATE_DRAINING\x10\x03\x12\x18\n\x14REPLICA_STATE_FAILED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,24 +35,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODEL_ENVIRONMENTENTRY']._loaded_options = None
   _globals['_MODEL_ENVIRONMENTENTRY']._serialized_options = b'8\001'
-  _globals['_ENDPOINTSTATUS']._serialized_start=1387
-  _globals['_ENDPOINTSTATUS']._serialized_end=1623
-  _globals['_SCALINGMETRIC']._serialized_start=1626
-  _globals['_SCALINGMETRIC']._serialized_end=1780
-  _globals['_REPLICASTATE']._serialized_start=1783
-  _globals['_REPLICASTATE']._serialized_end=1937
+  _globals['_ENDPOINTSTATUS']._serialized_start=1438
+  _globals['_ENDPOINTSTATUS']._serialized_end=1674
+  _globals['_SCALINGMETRIC']._serialized_start=1677
+  _globals['_SCALINGMETRIC']._serialized_end=1831
+  _globals['_REPLICASTATE']._serialized_start=1834
+  _globals['_REPLICASTATE']._serialized_end=1988
   _globals['_MODEL']._serialized_start=103
-  _globals['_MODEL']._serialized_end=431
-  _globals['_MODEL_ENVIRONMENTENTRY']._serialized_start=381
-  _globals['_MODEL_ENVIRONMENTENTRY']._serialized_end=431
-  _globals['_SCALINGPOLICY']._serialized_start=434
-  _globals['_SCALINGPOLICY']._serialized_end=651
-  _globals['_REPLICA']._serialized_start=654
-  _globals['_REPLICA']._serialized_end=825
-  _globals['_PREDICTPATH']._serialized_start=827
-  _globals['_PREDICTPATH']._serialized_end=905
-  _globals['_ENDPOINTEVENT']._serialized_start=907
-  _globals['_ENDPOINTEVENT']._serialized_end=986
-  _globals['_ENDPOINT']._serialized_start=989
-  _globals['_ENDPOINT']._serialized_end=1384
+  _globals['_MODEL']._serialized_end=482
+  _globals['_MODEL_ENVIRONMENTENTRY']._serialized_start=432
+  _globals['_MODEL_ENVIRONMENTENTRY']._serialized_end=482
+  _globals['_SCALINGPOLICY']._serialized_start=485
+  _globals['_SCALINGPOLICY']._serialized_end=702
+  _globals['_REPLICA']._serialized_start=705
+  _globals['_REPLICA']._serialized_end=876
+  _globals['_PREDICTPATH']._serialized_start=878
+  _globals['_PREDICTPATH']._serialized_end=956
+  _globals['_ENDPOINTEVENT']._serialized_start=958
+  _globals['_ENDPOINTEVENT']._serialized_end=1037
+  _globals['_ENDPOINT']._serialized_start=1040
+  _globals['_ENDPOINT']._serialized_end=1435
 # @@protoc_insertion_point(module_scope)

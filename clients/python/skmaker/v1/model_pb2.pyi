@@ -151,6 +151,8 @@ class Model(_message.Message):
     CREATION_TIME_FIELD_NUMBER: _builtins.int
     TRAINING_JOB_NAME_FIELD_NUMBER: _builtins.int
     RUNTIME_VERSIONS_FIELD_NUMBER: _builtins.int
+    FRAMEWORK_VERSION_FIELD_NUMBER: _builtins.int
+    SCRIPT_RUNTIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique name; hyphens allowed inside."""
     model_data_uri: _builtins.str
@@ -163,6 +165,15 @@ class Model(_message.Message):
     """
     training_job_name: _builtins.str
     """Training job the model came from, if any."""
+    framework_version: _builtins.str
+    """The scikit-learn to serve with, as a training job's framework_version; empty means the
+    training job's runtime (training_job_name), else the newest. INVALID_ARGUMENT when no
+    runtime serves it.
+    """
+    script_runtime: _builtins.str
+    """Set by the control at create (ignored when sent): the script runtime every replica and
+    batch worker of this model runs on, e.g. sklearn-1.2; kept for the model's lifetime.
+    """
     @_builtins.property
     def environment(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Environment for the serving process."""
@@ -188,10 +199,12 @@ class Model(_message.Message):
         creation_time: _timestamp_pb2.Timestamp | None = ...,
         training_job_name: _builtins.str = ...,
         runtime_versions: _training_job_pb2.RuntimeVersions | None = ...,
+        framework_version: _builtins.str = ...,
+        script_runtime: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time", "runtime_versions", b"runtime_versions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time", "entry_point", b"entry_point", "environment", b"environment", "model_data_uri", b"model_data_uri", "name", b"name", "runtime_versions", b"runtime_versions", "source_uri", b"source_uri", "training_job_name", b"training_job_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time", "entry_point", b"entry_point", "environment", b"environment", "framework_version", b"framework_version", "model_data_uri", b"model_data_uri", "name", b"name", "runtime_versions", b"runtime_versions", "script_runtime", b"script_runtime", "source_uri", b"source_uri", "training_job_name", b"training_job_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

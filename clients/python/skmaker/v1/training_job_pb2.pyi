@@ -276,6 +276,8 @@ class TrainingJobSpec(_message.Message):
     OUTPUT_URI_FIELD_NUMBER: _builtins.int
     SHELL_COMPAT_FIELD_NUMBER: _builtins.int
     SOURCE_SHA256_FIELD_NUMBER: _builtins.int
+    FRAMEWORK_VERSION_FIELD_NUMBER: _builtins.int
+    SCRIPT_RUNTIME_FIELD_NUMBER: _builtins.int
     entry_point: _builtins.str
     """Entry point, relative to the root of the source bundle (e.g. train.py or src/train.py)."""
     source_uri: _builtins.str
@@ -293,6 +295,15 @@ class TrainingJobSpec(_message.Message):
     source_uri must have this digest (FAILED_PRECONDITION if it was replaced since the caller
     uploaded it). In answers: the digest the job is bound to; the job runs exactly that
     bundle, kept under its digest, and writes to source_uri are refused from then on.
+    """
+    framework_version: _builtins.str
+    """The scikit-learn to train with, as the SageMaker SDK's framework_version ("1.2-1") or a
+    plain version ("1.5", "1.5.2"); empty means the newest runtime. A version no runtime
+    serves is INVALID_ARGUMENT, naming the versions available.
+    """
+    script_runtime: _builtins.str
+    """Set by the control at create (ignored when sent): the script runtime framework_version
+    selected, e.g. sklearn-1.2. The job runs on it, also after the control restarts.
     """
     @_builtins.property
     def hyperparameters(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -325,10 +336,12 @@ class TrainingJobSpec(_message.Message):
         output_uri: _builtins.str = ...,
         shell_compat: _builtins.bool = ...,
         source_sha256: _builtins.str = ...,
+        framework_version: _builtins.str = ...,
+        script_runtime: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "entry_point", b"entry_point", "environment", b"environment", "hyperparameters", b"hyperparameters", "max_runtime_seconds", b"max_runtime_seconds", "metric_definitions", b"metric_definitions", "output_uri", b"output_uri", "shell_compat", b"shell_compat", "source_sha256", b"source_sha256", "source_uri", b"source_uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "entry_point", b"entry_point", "environment", b"environment", "framework_version", b"framework_version", "hyperparameters", b"hyperparameters", "max_runtime_seconds", b"max_runtime_seconds", "metric_definitions", b"metric_definitions", "output_uri", b"output_uri", "script_runtime", b"script_runtime", "shell_compat", b"shell_compat", "source_sha256", b"source_sha256", "source_uri", b"source_uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -128,6 +128,7 @@ class TransformJobSpec(_message.Message):
     ENVIRONMENT_FIELD_NUMBER: _builtins.int
     RECORD_ERRORS_FIELD_NUMBER: _builtins.int
     SKIP_HEADER_FIELD_NUMBER: _builtins.int
+    FRAMEWORK_VERSION_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """Model to score with (its artifact and code)."""
     input_uri: _builtins.str
@@ -158,6 +159,10 @@ class TransformJobSpec(_message.Message):
     """skmaker extension: write bad records to <input>.errors and keep scoring the file."""
     skip_header: _builtins.bool
     """skmaker extension: drop the first line of each input file (a CSV header)."""
+    framework_version: _builtins.str
+    """skmaker extension: score on another scikit-learn than the model's runtime (a
+    framework_version, "1.5" or "1.5-1"); empty means the model's.
+    """
     @_builtins.property
     def data_processing(self) -> Global___DataProcessing:
         """Filters and join."""
@@ -185,10 +190,11 @@ class TransformJobSpec(_message.Message):
         environment: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         record_errors: _builtins.bool = ...,
         skip_header: _builtins.bool = ...,
+        framework_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["data_processing", b"data_processing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "assemble_with", b"assemble_with", "batch_strategy", b"batch_strategy", "compression_type", b"compression_type", "content_type", b"content_type", "data_processing", b"data_processing", "environment", b"environment", "input_uri", b"input_uri", "instance_count", b"instance_count", "max_concurrent_transforms", b"max_concurrent_transforms", "max_payload_mb", b"max_payload_mb", "model_name", b"model_name", "output_uri", b"output_uri", "record_errors", b"record_errors", "skip_header", b"skip_header", "split_type", b"split_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "assemble_with", b"assemble_with", "batch_strategy", b"batch_strategy", "compression_type", b"compression_type", "content_type", b"content_type", "data_processing", b"data_processing", "environment", b"environment", "framework_version", b"framework_version", "input_uri", b"input_uri", "instance_count", b"instance_count", "max_concurrent_transforms", b"max_concurrent_transforms", "max_payload_mb", b"max_payload_mb", "model_name", b"model_name", "output_uri", b"output_uri", "record_errors", b"record_errors", "skip_header", b"skip_header", "split_type", b"split_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
