@@ -201,11 +201,12 @@ class Runs:
             time.sleep(0.5)  # a second worker may still be starting
 
     def _loaded_everywhere(self, model_name: str, workers: int) -> bool:
-        logs = [self.data_dir / "logs" / f"batch-{index}.log" for index in range(workers)]
-        return all(
-            log.exists() and f"model {model_name} loaded" in log.read_text(errors="replace")
-            for log in logs
-        )
+        # batch-<runtime>-<n>.log: the control names its local workers by script runtime.
+        logs = (self.data_dir / "logs").glob("batch-*.log")
+        loaded = [
+            log for log in logs if f"model {model_name} loaded" in log.read_text("utf-8", "replace")
+        ]
+        return len(loaded) >= workers
 
 
 def run_skmaker(
