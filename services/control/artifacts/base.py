@@ -12,6 +12,7 @@ Listings skip it, so whoever lists an output path sees only whole `.out` files.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -163,6 +164,32 @@ def check_upload_header(key: str, size: int, sha256: str, max_upload_bytes: int)
             f"artifact {key!r} is {size} bytes; the limit is {max_upload_bytes} bytes"
         )
     return _validate_sha256(sha256)
+
+
+def copy_checked_upload(
+    key: str, chunks: Iterable[bytes], size: int, expected: str, out: IO[bytes]
+) -> None:
+    """Writes an upload's `chunks` to `out`, holding them to the header's `size` and sha256.
+
+    Raises:
+        InvalidArgument: more or fewer bytes than `size`; a sha256 other than `expected`.
+    """
+    digest = hashlib.sha256()
+    received = 0
+    for chunk in chunks:
+        received += len(chunk)
+        if received > size:
+            raise InvalidArgument(f"upload of {key!r} sent more than the announced {size} bytes")
+        digest.update(chunk)
+        out.write(chunk)
+    if received != size:
+        raise InvalidArgument(
+            f"upload of {key!r} ended after {received} of the announced {size} bytes"
+        )
+    if digest.hexdigest() != expected:
+        raise InvalidArgument(
+            f"upload of {key!r} is corrupt: sha256 {digest.hexdigest()}, header said {expected}"
+        )
 
 
 def is_listed(key: str) -> bool:

@@ -36,6 +36,7 @@ from services.control.artifacts.base import (
     UploadPlan,
     UploadRequest,
     check_upload_header,
+    copy_checked_upload,
     is_listed,
 )
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -248,25 +249,7 @@ class S3ArtifactStore:
         """
         expected = check_upload_header(key, size, sha256, self._max_upload_bytes)
         with tempfile.SpooledTemporaryFile(_SPOOL_BYTES) as spool:
-            digest = hashlib.sha256()
-            received = 0
-            for chunk in chunks:
-                received += len(chunk)
-                if received > size:
-                    raise InvalidArgument(
-                        f"upload of {key!r} sent more than the announced {size} bytes"
-                    )
-                digest.update(chunk)
-                spool.write(chunk)
-            if received != size:
-                raise InvalidArgument(
-                    f"upload of {key!r} ended after {received} of the announced {size} bytes"
-                )
-            if digest.hexdigest() != expected:
-                raise InvalidArgument(
-                    f"upload of {key!r} is corrupt: sha256 {digest.hexdigest()}, "
-                    f"header said {expected}"
-                )
+            copy_checked_upload(key, chunks, size, expected, spool)
             spool.seek(0)
             return self._upload(key, cast(BinaryIO, spool), size, expected)
 

@@ -44,6 +44,7 @@ from services.control.artifacts.base import (
     UploadPlan,
     UploadRequest,
     check_upload_header,
+    copy_checked_upload,
     key_of,
     store_uri_of,
 )
@@ -206,34 +207,16 @@ class LocalArtifactStore:
         self._make_parent_folders(key, target)
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=UPLOAD_PREFIX)
         try:
-            digest = hashlib.sha256()
-            received = 0
             with os.fdopen(fd, "wb") as handle:
-                for chunk in chunks:
-                    received += len(chunk)
-                    if received > size:
-                        raise InvalidArgument(
-                            f"upload of {key!r} sent more than the announced {size} bytes"
-                        )
-                    digest.update(chunk)
-                    handle.write(chunk)
+                copy_checked_upload(key, chunks, size, expected, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
-            if received != size:
-                raise InvalidArgument(
-                    f"upload of {key!r} ended after {received} of the announced {size} bytes"
-                )
-            if digest.hexdigest() != expected:
-                raise InvalidArgument(
-                    f"upload of {key!r} is corrupt: sha256 {digest.hexdigest()}, "
-                    f"header said {expected}"
-                )
             _replace_object(tmp_name, target, key)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             self._remove_empty_parents(target)
             raise
-        return self._record_digest(key, target, digest.hexdigest())
+        return self._record_digest(key, target, expected)
 
     def delete(self, key: str) -> bool:
         """Removes the object at `key` and its digest; returns False when there was none."""
