@@ -46,32 +46,11 @@ export COMPOSE_PROJECT_NAME=skmaker
 COMPOSE_FILES=(-f "$REPO/docker-compose.yml" -f "$REPO/docker-compose.tls.yml")
 export SKMAKER_SECRETS=$RUN_DIR/secrets
 
-started_at=$(date +%s)
-phase_started_at=$started_at
-log() { printf '[test-compose %4ss] %s\n' "$(($(date +%s) - started_at))" "$*"; }
-phase() {
-  local now; now=$(date +%s)
-  log "$* (previous phase $((now - phase_started_at))s)"
-  phase_started_at=$now
-}
-PASSED_CHECKS=0
-passed() { PASSED_CHECKS=$((PASSED_CHECKS + 1)); log "ok: $*"; }
-# What failed, repeated as the run's last lines (CI shows only a log's tail, after the logs).
-FAILURE=""
-FAILURE_DETAIL=""
-die() { FAILURE=$*; log "FAILED: $*"; exit 1; }
+TEST_NAME=test-compose
+FAILURE_DETAIL=""   # the stop times, repeated at the end when the run fails
+# shellcheck source=tests/compose/run_lib.sh
+source "$REPO/tests/compose/run_lib.sh"
 docker() { "$DOCKER_BIN" "$@"; }
-# Runs a long command as a child and waits for it: bash runs traps only between commands, and
-# `wait` returns at once on a signal, so Ctrl-C or SIGTERM reaches on_exit without delay.
-CHILD=""
-in_background() {
-  local status=0
-  "$@" 9>&- &   # fd 9 holds the run lock: children must not keep it past this run
-  CHILD=$!
-  wait "$CHILD" || status=$?
-  CHILD=""
-  return "$status"
-}
 compose() { "$COMPOSE_BIN" "${COMPOSE_FILES[@]}" "$@"; }
 
 # -- what exists before, so cleanup removes exactly what this run added -------------------------
@@ -141,18 +120,6 @@ run_pids() {
   cat /sys/fs/cgroup/*/"$CGROUP_PARENT"/*/cgroup.procs 2>/dev/null || true
 }
 
-wait_gone() {  # wait_gone SECONDS PID...: true once none of the PIDs runs any more
-  local end=$(($(date +%s) + $1)); shift
-  local pid alive
-  while :; do
-    alive=""
-    for pid in "$@"; do [ -d "/proc/$pid" ] && alive=1; done
-    [ -z "$alive" ] && return 0
-    [ "$(date +%s)" -ge "$end" ] && return 1
-    sleep 0.2
-  done
-}
-
 cleanup_run() {
   local pid pids ids dir mnt
   if pid=$(dockerd_pid); then
@@ -191,10 +158,7 @@ on_exit() {
   local status=$?
   trap - EXIT INT TERM
   set +e
-  if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
-    kill -TERM "$CHILD" 2>/dev/null
-    wait_gone 10 "$CHILD" || kill -KILL "$CHILD" 2>/dev/null
-  fi
+  stop_child
   [ -f "$RUN_DIR/stop-times.txt" ] && FAILURE_DETAIL=$(cat "$RUN_DIR/stop-times.txt")
   if [ "$status" -ne 0 ] && dockerd_pid >/dev/null; then
     log "last lines of dockerd's log:"
@@ -209,43 +173,16 @@ on_exit() {
   local left
   left=$(run_pids | sort -u | tr '\n' ' '; findmnt -rn -o TARGET | grep -E "^$RUN_DIR(/|\$)")
   if [ -n "$left" ]; then
-    log "FAILED: cleanup left behind: $left"
+    FAILURE="cleanup left behind: $left"
+    log "FAILED: $FAILURE"
     [ "$status" -ne 0 ] || status=1
   fi
-  if [ "$status" -eq 0 ]; then
-    log "PASSED in $(($(date +%s) - started_at))s; everything it started or made is gone"
-    echo "test-compose: $PASSED_CHECKS passed, 0 failed"
-  else
-    [ -z "$FAILURE_DETAIL" ] || printf '%s\n' "$FAILURE_DETAIL"
-    log "FAILED (exit $status) after $(($(date +%s) - started_at))s${FAILURE:+: $FAILURE}; cleaned up"
-    echo "test-compose: $PASSED_CHECKS passed, 1 failed"
-  fi
+  [ "$status" -eq 0 ] || [ -z "$FAILURE_DETAIL" ] || printf '%s\n' "$FAILURE_DETAIL"
+  report_verdict "$status"
   exit "$status"
 }
 
 # -- steps --------------------------------------------------------------------------------------
-
-install_packages() {
-  local missing=() package
-  for package in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' \
-      || missing+=("$package")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  log "installing Debian packages: ${missing[*]}"
-  # Keep the packages' init scripts from starting a system dockerd or prometheus.
-  local made_policy=""
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
-    made_policy=1
-  fi
-  local status=0
-  { apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  } >"$CACHE_DIR/apt-install.log" 2>&1 || status=$?
-  [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
-  [ "$status" -eq 0 ] || { tail -20 "$CACHE_DIR/apt-install.log"; die "apt-get install"; }
-}
 
 start_dockerd() {
   # Everything dockerd writes lives on a tmpfs: image layers build faster than on this disk,
