@@ -129,17 +129,7 @@ def _wait_v2_ready(process: subprocess.Popen[bytes], port: int, model: str, log:
 def _mlserver_folder(folder: Path, kind: str, model_dir: Path) -> Path:
     root = folder / f"mlserver-{kind}"
     (root / kind).mkdir(parents=True)
-    grpc_port = _free_port()
-    settings = {
-        "http_port": _free_port(),
-        "grpc_port": grpc_port,
-        "metrics_port": _free_port(),
-        "host": "127.0.0.1",
-        "parallel_workers": 0,
-        "metrics_endpoint": None,
-        "debug": False,
-    }
-    (root / "settings.json").write_text(json.dumps(settings))
+    _choose_mlserver_ports(root)
     model_settings = {
         "name": kind,
         "implementation": "mlserver_sklearn.SKLearnModel",
@@ -149,6 +139,45 @@ def _mlserver_folder(folder: Path, kind: str, model_dir: Path) -> Path:
     }
     (root / kind / "model-settings.json").write_text(json.dumps(model_settings))
     return root
+
+
+def _choose_mlserver_ports(root: Path) -> int:
+    """Writes MLServer's settings with free ports; returns its gRPC port."""
+    settings = {
+        "http_port": _free_port(),
+        "grpc_port": _free_port(),
+        "metrics_port": _free_port(),
+        "host": "127.0.0.1",
+        "parallel_workers": 0,
+        "metrics_endpoint": None,
+        "debug": False,
+    }
+    (root / "settings.json").write_text(json.dumps(settings))
+    return int(settings["grpc_port"])
+
+
+# MLServer takes its ports from its settings; a port found free can be taken by another process
+# before MLServer binds it (the machine is shared), so a start that fails to bind is retried.
+_MLSERVER_STARTS = 3
+
+
+def _start_mlserver(
+    command: list[str], env: dict[str, str], root: Path, kind: str, log_path: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    for attempt in range(1, _MLSERVER_STARTS + 1):
+        port = _choose_mlserver_ports(root)
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
+        try:
+            _wait_v2_ready(process, port, kind, log_path)
+            return process, port
+        except RuntimeError:
+            process.kill()
+            process.wait()
+            if "Failed to bind" not in log_path.read_text() or attempt == _MLSERVER_STARTS:
+                raise
+            print(f"MLServer could not bind its ports (attempt {attempt}); new ports", flush=True)
+    raise AssertionError("unreachable")
 
 
 def measure_peers(
@@ -272,19 +301,26 @@ def _start(
     env: dict[str, str],
     wait_serving: Callable[..., int],
 ) -> dict[str, int]:
-    """Starts every server (into `processes`, for the caller to stop); returns their ports."""
+    """Starts every server (into `processes`, for the caller to stop); returns their ports.
+
+    MLServer first, and serving, before the others bind their port 0: those cannot take its ports.
+    """
+    ports = {}
+    if "mlserver" in servers:
+        command, extra_env, _ = servers["mlserver"]
+        root = folder.parent / f"mlserver-{kind}"
+        processes["mlserver"], ports["mlserver"] = _start_mlserver(
+            [*pin, *command], {**env, **extra_env}, root, kind, folder / "mlserver.log"
+        )
     for name, (command, extra_env, _) in servers.items():
+        if name == "mlserver":
+            continue
         with (folder / f"{name}.log").open("wb") as log:
             processes[name] = subprocess.Popen(
                 [*pin, *command], cwd=REPO_ROOT, env={**env, **extra_env}, stdout=log, stderr=log
             )
-    ports = {}
     for name, process in processes.items():
-        if name == "mlserver":
-            settings = folder.parent / f"mlserver-{kind}" / "settings.json"
-            ports[name] = json.loads(settings.read_text())["grpc_port"]
-            _wait_v2_ready(process, ports[name], kind, folder / f"{name}.log")
-        else:
+        if name != "mlserver":
             ports[name] = wait_serving(process, folder / f"{name}.port", name)
     return ports
 
