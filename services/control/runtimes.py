@@ -21,6 +21,7 @@ from pathlib import Path
 
 from services.runtime import framework_versions, script_runtimes
 from services.runtime.errors import InvalidArgument
+from services.runtime.runtime_on_demand import build_failure
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class ControlRuntimes:
             try:
                 self._build(rt, progress=progress)
             except (subprocess.CalledProcessError, OSError, ValueError) as err:
-                failure.append(f"building runtime {rt.name} failed: {err}")
+                failure.append(build_failure(rt.name, err))
             finally:
                 done.set()
 
@@ -207,7 +208,7 @@ class ControlRuntimes:
         try:
             self._build(rt, progress=lambda text: log.info("%s", text))
         except (subprocess.CalledProcessError, OSError, ValueError) as err:
-            message = f"building runtime {rt.name} failed: {err}"
+            message = build_failure(rt.name, err)
             log.error("%s", message)
             with self._lock:
                 self._failed[rt.name] = (message, self._clock())

@@ -308,7 +308,7 @@ def _run(command: Sequence[str], *, env: dict[str, str] | None = None) -> None:
     )
     if done.returncode != 0:
         sys.stderr.write(done.stdout.decode(errors="replace"))
-        raise subprocess.CalledProcessError(done.returncode, list(command))
+        raise subprocess.CalledProcessError(done.returncode, list(command), output=done.stdout)
 
 
 def _pip(python: Path | str, *args: str) -> list[str]:
