@@ -61,6 +61,7 @@ from services.control.training.jobs import TrainingJobs
 from services.control.training.servicer import TrainingServicer
 from services.control.transform.jobs import TransformJobs
 from services.control.transform.servicer import TransformServicer
+from services.control.transform.waits import TransformWaits
 from services.control.tuning.jobs import TuningJobs
 from services.control.tuning.servicer import TuningServicer
 from services.runtime import lifecycle, script_runtimes, tls
@@ -428,6 +429,8 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         token = _worker_token(settings, spec.name, issue_worker_token)
         return replace(spec, token=token)
 
+    # Transforms waiting on a runtime: its build starts here; Describe says why they wait.
+    transform_waits = TransformWaits(scheduler, runtimes)
     local_batch = LocalBatchWorkers(
         supervisor,
         batch_spec,
@@ -538,7 +541,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         ),
         lifecycle.Servicer(
             transform_pb2_grpc.add_TransformServiceServicer_to_server,
-            TransformServicer(transform_jobs),
+            TransformServicer(transform_jobs, transform_waits.message),
             transform_pb2.DESCRIPTOR.services_by_name["TransformService"].full_name,
         ),
         lifecycle.Servicer(
@@ -580,6 +583,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         autoscaling,
         tuning_jobs.loop,
         transform_jobs.assembler,
+        transform_waits.loop,
     ]
     if settings.local:
         components += [local_batch.loop, local_trainers.loop]

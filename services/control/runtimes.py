@@ -126,6 +126,13 @@ class ControlRuntimes:
                 thread.start()
         return None
 
+    def last_failure(self, name: str) -> str:
+        """Why the control's last build of runtime `name` failed; empty when none failed (or
+        the failure is older than `retry_after_s`, when the next use builds it again)."""
+        with self._lock:
+            failure, failed_at = self._failed.get(name, ("", 0.0))
+        return failure if failure and self._clock() - failed_at < self._retry_after_s else ""
+
     def is_building(self, name: str) -> bool:
         """Whether the control is building runtime `name` now."""
         with self._lock:
