@@ -28,7 +28,8 @@ from services.control.backends.containers import DockerBackendSettings, DockerRe
 from services.control.backends.local import LocalReplicaBackend
 from services.control.backends.local_process import LocalBackendSettings
 from services.control.backends.replica_runtime import ReplicaPython, SupervisionSettings
-from services.control.backends.swarm import SwarmReplicaBackend, swarm_settings
+from services.control.backends.swarm import SwarmReplicaBackend
+from services.control.backends.swarm_config import swarm_settings
 from services.control.call_classes import control_call_limiter, worker_or_marked
 from services.control.config import ControlSettings
 from services.control.dispatch.credentials import worker_scope
@@ -165,12 +166,13 @@ def replica_backend(
     issue_token: Callable[[str, str, str], str] | None = None,
     run_as: JobUser | None = None,
     python_for: ReplicaPython | None = None,
+    runtime_for: Callable[[str, str], str] | None = None,
 ) -> ReplicaBackend | None:
     """The backend `settings` ask for (None for `none`), reporting events to `on_event`.
 
     `issue_token(endpoint, replica id, model)` gives each replica a token of its own; local
     replicas run as `run_as` when given; `python_for(endpoint, model)` is the interpreter of
-    its model's script runtime.
+    its model's script runtime, `runtime_for(endpoint, model)` its name (for swarm replicas).
     """
     supervision = SupervisionSettings(
         start_timeout_s=settings.replica_start_timeout_s,
@@ -217,6 +219,8 @@ def replica_backend(
                 extra_args,
                 script_python.python if script_python.runtime else "python",
                 issue_token,
+                runtime_for,
+                str(script_runtimes.runtimes_dir(settings.runtimes_dir)),
             ),
             EndpointStore(store),
             on_event,
@@ -478,6 +482,9 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         credentials.issue if credentials else None,
         model_user,
         replica_python,
+        lambda endpoint, name: (
+            models.describe(name, endpoint_name=endpoint).script_runtime or runtimes.default_name()
+        ),
     )
     endpoints = Endpoints(
         store, models, backend, metrics, max_replicas=settings.max_endpoint_replicas

@@ -63,7 +63,6 @@ from services.control.backends.replica_runtime import (
     SupervisionSettings,
 )
 from services.control.backends.supervisor import ReplicaSupervisor
-from services.control.config import ControlSettings
 from services.runtime.auth import token_digest
 
 log = logging.getLogger(__name__)
@@ -103,6 +102,13 @@ class SwarmBackendSettings:
         spread: spread the endpoint's replicas across nodes (the default).
         control_lost_exit_s: a replica stops once the control has not answered this long (its
             `--control-lost-exit-s`; a task on another node cannot hold the control's lifeline).
+        runtimes_volume: the named volume of script runtimes, mounted read-write at
+            `runtimes_path` in every replica: each node has its own (no volume is shared between
+            nodes), made from the image's runtimes folder on first mount. Empty: none.
+        runtimes_path: where the runtimes folder is in the image.
+        runtime_for: (endpoint, model) -> the script runtime the model's replicas run on; with
+            a runtimes volume, a replica starts through `services.runtime.runtime_on_demand`,
+            which builds that runtime in its node's volume first when it is not there.
     """
 
     docker_url: str = "unix:///var/run/docker.sock"
@@ -121,6 +127,9 @@ class SwarmBackendSettings:
     control_lost_exit_s: float = 120.0
     # (endpoint, replica id, model) -> the replica's own token; None gives it `auth_token`.
     issue_token: Callable[[str, str, str], str] | None = None
+    runtimes_volume: str = ""
+    runtimes_path: str = ""
+    runtime_for: Callable[[str, str], str] | None = None
 
 
 # ----------------------------------------------------------------- the service, as values
@@ -179,6 +188,9 @@ def task_template(
         # Not the image's HEALTHCHECK: the swarm would replace an unhealthy task behind the
         # supervisor, which probes the replica itself and decides.
         healthcheck=docker.types.Healthcheck(test=["NONE"]),
+        mounts=[docker.types.Mount(settings.runtimes_path, settings.runtimes_volume)]
+        if settings.runtimes_volume and settings.runtimes_path
+        else None,
     )
     resources = docker.types.Resources(
         cpu_reservation=int(settings.cpu_reservation * NANO) or None,
@@ -198,6 +210,24 @@ def task_template(
         placement=placement,
         networks=[settings.network],
     )
+
+
+def replica_command_on_runtime(
+    settings: SwarmBackendSettings, command: list[str], spec: ReplicaSpec
+) -> list[str]:
+    """`command` started through the runtime launcher on the model's script runtime.
+
+    Without a runtimes volume, or without `runtime_for`, `command` as it is (the image's own
+    runtime). Otherwise `python -m services.runtime.runtime_on_demand --runtimes-dir PATH NAME
+    -- <command's arguments>`: the launcher builds runtime NAME in the node's volume when it is
+    not there (from the image's wheelhouse; the first replica on a node waits for it, within
+    the replica start timeout, and its log says so), then runs the replica on its python.
+    """
+    if not (settings.runtimes_volume and settings.runtimes_path and settings.runtime_for):
+        return command
+    runtime = settings.runtime_for(spec.endpoint_name, spec.model_name)
+    launcher = ["python", "-m", "services.runtime.runtime_on_demand"]
+    return [*launcher, "--runtimes-dir", settings.runtimes_path, runtime, "--", *command[1:]]
 
 
 def latest_task(tasks: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -401,8 +431,8 @@ class SwarmServices:
         return _FixedAddress(self._settings.endpoint_address), ""
 
     def ready_to_launch(self, endpoint: str, model: str) -> bool:
-        """Always: swarm replicas run on the image's own script runtime (runtimes built on
-        demand live in a volume on the control's node, out of other nodes' reach)."""
+        """Always: a replica gets its model's script runtime on its own node (see
+        `replica_command_on_runtime`), where the control cannot build it beforehand."""
         return True
 
     def launch(self, spec: ReplicaSpec) -> _ReplicaService:
@@ -422,13 +452,17 @@ class SwarmServices:
                 "SKMAKER_INFERENCE_AUTH_TOKEN": own,
                 "SKMAKER_INFERENCE_AUTH_TOKEN_SHA256": token_digest(self._settings.auth_token),
             }
-        command = replica_command(
+        command = replica_command_on_runtime(
+            self._settings,
+            replica_command(
+                spec,
+                self._settings.control_address,
+                self._settings.supervision.shutdown_grace_s,
+                self._settings.extra_args,
+                self._settings.python,
+                self._settings.control_lost_exit_s,
+            ),
             spec,
-            self._settings.control_address,
-            self._settings.supervision.shutdown_grace_s,
-            self._settings.extra_args,
-            self._settings.python,
-            self._settings.control_lost_exit_s,
         )
         try:
             constraints = self._constraints(swarm, spec.endpoint_name)
@@ -552,30 +586,3 @@ class SwarmReplicaBackend(ReplicaSupervisor):
         super().__init__(
             BACKEND_NAME, SwarmServices(settings), settings.supervision, ledger, on_event
         )
-
-
-def swarm_settings(
-    settings: ControlSettings,
-    supervision: SupervisionSettings,
-    extra_args: tuple[str, ...],
-    python: str,
-    issue_token: Callable[[str, str, str], str] | None,
-) -> SwarmBackendSettings:
-    """The swarm backend's settings: the docker backend's flags plus the swarm_* ones."""
-    return SwarmBackendSettings(
-        docker_url=settings.docker_url,
-        image=settings.docker_image,
-        network=settings.docker_network,
-        control_address=settings.docker_control_address,
-        endpoint_address=settings.docker_endpoint_address,
-        auth_token=settings.auth_token,
-        extra_args=extra_args,
-        supervision=supervision,
-        python=python,
-        cpu_reservation=settings.swarm_cpu_reservation,
-        memory_reservation_mb=settings.swarm_memory_reservation_mb,
-        constraints=tuple(c.strip() for c in settings.swarm_constraints.split(",") if c.strip()),
-        spread=settings.swarm_spread,
-        issue_token=issue_token,
-        control_lost_exit_s=settings.replica_control_lost_exit_s,
-    )
