@@ -149,7 +149,7 @@ class RunningService:
             return
         self._stopped.set()
         self.health.enter_graceful_shutdown()
-        # The metrics server notices a shutdown only at its next 0.5 s poll: let that wait
+        # The metrics server notices a shutdown only at its next poll (0.1 s): let that wait
         # run beside the drain instead of after it (scrapes during the drain may fail).
         metrics_stopped = threading.Thread(
             target=self._httpd.shutdown if self._httpd is not None else lambda: None,

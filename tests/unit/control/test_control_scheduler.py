@@ -6,7 +6,6 @@ import threading
 from dataclasses import replace
 
 import pytest
-from conftest import FakeClock
 
 from services.control.dispatch.scheduler import Scheduler
 from services.control.dispatch.tasks import (
@@ -28,6 +27,7 @@ from services.control.training.values import (
     TrainingJobStatus,
 )
 from services.runtime.errors import FailedPrecondition, InvalidArgument
+from tests.unit.control.helpers import FakeClock
 
 TRAINING = (TaskKind.TRAINING,)
 
