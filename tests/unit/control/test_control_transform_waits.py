@@ -24,7 +24,7 @@ from services.control.transform.servicer import TransformServicer
 from services.control.transform.values import TransformJobSpec
 from services.control.transform.waits import TransformWaits
 from skmaker.v1 import transform_pb2
-from tests.unit.control.conftest import FakeClock, put_bytes
+from tests.unit.control.helpers import FakeClock, put_bytes
 from tests.unit.control.test_control_runtimes import FakeBuilds, _wait_until_built
 
 TRANSFORM = [TaskKind.TRANSFORM]
