@@ -147,6 +147,8 @@ def train_iris(ctx: Context) -> None:
     name = _fit(estimator, {"train": train_uri}, ctx.deadline_s)
     ctx.results["estimator"] = estimator
     ctx.results["train_uri"] = train_uri
+    # Read now: the estimator's session is closed when a later step restarts the control.
+    ctx.results["model_data"] = estimator.model_data
     print(f"  {name}: Completed, model {estimator.model_data}")
 
 
@@ -500,7 +502,7 @@ def endpoint_on_the_oldest_runtime(ctx: Context) -> None:
     with tempfile.TemporaryDirectory(prefix="skmaker-swarm-oldest-") as scratch:
         (Path(scratch) / "version_handler.py").write_text(VERSION_HANDLER)
         model = SKLearnModel(
-            ctx.results["estimator"].model_data,
+            ctx.results["model_data"],
             entry_point="version_handler.py",
             source_dir=scratch,
             framework_version="1.2-1",
