@@ -87,6 +87,12 @@ def test_a_worker_per_built_runtime_also_one_built_later(tmp_path: Path) -> None
         assert (tmp_path / "work" / "batch-sklearn-1.2").is_dir()  # a work folder of its own
         pids = [int(newest.group(1)), int(oldest.group(1))]
         assert all(is_running(pid) for pid in pids)
+        # A worker that dies is started again (after a second's backoff).
+        os.kill(pids[1], signal.SIGKILL)
+        _wait_for(log, r"batch worker on runtime sklearn-1\.2 exited with -9; starting it again")
+        again = _wait_for(log, rf"on runtime sklearn-1\.2 \(pid (?!{pids[1]}\))(\d+)\)")
+        pids[1] = int(again.group(1))
+        assert is_running(pids[1])
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(timeout=30) == 0, log.read_text()[-3000:]
         assert not any(is_running(pid) for pid in pids)
