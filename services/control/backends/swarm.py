@@ -214,20 +214,22 @@ def task_template(
 
 def replica_command_on_runtime(
     settings: SwarmBackendSettings, command: list[str], spec: ReplicaSpec
-) -> list[str]:
-    """`command` started through the runtime launcher on the model's script runtime.
+) -> tuple[list[str], str]:
+    """`command` started through the runtime launcher on the model's script runtime, and
+    that runtime's name.
 
     Without a runtimes volume, or without `runtime_for`, `command` as it is (the image's own
-    runtime). Otherwise `python -m services.runtime.runtime_on_demand --runtimes-dir PATH NAME
-    -- <command's arguments>`: the launcher builds runtime NAME in the node's volume when it is
-    not there (from the image's wheelhouse; the first replica on a node waits for it, within
-    the replica start timeout, and its log says so), then runs the replica on its python.
+    runtime) and "". Otherwise `python -m services.runtime.runtime_on_demand --runtimes-dir
+    PATH NAME -- <command's arguments>`: the launcher builds runtime NAME in the node's volume
+    when it is not there (from the image's wheelhouse; the first replica on a node waits for
+    it, within the replica start timeout, and its log says so), then runs the replica on it.
     """
     if not (settings.runtimes_volume and settings.runtimes_path and settings.runtime_for):
-        return command
+        return command, ""
     runtime = settings.runtime_for(spec.endpoint_name, spec.model_name)
     launcher = ["python", "-m", "services.runtime.runtime_on_demand"]
-    return [*launcher, "--runtimes-dir", settings.runtimes_path, runtime, "--", *command[1:]]
+    path = settings.runtimes_path
+    return [*launcher, "--runtimes-dir", path, runtime, "--", *command[1:]], runtime
 
 
 def latest_task(tasks: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -425,6 +427,8 @@ class SwarmServices:
         # Tells this run's services from those a previous control left.
         self._run_id = uuid.uuid4().hex
         self._services: dict[str, list[_ReplicaService]] = {}
+        # (endpoint, message): the supervisor's event queue, set by SwarmReplicaBackend.
+        self.tell: Callable[[str, str], None] = lambda endpoint, message: None
 
     def claim_address(self, endpoint: str, wanted: str) -> tuple[EndpointAddress, str]:
         """Every endpoint reports the configured address (callers go through the gateway)."""
@@ -452,7 +456,7 @@ class SwarmServices:
                 "SKMAKER_INFERENCE_AUTH_TOKEN": own,
                 "SKMAKER_INFERENCE_AUTH_TOKEN_SHA256": token_digest(self._settings.auth_token),
             }
-        command = replica_command_on_runtime(
+        command, runtime = replica_command_on_runtime(
             self._settings,
             replica_command(
                 spec,
@@ -479,6 +483,12 @@ class SwarmServices:
         except docker.errors.DockerException as err:
             raise LaunchError(f"creating service {name}: {err}") from err
         replica = _ReplicaService(swarm, str(created["ID"]), name)
+        if runtime:
+            self.tell(
+                spec.endpoint_name,
+                f"replica {spec.replica_id} runs on runtime {runtime}: on a node whose runtimes "
+                "volume lacks it, it builds it there first (its log shows the build)",
+            )
         # Kept until their tasks ended: a stopping replica still weighs on its node.
         kept = [r for r in self._services.get(spec.endpoint_name, []) if r.live or r.stopping]
         self._services[spec.endpoint_name] = [*kept, replica]
@@ -583,6 +593,6 @@ class SwarmReplicaBackend(ReplicaSupervisor):
         self, settings: SwarmBackendSettings, ledger: ReplicaLedger, on_event: EventSink
     ) -> None:
         """Prepares the backend; the manager is contacted when the first replica starts."""
-        super().__init__(
-            BACKEND_NAME, SwarmServices(settings), settings.supervision, ledger, on_event
-        )
+        services = SwarmServices(settings)
+        super().__init__(BACKEND_NAME, services, settings.supervision, ledger, on_event)
+        services.tell = self._event

@@ -170,9 +170,9 @@ def test_a_replica_starts_through_the_launcher_on_its_models_runtime() -> None:
     )
     command = replica_command(_spec(), "control:50051", 5.0, (), "python")
 
-    launched = replica_command_on_runtime(settings, command, _spec())
+    launched, runtime = replica_command_on_runtime(settings, command, _spec())
 
-    assert asked == [("iris", "old-model")]
+    assert asked == [("iris", "old-model")] and runtime == "sklearn-1.2"
     assert launched[:6] == [
         "python",
         "-m",
@@ -185,4 +185,4 @@ def test_a_replica_starts_through_the_launcher_on_its_models_runtime() -> None:
     assert launched[6] == "--" and launched[7:] == command[1:]
     assert launched[7:9] == ["-m", "services.inference"]
     # Without a runtimes volume the replica runs on the image's own runtime, as before.
-    assert replica_command_on_runtime(SwarmBackendSettings(), command, _spec()) == command
+    assert replica_command_on_runtime(SwarmBackendSettings(), command, _spec()) == (command, "")
