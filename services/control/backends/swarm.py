@@ -216,17 +216,16 @@ def replica_command_on_runtime(
     settings: SwarmBackendSettings, command: list[str], spec: ReplicaSpec
 ) -> tuple[list[str], str]:
     """`command` started through the runtime launcher on the model's script runtime, and
-    that runtime's name.
-
-    Without a runtimes volume, or without `runtime_for`, `command` as it is (the image's own
-    runtime) and "". Otherwise `python -m services.runtime.runtime_on_demand --runtimes-dir
-    PATH NAME -- <command's arguments>`: the launcher builds runtime NAME in the node's volume
-    when it is not there (from the image's wheelhouse; the first replica on a node waits for
-    it, within the replica start timeout, and its log says so), then runs the replica on it.
-    """
+    that runtime's name: `python -m services.runtime.runtime_on_demand --runtimes-dir PATH
+    NAME -- <command's arguments>` builds runtime NAME in the node's volume when it is not
+    there (from the image's wheelhouse; the first replica on a node waits for it, within the
+    replica start timeout), then runs the replica on it. Without a runtimes volume or
+    `runtime_for`, or on the image's own runtime (`command`'s python), `command` and ""."""
     if not (settings.runtimes_volume and settings.runtimes_path and settings.runtime_for):
         return command, ""
     runtime = settings.runtime_for(spec.endpoint_name, spec.model_name)
+    if command[0] == f"{settings.runtimes_path.rstrip('/')}/{runtime}/bin/python":
+        return command, ""
     launcher = ["python", "-m", "services.runtime.runtime_on_demand"]
     path = settings.runtimes_path
     return [*launcher, "--runtimes-dir", path, runtime, "--", *command[1:]], runtime

@@ -186,3 +186,8 @@ def test_a_replica_starts_through_the_launcher_on_its_models_runtime() -> None:
     assert launched[7:9] == ["-m", "services.inference"]
     # Without a runtimes volume the replica runs on the image's own runtime, as before.
     assert replica_command_on_runtime(SwarmBackendSettings(), command, _spec()) == (command, "")
+    # A model on the image's own runtime starts on its python directly.
+    own = replica_command(
+        _spec(), "control:50051", 5.0, (), "/opt/skmaker-runtimes/sklearn-1.2/bin/python"
+    )
+    assert replica_command_on_runtime(settings, own, _spec()) == (own, "")
