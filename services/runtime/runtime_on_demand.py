@@ -4,11 +4,13 @@
 a failed build is the platform's fault, and whoever reports it (a training job's FailureReason,
 an endpoint's events, a transform's status) shows the same text.
 
-`python -m services.runtime.runtime_on_demand NAME -- ARGS...` runs `<NAME's python> ARGS...`,
-building runtime NAME first when it is not built (progress on stderr). A swarm replica starts
-this way: its node's runtimes volume may not hold the model's runtime yet, and no volume is
-shared between nodes, so the first replica on a node builds it there from the image's
-wheelhouse (file-locked: replicas starting together wait for one build).
+`python -m services.runtime.runtime_on_demand [--build-dir DIR] NAME -- ARGS...` runs
+`<NAME's python> ARGS...`, building runtime NAME first when the runtimes folder has no current
+build of it (progress on stderr): into `--build-dir` when given (the runtimes folder is then
+only read; its wheelhouse is where the wheels come from), else into the runtimes folder. A
+swarm replica starts this way: its node's runtimes volume (read-only to it: the handlers it
+runs are untrusted code) may not hold the model's runtime, and no volume is shared between
+nodes, so the replica builds it in its own container from the volume's wheelhouse.
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-index", action="store_true", help="build from the wheelhouse only (air-gapped)"
     )
+    parser.add_argument(
+        "--build-dir",
+        default="",
+        help="build a missing runtime here instead of in the runtimes folder (only read then)",
+    )
     parser.add_argument("name", help="the runtime, e.g. sklearn-1.2 (empty: the newest)")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="-- then the python arguments")
     args = parser.parse_args(argv)
@@ -73,8 +80,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     program = args.args[1:] if args.args[:1] == ["--"] else args.args
     try:
         rt = script_runtimes.runtime(args.name, args.runtimes_dir)
+        find_links = []
+        if args.build_dir and not rt.is_current():
+            find_links = [rt.root.parent / script_runtimes.WHEELHOUSE]
+            rt = script_runtimes.runtime(rt.name, args.build_dir)
         python = script_runtimes.ensure_built(
-            rt, progress=lambda text: log.info("%s", text), no_index=args.no_index
+            rt,
+            progress=lambda text: log.info("%s", text),
+            find_links=find_links,
+            no_index=args.no_index,
         )
     except script_runtimes.UnknownRuntime as err:
         print(f"runtime-on-demand: {err}", file=sys.stderr)

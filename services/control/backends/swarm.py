@@ -77,6 +77,8 @@ ENDED_TASK_STATES = frozenset({"complete", "shutdown", "failed", "rejected", "or
 _API_TIMEOUT_S = 10
 # How long a launch waits for the endpoint's newest replicas to be placed before spreading.
 _ASSIGN_WAIT_S = 3.0
+# Where a replica builds a runtime its node's volume lacks (its own container's work folder).
+REPLICA_BUILD_DIR = "/var/lib/skmaker/work/runtimes"
 # How much a replica still stopping counts against its node when spreading (a live one: 1).
 _STOPPING_WEIGHT = 2
 
@@ -102,13 +104,13 @@ class SwarmBackendSettings:
         spread: spread the endpoint's replicas across nodes (the default).
         control_lost_exit_s: a replica stops once the control has not answered this long (its
             `--control-lost-exit-s`; a task on another node cannot hold the control's lifeline).
-        runtimes_volume: the named volume of script runtimes, mounted read-write at
-            `runtimes_path` in every replica: each node has its own (no volume is shared between
-            nodes), made from the image's runtimes folder on first mount. Empty: none.
+        runtimes_volume: the named volume of script runtimes, mounted read-only (handlers are
+            untrusted code) at `runtimes_path` in every replica: each node has its own (no
+            volume is shared between nodes), made from the image's folder. Empty: none.
         runtimes_path: where the runtimes folder is in the image.
         runtime_for: (endpoint, model) -> the script runtime the model's replicas run on; with
             a runtimes volume, a replica starts through `services.runtime.runtime_on_demand`,
-            which builds that runtime in its node's volume first when it is not there.
+            which builds that runtime in the container first when the volume lacks it.
     """
 
     docker_url: str = "unix:///var/run/docker.sock"
@@ -188,7 +190,9 @@ def task_template(
         # Not the image's HEALTHCHECK: the swarm would replace an unhealthy task behind the
         # supervisor, which probes the replica itself and decides.
         healthcheck=docker.types.Healthcheck(test=["NONE"]),
-        mounts=[docker.types.Mount(settings.runtimes_path, settings.runtimes_volume)]
+        mounts=[
+            docker.types.Mount(settings.runtimes_path, settings.runtimes_volume, read_only=True)
+        ]
         if settings.runtimes_volume and settings.runtimes_path
         else None,
     )
@@ -215,20 +219,19 @@ def task_template(
 def replica_command_on_runtime(
     settings: SwarmBackendSettings, command: list[str], spec: ReplicaSpec
 ) -> tuple[list[str], str]:
-    """`command` started through the runtime launcher on the model's script runtime, and
-    that runtime's name: `python -m services.runtime.runtime_on_demand --runtimes-dir PATH
-    NAME -- <command's arguments>` builds runtime NAME in the node's volume when it is not
-    there (from the image's wheelhouse; the first replica on a node waits for it, within the
-    replica start timeout), then runs the replica on it. Without a runtimes volume or
-    `runtime_for`, or on the image's own runtime (`command`'s python), `command` and ""."""
+    """`command` through the runtime launcher on the model's script runtime, and its name:
+    `python -m services.runtime.runtime_on_demand ... NAME -- <command's arguments>` builds
+    NAME in the container when the node's volume lacks it (from the volume's wheelhouse, within
+    the replica start timeout), then runs the replica on it. Without a runtimes volume or
+    `runtime_for`, or on the image's own runtime (`command`'s python): `command` and ""."""
     if not (settings.runtimes_volume and settings.runtimes_path and settings.runtime_for):
         return command, ""
     runtime = settings.runtime_for(spec.endpoint_name, spec.model_name)
     if command[0] == f"{settings.runtimes_path.rstrip('/')}/{runtime}/bin/python":
         return command, ""
     launcher = ["python", "-m", "services.runtime.runtime_on_demand"]
-    path = settings.runtimes_path
-    return [*launcher, "--runtimes-dir", path, runtime, "--", *command[1:]], runtime
+    dirs = ["--runtimes-dir", settings.runtimes_path, "--build-dir", REPLICA_BUILD_DIR]
+    return [*launcher, *dirs, runtime, "--", *command[1:]], runtime
 
 
 def latest_task(tasks: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -426,8 +429,7 @@ class SwarmServices:
         # Tells this run's services from those a previous control left.
         self._run_id = uuid.uuid4().hex
         self._services: dict[str, list[_ReplicaService]] = {}
-        # (endpoint, message): the supervisor's event queue, set by SwarmReplicaBackend.
-        self.tell: Callable[[str, str], None] = lambda endpoint, message: None
+        self.tell: Callable[[str, str], None] = lambda endpoint, message: None  # events
 
     def claim_address(self, endpoint: str, wanted: str) -> tuple[EndpointAddress, str]:
         """Every endpoint reports the configured address (callers go through the gateway)."""
@@ -486,7 +488,7 @@ class SwarmServices:
             self.tell(
                 spec.endpoint_name,
                 f"replica {spec.replica_id} runs on runtime {runtime}: on a node whose runtimes "
-                "volume lacks it, it builds it there first (its log shows the build)",
+                "volume lacks it, it builds it in its container first (its log shows the build)",
             )
         # Kept until their tasks ended: a stopping replica still weighs on its node.
         kept = [r for r in self._services.get(spec.endpoint_name, []) if r.live or r.stopping]

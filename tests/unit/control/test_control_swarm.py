@@ -134,20 +134,21 @@ def _spec() -> ReplicaSpec:
     return ReplicaSpec("iris", "old-model", "r-1", "control:50051", _Address())
 
 
-def test_a_replica_mounts_its_nodes_runtimes_volume_writable() -> None:
+def test_a_replica_mounts_its_nodes_runtimes_volume_read_only() -> None:
     settings = SwarmBackendSettings(
         network="skmaker", runtimes_volume="skmaker-runtimes", runtimes_path="/opt/skmaker-runtimes"
     )
 
     container = task_template(settings, "img", ["python"], {}, [], "n")["ContainerSpec"]
 
-    # A named volume: each node has its own, made from the image's folder on first mount.
+    # A named volume: each node has its own, made from the image's folder on first mount;
+    # read-only, as the handlers a replica runs are untrusted code.
     assert container["Mounts"] == [
         {
             "Target": "/opt/skmaker-runtimes",
             "Source": "skmaker-runtimes",
             "Type": "volume",
-            "ReadOnly": False,
+            "ReadOnly": True,
         }
     ]
     assert (
@@ -173,17 +174,20 @@ def test_a_replica_starts_through_the_launcher_on_its_models_runtime() -> None:
     launched, runtime = replica_command_on_runtime(settings, command, _spec())
 
     assert asked == [("iris", "old-model")] and runtime == "sklearn-1.2"
-    assert launched[:6] == [
+    assert launched[:8] == [
         "python",
         "-m",
         "services.runtime.runtime_on_demand",
         "--runtimes-dir",
         "/opt/skmaker-runtimes",
+        # A runtime the volume lacks is built in the container's own work folder.
+        "--build-dir",
+        "/var/lib/skmaker/work/runtimes",
         "sklearn-1.2",
     ]
     # What follows `--` is the replica's own command line, without its interpreter.
-    assert launched[6] == "--" and launched[7:] == command[1:]
-    assert launched[7:9] == ["-m", "services.inference"]
+    assert launched[8] == "--" and launched[9:] == command[1:]
+    assert launched[9:11] == ["-m", "services.inference"]
     # Without a runtimes volume the replica runs on the image's own runtime, as before.
     assert replica_command_on_runtime(SwarmBackendSettings(), command, _spec()) == (command, "")
     # A model on the image's own runtime starts on its python directly.

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,46 @@ def test_the_launcher_refuses_a_runtime_it_does_not_know(tmp_path: Path) -> None
     done = _launcher(source, tmp_path / "runtimes", "sklearn-0.23", "--", "-c", "print('ran')")
     assert done.returncode == 2
     assert "unknown script runtime 'sklearn-0.23'; known: sklearn-9.9" in done.stderr
+
+
+def _tiny_wheel(folder: Path, name: str, version: str) -> Path:
+    """A valid, empty wheel (what pip copies out of a wheelhouse and can install)."""
+    stem = f"{name.replace('-', '_')}-{version}"
+    wheel = folder / f"{stem}-py3-none-any.whl"
+    meta = f"{stem}.dist-info"
+    files = {
+        f"{meta}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{meta}/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for member, text in files.items():
+            archive.writestr(member, text)
+        archive.writestr(f"{meta}/RECORD", "".join(f"{m},,\n" for m in [*files, f"{meta}/RECORD"]))
+    return wheel
+
+
+def test_with_a_build_dir_the_runtimes_folder_is_only_read(tmp_path: Path) -> None:
+    # A swarm replica: its node's volume lacks the runtime and is read-only to it.
+    source = _source_with_lock(tmp_path, "sklearn-9.9", "skmaker-tiny==1.0\n")
+    runtimes = tmp_path / "runtimes"
+    (runtimes / "wheelhouse").mkdir(parents=True)
+    wheel = _tiny_wheel(runtimes / "wheelhouse", "skmaker-tiny", "1.0")
+    runtimes.chmod(0o555)
+    own = tmp_path / "own"
+    try:
+        done = _launcher(
+            source, runtimes, "--build-dir", str(own), "--no-index", "sklearn-9.9", "--", "-V"
+        )
+    finally:
+        runtimes.chmod(0o755)
+    # The volume's wheel was taken into the container's own wheelhouse and installed into
+    # the environment built there; the source stand-in has no worker code, so that step
+    # fails, as the reason says. Nothing was written to the runtimes folder.
+    assert (own / "wheelhouse" / wheel.name).is_file(), done.stderr
+    assert (own / "sklearn-9.9" / "bin" / "python").exists()
+    assert done.returncode == BUILD_FAILED_EXIT, done.stderr
+    assert "of the worker code from" in done.stderr
+    assert sorted(p.name for p in runtimes.iterdir()) == ["wheelhouse"]
+    assert sorted(p.name for p in (runtimes / "wheelhouse").iterdir()) == [wheel.name]
