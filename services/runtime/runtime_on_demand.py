@@ -80,15 +80,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     program = args.args[1:] if args.args[:1] == ["--"] else args.args
     try:
         rt = script_runtimes.runtime(args.name, args.runtimes_dir)
-        find_links = []
+        wheelhouse, find_links = None, []
         if args.build_dir and not rt.is_current():
-            find_links = [rt.root.parent / script_runtimes.WHEELHOUSE]
+            shared = rt.root.parent / script_runtimes.WHEELHOUSE
             rt = script_runtimes.runtime(rt.name, args.build_dir)
+            pins = script_runtimes.read_lock(script_runtimes.lock_of(rt))
+            if script_runtimes.missing_wheels(pins, shared):
+                find_links = [shared]  # the missing ones are fetched into the build folder
+            else:
+                wheelhouse = shared  # only read: pip is never asked
         python = script_runtimes.ensure_built(
             rt,
             progress=lambda text: log.info("%s", text),
             find_links=find_links,
             no_index=args.no_index,
+            wheelhouse=wheelhouse,
         )
     except script_runtimes.UnknownRuntime as err:
         print(f"runtime-on-demand: {err}", file=sys.stderr)

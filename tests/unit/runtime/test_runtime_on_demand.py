@@ -134,11 +134,12 @@ def test_with_a_build_dir_the_runtimes_folder_is_only_read(tmp_path: Path) -> No
         )
     finally:
         runtimes.chmod(0o755)
-    # The volume's wheel was taken into the container's own wheelhouse and installed into
-    # the environment built there; the source stand-in has no worker code, so that step
-    # fails, as the reason says. Nothing was written to the runtimes folder.
-    assert (own / "wheelhouse" / wheel.name).is_file(), done.stderr
-    assert (own / "sklearn-9.9" / "bin" / "python").exists()
+    # The environment was built in the container's own folder from the volume's wheels (all
+    # there: pip fetched nothing, nor asked an index); the source stand-in has no worker code,
+    # so that later step fails, as the reason says. Nothing was written to the runtimes folder.
+    assert (own / "sklearn-9.9" / "bin" / "python").exists(), done.stderr
+    assert f"wheels into {runtimes / 'wheelhouse'}" in done.stderr
+    assert "all 1 wheels already in" in done.stderr and not (own / "wheelhouse").exists()
     assert done.returncode == BUILD_FAILED_EXIT, done.stderr
     assert "of the worker code from" in done.stderr
     assert sorted(p.name for p in runtimes.iterdir()) == ["wheelhouse"]
