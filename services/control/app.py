@@ -28,7 +28,8 @@ from services.control.backends.containers import DockerBackendSettings, DockerRe
 from services.control.backends.local import LocalReplicaBackend
 from services.control.backends.local_process import LocalBackendSettings
 from services.control.backends.replica_runtime import ReplicaPython, SupervisionSettings
-from services.control.backends.swarm import SwarmReplicaBackend, swarm_settings
+from services.control.backends.swarm import SwarmReplicaBackend
+from services.control.backends.swarm_config import swarm_settings
 from services.control.call_classes import control_call_limiter, worker_or_marked
 from services.control.config import ControlSettings
 from services.control.dispatch.credentials import worker_scope
@@ -61,6 +62,7 @@ from services.control.training.jobs import TrainingJobs
 from services.control.training.servicer import TrainingServicer
 from services.control.transform.jobs import TransformJobs
 from services.control.transform.servicer import TransformServicer
+from services.control.transform.waits import TransformWaits
 from services.control.tuning.jobs import TuningJobs
 from services.control.tuning.servicer import TuningServicer
 from services.runtime import lifecycle, script_runtimes, tls
@@ -164,12 +166,13 @@ def replica_backend(
     issue_token: Callable[[str, str, str], str] | None = None,
     run_as: JobUser | None = None,
     python_for: ReplicaPython | None = None,
+    runtime_for: Callable[[str, str], str] | None = None,
 ) -> ReplicaBackend | None:
     """The backend `settings` ask for (None for `none`), reporting events to `on_event`.
 
     `issue_token(endpoint, replica id, model)` gives each replica a token of its own; local
     replicas run as `run_as` when given; `python_for(endpoint, model)` is the interpreter of
-    its model's script runtime.
+    its model's script runtime, `runtime_for(endpoint, model)` its name (for swarm replicas).
     """
     supervision = SupervisionSettings(
         start_timeout_s=settings.replica_start_timeout_s,
@@ -216,6 +219,8 @@ def replica_backend(
                 extra_args,
                 script_python.python if script_python.runtime else "python",
                 issue_token,
+                runtime_for,
+                str(script_runtimes.runtimes_dir(settings.runtimes_dir)),
             ),
             EndpointStore(store),
             on_event,
@@ -428,6 +433,8 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         token = _worker_token(settings, spec.name, issue_worker_token)
         return replace(spec, token=token)
 
+    # Transforms waiting on a runtime: its build starts here; Describe says why they wait.
+    transform_waits = TransformWaits(scheduler, runtimes)
     local_batch = LocalBatchWorkers(
         supervisor,
         batch_spec,
@@ -475,6 +482,9 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         credentials.issue if credentials else None,
         model_user,
         replica_python,
+        lambda endpoint, name: (
+            models.describe(name, endpoint_name=endpoint).script_runtime or runtimes.default_name()
+        ),
     )
     endpoints = Endpoints(
         store, models, backend, metrics, max_replicas=settings.max_endpoint_replicas
@@ -538,7 +548,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         ),
         lifecycle.Servicer(
             transform_pb2_grpc.add_TransformServiceServicer_to_server,
-            TransformServicer(transform_jobs),
+            TransformServicer(transform_jobs, transform_waits.message),
             transform_pb2.DESCRIPTOR.services_by_name["TransformService"].full_name,
         ),
         lifecycle.Servicer(
@@ -580,6 +590,7 @@ def build(settings: ControlSettings) -> lifecycle.Service:
         autoscaling,
         tuning_jobs.loop,
         transform_jobs.assembler,
+        transform_waits.loop,
     ]
     if settings.local:
         components += [local_batch.loop, local_trainers.loop]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from services.runtime import framework_versions, script_runtimes
 from services.runtime.errors import InvalidArgument
+from services.runtime.runtime_on_demand import build_failure
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,13 @@ class ControlRuntimes:
                 thread.start()
         return None
 
+    def last_failure(self, name: str) -> str:
+        """Why the control's last build of runtime `name` failed; empty when none failed (or
+        the failure is older than `retry_after_s`, when the next use builds it again)."""
+        with self._lock:
+            failure, failed_at = self._failed.get(name, ("", 0.0))
+        return failure if failure and self._clock() - failed_at < self._retry_after_s else ""
+
     def is_building(self, name: str) -> bool:
         """Whether the control is building runtime `name` now."""
         with self._lock:
@@ -150,7 +158,7 @@ class ControlRuntimes:
             try:
                 self._build(rt, progress=progress)
             except (subprocess.CalledProcessError, OSError, ValueError) as err:
-                failure.append(f"building runtime {rt.name} failed: {err}")
+                failure.append(build_failure(rt.name, err))
             finally:
                 done.set()
 
@@ -207,7 +215,7 @@ class ControlRuntimes:
         try:
             self._build(rt, progress=lambda text: log.info("%s", text))
         except (subprocess.CalledProcessError, OSError, ValueError) as err:
-            message = f"building runtime {rt.name} failed: {err}"
+            message = build_failure(rt.name, err)
             log.error("%s", message)
             with self._lock:
                 self._failed[rt.name] = (message, self._clock())

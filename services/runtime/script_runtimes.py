@@ -308,7 +308,7 @@ def _run(command: Sequence[str], *, env: dict[str, str] | None = None) -> None:
     )
     if done.returncode != 0:
         sys.stderr.write(done.stdout.decode(errors="replace"))
-        raise subprocess.CalledProcessError(done.returncode, list(command))
+        raise subprocess.CalledProcessError(done.returncode, list(command), output=done.stdout)
 
 
 def _pip(python: Path | str, *args: str) -> list[str]:
@@ -456,15 +456,15 @@ def ensure_built(
     progress: Callable[[str], None] | None = None,
     find_links: Sequence[Path] = (),
     no_index: bool = False,
+    wheelhouse: Path | None = None,
 ) -> Path:
-    """`rt`'s interpreter, built first when it is not built from its lock (a worker's first use).
-
-    The build is shared (the runtimes folder) and file-locked (a second caller waits, then finds
-    it built); a build counts whichever way its worker code was installed.
+    """`rt`'s interpreter, built first when it is not built from its lock (a worker's first use;
+    `wheelhouse` as in `build`). The build is shared (the runtimes folder) and file-locked (a
+    second caller waits, then finds it built); it counts whichever way worker code was installed.
 
     Raises:
         UnknownRuntime: `rt` has no lock.
-        subprocess.CalledProcessError: a build step failed (its output went to stderr).
+        subprocess.CalledProcessError: a build step failed (its output kept on the error).
     """
     if rt.is_current():
         return rt.python
@@ -472,8 +472,8 @@ def ensure_built(
         progress(f"building runtime {rt.name} (first use; later jobs reuse it) ...")
     build(
         rt,
-        # A checkout links its worker code; an image's source copy is installed as copies.
-        editable=(SOURCE_ROOT / ".git").exists(),
+        editable=(SOURCE_ROOT / ".git").exists(),  # a checkout links; an image's copy copies
+        wheelhouse=wheelhouse,
         find_links=find_links,
         no_index=no_index,
         any_mode=True,

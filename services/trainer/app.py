@@ -15,11 +15,12 @@ import prometheus_client
 from services.runtime import script_runtimes
 from services.runtime.archives import ArchiveLimits
 from services.runtime.lifecycle import Service
+from services.runtime.runtime_on_demand import build_failure
 from services.runtime.script_runtimes import choose_python
 from services.runtime.tls import ClientTls
 from services.trainer.config import TrainerSettings
 from services.trainer.control_link import ControlLink
-from services.trainer.job import JobEnvironment, RuntimeUnavailable
+from services.trainer.job import JobEnvironment, RuntimeBuildFailed, RuntimeUnavailable
 from services.trainer.metrics import TrainerMetrics
 from services.trainer.sandbox import JobLimits, Sandbox, default_memory_bytes
 from services.trainer.worker import TrainerWorker
@@ -81,7 +82,7 @@ def build(settings: TrainerSettings, environ: Mapping[str, str]) -> Service:
         except script_runtimes.UnknownRuntime as err:
             raise RuntimeUnavailable(f"{err} (this trainer has no such runtime)") from err
         except (subprocess.CalledProcessError, OSError) as err:
-            raise RuntimeUnavailable(f"building script runtime {name} failed: {err}") from err
+            raise RuntimeBuildFailed(build_failure(name, err)) from err
         sandbox.allow_python(python)
         return python
 

@@ -34,6 +34,11 @@ DEFAULT_OUTPUT_PREFIX = "store://jobs"
 MODEL_ARCHIVE = "model.tar.gz"
 OUTPUT_ARCHIVE = "output.tar.gz"
 CLIENT_ERROR = "ClientError: "
+# SageMaker's prefix for the platform's own faults (a runtime that could not be built).
+INTERNAL_ERROR = "InternalServerError: "
+# The secondary status of a job whose script runtime is being built (SageMaker's name for
+# getting the training environment ready); the control's message names the runtime.
+PREPARING_STATUS = "PreparingTrainingStack"
 
 
 @dataclass(frozen=True)
@@ -124,13 +129,18 @@ class JobEnvironment:
     file_channel_roots: tuple[Path, ...] = ()
     # How far a source bundle may unpack (bytes, members, ratio to its size).
     archive_limits: archives.ArchiveLimits = archives.DEFAULT_ARCHIVE_LIMITS
-    # (runtime name, progress line sink) -> its interpreter, built first when it is not
-    # (RuntimeUnavailable when it cannot be had); None runs every job on `python`.
+    # (runtime name, progress line sink) -> its interpreter, built first when it is not (the
+    # sink hears lines only while it builds); RuntimeUnavailable when the worker has no such
+    # runtime, RuntimeBuildFailed when building it failed; None runs every job on `python`.
     python_for: Callable[[str, Callable[[str], None]], str] | None = None
 
 
 class RuntimeUnavailable(Exception):
-    """A job's script runtime is unknown to this worker, or could not be built."""
+    """A job's script runtime is unknown to this worker."""
+
+
+class RuntimeBuildFailed(Exception):
+    """A job's script runtime could not be built: the platform's fault, not the job's."""
 
 
 class JobClientError(Exception):
@@ -206,6 +216,10 @@ class TrainingJobRun:
             return JobOutcome(runner.FAILED, reason, versions=self.runtime)
         except requirements.RequirementsInstallError as err:
             return JobOutcome(runner.FAILED, err.failure_reason, versions=self.runtime)
+        except RuntimeBuildFailed as err:
+            reason = (INTERNAL_ERROR + str(err))[: runner.FAILURE_REASON_LIMIT]
+            self._platform_line(reason)
+            return JobOutcome(runner.FAILED, reason)
         if self.abandoned.is_set() or result.outcome == runner.FAILED:
             return JobOutcome(result.outcome, result.failure_reason, versions=self.runtime)
         if result.outcome == runner.SUCCEEDED:
@@ -216,12 +230,24 @@ class TrainingJobRun:
         )
 
     def _choose_python(self) -> None:
-        """Runs the script on its job's runtime, built first on its first use (logged)."""
+        """Runs the script on its job's runtime, built first on its first use.
+
+        While it is built the job's secondary status is PreparingTrainingStack and the build's
+        steps go to its log.
+        """
         name = self.assignment.script_runtime
         if not name or self.env.python_for is None:
             return
+        building: list[str] = []
+
+        def progress(text: str) -> None:
+            if not building:
+                building.append(name)
+                self.reporter.secondary_status(PREPARING_STATUS)
+            self._platform_line(text)
+
         try:
-            python = self.env.python_for(name, self._platform_line)
+            python = self.env.python_for(name, progress)
         except RuntimeUnavailable as err:
             raise JobClientError(str(err)) from err
         self._platform_line(f"script runtime {name}: {python}")

@@ -47,7 +47,7 @@ import pandas as pd
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sklearn.datasets import load_iris
 
-from skmaker import AutoScalingPolicy, Session, SKLearn, SkmakerClientError
+from skmaker import AutoScalingPolicy, Session, SKLearn, SKLearnModel, SkmakerClientError
 from skmaker.v1 import training_pb2, training_pb2_grpc
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -197,6 +197,7 @@ def batch_transform_iris(ctx: Context) -> None:
             "".join(",".join(f"{value:.1f}" for value in row) + "\n" for row in features)
         )
         input_uri = ctx.session.upload_data(str(folder / "input"), key_prefix="scikit-iris/batch")
+        ctx.results["batch_input_uri"] = input_uri
         transformer = estimator.transformer(
             instance_count=ctx.batch_workers, assemble_with="Line", accept="text/csv"
         )
@@ -566,6 +567,71 @@ def oldest_runtime_built_on_first_use(ctx: Context) -> None:
         f"  {job.name} on scikit-learn {version}"
         f"{' (runtime built on first use)' if built_here else ''}; replica ran {command[0]}"
     )
+    _transform_on_the_oldest_runtime(ctx, estimator.model_data)
+
+
+VERSION_HANDLER = """
+import os
+
+import joblib
+import sklearn
+
+
+def model_fn(model_dir):
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+
+
+def output_fn(prediction, accept):
+    return "".join(f"{int(label)},{sklearn.__version__}\\n" for label in prediction)
+"""
+
+
+def _transform_on_the_oldest_runtime(ctx: Context, model_data: str) -> None:
+    """A batch transform of the 1.2 model is scored on scikit-learn 1.2: a batch container
+    starts a worker on that runtime once it is in the volume (the handler writes the version
+    it runs on beside each label)."""
+    assert ctx.session is not None
+    session = ctx.session
+    features = load_iris().data
+    with tempfile.TemporaryDirectory(prefix="skmaker-compose-oldest-") as scratch:
+        folder = Path(scratch)
+        (folder / "code").mkdir()
+        (folder / "code" / "version_handler.py").write_text(VERSION_HANDLER)
+        model = SKLearnModel(
+            model_data,
+            entry_point="version_handler.py",
+            source_dir=str(folder / "code"),
+            framework_version="1.2-1",
+            session=session,
+        )
+        transformer = model.transformer(instance_count=1, assemble_with="Line", accept="text/csv")
+        input_uri = ctx.results["batch_input_uri"]
+        transformer.transform(input_uri, content_type="text/csv", split_type="Line", wait=False)
+        name = transformer.latest_transform_job.job_name
+        said: list[str] = []
+
+        def ended() -> str | None:
+            described = session.describe_transform_job(name)
+            waiting = described.get("StatusMessage", "")
+            if waiting and waiting not in said:
+                said.append(waiting)
+            status = described["TransformJobStatus"]
+            if status == "InProgress":
+                return f"InProgress, {described['ShardsDone']} shards done; said: {said}"
+            assert status == "Completed", described.get("FailureReason", described)
+            return None
+
+        _poll(f"transform {name} on runtime sklearn-1.2", ctx.deadline_s, ended)
+        session.download_data(folder / "output", transformer.output_path)
+        scored = (folder / "output" / "iris.csv.out").read_text().splitlines()
+    versions = {line.split(",")[1] for line in scored}
+    assert len(scored) == len(features), scored[:5]
+    assert len(versions) == 1 and versions.pop().startswith("1.2."), scored[:5]
+    print(
+        f"  transform {name}: {len(scored)} rows scored on scikit-learn {scored[0].split(',')[1]}"
+    )
+    if said:
+        print(f"  while it waited: {'; '.join(said)}")
 
 
 STEPS: list[Callable[[Context], None]] = [

@@ -36,7 +36,7 @@ import pandas as pd
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sklearn.datasets import load_iris
 
-from skmaker import Session, SKLearn
+from skmaker import Session, SKLearn, SKLearnModel
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_DIR = REPO_ROOT / "examples" / "iris"
@@ -147,6 +147,8 @@ def train_iris(ctx: Context) -> None:
     name = _fit(estimator, {"train": train_uri}, ctx.deadline_s)
     ctx.results["estimator"] = estimator
     ctx.results["train_uri"] = train_uri
+    # Read now: the estimator's session is closed when a later step restarts the control.
+    ctx.results["model_data"] = estimator.model_data
     print(f"  {name}: Completed, model {estimator.model_data}")
 
 
@@ -475,6 +477,58 @@ def delete_endpoint(ctx: Context) -> None:
     _poll("the endpoint's services removed", ctx.deadline_s, gone)
 
 
+OLD_ENDPOINT = "iris-swarm-oldest"
+# Reports the scikit-learn its replica runs (the model file is not read: a model pickled by
+# one scikit-learn may not load in another, and the version is what this step checks).
+VERSION_HANDLER = """
+import sklearn
+
+
+def model_fn(model_dir):
+    return model_dir
+
+
+def predict_fn(data, model):
+    return [sklearn.__version__] * len(data)
+"""
+
+
+def endpoint_on_the_oldest_runtime(ctx: Context) -> None:
+    """A model on framework_version 1.2-1: its replica task (on whichever node) gets runtime
+    sklearn-1.2 in its node's runtimes volume, built there on first use from the image's
+    wheelhouse, and answers from scikit-learn 1.2; or the endpoint fails saying why."""
+    assert ctx.session is not None
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="skmaker-swarm-oldest-") as scratch:
+        (Path(scratch) / "version_handler.py").write_text(VERSION_HANDLER)
+        model = SKLearnModel(
+            ctx.results["model_data"],
+            entry_point="version_handler.py",
+            source_dir=scratch,
+            framework_version="1.2-1",
+            session=ctx.session,
+        )
+        model.deploy(initial_instance_count=1, endpoint_name=OLD_ENDPOINT, wait=False)
+
+    def in_service() -> str | None:
+        assert ctx.session is not None
+        description = ctx.session.describe_endpoint(OLD_ENDPOINT)
+        events = [str(event["Message"]) for event in description["Events"][-4:]]
+        if description["EndpointStatus"] == "Failed":
+            raise AssertionError(f"endpoint failed: {description.get('FailureReason')}; {events}")
+        return None if description["EndpointStatus"] == "InService" else f"events {events}"
+
+    # The first replica on a node builds the runtime (a few minutes at most, within the
+    # replica start timeout); the endpoint is InService or Failed by then, never stuck.
+    _poll(f"{OLD_ENDPOINT} InService", max(ctx.deadline_s, 300.0), in_service)
+    answer, _ = ctx.session.invoke_endpoint(OLD_ENDPOINT, "5.1,3.5,1.4,0.2\n", "text/csv")
+    (version,) = json.loads(answer)
+    assert version.startswith("1.2."), f"served by scikit-learn {version}"
+    ctx.session.delete_endpoint(OLD_ENDPOINT)
+    ctx.report["oldest_runtime_endpoint_s"] = round(time.monotonic() - started, 1)
+    print(f"  {OLD_ENDPOINT} served by scikit-learn {version} ({time.monotonic() - started:.0f}s)")
+
+
 STEPS = [
     control_serving,
     train_iris,
@@ -486,6 +540,7 @@ STEPS = [
     control_restart_replaces_leftovers,
     artifacts_in_the_bucket,
     delete_endpoint,
+    endpoint_on_the_oldest_runtime,
 ]
 
 

@@ -9,6 +9,7 @@ not sent, so the service's defaults apply, as SageMaker omits them from CreateTr
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,6 +19,8 @@ import grpc
 from skmaker import transform_descriptions
 from skmaker.errors import UnexpectedStatusException
 from skmaker.v1 import transform_job_pb2, transform_pb2, transform_pb2_grpc
+
+_log = logging.getLogger("skmaker")
 
 # A transform job's progress changes by the second: poll often, but not more than once a second.
 DEFAULT_TRANSFORM_POLL_S = 1.0
@@ -197,10 +200,16 @@ class TransformCalls:
             NotFound: when there is no such transform job.
         """
         interval_s = 0.1
+        said = ""
         while True:
             description = self.describe_transform_job(job_name)
             if progress is not None:
                 progress(description)
+            waiting = description.get("StatusMessage", "")
+            if waiting and waiting != said:
+                # Why its shards wait (a runtime being built, no batch worker on it), once.
+                _log.warning("transform job %s: %s", job_name, waiting)
+            said = waiting
             status = description["TransformJobStatus"]
             if status in TERMINAL_TRANSFORM_STATUSES:
                 if status == "Failed":

@@ -117,6 +117,9 @@ def transform_job_description(job: transform_job_pb2.TransformJob) -> dict[str, 
         description["BatchStrategy"] = spec.batch_strategy
     if job.failure_reason:
         description["FailureReason"] = job.failure_reason
+    if job.status_message:
+        # skmaker extension: why its shards wait (a runtime being built, no worker on it).
+        description["StatusMessage"] = job.status_message
     set_time(description, "CreationTime", job, "creation_time")
     set_time(description, "TransformStartTime", job, "transform_start_time")
     set_time(description, "TransformEndTime", job, "transform_end_time")

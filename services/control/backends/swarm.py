@@ -63,7 +63,6 @@ from services.control.backends.replica_runtime import (
     SupervisionSettings,
 )
 from services.control.backends.supervisor import ReplicaSupervisor
-from services.control.config import ControlSettings
 from services.runtime.auth import token_digest
 
 log = logging.getLogger(__name__)
@@ -78,6 +77,8 @@ ENDED_TASK_STATES = frozenset({"complete", "shutdown", "failed", "rejected", "or
 _API_TIMEOUT_S = 10
 # How long a launch waits for the endpoint's newest replicas to be placed before spreading.
 _ASSIGN_WAIT_S = 3.0
+# Where a replica builds a runtime its node's volume lacks (its own container's work folder).
+REPLICA_BUILD_DIR = "/var/lib/skmaker/work/runtimes"
 # How much a replica still stopping counts against its node when spreading (a live one: 1).
 _STOPPING_WEIGHT = 2
 
@@ -103,6 +104,13 @@ class SwarmBackendSettings:
         spread: spread the endpoint's replicas across nodes (the default).
         control_lost_exit_s: a replica stops once the control has not answered this long (its
             `--control-lost-exit-s`; a task on another node cannot hold the control's lifeline).
+        runtimes_volume: the named volume of script runtimes, mounted read-only (handlers are
+            untrusted code) at `runtimes_path` in every replica: each node has its own (no
+            volume is shared between nodes), made from the image's folder. Empty: none.
+        runtimes_path: where the runtimes folder is in the image.
+        runtime_for: (endpoint, model) -> the script runtime the model's replicas run on; with
+            a runtimes volume, a replica starts through `services.runtime.runtime_on_demand`,
+            which builds that runtime in the container first when the volume lacks it.
     """
 
     docker_url: str = "unix:///var/run/docker.sock"
@@ -121,6 +129,9 @@ class SwarmBackendSettings:
     control_lost_exit_s: float = 120.0
     # (endpoint, replica id, model) -> the replica's own token; None gives it `auth_token`.
     issue_token: Callable[[str, str, str], str] | None = None
+    runtimes_volume: str = ""
+    runtimes_path: str = ""
+    runtime_for: Callable[[str, str], str] | None = None
 
 
 # ----------------------------------------------------------------- the service, as values
@@ -179,6 +190,11 @@ def task_template(
         # Not the image's HEALTHCHECK: the swarm would replace an unhealthy task behind the
         # supervisor, which probes the replica itself and decides.
         healthcheck=docker.types.Healthcheck(test=["NONE"]),
+        mounts=[
+            docker.types.Mount(settings.runtimes_path, settings.runtimes_volume, read_only=True)
+        ]
+        if settings.runtimes_volume and settings.runtimes_path
+        else None,
     )
     resources = docker.types.Resources(
         cpu_reservation=int(settings.cpu_reservation * NANO) or None,
@@ -198,6 +214,24 @@ def task_template(
         placement=placement,
         networks=[settings.network],
     )
+
+
+def replica_command_on_runtime(
+    settings: SwarmBackendSettings, command: list[str], spec: ReplicaSpec
+) -> tuple[list[str], str]:
+    """`command` through the runtime launcher on the model's script runtime, and its name:
+    `python -m services.runtime.runtime_on_demand ... NAME -- <command's arguments>` builds
+    NAME in the container when the node's volume lacks it (from the volume's wheelhouse, within
+    the replica start timeout), then runs the replica on it. Without a runtimes volume or
+    `runtime_for`, or on the image's own runtime (`command`'s python): `command` and ""."""
+    if not (settings.runtimes_volume and settings.runtimes_path and settings.runtime_for):
+        return command, ""
+    runtime = settings.runtime_for(spec.endpoint_name, spec.model_name)
+    if command[0] == f"{settings.runtimes_path.rstrip('/')}/{runtime}/bin/python":
+        return command, ""
+    launcher = ["python", "-m", "services.runtime.runtime_on_demand"]
+    dirs = ["--runtimes-dir", settings.runtimes_path, "--build-dir", REPLICA_BUILD_DIR]
+    return [*launcher, *dirs, runtime, "--", *command[1:]], runtime
 
 
 def latest_task(tasks: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
@@ -395,14 +429,15 @@ class SwarmServices:
         # Tells this run's services from those a previous control left.
         self._run_id = uuid.uuid4().hex
         self._services: dict[str, list[_ReplicaService]] = {}
+        self.tell: Callable[[str, str], None] = lambda endpoint, message: None  # events
 
     def claim_address(self, endpoint: str, wanted: str) -> tuple[EndpointAddress, str]:
         """Every endpoint reports the configured address (callers go through the gateway)."""
         return _FixedAddress(self._settings.endpoint_address), ""
 
     def ready_to_launch(self, endpoint: str, model: str) -> bool:
-        """Always: swarm replicas run on the image's own script runtime (runtimes built on
-        demand live in a volume on the control's node, out of other nodes' reach)."""
+        """Always: a replica gets its model's script runtime on its own node (see
+        `replica_command_on_runtime`), where the control cannot build it beforehand."""
         return True
 
     def launch(self, spec: ReplicaSpec) -> _ReplicaService:
@@ -422,13 +457,17 @@ class SwarmServices:
                 "SKMAKER_INFERENCE_AUTH_TOKEN": own,
                 "SKMAKER_INFERENCE_AUTH_TOKEN_SHA256": token_digest(self._settings.auth_token),
             }
-        command = replica_command(
+        command, runtime = replica_command_on_runtime(
+            self._settings,
+            replica_command(
+                spec,
+                self._settings.control_address,
+                self._settings.supervision.shutdown_grace_s,
+                self._settings.extra_args,
+                self._settings.python,
+                self._settings.control_lost_exit_s,
+            ),
             spec,
-            self._settings.control_address,
-            self._settings.supervision.shutdown_grace_s,
-            self._settings.extra_args,
-            self._settings.python,
-            self._settings.control_lost_exit_s,
         )
         try:
             constraints = self._constraints(swarm, spec.endpoint_name)
@@ -445,6 +484,12 @@ class SwarmServices:
         except docker.errors.DockerException as err:
             raise LaunchError(f"creating service {name}: {err}") from err
         replica = _ReplicaService(swarm, str(created["ID"]), name)
+        if runtime:
+            self.tell(
+                spec.endpoint_name,
+                f"replica {spec.replica_id} runs on runtime {runtime}: on a node whose runtimes "
+                "volume lacks it, it builds it in its container first (its log shows the build)",
+            )
         # Kept until their tasks ended: a stopping replica still weighs on its node.
         kept = [r for r in self._services.get(spec.endpoint_name, []) if r.live or r.stopping]
         self._services[spec.endpoint_name] = [*kept, replica]
@@ -549,33 +594,6 @@ class SwarmReplicaBackend(ReplicaSupervisor):
         self, settings: SwarmBackendSettings, ledger: ReplicaLedger, on_event: EventSink
     ) -> None:
         """Prepares the backend; the manager is contacted when the first replica starts."""
-        super().__init__(
-            BACKEND_NAME, SwarmServices(settings), settings.supervision, ledger, on_event
-        )
-
-
-def swarm_settings(
-    settings: ControlSettings,
-    supervision: SupervisionSettings,
-    extra_args: tuple[str, ...],
-    python: str,
-    issue_token: Callable[[str, str, str], str] | None,
-) -> SwarmBackendSettings:
-    """The swarm backend's settings: the docker backend's flags plus the swarm_* ones."""
-    return SwarmBackendSettings(
-        docker_url=settings.docker_url,
-        image=settings.docker_image,
-        network=settings.docker_network,
-        control_address=settings.docker_control_address,
-        endpoint_address=settings.docker_endpoint_address,
-        auth_token=settings.auth_token,
-        extra_args=extra_args,
-        supervision=supervision,
-        python=python,
-        cpu_reservation=settings.swarm_cpu_reservation,
-        memory_reservation_mb=settings.swarm_memory_reservation_mb,
-        constraints=tuple(c.strip() for c in settings.swarm_constraints.split(",") if c.strip()),
-        spread=settings.swarm_spread,
-        issue_token=issue_token,
-        control_lost_exit_s=settings.replica_control_lost_exit_s,
-    )
+        services = SwarmServices(settings)
+        super().__init__(BACKEND_NAME, services, settings.supervision, ledger, on_event)
+        services.tell = self._event

@@ -104,6 +104,9 @@ class Scheduler:
         self._handlers: dict[TaskKind, TaskHandler] = {}
         self._queue_changed = Notifier()
         self._reaper = StepLoop("lease-reaper", self.step, reap_interval_s)
+        # (task kind, script runtime a worker said it runs) -> when such a worker last polled.
+        self._polled: dict[tuple[TaskKind, str], float] = {}
+        self._created_at = clock()
 
     def register(self, kind: TaskKind, handler: TaskHandler) -> None:
         """Routes tasks of `kind` to `handler`."""
@@ -241,6 +244,43 @@ class Scheduler:
         if not kinds:
             raise InvalidArgument("kinds is empty: name the task kinds this worker takes")
         deadline = time.monotonic() + min(max(wait_s, 0.0), MAX_ACQUIRE_WAIT_S)
+        try:
+            self._note_poll(kinds, script_runtime)
+            return self._acquire_until(worker_id, kinds, script_runtime, deadline, is_active)
+        finally:
+            self._note_poll(kinds, script_runtime)
+
+    def has_worker_for(self, kind: TaskKind, script_runtime: str, within_s: float = 60.0) -> bool:
+        """Whether a worker that takes `kind` tasks on `script_runtime` polled in `within_s`.
+
+        A worker that runs any runtime (it said none) counts; one busy with a task does not
+        poll, so callers also look at leased tasks. While the control has run for less than
+        `within_s` the answer is True: its workers may not have polled yet.
+        """
+        now = self._clock()
+        if now - self._created_at < within_s:
+            return True
+        # A task for no particular runtime goes to any worker; one for a runtime, to workers
+        # on it or on any (see ControlStore.oldest_ready_task).
+        return any(
+            now - polled <= within_s
+            for (polled_kind, runtime), polled in list(self._polled.items())
+            if polled_kind is kind and (not script_runtime or runtime in ("", script_runtime))
+        )
+
+    def _note_poll(self, kinds: Sequence[TaskKind], script_runtime: str) -> None:
+        now = self._clock()
+        for kind in kinds:
+            self._polled[(kind, script_runtime)] = now
+
+    def _acquire_until(
+        self,
+        worker_id: str,
+        kinds: Sequence[TaskKind],
+        script_runtime: str,
+        deadline: float,
+        is_active: Callable[[], bool],
+    ) -> Lease | None:
         while True:
             seen = self._queue_changed.generation()
             if self._queue_changed.is_closed:

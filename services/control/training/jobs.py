@@ -416,7 +416,8 @@ class TrainingJobs:
         self._tell_metrics(job, task.attempt, report.metrics)
         is_new_status = reported and reported != job.secondary_status
         if is_new_status and job.status is TrainingJobStatus.IN_PROGRESS:
-            self._transition(job, reported, now, _worker_status_message(reported, report.worker_id))
+            message = _worker_status_message(reported, report.worker_id, job.spec.script_runtime)
+            self._transition(job, reported, now, message)
         if report.log_lines:
             # Log followers wake for new lines (a transition wakes them itself); a beat with
             # none would wake every follower of every job for nothing.
@@ -524,8 +525,11 @@ def _key_or_empty(uri: str) -> str:
         return ""
 
 
-def _worker_status_message(status: str, worker_id: str) -> str:
+def _worker_status_message(status: str, worker_id: str, runtime: str) -> str:
     messages = {
+        SecondaryStatus.PREPARING_TRAINING_STACK: (
+            f"building runtime {runtime or 'of the job'} (first use; later jobs reuse it)"
+        ),
         SecondaryStatus.DOWNLOADING: "Downloading the source bundle and input data",
         SecondaryStatus.TRAINING: "Training: the entry point is running",
         SecondaryStatus.UPLOADING: "Uploading the model and output artifacts",

@@ -39,6 +39,9 @@ class SecondaryStatus(enum.StrEnum):
 
     STARTING = "Starting"
     PENDING = "Pending"
+    # The worker builds the job's script runtime (its first use); SageMaker's name for
+    # getting the training environment ready.
+    PREPARING_TRAINING_STACK = "PreparingTrainingStack"
     DOWNLOADING = "Downloading"
     TRAINING = "Training"
     UPLOADING = "Uploading"
@@ -51,7 +54,12 @@ class SecondaryStatus(enum.StrEnum):
 
 # What a worker may report in a heartbeat; the others are decided by the control.
 WORKER_SECONDARY_STATUSES = frozenset(
-    {SecondaryStatus.DOWNLOADING, SecondaryStatus.TRAINING, SecondaryStatus.UPLOADING}
+    {
+        SecondaryStatus.PREPARING_TRAINING_STACK,
+        SecondaryStatus.DOWNLOADING,
+        SecondaryStatus.TRAINING,
+        SecondaryStatus.UPLOADING,
+    }
 )
 
 

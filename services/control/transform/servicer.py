@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 
 from services.control.transform import convert
 from services.control.transform.jobs import TransformJobs
+from services.control.transform.values import TransformJob
 from skmaker.v1 import transform_pb2, transform_pb2_grpc
 
 
 class TransformServicer(transform_pb2_grpc.TransformServiceServicer):
     """The public transform-job API."""
 
-    def __init__(self, transform_jobs: TransformJobs) -> None:
-        """Serves `transform_jobs`."""
+    def __init__(
+        self,
+        transform_jobs: TransformJobs,
+        status_message: Callable[[TransformJob], str] = lambda job: "",
+    ) -> None:
+        """Serves `transform_jobs`; `status_message` says why a job waits (TransformWaits)."""
         self._jobs = transform_jobs
+        self._status_message = status_message
 
     def CreateTransformJob(
         self, request: transform_pb2.CreateTransformJobRequest, context: grpc.ServicerContext
@@ -28,7 +36,9 @@ class TransformServicer(transform_pb2_grpc.TransformServiceServicer):
     ) -> transform_pb2.DescribeTransformJobResponse:
         """Returns one job with per-file progress."""
         job = self._jobs.describe(request.name)
-        return transform_pb2.DescribeTransformJobResponse(transform_job=convert.job_to_pb(job))
+        message = convert.job_to_pb(job)
+        message.status_message = self._status_message(job)
+        return transform_pb2.DescribeTransformJobResponse(transform_job=message)
 
     def ListTransformJobs(
         self, request: transform_pb2.ListTransformJobsRequest, context: grpc.ServicerContext

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -115,6 +116,26 @@ def test_heartbeat_renews_lease_and_records_logs_metrics_status(
     assert job.final_metrics == (MetricValue("acc", 0.9, clock.now),)
     batches = list(jobs.follow_logs("job-1", 0, follow=False))
     assert [line.text for batch in batches for line in batch.lines] == ["acc=0.9"]
+
+
+def test_a_job_waiting_on_its_runtimes_build_says_so(
+    jobs: TrainingJobs, scheduler: Scheduler, spec: TrainingJobSpec, clock: FakeClock
+) -> None:
+    jobs.create("job-1", replace(spec, script_runtime="sklearn-1.2"))
+    lease = _acquire(scheduler)
+    clock.advance(1)
+    report = HeartbeatReport(lease.task.task_id, 1, "w1", secondary_status="PreparingTrainingStack")
+    scheduler.heartbeat(report)
+    job = jobs.describe("job-1")
+    assert job.secondary_status == "PreparingTrainingStack"
+    assert job.transitions[-1].message == (
+        "building runtime sklearn-1.2 (first use; later jobs reuse it) (worker w1)"
+    )
+    clock.advance(1)
+    downloading = HeartbeatReport(lease.task.task_id, 1, "w1", secondary_status="Downloading")
+    scheduler.heartbeat(downloading)
+    statuses = [t.status for t in jobs.describe("job-1").transitions]
+    assert statuses == ["Starting", "PreparingTrainingStack", "Downloading"]
 
 
 def test_heartbeat_refuses_a_status_workers_may_not_report(

@@ -5,13 +5,15 @@ The Engine API and a real two-node swarm are exercised by `make test-swarm` (tes
 
 from __future__ import annotations
 
-from services.control.backends.replica_runtime import SupervisionSettings
+from services.control.backends.containers import replica_command
+from services.control.backends.replica_runtime import ReplicaSpec, SupervisionSettings
 from services.control.backends.swarm import (
     NANO,
     SwarmBackendSettings,
     latest_task,
     node_loads,
     placement_constraints,
+    replica_command_on_runtime,
     task_exit_code,
     task_template,
 )
@@ -119,3 +121,77 @@ def test_without_spread_or_reservations_the_task_has_neither() -> None:
 
     assert "Preferences" not in template.get("Placement", {})
     assert not template.get("Resources")
+
+
+class _Address:
+    address = "gateway:50051"
+
+    def release(self) -> None:
+        pass
+
+
+def _spec() -> ReplicaSpec:
+    return ReplicaSpec("iris", "old-model", "r-1", "control:50051", _Address())
+
+
+def test_a_replica_mounts_its_nodes_runtimes_volume_read_only() -> None:
+    settings = SwarmBackendSettings(
+        network="skmaker", runtimes_volume="skmaker-runtimes", runtimes_path="/opt/skmaker-runtimes"
+    )
+
+    container = task_template(settings, "img", ["python"], {}, [], "n")["ContainerSpec"]
+
+    # A named volume: each node has its own, made from the image's folder on first mount;
+    # read-only, as the handlers a replica runs are untrusted code.
+    assert container["Mounts"] == [
+        {
+            "Target": "/opt/skmaker-runtimes",
+            "Source": "skmaker-runtimes",
+            "Type": "volume",
+            "ReadOnly": True,
+        }
+    ]
+    assert (
+        "Mounts"
+        not in task_template(SwarmBackendSettings(), "img", [], {}, [], "n")["ContainerSpec"]
+    )
+
+
+def test_a_replica_starts_through_the_launcher_on_its_models_runtime() -> None:
+    asked: list[tuple[str, str]] = []
+
+    def runtime_for(endpoint: str, model: str) -> str:
+        asked.append((endpoint, model))
+        return "sklearn-1.2"
+
+    settings = SwarmBackendSettings(
+        runtimes_volume="skmaker-runtimes",
+        runtimes_path="/opt/skmaker-runtimes",
+        runtime_for=runtime_for,
+    )
+    command = replica_command(_spec(), "control:50051", 5.0, (), "python")
+
+    launched, runtime = replica_command_on_runtime(settings, command, _spec())
+
+    assert asked == [("iris", "old-model")] and runtime == "sklearn-1.2"
+    assert launched[:8] == [
+        "python",
+        "-m",
+        "services.runtime.runtime_on_demand",
+        "--runtimes-dir",
+        "/opt/skmaker-runtimes",
+        # A runtime the volume lacks is built in the container's own work folder.
+        "--build-dir",
+        "/var/lib/skmaker/work/runtimes",
+        "sklearn-1.2",
+    ]
+    # What follows `--` is the replica's own command line, without its interpreter.
+    assert launched[8] == "--" and launched[9:] == command[1:]
+    assert launched[9:11] == ["-m", "services.inference"]
+    # Without a runtimes volume the replica runs on the image's own runtime, as before.
+    assert replica_command_on_runtime(SwarmBackendSettings(), command, _spec()) == (command, "")
+    # A model on the image's own runtime starts on its python directly.
+    own = replica_command(
+        _spec(), "control:50051", 5.0, (), "/opt/skmaker-runtimes/sklearn-1.2/bin/python"
+    )
+    assert replica_command_on_runtime(settings, own, _spec()) == (own, "")

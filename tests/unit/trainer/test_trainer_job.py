@@ -20,6 +20,7 @@ from services.trainer.job import (
     ChannelSpec,
     JobEnvironment,
     JobOutcome,
+    RuntimeBuildFailed,
     RuntimeUnavailable,
     TrainingAssignment,
     TrainingJobRun,
@@ -295,6 +296,34 @@ def test_the_script_runs_on_its_jobs_runtime_announced_in_the_log(tmp_path: Path
     platform = [text for stream, text in reporter.lines if stream == "platform"]
     assert platform[0] == "building runtime sklearn-1.2 (first use; later jobs reuse it) ..."
     assert platform[1] == f"script runtime sklearn-1.2: {other}"
+    # While it was built the job said so: PreparingTrainingStack, then the usual statuses.
+    assert reporter.statuses[:2] == ["PreparingTrainingStack", "Downloading"]
+
+
+def test_a_runtime_already_built_goes_straight_to_downloading(tmp_path: Path) -> None:
+    run, _, reporter = _run(tmp_path, "print('ran')\n", script_runtime="sklearn-1.2")
+    run.env = replace(run.env, python_for=lambda name, progress: sys.executable)
+    assert run.run().outcome == runner.SUCCEEDED
+    assert "PreparingTrainingStack" not in reporter.statuses
+    assert reporter.statuses[0] == "Downloading"
+
+
+def test_a_runtime_build_failure_is_an_internal_error_with_the_builds_last_lines(
+    tmp_path: Path,
+) -> None:
+    said = "building script runtime sklearn-1.2 failed (exit 1): ERROR: No matching distribution"
+
+    def python_for(name: str, progress: Callable[[str], None]) -> str:
+        progress(f"building runtime {name} (first use; later jobs reuse it) ...")
+        raise RuntimeBuildFailed(said)
+
+    run, _, reporter = _run(tmp_path, "print('ran')\n", script_runtime="sklearn-1.2")
+    run.env = replace(run.env, python_for=python_for)
+    outcome = run.run()
+    assert outcome.outcome == runner.FAILED
+    assert outcome.failure_reason == "InternalServerError: " + said
+    assert ("stdout", "ran") not in reporter.lines
+    assert ("platform", "InternalServerError: " + said) in reporter.lines
 
 
 def test_a_runtime_the_worker_cannot_have_fails_the_job_before_the_script(

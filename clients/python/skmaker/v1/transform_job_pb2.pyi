@@ -270,6 +270,7 @@ class TransformJob(_message.Message):
     CREATION_TIME_FIELD_NUMBER: _builtins.int
     TRANSFORM_START_TIME_FIELD_NUMBER: _builtins.int
     TRANSFORM_END_TIME_FIELD_NUMBER: _builtins.int
+    STATUS_MESSAGE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique name."""
     status: Global___TransformJobStatus.ValueType
@@ -280,6 +281,10 @@ class TransformJob(_message.Message):
     """Shards planned."""
     shards_done: _builtins.int
     """Shards finished."""
+    status_message: _builtins.str
+    """Why an InProgress job's shards wait (skmaker extension), e.g. "building runtime
+    sklearn-1.2 ..." or "no batch worker serves runtime sklearn-1.2 ..."; empty otherwise.
+    """
     @_builtins.property
     def spec(self) -> Global___TransformJobSpec:
         """What was asked."""
@@ -313,10 +318,11 @@ class TransformJob(_message.Message):
         creation_time: _timestamp_pb2.Timestamp | None = ...,
         transform_start_time: _timestamp_pb2.Timestamp | None = ...,
         transform_end_time: _timestamp_pb2.Timestamp | None = ...,
+        status_message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time", "spec", b"spec", "transform_end_time", b"transform_end_time", "transform_start_time", b"transform_start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time", "failure_reason", b"failure_reason", "files", b"files", "name", b"name", "shards_done", b"shards_done", "shards_total", b"shards_total", "spec", b"spec", "status", b"status", "transform_end_time", b"transform_end_time", "transform_start_time", b"transform_start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["creation_time", b"creation_time", "failure_reason", b"failure_reason", "files", b"files", "name", b"name", "shards_done", b"shards_done", "shards_total", b"shards_total", "spec", b"spec", "status", b"status", "status_message", b"status_message", "transform_end_time", b"transform_end_time", "transform_start_time", b"transform_start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
