@@ -60,6 +60,8 @@ from services.batch.execution_parameters import (
 from services.batch.metrics import BatchMetrics
 from services.batch.models import ModelCache, batch_environment
 from services.batch.scoring import ShardFailed, ShardScore, ShardSettings, ShardStopped, score_shard
+from services.runtime import native_threads
+from services.sagemaker.serving.handler import ModelHandler
 from services.sagemaker.serving.model_loader import ModelLoadFailed
 from services.sagemaker.transform.bad_records import RecordFailure
 from services.sagemaker.transform.records import count_newlines
@@ -293,13 +295,6 @@ class BatchWorker:
         except ModelLoadFailed as err:
             raise ShardFailed(f"the model {shard.model.name!r} could not be loaded: {err}") from err
         knobs = self._knobs(shard)
-        log.info(
-            "shard %s: MaxConcurrentTransforms=%d, MaxPayloadInMB=%d, BatchStrategy=%s",
-            shard.task_id,
-            knobs.max_concurrent_transforms,
-            knobs.max_payload_mb,
-            knobs.batch_strategy,
-        )
         started = time.monotonic()
         source, size = self._open_input(shard, folder)
         settings = ShardSettings(
@@ -316,6 +311,16 @@ class BatchWorker:
             output_filter=shard.output_filter,
             skip_header=shard.skip_header and shard.is_first_shard,
             record_errors=shard.record_errors,
+            scoring_threads=self._scoring_threads(shard, handler),
+        )
+        log.info(
+            "shard %s: MaxConcurrentTransforms=%d, MaxPayloadInMB=%d, BatchStrategy=%s; "
+            "%d mini-batch(es) scored at once",
+            shard.task_id,
+            knobs.max_concurrent_transforms,
+            knobs.max_payload_mb,
+            knobs.batch_strategy,
+            settings.threads,
         )
         output_path = folder / "output"
         read_at = time.monotonic()
@@ -344,6 +349,18 @@ class BatchWorker:
             time.monotonic() - scored_at,
         )
         return score
+
+    def _scoring_threads(self, shard: ShardAssignment, handler: ModelHandler) -> int:
+        """Mini-batches to score at once beyond MaxConcurrentTransforms (`ShardSettings`).
+
+        Every core when no user code runs per request and a verified fast path serves the
+        predict step (a scikit-learn tree model: thread-safe, its tree walks release the GIL),
+        so decoding and encoding overlap with predicting; else 0 (MaxConcurrentTransforms
+        alone decides, as the user's code may not expect concurrent calls).
+        """
+        if handler.runs_user_code_per_request or not self._models.predict_path(shard.model).is_fast:
+            return 0
+        return native_threads.available_cpus()
 
     def _knobs(self, shard: ShardAssignment) -> BatchKnobs:
         """BatchStrategy, MaxPayloadInMB and MaxConcurrentTransforms for the shard.
