@@ -158,23 +158,61 @@ def allowed_environment(
     }
 
 
+# The worker code a runtime's interpreter imports for user code (the script contract, the
+# handlers, the legacy toolkit). In a developer's checkout they are editable installs: the
+# runtime finds them in the checkout, which may sit below a folder closed to other users.
+WORKER_PACKAGES = ("skmaker", "services", "sagemaker_containers")
+
+# Prints "path <folder>" for the interpreter's own folders and the worker packages' folders,
+# and "package <name>" for each worker package it has.
+_FACTS_PROGRAM = f"""
+import importlib.util, sys
+print("path", sys.prefix)
+print("path", sys.base_prefix)
+for name in {WORKER_PACKAGES!r}:
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        continue
+    if spec is not None:
+        print("package", name)
+        for folder in spec.submodule_search_locations or ():
+            print("path", folder)
+"""
+
+
+@dataclass(frozen=True)
+class _InterpreterFacts:
+    paths: tuple[str, ...]
+    packages: tuple[str, ...]
+
+
 @functools.lru_cache(maxsize=16)
-def _interpreter_paths(python: str) -> tuple[str, ...]:
-    code = "import sys; print(sys.prefix); print(sys.base_prefix)"
+def _interpreter_facts(python: str) -> _InterpreterFacts:
     try:
         done = subprocess.run(
-            [python, "-I", "-c", code], capture_output=True, text=True, timeout=60, check=True
+            [python, "-I", "-c", _FACTS_PROGRAM],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
-        prefixes = done.stdout.split()
+        lines = [line.split(" ", 1) for line in done.stdout.splitlines() if " " in line]
     except (OSError, subprocess.SubprocessError):
-        prefixes = []
-    paths = [os.path.dirname(os.path.realpath(python)), *prefixes]
-    return tuple(sorted({os.path.realpath(p) for p in paths}))
+        lines = []
+    paths = [os.path.dirname(os.path.realpath(python))]
+    paths += [value for kind, value in lines if kind == "path"]
+    return _InterpreterFacts(
+        paths=tuple(sorted({os.path.realpath(p) for p in paths})),
+        packages=tuple(value for kind, value in lines if kind == "package"),
+    )
 
 
 def interpreter_paths(python: str) -> list[str]:
-    """The folders `python` needs: its binary's, its prefix and base prefix (real paths)."""
-    return list(_interpreter_paths(python))
+    """The folders `python` needs: its binary's, its prefix and base prefix, and the folders of
+    the worker packages it imports from outside them (editable installs in a checkout); real
+    paths."""
+    return list(_interpreter_facts(python).paths)
 
 
 def wrapped(plan: dict[str, object], command: Sequence[str]) -> list[str]:
@@ -186,7 +224,10 @@ def wrapped(plan: dict[str, object], command: Sequence[str]) -> list[str]:
 def probe_box(user: JobUser, expose: list[str], python: str) -> str:
     """Empty when `user` can start `python` through the box; else what went wrong."""
     plan = {"uid": user.uid, "gid": user.gid, "expose": expose}
-    command = wrapped(plan, [python, "-c", "import sys"])
+    # The worker packages too: a user who can start python but not import them would fail
+    # every job (the import is cheap: each package's __init__ is light).
+    imports = "; ".join(f"import {name}" for name in _interpreter_facts(python).packages)
+    command = wrapped(plan, [python, "-c", imports or "import sys"])
     try:
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=60, check=False, cwd="/"

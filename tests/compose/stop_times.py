@@ -36,10 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     parser.add_argument("--limit-s", type=float, default=2.0, help="longest acceptable stop")
     parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=SECONDS",
+        help="another limit for the container NAME (repeatable)",
+    )
+    parser.add_argument(
         "--exited", type=Path, help="containers' exit times, `name State.FinishedAt` a line"
     )
     args = parser.parse_args(argv)
     exited = exit_times(args.exited) if args.exited else {}
+    limits = {name: float(seconds) for name, _, seconds in (o.partition("=") for o in args.limit)}
     signalled: dict[str, int] = {}
     died: dict[str, tuple[int, str]] = {}
     for line in sys.stdin:
@@ -65,11 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         died_ns, exit_code = died[name]
         ended_ns, source = (exited[name], "exit") if name in exited else (died_ns, "die event")
         seconds = (ended_ns - signalled[name]) / 1e9
-        verdict = "ok" if seconds < args.limit_s and exit_code == "0" else "TOO SLOW OR FAILED"
+        limit_s = limits.get(name, args.limit_s)
+        verdict = "ok" if seconds < limit_s and exit_code == "0" else "TOO SLOW OR FAILED"
         failed |= verdict != "ok"
         print(
             f"  {name}: stopped in {seconds:.2f}s ({source}; die event after "
-            f"{(died_ns - signalled[name]) / 1e9:.2f}s), exit code {exit_code} ({verdict})"
+            f"{(died_ns - signalled[name]) / 1e9:.2f}s), exit code {exit_code} "
+            f"({verdict}; limit {limit_s:g}s)"
         )
     return 1 if failed else 0
 

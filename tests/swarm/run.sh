@@ -51,32 +51,15 @@ S3_SECRET_KEY=skmaker-swarm-test-secret
 ORIGINAL_PATH=$PATH
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
 
-started_at=$(date +%s)
-phase_started_at=$started_at
-log() { printf '[test-swarm %4ss] %s\n' "$(($(date +%s) - started_at))" "$*"; }
-phase() {
-  local now; now=$(date +%s)
-  log "$* (previous phase $((now - phase_started_at))s)"
-  phase_started_at=$now
-}
-PASSED_CHECKS=0
-passed() { PASSED_CHECKS=$((PASSED_CHECKS + 1)); log "ok: $*"; }
-die() { log "FAILED: $*"; exit 1; }
+TEST_NAME=test-swarm
+# shellcheck source=tests/compose/run_lib.sh
+source "$REPO/tests/compose/run_lib.sh"
 node_socket() { echo "unix://$RUN_DIR/$1/docker.sock"; }
 on_node() { local node=$1; shift; "$DOCKER_BIN" -H "$(node_socket "$node")" "$@"; }
 # The manager: images are built there (the shared functions call docker and $DOCKER_BIN).
 docker() { on_node n1 "$@"; }
 export DOCKER_HOST=unix://$RUN_DIR/n1/docker.sock
 in_lan() { nsenter --net="/run/netns/$NS-lan" "$@"; }
-CHILD=""
-in_background() {
-  local status=0
-  "$@" 9>&- &   # fd 9 holds the run lock: children must not keep it past this run
-  CHILD=$!
-  wait "$CHILD" || status=$?
-  CHILD=""
-  return "$status"
-}
 # shellcheck source=tests/compose/images.sh
 source "$REPO/tests/compose/images.sh"
 
@@ -98,18 +81,6 @@ run_pids() {  # every process under this run's folder, in its namespaces or its 
     [ -e "/run/netns/$NS-$ns" ] && ip netns pids "$NS-$ns" 2>/dev/null
   done
   cat /sys/fs/cgroup/*/"$CGROUP_PARENT_PREFIX"-*/*/cgroup.procs 2>/dev/null || true
-}
-
-wait_gone() {  # wait_gone SECONDS PID...: true once none of the PIDs runs any more
-  local end=$(($(date +%s) + $1)); shift
-  local pid alive
-  while :; do
-    alive=""
-    for pid in "$@"; do [ -d "/proc/$pid" ] && alive=1; done
-    [ -z "$alive" ] && return 0
-    [ "$(date +%s)" -ge "$end" ] && return 1
-    sleep 0.2
-  done
 }
 
 cleanup_run() {
@@ -155,10 +126,7 @@ on_exit() {
   local status=$?
   trap - EXIT INT TERM
   set +e
-  if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
-    kill -TERM "$CHILD" 2>/dev/null
-    wait_gone 10 "$CHILD" || kill -KILL "$CHILD" 2>/dev/null
-  fi
+  stop_child
   if [ "$status" -ne 0 ] && dockerd_pid n1 >/dev/null; then
     log "the stack's services and their tasks:"
     timeout 20 "$DOCKER_BIN" -H "$(node_socket n1)" service ls 2>&1 | sed 's/^/    /'
@@ -172,24 +140,20 @@ on_exit() {
   local left
   left=$(leftovers | tr '\n' ' ')
   if [ -n "${left// /}" ]; then
-    log "FAILED: cleanup left behind: $left"
+    FAILURE="cleanup left behind: $left"
+    log "FAILED: $FAILURE"
     [ "$status" -ne 0 ] || status=1
   fi
   if [ -f "$CACHE_DIR/swarm-iptables-before" ]; then
     if ! diff -q "$CACHE_DIR/swarm-iptables-before" <(host_iptables) >/dev/null; then
-      log "FAILED: the host's iptables rules changed:"
+      FAILURE="the host's iptables rules changed"
+      log "FAILED: $FAILURE:"
       diff "$CACHE_DIR/swarm-iptables-before" <(host_iptables) | sed 's/^/    /'
       [ "$status" -ne 0 ] || status=1
     fi
     rm -f "$CACHE_DIR/swarm-iptables-before"
   fi
-  if [ "$status" -eq 0 ]; then
-    log "PASSED in $(($(date +%s) - started_at))s; everything it started or made is gone"
-    echo "test-swarm: $PASSED_CHECKS passed, 0 failed"
-  else
-    log "FAILED (exit $status) after $(($(date +%s) - started_at))s; cleaned up"
-    echo "test-swarm: $PASSED_CHECKS passed, 1 failed"
-  fi
+  report_verdict "$status"
   exit "$status"
 }
 
@@ -201,27 +165,6 @@ host_iptables() {
 }
 
 # -- steps --------------------------------------------------------------------------------------
-
-install_packages() {
-  local missing=() package
-  for package in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' \
-      || missing+=("$package")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  log "installing Debian packages: ${missing[*]}"
-  local made_policy=""
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
-    made_policy=1
-  fi
-  local status=0
-  { apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  } >"$CACHE_DIR/apt-install-swarm.log" 2>&1 || status=$?
-  [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
-  [ "$status" -eq 0 ] || { tail -20 "$CACHE_DIR/apt-install-swarm.log"; die "apt-get install"; }
-}
 
 stack_client() {  # the first docker client on the caller's PATH with `stack deploy` for us
   local candidate major

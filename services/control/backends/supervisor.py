@@ -23,6 +23,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from services.control.backends import (
@@ -110,6 +111,8 @@ class ReplicaSupervisor:
         self._lock = threading.RLock()
         self._endpoints: dict[str, _EndpointReplicas] = {}
         self._events: list[tuple[str, str]] = []
+        # Exited replicas whose remains (a container, a work dir) are removed after the lock.
+        self._to_release: list[RunningReplica] = []
         self._control_address = ""
         self._shutting_down = False
         # Probes, replaces and reaps replicas every health interval, and at once when woken.
@@ -549,7 +552,7 @@ class ReplicaSupervisor:
         if replica.address:
             self._prober.forget(replica.address)
         if replica.running is not None:
-            replica.running.release()
+            self._to_release.append(replica.running)
 
     # ----------------------------------------------------------------- events
 
@@ -560,14 +563,35 @@ class ReplicaSupervisor:
 
     @contextlib.contextmanager
     def _events_flushed(self) -> Iterator[None]:
-        """Delivers the events queued inside the block after it (and its lock) ended."""
+        """After the block (and its lock) ended: removes what forgotten replicas left, then
+        delivers the events queued inside it."""
         try:
             yield
         finally:
             with self._lock:
                 events, self._events = self._events, []
+                remains, self._to_release = self._to_release, []
+            _release_all(remains)
             for endpoint, message in events:
                 try:
                     self._on_event(endpoint, message)
                 except Exception:
                     log.exception("recording an event of endpoint %s failed", endpoint)
+
+
+def _release_all(remains: Sequence[RunningReplica]) -> None:
+    """Releases `remains` side by side: removing a container is a Docker API call that took
+    about a second on a busy machine, and a stopping control removes all its replicas at once."""
+    if len(remains) <= 1:
+        for running in remains:
+            _release(running)
+        return
+    with ThreadPoolExecutor(max_workers=min(8, len(remains)), thread_name_prefix="release") as pool:
+        list(pool.map(_release, remains))
+
+
+def _release(running: RunningReplica) -> None:
+    try:
+        running.release()
+    except Exception:
+        log.exception("removing the remains of %s failed", running.label)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,35 +15,7 @@ from services.control.metrics import ControlMetrics
 from services.control.state import ControlStore
 from services.control.training.jobs import TrainingJobs
 from services.control.training.values import Channel, TrainingJobSpec
-
-
-class FakeClock:
-    """Wall-clock stand-in the tests move by hand."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def put_bytes(artifacts: LocalArtifactStore, key: str, data: bytes) -> None:
-    """Stores `data` under `key` through the store's public upload path."""
-    artifacts.put(key, len(data), hashlib.sha256(data).hexdigest(), [data])
-
-
-def bundle_bytes(members: dict[str, bytes]) -> bytes:
-    """A sourcedir.tar.gz holding `members`."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            bundle.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+from tests.unit.control.helpers import FakeClock, bundle_bytes, put_bytes
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import FakeClock
 
 from services.control.dispatch.scheduler import Scheduler
 from services.control.dispatch.tasks import (
@@ -27,6 +26,7 @@ from services.control.training.values import (
     TrainingJobStatus,
 )
 from services.runtime.errors import FailedPrecondition, InvalidArgument
+from tests.unit.control.helpers import FakeClock
 
 TRAINING = (TaskKind.TRAINING,)
 

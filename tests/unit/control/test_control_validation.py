@@ -6,13 +6,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import bundle_bytes, put_bytes
 
 from services.control.artifacts.store import LocalArtifactStore
 from services.control.training.validation import validate_job_name, validate_training_job
 from services.control.training.values import Channel, MetricDefinition, TrainingJobSpec
 from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted, SkmakerError
 from tests.archive_bombs import write_zero_bomb
+from tests.unit.control.helpers import bundle_bytes, put_bytes
 
 BASE = TrainingJobSpec(
     entry_point="train.py",
