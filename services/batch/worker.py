@@ -9,7 +9,8 @@ For each leased TRANSFORM task the worker
 2. reads its byte range of the input (a Gzip object whole, since a compressed stream cannot
    be entered mid-way): straight from the control's artifact file when this worker sees the
    control's disk (a `--local` control's children; containers sharing the artifact volume)
-   and the file has the planned size, else downloaded into its work folder, retrying while
+   and the file has the planned size, else streamed from the control while it is scored
+   (`input_stream`; a Gzip object is downloaded into the work folder first), retrying while
    the control restarts;
 3. scores it (`scoring.score_shard`) into a local file while a heartbeat thread renews the
    lease and reports records and bytes done; a heartbeat answer may ask it to stop;
@@ -57,6 +58,7 @@ from services.batch.execution_parameters import (
     ExecutionParametersError,
     resolve,
 )
+from services.batch.input_stream import ReadInterrupted
 from services.batch.metrics import BatchMetrics
 from services.batch.models import ModelCache, batch_environment
 from services.batch.scoring import ShardFailed, ShardScore, ShardSettings, ShardStopped, score_shard
@@ -203,7 +205,7 @@ class BatchWorker:
             outcome = self._score_and_report(shard, folder, heartbeat)
         except AttemptSuperseded as err:
             log.warning("shard %s superseded while reporting: %s", shard.task_id, err)
-        except (grpc.RpcError, TimeoutError) as err:
+        except (grpc.RpcError, TimeoutError, ReadInterrupted) as err:
             # The control stayed unreachable past control_timeout_s, or the worker is shutting
             # down: the lease expires and the shard is re-run elsewhere.
             log.error("shard %s: control unreachable (%s); abandoned", shard.task_id, err)
@@ -340,10 +342,11 @@ class BatchWorker:
         scored_at = time.monotonic()
         self._link.upload_file(output_path, shard.output_uri)
         in_place = bool(shard.input_path) and getattr(source, "name", "") == shard.input_path
+        streamed = not in_place and shard.compression != "Gzip"
         log.info(
             "shard %s: input %s in %.3fs, scored in %.3fs, output uploaded in %.3fs",
             shard.task_id,
-            "read in place" if in_place else "downloaded",
+            "read in place" if in_place else "streamed" if streamed else "downloaded",
             read_at - started,
             scored_at - read_at,
             time.monotonic() - scored_at,
@@ -396,15 +399,13 @@ class BatchWorker:
                 return local, shard.input_size
             local.seek(shard.start)
             return local, end - shard.start
+        if not whole:
+            # Scoring starts with the first bytes, while the rest stream in.
+            size = end - shard.start
+            return self._link.open_range(shard.input_uri, shard.start, size), size
         source_path = folder / "input"
-        if whole:
-            self._link.download_file(shard.input_uri, source_path)
-            size = source_path.stat().st_size
-        else:
-            size = self._link.download_range(
-                shard.input_uri, shard.start, end - shard.start, source_path
-            )
-        return source_path.open("rb"), size
+        self._link.download_file(shard.input_uri, source_path)
+        return source_path.open("rb"), source_path.stat().st_size
 
     def _open_local_input(self, shard: ShardAssignment) -> BinaryIO | None:
         """The control's file of the input object, opened, if it is visible here and whole."""
