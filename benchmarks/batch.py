@@ -36,10 +36,10 @@ With the fast path on, a worker scores a tree model's mini-batches one per core 
 in-process reference stays on one core: on a 100-tree forest scikit-learn's own predict is the
 cheapest per row (ONNX Runtime and Treelite cost more CPU per row on 30,000-row mini-batches),
 so that ratio measures the worker's use of the machine. One worker then already uses both
-cores, so a second worker on the same two cores adds little (`*_2workers_vs_1worker` near 1). On a machine shared with
-other busy sessions (Linux autogroup scheduling shares CPU per session, not per thread) the
-extra cores are not there to take and the ratio falls back towards the one-core figure: note
-`uptime` beside any figure.
+cores, so a second worker on the same two cores adds little (`*_2workers_vs_1worker` near 1).
+On a machine shared with other busy sessions (Linux autogroup scheduling shares CPU per
+session, not per thread) the extra cores are not there to take and the ratio falls back
+towards the one-core figure: note `uptime` beside any figure.
 """
 
 from __future__ import annotations
