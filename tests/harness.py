@@ -9,12 +9,14 @@ to the process group and asserts a clean exit 0; `kill()` is the kill -9 of chao
 from __future__ import annotations
 
 import atexit
+import io
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -227,3 +229,14 @@ def run_service(
         handle.kill()
         raise TimeoutError(f"{err} (process alive: {alive})\n{handle.logs()}") from None
     return handle
+
+
+def source_bundle(members: dict[str, bytes]) -> bytes:
+    """A gzipped tar of `members` (name -> bytes), as the client packs a `source_dir`."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            bundle.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

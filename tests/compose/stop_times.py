@@ -11,6 +11,7 @@ when a container took `--limit-s` or longer, exited non-zero, or was never seen 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 from datetime import UTC, datetime
@@ -39,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         "--limit",
         action="append",
         default=[],
-        metavar="NAME=SECONDS",
-        help="another limit for the container NAME (repeatable)",
+        metavar="PATTERN=SECONDS",
+        help="another limit for the containers whose names match PATTERN (fnmatch; repeatable)",
     )
     parser.add_argument(
         "--exited", type=Path, help="containers' exit times, `name State.FinishedAt` a line"
@@ -73,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         died_ns, exit_code = died[name]
         ended_ns, source = (exited[name], "exit") if name in exited else (died_ns, "die event")
         seconds = (ended_ns - signalled[name]) / 1e9
-        limit_s = limits.get(name, args.limit_s)
+        limit_s = next(
+            (seconds for pattern, seconds in limits.items() if fnmatch.fnmatchcase(name, pattern)),
+            args.limit_s,
+        )
         verdict = "ok" if seconds < limit_s and exit_code == "0" else "TOO SLOW OR FAILED"
         failed |= verdict != "ok"
         print(

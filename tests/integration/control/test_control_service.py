@@ -8,9 +8,7 @@ complete), so what is checked is the wire contract a real trainer relies on.
 from __future__ import annotations
 
 import hashlib
-import io
 import subprocess
-import tarfile
 import threading
 import time
 import urllib.request
@@ -32,7 +30,7 @@ from skmaker.v1 import (
     training_pb2,
     training_pb2_grpc,
 )
-from tests.harness import REPO_ROOT, ServiceProcess, run_service
+from tests.harness import REPO_ROOT, ServiceProcess, run_service, source_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -101,18 +99,8 @@ def _upload(
     return clients.artifacts.UploadArtifact(messages, metadata=metadata, timeout=10).artifact
 
 
-def _bundle(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            bundle.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 def _seed_inputs(clients: Clients) -> None:
-    _upload(clients, SOURCE_URI, _bundle({"train.py": b"print('hi')\n", "lib/util.py": b""}))
+    _upload(clients, SOURCE_URI, source_bundle({"train.py": b"print('hi')\n", "lib/util.py": b""}))
     _upload(clients, f"{DATA_URI}/iris.csv", b"5.1,3.5,1.4,0.2,0\n")
 
 

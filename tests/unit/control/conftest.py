@@ -15,7 +15,8 @@ from services.control.metrics import ControlMetrics
 from services.control.state import ControlStore
 from services.control.training.jobs import TrainingJobs
 from services.control.training.values import Channel, TrainingJobSpec
-from tests.unit.control.helpers import FakeClock, bundle_bytes, put_bytes
+from tests.harness import source_bundle
+from tests.unit.control.helpers import FakeClock, put_bytes
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def store(tmp_path: Path) -> Iterator[ControlStore]:
 @pytest.fixture
 def artifacts(tmp_path: Path) -> LocalArtifactStore:
     store = LocalArtifactStore(tmp_path / "artifacts", max_upload_bytes=1024 * 1024)
-    put_bytes(store, "job/source/sourcedir.tar.gz", bundle_bytes({"train.py": b"print(1)\n"}))
+    put_bytes(store, "job/source/sourcedir.tar.gz", source_bundle({"train.py": b"print(1)\n"}))
     put_bytes(store, "data/train/iris.csv", b"1,2,3\n")
     return store
 

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
-import tarfile
 
 from services.control.artifacts.store import LocalArtifactStore
 
@@ -26,14 +24,3 @@ class FakeClock:
 def put_bytes(artifacts: LocalArtifactStore, key: str, data: bytes) -> None:
     """Stores `data` under `key` through the store's public upload path."""
     artifacts.put(key, len(data), hashlib.sha256(data).hexdigest(), [data])
-
-
-def bundle_bytes(members: dict[str, bytes]) -> bytes:
-    """A sourcedir.tar.gz holding `members`."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            bundle.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()

@@ -12,7 +12,8 @@ from services.control.training.validation import validate_job_name, validate_tra
 from services.control.training.values import Channel, MetricDefinition, TrainingJobSpec
 from services.runtime.errors import InvalidArgument, NotFound, ResourceExhausted, SkmakerError
 from tests.archive_bombs import write_zero_bomb
-from tests.unit.control.helpers import bundle_bytes, put_bytes
+from tests.harness import source_bundle
+from tests.unit.control.helpers import put_bytes
 
 BASE = TrainingJobSpec(
     entry_point="train.py",
@@ -189,7 +190,7 @@ def test_limits_themselves_are_accepted(artifacts: LocalArtifactStore, tmp_path:
 
 
 def test_entry_point_in_a_subfolder_of_a_dot_slash_bundle(artifacts: LocalArtifactStore) -> None:
-    put_bytes(artifacts, "b/sourcedir.tar.gz", bundle_bytes({"./src/train.py": b""}))
+    put_bytes(artifacts, "b/sourcedir.tar.gz", source_bundle({"./src/train.py": b""}))
     spec = replace(BASE, source_uri="store://b/sourcedir.tar.gz", entry_point="src/train.py")
     validate_training_job("job", spec, artifacts)
 
