@@ -137,6 +137,9 @@ class ShardStopped(Exception):
 
 Progress = Callable[[int, int], None]
 
+# Mini-batches read and waiting for a scoring thread, beyond those being scored.
+_QUEUED_AHEAD = 2
+
 
 def score_shard(
     source: BinaryIO,
@@ -266,8 +269,9 @@ def _scored_at_once(
 ) -> Iterator[tuple[MiniBatch, bytes, list[RecordFailure]]]:
     """`_scored` on a pool of `settings.threads` threads; answers collected in input order.
 
-    One mini-batch more than there are threads is queued, so a thread that finishes before
-    the oldest one takes the next at once. The shard's last mini-batch may use every core (a
+    Two mini-batches more than there are threads are queued, so a thread that finishes takes
+    the next at once, even while the caller waits for the oldest answer or reads the next
+    mini-batch (a streamed input takes ~10 ms per 6 MB). The shard's last mini-batch may use every core (a
     tree model's predict is split over them) instead of leaving them idle at the shard's end.
     A reading error (a record over the payload limit) is raised only once the mini-batches
     before it are scored, so an earlier bad record is still the one named.
@@ -297,7 +301,7 @@ def _scored_at_once(
                 batch, last = item
                 budget = max(share, every_core) if last else share
                 pending.append((batch, pool.submit(_score_with_budget, score, batch, budget)))
-                if len(pending) > concurrency:
+                if len(pending) > concurrency + _QUEUED_AHEAD:
                     yield _collect(*pending.popleft(), score, settings.record_errors)
             while pending:
                 if should_stop():
