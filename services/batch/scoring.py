@@ -271,8 +271,9 @@ def _scored_at_once(
 
     Two mini-batches more than there are threads are queued, so a thread that finishes takes
     the next at once, even while the caller waits for the oldest answer or reads the next
-    mini-batch (a streamed input takes ~10 ms per 6 MB). The shard's last mini-batch may use every core (a
-    tree model's predict is split over them) instead of leaving them idle at the shard's end.
+    mini-batch (a streamed input takes ~10 ms per 6 MB). The shard's last mini-batch may use
+    every core (a tree model's predict is split over them) instead of leaving them idle at the
+    shard's end.
     A reading error (a record over the payload limit) is raised only once the mini-batches
     before it are scored, so an earlier bad record is still the one named.
     """
