@@ -213,4 +213,6 @@ def test_a_fast_path_model_without_user_handlers_is_scored_on_every_core(
         is_first_shard=True,
     )  # fmt: skip
     expected = native_threads.available_cpus() if parallel else 0
-    assert worker._scoring_threads(shard, handler) == expected
+    assert worker._scoring_threads(shard, handler, "MultiRecord") == expected
+    # One-record calls are mostly Python (the GIL): one at a time.
+    assert worker._scoring_threads(shard, handler, "SingleRecord") == 0
