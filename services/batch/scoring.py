@@ -137,8 +137,9 @@ class ShardStopped(Exception):
 
 Progress = Callable[[int, int], None]
 
-# Mini-batches read and waiting for a scoring thread, beyond those being scored.
-_QUEUED_AHEAD = 2
+# Bytes of mini-batches read and waiting for a scoring thread may reach this (at least one
+# mini-batch waits, two of the default 6 MB): a queue of large payloads would hold too much.
+_QUEUED_AHEAD_BYTES = 16 * 1024 * 1024
 
 
 def score_shard(
@@ -269,9 +270,10 @@ def _scored_at_once(
 ) -> Iterator[tuple[MiniBatch, bytes, list[RecordFailure]]]:
     """`_scored` on a pool of `settings.threads` threads; answers collected in input order.
 
-    Two mini-batches more than there are threads are queued, so a thread that finishes takes
-    the next at once, even while the caller waits for the oldest answer or reads the next
-    mini-batch (a streamed input takes ~10 ms per 6 MB). The shard's last mini-batch may use
+    Mini-batches beyond those being scored are queued (two of 6 MB, one above 8 MB:
+    `_QUEUED_AHEAD_BYTES`), so a thread that finishes takes the next at once, even while the
+    caller waits for the oldest answer or reads the next mini-batch (a streamed input takes
+    ~10 ms per 6 MB). The shard's last mini-batch may use
     every core (a tree model's predict is split over them) instead of leaving them idle at the
     shard's end.
     A reading error (a record over the payload limit) is raised only once the mini-batches
@@ -279,6 +281,8 @@ def _scored_at_once(
     """
     concurrency = settings.threads
     every_core = native_threads.available_cpus()
+    payload = payload_limit_bytes(settings.max_payload_mb)
+    ahead = max(1, _QUEUED_AHEAD_BYTES // payload)
     with ThreadPoolExecutor(
         concurrency,
         thread_name_prefix="score",
@@ -302,7 +306,7 @@ def _scored_at_once(
                 batch, last = item
                 budget = max(share, every_core) if last else share
                 pending.append((batch, pool.submit(_score_with_budget, score, batch, budget)))
-                if len(pending) > concurrency + _QUEUED_AHEAD:
+                if len(pending) > concurrency + ahead:
                     yield _collect(*pending.popleft(), score, settings.record_errors)
             while pending:
                 if should_stop():
