@@ -7,15 +7,17 @@ values.
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import BinaryIO, cast
 
 import grpc
 
+from services.batch.input_stream import RangeStream
 from services.runtime.dispatch_link import RPC_TIMEOUT_S, AttemptSuperseded, DispatchLink
 from services.runtime.tls import ClientTls
 from services.sagemaker.serving.model_loader import ModelLoadFailed, ModelSpec
@@ -265,6 +267,22 @@ class ControlLink(DispatchLink):
         self._send_completion(request)
 
     # ----------------------------------------------------------------- artifacts
+
+    def open_range(self, uri: str, offset: int, length: int) -> BinaryIO:
+        """Bytes `[offset, offset + length)` of `uri`, read as they stream in (`RangeStream`):
+        a broken stream is opened again where it stopped while the control is unreachable."""
+
+        def open_chunks(start: int, size: int) -> Iterator[bytes]:
+            return transfer.iter_range(self._artifacts, uri, start, size, metadata=self._metadata)
+
+        stream = RangeStream(
+            open_chunks,
+            lambda call, what: self._retrying(call, what, None),
+            offset,
+            length,
+            f"download {uri} bytes {offset}+{length}",
+        )
+        return cast(BinaryIO, io.BufferedReader(stream, buffer_size=transfer.CHUNK_BYTES))
 
     def download_range(self, uri: str, offset: int, length: int, dest: Path) -> int:
         """Writes bytes `[offset, offset + length)` of `uri` to `dest`; returns how many."""

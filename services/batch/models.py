@@ -28,6 +28,7 @@ from services.batch.execution_parameters import (
     ExecutionParametersError,
     ask_model,
 )
+from services.sagemaker.serving.fast_path import PredictPath
 from services.sagemaker.serving.handler import ModelHandler
 from services.sagemaker.serving.model_loader import ModelLoader, ModelSource, ModelSpec
 
@@ -94,6 +95,8 @@ class ModelCache:
         self._pip_timeout_s = pip_timeout_s
         self._capacity = max(1, capacity)
         self._handlers: OrderedDict[tuple[str, ...], ModelHandler] = OrderedDict()
+        # Which path serves each loaded model's predict step (see fast_path.PredictPath).
+        self._paths: dict[tuple[str, ...], PredictPath] = {}
         # What each loaded model's execution_parameters_fn answered (or the error it gave).
         self._parameters: dict[tuple[str, ...], ExecutionParameters | ExecutionParametersError] = {}
         # What the process environment held before the current shard's variables were set,
@@ -156,11 +159,21 @@ class ModelCache:
             loaded.predict_path.describe(),
         )
         self._handlers[key] = loaded.handler
+        self._paths[key] = loaded.predict_path
         while len(self._handlers) > self._capacity:
             evicted, _ = self._handlers.popitem(last=False)
             self._parameters.pop(evicted, None)
+            self._paths.pop(evicted, None)
             log.info("model %s dropped from memory (cache of %d)", evicted[0], self._capacity)
         return loaded.handler
+
+    def predict_path(self, model: ModelSpec) -> PredictPath:
+        """Which path serves the predict step of a model `handler` returned, still loaded.
+
+        Raises:
+            KeyError: the model is not loaded.
+        """
+        return self._paths[_key(model)]
 
     def execution_parameters(self, model: ModelSpec) -> ExecutionParameters:
         """What the model's `execution_parameters_fn` asks for; called once per loaded model.

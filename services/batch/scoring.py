@@ -68,6 +68,10 @@ class ShardSettings:
         output_filter: OutputFilter; empty means `$`.
         skip_header: Drop the shard's first line (only for the shard at byte 0).
         record_errors: Keep scoring past bad records and return them.
+        scoring_threads: Mini-batches that may be scored at once when MaxConcurrentTransforms
+            asks for fewer: the worker's cores when no user code runs per request and the
+            model's predict is a verified tree model's (thread-safe; its tree walks release
+            the GIL), so one mini-batch decodes and encodes while others predict; 0 otherwise.
     """
 
     content_type: str
@@ -83,6 +87,13 @@ class ShardSettings:
     output_filter: str = ""
     skip_header: bool = False
     record_errors: bool = False
+    scoring_threads: int = 0
+
+    @property
+    def threads(self) -> int:
+        """How many mini-batches are scored at once: MaxConcurrentTransforms or
+        `scoring_threads`, whichever is more."""
+        return max(1, self.max_concurrent, self.scoring_threads)
 
 
 @dataclass(frozen=True)
@@ -125,6 +136,10 @@ class ShardStopped(Exception):
 
 
 Progress = Callable[[int, int], None]
+
+# Bytes of mini-batches read and waiting for a scoring thread may reach this (at least one
+# mini-batch waits, two of the default 6 MB): a queue of large payloads would hold too much.
+_QUEUED_AHEAD_BYTES = 16 * 1024 * 1024
 
 
 def score_shard(
@@ -226,12 +241,13 @@ def _scored(
     settings: ShardSettings,
     should_stop: Callable[[], bool],
 ) -> Iterator[tuple[MiniBatch, bytes, list[RecordFailure]]]:
-    """(mini-batch, output, bad records) in input order, scored up to `max_concurrent` at once."""
+    """(mini-batch, output, bad records) in input order, scored `settings.threads` at once."""
     # Each scoring thread gets its share of the cores for the model's native pools (OpenMP's
-    # size is per thread), so MaxConcurrentTransforms threads do not oversubscribe them; the
-    # fast path splits a large predict of a tree model over the same share.
-    share = native_threads.threads_per_call(settings.max_concurrent)
-    if settings.max_concurrent <= 1:
+    # size is per thread), so concurrent mini-batches do not oversubscribe them; the fast path
+    # splits a large predict of a tree model over the same share.
+    concurrency = settings.threads
+    share = native_threads.threads_per_call(concurrency)
+    if concurrency <= 1:
         before = native_threads.call_threads()
         native_threads.set_call_threads(share)
         try:
@@ -242,19 +258,55 @@ def _scored(
         finally:
             native_threads.set_call_threads(before)
         return
+    yield from _scored_at_once(batches, score, settings, should_stop, share)
+
+
+def _scored_at_once(
+    batches: Iterator[MiniBatch],
+    score: Callable[[MiniBatch | list[bytes]], bytes],
+    settings: ShardSettings,
+    should_stop: Callable[[], bool],
+    share: int,
+) -> Iterator[tuple[MiniBatch, bytes, list[RecordFailure]]]:
+    """`_scored` on a pool of `settings.threads` threads; answers collected in input order.
+
+    Mini-batches beyond those being scored are queued (two of 6 MB, one above 8 MB:
+    `_QUEUED_AHEAD_BYTES`), so a thread that finishes takes the next at once, even while the
+    caller waits for the oldest answer or reads the next mini-batch (a streamed input takes
+    ~10 ms per 6 MB). The shard's last mini-batch may use
+    every core (a tree model's predict is split over them) instead of leaving them idle at the
+    shard's end.
+    A reading error (a record over the payload limit) is raised only once the mini-batches
+    before it are scored, so an earlier bad record is still the one named.
+    """
+    concurrency = settings.threads
+    every_core = native_threads.available_cpus()
+    payload = payload_limit_bytes(settings.max_payload_mb)
+    ahead = max(1, _QUEUED_AHEAD_BYTES // payload)
     with ThreadPoolExecutor(
-        settings.max_concurrent,
+        concurrency,
         thread_name_prefix="score",
         initializer=_size_scoring_thread,
         initargs=(share,),
     ) as pool:
         pending: deque[tuple[MiniBatch, Future[bytes]]] = deque()
+        reading_error: ShardFailed | None = None
+        flagged = _with_last_flag(batches)
         try:
-            for batch in batches:
+            while True:
+                try:
+                    item = next(flagged, None)
+                except ShardFailed as err:
+                    reading_error = err
+                    break
+                if item is None:
+                    break
                 if should_stop():
                     raise ShardStopped
-                pending.append((batch, pool.submit(score, batch)))
-                if len(pending) >= settings.max_concurrent:
+                batch, last = item
+                budget = max(share, every_core) if last else share
+                pending.append((batch, pool.submit(_score_with_budget, score, batch, budget)))
+                if len(pending) > concurrency + ahead:
                     yield _collect(*pending.popleft(), score, settings.record_errors)
             while pending:
                 if should_stop():
@@ -263,6 +315,33 @@ def _scored(
         finally:
             for _batch, future in pending:
                 future.cancel()
+    if reading_error is not None:
+        raise reading_error
+
+
+def _with_last_flag(batches: Iterator[MiniBatch]) -> Iterator[tuple[MiniBatch, bool]]:
+    """(mini-batch, whether it is the shard's last), reading one ahead; an error reading the
+    next one is raised after the current one is handed out."""
+    current = next(batches, None)
+    while current is not None:
+        try:
+            following = next(batches, None)
+        except ShardFailed:
+            yield current, False
+            raise
+        yield current, following is None
+        current = following
+
+
+def _score_with_budget(
+    score: Callable[[MiniBatch | list[bytes]], bytes], batch: MiniBatch, budget: int
+) -> bytes:
+    share = native_threads.call_threads()
+    native_threads.set_call_threads(budget)
+    try:
+        return score(batch)
+    finally:
+        native_threads.set_call_threads(share)
 
 
 def _size_scoring_thread(share: int) -> None:

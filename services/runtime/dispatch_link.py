@@ -134,8 +134,12 @@ class DispatchLink:
             call = self._dispatch.AcquireTask.future(
                 request, timeout=wait_s + RPC_TIMEOUT_S, metadata=self._metadata
             )
-            while not call.done():
-                if cancel.wait(_CANCEL_CHECK_S):
+            # Woken by the answer itself, not the next drain check: a worker asking for its
+            # next shard would otherwise idle up to _CANCEL_CHECK_S after each lease.
+            answered = threading.Event()
+            call.add_done_callback(lambda _call: answered.set())
+            while not answered.wait(_CANCEL_CHECK_S):
+                if cancel.is_set():
                     call.cancel()
                     return None
             return call.result()

@@ -313,6 +313,15 @@ class ModelHandler:
         return self._input_fn is None and self._predict_fn is None and self._transform_fn is None
 
     @property
+    def runs_user_code_per_request(self) -> bool:
+        """Whether a request runs any of the user's functions (input_fn, predict_fn, output_fn
+        or transform_fn); False when only the default handlers and the model's predict run."""
+        return any(
+            function is not None
+            for function in (self._input_fn, self._predict_fn, self._output_fn, self._transform_fn)
+        )
+
+    @property
     def uses_default_predict(self) -> bool:
         """Whether the predict step is the model's own `predict` (no predict_fn, no transform_fn).
 

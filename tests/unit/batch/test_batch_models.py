@@ -9,9 +9,14 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import prometheus_client
 import pytest
 
+from services.batch.control_link import ControlLink, ShardAssignment
+from services.batch.metrics import BatchMetrics
 from services.batch.models import ModelCache, batch_environment
+from services.batch.worker import BatchWorker
+from services.runtime import native_threads
 from services.sagemaker.serving.model_loader import ModelLoadFailed, ModelSpec
 
 
@@ -52,14 +57,15 @@ def source(tmp_path: Path, iris_model_dir: Path) -> FolderSource:
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(iris_model_dir / "model.joblib", "model.joblib")
         tar.add(iris_model_dir / "code" / "batch_iris_default.py", "code/batch_iris_default.py")
+        tar.add(iris_model_dir / "code" / "batch_iris_jsonl.py", "code/batch_iris_jsonl.py")
     return FolderSource(tmp_path / "store")
 
 
-def _model(name: str, **environment: str) -> ModelSpec:
+def _model(name: str, entry_point: str = "batch_iris_default.py", **environment: str) -> ModelSpec:
     return ModelSpec(
         name=name,
         model_data_uri="store://m.tar.gz",
-        entry_point="batch_iris_default.py",
+        entry_point=entry_point,
         environment=environment,
     )
 
@@ -172,3 +178,41 @@ def test_execution_parameters_fn_is_asked_once_per_loaded_model(
     assert cache.execution_parameters(model) == first
     assert reloaded.module is not None and reloaded.module.CALLS == [1]
     assert reloaded is not handler
+
+
+@pytest.mark.parametrize(
+    ("entry_point", "environment", "parallel"),
+    [
+        ("batch_iris_default.py", {}, True),
+        # The user's input_fn and output_fn run per request: one mini-batch at a time.
+        ("batch_iris_jsonl.py", {}, False),
+        # scikit-learn serves (fast path off): as MaxConcurrentTransforms says.
+        ("batch_iris_default.py", {"SKMAKER_FAST_PATH": "0"}, False),
+    ],
+)
+def test_a_fast_path_model_without_user_handlers_is_scored_on_every_core(
+    tmp_path: Path,
+    source: FolderSource,
+    entry_point: str,
+    environment: dict[str, str],
+    parallel: bool,
+) -> None:
+    cache = ModelCache(tmp_path / "work", tmp_path / "deps", {})
+    model = _model("a", entry_point, **environment)
+    handler = cache.handler(model, {}, source)
+    assert cache.predict_path(model).is_fast == (not environment)
+    worker = BatchWorker(
+        ControlLink("127.0.0.1:1", "test/1", control_timeout_s=0.1),
+        cache,
+        tmp_path / "work",
+        BatchMetrics.create(prometheus_client.CollectorRegistry()),
+    )
+    shard = ShardAssignment(
+        task_id="t", attempt=1, heartbeat_interval_s=1.0, job_name="j", model=model,
+        input_uri="store://in.csv", shard_index=0, start=0, end=10, output_uri="store://out",
+        is_first_shard=True,
+    )  # fmt: skip
+    expected = native_threads.available_cpus() if parallel else 0
+    assert worker._scoring_threads(shard, handler, "MultiRecord") == expected
+    # One-record calls are mostly Python (the GIL): one at a time.
+    assert worker._scoring_threads(shard, handler, "SingleRecord") == 0
