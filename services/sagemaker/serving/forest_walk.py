@@ -38,6 +38,11 @@ def walker(model: Any) -> Callable[[Any], Array | None]:
     classes = getattr(model, "classes_", None)
     if classes is None:
         values = [np.ascontiguousarray(value[:, 0]) for value in values]
+    elif not all(_holds_fractions(value) for value in values):
+        # scikit-learn before 1.4.1 keeps weighted class counts in `tree_.value` and divides by
+        # their sum in each tree's predict_proba; summing counts would weigh large leaves more
+        # (another argmax on some rows), so those forests keep scikit-learn's predict.
+        return _declines
     n_features = int(model.n_features_in_)
     count = len(trees)
 
@@ -60,6 +65,16 @@ def walker(model: Any) -> Callable[[Any], Array | None]:
         return labels
 
     return predict
+
+
+def _holds_fractions(value: Array) -> bool:
+    """True when every node's class values sum to 1 (scikit-learn >= 1.4.1), not to counts."""
+    sums = value.sum(axis=1)
+    return bool(np.allclose(sums[sums > 0], 1.0, rtol=0.0, atol=1e-6))
+
+
+def _declines(rows: Any) -> Array | None:
+    return None
 
 
 def with_fallback(

@@ -92,6 +92,19 @@ def test_anything_but_a_plain_finite_array_is_left_to_scikit_learn() -> None:
         assert str(walked_error.value) == str(own_error.value)
 
 
+def test_a_forest_whose_trees_keep_class_counts_is_left_to_scikit_learn() -> None:
+    """scikit-learn before 1.4.1 (the sklearn-1.2 runtime) keeps weighted class counts in each
+    tree's `value` and normalises per tree; summing counts would weigh large leaves more."""
+    features, target = _classification(3)
+    model = ensemble.RandomForestClassifier(10, random_state=0).fit(features, target)
+    assert forest_walk.walker(model)(features[:5]) is not None
+    for estimator in model.estimators_:
+        # Counts as scikit-learn 1.2 stores them: fractions times each node's sample weight.
+        weights = estimator.tree_.weighted_n_node_samples
+        estimator.tree_.value[:, 0, :] *= weights[:, np.newaxis]
+    assert forest_walk.walker(model)(features[:5]) is None
+
+
 def test_the_fast_path_walks_a_forests_large_calls_once_verified() -> None:
     features, target = _classification(3)
     model = ensemble.RandomForestClassifier(20, random_state=0).fit(features, target)
