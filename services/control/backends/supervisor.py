@@ -211,8 +211,10 @@ class ReplicaSupervisor:
 
     def close(self) -> None:
         """See `ReplicaBackend.close`. Blocks for up to the grace period plus the margin."""
+        started = time.monotonic()
         self.begin_shutdown()
         self._watcher.stop(timeout_s=self._settings.health_timeout_s + 5.0)
+        watcher_stopped = time.monotonic()
         with self._events_flushed(), self._lock:
             groups = list(self._endpoints.values())
             for group in groups:
@@ -224,7 +226,15 @@ class ReplicaSupervisor:
         for group in groups:
             self._release(group)
         self._prober.close()
-        log.info("stopped the replicas of %d endpoint(s)", len(groups))
+        now = time.monotonic()
+        log.info(
+            "stopped the replicas of %d endpoint(s) in %.2fs (watcher %.2fs, replicas exited "
+            "and removed %.2fs)",
+            len(groups),
+            now - started,
+            watcher_stopped - started,
+            now - watcher_stopped,
+        )
 
     # ----------------------------------------------------------------- opening, closing
 
@@ -586,8 +596,10 @@ def _release_all(remains: Sequence[RunningReplica]) -> None:
         for running in remains:
             _release(running)
         return
+    started = time.monotonic()
     with ThreadPoolExecutor(max_workers=min(8, len(remains)), thread_name_prefix="release") as pool:
         list(pool.map(_release, remains))
+    log.info("removed what %d replicas left in %.2fs", len(remains), time.monotonic() - started)
 
 
 def _release(running: RunningReplica) -> None:
