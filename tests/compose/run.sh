@@ -305,8 +305,9 @@ docker events --since "$down_started" --until "$(date +%s.%N)" --filter type=con
     --limit "skmaker-control-1=$CONTROL_STOP_LIMIT_S" --limit "skmaker-*-r-*=$REPLICA_STOP_LIMIT_S" \
     --exited "$RUN_DIR/exited.txt" \
     >"$RUN_DIR/stop-times.txt" || stops_ok=0
-# Each service's own account of its stop (its steps' durations).
-grep -E " stopped in [0-9.]+s \(" "$RUN_DIR/compose-logs.txt" | sed 's/^/    /' \
+# Each service's own account of its stop (its steps' durations; the control's replicas).
+grep -E " stopped in [0-9.]+s \(|stopped the replicas of|removed what [0-9]+ replicas left" \
+  "$RUN_DIR/compose-logs.txt" | sed 's/^/    /' \
   >>"$RUN_DIR/stop-times.txt" || true
 cat "$RUN_DIR/stop-times.txt"
 if [ "$stops_ok" -eq 0 ]; then
