@@ -519,6 +519,15 @@ def lock(name: str, locks_dir: Path = LOCKS_DIR) -> Path:
     return target
 
 
+def add_runtimes_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """`--runtimes-dir`, from `SKMAKER_RUNTIMES_DIR` by default (empty: the default folder)."""
+    parser.add_argument(
+        "--runtimes-dir",
+        default=os.environ.get("SKMAKER_RUNTIMES_DIR", ""),
+        help=f"where runtimes are built (env SKMAKER_RUNTIMES_DIR; default {DEFAULT_RUNTIMES_DIR})",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m services.runtime.script_runtimes build|list|wheels|lock`."""
     parser = argparse.ArgumentParser(
@@ -526,11 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Build, list and lock the script runtimes user code runs in.",
         allow_abbrev=False,
     )
-    parser.add_argument(
-        "--runtimes-dir",
-        default=os.environ.get("SKMAKER_RUNTIMES_DIR", ""),
-        help=f"where runtimes are built (env SKMAKER_RUNTIMES_DIR; default {DEFAULT_RUNTIMES_DIR})",
-    )
+    add_runtimes_dir_argument(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     build_parser = commands.add_parser("build", help="build runtimes (default: the newest)")
     wheels_parser = commands.add_parser("wheels", help="put a runtime's wheels into a folder")
