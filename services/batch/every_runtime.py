@@ -147,7 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Run one batch worker per built script runtime (a compose batch container).",
         allow_abbrev=False,
     )
-    script_runtimes.add_runtimes_dir_argument(parser)
+    parser.add_argument(
+        "--runtimes-dir",
+        default=os.environ.get("SKMAKER_RUNTIMES_DIR", ""),
+        help="the runtimes folder (env SKMAKER_RUNTIMES_DIR)",
+    )
     parser.add_argument("--poll-s", type=float, default=5.0, help="how often to look for runtimes")
     parser.add_argument(
         "--stop-grace-s",

@@ -60,7 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Run a program on a script runtime, building the runtime on first use.",
         allow_abbrev=False,
     )
-    script_runtimes.add_runtimes_dir_argument(parser)
+    parser.add_argument(
+        "--runtimes-dir",
+        default=os.environ.get("SKMAKER_RUNTIMES_DIR", ""),
+        help="where runtimes are built (env SKMAKER_RUNTIMES_DIR)",
+    )
     parser.add_argument(
         "--no-index", action="store_true", help="build from the wheelhouse only (air-gapped)"
     )

@@ -519,15 +519,6 @@ def lock(name: str, locks_dir: Path = LOCKS_DIR) -> Path:
     return target
 
 
-def add_runtimes_dir_argument(parser: argparse.ArgumentParser) -> None:
-    """`--runtimes-dir`, from `SKMAKER_RUNTIMES_DIR` by default (empty: the default folder)."""
-    parser.add_argument(
-        "--runtimes-dir",
-        default=os.environ.get("SKMAKER_RUNTIMES_DIR", ""),
-        help=f"where runtimes are built (env SKMAKER_RUNTIMES_DIR; default {DEFAULT_RUNTIMES_DIR})",
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m services.runtime.script_runtimes build|list|wheels|lock`."""
     parser = argparse.ArgumentParser(
@@ -535,7 +526,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Build, list and lock the script runtimes user code runs in.",
         allow_abbrev=False,
     )
-    add_runtimes_dir_argument(parser)
+    parser.add_argument(
+        "--runtimes-dir",
+        default=os.environ.get("SKMAKER_RUNTIMES_DIR", ""),
+        help=f"where runtimes are built (env SKMAKER_RUNTIMES_DIR; default {DEFAULT_RUNTIMES_DIR})",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     build_parser = commands.add_parser("build", help="build runtimes (default: the newest)")
     wheels_parser = commands.add_parser("wheels", help="put a runtime's wheels into a folder")
