@@ -8,12 +8,17 @@ is a `RunningReplica` the supervisor polls, signals and finally releases.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 from services.control.backends import RecordedReplica
 from services.runtime.tls import ClientTls
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -210,3 +215,23 @@ def port_of(address: str) -> int:
     """The port of a host:port address; 0 when it has none."""
     _host, _, port = address.rpartition(":")
     return int(port) if port.isdigit() else 0
+
+
+def release_all(remains: Sequence[RunningReplica]) -> None:
+    """Releases `remains` side by side: removing a container is a Docker API call that took
+    about a second on a busy machine, and a stopping control removes all its replicas at once."""
+    if len(remains) <= 1:
+        for running in remains:
+            _release(running)
+        return
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=min(8, len(remains)), thread_name_prefix="release") as pool:
+        list(pool.map(_release, remains))
+    log.info("removed what %d replicas left in %.2fs", len(remains), time.monotonic() - started)
+
+
+def _release(running: RunningReplica) -> None:
+    try:
+        running.release()
+    except Exception:
+        log.exception("removing the remains of %s failed", running.label)

@@ -23,7 +23,6 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from services.control.backends import (
@@ -42,6 +41,7 @@ from services.control.backends.replica_runtime import (
     ReplicaSpec,
     RunningReplica,
     SupervisionSettings,
+    release_all,
 )
 from services.runtime.components import StepLoop
 
@@ -581,29 +581,9 @@ class ReplicaSupervisor:
             with self._lock:
                 events, self._events = self._events, []
                 remains, self._to_release = self._to_release, []
-            _release_all(remains)
+            release_all(remains)
             for endpoint, message in events:
                 try:
                     self._on_event(endpoint, message)
                 except Exception:
                     log.exception("recording an event of endpoint %s failed", endpoint)
-
-
-def _release_all(remains: Sequence[RunningReplica]) -> None:
-    """Releases `remains` side by side: removing a container is a Docker API call that took
-    about a second on a busy machine, and a stopping control removes all its replicas at once."""
-    if len(remains) <= 1:
-        for running in remains:
-            _release(running)
-        return
-    started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=min(8, len(remains)), thread_name_prefix="release") as pool:
-        list(pool.map(_release, remains))
-    log.info("removed what %d replicas left in %.2fs", len(remains), time.monotonic() - started)
-
-
-def _release(running: RunningReplica) -> None:
-    try:
-        running.release()
-    except Exception:
-        log.exception("removing the remains of %s failed", running.label)
