@@ -7,13 +7,11 @@ requirements cache put on sys.path, and the scikit-learn version warning.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import socket
 import sys
-import tarfile
 import threading
 import time
 from collections.abc import Iterator, MutableMapping
@@ -29,6 +27,7 @@ from services.sagemaker.scripts.requirements import COMPLETE_MARKER, requirement
 from services.sagemaker.serving.model_loader import ModelLoader, ModelLoadFailed, ModelSpec
 from skmaker.v1 import inference_pb2, inference_pb2_grpc, open_inference_pb2_grpc
 from skmaker.v1 import open_inference_pb2 as v2
+from tests.harness import source_bundle
 from tests.unit.inference.replicas import (
     IRIS_ROWS,
     MODEL_FN,
@@ -188,16 +187,6 @@ def test_lifecycle_without_shared_port_writes_no_shared_key(tmp_path: Path) -> N
         running.stop()
 
 
-def targz(files: dict[str, bytes]) -> bytes:
-    stream = io.BytesIO()
-    with tarfile.open(fileobj=stream, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return stream.getvalue()
-
-
 class FakeSource:
     """A ModelSource holding one model and its archives in memory."""
 
@@ -255,13 +244,13 @@ def test_loader_from_a_model_source(
     code = {"inference.py": ENV_AWARE_SCRIPT.encode(), "requirements.txt": b"cached-helper\n"}
     if code_from == "source_uri":
         archives = {
-            "store://m/model.tar.gz": targz({"model.joblib": model_bytes}),
-            "store://m/sourcedir.tar.gz": targz(code),
+            "store://m/model.tar.gz": source_bundle({"model.joblib": model_bytes}),
+            "store://m/sourcedir.tar.gz": source_bundle(code),
         }
         source_uri = "store://m/sourcedir.tar.gz"
     else:
         files = {"model.joblib": model_bytes, **{f"code/{k}": v for k, v in code.items()}}
-        archives = {"store://m/model.tar.gz": targz(files)}
+        archives = {"store://m/model.tar.gz": source_bundle(files)}
         source_uri = ""
     spec = ModelSpec(
         name="iris-model",
@@ -299,7 +288,7 @@ def test_loader_from_a_model_source(
 
 def test_loader_refuses_an_unsafe_archive(isolated_user_code: Path) -> None:
     spec = ModelSpec(name="m", model_data_uri="store://m.tar.gz", entry_point="x.py")
-    source = FakeSource(spec, {"store://m.tar.gz": targz({"../escape.py": b""})}, None)
+    source = FakeSource(spec, {"store://m.tar.gz": source_bundle({"../escape.py": b""})}, None)
     loader = ModelLoader(isolated_user_code / "work", isolated_user_code / "deps", {})
     with pytest.raises(ModelLoadFailed, match=r"cannot unpack model.tar.gz .*'\.\./escape\.py'"):
         loader.load_model(source, "m")
