@@ -209,16 +209,30 @@ def test_streams_beyond_the_limits_are_refused_and_idle_uploads_ended(tmp_path: 
         content = b"now it fits"
         digest = hashlib.sha256(content).hexdigest()
         header = artifacts_pb2.UploadHeader(uri="store://fits", size=len(content), sha256=digest)
-        stored = artifacts.UploadArtifact(
-            iter(
-                [
-                    artifacts_pb2.UploadArtifactRequest(header=header),
-                    artifacts_pb2.UploadArtifactRequest(chunk=content),
-                ]
-            ),
-            timeout=5,
-        )
-        assert stored.artifact.sha256 == digest
+        answers: list[artifacts_pb2.UploadArtifactResponse] = []
+
+        def upload_fits() -> bool:
+            # A handler frees its slot just after it removed its partial file: poll for it.
+            try:
+                answers.append(
+                    artifacts.UploadArtifact(
+                        iter(
+                            [
+                                artifacts_pb2.UploadArtifactRequest(header=header),
+                                artifacts_pb2.UploadArtifactRequest(chunk=content),
+                            ]
+                        ),
+                        timeout=5,
+                    )
+                )
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                return False
+            return True
+
+        _wait_until(upload_fits, timeout_s=10.0)
+        assert answers[-1].artifact.sha256 == digest
         # With the slots free again, a follow is served (a missing job is NOT_FOUND).
         with pytest.raises(grpc.RpcError) as missing:
             list(training.GetTrainingJobLogs(training_pb2.GetTrainingJobLogsRequest(name="nope")))
